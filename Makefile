@@ -1,0 +1,46 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV := .venv
+PORT ?= 8501
+SAMPLE := sample_data/sessions.csv
+
+.PHONY: setup run test test-fast browser bench sample clean
+
+$(UV):
+	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --extra dev
+	touch $@
+
+setup: $(VENV)/.synced
+
+run: setup
+	@echo "Opening KAP Outcomes on the bundled sample data: http://localhost:$(PORT)"
+	$(UV) run --frozen streamlit run dashboard.py --server.port $(PORT) --server.headless true \
+		--browser.gatherUsageStats false
+
+# Installs Debian's chromium for the real-browser tests when it is missing (needs root and the package registry).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "!!! could not install chromium: real-browser tests will be skipped"; \
+		else echo "!!! chromium is not installed and cannot be installed here: real-browser tests will be skipped"; fi; \
+	fi
+
+test: setup browser
+	$(UV) run --frozen pytest -q -n 2 --dist loadgroup
+
+test-fast: setup
+	$(UV) run --frozen pytest -q -n 2 -m "not e2e and not slow"
+
+bench: setup
+	$(UV) run --frozen python perf/run_all.py
+
+sample: setup
+	$(UV) run --frozen kap-outcomes sample --patients 1500 --seed 20261125 --out sample_data
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,55 @@
+"""The analysis settings: one typed object, passed in, shown wherever results are shown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+RelapseDefinition = Literal["any", "heavy"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every changeable default of data-contract.md "Derived outcomes".
+
+    Attributes
+    ----------
+    relapse:
+        ``"any"``: first follow-up with any use, fewer abstinent days than the window, or a positive
+        urine result. ``"heavy"``: first follow-up with ``heavy_days > 0`` (urine and ``relapse_date``
+        still count, as the contract says).
+    dropout_as_relapse:
+        Count ``lost_to_follow_up``/``withdrew`` as return to use at that assessment (the Dakwar 2019
+        "use or dropout" event). Default False: such patients are censored.
+    baseline_window_days:
+        Baseline PHQ-9/GAD-7 is the last score on or before the index date, at most this many days before.
+    suppress / min_cell:
+        Counts from 1 to ``min_cell - 1`` are suppressed in shared outputs (default: 1–10).
+    """
+
+    relapse: RelapseDefinition = "any"
+    dropout_as_relapse: bool = False
+    baseline_window_days: int = 30
+    suppress: bool = True
+    min_cell: int = 11
+
+    def with_(self, **changes: object) -> "Settings":
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        """One plain sentence for captions, the report and the JSON."""
+        event = (
+            "first follow-up with any use, fewer abstinent days than the window covers, or a positive urine test"
+            if self.relapse == "any"
+            else "first follow-up with at least one heavy-use day (or a positive urine test or a recorded relapse date)"
+        )
+        dropout = (
+            "dropping out (lost to follow-up or withdrew) counts as return to use"
+            if self.dropout_as_relapse
+            else "patients who drop out are censored at their last assessment"
+        )
+        return (
+            f"Return to use = {event}; {dropout}; patients without return to use are censored at their last "
+            f"assessment. Day 0 is the first ketamine session. Baseline scores: last on or before day 0, at most "
+            f"{self.baseline_window_days} days before."
+        )

@@ -1,0 +1,97 @@
+"""Typed frames of accepted rows: what analytics/ receives.
+
+Dtypes: text/category/list → pandas string (categories lower-case), date → ``datetime64[ns]``,
+number/integer → float64 (NaN = missing), boolean → pandas ``boolean``. Every frame keeps ``line``
+(the row's line in its file, header = line 1) when it came from a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from schemas.columns import COLUMNS
+
+_TRUE = {"yes", "true", "1", "y", "t"}
+_FALSE = {"no", "false", "0", "n", "f"}
+
+
+def parse_bool(values: pd.Series) -> pd.Series:
+    s = values.astype("string").str.strip().str.lower()
+    out = pd.Series(pd.NA, index=values.index, dtype="boolean")
+    out[s.isin(_TRUE).fillna(False).astype(bool)] = True
+    out[s.isin(_FALSE).fillna(False).astype(bool)] = False
+    return out
+
+
+def coerce_canonical(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Give already-clean canonical columns their analysis dtypes; add missing optional columns.
+
+    Used on rows that passed validation, and by tests that build small exports by hand.
+    """
+    spec = COLUMNS[kind]
+    out = pd.DataFrame(index=frame.index)
+    for col, ctype in spec.items():
+        if col not in frame.columns:
+            values = pd.Series(pd.NA, index=frame.index)
+        else:
+            values = frame[col]
+        if ctype == "date":
+            out[col] = pd.to_datetime(values, errors="coerce").astype("datetime64[ns]")
+        elif ctype in ("number", "integer"):
+            out[col] = pd.to_numeric(values, errors="coerce").astype("float64")
+        elif ctype == "boolean":
+            out[col] = values if values.dtype == "boolean" else parse_bool(values)
+        elif ctype in ("category", "list"):
+            out[col] = values.astype("string").str.strip().str.lower()
+        else:
+            out[col] = values.astype("string").str.strip()
+    for extra in frame.columns:
+        if extra not in out.columns:
+            out[extra] = frame[extra]
+    return out
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """Per-file counts for the data-quality report (cli.md ``files.<name>``)."""
+
+    rows: int
+    accepted: int
+    quarantined: int
+    dropped_columns: tuple[str, ...] = ()
+    extra_columns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ValidatedExports:
+    """Accepted rows of each export plus the quarantine report.
+
+    ``issues`` columns: ``file``, ``line``, ``column``, ``value``, ``reason`` (one row per problem; a
+    quarantined row may have several). ``patients`` holds one row per patient from patients.csv or, when
+    absent, the patient columns found on sessions rows.
+    """
+
+    sessions: pd.DataFrame
+    followups: pd.DataFrame
+    patients: pd.DataFrame
+    issues: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["file", "line", "column", "value", "reason"]))
+    files: dict[str, FileReport] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_frames(cls, sessions: pd.DataFrame, followups: pd.DataFrame,
+                    patients: pd.DataFrame | None = None) -> "ValidatedExports":
+        """Wrap hand-built, already-valid canonical frames (for tests and the sample generator)."""
+        s = coerce_canonical(sessions, "sessions")
+        f = coerce_canonical(followups, "followups")
+        if patients is None:
+            patients = pd.DataFrame({"patient_id": s["patient_id"].unique()})
+        p = coerce_canonical(patients, "patients")
+        return cls(sessions=s, followups=f, patients=p)
+
+    @property
+    def n_patients(self) -> int:
+        return int(self.sessions["patient_id"].nunique())

@@ -1,0 +1,70 @@
+"""Cohort derivation on hand-built exports with known answers."""
+
+import pandas as pd
+import pytest
+
+from analytics.cohort import build_cohort
+from analytics.settings import Settings
+from schemas.frames import ValidatedExports
+
+
+def _exports(followups: list[dict], sessions: list[dict] | None = None) -> ValidatedExports:
+    sessions = sessions or [
+        {"patient_id": "p1", "session_date": "2025-01-01", "session_type": "assessment", "phq9": 20},
+        {"patient_id": "p1", "session_date": "2025-01-03", "session_type": "ketamine", "route": "iv"},
+        {"patient_id": "p1", "session_date": "2025-01-05", "session_type": "ketamine", "route": "iv", "phq9": 15},
+    ]
+    return ValidatedExports.from_frames(pd.DataFrame(sessions), pd.DataFrame(followups))
+
+
+def test_index_date_is_first_ketamine_session_and_baseline_is_last_score_before_it():
+    cohort = build_cohort(_exports([{"patient_id": "p1", "assessment_date": "2025-02-02", "days_abstinent": 30}]))
+    row = cohort.patients.iloc[0]
+    assert row["index_date"] == pd.Timestamp("2025-01-03")
+    assert row["baseline_phq9"] == 20.0
+    assert row["index_route"] == "iv"
+
+
+def test_patient_without_use_is_censored_at_last_assessment():
+    fus = [{"patient_id": "p1", "assessment_date": d, "days_abstinent": 30, "window_days": 30}
+           for d in ("2025-02-02", "2025-03-04")]
+    row = build_cohort(_exports(fus)).patients.iloc[0]
+    assert not row["relapsed"]
+    assert row["days_to_event"] == 60.0
+
+
+def test_relapse_date_is_used_when_given_else_assessment_date():
+    fus = [{"patient_id": "p1", "assessment_date": "2025-02-02", "any_use": "yes", "relapse_date": "2025-01-20"}]
+    assert build_cohort(_exports(fus)).patients.iloc[0]["days_to_event"] == 17.0
+    fus = [{"patient_id": "p1", "assessment_date": "2025-02-02", "any_use": "yes"}]
+    assert build_cohort(_exports(fus)).patients.iloc[0]["days_to_event"] == 30.0
+
+
+def test_short_abstinence_counts_only_when_window_lies_after_index():
+    # day 20 assessment with a 30-day window reaches back before day 0: says nothing certain
+    fus = [{"patient_id": "p1", "assessment_date": "2025-01-23", "days_abstinent": 25, "window_days": 30},
+           {"patient_id": "p1", "assessment_date": "2025-03-04", "days_abstinent": 28, "window_days": 30}]
+    row = build_cohort(_exports(fus)).patients.iloc[0]
+    assert row["relapsed"] and row["days_to_event"] == 60.0
+
+
+@pytest.mark.parametrize("dropout_as_relapse, relapsed, day", [(False, False, 30.0), (True, True, 30.0)])
+def test_dropout_is_censored_by_default_and_an_event_when_asked(dropout_as_relapse, relapsed, day):
+    fus = [{"patient_id": "p1", "assessment_date": "2025-02-02", "days_abstinent": 30, "status": "lost_to_follow_up"}]
+    row = build_cohort(_exports(fus), Settings(dropout_as_relapse=dropout_as_relapse)).patients.iloc[0]
+    assert row["relapsed"] == relapsed and row["days_to_event"] == day
+
+
+def test_heavy_definition_ignores_light_use():
+    fus = [{"patient_id": "p1", "assessment_date": "2025-02-02", "days_abstinent": 25, "heavy_days": 0,
+            "any_use": "yes"},
+           {"patient_id": "p1", "assessment_date": "2025-03-04", "days_abstinent": 20, "heavy_days": 2}]
+    assert build_cohort(_exports(fus)).patients.iloc[0]["days_to_event"] == 30.0
+    assert build_cohort(_exports(fus), Settings(relapse="heavy")).patients.iloc[0]["days_to_event"] == 60.0
+
+
+def test_patient_without_followup_is_excluded_from_survival_and_counted():
+    cohort = build_cohort(_exports([]))
+    assert not cohort.patients.iloc[0]["has_followup"]
+    assert cohort.survival_patients.empty
+    assert sum(cohort.exclusions.values()) == 1
