@@ -1,0 +1,41 @@
+"""Plotly figure builders: result in, ``go.Figure`` out. Pure; no Streamlit.
+
+One module per topic (``survival``, ``trajectories``, ``benchmarks``, ``qi``, ``safety``); this package
+holds what they share: a colour-blind-safe palette (Okabe–Ito) and the common layout.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+# Okabe & Ito (2008) colour-blind-safe palette, black last.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+FONT = "DejaVu Sans, Arial, sans-serif"
+
+
+def colour(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def rgba(hex_colour: str, alpha: float) -> str:
+    h = hex_colour.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def base_layout(fig: go.Figure, *, title: str, x_title: str | None = None, y_title: str | None = None,
+                height: int = 480) -> go.Figure:
+    """Title, axis titles with units, readable fonts, legend on top; returns the same figure."""
+    fig.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left"},
+        font={"family": FONT, "size": 13},
+        template="plotly_white",
+        height=height,
+        margin={"l": 70, "r": 30, "t": 70, "b": 60},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+    )
+    if x_title is not None:
+        fig.update_xaxes(title_text=x_title)
+    if y_title is not None:
+        fig.update_yaxes(title_text=y_title)
+    return fig
