@@ -39,3 +39,11 @@ REQUIRED = {
 COLUMNS = {"sessions": SESSIONS, "followups": FOLLOWUPS, "patients": PATIENTS}
 # patient attributes that may also appear on sessions rows (data-contract.md)
 PATIENT_COLUMNS_ON_SESSIONS = ("primary_substance", "program", "sex", "age", "prior_treatments")
+
+
+def read_columns(kind: str) -> dict[str, str]:
+    """Columns the reader recognises in a file: the export's own, plus patient columns on sessions rows."""
+    cols = dict(COLUMNS[kind])
+    if kind == "sessions":
+        cols.update({c: PATIENTS[c] for c in PATIENT_COLUMNS_ON_SESSIONS})
+    return cols

@@ -1,0 +1,194 @@
+"""``kap-outcomes``: the dashboard's pipeline for scripts, schedulers and checks (../shared/cli.md).
+
+Exit codes: 0 every row accepted · 1 some rows quarantined (the rest analysed) · 2 unusable input.
+Errors go to stderr as one plain sentence; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from analytics.errors import OutcomesError, UnusableExport
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one sentence, exit 2
+        self.exit(2, f"kap-outcomes: {message}; run 'kap-outcomes {self.prog.split()[-1]} --help' for the options.\n"
+                  if " " in self.prog else f"kap-outcomes: {message}; run 'kap-outcomes --help'.\n")
+
+
+def _inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sessions", required=True, metavar="FILE", help="sessions.csv export")
+    p.add_argument("--followups", required=True, metavar="FILE", help="followups.csv export")
+    p.add_argument("--patients", metavar="FILE", help="patients.csv export (optional)")
+    p.add_argument("--preset", metavar="NAME", help="column preset of the export layout (default: canonical)")
+    p.add_argument("--mapping", metavar="FILE", help="a saved column mapping (TOML), instead of a preset")
+    p.add_argument("--dates", choices=["iso", "dayfirst", "monthfirst"], default="iso",
+                   help="date order in the files (default iso: yyyy-mm-dd); ambiguous dates are never guessed")
+
+
+def _analysis_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--by", metavar="COLUMN", help="group survival curves and the Cox model by a patient column")
+    p.add_argument("--reference", metavar="LEVEL", help="Cox reference level (default: the largest group)")
+    p.add_argument("--relapse", choices=["any", "heavy"], default="any", help="return-to-use definition")
+    p.add_argument("--dropout-as-relapse", action="store_true",
+                   help="count lost to follow-up / withdrew as return to use")
+    p.add_argument("--no-suppress", action="store_true",
+                   help="ANALYST USE ONLY: show counts from 1 to 10 (suppressed by default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="kap-outcomes", description="Outcomes of ketamine-assisted addiction treatment.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    v = sub.add_parser("validate", help="check the exports and print the data-quality report")
+    _inputs(v)
+    v.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    a = sub.add_parser("analyze", help="run every analysis and write one JSON object")
+    _inputs(a)
+    _analysis_options(a)
+    a.add_argument("--json", metavar="FILE|-", default="-", help="where to write the JSON (default: stdout)")
+    r = sub.add_parser("report", help="write the self-contained HTML meeting pack")
+    _inputs(r)
+    _analysis_options(r)
+    r.add_argument("--out", required=True, metavar="FILE.html", help="the HTML file to write")
+    s = sub.add_parser("sample", help="write a synthetic clinic export with known effects")
+    s.add_argument("--patients", type=int, required=True, metavar="N")
+    s.add_argument("--seed", type=int, default=20261125, metavar="S")
+    s.add_argument("--out", required=True, metavar="DIR")
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    from schemas.presets import load_mapping_file
+    from schemas.validate import load_exports
+
+    preset = load_mapping_file(args.mapping) if getattr(args, "mapping", None) else args.preset
+    return load_exports(args.sessions, args.followups, args.patients, preset=preset, dates=args.dates)
+
+
+def _clean(obj: Any) -> Any:
+    """Plain JSON: NaN/inf → null, numpy scalars → Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def validation_json(data) -> dict:
+    """The ``validate --json`` object of cli.md."""
+    files = {k: {"rows": r.rows, "accepted": r.accepted, "quarantined": r.quarantined,
+                 "dropped_columns": list(r.dropped_columns)} for k, r in data.files.items()}
+    issues = [{"file": str(i.file), "line": int(i.line), "column": str(i.column), "value": str(i.value),
+               "reason": str(i.reason)} for i in data.issues.itertuples(index=False)]
+    return {"files": files, "patients": data.n_patients, "issues": issues}
+
+
+def _exit_code(data) -> int:
+    return 1 if any(r.quarantined for r in data.files.values()) else 0
+
+
+def _print_report(data) -> None:
+    out = sys.stdout
+    for kind, r in data.files.items():
+        out.write(f"{kind}: {r.rows:,} rows read, {r.accepted:,} accepted, {r.quarantined:,} set aside")
+        out.write(f"; dropped identifier columns: {', '.join(r.dropped_columns)}\n" if r.dropped_columns else "\n")
+    out.write(f"{data.n_patients:,} patients with accepted sessions.\n")
+    if len(data.issues):
+        out.write(f"\n{len(data.issues):,} problems (file, line, column, value: reason):\n")
+        for i in data.issues.head(200).itertuples(index=False):
+            out.write(f"  {i.file} line {i.line}, {i.column} = '{i.value}': {i.reason}\n")
+        if len(data.issues) > 200:
+            out.write(f"  … and {len(data.issues) - 200:,} more; use --json for the full list.\n")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    data = _load(args)
+    if args.json:
+        json.dump(_clean(validation_json(data)), sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+    else:
+        _print_report(data)
+    return _exit_code(data)
+
+
+def _settings(args: argparse.Namespace):
+    from analytics.settings import Settings
+
+    return Settings(relapse=args.relapse, dropout_as_relapse=args.dropout_as_relapse, suppress=not args.no_suppress)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from analytics.pipeline import analysis_json
+
+    data = _load(args)
+    result = _clean(analysis_json(data, _settings(args), by=args.by, reference=args.reference))
+    text = json.dumps(result, ensure_ascii=False)
+    if args.json in ("-", None):
+        sys.stdout.write(text + "\n")
+    else:
+        try:
+            Path(args.json).write_text(text + "\n", encoding="utf-8")
+        except OSError as err:
+            raise UnusableExport(f"Cannot write {args.json} ({err.strerror}); choose a writable path.") from None
+    return _exit_code(data)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from analytics.report import write_report
+
+    data = _load(args)
+    try:
+        write_report(data, _settings(args), Path(args.out), by=args.by, reference=args.reference)
+    except OSError as err:
+        raise UnusableExport(f"Cannot write {args.out} ({err.strerror}); choose a writable path.") from None
+    return _exit_code(data)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from analytics.sample import write_clinic
+
+    if args.patients < 1:
+        raise UnusableExport(f"--patients must be at least 1 (got {args.patients}).")
+    try:
+        paths = write_clinic(args.out, n_patients=args.patients, seed=args.seed)
+    except OSError as err:
+        raise UnusableExport(f"Cannot write into {args.out} ({err.strerror}); choose a writable folder.") from None
+    for p in paths.values():
+        sys.stderr.write(f"wrote {p}\n")
+    return 0
+
+
+COMMANDS = {"validate": cmd_validate, "analyze": cmd_analyze, "report": cmd_report, "sample": cmd_sample}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except OutcomesError as err:
+        sys.stderr.write(f"kap-outcomes: {err}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("kap-outcomes: interrupted.\n")
+        return 2
+    except MemoryError:
+        sys.stderr.write("kap-outcomes: the files are too large for this machine's memory; split them by year.\n")
+        return 2
+    except Exception as err:  # noqa: BLE001 - the user never sees a traceback
+        sys.stderr.write(f"kap-outcomes: internal error ({type(err).__name__}); please report it with the command "
+                         "you ran (no patient data).\n")
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

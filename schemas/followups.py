@@ -1,0 +1,38 @@
+"""pandera model of followups.csv: one row per outcome assessment (data-contract.md)."""
+
+from __future__ import annotations
+
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from schemas.columns import STATUSES, URINE_TOX
+
+
+class FollowupsSchema(pa.DataFrameModel):
+    """Checked after parsing; rules that involve two columns or two files live in schemas/validate.py."""
+
+    patient_id: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1},
+                                       description="The clinic's patient number; the patient must have a ketamine session. Required.")
+    assessment_date: Series[pa.DateTime] = pa.Field(nullable=False,
+                                                    description="Date of the assessment; on or after the first ketamine session. Required.")
+    window_days: Series[float] = pa.Field(nullable=True, ge=1, le=365,
+                                          description="Days the use questions cover (1–365; 30 when empty).")
+    days_abstinent: Series[float] = pa.Field(nullable=True, ge=0, le=365,
+                                             description="Days without any use in the window (0 … window_days).")
+    heavy_days: Series[float] = pa.Field(nullable=True, ge=0, le=365,
+                                         description="Days of heavy use in the window (0 … window_days − days_abstinent).")
+    any_use: Series[pa.BOOL] = pa.Field(nullable=True,
+                                        description="Any use since the previous assessment: yes/no, true/false or 1/0.")
+    relapse_date: Series[pa.DateTime] = pa.Field(nullable=True,
+                                                 description="First day of return to use, when known; not after the assessment, not before the first ketamine session.")
+    phq9: Series[float] = pa.Field(nullable=True, ge=0, le=27, description="PHQ-9 total, whole number 0–27.")
+    gad7: Series[float] = pa.Field(nullable=True, ge=0, le=21, description="GAD-7 total, whole number 0–21.")
+    craving: Series[float] = pa.Field(nullable=True, ge=0, le=10, description="Craving on a 0–10 visual analogue scale.")
+    urine_tox: Series[str] = pa.Field(nullable=True, isin=list(URINE_TOX),
+                                      description="Urine drug screen: positive, negative or not_done.")
+    status: Series[str] = pa.Field(nullable=True, isin=list(STATUSES),
+                                   description="active, completed, lost_to_follow_up, withdrew or deceased.")
+
+    class Config:
+        strict = False
+        coerce = False

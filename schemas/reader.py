@@ -1,0 +1,317 @@
+"""Reading one export file as the data contract says, before any validation.
+
+What happens here, in order:
+
+1. Refuse what is not a CSV text file (size limit, compressed or binary content, absurd line length or
+   column count) with one sentence; nothing is parsed.
+2. Decode: UTF-8 with or without BOM; else Windows-1252 (the decision is reported).
+3. Sniff the delimiter (``,`` ``;`` tab) from the header line.
+4. Split into records; every record keeps its ``line`` as an editor shows it (header = line 1). Records
+   with the wrong number of fields are set aside as issues, never dropped.
+5. Normalise headers (trim, case-insensitive), apply the preset's column renames and value maps, drop
+   direct-identifier columns (reported, never stored).
+
+Values stay text here; :mod:`schemas.validate` parses and checks them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from analytics.errors import UnusableExport
+from schemas.columns import COLUMNS, REQUIRED, read_columns
+from schemas.presets import Preset, load_preset
+
+MAX_BYTES = 512 * 1024 * 1024
+MAX_COLUMNS = 500
+MAX_LINE_CHARS = 100_000
+MISSING_TOKENS = frozenset({"", "na", "n/a", "null", "-", "none", "nan"})
+
+# Header tokens that mark a direct identifier (HIPAA Safe Harbor style). Matched on whole tokens of
+# the normalised header, so ``site`` or ``session_type`` never match.
+_IDENTIFIER_PATTERNS = [
+    r"(^|_)(first|last|given|family|full|middle|sur|fore|patient|client|preferred)_?name($|_)",
+    r"^name$", r"^surname$", r"^forename$",
+    r"(^|_)e_?mail($|_)", r"(^|_)(phone|telephone|mobile|cell|fax)(_?(number|no))?($|_)",
+    r"(^|_)(address|street|addr|city|zip|zipcode|postcode|postal_code)($|_)",
+    r"(^|_)(ssn|social_security(_number)?|sin|nhs_?(number|no)?|nino|passport|driver_?licen[cs]e)($|_)",
+    r"(^|_)(dob|date_of_birth|birth_?date|birthdate|birthday)($|_)",
+    r"(^|_)(mrn|medical_record(_number)?|record_number|chart_number|health_card)($|_)",
+    r"(^|_)(insurance|member|policy|medicaid|medicare)_?(id|number|no)($|_)",
+    r"(^|_)(ip_address|device_id|url|photo)($|_)",
+]
+_IDENTIFIER_RE = re.compile("|".join(_IDENTIFIER_PATTERNS))
+
+
+def normalise_header(name: str) -> str:
+    """``' Session Date '`` → ``session_date`` (trim, lower-case, runs of non-alphanumerics → ``_``)."""
+    s = re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
+    return s
+
+
+def looks_like_identifier(header: str) -> bool:
+    return bool(_IDENTIFIER_RE.search(normalise_header(header)))
+
+
+@dataclass(frozen=True)
+class RawExport:
+    """One file after reading: text values in canonical columns, plus what was set aside.
+
+    ``frame`` holds one row per well-formed record, text values (missing tokens → ``None``), canonical
+    column names where known, and ``line``. ``issues`` are records that could not even be split into the
+    header's columns (one per record). ``rows`` counts every record read.
+    """
+
+    kind: str
+    name: str
+    frame: pd.DataFrame
+    rows: int
+    issues: list[dict] = field(default_factory=list)
+    dropped_columns: tuple[str, ...] = ()
+    extra_columns: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def _refuse_hostile(data: bytes, name: str, max_bytes: int) -> None:
+    if len(data) > max_bytes:
+        raise UnusableExport(
+            f"{name} is {len(data) / 1e6:,.0f} MB, above the {max_bytes / 1e6:,.0f} MB limit for one upload; "
+            "export a shorter date range or split the file by year.")
+    head = data[:4]
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x1f\x8b") or head.startswith(b"7z\xbc\xaf") \
+            or head.startswith(b"BZh"):
+        raise UnusableExport(
+            f"{name} is a compressed archive, not a CSV file; unzip it and upload the CSV inside.")
+    sample = data[:65536]
+    if b"\x00" in sample:
+        if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise UnusableExport(
+                f"{name} is saved as UTF-16; save it again as 'CSV UTF-8' (or Windows-1252) and upload that.")
+        raise UnusableExport(
+            f"{name} is a binary file (for example a spreadsheet), not a CSV text file; "
+            "save it as CSV (comma, semicolon or tab separated) and upload that.")
+
+
+def _decode(data: bytes, name: str) -> tuple[str, str]:
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="strict"), "UTF-8 (with BOM)"
+    try:
+        return data.decode("utf-8"), "UTF-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252"), "Windows-1252"
+    except UnicodeDecodeError:
+        return data.decode("latin-1"), "Latin-1 (not valid UTF-8 or Windows-1252; check accented letters)"
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    counts = {d: 0 for d in (",", ";", "\t")}
+    in_quotes = False
+    for ch in header_line:
+        if ch == '"':
+            in_quotes = not in_quotes
+        elif not in_quotes and ch in counts:
+            counts[ch] += 1
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
+def _split_fast(text: str, delimiter: str, n_lines: int) -> tuple[list[str], pd.DataFrame] | None:
+    """pyarrow parse; only when every record is exactly one physical line (so line = index + 2)."""
+    bad: list[int] = []
+
+    def handler(_row: object) -> str:
+        bad.append(1)
+        return "skip"
+
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(text.encode("utf-8")),
+            read_options=pacsv.ReadOptions(autogenerate_column_names=True, block_size=1 << 24),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handler,
+                                             newlines_in_values=False),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False,
+                                                 null_values=[]),
+        )
+    except (pa.ArrowInvalid, pa.ArrowException):
+        return None
+    if bad or table.num_rows != n_lines:
+        return None
+    table = table.cast(pa.schema([pa.field(f.name, pa.string()) for f in table.schema]))
+    frame = table.to_pandas(types_mapper=None)
+    header = [str(v) for v in frame.iloc[0].tolist()]
+    body = frame.iloc[1:].reset_index(drop=True)
+    body.columns = range(len(header))
+    body.insert(0, "__line", range(2, len(body) + 2))
+    return header, body
+
+
+def _split_slow(text: str, delimiter: str, name: str) -> tuple[list[str], pd.DataFrame, list[dict], int]:
+    """csv module parse keeping each record's first physical line; ragged records become issues."""
+    csv.field_size_limit(MAX_LINE_CHARS * 10)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False)
+    header: list[str] | None = None
+    records: list[list[str]] = []
+    lines: list[int] = []
+    issues: list[dict] = []
+    n = 0
+    start = 1
+    try:
+        for rec in reader:
+            line = start
+            start = reader.line_num + 1
+            if header is None:
+                if not rec or all(not c.strip() for c in rec):
+                    continue
+                header = rec
+                continue
+            if not rec or (len(rec) == 1 and not rec[0].strip()):
+                continue  # a blank line is not a record
+            n += 1
+            if len(rec) != len(header):
+                issues.append({"line": line, "column": "(whole row)", "value": delimiter.join(rec)[:80],
+                               "reason": f"this line has {len(rec)} fields but the header has {len(header)}; "
+                                         "check for an unquoted delimiter or a stray quote in it"})
+                continue
+            records.append(rec)
+            lines.append(line)
+    except csv.Error as err:
+        raise UnusableExport(f"{name} could not be split into columns near line {start} ({err}); "
+                             "check its quoting and save it again as CSV.") from None
+    if header is None:
+        raise UnusableExport(f"{name} is empty; export it again with a header row and data.")
+    body = pd.DataFrame(records, columns=range(len(header)), dtype=object) if records else \
+        pd.DataFrame(columns=range(len(header)), dtype=object)
+    body.insert(0, "__line", lines)
+    return header, body, issues, n
+
+
+def read_export(source: str | Path | bytes, *, kind: str, name: str | None = None,
+                preset: str | Preset | None = None, max_bytes: int = MAX_BYTES) -> RawExport:
+    """Read one export into text columns with canonical names.
+
+    Parameters
+    ----------
+    source:
+        A path, or the file's bytes (an upload).
+    kind:
+        ``sessions``, ``followups`` or ``patients``.
+    name:
+        The file name used in messages (defaults to the path's name or ``<kind>.csv``).
+    preset:
+        A column preset name (``schemas/presets/*.toml``) or a loaded :class:`Preset`.
+
+    Raises
+    ------
+    UnusableExport
+        Missing, unreadable, empty, hostile file, or a required column missing.
+    """
+    if kind not in COLUMNS:
+        raise UnusableExport(f"Unknown export kind '{kind}'; use sessions, followups or patients.")
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        name = name or path.name
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise UnusableExport(
+                    f"{name} is {size / 1e6:,.0f} MB, above the {max_bytes / 1e6:,.0f} MB limit for one upload; "
+                    "export a shorter date range or split the file by year.")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise UnusableExport(f"{name} was not found at {path}; check the path and try again.") from None
+        except IsADirectoryError:
+            raise UnusableExport(f"{path} is a folder, not a CSV file; give the path of the {kind} export.") from None
+        except PermissionError:
+            raise UnusableExport(f"{name} cannot be read (permission denied); check the file's permissions.") from None
+    else:
+        data = bytes(source)
+        name = name or f"{kind}.csv"
+    _refuse_hostile(data, name, max_bytes)
+    text, encoding = _decode(data, name)
+    if not text.strip():
+        raise UnusableExport(f"{name} is empty; export it again with a header row and data.")
+    first_nl = text.find("\n")
+    first_line = text if first_nl < 0 else text[:first_nl]
+    if len(first_line) > MAX_LINE_CHARS:
+        raise UnusableExport(f"{name}: the header line is {len(first_line):,} characters long; this is not a "
+                             "clinic export. Check that the right file was chosen.")
+    delimiter = _sniff_delimiter(first_line)
+    if first_line.count(delimiter) + 1 > MAX_COLUMNS:
+        raise UnusableExport(f"{name} has {first_line.count(delimiter) + 1:,} columns, more than the "
+                             f"{MAX_COLUMNS} a clinic export can have; check that the right file was chosen.")
+    longest = max((len(x) for x in text.split("\n", 200_000)[:200_000]), default=0) if len(text) < 50_000_000 \
+        else 0
+    if longest > MAX_LINE_CHARS:
+        raise UnusableExport(f"{name} has a line of {longest:,} characters; a clinic export line is far shorter. "
+                             "Check for a missing line break or a stray quote.")
+    body_text = text.rstrip("\r\n")
+    n_lines = body_text.count("\n") + 1
+    fast = None
+    if "\n\n" not in body_text and "\r\n\r\n" not in body_text and "\r" not in body_text.replace("\r\n", ""):
+        fast = _split_fast(body_text + "\n", delimiter, n_lines)
+    issues: list[dict]
+    if fast is not None:
+        header, body = fast
+        issues, rows = [], len(body)
+    else:
+        header, body, issues, rows = _split_slow(text, delimiter, name)
+    for issue in issues:
+        issue["file"] = name
+    notes = [f"{name}: read as {encoding}, delimiter {'tab' if delimiter == chr(9) else repr(delimiter)}."]
+    return _name_columns(kind, name, header, body, rows, issues, preset, notes)
+
+
+def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, rows: int,
+                  issues: list[dict], preset: str | Preset | None, notes: list[str]) -> RawExport:
+    loaded = preset if isinstance(preset, Preset) else load_preset(preset)
+    canonical = read_columns(kind)
+    renames = loaded.column_map(kind)
+    out: dict[str, pd.Series] = {"line": body["__line"].astype("int64")}
+    dropped: list[str] = []
+    extra: list[str] = []
+    seen: dict[str, str] = {}
+    for i, raw_name in enumerate(header):
+        raw_name = raw_name.strip()
+        key = normalise_header(raw_name)
+        target = renames.get(key, key)
+        if target in canonical:
+            if target in seen:
+                raise UnusableExport(
+                    f"{name} has two columns that both mean '{target}' ('{seen[target]}' and '{raw_name}'); "
+                    "remove one of them or rename it, then upload again.")
+            seen[target] = raw_name
+            out[target] = body[i]
+        elif looks_like_identifier(raw_name):
+            dropped.append(raw_name)
+        elif key:
+            extra.append(raw_name)
+            out[f"extra:{raw_name}"] = body[i]
+    frame = pd.DataFrame(out)
+    for col in frame.columns:
+        if col == "line":
+            continue
+        s = frame[col].astype("string").str.strip()
+        frame[col] = s.mask(s.str.lower().isin(MISSING_TOKENS))
+    frame = loaded.map_values(kind, frame)
+    missing = [c for c in REQUIRED[kind] if c not in frame.columns]
+    if missing:
+        have = ", ".join(h.strip() for h in header[:12]) + (" …" if len(header) > 12 else "")
+        hint = "" if loaded.name == "canonical" else f" (preset '{loaded.name}')"
+        raise UnusableExport(
+            f"{name} has no '{missing[0]}' column{hint}; its columns are: {have}. Rename the column in the export, "
+            "or choose the preset that matches your system.")
+    if dropped:
+        notes.append(f"{name}: dropped {len(dropped)} column(s) that look like direct identifiers "
+                     f"({', '.join(dropped)}); they are never stored or analysed.")
+    return RawExport(kind=kind, name=name, frame=frame, rows=rows, issues=issues,
+                     dropped_columns=tuple(dropped), extra_columns=tuple(extra), notes=tuple(notes))

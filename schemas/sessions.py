@@ -1,0 +1,40 @@
+"""pandera model of sessions.csv: one row per treatment contact (data-contract.md)."""
+
+from __future__ import annotations
+
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from schemas.columns import ROUTES, SESSION_TYPES
+
+
+class SessionsSchema(pa.DataFrameModel):
+    """Checked after each value is parsed to its type (dates, numbers); text is lower-cased categories."""
+
+    patient_id: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1},
+                                       description="The clinic's patient number (text; leading zeros are kept). Required.")
+    session_date: Series[pa.DateTime] = pa.Field(nullable=False,
+                                                 description="Date of the contact (yyyy-mm-dd unless you choose another format). Required; not after the upload date.")
+    session_type: Series[str] = pa.Field(nullable=False, isin=list(SESSION_TYPES),
+                                         description="ketamine, psychotherapy, integration or assessment. Required.")
+    route: Series[str] = pa.Field(nullable=True, isin=list(ROUTES),
+                                  description="Ketamine route: iv, im, sublingual, intranasal or oral. Required on ketamine rows.")
+    dose_mg: Series[float] = pa.Field(nullable=True, gt=0, le=1000, description="Ketamine dose in mg (above 0, at most 1000).")
+    weight_kg: Series[float] = pa.Field(nullable=True, ge=30, le=300, description="Body weight in kg (30–300).")
+    phq9: Series[float] = pa.Field(nullable=True, ge=0, le=27, description="PHQ-9 total, whole number 0–27.")
+    gad7: Series[float] = pa.Field(nullable=True, ge=0, le=21, description="GAD-7 total, whole number 0–21.")
+    craving: Series[float] = pa.Field(nullable=True, ge=0, le=10, description="Craving on a 0–10 visual analogue scale.")
+    bp_systolic_max: Series[float] = pa.Field(nullable=True, ge=60, le=260,
+                                              description="Highest systolic blood pressure in the session, mmHg (60–260).")
+    bp_diastolic_max: Series[float] = pa.Field(nullable=True, ge=30, le=160,
+                                               description="Highest diastolic blood pressure in the session, mmHg (30–160).")
+    heart_rate_max: Series[float] = pa.Field(nullable=True, ge=30, le=220,
+                                             description="Highest heart rate in the session, beats per minute (30–220).")
+    adverse_events: Series[str] = pa.Field(nullable=True,
+                                           description="Side effects, separated by ';': dizziness, nausea, vomiting, hypertension, tachycardia, hallucinations, dissociation, headache, anxiety, sedation, other.")
+    site: Series[str] = pa.Field(nullable=True, description="Clinic site (optional).")
+    clinician: Series[str] = pa.Field(nullable=True, description="Clinician (optional).")
+
+    class Config:
+        strict = False
+        coerce = False

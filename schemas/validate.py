@@ -1,0 +1,388 @@
+"""Validation: parse each value, check it with the pandera models, apply the cross-file rules.
+
+Every row read ends up either accepted or quarantined (``accepted + quarantined = rows read`` per file,
+always). A quarantined row gets one issue per problem: file, line (as an editor shows it), column, the
+value as written, and a reason a clinic user can act on. Nothing is silently dropped or fixed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from analytics.errors import UnusableExport
+from schemas.columns import ADVERSE_EVENTS, PATIENT_COLUMNS_ON_SESSIONS, read_columns
+from schemas.followups import FollowupsSchema
+from schemas.frames import FileReport, ValidatedExports, coerce_canonical, parse_bool
+from schemas.patients import PatientsSchema
+from schemas.presets import Preset
+from schemas.reader import RawExport, read_export
+from schemas.sessions import SessionsSchema
+
+DateOrder = Literal["iso", "dayfirst", "monthfirst"]
+SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
+    "sessions": SessionsSchema, "followups": FollowupsSchema, "patients": PatientsSchema}
+ISSUE_COLUMNS = ["file", "line", "column", "value", "reason"]
+
+_ISO = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$")
+_ISO_TIME = re.compile(r"^(\d{4}-\d{1,2}-\d{1,2})[ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
+_SLASHED = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})$")
+_DATE_HELP = {
+    "iso": "dates must look like 2026-11-25 (yyyy-mm-dd); if your export writes day-first (25/11/2026) or "
+           "month-first (11/25/2026) dates, choose that date format and upload again",
+    "dayfirst": "dates must look like 25/11/2026 (day first) or 2026-11-25",
+    "monthfirst": "dates must look like 11/25/2026 (month first) or 2026-11-25",
+}
+
+
+def _schema_columns(kind: str) -> dict[str, pa.Column]:
+    """The pandera columns that check a file (patient columns also check sessions rows that carry them)."""
+    cols = dict(SCHEMAS[kind].to_schema().columns)
+    if kind == "sessions":
+        patient_cols = PatientsSchema.to_schema().columns
+        cols.update({c: patient_cols[c] for c in PATIENT_COLUMNS_ON_SESSIONS})
+    return cols
+
+
+def _description(kind: str, column: str) -> str:
+    field = _schema_columns(kind).get(column)
+    return (field.description or "") if field is not None else ""
+
+
+@dataclass
+class _Issues:
+    """Collects issues as parallel arrays (fast for a million rows)."""
+
+    file: str
+    lines: list[np.ndarray]
+    columns: list[str]
+    values: list[pd.Series]
+    reasons: list[str | pd.Series]
+    idx: list[np.ndarray]
+
+    @classmethod
+    def new(cls, file: str) -> "_Issues":
+        return cls(file, [], [], [], [], [])
+
+    def add(self, frame: pd.DataFrame, mask: pd.Series | np.ndarray, column: str, reason: str | pd.Series,
+            raw: pd.DataFrame | None = None) -> None:
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            return
+        source = raw if raw is not None else frame
+        vals = source[column][mask] if column in source.columns else pd.Series([""] * int(mask.sum()))
+        self.idx.append(np.flatnonzero(mask))
+        self.lines.append(frame["line"].to_numpy()[mask])
+        self.columns.append(column)
+        self.values.append(vals.astype("string").fillna("").reset_index(drop=True))
+        self.reasons.append(reason[mask].reset_index(drop=True) if isinstance(reason, pd.Series) else reason)
+
+    def bad_positions(self) -> np.ndarray:
+        return np.unique(np.concatenate(self.idx)) if self.idx else np.array([], dtype=int)
+
+    def table(self) -> pd.DataFrame:
+        parts = []
+        for lines, col, vals, reason in zip(self.lines, self.columns, self.values, self.reasons):
+            parts.append(pd.DataFrame({"file": self.file, "line": lines, "column": col,
+                                       "value": vals.to_numpy(), "reason": reason}))
+        if not parts:
+            return pd.DataFrame(columns=ISSUE_COLUMNS)
+        return pd.concat(parts, ignore_index=True)
+
+
+def parse_dates(values: pd.Series, order: DateOrder) -> pd.Series:
+    """Parse date text strictly in the chosen order; what does not parse becomes NaT."""
+    s = values.astype("string").str.strip()
+    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    iso_time = s.str.extract(_ISO_TIME)[0]
+    iso_text = s.where(s.str.match(_ISO).fillna(False).astype(bool), iso_time)
+    out = out.fillna(pd.to_datetime(iso_text, format="%Y-%m-%d", errors="coerce"))
+    if order != "iso":
+        parts = s.str.extract(_SLASHED)
+        day, month = (parts[0], parts[1]) if order == "dayfirst" else (parts[1], parts[0])
+        text = parts[2] + "-" + month.str.zfill(2) + "-" + day.str.zfill(2)
+        out = out.fillna(pd.to_datetime(text, format="%Y-%m-%d", errors="coerce"))
+    return out.astype("datetime64[ns]")
+
+
+def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
+           issues: _Issues) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Text → typed columns; unparseable values become issues (and the row is quarantined).
+
+    Also returns, per column, the cells that could not be parsed, so checks do not report them twice.
+    """
+    typed = pd.DataFrame({"line": raw["line"].to_numpy()}, index=raw.index)
+    unparsed: dict[str, np.ndarray] = {}
+    for col, ctype in read_columns(kind).items():
+        if col not in raw.columns:
+            continue
+        before = len(issues.idx)
+        text = raw[col]
+        present = text.notna().to_numpy()
+        if ctype == "date":
+            parsed = parse_dates(text, order)
+            issues.add(raw, present & parsed.isna().to_numpy(), col,
+                       f"not a valid date: {_DATE_HELP[order]}")
+            typed[col] = parsed
+        elif ctype in ("number", "integer"):
+            cleaned = text.str.replace(",", ".", regex=False) if ctype == "number" else text
+            parsed = pd.to_numeric(cleaned, errors="coerce").astype("float64")
+            bad = present & parsed.isna().to_numpy()
+            issues.add(raw, bad, col, f"not a number; {_description(kind, col)}")
+            if ctype == "integer":
+                frac = present & ~bad & (np.floor(parsed.to_numpy()) != parsed.to_numpy())
+                issues.add(raw, frac, col, f"must be a whole number; {_description(kind, col)}")
+            typed[col] = parsed
+        elif ctype == "boolean":
+            parsed = parse_bool(text)
+            issues.add(raw, present & parsed.isna().to_numpy(), col,
+                       "not a yes/no answer; write yes or no (true/false and 1/0 are read too)")
+            typed[col] = parsed
+        elif ctype == "list":
+            typed[col] = _parse_events(raw, col, issues)
+        elif ctype == "category":
+            typed[col] = text.str.lower()
+        else:
+            typed[col] = text
+        mask = np.zeros(len(raw), dtype=bool)
+        for positions in issues.idx[before:]:
+            mask[positions] = True
+        unparsed[col] = mask
+    return typed, unparsed
+
+
+def _parse_events(raw: pd.DataFrame, col: str, issues: _Issues) -> pd.Series:
+    text = raw[col].str.lower().str.replace(r"\s*[;,|]\s*", ";", regex=True).str.strip(";")
+    tokens = text.str.split(";").explode()
+    tokens = tokens[tokens.notna() & (tokens != "")]
+    unknown = ~tokens.isin(ADVERSE_EVENTS)
+    bad_rows = pd.Index(tokens.index[unknown.to_numpy()]).unique()
+    mask = raw.index.isin(bad_rows)
+    issues.add(raw, mask, col, "contains an adverse event that is not on the list; use only: "
+               + ", ".join(ADVERSE_EVENTS) + " (separated by ';')")
+    return text.mask(text == "")
+
+
+def _pandera_issues(typed: pd.DataFrame, raw: pd.DataFrame, kind: str, issues: _Issues,
+                    skip: dict[str, np.ndarray]) -> None:
+    columns = _schema_columns(kind)
+    cols = [c for c in columns if c in typed.columns]
+    sub = typed[cols].copy()
+    for col in cols:  # dtypes the model declares, even for all-missing columns
+        if str(columns[col].dtype) == "str":
+            sub[col] = sub[col].astype("str")
+    partial = pa.DataFrameSchema({c: columns[c] for c in cols}, strict=False, coerce=False)
+    try:
+        partial.validate(sub, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        fc = err.failure_cases
+        fc = fc[fc["index"].notna() & fc["column"].isin(cols)]
+        for col, group in fc.groupby("column", sort=False):
+            positions = typed.index.get_indexer(group["index"].astype(int).unique())
+            mask = np.zeros(len(typed), dtype=bool)
+            mask[positions[positions >= 0]] = True
+            if col in skip:
+                mask &= ~skip[str(col)]  # already reported as unparseable
+            checks = set(group["check"].astype(str))
+            if any("not_nullable" in c or "str_length" in c for c in checks):
+                reason = f"is empty; this column is required. {_description(kind, col)}"
+            else:
+                reason = f"not allowed: {_description(kind, str(col))}"
+            issues.add(raw, mask, str(col), reason)
+
+
+def _first_line_of(frame: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, pd.Series]:
+    """(mask of later duplicates, line of the first copy) for rows equal on ``keys``."""
+    dup = frame.duplicated(keys, keep="first")
+    first = frame.groupby(keys, dropna=False, sort=False)["line"].transform("first")
+    return dup, first
+
+
+def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp) -> tuple[pd.DataFrame, _Issues]:
+    issues = _Issues.new(raw.name)
+    frame = raw.frame.reset_index(drop=True)
+    typed, unparsed = _parse(frame, raw.kind, order, issues)
+    _pandera_issues(typed, frame, raw.kind, issues, skip=unparsed)
+    for col, ctype in read_columns(raw.kind).items():
+        if ctype == "date" and col in typed.columns:
+            future = (typed[col] > today).fillna(False).to_numpy()
+            issues.add(frame, future, col, f"is after the upload date ({today.date()}); check the year")
+    if raw.kind == "sessions":
+        ket = typed["session_type"].eq("ketamine").fillna(False).to_numpy()
+        no_route = ket & (typed["route"].isna().to_numpy() if "route" in typed else True)
+        issues.add(frame, no_route, "route", "is empty on a ketamine session; write the route "
+                   "(iv, im, sublingual, intranasal or oral)")
+        keys = [c for c in typed.columns if c != "line"]
+        dup, first = _first_line_of(typed, keys)
+        issues.add(frame, dup.to_numpy(), "patient_id",
+                   "exact duplicate of line " + first.astype(str) + "; remove the repeated row")
+    if raw.kind == "followups":
+        window = typed["window_days"].fillna(30) if "window_days" in typed else pd.Series(30.0, index=typed.index)
+        if "days_abstinent" in typed:
+            too_many = (typed["days_abstinent"] > window).fillna(False).to_numpy()
+            issues.add(frame, too_many, "days_abstinent",
+                       "is more than the days the window covers (window_days, 30 when empty)")
+            if "heavy_days" in typed:
+                over = (typed["heavy_days"] > window - typed["days_abstinent"].fillna(0)).fillna(False).to_numpy()
+                over = over & ~too_many
+                issues.add(frame, over, "heavy_days", "is more than window_days minus days_abstinent")
+        elif "heavy_days" in typed:
+            issues.add(frame, (typed["heavy_days"] > window).fillna(False).to_numpy(), "heavy_days",
+                       "is more than the days the window covers")
+        if "relapse_date" in typed:
+            after = (typed["relapse_date"] > typed["assessment_date"]).fillna(False).to_numpy()
+            issues.add(frame, after, "relapse_date", "is after this assessment's date; a relapse date must be on "
+                       "or before the assessment that reports it")
+        dup, first = _first_line_of(typed, ["patient_id", "assessment_date"])
+        issues.add(frame, dup.to_numpy() & typed["assessment_date"].notna().to_numpy(), "assessment_date",
+                   "second assessment for this patient on the same day (first on line " + first.astype(str)
+                   + "); keep one row per assessment")
+    if raw.kind == "patients":
+        dup, first = _first_line_of(typed, ["patient_id"])
+        issues.add(frame, dup.to_numpy() & typed["patient_id"].notna().to_numpy(), "patient_id",
+                   "patient listed twice (first on line " + first.astype(str) + "); keep one row per patient")
+    return typed, issues
+
+
+def _split(typed: pd.DataFrame, issues: _Issues) -> tuple[pd.DataFrame, np.ndarray]:
+    bad = issues.bad_positions()
+    keep = np.ones(len(typed), dtype=bool)
+    keep[bad] = False
+    return typed[keep], keep
+
+
+def _attribute_conflicts(sessions: pd.DataFrame, raw_frame: pd.DataFrame, patients: pd.DataFrame | None,
+                         issues: _Issues) -> None:
+    for col in PATIENT_COLUMNS_ON_SESSIONS:
+        if col not in sessions.columns:
+            continue
+        values = sessions[["patient_id", col, "line"]].dropna(subset=[col])
+        if values.empty:
+            continue
+        reference = values.groupby("patient_id", sort=False)[[col, "line"]].first()
+        ref_source = "line " + reference["line"].astype(str)
+        if patients is not None and col in patients.columns:
+            p = patients.dropna(subset=[col]).set_index("patient_id")
+            reference.loc[reference.index.intersection(p.index), col] = p[col]
+            ref_source.loc[ref_source.index.intersection(p.index)] = "patients.csv"
+        ref_val = values["patient_id"].map(reference[col])
+        differs = (values[col].astype(str) != ref_val.astype(str)) & ref_val.notna()
+        if differs.any():
+            mask = sessions.index.isin(values.index[differs.to_numpy()])
+            where = values["patient_id"].map(ref_source)
+            reason = pd.Series("", index=sessions.index, dtype="string")
+            reason.loc[values.index[differs.to_numpy()]] = (
+                f"{col} differs for the same patient (" + ref_val[differs].astype(str) + " on "
+                + where[differs] + "); make the patient's rows agree")
+            issues.add(raw_frame, mask, col, reason)
+
+
+def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExport | None = None, *,
+                     dates: DateOrder = "iso", upload_date: date | None = None) -> ValidatedExports:
+    """Apply every rule of data-contract.md to the three read exports.
+
+    Returns
+    -------
+    ValidatedExports
+        Accepted rows (typed, with ``line``), ``issues`` (file, line, column, value, reason), per-file counts.
+    """
+    today = pd.Timestamp(upload_date or date.today())
+    s_typed, s_issues = _validate_file(sessions, dates, today)
+    f_typed, f_issues = _validate_file(followups, dates, today)
+    p_typed, p_issues = (None, None)
+    if patients is not None:
+        p_typed, p_issues = _validate_file(patients, dates, today)
+    p_ok = _split(p_typed, p_issues)[0] if p_typed is not None and p_issues is not None else None
+    _attribute_conflicts(s_typed, sessions.frame.reset_index(drop=True), p_ok, s_issues)
+    s_ok, _ = _split(s_typed, s_issues)
+
+    # follow-ups need an accepted ketamine session on or before them
+    first_ket = s_ok[s_ok["session_type"] == "ketamine"].groupby("patient_id")["session_date"].min()
+    ff = followups.frame.reset_index(drop=True)
+    idx = pd.Series(first_ket.reindex(f_typed["patient_id"].to_numpy()).to_numpy(), index=f_typed.index,
+                    dtype="datetime64[ns]")
+    no_ket = f_typed["patient_id"].notna() & idx.isna()
+    rejected_ket = set(s_typed.loc[s_typed["session_type"].eq("ketamine").fillna(False), "patient_id"]) - set(
+        first_ket.index)
+    reason = pd.Series("has no ketamine session in " + sessions.name + "; check the patient number or add their "
+                       "sessions", index=f_typed.index)
+    reason[f_typed["patient_id"].isin(rejected_ket)] = (
+        "this patient's ketamine session rows were set aside (see the " + sessions.name + " issues); fix those first")
+    f_issues.add(ff, no_ket.to_numpy(), "patient_id", reason)
+    before = (f_typed["assessment_date"] < idx).fillna(False)
+    f_issues.add(ff, before.to_numpy(), "assessment_date",
+                 "is before the patient's first ketamine session (" + idx.dt.strftime("%Y-%m-%d").fillna("")
+                 + "); follow-ups start on or after it")
+    if "relapse_date" in f_typed:
+        early = (f_typed["relapse_date"] < idx).fillna(False)
+        f_issues.add(ff, early.to_numpy(), "relapse_date",
+                     "is before the patient's first ketamine session; a return to use is counted from it")
+    f_ok, _ = _split(f_typed, f_issues)
+
+    if p_typed is not None and p_issues is not None:
+        pf = patients.frame.reset_index(drop=True)  # type: ignore[union-attr]
+        orphan = p_typed["patient_id"].notna() & ~p_typed["patient_id"].isin(s_typed["patient_id"])
+        p_issues.add(pf, orphan.to_numpy(), "patient_id",
+                     "this patient has no sessions in " + sessions.name + "; check the patient number")
+        p_ok, _ = _split(p_typed, p_issues)
+
+    patients_table = _patients_table(s_ok, p_ok)
+    files = {"sessions": _report(sessions, s_ok, s_issues), "followups": _report(followups, f_ok, f_issues)}
+    tables = [s_issues.table(), f_issues.table()]
+    if patients is not None and p_issues is not None and p_ok is not None:
+        files["patients"] = _report(patients, p_ok, p_issues)
+        tables.append(p_issues.table())
+    raw_issue_frames = [pd.DataFrame(r.issues, columns=ISSUE_COLUMNS) for r in (sessions, followups, patients)
+                        if r is not None and r.issues]
+    issues_table = pd.concat([t for t in tables + raw_issue_frames if len(t)], ignore_index=True) \
+        if any(len(t) for t in tables + raw_issue_frames) else pd.DataFrame(columns=ISSUE_COLUMNS)
+    issues_table = issues_table.sort_values(["file", "line"], kind="stable").reset_index(drop=True)
+    notes = tuple(n for r in (sessions, followups, patients) if r is not None for n in r.notes)
+    return ValidatedExports(
+        sessions=_finish(s_ok, "sessions"), followups=_finish(f_ok, "followups"), patients=patients_table,
+        issues=issues_table, files=files, notes=notes)
+
+
+def _finish(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+    out = coerce_canonical(frame, kind)
+    return out.reset_index(drop=True)
+
+
+def _patients_table(sessions: pd.DataFrame, patients: pd.DataFrame | None) -> pd.DataFrame:
+    on_sessions = [c for c in PATIENT_COLUMNS_ON_SESSIONS if c in sessions.columns]
+    from_sessions = sessions.groupby("patient_id", sort=True)[on_sessions].first() if on_sessions else \
+        pd.DataFrame(index=pd.Index(sorted(sessions["patient_id"].unique()), name="patient_id"))
+    if patients is not None and len(patients):
+        table = patients.drop(columns=["line"]).set_index("patient_id")
+        table = table.combine_first(from_sessions) if on_sessions else table
+    else:
+        table = from_sessions
+    return coerce_canonical(table.reset_index(), "patients")
+
+
+def _report(raw: RawExport, accepted: pd.DataFrame, issues: _Issues) -> FileReport:
+    quarantined = raw.rows - len(accepted)
+    return FileReport(rows=raw.rows, accepted=len(accepted), quarantined=quarantined,
+                      dropped_columns=raw.dropped_columns, extra_columns=raw.extra_columns)
+
+
+def load_exports(sessions: str | Path | bytes, followups: str | Path | bytes,
+                 patients: str | Path | bytes | None = None, *, preset: str | Preset | None = None,
+                 dates: DateOrder = "iso", upload_date: date | None = None,
+                 names: dict[str, str] | None = None) -> ValidatedExports:
+    """Read and validate the exports in one call (CLI, dashboard and report share it)."""
+    if dates not in ("iso", "dayfirst", "monthfirst"):
+        raise UnusableExport(f"Unknown date format '{dates}'; use iso, dayfirst or monthfirst.")
+    names = names or {}
+    s = read_export(sessions, kind="sessions", name=names.get("sessions"), preset=preset)
+    f = read_export(followups, kind="followups", name=names.get("followups"), preset=preset)
+    p = read_export(patients, kind="patients", name=names.get("patients"), preset=preset) \
+        if patients is not None else None
+    return validate_exports(s, f, p, dates=dates, upload_date=upload_date)
