@@ -131,8 +131,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from analytics.pipeline import analysis_json
 
     data = _load(args)
-    result = _clean(analysis_json(data, _settings(args), by=args.by, reference=args.reference))
-    text = json.dumps(result, ensure_ascii=False)
+    result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference)
+    for sentence in problems:
+        sys.stderr.write(f"kap-outcomes: note: {sentence}\n")
+    text = json.dumps(_clean(result), ensure_ascii=False)
     if args.json in ("-", None):
         sys.stdout.write(text + "\n")
     else:

@@ -1,0 +1,113 @@
+"""Benchmark: `validate` on a 50,000-patient export (≈1M session rows) against its parts.
+
+Compares the whole read + validate pipeline with a bare pyarrow CSV read plus a bare lazy pandera
+validation of the same rows (the floor any validator pays), and records peak memory of the whole run
+in a fresh process. Writes perf/results/validate.json.
+
+    uv run --frozen python perf/bench_validate.py [--patients 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _best(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _child(data_dir: str) -> None:
+    from schemas.validate import load_exports
+
+    d = Path(data_dir)
+    t0 = time.perf_counter()
+    data = load_exports(d / "sessions.csv", d / "followups.csv", d / "patients.csv")
+    elapsed = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": elapsed, "peak_mb": peak_mb,
+                      "rows": {k: r.rows for k, r in data.files.items()},
+                      "quarantined": {k: r.quarantined for k, r in data.files.items()}}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--patients", type=int, default=50_000)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child)
+        return
+
+    import pandas as pd
+    import pyarrow.csv as pacsv
+
+    from analytics.sample import write_clinic
+    from schemas.sessions import SessionsSchema
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        write_clinic(tmp, n_patients=args.patients, seed=7)
+        gen_s = time.perf_counter() - t0
+        path = Path(tmp) / "sessions.csv"
+        n_rows = sum(1 for _ in open(path, encoding="utf-8")) - 1
+
+        read_s = _best(lambda: pacsv.read_csv(path))
+        frame = pd.read_csv(path, dtype={"patient_id": "str"}, engine="pyarrow")
+        frame["session_date"] = pd.to_datetime(frame["session_date"])
+        for col in ("session_type", "route", "adverse_events", "site", "clinician"):
+            if col in frame:
+                frame[col] = frame[col].astype("str")
+        for col in ("dose_mg", "weight_kg", "phq9", "gad7", "craving", "bp_systolic_max", "bp_diastolic_max",
+                    "heart_rate_max"):
+            if col in frame:
+                frame[col] = frame[col].astype("float64")
+        schema = SessionsSchema.to_schema()
+        schema = schema.__class__({c: schema.columns[c] for c in schema.columns if c in frame.columns},
+                                  strict=False, coerce=False)
+        pandera_s = _best(lambda: schema.validate(frame, lazy=True))
+        floor_s = read_s + pandera_s
+
+        runs = []
+        for _ in range(2):
+            out = subprocess.run([sys.executable, __file__, "--child", tmp], capture_output=True, text=True,
+                                 check=True)
+            runs.append(json.loads(out.stdout))
+        best = min(runs, key=lambda r: r["seconds"])
+
+    result = {
+        "patients": args.patients, "session_rows": n_rows, "generate_seconds": round(gen_s, 3),
+        "pyarrow_read_seconds": round(read_s, 3), "pandera_seconds": round(pandera_s, 3),
+        "floor_seconds": round(floor_s, 3), "validate_seconds": round(best["seconds"], 3),
+        "ratio_to_floor": round(best["seconds"] / floor_s, 2), "peak_memory_mb": round(best["peak_mb"]),
+        "rows": best["rows"], "quarantined": best["quarantined"],
+        "targets": {"ratio_to_floor": 3.0, "validate_seconds": 5.0, "peak_memory_mb": 2048},
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+    }
+    print(f"{'step':34s}{'seconds':>10s}")
+    for key in ("generate_seconds", "pyarrow_read_seconds", "pandera_seconds", "floor_seconds", "validate_seconds"):
+        print(f"{key:34s}{result[key]:>10.3f}")
+    print(f"{'ratio validate / (read + pandera)':34s}{result['ratio_to_floor']:>10.2f}  (target ≤ 3)")
+    print(f"{'peak memory of validate (MB)':34s}{result['peak_memory_mb']:>10d}  (target ≤ 2048)")
+    out_dir = ROOT / "perf" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "validate.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
