@@ -1,7 +1,19 @@
-"""KAP Outcomes: Streamlit entry point (layout only; every number comes from analytics/)."""
+"""KAP Outcomes: Streamlit entry point (navigation and layout only; every number comes from analytics/)."""
 
 import streamlit as st
 
 st.set_page_config(page_title="KAP Outcomes", page_icon="📈", layout="wide")
-st.title("KAP Outcomes")
-st.write("Outcomes dashboard for ketamine-assisted treatment of alcohol and drug use disorders.")
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", url_path="overview", default=True),
+    st.Page("pages/data.py", title="Data", icon=":material/upload_file:", url_path="data"),
+    st.Page("pages/survival.py", title="Time to return to use", icon=":material/timeline:", url_path="survival"),
+    st.Page("pages/trajectories.py", title="Symptom trajectories", icon=":material/show_chart:",
+            url_path="trajectories"),
+    st.Page("pages/benchmarks.py", title="Versus published", icon=":material/balance:", url_path="published"),
+    st.Page("pages/safety.py", title="Session safety", icon=":material/health_and_safety:", url_path="safety"),
+    st.Page("pages/subgroups.py", title="Who benefits", icon=":material/groups:", url_path="who-benefits"),
+    st.Page("pages/attention.py", title="Needing attention", icon=":material/notifications:", url_path="attention"),
+]
+
+st.navigation(PAGES).run()

@@ -68,11 +68,14 @@ def main() -> None:
         n_rows = sum(1 for _ in open(path, encoding="utf-8")) - 1
 
         read_s = _best(lambda: pacsv.read_csv(path))
-        frame = pd.read_csv(path, dtype={"patient_id": "str"}, engine="pyarrow")
+        import pyarrow as pa
+
+        frame = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+            column_types={"patient_id": pa.string()})).to_pandas()
         frame["session_date"] = pd.to_datetime(frame["session_date"])
         for col in ("session_type", "route", "adverse_events", "site", "clinician"):
             if col in frame:
-                frame[col] = frame[col].astype("str")
+                frame[col] = frame[col].replace("", None).astype("str")
         for col in ("dose_mg", "weight_kg", "phq9", "gad7", "craving", "bp_systolic_max", "bp_diastolic_max",
                     "heart_rate_max"):
             if col in frame:

@@ -55,13 +55,27 @@ def coerce_canonical(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class FileReport:
-    """Per-file counts for the data-quality report (cli.md ``files.<name>``)."""
+    """Per-file counts for the data-quality report (cli.md ``files.<name>``).
+
+    ``rows``, ``accepted`` and ``quarantined`` count rows of the file as read, so ``accepted + quarantined
+    = rows`` always. A long file (one row per questionnaire, ``long_format``) is pivoted into follow-ups:
+    its ``accepted`` counts the source rows that went into accepted follow-ups, and ``merged`` those of
+    them that joined a follow-up started by another row (same patient and day, including identical
+    repeats), so the accepted follow-up rows are ``accepted - merged`` (:attr:`output_rows`).
+    """
 
     rows: int
     accepted: int
     quarantined: int
     dropped_columns: tuple[str, ...] = ()
     extra_columns: tuple[str, ...] = ()
+    merged: int = 0
+    long_format: bool = False
+
+    @property
+    def output_rows(self) -> int:
+        """Rows of accepted data this file gave (follow-ups for a long file; ``accepted`` otherwise)."""
+        return self.accepted - self.merged
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,10 @@ What happens here, in order:
 4. Split into records; every record keeps its ``line`` as an editor shows it (header = line 1). Records
    with the wrong number of fields are set aside as issues, never dropped.
 5. Normalise headers (trim, case-insensitive), apply the preset's column renames and value maps, drop
-   direct-identifier columns (reported, never stored).
+   direct-identifier columns (reported, never stored). A value map entry may set two columns (a visit
+   type that names the route); a disagreement with the file's own column sets the row aside.
+6. A long file (the preset has ``[followups.long]``: one row per completed questionnaire) is pivoted into
+   follow-up rows per patient and day by :mod:`schemas.long_format`; every source row is accounted for.
 
 Values stay text here; :mod:`schemas.validate` parses and checks them.
 """
@@ -28,6 +31,8 @@ import pyarrow.csv as pacsv
 
 from analytics.errors import UnusableExport
 from schemas.columns import COLUMNS, REQUIRED, read_columns
+from schemas.frames import FileReport
+from schemas.long_format import CODE, VALUE, pivot_long
 from schemas.presets import Preset, load_preset
 
 MAX_BYTES = 512 * 1024 * 1024
@@ -66,8 +71,15 @@ class RawExport:
     """One file after reading: text values in canonical columns, plus what was set aside.
 
     ``frame`` holds one row per well-formed record, text values (missing tokens → ``None``), canonical
-    column names where known, and ``line``. ``issues`` are records that could not even be split into the
-    header's columns (one per record). ``rows`` counts every record read.
+    column names where known, and ``line``. ``issues`` are records set aside while reading (one per
+    record): rows that could not be split into the header's columns, value-map conflicts, and the source
+    rows of a long file that could not become part of a follow-up. ``rows`` counts every record read.
+
+    A long file (one row per questionnaire, ``long_format``) is pivoted while reading: ``frame`` then has
+    one row per patient and day, its ``line`` the first source line of that follow-up, and ``sources``
+    says where every source row that was not set aside went: ``line`` (source line), ``followup_line``
+    (the follow-up's ``line``), ``column`` (the canonical column it fills), ``duplicate`` (True for an
+    identical repeat merged into another row).
     """
 
     kind: str
@@ -78,6 +90,61 @@ class RawExport:
     dropped_columns: tuple[str, ...] = ()
     extra_columns: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    long_format: bool = False
+    sources: pd.DataFrame | None = None
+    identical_duplicates: int = 0
+
+    def report(self, accepted: pd.DataFrame) -> FileReport:
+        """Counts for the data-quality report, given the accepted rows (with ``line``) of this file.
+
+        For a long file, ``accepted`` counts the source rows that went into accepted follow-ups (so
+        ``accepted + quarantined = rows`` holds in source rows) and ``merged`` the accepted source rows that
+        did not start a follow-up of their own (``accepted - merged`` = accepted follow-up rows).
+        """
+        if self.sources is None:
+            n = len(accepted)
+            return FileReport(rows=self.rows, accepted=n, quarantined=self.rows - n,
+                              dropped_columns=self.dropped_columns, extra_columns=self.extra_columns)
+        ok = self.sources["followup_line"].isin(accepted["line"].to_numpy())
+        n_src = int(ok.sum())
+        return FileReport(rows=self.rows, accepted=n_src, quarantined=self.rows - n_src,
+                          dropped_columns=self.dropped_columns, extra_columns=self.extra_columns,
+                          merged=n_src - len(accepted), long_format=True)
+
+    def explain_issues(self, issues: pd.DataFrame) -> pd.DataFrame:
+        """Point validation issues of a pivoted follow-up at the source lines (no-op for other files).
+
+        An issue about one measure moves to the line that gave that measure; every issue names the other
+        source lines of the follow-up, which are set aside with it.
+        """
+        if self.sources is None or issues.empty:
+            return issues
+        src = self.sources
+        mine = issues["file"].eq(self.name) & issues["line"].isin(src["followup_line"].to_numpy())
+        if not mine.any():
+            return issues
+        out = issues.copy()
+        src = src[src["followup_line"].isin(out.loc[mine, "line"].to_numpy())]
+        cell = src.drop_duplicates(["followup_line", "column"]).set_index(["followup_line", "column"])["line"]
+        keys = pd.MultiIndex.from_arrays([out.loc[mine, "line"].astype("int64"), out.loc[mine, "column"]])
+        moved = pd.Series(cell.reindex(keys).to_numpy(), index=out.index[mine])
+        lines_of = src.groupby("followup_line")["line"].agg(lambda s: sorted(s.tolist()))
+        new_line = moved.fillna(out.loc[mine, "line"]).astype("int64")
+        reasons = []
+        for idx, line in new_line.items():
+            others = [x for x in lines_of.get(int(out.at[idx, "line"]), []) if x != line]
+            extra = "" if not others else (
+                f" (this follow-up also holds line{'s' if len(others) > 1 else ''} "
+                f"{_list_lines(others)}, set aside with it)")
+            reasons.append(str(out.at[idx, "reason"]) + extra)
+        out.loc[mine, "reason"] = reasons
+        out.loc[mine, "line"] = new_line.to_numpy()
+        return out
+
+
+def _list_lines(lines: list[int], limit: int = 8) -> str:
+    shown = ", ".join(str(x) for x in lines[:limit])
+    return shown + (f" and {len(lines) - limit} more" if len(lines) > limit else "")
 
 
 def _refuse_hostile(data: bytes, name: str, max_bytes: int) -> None:
@@ -86,8 +153,7 @@ def _refuse_hostile(data: bytes, name: str, max_bytes: int) -> None:
             f"{name} is {len(data) / 1e6:,.0f} MB, above the {max_bytes / 1e6:,.0f} MB limit for one upload; "
             "export a shorter date range or split the file by year.")
     head = data[:4]
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x1f\x8b") or head.startswith(b"7z\xbc\xaf") \
-            or head.startswith(b"BZh"):
+    if head.startswith((b"PK\x03\x04", b"\x1f\x8b", b"7z\xbc\xaf", b"BZh")):
         raise UnusableExport(
             f"{name} is a compressed archive, not a CSV file; unzip it and upload the CSV inside.")
     sample = data[:65536]
@@ -195,28 +261,25 @@ def _split_slow(text: str, delimiter: str, name: str) -> tuple[list[str], pd.Dat
     return header, body, issues, n
 
 
-def read_export(source: str | Path | bytes, *, kind: str, name: str | None = None,
-                preset: str | Preset | None = None, max_bytes: int = MAX_BYTES) -> RawExport:
-    """Read one export into text columns with canonical names.
+@dataclass(frozen=True)
+class RawTable:
+    """A CSV file split into records, before any column naming (for the mapping step).
 
-    Parameters
-    ----------
-    source:
-        A path, or the file's bytes (an upload).
-    kind:
-        ``sessions``, ``followups`` or ``patients``.
-    name:
-        The file name used in messages (defaults to the path's name or ``<kind>.csv``).
-    preset:
-        A column preset name (``schemas/presets/*.toml``) or a loaded :class:`Preset`.
-
-    Raises
-    ------
-    UnusableExport
-        Missing, unreadable, empty, hostile file, or a required column missing.
+    ``frame`` has the file's headers as written (trimmed; a repeated header gets `` (2)``) and ``line``;
+    every value is text or ``None`` (missing tokens).
     """
-    if kind not in COLUMNS:
-        raise UnusableExport(f"Unknown export kind '{kind}'; use sessions, followups or patients.")
+
+    name: str
+    headers: tuple[str, ...]
+    frame: pd.DataFrame
+    rows: int
+    issues: list[dict] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+
+
+def _records(source: str | Path | bytes, *, label: str, name: str | None,
+             max_bytes: int) -> tuple[str, list[str], pd.DataFrame, list[dict], int, list[str]]:
+    """Steps 1–4 of the module docstring: (name, header, body, issues, rows, notes)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         name = name or path.name
@@ -230,12 +293,12 @@ def read_export(source: str | Path | bytes, *, kind: str, name: str | None = Non
         except FileNotFoundError:
             raise UnusableExport(f"{name} was not found at {path}; check the path and try again.") from None
         except IsADirectoryError:
-            raise UnusableExport(f"{path} is a folder, not a CSV file; give the path of the {kind} export.") from None
+            raise UnusableExport(f"{path} is a folder, not a CSV file; give the path of the {label} export.") from None
         except PermissionError:
             raise UnusableExport(f"{name} cannot be read (permission denied); check the file's permissions.") from None
     else:
         data = bytes(source)
-        name = name or f"{kind}.csv"
+        name = name or f"{label}.csv"
     _refuse_hostile(data, name, max_bytes)
     text, encoding = _decode(data, name)
     if not text.strip():
@@ -268,14 +331,78 @@ def read_export(source: str | Path | bytes, *, kind: str, name: str | None = Non
     for issue in issues:
         issue["file"] = name
     notes = [f"{name}: read as {encoding}, delimiter {'tab' if delimiter == chr(9) else repr(delimiter)}."]
-    return _name_columns(kind, name, header, body, rows, issues, preset, notes)
+    return name, header, body, issues, rows, notes
+
+
+def _missing_to_none(values: pd.Series) -> pd.Series:
+    s = values.astype("string").str.strip()
+    return s.mask(s.str.lower().isin(MISSING_TOKENS))
+
+
+def read_table(source: str | Path | bytes, *, name: str | None = None, max_bytes: int = MAX_BYTES) -> RawTable:
+    """Split a CSV file into text columns named by its own headers (no preset, nothing dropped yet).
+
+    The mapping step uses it to show headers and values before the user has said what they mean.
+    """
+    name, header, body, issues, rows, notes = _records(source, label="export", name=name, max_bytes=max_bytes)
+    headers: list[str] = []
+    for raw_name in header:
+        h = raw_name.strip() or f"column {len(headers) + 1}"
+        base, k = h, 2
+        while h in headers:
+            h, k = f"{base} ({k})", k + 1
+        headers.append(h)
+    out: dict[str, pd.Series] = {"line": body["__line"].astype("int64")}
+    for i, h in enumerate(headers):
+        out[h] = _missing_to_none(body[i])
+    return RawTable(name=name, headers=tuple(headers), frame=pd.DataFrame(out), rows=rows, issues=issues,
+                    notes=tuple(notes))
+
+
+def read_export(source: str | Path | bytes, *, kind: str, name: str | None = None,
+                preset: str | Preset | None = None, dates: str | None = None,
+                max_bytes: int = MAX_BYTES) -> RawExport:
+    """Read one export into text columns with canonical names.
+
+    Parameters
+    ----------
+    source:
+        A path, or the file's bytes (an upload).
+    kind:
+        ``sessions``, ``followups`` or ``patients``.
+    name:
+        The file name used in messages (defaults to the path's name or ``<kind>.csv``).
+    preset:
+        A column preset name (``schemas/presets/*.toml``) or a loaded :class:`Preset` (a saved mapping).
+    dates:
+        ``iso``, ``dayfirst`` or ``monthfirst``: only used by long files (one row per questionnaire), whose
+        rows are grouped by day here. ``None`` groups ISO dates and date-times by their day and leaves other
+        date text to :mod:`schemas.validate` unchanged.
+
+    Raises
+    ------
+    UnusableExport
+        Missing, unreadable, empty, hostile file, or a required column missing.
+    """
+    if kind not in COLUMNS:
+        raise UnusableExport(f"Unknown export kind '{kind}'; use sessions, followups or patients.")
+    if dates not in (None, "iso", "dayfirst", "monthfirst"):
+        raise UnusableExport(f"Unknown date format '{dates}'; use iso, dayfirst or monthfirst.")
+    name, header, body, issues, rows, notes = _records(source, label=kind, name=name, max_bytes=max_bytes)
+    return _name_columns(kind, name, header, body, rows, issues, preset, notes, dates)
 
 
 def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, rows: int,
-                  issues: list[dict], preset: str | Preset | None, notes: list[str]) -> RawExport:
+                  issues: list[dict], preset: str | Preset | None, notes: list[str],
+                  dates: str | None = None) -> RawExport:
     loaded = preset if isinstance(preset, Preset) else load_preset(preset)
     canonical = read_columns(kind)
     renames = loaded.column_map(kind)
+    layout = loaded.long_layout(kind)
+    special: dict[str, str] = {}
+    if layout is not None:
+        special[layout.code] = CODE
+        special.update({v: f"{VALUE}{i}" for i, v in enumerate(layout.value)})
     out: dict[str, pd.Series] = {"line": body["__line"].astype("int64")}
     dropped: list[str] = []
     extra: list[str] = []
@@ -283,11 +410,12 @@ def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, r
     for i, raw_name in enumerate(header):
         raw_name = raw_name.strip()
         key = normalise_header(raw_name)
-        target = renames.get(key, key)
-        if target in canonical:
+        target = special.get(key) or renames.get(key, key)
+        if target in canonical or target.startswith((CODE, VALUE)):
             if target in seen:
+                what = f"'{target}'" if target in canonical else "the same code/value column"
                 raise UnusableExport(
-                    f"{name} has two columns that both mean '{target}' ('{seen[target]}' and '{raw_name}'); "
+                    f"{name} has two columns that both mean {what} ('{seen[target]}' and '{raw_name}'); "
                     "remove one of them or rename it, then upload again.")
             seen[target] = raw_name
             out[target] = body[i]
@@ -298,20 +426,52 @@ def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, r
             out[f"extra:{raw_name}"] = body[i]
     frame = pd.DataFrame(out)
     for col in frame.columns:
-        if col == "line":
-            continue
-        s = frame[col].astype("string").str.strip()
-        frame[col] = s.mask(s.str.lower().isin(MISSING_TOKENS))
-    frame = loaded.map_values(kind, frame)
-    missing = [c for c in REQUIRED[kind] if c not in frame.columns]
+        if col != "line":
+            frame[col] = _missing_to_none(frame[col])
+    frame, conflicts = loaded.apply_values(kind, frame)
+    if conflicts:
+        positions = frame.index.get_indexer([c["index"] for c in conflicts])
+        for c, pos in zip(conflicts, positions):
+            issues.append({"file": name, "line": int(frame["line"].iloc[pos]), "column": c["column"],
+                           "value": c["value"], "reason": c["reason"]})
+        frame = frame.drop(index=sorted({c["index"] for c in conflicts})).reset_index(drop=True)
+    required = list(REQUIRED[kind])
+    if layout is not None:
+        required += [CODE] + ([] if any(c.startswith(VALUE) for c in frame.columns) else [f"{VALUE}0"])
+    missing = [c for c in required if c not in frame.columns]
     if missing:
         have = ", ".join(h.strip() for h in header[:12]) + (" …" if len(header) > 12 else "")
         hint = "" if loaded.name == "canonical" else f" (preset '{loaded.name}')"
+        what = missing[0]
+        if what == CODE:
+            what = _written(loaded, kind, "code")
+            hint += " for the instrument code of each row"
+        elif what.startswith(VALUE):
+            what = _written(loaded, kind, "value")
+            hint += " for the score of each row"
         raise UnusableExport(
-            f"{name} has no '{missing[0]}' column{hint}; its columns are: {have}. Rename the column in the export, "
-            "or choose the preset that matches your system.")
+            f"{name} has no '{what}' column{hint}; its columns are: {have}. Rename the column in the export, "
+            "or choose the preset (or mapping) that matches your system.")
     if dropped:
         notes.append(f"{name}: dropped {len(dropped)} column(s) that look like direct identifiers "
                      f"({', '.join(dropped)}); they are never stored or analysed.")
-    return RawExport(kind=kind, name=name, frame=frame, rows=rows, issues=issues,
-                     dropped_columns=tuple(dropped), extra_columns=tuple(extra), notes=tuple(notes))
+    if layout is None:
+        return RawExport(kind=kind, name=name, frame=frame, rows=rows, issues=issues,
+                         dropped_columns=tuple(dropped), extra_columns=tuple(extra), notes=tuple(notes))
+    value_headers = [seen.get(f"{VALUE}{i}", v) for i, v in enumerate(layout.value)]
+    result = pivot_long(frame, kind=kind, name=name, layout=layout, preset=loaded, dates=dates,
+                        code_header=seen[CODE], value_headers=value_headers)
+    issues.extend(result.issues)
+    notes.extend(result.notes)
+    return RawExport(kind=kind, name=name, frame=result.frame, rows=rows, issues=issues,
+                     dropped_columns=tuple(dropped), extra_columns=tuple(extra), notes=tuple(notes),
+                     long_format=True, sources=result.sources, identical_duplicates=result.identical_duplicates)
+
+
+
+def _written(preset: Preset, kind: str, what: str) -> str:
+    """The code/value header as the preset writes it (for messages)."""
+    spec = preset.data.get(kind, {}).get("long", {}).get(what)
+    if isinstance(spec, list):
+        return "' or '".join(str(v) for v in spec)
+    return str(spec or what)

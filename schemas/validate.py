@@ -98,18 +98,27 @@ class _Issues:
 
 
 def parse_dates(values: pd.Series, order: DateOrder) -> pd.Series:
-    """Parse date text strictly in the chosen order; what does not parse becomes NaT."""
-    s = values.astype("string").str.strip()
-    out = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
-    iso_time = s.str.extract(_ISO_TIME)[0]
-    iso_text = s.where(s.str.match(_ISO).fillna(False).astype(bool), iso_time)
-    out = out.fillna(pd.to_datetime(iso_text, format="%Y-%m-%d", errors="coerce"))
+    """Parse date text strictly in the chosen order; what does not parse becomes NaT.
+
+    The common case (plain ISO dates) takes pandas' fast fixed-format path; only the rest is matched
+    against ISO date-times and, when the user chose one, day-first or month-first forms.
+    """
+    s = values.astype("str").str.strip()
+    out = pd.to_datetime(s, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
+    rest = out.isna() & s.notna()
+    if not rest.any():
+        return out
+    r = s[rest]
+    iso_time = r.str.extract(_ISO_TIME)[0]
+    unpadded = r.where(r.str.match(_ISO).fillna(False).astype(bool), iso_time)
+    parsed = pd.to_datetime(unpadded, format="%Y-%m-%d", errors="coerce")
     if order != "iso":
-        parts = s.str.extract(_SLASHED)
+        parts = r.str.extract(_SLASHED)
         day, month = (parts[0], parts[1]) if order == "dayfirst" else (parts[1], parts[0])
         text = parts[2] + "-" + month.str.zfill(2) + "-" + day.str.zfill(2)
-        out = out.fillna(pd.to_datetime(text, format="%Y-%m-%d", errors="coerce"))
-    return out.astype("datetime64[ns]")
+        parsed = parsed.fillna(pd.to_datetime(text, format="%Y-%m-%d", errors="coerce"))
+    out.loc[rest] = parsed.astype("datetime64[ns]").to_numpy()
+    return out
 
 
 def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
@@ -199,15 +208,27 @@ def _pandera_issues(typed: pd.DataFrame, raw: pd.DataFrame, kind: str, issues: _
 
 
 def _first_line_of(frame: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, pd.Series]:
-    """(mask of later duplicates, line of the first copy) for rows equal on ``keys``."""
-    dup = frame.duplicated(keys, keep="first")
-    first = frame.groupby(keys, dropna=False, sort=False)["line"].transform("first")
+    """(mask of later duplicates, line of the first copy) for rows equal on ``keys``.
+
+    Rows are compared through a 64-bit hash of their values (fast on a million rows); the line of the first
+    copy is looked up only for the duplicates.
+    """
+    key = pd.util.hash_pandas_object(frame[keys], index=False)
+    dup = key.duplicated(keep="first")
+    first = pd.Series(0, index=frame.index, dtype="int64")
+    if dup.any():
+        involved = key.isin(key[dup])
+        firsts = frame.loc[involved & ~dup, "line"].groupby(key[involved & ~dup]).first()
+        first.loc[dup] = key[dup].map(firsts).to_numpy()
     return dup, first
 
 
 def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp) -> tuple[pd.DataFrame, _Issues]:
     issues = _Issues.new(raw.name)
     frame = raw.frame.reset_index(drop=True)
+    for col in frame.columns:  # Arrow-backed strings: vectorised .str methods on a million rows
+        if col != "line" and frame[col].dtype != "str":
+            frame[col] = frame[col].astype("str")
     typed, unparsed = _parse(frame, raw.kind, order, issues)
     _pandera_issues(typed, frame, raw.kind, issues, skip=unparsed)
     for col, ctype in read_columns(raw.kind).items():
@@ -335,10 +356,10 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
 
     patients_table = _patients_table(s_ok, p_ok)
     files = {"sessions": _report(sessions, s_ok, s_issues), "followups": _report(followups, f_ok, f_issues)}
-    tables = [s_issues.table(), f_issues.table()]
+    tables = [sessions.explain_issues(s_issues.table()), followups.explain_issues(f_issues.table())]
     if patients is not None and p_issues is not None and p_ok is not None:
         files["patients"] = _report(patients, p_ok, p_issues)
-        tables.append(p_issues.table())
+        tables.append(patients.explain_issues(p_issues.table()))
     raw_issue_frames = [pd.DataFrame(r.issues, columns=ISSUE_COLUMNS) for r in (sessions, followups, patients)
                         if r is not None and r.issues]
     issues_table = pd.concat([t for t in tables + raw_issue_frames if len(t)], ignore_index=True) \
@@ -368,9 +389,7 @@ def _patients_table(sessions: pd.DataFrame, patients: pd.DataFrame | None) -> pd
 
 
 def _report(raw: RawExport, accepted: pd.DataFrame, issues: _Issues) -> FileReport:
-    quarantined = raw.rows - len(accepted)
-    return FileReport(rows=raw.rows, accepted=len(accepted), quarantined=quarantined,
-                      dropped_columns=raw.dropped_columns, extra_columns=raw.extra_columns)
+    return raw.report(accepted)  # counts source rows, also for a long file pivoted into follow-ups
 
 
 def load_exports(sessions: str | Path | bytes, followups: str | Path | bytes,
@@ -381,8 +400,8 @@ def load_exports(sessions: str | Path | bytes, followups: str | Path | bytes,
     if dates not in ("iso", "dayfirst", "monthfirst"):
         raise UnusableExport(f"Unknown date format '{dates}'; use iso, dayfirst or monthfirst.")
     names = names or {}
-    s = read_export(sessions, kind="sessions", name=names.get("sessions"), preset=preset)
-    f = read_export(followups, kind="followups", name=names.get("followups"), preset=preset)
-    p = read_export(patients, kind="patients", name=names.get("patients"), preset=preset) \
+    s = read_export(sessions, kind="sessions", name=names.get("sessions"), preset=preset, dates=dates)
+    f = read_export(followups, kind="followups", name=names.get("followups"), preset=preset, dates=dates)
+    p = read_export(patients, kind="patients", name=names.get("patients"), preset=preset, dates=dates) \
         if patients is not None else None
     return validate_exports(s, f, p, dates=dates, upload_date=upload_date)

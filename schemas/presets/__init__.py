@@ -1,77 +1,327 @@
-"""Column presets: how other export layouts map onto the canonical columns.
+"""Column presets and saved mappings: how other export layouts map onto the canonical columns.
 
-A preset is a TOML data file beside this module (``<name>.toml``)::
+A preset is a TOML data file beside this module (``<name>.toml``); a user's saved mapping is the same
+format in a file of their own (``kap-outcomes ... --mapping FILE``). One file describes up to three exports,
+each in its own section (``sessions``, ``followups``, ``patients``)::
 
-    name = "ehr-encounters"
-    description = "Generic EHR encounter export"
-    [sessions.columns]          # export header → canonical column
+    name = "my-clinic"
+    description = "Our EHR's encounter export and our outcome platform's observation file"
+
+    [sessions.columns]              # export header → canonical column
     "Encounter Date" = "session_date"
-    [sessions.values.route]     # export value → canonical value (case-insensitive)
+    "Internal Note" = "extra"       # kept for display only, never analysed
+
+    [sessions.values.route]         # export value → canonical value (case-insensitive)
     "Intravenous" = "iv"
 
-Headers and values are matched after trimming and lower-casing, so a preset lists each spelling once.
+    [sessions.values.session_type]  # one value may set several columns
+    "Spravato" = { session_type = "ketamine", route = "intranasal" }
+
+    [followups]
+    keep_identifiers = ["MRN"]      # headers that look like direct identifiers, mapped on purpose
+
+    [followups.columns]
+    "MRN" = "patient_id"
+    "effectiveDate" = "assessment_date"
+
+    [followups.long]                # one row per completed questionnaire, pivoted into follow-ups
+    code = "code"
+    value = ["valueInt", "valueFloat", "valueString"]
+
+    [followups.codes]               # instrument code → canonical follow-up column
+    "44261-6" = "phq9"
+
+Headers, values and codes are matched after trimming and lower-casing (headers and codes also ignore
+punctuation), so a file lists each spelling once. Files whose name starts with ``_`` are data for the
+mapping step (header synonyms, known codes), not presets.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 import tomllib
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analytics.errors import UnusableExport
 from schemas.columns import COLUMNS, read_columns
 
 PRESET_DIR = Path(__file__).parent
+EXTRA = "extra"  # mapping target: keep the column for display, never analyse it
+LONG_KINDS = ("followups",)
+_SECTION_KEYS = ("columns", "values", "keep_identifiers", "long", "codes")
+
+ValueTarget = str | dict[str, str]
 
 
 def _norm(name: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
 
 
+def norm_code(code: str) -> str:
+    """Instrument codes are matched like headers: ``PHQ-9``, ``phq 9`` and ``phq_9`` are one code."""
+    return _norm(code)
+
+
+@dataclass(frozen=True)
+class LongLayout:
+    """How a long file (one row per completed questionnaire) names its code and value columns.
+
+    ``code`` and ``value`` are normalised headers; ``codes`` maps normalised instrument codes to canonical
+    columns of the export. ``id`` is an optional per-observation id column (kept for display).
+    """
+
+    code: str
+    value: tuple[str, ...]
+    codes: dict[str, str]
+    id: str | None = None
+
+
 @dataclass(frozen=True)
 class Preset:
+    """A parsed preset or mapping file.
+
+    ``columns``: kind → {normalised header: canonical column or ``"extra"``}. ``values``: kind → column →
+    {lower-case value: canonical value, or a table of canonical column → value}. ``long``: kind →
+    :class:`LongLayout` for long files. ``keep_identifiers``: kind → normalised headers that look like
+    direct identifiers but are mapped on purpose. ``data``: the TOML content (for saving and for writing
+    files in this layout).
+    """
+
     name: str
     description: str = ""
-    columns: dict[str, dict[str, str]] = field(default_factory=dict)   # kind → {normalised header: canonical}
-    values: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)  # kind → col → {value: canonical}
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    values: dict[str, dict[str, dict[str, ValueTarget]]] = field(default_factory=dict)
+    long: dict[str, LongLayout] = field(default_factory=dict)
+    keep_identifiers: dict[str, frozenset[str]] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
     def column_map(self, kind: str) -> dict[str, str]:
         return self.columns.get(kind, {})
 
+    def long_layout(self, kind: str) -> LongLayout | None:
+        return self.long.get(kind)
+
     def map_values(self, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
-        for col, mapping in self.values.get(kind, {}).items():
-            if col in frame.columns and mapping:
-                low = frame[col].str.lower()
-                mapped = low.map(mapping)
+        """Apply the value maps (see :meth:`apply_values`); rows with conflicts keep their mapped values."""
+        return self.apply_values(kind, frame)[0]
+
+    def apply_values(self, kind: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+        """Map export values onto canonical ones.
+
+        A plain entry replaces the value; a table entry (``{session_type = "ketamine", route = "iv"}``)
+        also fills the other columns it names when they are empty. When such a column already holds a
+        different value, the row is reported as a conflict (never silently overwritten).
+
+        Returns
+        -------
+        (frame, conflicts)
+            ``conflicts`` holds one dict per conflicting cell: ``index`` (frame index label), ``column``,
+            ``value`` (the value in the file), ``reason``.
+        """
+        maps = self.values.get(kind, {})
+        originals = {col: frame[col].copy() for col in maps if col in frame.columns}
+        for col, mapping in maps.items():  # plain entries first, each from the column's own values
+            plain = {k: v for k, v in mapping.items() if isinstance(v, str)}
+            if col in originals and plain:
+                mapped = originals[col].str.lower().map(plain)
                 frame[col] = mapped.where(mapped.notna(), frame[col])
-        return frame
+        conflicts: list[dict] = []
+        for col, mapping in maps.items():
+            tables = {k: v for k, v in mapping.items() if isinstance(v, dict)}
+            if col not in originals or not tables:
+                continue
+            low = originals[col].str.lower()
+            targets = pd.DataFrame.from_dict(tables, orient="index")
+            aligned = targets.reindex(low.to_numpy())
+            aligned.index = frame.index
+            for target in targets.columns:
+                new = aligned[target].astype("string")
+                given = new.notna()
+                if target == col:
+                    frame[col] = new.where(given, frame[col])
+                    continue
+                if target not in frame.columns:
+                    frame[target] = pd.Series(pd.NA, index=frame.index, dtype="string")
+                current = frame[target].astype("string")
+                clash = (given & current.notna() & (current.str.strip().str.lower() != new.str.lower())).fillna(False)
+                for idx in frame.index[clash.to_numpy()]:
+                    conflicts.append({
+                        "index": idx, "column": target, "value": str(current[idx]),
+                        "reason": f"'{originals[col][idx]}' in {col} means {target} {new[idx]}, but {target} says "
+                                  f"'{current[idx]}'; correct one of the two"})
+                frame[target] = current.where(~given | current.notna(), new)
+        return frame, conflicts
 
     @classmethod
-    def from_dict(cls, data: dict, *, source: str = "preset") -> "Preset":
+    def from_dict(cls, data: dict, *, source: str = "preset") -> Preset:
+        from schemas.reader import looks_like_identifier  # reader imports this module
+
         columns: dict[str, dict[str, str]] = {}
-        values: dict[str, dict[str, dict[str, str]]] = {}
+        values: dict[str, dict[str, dict[str, ValueTarget]]] = {}
+        long: dict[str, LongLayout] = {}
+        keep: dict[str, frozenset[str]] = {}
         for kind in COLUMNS:
             section = data.get(kind, {})
-            cols = {}
+            if not isinstance(section, dict):
+                raise UnusableExport(f"{source}: [{kind}] must be a table of settings, not {section!r}.")
+            unknown = [k for k in section if k not in _SECTION_KEYS]
+            if unknown:
+                raise UnusableExport(f"{source}: [{kind}] has an unknown setting '{unknown[0]}'; use only: "
+                                     f"{', '.join(_SECTION_KEYS)}.")
+            known = read_columns(kind)
+            keep[kind] = frozenset(_norm(h) for h in section.get("keep_identifiers", []))
+            cols: dict[str, str] = {}
             for header, target in section.get("columns", {}).items():
-                if target not in read_columns(kind):
+                if target != EXTRA and target not in known:
                     raise UnusableExport(f"{source}: '{header}' maps to '{target}', which is not a {kind} column; "
-                                         f"use one of: {', '.join(read_columns(kind))}.")
+                                         f"use one of: {', '.join(known)} (or \"{EXTRA}\" to keep it for display).")
+                if target != EXTRA and looks_like_identifier(header) and _norm(header) not in keep[kind]:
+                    raise UnusableExport(
+                        f"{source}: '{header}' looks like a direct identifier and is mapped to {target}. "
+                        f"If that is intended, list it under [{kind}] as keep_identifiers = [\"{header}\"]; "
+                        "otherwise map another column.")
+                if _norm(header) in cols and cols[_norm(header)] != target:
+                    raise UnusableExport(f"{source}: '{header}' is mapped twice ({cols[_norm(header)]} and {target}); "
+                                         "keep one.")
                 cols[_norm(header)] = target
-            columns[kind] = cols
-            values[kind] = {col: {str(k).strip().lower(): str(v) for k, v in m.items()}
-                            for col, m in section.get("values", {}).items()}
-        return cls(name=str(data.get("name", source)), description=str(data.get("description", "")),
-                   columns=columns, values=values)
+            columns[kind] = cols  # several spellings of one column are allowed; a file may carry only one
+            values[kind] = _parse_values(section.get("values", {}), kind, source)
+            if "long" in section or "codes" in section:
+                long[kind] = _parse_long(section, kind, source, cols)
+        name = str(data.get("name", Path(source).stem))
+        return cls(name=name, description=str(data.get("description", "")), columns=columns, values=values,
+                   long=long, keep_identifiers=keep, data=copy.deepcopy(data))
+
+    def to_toml(self) -> str:
+        """The preset as a TOML file (what :func:`load_mapping_file` reads)."""
+        return dumps_toml(self.data if self.data else {"name": self.name, "description": self.description})
+
+
+def _parse_values(section: dict, kind: str, source: str) -> dict[str, dict[str, ValueTarget]]:
+    known = read_columns(kind)
+    out: dict[str, dict[str, ValueTarget]] = {}
+    for col, mapping in section.items():
+        if col not in known:
+            raise UnusableExport(f"{source}: [{kind}.values.{col}]: '{col}' is not a {kind} column; "
+                                 f"use one of: {', '.join(known)}.")
+        entries: dict[str, ValueTarget] = {}
+        for key, target in mapping.items():
+            if isinstance(target, dict):
+                bad = [t for t in target if t not in known]
+                if bad:
+                    raise UnusableExport(f"{source}: the value '{key}' of {kind} column {col} sets '{bad[0]}', which "
+                                         f"is not a {kind} column; use one of: {', '.join(known)}.")
+                entries[str(key).strip().lower()] = {str(t): str(v) for t, v in target.items()}
+            else:
+                entries[str(key).strip().lower()] = str(target)
+        out[col] = entries
+    return out
+
+
+def _parse_long(section: dict, kind: str, source: str, cols: dict[str, str]) -> LongLayout:
+    if kind not in LONG_KINDS:
+        raise UnusableExport(f"{source}: [{kind}.long]: only followups can be read from a long file (one row per "
+                             "questionnaire); remove this section.")
+    spec = section.get("long", {})
+    code = spec.get("code")
+    value = spec.get("value")
+    if isinstance(value, str):
+        value = [value]
+    if not code or not value:
+        raise UnusableExport(f"{source}: [{kind}.long] needs code = \"<column with the instrument code>\" and "
+                             "value = [\"<column with the score>\", …].")
+    codes: dict[str, str] = {}
+    known = read_columns(kind)
+    attributes = set(cols.values())
+    for c, target in section.get("codes", {}).items():
+        if target not in known or target in ("patient_id", "assessment_date"):
+            raise UnusableExport(f"{source}: code '{c}' maps to '{target}', which is not a {kind} measure; "
+                                 f"use one of: {', '.join(k for k in known if k not in ('patient_id', 'assessment_date'))}.")
+        if target in attributes:
+            raise UnusableExport(f"{source}: code '{c}' fills {target}, which a column of the file fills too; "
+                                 f"remove {target} from [{kind}.columns] or from [{kind}.codes].")
+        codes[norm_code(c)] = str(target)
+    if not codes:
+        raise UnusableExport(f"{source}: [{kind}.codes] is empty; list the instrument codes of the file, "
+                             "e.g. \"44261-6\" = \"phq9\".")
+    special = {_norm(code), *(_norm(v) for v in value)}
+    clash = special & set(cols)
+    if clash:
+        raise UnusableExport(f"{source}: '{min(clash)}' is both a code/value column and in [{kind}.columns]; "
+                             "keep it in one place.")
+    return LongLayout(code=_norm(code), value=tuple(_norm(v) for v in value), codes=codes,
+                      id=_norm(spec["id"]) if spec.get("id") else None)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# TOML writing (a small subset: the structure above)
+# ------------------------------------------------------------------------------------------------------------
+
+def _q(text: str) -> str:
+    return json.dumps(str(text), ensure_ascii=False)
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return repr(v.item() if hasattr(v, "item") else v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_scalar(x) for x in v) + "]"
+    if isinstance(v, AbcMapping):
+        return "{ " + ", ".join(f"{_key(k)} = {_scalar(x)}" for k, x in v.items()) + " }"
+    return _q(v)
+
+
+def _key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", str(k)) else _q(k)
+
+
+def dumps_toml(data: dict, *, header: str = "") -> str:
+    """Write a preset/mapping dict as TOML (tables of tables; a value map's tables stay inline)."""
+    lines: list[str] = [f"# {h}" if h else "#" for h in header.splitlines()] if header else []
+
+    def emit(table: AbcMapping, path: list[str]) -> None:
+        plain = {k: v for k, v in table.items() if not isinstance(v, AbcMapping) or _inline(path, k)}
+        nested = {k: v for k, v in table.items() if k not in plain}
+        if path and (plain or not nested):
+            lines.append("")
+            lines.append("[" + ".".join(_key(p) for p in path) + "]")
+        quoted = len(path) >= 2 and path[1] in ("columns", "codes", "values")
+        for k, v in plain.items():  # headers, values and codes are always quoted
+            lines.append(f"{_q(k) if quoted else _key(k)} = {_scalar(v)}")
+        for k, v in nested.items():
+            emit(v, [*path, k])
+
+    emit(data, [])
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _inline(path: list[str], key: str) -> bool:
+    """Inside ``<kind>.values.<column>`` a table is one value's targets: written inline."""
+    return len(path) == 3 and path[1] == "values"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# finding and loading presets
+# ------------------------------------------------------------------------------------------------------------
+
+def _preset_files() -> list[Path]:
+    return [p for p in sorted(PRESET_DIR.glob("*.toml")) if not p.name.startswith("_")]
 
 
 def available_presets() -> dict[str, str]:
     """Preset name → description, for pickers and ``--preset`` help."""
     out = {}
-    for path in sorted(PRESET_DIR.glob("*.toml")):
+    for path in _preset_files():
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         out[path.stem] = str(data.get("description", ""))
     return out
@@ -81,7 +331,7 @@ def load_preset(name: str | None) -> Preset:
     if name is None or name == "canonical":
         name = "canonical"
     path = PRESET_DIR / f"{name}.toml"
-    if not re.fullmatch(r"[a-z0-9_-]+", name) or not path.exists():
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) or not path.exists():
         raise UnusableExport(f"There is no column preset called '{name}'; choose one of: "
                              f"{', '.join(available_presets())}.")
     return Preset.from_dict(tomllib.loads(path.read_text(encoding="utf-8")), source=path.name)
@@ -94,5 +344,40 @@ def load_mapping_file(path: str | Path) -> Preset:
         return Preset.from_dict(tomllib.loads(p.read_text(encoding="utf-8")), source=p.name)
     except FileNotFoundError:
         raise UnusableExport(f"The mapping file {p} was not found; check the path.") from None
+    except IsADirectoryError:
+        raise UnusableExport(f"{p} is a folder, not a mapping file; give the path of the .toml file.") from None
+    except UnicodeDecodeError:
+        raise UnusableExport(f"The mapping file {p.name} is not a text file; save the mapping again.") from None
     except tomllib.TOMLDecodeError as err:
         raise UnusableExport(f"The mapping file {p.name} is not valid TOML ({err}); fix it or save it again.") from None
+
+
+def loads_mapping(text: str, *, source: str = "mapping.toml") -> Preset:
+    """A mapping from TOML text (an uploaded mapping file)."""
+    try:
+        return Preset.from_dict(tomllib.loads(text), source=source)
+    except tomllib.TOMLDecodeError as err:
+        raise UnusableExport(f"The mapping file {source} is not valid TOML ({err}); fix it or save it again.") from None
+
+
+def combine_presets(base: Preset | str | None, overrides: AbcMapping[str, Preset], *,
+                    name: str | None = None) -> Preset:
+    """One preset for all files: ``base``'s sections, with each kind in ``overrides`` taken from its preset.
+
+    The Data page uses it when one file needed a mapping and the others follow a preset; saving the result
+    gives one mapping file for ``--mapping``.
+    """
+    base_preset = base if isinstance(base, Preset) else load_preset(base)
+    data = copy.deepcopy(base_preset.data) or {"name": base_preset.name}
+    for kind, preset in overrides.items():
+        if kind not in COLUMNS:
+            raise UnusableExport(f"Unknown export kind '{kind}'; use sessions, followups or patients.")
+        section = preset.data.get(kind)
+        if section:
+            data[kind] = copy.deepcopy(section)
+        else:
+            data.pop(kind, None)
+    data["name"] = name or (base_preset.name if not overrides else f"{base_preset.name}+mapping")
+    parts = [base_preset.description] + [p.description for p in overrides.values() if p.description]
+    data["description"] = "; ".join(d for d in parts if d)
+    return Preset.from_dict(data, source=data["name"])

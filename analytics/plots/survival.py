@@ -1,0 +1,154 @@
+"""Figures for time to return to use: Kaplan–Meier curves with a number-at-risk table, and a forest plot.
+
+Pure builders: a result of :mod:`analytics.survival` in, a ``plotly.graph_objects.Figure`` out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from analytics.formatting import SUPPRESSED, ci, count
+from analytics.plots import base_layout, colour, rgba
+from analytics.survival import GroupComparison, SurvivalCurves
+
+X_TITLE = "Days since first ketamine session"
+Y_TITLE = "Proportion without return to use"
+
+
+def _step_points(km: pd.DataFrame, column: str) -> tuple[list[float], list[float]]:
+    """Curve from day 0 at 1.0, then the value of ``column`` at each day (drawn as steps, shape 'hv')."""
+    days = km["day"].tolist()
+    values = km[column].tolist()
+    return [0.0] + days, [1.0] + values
+
+
+def _risk_label(n: int, min_cell: int | None) -> str:
+    if min_cell is not None and 0 < n < min_cell:
+        return SUPPRESSED
+    return count(n)
+
+
+def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", show_ci: bool = True,
+              height: int = 560) -> go.Figure:
+    """Kaplan–Meier step curves with CI bands, censor marks and a number-at-risk table under the x-axis.
+
+    Parameters
+    ----------
+    curves:
+        Result of :func:`analytics.survival.relapse_curves`.
+    title:
+        Figure title.
+    show_ci:
+        Draw the pointwise CI as a shaded band.
+    height:
+        Figure height in pixels.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Two rows sharing the x-axis (the survminer/ggsurvfit layout): the curves on top, the number at risk
+        per group at the ``risk_table`` days below. Counts from 1 to ``curves.min_cell - 1`` show as the
+        suppression mark.
+    """
+    groups = curves.groups
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22], vertical_spacing=0.06)
+    for i, g in enumerate(groups):
+        km = curves.table[curves.table["group"] == g]
+        c = colour(i)
+        label = g if curves.by is not None else "All patients"
+        if show_ci:
+            band = km.dropna(subset=["ci_low", "ci_high"])
+            x_hi, y_hi = _step_points(band, "ci_high")
+            x_lo, y_lo = _step_points(band, "ci_low")
+            fig.add_trace(go.Scatter(x=x_hi, y=y_hi, mode="lines", line={"width": 0, "shape": "hv"},
+                                     hoverinfo="skip", showlegend=False, legendgroup=g), row=1, col=1)
+            fig.add_trace(go.Scatter(x=x_lo, y=y_lo, mode="lines", line={"width": 0, "shape": "hv"},
+                                     fill="tonexty", fillcolor=rgba(c, 0.15), hoverinfo="skip",
+                                     showlegend=False, legendgroup=g, name=f"{label} {curves.conf_level:.0%} CI"),
+                          row=1, col=1)
+        x, y = _step_points(km, "estimate")
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"color": c, "width": 2.5, "shape": "hv"},
+                                 name=label, legendgroup=g,
+                                 hovertemplate=f"{label}<br>Day %{{x:g}}<br>%{{y:.0%}} without return to use"
+                                               "<extra></extra>"),
+                      row=1, col=1)
+        cens = km[km["n_censor"] > 0]
+        if len(cens):
+            fig.add_trace(go.Scatter(x=cens["day"], y=cens["estimate"], mode="markers",
+                                     marker={"symbol": "line-ns-open", "size": 9, "color": c,
+                                             "line": {"width": 1.5, "color": c}},
+                                     name=f"{label}: censored", legendgroup=g, showlegend=False,
+                                     hovertemplate=f"{label}<br>Censored on day %{{x:g}}<extra></extra>"),
+                          row=1, col=1)
+        risk = curves.risk_table[curves.risk_table["group"] == g]
+        fig.add_trace(go.Scatter(x=risk["day"], y=[label] * len(risk), mode="text",
+                                 text=[_risk_label(int(n), curves.min_cell) for n in risk["n_risk"]],
+                                 textfont={"color": c, "size": 12}, showlegend=False, hoverinfo="skip",
+                                 legendgroup=g),
+                      row=2, col=1)
+    labels = [g if curves.by is not None else "All patients" for g in groups]
+    base_layout(fig, title=title, height=height)
+    ticks = curves.risk_table["day"].drop_duplicates().sort_values().tolist()
+    fig.update_yaxes(title_text=Y_TITLE, range=[0, 1.03], tickformat=".0%", row=1, col=1)
+    fig.update_yaxes(title_text="At risk", type="category", categoryorder="array",
+                     categoryarray=list(reversed(labels)), showgrid=False, zeroline=False, row=2, col=1)
+    fig.update_xaxes(tickvals=ticks, row=1, col=1)
+    fig.update_xaxes(title_text=X_TITLE, tickvals=ticks, showgrid=False, zeroline=False, row=2, col=1)
+    xmax = max(ticks + [float(curves.table["day"].max()) if len(curves.table) else 0.0])
+    fig.update_xaxes(range=[-0.02 * max(xmax, 1.0), 1.03 * max(xmax, 1.0)])
+    return fig
+
+
+def forest_figure(comparison: GroupComparison, *, title: str | None = None, height: int | None = None) -> go.Figure:
+    """Hazard ratios with CIs on a log axis, with the no-difference line at 1.
+
+    Parameters
+    ----------
+    comparison:
+        Result of :func:`analytics.survival.compare_groups`.
+    title:
+        Figure title; default names the grouping and the reference.
+    height:
+        Figure height; default grows with the number of rows.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One row per Cox coefficient, labelled ``level vs reference`` for the grouping and ``term (unit)`` for a
+        numeric adjustment. Without a Cox model the figure says so.
+    """
+    hr = comparison.hazard_ratios
+    title = title or f"Hazard of return to use by {comparison.by} (reference: {comparison.reference})"
+    fig = go.Figure()
+    if hr is None or hr.empty:
+        fig.add_annotation(text="Hazard ratios could not be estimated; see the notes.", showarrow=False,
+                           x=0.5, y=0.5, xref="paper", yref="paper")
+        fig.update_xaxes(visible=False)
+        fig.update_yaxes(visible=False)
+        return base_layout(fig, title=title, height=height or 240)
+    rows = hr.iloc[::-1]
+    labels = [f"{r.level} vs {comparison.reference}" if r.term == comparison.by
+              else f"{r.term} ({r.level})" if r.level and r.level.startswith("per ") else f"{r.term}: {r.level}"
+              for r in rows.itertuples(index=False)]
+    colours = [colour(0) if r.term == comparison.by else colour(7) for r in rows.itertuples(index=False)]
+    est = rows["estimate"].to_numpy(float)
+    fig.add_trace(go.Scatter(
+        x=est, y=labels, mode="markers", marker={"symbol": "square", "size": 10, "color": colours},
+        error_x={"type": "data", "symmetric": False, "array": rows["ci_high"].to_numpy(float) - est,
+                 "arrayminus": est - rows["ci_low"].to_numpy(float), "thickness": 2, "width": 0},
+        text=[ci(r.estimate, r.ci_low, r.ci_high) for r in rows.itertuples(index=False)],
+        hovertemplate="%{y}<br>HR %{text}<extra></extra>", showlegend=False))
+    fig.add_vline(x=1.0, line_dash="dash", line_color="#555555")
+    low = float(np.nanmin(rows["ci_low"].to_numpy(float)))
+    high = float(np.nanmax(rows["ci_high"].to_numpy(float)))
+    span = [math.log10(min(low, 1.0)) - 0.1, math.log10(max(high, 1.0)) + 0.1]
+    base_layout(fig, title=title, height=height or 180 + 40 * len(rows),
+                x_title=f"Hazard ratio, {comparison.conf_level:.0%} CI (log scale; below 1 = lower hazard of "
+                        "return to use)")
+    fig.update_xaxes(type="log", range=span)
+    return fig

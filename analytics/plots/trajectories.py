@@ -1,0 +1,145 @@
+"""Figures of the trajectories page: mean course with CI band, response/remission bars, band transitions,
+durability of response, abstinence over time.
+
+Pure builders: a result of :mod:`analytics.trajectories` in, a ``go.Figure`` out. Proportions are shown as %.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from analytics.cohort import PHQ9_BANDS
+from analytics.plots import PALETTE, base_layout, colour, rgba
+from analytics.trajectories import (
+    AXIS_TITLES,
+    MEASURE_NAMES,
+    AbstinenceGEE,
+    BandTransitions,
+    PredictedMeans,
+    ResponseDurability,
+    ResponseRemission,
+)
+
+WEEKS_TITLE = "Weeks since first ketamine session"
+GREY = "#9A9A9A"
+
+
+def _pct(conf_level: float) -> str:
+    return f"{round(conf_level * 100)}%"
+
+
+def mean_trajectory(pred: PredictedMeans, *, lines: pd.DataFrame | None = None, title: str | None = None,
+                    y_title: str | None = None) -> go.Figure:
+    """Model-based mean per group with its confidence band, over thin grey individual courses.
+
+    ``lines`` is :func:`analytics.trajectories.patient_lines` (columns ``line``, ``group``, ``weeks``, ``value``);
+    it is drawn first, behind the means, as one trace per group (gaps between patients), hidden from hover.
+    """
+    fig = go.Figure()
+    if lines is not None and len(lines):
+        xs: list[float | None] = []
+        ys: list[float | None] = []
+        for _, one in lines.groupby("line", sort=False):
+            xs += one["weeks"].tolist() + [None]
+            ys += one["value"].tolist() + [None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": rgba(GREY, 0.45), "width": 0.8},
+                                 name=f"Individual patients (sample of {lines['line'].nunique()})",
+                                 hoverinfo="skip", connectgaps=False))
+    t = pred.table
+    for i, (g, sub) in enumerate(t.groupby("group", sort=False)):
+        c = colour(i)
+        fig.add_trace(go.Scatter(x=np.r_[sub["weeks"], sub["weeks"][::-1]],
+                                 y=np.r_[sub["ci_high"], sub["ci_low"][::-1]], fill="toself",
+                                 fillcolor=rgba(c, 0.2), line={"width": 0}, hoverinfo="skip",
+                                 legendgroup=str(g), showlegend=False, name=f"{g} {_pct(pred.conf_level)} CI"))
+        fig.add_trace(go.Scatter(x=sub["weeks"], y=sub["estimate"], mode="lines", line={"color": c, "width": 3},
+                                 name=str(g), legendgroup=str(g),
+                                 customdata=np.c_[sub["ci_low"], sub["ci_high"]],
+                                 hovertemplate="Week %{x:.1f}: %{y:.1f} (%{customdata[0]:.1f}–%{customdata[1]:.1f})"
+                                               f"<extra>{g}</extra>"))
+    label = MEASURE_NAMES.get(pred.measure, pred.measure)
+    base_layout(fig, title=title or f"Mean {label} over time (model-based, {_pct(pred.conf_level)} CI)",
+                x_title=WEEKS_TITLE, y_title=y_title or AXIS_TITLES.get(pred.measure, label))
+    return fig
+
+
+def response_remission_bars(rr: ResponseRemission, *, title: str | None = None) -> go.Figure:
+    """Response and remission (%) at each week, grouped bars with Wilson interval error bars and n in hover."""
+    t = rr.table
+    fig = go.Figure()
+    groups = list(dict.fromkeys(t["group"]))
+    i = 0
+    for g in groups:
+        for outcome in ("response", "remission"):
+            sub = t[(t["group"] == g) & (t["outcome"] == outcome)]
+            est = 100 * sub["estimate"]
+            name = outcome.capitalize() if len(groups) == 1 else f"{outcome.capitalize()}: {g}"
+            fig.add_trace(go.Bar(
+                x=[f"Week {w:g}" for w in sub["weeks"]], y=est, name=name, marker_color=colour(i),
+                error_y={"type": "data", "symmetric": False, "array": 100 * sub["ci_high"] - est,
+                         "arrayminus": est - 100 * sub["ci_low"], "color": "#333333"},
+                customdata=np.c_[sub["n_event"], sub["n"]],
+                hovertemplate="%{x}: %{y:.0f}% (%{customdata[0]} of %{customdata[1]})" f"<extra>{name}</extra>"))
+            i += 1
+    base_layout(fig, title=title or f"PHQ-9 response and remission ({_pct(rr.conf_level)} Wilson CI)",
+                x_title=f"Weeks since first ketamine session (score within ±{rr.window_days} days)",
+                y_title="Patients (%)")
+    fig.update_layout(barmode="group", legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
+                      margin={"b": 110}, height=520)
+    fig.update_yaxes(range=[0, 100])
+    return fig
+
+
+def band_transition_heatmap(bt: BandTransitions, *, group: str | None = None,
+                            title: str | None = None) -> go.Figure:
+    """Baseline band (rows) × latest band (columns) counts; cells below the diagonal improved."""
+    m = bt.matrix(group)
+    order = [b[2] for b in PHQ9_BANDS]
+    z = m.reindex(index=order, columns=order).to_numpy()
+    fig = go.Figure(go.Heatmap(z=z, x=order, y=order, colorscale=[[0, "#F7FBFF"], [1, PALETTE[0]]],
+                               text=z, texttemplate="%{text}", showscale=False,
+                               hovertemplate="Baseline %{y} → latest %{x}: %{z} patients<extra></extra>"))
+    base_layout(fig, title=title or "PHQ-9 severity band: baseline → latest score",
+                x_title="Latest PHQ-9 band (points)", y_title="Baseline PHQ-9 band (points)", height=460)
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def durability_curves(dur: ResponseDurability, *, title: str | None = None) -> go.Figure:
+    """Kaplan–Meier probability of still being in response, by maintenance sessions (step curves, CI bands)."""
+    fig = go.Figure()
+    for i, (g, sub) in enumerate(dur.curves.groupby("group", sort=False)):
+        c = colour(i)
+        weeks = sub["day"] / 7.0
+        fig.add_trace(go.Scatter(x=np.r_[weeks, weeks[::-1]], y=100 * np.r_[sub["ci_high"], sub["ci_low"][::-1]],
+                                 fill="toself", fillcolor=rgba(c, 0.15), line={"width": 0, "shape": "hv"},
+                                 hoverinfo="skip", showlegend=False, legendgroup=str(g)))
+        fig.add_trace(go.Scatter(x=weeks, y=100 * sub["estimate"], mode="lines", name=str(g), legendgroup=str(g),
+                                 line={"color": c, "width": 2.5, "shape": "hv"}, customdata=sub["n_risk"],
+                                 hovertemplate="Week %{x:.1f}: %{y:.0f}% still in response "
+                                               "(%{customdata} at risk)" f"<extra>{g}</extra>"))
+    base_layout(fig, title=title or f"Staying in response after a first PHQ-9 response "
+                                    f"(Kaplan–Meier, {_pct(dur.conf_level)} CI)",
+                x_title="Weeks since first response", y_title="Still in response (%)")
+    fig.update_yaxes(range=[0, 100])
+    return fig
+
+
+def abstinence_over_time(gee: AbstinenceGEE, *, title: str | None = None) -> go.Figure:
+    """Population-average probability of a fully abstinent assessment window (GEE) per group, with CI band."""
+    fig = go.Figure()
+    for i, (g, sub) in enumerate(gee.predicted.groupby("group", sort=False)):
+        c = colour(i)
+        fig.add_trace(go.Scatter(x=np.r_[sub["weeks"], sub["weeks"][::-1]],
+                                 y=100 * np.r_[sub["ci_high"], sub["ci_low"][::-1]], fill="toself",
+                                 fillcolor=rgba(c, 0.2), line={"width": 0}, hoverinfo="skip", showlegend=False,
+                                 legendgroup=str(g)))
+        fig.add_trace(go.Scatter(x=sub["weeks"], y=100 * sub["estimate"], mode="lines", name=str(g),
+                                 legendgroup=str(g), line={"color": c, "width": 3},
+                                 hovertemplate="Week %{x:.0f}: %{y:.0f}%" f"<extra>{g}</extra>"))
+    base_layout(fig, title=title or f"Abstinent assessment windows (GEE, {_pct(gee.conf_level)} CI)",
+                x_title=WEEKS_TITLE, y_title="Windows fully abstinent (%)")
+    fig.update_yaxes(range=[0, 100])
+    return fig

@@ -1,0 +1,781 @@
+"""Small-cell suppression for any result table (CMS cell-size rule).
+
+Rules (data-contract.md "Small cells"; CMS cell size suppression policy, see
+``published-benchmarks.md`` §2.4 and https://resdac.org/node/1506):
+
+* **Primary**: a count from 1 to ``min_cell - 1`` (1–10 by default) is never shown. Zero is shown: "a value
+  of zero does not violate the minimum cell size policy".
+* **Derived counts**: a count of 1–10 that is not itself a column but follows from shown numbers (the rest of a
+  row, ``total - sum(parts)``, or the complement ``denominator - numerator`` of a percentage) is protected
+  exactly like a shown one.
+* **Rates**: a percentage, rate or any statistic declared in ``rate_columns`` is hidden whenever one of the
+  counts it is computed from is hidden (so a hidden numerator cannot be recovered as rate × denominator).
+* **Complementary**: every additive relation of the table (row parts = row total, rows of a group = the margin
+  row, percentage complements, risk-table chains) is an equation. No equation may have exactly one unknown
+  cell: if it does, the smallest non-zero shown cell of that equation is hidden too ("next smallest"),
+  iterating to a fixed point. A final linear-algebra audit then checks that no sensitive cell is determined by
+  any *combination* of equations (e.g. two blocks of hidden cells joined by one cell), and hides more until
+  none is. Complementary cells are chosen non-zero, so every hidden cell is positive and "not determined by the
+  equations" also means "not pinned by non-negativity" (the true table lies inside the feasible region).
+
+What this cannot see: relations with numbers outside the table. Suppress a table together with its totals
+(as a margin row or total column); totals printed elsewhere (e.g. "n = 45" in a chart legend) must come from
+the same suppressed table.
+
+Kaplan–Meier (:func:`suppress_km`): a KM curve reveals the number of events at each step (the drop is
+``d / n_risk``), so hiding ``n_event`` in the risk table alone is not enough. Safe display here means:
+
+1. the curve stops where fewer than ``min_cell`` patients are at risk (the tail, where each step is one of a
+   handful of patients, is not drawn);
+2. with ``steps="coarsen"`` (default) the curve is shown only at days where at least ``min_cell`` events have
+   accumulated since the previous shown point, so every drawn drop pools at least 11 events (draw the visible
+   points as a step function starting at 1 on day 0);
+3. risk-table counts ``n_risk``, ``n_event``, ``n_censor`` from 1 to 10 are hidden, and so are counts that
+   follow from two shown ones: the patients leaving between two rows (``n_risk - n_risk(next)``) and, for
+   cumulative counts, the events or censorings between two rows; shown numbers at risk (and shown cumulative
+   counts) that follow each other differ by 0 or at least 11, whatever is hidden between them. Complementary
+   hiding runs along ``n_risk(next) = n_risk - n_event - n_censor`` wherever that relation holds numerically
+   in the table (whichever way the table labels its intervals). Show the risk table at coarse display days (e.g. every
+   30–90 days): per-event-time tables of a small clinic are mostly hidden by this rule.
+
+``steps="truncate"`` keeps every step before the tail: less strict (a drop of one event among ≥ 11 at risk
+is visible), for internal review only. With ``enabled=False`` nothing is hidden and the notes say
+"Suppression OFF: internal use only".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from analytics import formatting
+
+OFF_NOTE = "Suppression OFF: internal use only. Counts from 1 to {hi} are shown; do not share this output."
+_P = (1 << 61) - 1  # prime modulus of the exact elimination in the audit
+COMPLEMENT_MARK = "*"  # shown in place of a cell hidden only so that a small one cannot be worked out
+
+__all__ = ["SuppressedTable", "is_small", "mask_text", "rate_is_safe", "suppress_counts", "suppress_km"]
+
+
+# --------------------------------------------------------------------------------------------------
+# single numbers
+# --------------------------------------------------------------------------------------------------
+
+def _is_missing(x: object) -> bool:
+    if x is None or x is pd.NA:
+        return True
+    try:
+        return bool(isinstance(x, (float, np.floating)) and math.isnan(x))
+    except TypeError:  # pragma: no cover - exotic scalars
+        return False
+
+
+def is_small(n: float | None, *, min_cell: int = 11) -> bool:
+    """True when ``n`` is a count that must not be shown: ``1 <= n < min_cell``.
+
+    Zero and missing values are not small (zero does not identify anyone).
+    """
+    if _is_missing(n):
+        return False
+    return 0 < float(n) < min_cell  # type: ignore[arg-type]
+
+
+def rate_is_safe(numerator: float | None, denominator: float | None, *, min_cell: int = 11,
+                 complement: bool = True) -> bool:
+    """May ``numerator / denominator`` be shown?
+
+    Not when the numerator or the denominator is 1 to ``min_cell - 1``, nor (``complement=True``, for a part of
+    a whole such as "45 of 50 relapsed") when ``denominator - numerator`` is, because the complement follows
+    from the two shown numbers.
+    """
+    if is_small(numerator, min_cell=min_cell) or is_small(denominator, min_cell=min_cell):
+        return False
+    return not (complement and not _is_missing(numerator) and not _is_missing(denominator)
+                and is_small(float(denominator) - float(numerator), min_cell=min_cell))  # type: ignore[arg-type]
+
+
+def mask_text(n: float | None, *, min_cell: int = 11, enabled: bool = True) -> str:
+    """A single count as text: ``"<11"`` when it is 1–10 and suppression is on, else ``"1,234"``/``"—"``."""
+    if enabled and is_small(n, min_cell=min_cell):
+        return formatting.SUPPRESSED if min_cell == 11 else f"<{min_cell}"
+    if _is_missing(n):
+        return "—"
+    return formatting.count(round(float(n)))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------
+# result
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SuppressedTable:
+    """A result table after small-cell suppression.
+
+    Attributes
+    ----------
+    table:
+        The input table with hidden cells set to missing (count columns become nullable ``Int64`` when their
+        values are whole numbers; rate and curve columns stay float with NaN). Row order and index are kept.
+    mask:
+        Booleans with the same index; one column per checked column (counts, totals, rates, curve columns).
+        True = hidden by suppression. Cells that were already missing in the input are False.
+    primary:
+        Same shape as ``mask``; True = hidden because the count itself is 1 to ``min_cell - 1`` (shown as
+        ``"<11"``). ``mask & ~primary`` cells were hidden to protect another cell (shown as ``"*"``), or are
+        rates/curve points hidden with their counts.
+    min_cell, enabled:
+        The rule applied.
+    notes:
+        Plain sentences: how many cells were hidden and why, or that suppression is off.
+    n_derived_protected:
+        Counts of 1–10 that are not columns but would follow from shown numbers (a total minus its parts, a
+        percentage's complement, a difference of numbers at risk) and were protected.
+    count_columns:
+        The checked columns that hold counts (the others are rates or curve values).
+    """
+
+    table: pd.DataFrame
+    mask: pd.DataFrame
+    primary: pd.DataFrame
+    min_cell: int = 11
+    enabled: bool = True
+    notes: tuple[str, ...] = ()
+    n_derived_protected: int = 0
+    count_columns: tuple[str, ...] = ()
+
+    @property
+    def n_suppressed(self) -> int:
+        """Number of hidden cells (all kinds)."""
+        return int(self.mask.to_numpy().sum())
+
+    @property
+    def n_primary(self) -> int:
+        return int(self.primary.to_numpy().sum())
+
+    @property
+    def n_complementary(self) -> int:
+        return self.n_suppressed - self.n_primary
+
+    @property
+    def any_suppressed(self) -> pd.Series:
+        """One boolean per row: is any cell of the row hidden (a marker column for display)."""
+        return self.mask.any(axis=1)
+
+    def text(self, formatters: Mapping[str, object] | None = None) -> pd.DataFrame:
+        """The table as display strings: ``"<11"`` for small counts, ``"*"`` for complementary cells.
+
+        ``formatters`` maps column → callable(value) → str for shown values (default: counts with thousands
+        separators via :func:`analytics.formatting.count`, other numbers via :func:`analytics.formatting.num`).
+        """
+        formatters = dict(formatters or {})
+        out = self.table.astype(object).copy()
+        small = formatting.SUPPRESSED if self.min_cell == 11 else f"<{self.min_cell}"
+        for col in self.mask.columns:
+            fmt = formatters.get(col)
+            values = []
+            for v, hid, prim in zip(self.table[col], self.mask[col], self.primary[col]):
+                if hid:
+                    values.append(small if prim else COMPLEMENT_MARK)
+                elif fmt is not None:
+                    values.append(fmt(v))  # type: ignore[operator]
+                elif _is_missing(v):
+                    values.append("—")
+                elif col in self.count_columns:
+                    values.append(formatting.count(round(float(v))))
+                else:
+                    values.append(formatting.num(float(v)))
+            out[col] = values
+        return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the engine: cells, equations, line rule, audit
+# --------------------------------------------------------------------------------------------------
+
+class _Problem:
+    """Cells (real table cells and derived virtual counts) and additive equations between them."""
+
+    def __init__(self, min_cell: int) -> None:
+        self.min_cell = min_cell
+        self.value: list[float] = []
+        self.real: list[bool] = []       # a shown cell of the table (may be chosen as complementary)
+        self.missing: list[bool] = []    # value unknown in the input (NaN): unknown, never sensitive
+        self.sensitive: list[bool] = []  # 1..min_cell-1: must not be determinable
+        self.hidden: list[bool] = []     # unknown to a reader of the output
+        self.where: dict[tuple[int, str], int] = {}
+        self.equations: list[tuple[np.ndarray, np.ndarray]] = []
+        self._eq_keys: set[tuple[tuple[int, int], ...]] = set()
+        self._pt_keys: dict[tuple[frozenset[int], int], int | None] = {}
+
+    def add_real(self, row: int, col: str, value: object) -> int:
+        i = len(self.value)
+        miss = _is_missing(value)
+        v = float("nan") if miss else float(value)  # type: ignore[arg-type]
+        small = is_small(v, min_cell=self.min_cell)
+        self.value.append(v)
+        self.real.append(True)
+        self.missing.append(miss)
+        self.sensitive.append(small)
+        self.hidden.append(small or miss)
+        self.where[(row, col)] = i
+        return i
+
+    def add_virtual(self, value: float) -> int | None:
+        """A count that is not shown but follows from shown ones: unknown to a reader; protected if small."""
+        if abs(value) < 1e-9:
+            return None  # a zero remainder: the parts are the whole, nothing to add
+        i = len(self.value)
+        self.value.append(value)
+        self.real.append(False)
+        self.missing.append(False)
+        self.sensitive.append(is_small(value, min_cell=self.min_cell))
+        self.hidden.append(True)
+        return i
+
+    def add_equation(self, parts: Sequence[int], total: int) -> None:
+        """``sum(parts) == total``."""
+        idx = [*parts, total]
+        coef = [1.0] * len(parts) + [-1.0]
+        key = tuple(sorted(zip(idx, (int(c) for c in coef))))
+        if key in self._eq_keys or len(idx) < 2:
+            return
+        self._eq_keys.add(key)
+        self.equations.append((np.asarray(idx, dtype=int), np.asarray(coef)))
+
+    def parts_total(self, parts: Sequence[int], total: int, *, what: str) -> int | None:
+        """Add ``sum(parts) + remainder == total``; return the derived remainder's cell (None when zero).
+
+        Raises if the parts exceed the total.
+        """
+        key = (frozenset(parts), total)
+        if key in self._pt_keys:
+            return self._pt_keys[key]
+        self._pt_keys[key] = None
+        vals = [self.value[i] for i in (*parts, total)]
+        if any(math.isnan(v) for v in vals):
+            self.add_equation(parts, total)
+            return None
+        rem = self.value[total] - sum(self.value[i] for i in parts)
+        if rem < -1e-9:
+            raise ValueError(
+                f"{what}: the parts add up to {sum(self.value[i] for i in parts):g}, more than the total "
+                f"{self.value[total]:g}. Declare only true totals (a column or margin row that is the sum of "
+                f"the parts) for suppression.")
+        extra = self.add_virtual(rem)
+        self.add_equation([*parts, *([extra] if extra is not None else [])], total)
+        self._pt_keys[key] = extra
+        return extra
+
+    # ---- solving -----------------------------------------------------------------------------------
+
+    def _protected(self, i: int) -> bool:
+        """An unknown that must not be the only unknown of an equation: small, or hidden to protect one."""
+        return self.hidden[i] and not self.missing[i] and (self.real[i] or self.sensitive[i])
+
+    def _open_equations(self) -> list[int]:
+        """Equations whose only unknown is a protected cell (it would follow from the shown cells)."""
+        out = []
+        for k, (idx, _coef) in enumerate(self.equations):
+            unknown = [i for i in idx if self.hidden[i]]
+            if len(unknown) == 1 and self._protected(unknown[0]):
+                out.append(k)
+        return out
+
+    def _hide_next_smallest(self, k: int) -> int | None:
+        """Hide the next smallest non-zero shown cell of equation ``k``, preferring one that closes another open
+        equation and opens none (ties: smaller value, then a part before the total)."""
+        idx = self.equations[k][0]
+        cands = [int(i) for i in idx if self.real[i] and not self.hidden[i]]
+        if not cands:
+            return None
+        nonzero = [i for i in cands if self.value[i] > 0]
+        pool = nonzero or cands
+
+        def score(i: int) -> tuple[int, float, bool, int]:
+            opens = closes = 0
+            for kk in self._eqs_of[i]:
+                if kk == k:
+                    continue
+                unknown = [j for j in self.equations[kk][0] if self.hidden[j]]
+                if not unknown:
+                    opens += 1
+                elif len(unknown) == 1 and self._protected(unknown[0]):
+                    closes += 1
+            return (opens - closes, self.value[i], i == int(idx[-1]), i)
+
+        pick = min(pool, key=score)
+        self.hidden[pick] = True
+        return pick
+
+    def line_rule(self) -> None:
+        """Until no equation has exactly one protected unknown: hide the next smallest shown cell."""
+        self._eqs_of: dict[int, list[int]] = {}
+        for k, (idx, _coef) in enumerate(self.equations):
+            for i in idx:
+                self._eqs_of.setdefault(int(i), []).append(k)
+        pending = self._open_equations()
+        while pending:
+            k = pending.pop()
+            unknown = [i for i in self.equations[k][0] if self.hidden[i]]
+            if len(unknown) != 1 or not self._protected(unknown[0]):
+                continue
+            new = self._hide_next_smallest(k)
+            if new is not None:
+                pending.extend(self._eqs_of.get(new, ()))
+
+    def _determined(self, only: int | None = None) -> list[int]:
+        """Sensitive hidden cells fixed by the equations: e is fixed when the unit vector e lies in the row space
+        of the equations restricted to unknown cells. Exact elimination modulo the prime 2**61 - 1 (the
+        equations have coefficients ±1, so its rank is the rational rank barring a minor divisible by it)."""
+        rows: list[dict[int, int]] = []
+        eqs: object = self.equations
+        if only is not None:  # just the equations connected to ``only`` through unknown cells
+            reach, todo, cells = set(), [only], {only}
+            while todo:
+                for k in self._eqs_of.get(todo.pop(), ()):
+                    if k not in reach:
+                        reach.add(k)
+                        for i in map(int, self.equations[k][0]):
+                            if self.hidden[i] and i not in cells:
+                                cells.add(i)
+                                todo.append(i)
+            eqs = [self.equations[k] for k in sorted(reach)]
+        for idx, coef in eqs:  # type: ignore[attr-defined]
+            r: dict[int, int] = {}
+            for i, c in zip(idx, coef):
+                if self.hidden[i]:
+                    r[int(i)] = (r.get(int(i), 0) + int(c)) % _P
+            r = {k: v for k, v in r.items() if v}
+            if r:
+                rows.append(r)
+        basis: dict[int, dict[int, int]] = {}  # pivot column -> row (pivot coefficient 1), fully reduced
+        holders: dict[int, set[int]] = {}  # column -> pivots of the basis rows with a non-zero there
+
+        def axpy(target: dict[int, int], f: int, src: dict[int, int], owner: int | None) -> None:
+            """target -= f * src (mod P), keeping ``holders`` up to date when target is basis row ``owner``."""
+            for c, v in src.items():
+                nv = (target.get(c, 0) - f * v) % _P
+                if nv:
+                    if owner is not None and c not in target:
+                        holders.setdefault(c, set()).add(owner)
+                    target[c] = nv
+                elif c in target:
+                    del target[c]
+                    if owner is not None:
+                        holders[c].discard(owner)
+
+        for r in rows:
+            for col in [c for c in r if c in basis]:
+                f = r.get(col, 0)
+                if f:
+                    axpy(r, f, basis[col], None)
+            if not r:
+                continue
+            piv = min(r)
+            inv = pow(r[piv], _P - 2, _P)
+            r = {c: (v * inv) % _P for c, v in r.items()}
+            for other in list(holders.get(piv, ())):
+                axpy(basis[other], basis[other][piv], r, other)
+            basis[piv] = r
+            for c in r:
+                holders.setdefault(c, set()).add(piv)
+        return [e for e, row in basis.items() if self.sensitive[e] and len(row) == 1]
+
+    def _candidates(self, e: int) -> list[list[int]]:
+        """Shown cells near ``e``, by distance: cells of equations that contain ``e`` first, then cells of
+        equations reached through unknown cells of those, and so on."""
+        seen_eq: set[int] = set()
+        seen_cell = {e}
+        frontier = [e]
+        rings: list[list[int]] = []
+        while frontier:
+            ring: set[int] = set()
+            nxt: list[int] = []
+            for cell in frontier:
+                for k in self._eqs_of.get(cell, ()):
+                    if k in seen_eq:
+                        continue
+                    seen_eq.add(k)
+                    for i in map(int, self.equations[k][0]):
+                        if i in seen_cell:
+                            continue
+                        seen_cell.add(i)
+                        if self.hidden[i]:
+                            nxt.append(i)
+                        elif self.real[i]:
+                            ring.add(i)
+            if ring:
+                rings.append(sorted(ring, key=lambda i: (self.value[i] <= 0, self.value[i], i)))
+            frontier = nxt
+        return rings
+
+    def solve(self) -> None:
+        """Line rule to a fixed point, then the exact audit; hide more until no sensitive cell is determined."""
+        self.line_rule()
+        for _ in range(len(self.value) + 1):
+            bad = self._determined()
+            if not bad:
+                return
+            e = bad[0]
+            rings = self._candidates(e)
+            if not rings:
+                raise RuntimeError("small-cell suppression could not protect a derived count")
+            fixed = False
+            for c in [c for ring in rings for c in ring][:12]:  # the nearest small cell that frees e
+                self.hidden[c] = True
+                if e not in self._determined(only=e):
+                    fixed = True
+                    break
+                self.hidden[c] = False
+            if not fixed:
+                self.hidden[rings[0][0]] = True
+            self.line_rule()
+        raise RuntimeError("small-cell suppression did not converge")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------------
+
+def _off(table: pd.DataFrame, columns: Sequence[str], min_cell: int, counts: Sequence[str]) -> SuppressedTable:
+    mask = pd.DataFrame(False, index=table.index, columns=list(columns))
+    return SuppressedTable(table=table.copy(), mask=mask, primary=mask.copy(), min_cell=min_cell,
+                           enabled=False, notes=(OFF_NOTE.format(hi=min_cell - 1),), count_columns=tuple(counts))
+
+
+def _check_columns(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{what} {missing} not in the table (columns: {list(table.columns)}).")
+
+
+def _apply(table: pd.DataFrame, prob: _Problem, count_cols: Sequence[str], rate_sources: Mapping[str, Sequence[str]],
+           extra_hidden: Mapping[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    n = len(table)
+    out = table.copy()
+    cols = list(dict.fromkeys([*count_cols, *rate_sources, *(extra_hidden or {})]))
+    mask = pd.DataFrame(False, index=table.index, columns=cols)
+    primary = pd.DataFrame(False, index=table.index, columns=cols)
+    for c in count_cols:
+        hid = np.zeros(n, dtype=bool)
+        pri = np.zeros(n, dtype=bool)
+        for r in range(n):
+            i = prob.where[(r, c)]
+            hid[r] = prob.hidden[i] and not prob.missing[i]
+            pri[r] = prob.sensitive[i]
+        mask[c] = hid
+        primary[c] = pri
+    for c, sources in rate_sources.items():
+        hid = np.zeros(n, dtype=bool)
+        for s in sources:
+            hid |= mask[s].to_numpy()
+        hid &= table[c].notna().to_numpy()
+        mask[c] = mask[c].to_numpy() | hid
+    for c, hid in (extra_hidden or {}).items():
+        mask[c] = mask[c].to_numpy() | (hid & table[c].notna().to_numpy())
+    for c in cols:
+        hid = mask[c].to_numpy()
+        col = out[c]
+        if c in count_cols:
+            vals = pd.to_numeric(col, errors="coerce").astype("float64")
+            whole = vals.dropna()
+            vals = vals.mask(hid)
+            out[c] = vals.astype("Int64") if (whole == whole.round()).all() else vals
+        elif pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+            out[c] = col.astype("float64").mask(hid)
+        else:  # text or other values: hidden cells become missing, the rest untouched
+            out[c] = col.astype(object).where(~hid, None)
+    return out, mask, primary
+
+
+def _notes(mask: pd.DataFrame, primary: pd.DataFrame, count_cols: Sequence[str], derived: int,
+           min_cell: int, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    hi = min_cell - 1
+    n_pri = int(primary.to_numpy().sum())
+    n_cnt = int(mask[list(count_cols)].to_numpy().sum())
+    n_comp = n_cnt - n_pri
+    n_other = int(mask.to_numpy().sum()) - n_cnt
+    if n_cnt == 0 and n_other == 0 and derived == 0:
+        return (f"Small-cell rule (counts 1–{hi} hidden): no count from 1 to {hi}; nothing suppressed.", *extra)
+    parts = [(f"Small-cell rule: {n_pri} count{'s' if n_pri != 1 else ''} from 1 to {hi} hidden (shown as "
+              f"\"<{min_cell}\"; zero is shown)")]
+    if derived:
+        parts.append(f"{derived} count{'s' if derived != 1 else ''} of 1–{hi} that would follow from shown numbers "
+                     f"(a total, a percentage or a difference) protected")
+    if n_comp:
+        parts.append(f"{n_comp} more cell{'s' if n_comp != 1 else ''} hidden so that no small count can be worked "
+                     f"out from totals (complementary suppression, shown as \"{COMPLEMENT_MARK}\")")
+    if n_other:
+        parts.append(f"{n_other} percentage{'s' if n_other != 1 else ''}/derived value{'s' if n_other != 1 else ''} "
+                     f"hidden because a count behind {'them' if n_other != 1 else 'it'} is hidden")
+    return ("; ".join(parts) + ".", *extra)
+
+
+def suppress_counts(
+    table: pd.DataFrame,
+    *,
+    count_columns: Sequence[str],
+    total_columns: Sequence[str] = (),
+    rate_columns: Mapping[str, Sequence[str]] | None = None,
+    margin: tuple[str, object] | None = None,
+    by: Sequence[str] = (),
+    min_cell: int = 11,
+    enabled: bool = True,
+) -> SuppressedTable:
+    """Hide small counts, and whatever would reveal them, in a result table.
+
+    Parameters
+    ----------
+    table:
+        Any tidy result table, one row per group/category.
+    count_columns:
+        Columns of counts of patients (or sessions, events) that are parts of a row: e.g. ``relapsed``,
+        ``censored``. Values 1 to ``min_cell - 1`` are hidden.
+    total_columns:
+        Count columns that are row totals of ``count_columns`` (e.g. ``n``). Each gives the equation
+        ``sum(count_columns) + rest = total``; when the parts do not cover the total, the rest
+        (``total - sum``) is a derived count and is protected if it is 1–10.
+    rate_columns:
+        Column → the counts it is computed from, e.g. ``{"relapsed_pct": ("relapsed", "n"),
+        "ci_low": ("relapsed", "n")}`` (numerator, denominator) or ``{"mean_phq9": ("n",)}``. Hidden whenever
+        one of its counts is hidden. For a (numerator, denominator) pair the complement
+        ``denominator - numerator`` is protected too when it is 1–10 ("45 of 50" reveals 5).
+    margin:
+        ``(column, label)`` marking total rows, e.g. ``("program", "All")``: within each ``by`` group the
+        other rows add up to the margin row, column by column (the rest, rows not shown, is a derived count).
+    by:
+        Columns that split the table into independent blocks, each with its own margin row.
+    min_cell:
+        Smallest count that may be shown (11: counts 1–10 are hidden).
+    enabled:
+        False turns suppression off (analyst setting); the notes then say "Suppression OFF: internal use only".
+
+    Returns
+    -------
+    SuppressedTable
+        ``table`` (hidden cells missing), ``mask`` and ``primary`` (booleans per checked column), ``notes``.
+
+    Raises
+    ------
+    ValueError
+        When a declared total is smaller than its parts (the table is not additive as declared).
+
+    Notes
+    -----
+    Primary suppression of counts 1–10 (CMS cell size suppression policy; zero is not suppressed),
+    complementary suppression by the "next smallest non-zero cell" rule iterated to a fixed point, then an exact
+    audit: a sensitive hidden cell must not be determined by the linear system of the table's equations (checked
+    with the null space of the equations restricted to hidden cells), with more cells hidden until none is.
+    """
+    count_columns = list(dict.fromkeys(count_columns))
+    total_columns = [c for c in dict.fromkeys(total_columns) if c not in count_columns]
+    rate_columns = {k: tuple(v) for k, v in (rate_columns or {}).items()}
+    all_counts = [*count_columns, *total_columns]
+    _check_columns(table, all_counts, "Count columns")
+    _check_columns(table, list(rate_columns), "Rate columns")
+    for rate, sources in rate_columns.items():
+        bad = [s for s in sources if s not in all_counts]
+        if bad or not sources:
+            raise ValueError(f"Rate column {rate!r} must name the count/total columns it is computed from "
+                             f"(got {list(sources)}; counts are {all_counts}).")
+    if margin is not None:
+        _check_columns(table, [margin[0]], "Margin column")
+    _check_columns(table, list(by), "By columns")
+    checked = [*all_counts, *[c for c in rate_columns if c not in all_counts]]
+    if not enabled:
+        return _off(table, checked, min_cell, all_counts)
+
+    t = table.reset_index(drop=True)
+    prob = _Problem(min_cell)
+    for r in range(len(t)):
+        for c in all_counts:
+            prob.add_real(r, c, t.at[r, c])
+    # rows: parts (+ the rest, categories not shown) = total
+    row_rest: dict[tuple[int, str], int | None] = {}
+    if count_columns:
+        for t_col in total_columns:
+            for r in range(len(t)):
+                row_rest[(r, t_col)] = prob.parts_total(
+                    [prob.where[(r, c)] for c in count_columns], prob.where[(r, t_col)],
+                    what=f"row {r + 1}, total column {t_col!r}")
+    # margins: rows of a block = the margin row
+    if margin is not None:
+        mcol, label = margin
+        is_margin = (t[mcol].astype("object") == label).fillna(False).to_numpy(dtype=bool)
+        blocks = [np.arange(len(t))] if not by else [
+            np.asarray(ix) for ix in t.groupby(list(by), dropna=False, sort=False).indices.values()]
+        for rows in blocks:
+            m_rows = [r for r in rows if is_margin[r]]
+            if len(m_rows) > 1:
+                raise ValueError(f"More than one margin row labelled {label!r} in one block of the table.")
+            if not m_rows:
+                continue
+            inner = [r for r in rows if not is_margin[r]]
+            for c in all_counts:
+                prob.parts_total([prob.where[(r, c)] for r in inner], prob.where[(m_rows[0], c)],
+                                 what=f"column {c!r}, margin row {label!r}")
+            # the column of rests adds up too (its own rest: rows not shown in categories not shown)
+            for t_col in total_columns:
+                m_rest = row_rest.get((m_rows[0], t_col))
+                parts = [row_rest[(r, t_col)] for r in inner if row_rest.get((r, t_col)) is not None]
+                if m_rest is not None:
+                    prob.parts_total([p for p in parts if p is not None], m_rest,
+                                     what=f"the rest of total column {t_col!r}")
+    # percentages: numerator + complement = denominator
+    for rate, sources in rate_columns.items():
+        if len(sources) != 2:
+            continue
+        num, den = sources
+        for r in range(len(t)):
+            i, j = prob.where[(r, num)], prob.where[(r, den)]
+            vi, vj = prob.value[i], prob.value[j]
+            if not (math.isnan(vi) or math.isnan(vj)) and vi <= vj:
+                prob.parts_total([i], j, what=f"row {r + 1}, rate {rate!r}")
+    prob.solve()
+    derived = sum(1 for i in range(len(prob.value)) if not prob.real[i] and prob.sensitive[i])
+    out, mask, primary = _apply(t, prob, all_counts, rate_columns)
+    out.index, mask.index, primary.index = table.index, table.index, table.index
+    notes = _notes(mask, primary, all_counts, derived, min_cell)
+    return SuppressedTable(table=out, mask=mask, primary=primary, min_cell=min_cell, enabled=True, notes=notes,
+                           n_derived_protected=derived, count_columns=tuple(all_counts))
+
+
+def suppress_km(
+    table: pd.DataFrame,
+    *,
+    group_column: str | None = "group",
+    day_column: str = "day",
+    count_columns: Sequence[str] = ("n_risk", "n_event", "n_censor"),
+    curve_columns: Sequence[str] = ("estimate", "ci_low", "ci_high"),
+    steps: Literal["coarsen", "truncate"] = "coarsen",
+    cumulative: bool = False,
+    min_cell: int = 11,
+    enabled: bool = True,
+) -> SuppressedTable:
+    """Make a Kaplan–Meier table (curve points and risk table) safe to show; see the module docstring.
+
+    Parameters
+    ----------
+    table:
+        One row per (group, day) with ``n_risk`` (at risk just before the day), ``n_event``, ``n_censor`` and
+        the curve columns (``estimate``, ``ci_low``, ``ci_high``), as in ``SurvivalCurves.table``. Curve
+        columns that are absent are skipped. Works for event-time tables and display-time risk tables alike.
+    group_column:
+        Curve identifier (None or absent: one curve).
+    steps:
+        ``"coarsen"``: show curve points only where ≥ ``min_cell`` events have accrued since the previous shown
+        point (each drawn drop pools ≥ 11 events). ``"truncate"``: show every point while ≥ ``min_cell`` are at
+        risk (internal review).
+    cumulative:
+        ``n_event``/``n_censor`` are cumulative up to each day (as in ``SurvivalCurves.risk_table``). Then the
+        difference of two consecutive shown cumulative counts is an interval count, and it is protected like
+        a shown one (a jump from 15 to 20 events reveals 5).
+    min_cell, enabled:
+        As in :func:`suppress_counts`.
+
+    Returns
+    -------
+    SuppressedTable
+        ``mask[curve column]`` False = draw this point (as a step function from 1 at day 0); risk-table
+        counts hidden as in :func:`suppress_counts`.
+    """
+    count_columns = list(count_columns)
+    if len(count_columns) != 3:
+        raise ValueError("count_columns must be (n_risk, n_event, n_censor).")
+    if steps not in ("coarsen", "truncate"):
+        raise ValueError(f"steps must be 'coarsen' or 'truncate' (got {steps!r}).")
+    risk, event, censor = count_columns
+    _check_columns(table, count_columns + [day_column], "KM columns")
+    curve = [c for c in curve_columns if c in table.columns]
+    if not enabled:
+        return _off(table, [*count_columns, *curve], min_cell, count_columns)
+
+    t = table.reset_index(drop=True)
+    groups = ([np.arange(len(t))] if group_column is None or group_column not in t.columns else
+              [np.asarray(ix) for ix in t.groupby(group_column, dropna=False, sort=False).indices.values()])
+    prob = _Problem(min_cell)
+    for r in range(len(t)):
+        for c in count_columns:
+            prob.add_real(r, c, t.at[r, c])
+    curve_hidden = np.zeros(len(t), dtype=bool)
+    for rows in groups:
+        rows = sorted(rows, key=lambda r: (t.at[r, day_column], r))
+        v = {c: [prob.value[prob.where[(r, c)]] for r in rows] for c in count_columns}
+        w: dict[str, list[int | None]] = {c: [prob.where[(r, c)] for r in rows] for c in count_columns}
+        if cumulative:  # interval counts are differences of cumulative ones: derived counts, protected too
+            for c in (event, censor):
+                cum_v, cum_w = list(v[c]), list(w[c])
+                for k in range(1, len(rows)):
+                    cell = prob.parts_total([cum_w[k - 1]], cum_w[k],  # type: ignore[list-item]
+                                            what=f"cumulative column {c!r} (it decreases)")
+                    w[c][k] = cell
+                v[c] = [cum_v[0], *[cum_v[k] - cum_v[k - 1] for k in range(1, len(rows))]]
+
+        gname = t.at[rows[0], group_column] if rows and group_column in t.columns else "all"
+        for k in range(len(rows) - 1):
+            # patients leaving between two rows (events + censorings): a derived count, protected too
+            exits = prob.parts_total([w[risk][k + 1]], w[risk][k],  # type: ignore[list-item]
+                                     what=f"n_risk of group {gname!r} after day {t.at[rows[k], day_column]}"
+                                          " (numbers at risk must not rise)")
+            gone = v[risk][k] - v[risk][k + 1]
+            for kk in (k, k + 1):  # events labelled at the interval start or at its end
+                if exits is not None and abs(gone - v[event][kk] - v[censor][kk]) < 1e-9:
+                    prob.add_equation([p for p in (w[event][kk], w[censor][kk]) if p is not None], exits)
+        if rows and abs(v[risk][-1] - v[event][-1] - v[censor][-1]) < 1e-9 and w[risk][-1] is not None:
+            prob.add_equation([p for p in (w[event][-1], w[censor][-1]) if p is not None],
+                              w[risk][-1])  # type: ignore[arg-type]
+        # curve: tail (fewer than min_cell at risk) never drawn; coarsen steps
+        tail = False
+        since = 0.0
+        for k, r in enumerate(rows):
+            nr = v[risk][k]
+            if not tail and not math.isnan(nr) and nr < min_cell:
+                tail = True
+            ev = 0.0 if math.isnan(v[event][k]) else v[event][k]
+            if tail:
+                curve_hidden[r] = True
+                continue
+            if steps == "coarsen":
+                since += ev
+                if since >= min_cell:
+                    since = 0.0
+                elif k == 0 and ev == 0:
+                    pass  # a leading point before any event shows S = 1: nothing revealed
+                else:
+                    curve_hidden[r] = True
+    # a reader subtracts shown numbers down a column: consecutive *shown* values of n_risk (and of cumulative
+    # counts) must differ by 0 or at least min_cell, whatever is hidden between them
+    monotone = [risk, event, censor] if cumulative else [risk]
+    ordered = [sorted(rows, key=lambda r: (t.at[r, day_column], r)) for rows in groups]
+    while True:
+        prob.solve()
+        changed = False
+        for rows in ordered:
+            for c in monotone:
+                prev = None
+                for r in rows:
+                    i = prob.where[(r, c)]
+                    if prob.hidden[i]:
+                        continue
+                    if prev is not None and is_small(abs(prob.value[i] - prev), min_cell=min_cell):
+                        prob.hidden[i] = True
+                        changed = True
+                        continue
+                    prev = prob.value[i]
+        if not changed:
+            break
+    out, mask, primary = _apply(t, prob, count_columns, {}, {c: curve_hidden for c in curve})
+    out.index, mask.index, primary.index = table.index, table.index, table.index
+    extra = [f"Curve drawn only while at least {min_cell} patients are at risk"
+             + (f" and only at days where at least {min_cell} events have accrued since the previous point, so no "
+                f"step shows fewer than {min_cell} patients." if steps == "coarsen" else
+                "; single-event steps are visible (internal review only).")]
+    derived = sum(1 for i in range(len(prob.value)) if not prob.real[i] and prob.sensitive[i])
+    notes = _notes(mask[count_columns], primary[count_columns], count_columns, derived, min_cell, extra)
+    return SuppressedTable(table=out, mask=mask, primary=primary, min_cell=min_cell, enabled=True, notes=notes,
+                           n_derived_protected=derived, count_columns=tuple(count_columns))

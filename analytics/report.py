@@ -1,0 +1,327 @@
+"""The monthly meeting pack: one self-contained HTML file from the same results the pages show.
+
+Opens offline (plotly.js is embedded once), carries the data-quality summary, the view filters, the outcome
+definitions, every chart and table, the published benchmarks with their sources, methods notes and software
+versions. Small-cell suppression is applied to every count unless the analyst setting turned it off, in which
+case the report says so on its first line.
+"""
+
+from __future__ import annotations
+
+import html
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from analytics import benchmarks, qi, safety, survival, trajectories
+from analytics import formatting as fmt
+from analytics.cohort import Cohort, build_cohort
+from analytics.errors import OutcomesError
+from analytics.filters import Filters, apply_filters
+from analytics.pipeline import group_column
+from analytics.plots import benchmarks as bplots
+from analytics.plots import qi as qplots
+from analytics.plots import safety as splots
+from analytics.plots import survival as svplots
+from analytics.plots import trajectories as tplots
+from analytics.plots.subgroups import subgroup_forest
+from analytics.privacy import mask_text, rate_is_safe
+from analytics.settings import Settings
+from analytics.subgroups import who_benefits
+from schemas.frames import ValidatedExports
+
+PACKAGES = ("pandas", "numpy", "scipy", "statsmodels", "pandera", "plotly", "streamlit", "pyarrow")
+SECTIONS = ("Data quality", "Key indicators", "Patient flow", "Time to return to use", "Symptom trajectories",
+            "Versus published", "Session safety", "Who benefits", "Control charts and funnels", "Methods")
+
+CSS = """
+body{font-family:'DejaVu Sans',Arial,sans-serif;max-width:1150px;margin:24px auto;padding:0 18px;color:#1a1a1a}
+h1{font-size:26px;margin-bottom:4px}h2{border-bottom:2px solid #0072B2;padding-bottom:4px;margin-top:40px}
+table{border-collapse:collapse;margin:10px 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f0f4f8}.note{color:#555;font-size:12.5px;margin:4px 0}.warn{background:#fff4e5;border-left:4px solid #E69F00;
+padding:8px 12px}.info{background:#eef6fc;border-left:4px solid #0072B2;padding:8px 12px}
+nav a{margin-right:12px;font-size:13px}td.n{text-align:right}
+"""
+
+
+@dataclass
+class _Pack:
+    """Accumulates HTML parts; embeds plotly.js with the first figure only."""
+
+    parts: list[str]
+    suppress: bool
+    min_cell: int
+    plotly_included: bool = False
+
+    def h2(self, title: str) -> None:
+        anchor = title.lower().replace(" ", "-")
+        self.parts.append(f'<h2 id="{anchor}">{html.escape(title)}</h2>')
+
+    def p(self, text: str, cls: str = "") -> None:
+        self.parts.append(f'<p class="{cls}">{html.escape(text)}</p>')
+
+    def notes(self, notes: Iterable[str]) -> None:
+        for n in notes:
+            self.p(n, "note")
+
+    def figure(self, fig: go.Figure) -> None:
+        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=not self.plotly_included,
+                                      config={"displaylogo": False, "responsive": True}))
+        self.plotly_included = True
+
+    def count(self, n: object) -> str:
+        return mask_text(n, enabled=self.suppress, min_cell=self.min_cell)  # type: ignore[arg-type]
+
+    def table(self, frame: pd.DataFrame, *, counts: Iterable[str] = ()) -> None:
+        counts = set(counts)
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+        rows = []
+        for rec in frame.itertuples(index=False):
+            cells = []
+            for col, value in zip(frame.columns, rec):
+                if col in counts:
+                    cells.append(f'<td class="n">{html.escape(self.count(value))}</td>')
+                else:
+                    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
+                    cells.append(f"<td>{html.escape(text)}</td>")
+            rows.append("<tr>" + "".join(cells) + "</tr>")
+        self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+    def rate(self, numerator: object, denominator: object, text: str) -> str:
+        if self.suppress and not rate_is_safe(numerator, denominator, min_cell=self.min_cell):  # type: ignore[arg-type]
+            return "suppressed"
+        return text
+
+    def section(self, title: str, body: Callable[[], None]) -> None:
+        self.h2(title)
+        try:
+            body()
+        except OutcomesError as err:
+            self.p(str(err), "warn")
+
+
+def _versions() -> str:
+    found = []
+    for name in ("kap-outcomes", *PACKAGES):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return f"Python {platform.python_version()}; " + ", ".join(found)
+
+
+def _data_quality(pack: _Pack, data: ValidatedExports) -> None:
+    rows = pd.DataFrame([{"file": f"{k}.csv", "rows read": r.rows, "accepted": r.accepted,
+                          "set aside": r.quarantined, "identifier columns dropped": ", ".join(r.dropped_columns)}
+                         for k, r in data.files.items()])
+    pack.table(rows, counts=("rows read", "accepted", "set aside"))
+    if len(data.issues):
+        summary = data.issues.groupby(["file", "column"]).size().rename("problems").reset_index()
+        pack.p("Problems by file and column (the full list with line numbers is on the Data page and in "
+               "`kap-outcomes validate`):")
+        pack.table(summary.sort_values("problems", ascending=False).head(20), counts=("problems",))
+    pack.notes(data.notes)
+
+
+def _kpis(pack: _Pack, cohort: Cohort) -> None:
+    (a, b) = qi.default_periods(cohort)
+    table = qi.kpis(cohort, period_a=a, period_b=b)
+    t = table.table
+    out = []
+    for kpi in t["kpi"].unique():
+        rows = t[t["kpi"] == kpi].set_index("period")
+        entry = {"indicator": rows.loc["b", "label"]}
+        for per, name in (("a", f"{a[0]:%b %Y}–{a[1]:%b %Y}"), ("b", f"{b[0]:%b %Y}–{b[1]:%b %Y}")):
+            r = rows.loc[per]
+            if r["scale"] == "count":
+                entry[name] = pack.count(r["estimate"])
+            elif r["scale"] == "per_100_sessions":
+                entry[name] = pack.rate(r["numerator"], r["denominator"],
+                                        f"{fmt.num(r['estimate'], 1)} per 100 ({pack.count(r['numerator'])} events / "
+                                        f"{pack.count(r['denominator'])} sessions)")
+            else:
+                entry[name] = pack.rate(r["numerator"], r["denominator"],
+                                        f"{fmt.pct(r['estimate'])} ({pack.count(r['numerator'])} of "
+                                        f"{pack.count(r['denominator'])})")
+        entry["definition"] = rows.loc["b", "definition"]
+        out.append(entry)
+    pack.table(pd.DataFrame(out))
+    pack.notes(table.notes)
+
+
+def _flow(pack: _Pack, cohort: Cohort, data: ValidatedExports) -> None:
+    flow = qi.patient_flow(cohort, uploaded_rows=sum(r.rows for r in data.files.values()), quarantined=data.issues)
+    pack.figure(qplots.flow_diagram(flow))
+    pack.table(flow.steps[["label", "n", "unit"]], counts=("n",))
+    pack.table(flow.losses, counts=("n",))
+    pack.notes(flow.notes)
+
+
+def _survival(pack: _Pack, cohort: Cohort, by: str | None, reference: str | None) -> None:
+    curves = survival.relapse_curves(cohort, by=by)
+    pack.figure(svplots.km_figure(curves))
+    med = curves.medians
+    pack.table(pd.DataFrame({"group": med["group"], "patients": med["n"], "returned to use": med["n_event"],
+                             "median days (95% CI)": [fmt.ci(m, lo, hi, 0) for m, lo, hi in
+                                                      zip(med["estimate"], med["ci_low"], med["ci_high"])]}),
+               counts=("patients", "returned to use"))
+    ms = curves.milestones
+    pack.table(pd.DataFrame({"group": ms["group"], "day": ms["day"],
+                             "without return to use (95% CI)": [fmt.pct_ci(e, lo, hi) for e, lo, hi in
+                                                                zip(ms["estimate"], ms["ci_low"], ms["ci_high"])]}))
+    if by is not None:
+        comp = survival.compare_groups(cohort, by=by, reference=reference)
+        pack.p(f"Log-rank: chi-square {fmt.num(comp.logrank.chisq)} on {comp.logrank.df} df, "
+               f"{fmt.p_value(comp.logrank.p)}. {comp.ph_verdict}")
+        if comp.hazard_ratios is not None:
+            pack.figure(svplots.forest_figure(comp))
+            hr = comp.hazard_ratios
+            pack.table(pd.DataFrame({"term": hr["term"], "level": hr["level"],
+                                     "hazard ratio (95% CI)": [fmt.ci(e, lo, hi) for e, lo, hi in
+                                                               zip(hr["estimate"], hr["ci_low"], hr["ci_high"])],
+                                     "p": [fmt.p_value(p) for p in hr["p"]]}))
+        if comp.ph_holds is False:
+            rd = comp.rmst_difference
+            pack.p(f"Restricted mean time without return to use up to day {fmt.num(comp.horizon_days, 0)}:")
+            pack.table(pd.DataFrame({"group": rd["group"], "difference in days (95% CI)": [
+                fmt.ci(e, lo, hi, 1) for e, lo, hi in zip(rd["estimate"], rd["ci_low"], rd["ci_high"])]}))
+        pack.notes(comp.notes)
+    pack.p("Observational data: differences between groups are associations, not effects of a program.", "info")
+    pack.notes(curves.notes)
+
+
+def _trajectories(pack: _Pack, cohort: Cohort) -> None:
+    fit = trajectories.fit_trajectory(cohort, measure="phq9", by="program")
+    pack.figure(tplots.mean_trajectory(trajectories.predicted_means(fit),
+                                       lines=trajectories.patient_lines(cohort, measure="phq9", by="program")))
+    r = fit.random
+    pack.p(f"Model {fit.formula} by {fit.method}: {pack.count(fit.n_patients)} patients, {fit.n_obs:,} scores, "
+           f"{'converged' if fit.converged else 'did not converge'}; SD of starting level "
+           f"{fmt.num(r.get('sd_intercept'))}, of weekly slope {fmt.num(r.get('sd_slope'), 3)}, residual "
+           f"{fmt.num(r.get('sd_residual'))}.")
+    fx = fit.fixed
+    pack.table(pd.DataFrame({"term": fx["term"], "estimate (95% CI)": [
+        fmt.ci(e, lo, hi, 3) for e, lo, hi in zip(fx["estimate"], fx["ci_low"], fx["ci_high"])],
+        "p": [fmt.p_value(p) for p in fx["p"]]}))
+    pack.notes(fit.notes)
+    rr = trajectories.response_remission(cohort)
+    pack.figure(tplots.response_remission_bars(rr))
+    t = rr.table
+    pack.table(pd.DataFrame({"week": t["weeks"], "outcome": t["outcome"], "patients with a score": t["n"],
+                             "rate (95% CI)": [pack.rate(k, n, fmt.pct_ci(e, lo, hi)) for k, n, e, lo, hi in
+                                               zip(t["n_event"], t["n"], t["estimate"], t["ci_low"], t["ci_high"])]}),
+               counts=("patients with a score",))
+    pack.notes(rr.notes)
+    dur = trajectories.response_durability(cohort)
+    pack.figure(tplots.durability_curves(dur))
+    pack.notes(dur.notes)
+
+
+def _benchmarks(pack: _Pack, cohort: Cohort) -> None:
+    comp = benchmarks.compare(cohort)
+    pack.figure(bplots.forest(comp, domain="efficacy"))
+    t = comp.table[comp.table["domain"] == "efficacy"]
+    pack.table(pd.DataFrame({
+        "id": t["id"], "metric": t["metric"], "published": t["published_text"], "status": t["status_label"],
+        "clinic (95% CI)": [fmt.ci(e, lo, hi) if pd.notna(e) else "" for e, lo, hi in
+                            zip(t["clinic_estimate"], t["clinic_ci_low"], t["clinic_ci_high"])],
+        "clinic n": t["clinic_n"], "why no clinic figure": t["clinic_reason"],
+        "population": t["population"], "timepoint": t["timepoint"], "source": t["citation"],
+        "cautions": t["cautions"]}), counts=("clinic n",))
+    pack.notes(comp.notes)
+
+
+def _safety(pack: _Pack, cohort: Cohort) -> None:
+    rates = safety.adverse_event_rates(cohort)
+    pack.figure(splots.adverse_events_chart(rates, unit_of_analysis="session"))
+    vit = safety.vital_sign_elevations(cohort)
+    v = vit.table
+    pack.table(pd.DataFrame({"unit": v["unit_of_analysis"], "measure": v["measure"], "route": v["route"],
+                             "with readings": v["denominator"],
+                             "share (95% CI)": [pack.rate(k, n, fmt.pct_ci(e, lo, hi, 1)) for k, n, e, lo, hi in
+                                                zip(v["numerator"], v["denominator"], v["estimate"], v["ci_low"],
+                                                    v["ci_high"])]}), counts=("with readings",))
+    pack.notes(vit.notes)
+    pub = safety.published_comparison(cohort)
+    pack.figure(splots.published_comparison_chart(pub))
+    pack.notes(pub.notes)
+
+
+def _subgroups(pack: _Pack, cohort: Cohort) -> None:
+    result = who_benefits(cohort)
+    min_cell = pack.min_cell if pack.suppress else None
+    pack.figure(subgroup_forest(result, outcome="relapse_hr", min_cell=min_cell))
+    pack.figure(subgroup_forest(result, outcome="phq9_slope_difference", min_cell=min_cell))
+    pack.notes(result.notes)
+
+
+def _spc(pack: _Pack, cohort: Cohort) -> None:
+    for kpi in ("induction_completion", "followup_90"):
+        chart = qi.control_chart(cohort, kpi=kpi)
+        pack.figure(qplots.control_chart(chart))
+        pack.notes(chart.notes)
+    for unit in ("site", "clinician"):
+        result = qi.funnel(cohort, unit=unit, kpi="induction_completion")
+        pack.figure(qplots.funnel_plot(result))
+        pack.notes(result.notes)
+
+
+def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters | None = None,
+                 by: str | None = "program", reference: str | None = None,
+                 title: str = "KAP Outcomes: quality-improvement meeting pack",
+                 progress: Callable[[float, str], None] | None = None) -> str:
+    """The whole meeting pack as one HTML string (every section; a section that cannot be computed says why)."""
+    filters = filters or Filters()
+    cohort = apply_filters(build_cohort(data, settings), filters)
+    column = group_column(by)
+    pack = _Pack(parts=[], suppress=settings.suppress, min_cell=settings.min_cell)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    pack.parts.append(f"<h1>{html.escape(title)}</h1>")
+    if not settings.suppress:
+        pack.p("SUPPRESSION OFF: counts from 1 to 10 are visible. Internal analyst use only; do not share.", "warn")
+    pack.p(f"Generated {now}. {filters.describe()}. {settings.describe()} Small cells: counts from 1 to "
+           f"{settings.min_cell - 1} are shown as <{settings.min_cell}"
+           f"{'' if settings.suppress else ' (OFF in this report)'}.", "info")
+    pack.parts.append("<nav>" + "".join(f'<a href="#{s.lower().replace(" ", "-")}">{html.escape(s)}</a>'
+                                         for s in SECTIONS) + "</nav>")
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("Data quality", lambda: _data_quality(pack, data)),
+        ("Key indicators", lambda: _kpis(pack, cohort)),
+        ("Patient flow", lambda: _flow(pack, cohort, data)),
+        ("Time to return to use", lambda: _survival(pack, cohort, column, reference)),
+        ("Symptom trajectories", lambda: _trajectories(pack, cohort)),
+        ("Versus published", lambda: _benchmarks(pack, cohort)),
+        ("Session safety", lambda: _safety(pack, cohort)),
+        ("Who benefits", lambda: _subgroups(pack, cohort)),
+        ("Control charts and funnels", lambda: _spc(pack, cohort)),
+    ]
+    for i, (name, body) in enumerate(steps):
+        if progress:
+            progress(i / (len(steps) + 1), name)
+        pack.section(name, body)
+    pack.h2("Methods")
+    pack.notes(cohort.notes)
+    for reason, n in cohort.exclusions.items():
+        pack.p(f"Excluded: {reason}: {pack.count(n)}", "note")
+    pack.p(f"Software: {_versions()}. Survival estimates are checked against R's survival package and mixed "
+           "models against lme4 (tests/reference/ in the source).", "note")
+    if progress:
+        progress(1.0, "done")
+    body = "\n".join(pack.parts)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{body}</body></html>")
+
+
+def write_report(data: ValidatedExports, settings: Settings, out: Path, *, filters: Filters | None = None,
+                 by: str | None = "program", reference: str | None = None) -> Path:
+    """Write :func:`build_report` to ``out`` (UTF-8)."""
+    text = build_report(data, settings, filters=filters, by=by, reference=reference)
+    out = Path(out)
+    out.write_text(text, encoding="utf-8")
+    return out

@@ -1,0 +1,1176 @@
+"""Depression and abstinence trajectories: mixed models, response/remission, durability, GEE.
+
+Everything here takes a :class:`~analytics.cohort.Cohort` and returns a frozen result around tidy tables.
+
+* :func:`fit_trajectory` — linear mixed model ``measure ~ time (* group) (+ covariates) + (1 + weeks | patient)``
+  by REML (or ML), with the fast exact engine of :mod:`analytics.lmm` (checked against lme4) or statsmodels
+  ``MixedLM``; a singular or non-converged random-slope fit falls back to a random intercept and says so.
+* :func:`predicted_means` — model-based mean trajectory with a confidence band, per group.
+* :func:`compare_time_shapes` — linear vs piecewise (bend at 4 weeks) vs natural spline, by ML (AIC, LR test).
+* :func:`response_remission` / :func:`band_transitions` — PHQ-9 response (≥ 50 % below baseline) and remission
+  (< 5) at fixed weeks with Wilson CIs; baseline band → latest band.
+* :func:`response_durability` — Kaplan–Meier time from first response to loss of response, by maintenance
+  ketamine sessions, plus a Cox model with maintenance as a time-varying covariate.
+* :func:`abstinence_gee` — repeated binary abstinence by GEE (binomial, exchangeable): population-average odds.
+* :func:`trajectories_json` — the ``trajectories`` section of ``kap-outcomes analyze`` (../shared/cli.md).
+
+Time is ``weeks`` = days since the first ketamine session / 7; every score on or after the start of the baseline
+window is used (``cohort.measures`` is already so filtered), so baseline scores enter at weeks ≤ 0.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analytics import lmm
+from analytics.cohort import PHQ9_BANDS, Cohort
+from analytics.errors import InsufficientData, ModelDidNotConverge
+
+TimeShape = Literal["linear", "piecewise", "spline"]
+Engine = Literal["fast", "statsmodels"]
+
+MEASURES = ("phq9", "gad7", "craving", "pda")
+MEASURE_NAMES = {"phq9": "PHQ-9", "gad7": "GAD-7", "craving": "craving", "pda": "percent days abstinent"}
+AXIS_TITLES = {"phq9": "PHQ-9 total (0–27)", "gad7": "GAD-7 total (0–21)", "craving": "Craving (0–10 scale)",
+               "pda": "Days abstinent (% of assessment window)"}
+MIN_PATIENTS = 10          # patients with ≥ 2 scores, overall and per group
+RESPONSE_FRACTION = 0.5    # response: score ≤ 50 % of baseline
+REMISSION_BELOW = 5.0      # remission: PHQ-9 < 5
+ALL = "all patients"
+
+
+# --------------------------------------------------------------------------------------------- design
+@dataclass(frozen=True)
+class TimeBasis:
+    """Fixed-effect columns for time: ``linear`` (weeks), ``piecewise`` (weeks and the extra slope after
+    ``knot_weeks``) or ``spline`` (natural cubic spline; ``knots`` = boundary and interior knots in weeks)."""
+
+    shape: TimeShape = "linear"
+    knot_weeks: float = 4.0
+    knots: tuple[float, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        if self.shape == "linear":
+            return ("weeks",)
+        if self.shape == "piecewise":
+            return ("weeks", f"weeks_after_{self.knot_weeks:g}")
+        return tuple(f"ns(weeks){j + 1}" for j in range(len(self.knots) - 1))
+
+    @property
+    def formula(self) -> str:
+        if self.shape == "linear":
+            return "weeks"
+        if self.shape == "piecewise":
+            return f"weeks + weeks_after_{self.knot_weeks:g}"
+        return f"ns(weeks, df = {len(self.knots) - 1})"
+
+    def __call__(self, weeks: np.ndarray) -> np.ndarray:
+        w = np.asarray(weeks, dtype=float)
+        if self.shape == "linear":
+            return w[:, None]
+        if self.shape == "piecewise":
+            return np.column_stack([w, np.maximum(w - self.knot_weeks, 0.0)])
+        return natural_spline_basis(w, self.knots)
+
+
+def natural_spline_basis(x: np.ndarray, knots: tuple[float, ...]) -> np.ndarray:
+    """Natural cubic spline basis without the constant (``len(knots) − 1`` columns).
+
+    ``knots`` are sorted, first and last being the boundary knots. The truncated-power construction of
+    Hastie, Tibshirani & Friedman (ESL 2nd ed., eqs 5.4–5.5) on ``x`` rescaled to the boundary range: it spans the
+    same space as R's ``splines::ns(x, knots = interior, Boundary.knots = boundary)`` (linear beyond the
+    boundary knots), so fitted values and likelihoods agree with R's although the coefficients differ.
+    """
+    k = np.asarray(knots, dtype=float)
+    lo, hi = k[0], k[-1]
+    u = (np.asarray(x, dtype=float) - lo) / (hi - lo)
+    kap = (k - lo) / (hi - lo)
+
+    def d(j: int) -> np.ndarray:
+        return (np.maximum(u - kap[j], 0.0) ** 3 - np.maximum(u - kap[-1], 0.0) ** 3) / (kap[-1] - kap[j])
+
+    cols = [u]
+    last = d(len(kap) - 2)
+    cols += [d(j) - last for j in range(len(kap) - 2)]
+    return np.column_stack(cols)
+
+
+def _dummies(values: np.ndarray, levels: tuple[str, ...]) -> np.ndarray:
+    """Indicator columns of ``levels`` (treatment coding), via integer codes (fast on text)."""
+    codes, uniques = pd.factorize(pd.Series(values).astype(str))
+    pos = {str(u): i for i, u in enumerate(uniques)}
+    out = np.zeros((len(values), len(levels)))
+    for j, lv in enumerate(levels):
+        if lv in pos:
+            out[:, j] = codes == pos[lv]
+    return out
+
+
+@dataclass(frozen=True)
+class Covariate:
+    """A baseline covariate: numeric (centred at its cohort mean) or categorical (treatment-coded)."""
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    center: float = 0.0
+    reference: str | None = None
+    levels: tuple[str, ...] = ()          # non-reference levels
+    level_means: tuple[float, ...] = ()   # share of patients at each non-reference level
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        if self.kind == "numeric":
+            return (self.name,)
+        return tuple(f"{self.name}[T.{lv}]" for lv in self.levels)
+
+    def columns(self, values: pd.Series) -> np.ndarray:
+        if self.kind == "numeric":
+            return (values.astype(float).to_numpy() - self.center)[:, None]
+        return _dummies(values.astype("string").to_numpy(), self.levels)
+
+    def mean_row(self) -> np.ndarray:
+        return np.zeros(1) if self.kind == "numeric" else np.asarray(self.level_means, dtype=float)
+
+
+@dataclass(frozen=True)
+class Design:
+    """How the fixed-effects matrix is built (kept on the fit so predictions use the same coding)."""
+
+    measure: str
+    time: TimeBasis
+    by: str | None = None
+    reference: str | None = None
+    levels: tuple[str, ...] = ()           # non-reference group levels
+    covariates: tuple[Covariate, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        out = ["Intercept", *self.time.names]
+        out += [f"{self.by}[T.{lv}]" for lv in self.levels]
+        out += [f"{t}:{self.by}[T.{lv}]" for lv in self.levels for t in self.time.names]
+        for cov in self.covariates:
+            out += cov.names
+        return tuple(out)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return (self.reference, *self.levels) if self.by else (ALL,)  # type: ignore[return-value]
+
+    def formula(self, random_slope: bool) -> str:
+        t = self.time.formula
+        rhs = t
+        if self.by:
+            rhs = f"{t} * {self.by}" if self.time.shape != "piecewise" else f"({t}) * {self.by}"
+        for cov in self.covariates:
+            rhs += f" + {cov.name}"
+        re = "(1 + weeks | patient_id)" if random_slope else "(1 | patient_id)"
+        return f"{self.measure} ~ {rhs} + {re}"
+
+    def matrix(self, weeks: np.ndarray, group: np.ndarray | None, covs: pd.DataFrame | None) -> np.ndarray:
+        n = len(weeks)
+        tb = self.time(weeks)
+        parts = [np.ones((n, 1)), tb]
+        if self.by:
+            dummies = _dummies(np.asarray(group), self.levels)
+            parts.append(dummies)
+            parts += [tb * dummies[:, [j]] for j in range(dummies.shape[1])]
+        for cov in self.covariates:
+            parts.append(cov.columns(covs[cov.name]))  # type: ignore[index]
+        return np.column_stack(parts)
+
+    def mean_rows(self, weeks: np.ndarray, group: str) -> np.ndarray:
+        """Design rows for the population mean at ``weeks`` in ``group`` (covariates at cohort means)."""
+        n = len(weeks)
+        tb = self.time(weeks)
+        parts = [np.ones((n, 1)), tb]
+        if self.by:
+            dummies = np.array([[float(group == lv) for lv in self.levels]]).repeat(n, 0)
+            parts.append(dummies)
+            parts += [tb * dummies[:, [j]] for j in range(dummies.shape[1])]
+        for cov in self.covariates:
+            parts.append(np.tile(cov.mean_row(), (n, 1)))
+        return np.column_stack(parts)
+
+
+# --------------------------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class TrajectoryFit:
+    """A fitted trajectory model.
+
+    Attributes
+    ----------
+    fixed:
+        One row per fixed-effect term: ``term``, ``estimate``, ``se``, ``ci_low``, ``ci_high``, ``p`` (Wald,
+        normal reference distribution).
+    random:
+        ``sd_intercept``, ``sd_slope`` (per week), ``corr``, ``sd_residual``; None where the model has no such term.
+    random_slope:
+        Whether the reported model has a random slope (False after a fallback to a random intercept).
+    converged, singular:
+        Optimiser convergence (lme4's scaled-gradient check); boundary fit of the reported model.
+    formula, method:
+        lme4-style formula of the reported model; ``"REML"`` or ``"ML"``.
+    loglik, aic, bic, deviance:
+        Of the reported model (REML criterion for REML fits, as lme4 reports).
+    cov_params:
+        Covariance matrix of the fixed effects (term × term).
+    """
+
+    measure: str
+    formula: str
+    method: str
+    fixed: pd.DataFrame
+    random: dict[str, float | None]
+    random_slope: bool
+    n_patients: int
+    n_obs: int
+    converged: bool
+    singular: bool
+    loglik: float
+    aic: float
+    bic: float
+    deviance: float
+    cov_params: pd.DataFrame
+    design: Design = field(repr=False)
+    engine: str = "fast"
+    conf_level: float = 0.95
+    n_per_group: dict[str, int] = field(default_factory=dict)
+    weeks_range: tuple[float, float] = (0.0, 0.0)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def time(self) -> str:
+        return self.design.time.shape
+
+    @property
+    def by(self) -> str | None:
+        return self.design.by
+
+
+@dataclass(frozen=True)
+class PredictedMeans:
+    """Model-based mean trajectory: ``group``, ``weeks``, ``estimate``, ``se``, ``ci_low``, ``ci_high``."""
+
+    table: pd.DataFrame
+    measure: str
+    conf_level: float
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """Time shapes compared by ML: ``time``, ``formula``, ``n_params``, ``loglik``, ``aic``, ``bic``,
+    ``lr_chisq``, ``df``, ``p`` (likelihood-ratio test against the linear model), ``converged``."""
+
+    table: pd.DataFrame
+    best: str
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ResponseRemission:
+    """PHQ-9 response and remission at fixed weeks.
+
+    ``table``: ``group``, ``weeks``, ``outcome`` (``response``/``remission``), ``n`` (denominator: baseline and a
+    score in the window), ``n_event``, ``estimate``, ``ci_low``, ``ci_high`` (Wilson).
+    """
+
+    table: pd.DataFrame
+    window_days: int
+    conf_level: float
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BandTransitions:
+    """Baseline PHQ-9 band → latest band. ``table``: ``group``, ``baseline_band``, ``latest_band``, ``n`` (every
+    pair, zeros included); ``summary``: ``group``, ``improved``, ``unchanged``, ``worsened``, ``n``."""
+
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    notes: tuple[str, ...] = ()
+
+    def matrix(self, group: str | None = None) -> pd.DataFrame:
+        """Counts as a baseline × latest matrix (rows baseline band, columns latest band)."""
+        t = self.table if group is None else self.table[self.table["group"] == group]
+        order = [b[2] for b in PHQ9_BANDS]
+        m = t.pivot_table(index="baseline_band", columns="latest_band", values="n", aggfunc="sum", observed=False)
+        return m.reindex(index=order, columns=order).fillna(0).astype(int)
+
+
+@dataclass(frozen=True)
+class ResponseDurability:
+    """Time from first PHQ-9 response to loss of response (Kaplan–Meier).
+
+    Attributes
+    ----------
+    curves:
+        ``group``, ``day`` (days since first response), ``estimate`` (still in response), ``ci_low``, ``ci_high``,
+        ``n_risk``, ``n_event``, ``n_censor``. Groups: all responders, with and without maintenance sessions.
+    milestones:
+        ``group``, ``weeks``, ``estimate``, ``ci_low``, ``ci_high``, ``n_risk``: sustained response at 4 and 8 weeks.
+    responders:
+        One row per responder: ``patient_id``, ``baseline_phq9``, ``response_day``, ``days_in_response``,
+        ``lost_response`` (True = loss observed), ``maintenance`` (a ketamine session after response and after
+        induction, before loss or censoring), ``first_maintenance_day`` (days since response).
+    maintenance_hr:
+        Cox hazard ratio of losing response after vs before a first maintenance session (time-varying covariate):
+        ``hr``, ``ci_low``, ``ci_high``, ``p``, ``n_events``; None when not estimable.
+    """
+
+    curves: pd.DataFrame
+    milestones: pd.DataFrame
+    responders: pd.DataFrame
+    maintenance_hr: dict[str, float] | None
+    conf_level: float
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AbstinenceGEE:
+    """Population-average odds of a fully abstinent assessment window (GEE, binomial, exchangeable).
+
+    ``table``: ``term``, ``estimate`` (log-odds), ``se`` (robust), ``odds_ratio``, ``ci_low``, ``ci_high`` (odds
+    ratio scale), ``p``. ``predicted``: ``group``, ``weeks``, ``estimate``, ``ci_low``, ``ci_high`` (probability).
+    """
+
+    table: pd.DataFrame
+    predicted: pd.DataFrame
+    working_correlation: float
+    n_patients: int
+    n_obs: int
+    formula: str
+    conf_level: float
+    notes: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _z(conf_level: float) -> float:
+    if not 0 < conf_level < 1:
+        raise ValueError(f"conf_level must be between 0 and 1 (got {conf_level}).")
+    return float(stats.norm.ppf(0.5 + conf_level / 2))
+
+
+def _label(measure: str) -> str:
+    return MEASURE_NAMES.get(measure, measure)
+
+
+def measure_frame(cohort: Cohort, measure: str) -> pd.DataFrame:
+    """Scores of one measure: ``patient_id``, ``days``, ``weeks``, ``value`` (PDA in percent)."""
+    if measure not in MEASURES:
+        raise InsufficientData(f"Unknown measure '{measure}'; choose one of {', '.join(MEASURES)}.")
+    m = cohort.measures
+    d = m.loc[(m["measure"] == measure) & m["value"].notna(), ["patient_id", "days", "weeks", "value"]].copy()
+    d["value"] = d["value"].astype(float) * (100.0 if measure == "pda" else 1.0)
+    d["weeks"] = d["weeks"].astype(float)
+    return d.reset_index(drop=True)
+
+
+def _per_patient(d: pd.DataFrame, column: str) -> np.ndarray:
+    """Value of a patient-level column for each patient code ``_pid`` (0 … N−1)."""
+    pid = d["_pid"].to_numpy()
+    first = np.zeros(int(pid.max()) + 1, dtype=np.int64)
+    first[pid[::-1]] = np.arange(len(pid) - 1, -1, -1)
+    return d[column].to_numpy()[first]
+
+
+def _check_enough(d: pd.DataFrame, measure: str, by: str | None) -> None:
+    counts = np.bincount(d["_pid"].to_numpy())
+    ok = counts >= 2
+    if by is None:
+        if ok.sum() < MIN_PATIENTS:
+            raise InsufficientData(
+                f"{_label(measure)} trajectories need at least 2 scores for {MIN_PATIENTS} patients "
+                f"(got {int(ok.sum())}). Widen the date range or add follow-up scores.")
+        return
+    group = _per_patient(d, "_group")
+    for g in sorted(set(group), key=str):
+        got = int(np.sum(ok & (group == g)))
+        if got < MIN_PATIENTS:
+            raise InsufficientData(
+                f"{_label(measure)} trajectories need at least 2 scores for {MIN_PATIENTS} patients per group "
+                f"(got {got} in '{g}'). Widen the date range or merge groups.")
+
+
+def _covariate_specs(patients: pd.DataFrame, adjust: tuple[str, ...]) -> tuple[Covariate, ...]:
+    specs = []
+    for name in adjust:
+        col = patients[name]
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+            specs.append(Covariate(name, "numeric", center=float(col.astype(float).mean())))
+        else:
+            v = col.astype("string")
+            counts = v.value_counts()
+            ordered = sorted(counts.index, key=lambda lv: (-counts[lv], str(lv)))
+            ref, rest = ordered[0], tuple(ordered[1:])
+            means = tuple(float((v == lv).mean()) for lv in rest)
+            specs.append(Covariate(name, "categorical", reference=str(ref), levels=tuple(map(str, rest)),
+                                   level_means=means))
+    return tuple(specs)
+
+
+def _prepare(cohort: Cohort, measure: str, by: str | None, adjust: tuple[str, ...],
+             reference: str | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Scores joined with group and covariates; patients missing any of them are dropped (and counted).
+
+    Adds ``_pid`` (patient code 0 … N−1) and, with ``by``, ``_group`` (text). Works on integer codes: membership
+    tests on text columns are slow with Arrow-backed strings.
+    """
+    d = measure_frame(cohort, measure)
+    notes: list[str] = []
+    cols = [c for c in (by, *adjust) if c is not None]
+    missing_cols = [c for c in cols if c not in cohort.patients.columns]
+    if missing_cols:
+        raise InsufficientData(f"'{missing_cols[0]}' is not a patient column; choose one of "
+                               f"{', '.join(map(str, cohort.patients.columns))}.")
+    codes, uniques = pd.factorize(d["patient_id"])
+    pts = (cohort.patients.drop_duplicates("patient_id").set_index("patient_id")[cols]
+           .reindex(pd.Index(uniques, name="patient_id")))
+    if cols:
+        complete = pts.notna().all(axis=1).to_numpy()
+        n_drop = int((~complete).sum())
+        if n_drop:
+            notes.append(f"{n_drop} patients with scores were left out because {' or '.join(cols)} "
+                         "is missing for them.")
+        keep = complete[codes]
+        for c in cols:
+            d[c] = pts[c].to_numpy()[codes]
+        d = d[keep]
+        codes = codes[keep]
+        pts = pts[complete]
+    d["_pid"] = pd.factorize(codes)[0] if len(codes) else codes
+    pts = pts.reset_index()
+    if by is not None:
+        d["_group"] = d[by].astype("string").astype(str)
+    if d.empty:
+        raise InsufficientData(f"No {_label(measure)} scores to analyse. Check that the exports contain them.")
+    if float(d["value"].std(ddof=0) or 0.0) == 0.0:
+        raise InsufficientData(f"Every {_label(measure)} score is the same ({d['value'].iloc[0]:g}); a trajectory "
+                               "cannot be estimated. Check the exports.")
+    return d.reset_index(drop=True), pts, notes
+
+
+def _group_levels(d: pd.DataFrame, reference: str | None, by: str) -> tuple[str, tuple[str, ...]]:
+    group = _per_patient(d, "_group") if "_pid" in d.columns else \
+        d.drop_duplicates("patient_id")["_group"].to_numpy()
+    levels, counts_arr = np.unique(group.astype(str), return_counts=True)
+    counts = dict(zip(levels.tolist(), counts_arr.tolist()))
+    ordered = sorted(counts, key=lambda lv: (-counts[lv], str(lv)))
+    if reference is None:
+        reference = ordered[0]
+    elif reference not in counts:
+        raise InsufficientData(f"Reference level '{reference}' does not occur in {by} (levels: "
+                               f"{', '.join(ordered)}). Pick one of those.")
+    return reference, tuple(lv for lv in ordered if lv != reference)
+
+
+def _full_rank(X: np.ndarray) -> bool:
+    """Columns linearly independent? Eigenvalues of the scaled cross-product (cheap for tall X)."""
+    xtx = X.T @ X
+    d = np.sqrt(np.diag(xtx))
+    if np.any(d == 0):
+        return False
+    ev = np.linalg.eigvalsh(xtx / np.outer(d, d))
+    return bool(ev.min() > 1e-10 * ev.max())
+
+
+def _statsmodels_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, weeks: np.ndarray, random_slope: bool,
+                     reml: bool, names: tuple[str, ...]) -> tuple[lmm.LMMResult, list[str]]:
+    """statsmodels MixedLM with the same design, returned in the fast engine's result type."""
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    z = np.column_stack([np.ones_like(weeks), weeks]) if random_slope else np.ones((len(weeks), 1))
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = MixedLM(y, X, groups=groups, exog_re=z)
+        res = model.fit(reml=reml, method=["lbfgs", "bfgs", "nm"])
+    for w in caught:
+        notes.append(f"statsmodels: {str(w.message).strip()}")
+    p, q = X.shape[1], z.shape[1]
+    scale = float(res.scale)
+    cov_re = np.asarray(res.cov_re, dtype=float)
+    try:
+        lam = np.linalg.cholesky(cov_re / scale)
+        theta = np.array([lam[0, 0]]) if q == 1 else np.array([lam[0, 0], lam[1, 0], lam[1, 1]])
+    except np.linalg.LinAlgError:
+        theta = np.zeros(1 if q == 1 else 3)
+    diag = [0] if q == 1 else [0, 2]
+    singular = bool(np.any(theta[diag] < lmm.SINGULAR_TOL))
+    llf = float(res.llf)
+    dev = -2.0 * llf
+    k = p + q * (q + 1) // 2 + 1
+    n = len(y)
+    cov_beta = np.asarray(res.cov_params())[:p, :p]
+    result = lmm.LMMResult(
+        names=names, beta=np.asarray(res.fe_params, dtype=float), cov_beta=cov_beta, theta=theta,
+        sigma=math.sqrt(scale), cov_re=cov_re, deviance=dev, loglik=llf, aic=dev + 2 * k, bic=dev + k * math.log(n),
+        reml=reml, n_obs=n, n_groups=int(pd.Series(groups).nunique()), converged=bool(res.converged),
+        singular=singular, n_evaluations=0, scaled_gradient=math.nan, message="statsmodels MixedLM",
+        notes=tuple(notes))
+    return result, notes
+
+
+def _fit_one(y: np.ndarray, X: np.ndarray, codes: np.ndarray, weeks: np.ndarray, random_slope: bool, reml: bool,
+             names: tuple[str, ...], engine: Engine) -> lmm.LMMResult:
+    if engine == "statsmodels":
+        return _statsmodels_fit(y, X, codes, weeks, random_slope, reml, names)[0]
+    blk = lmm.build_blocks(y, X, codes, weeks if random_slope else None)
+    res = lmm.fit_blocks(blk, reml=reml, names=names)
+    if not res.converged and random_slope:  # a second start before giving up on the slope
+        retry = lmm.fit_blocks(blk, reml=reml, names=names, start=np.array([0.5, 0.0, 0.01]))
+        if retry.converged or retry.deviance < res.deviance:
+            res = retry
+    return res
+
+
+def _fit_with_fallback(y: np.ndarray, X: np.ndarray, codes: np.ndarray, weeks: np.ndarray, *, reml: bool,
+                       names: tuple[str, ...], engine: Engine, measure: str,
+                       random_slope: bool = True) -> tuple[lmm.LMMResult, list[str]]:
+    notes: list[str] = []
+    res = _fit_one(y, X, codes, weeks, random_slope, reml, names, engine)
+    if random_slope and (res.singular or not res.converged):
+        why = ("did not converge" if not res.converged else
+               "was singular (patient-specific slopes or their correlation with the starting level cannot be "
+               "told apart from zero or ±1)")
+        alt = _fit_one(y, X, codes, weeks, False, reml, names, engine)
+        if alt.converged or not res.converged:
+            notes.append(f"The model with a random slope per patient {why}; the random-intercept model is "
+                         "reported instead (standard errors of time effects may then be too small).")
+            res = alt
+        else:
+            notes.append(f"The model with a random slope per patient {why}, and the random-intercept model did not "
+                         "converge; the boundary fit is reported (a slope SD of 0 or a correlation of ±1 is not a "
+                         "finding about patients).")
+    if (not random_slope or res.q == 1) and res.singular:
+        notes.append(f"Between-patient differences in {_label(measure)} level were estimated as zero; the "
+                     "model reduces to ordinary least squares.")
+    if not np.all(np.isfinite(res.beta)) or not math.isfinite(res.deviance):
+        raise ModelDidNotConverge(
+            f"The {_label(measure)} trajectory model could not be fitted (the likelihood could not be evaluated). "
+            "Check for patients with implausible scores or try fewer adjustment variables.")
+    if not res.converged:
+        notes.append(f"The {_label(measure)} trajectory model did not converge; treat its numbers with caution.")
+    notes.extend(res.notes)
+    return res, notes
+
+
+# --------------------------------------------------------------------------------------------- models
+def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = None, adjust: tuple[str, ...] = (),
+                   time: TimeShape = "linear", knot_weeks: float = 4.0, spline_df: int = 3,
+                   reference: str | None = None, random_slope: bool = True, reml: bool = True,
+                   engine: Engine = "fast", conf_level: float = 0.95) -> TrajectoryFit:
+    """Linear mixed model of one repeated measure over weeks since the first ketamine session.
+
+    Parameters
+    ----------
+    cohort:
+        The analysis cohort; scores come from ``cohort.measures``.
+    measure:
+        ``phq9``, ``gad7``, ``craving`` or ``pda`` (percent days abstinent, modelled in percent 0–100).
+    by:
+        A patient column (e.g. ``program``): adds the group and its interaction with every time term.
+    adjust:
+        Baseline patient columns to adjust for; numeric ones are centred at their mean, others treatment-coded
+        against their most common level.
+    time:
+        ``linear``; ``piecewise`` (extra slope after ``knot_weeks``: fast early change, then a plateau) or
+        ``spline`` (natural cubic spline with ``spline_df`` degrees of freedom, knots at quantiles of weeks).
+    reference:
+        Reference level of ``by`` (default: the level with most patients).
+    random_slope:
+        Random intercept and slope on weeks per patient (default), else a random intercept only.
+    reml:
+        REML (default) or ML (needed to compare models with different fixed effects).
+    engine:
+        ``fast`` (exact vectorised (RE)ML, :mod:`analytics.lmm`) or ``statsmodels`` (``MixedLM``; slow, reference).
+    conf_level:
+        Level of the Wald confidence intervals.
+
+    Returns
+    -------
+    TrajectoryFit
+        ``fixed`` columns: ``term``, ``estimate``, ``se``, ``ci_low``, ``ci_high``, ``p``.
+
+    Raises
+    ------
+    InsufficientData
+        Fewer than 10 patients (per group, with ``by``) with at least 2 scores.
+
+    Notes
+    -----
+    The model and criterion are lme4's (Bates et al. 2015, J Stat Softw 67(1)); standard errors are lme4's
+    ``vcov`` (conditional on the variance estimates); p-values and intervals use the normal distribution (Wald),
+    as statsmodels does. A singular or non-converged random-slope fit falls back to a random intercept (notes).
+    """
+    z = _z(conf_level)
+    adjust = tuple(adjust)
+    d, pts, notes = _prepare(cohort, measure, by, adjust, reference)
+    if by is not None:
+        ref, levels = _group_levels(d, reference, by)
+    else:
+        ref, levels = None, ()
+    _check_enough(d, measure, by)
+    basis = TimeBasis(time, knot_weeks=knot_weeks)
+    if time == "spline":
+        qs = np.linspace(0, 1, spline_df + 1)
+        knots = np.quantile(d["weeks"].to_numpy(), qs)
+        if len(np.unique(knots)) < len(knots):
+            raise InsufficientData(f"Too few distinct times to place {spline_df} spline pieces; use a smaller "
+                                   "spline_df or time='piecewise'.")
+        basis = TimeBasis("spline", knot_weeks=knot_weeks, knots=tuple(float(k) for k in knots))
+    elif time not in ("linear", "piecewise"):
+        raise ValueError(f"time must be 'linear', 'piecewise' or 'spline' (got {time!r}).")
+    design = Design(measure=measure, time=basis, by=by, reference=ref, levels=levels,
+                    covariates=_covariate_specs(pts, adjust))
+    names = design.names
+    weeks = d["weeks"].to_numpy()
+    X = design.matrix(weeks, d["_group"].to_numpy() if by else None, d if adjust else None)
+    if not _full_rank(X):
+        raise InsufficientData(f"The {_label(measure)} model has more terms than the data can separate (e.g. a "
+                               "covariate that never varies). Drop an adjustment variable or merge groups.")
+    codes = d["_pid"].to_numpy()
+    y = d["value"].to_numpy(dtype=float)
+    res, fit_notes = _fit_with_fallback(y, X, codes, weeks, reml=reml, names=names, engine=engine,
+                                        measure=measure, random_slope=random_slope)
+    notes.extend(fit_notes)
+    se = res.se
+    est = res.beta
+    fixed = pd.DataFrame({"term": list(names), "estimate": est, "se": se, "ci_low": est - z * se,
+                          "ci_high": est + z * se, "p": 2 * stats.norm.sf(np.abs(est / se))})
+    method = "REML" if reml else "ML"
+    has_slope = res.q == 2
+    notes.insert(0, f"Linear mixed model ({method}, {'fast exact engine' if engine == 'fast' else 'statsmodels'}): "
+                    f"{design.formula(has_slope)}; {res.n_groups} patients, {res.n_obs} scores. Wald "
+                    f"{round(conf_level * 100)}% intervals.")
+    if measure == "pda":
+        notes.append("Percent days abstinent is modelled in percent (0–100).")
+    if by:
+        lv, cnt = np.unique(_per_patient(d, "_group").astype(str), return_counts=True)
+        n_per_group = {str(g): int(n) for g, n in zip(lv, cnt)}
+    else:
+        n_per_group = {ALL: int(res.n_groups)}
+    return TrajectoryFit(
+        measure=measure, formula=design.formula(has_slope), method=method, fixed=fixed,
+        random=res.variance_components(), random_slope=has_slope, n_patients=res.n_groups, n_obs=res.n_obs,
+        converged=res.converged, singular=res.singular, loglik=res.loglik, aic=res.aic, bic=res.bic,
+        deviance=res.deviance, cov_params=pd.DataFrame(res.cov_beta, index=list(names), columns=list(names)),
+        design=design, engine=engine, conf_level=conf_level, n_per_group=n_per_group,
+        weeks_range=(float(weeks.min()), float(weeks.max())), notes=tuple(notes))
+
+
+def predicted_means(fit: TrajectoryFit, *, weeks: np.ndarray | list[float] | None = None,
+                    conf_level: float | None = None) -> PredictedMeans:
+    """Model-based mean trajectory per group with a pointwise confidence band.
+
+    Covariates are held at their cohort means (numeric) or cohort shares (categories), so each curve is the
+    mean for a patient with the cohort's average characteristics (for a linear model, also the average over
+    patients). The band is ``x'β̂ ± z·sqrt(x'Vx)``.
+
+    Returns
+    -------
+    PredictedMeans
+        ``table`` columns ``group``, ``weeks``, ``estimate``, ``se``, ``ci_low``, ``ci_high``.
+    """
+    conf_level = fit.conf_level if conf_level is None else conf_level
+    z = _z(conf_level)
+    if weeks is None:
+        lo = max(0.0, fit.weeks_range[0])
+        weeks = np.linspace(lo, fit.weeks_range[1], 61)
+    w = np.asarray(weeks, dtype=float)
+    beta = fit.fixed["estimate"].to_numpy()
+    cov = fit.cov_params.to_numpy()
+    parts = []
+    for g in fit.design.groups:
+        xr = fit.design.mean_rows(w, g)
+        est = xr @ beta
+        se = np.sqrt(np.einsum("ij,jk,ik->i", xr, cov, xr))
+        parts.append(pd.DataFrame({"group": g, "weeks": w, "estimate": est, "se": se,
+                                   "ci_low": est - z * se, "ci_high": est + z * se}))
+    notes: tuple[str, ...] = ((f"Model-based mean {_label(fit.measure)} ({fit.formula}); "
+                               f"{round(conf_level * 100)}% pointwise confidence band."),)
+    if fit.design.covariates:
+        notes += ("Adjusted curves: covariates held at the cohort's mean values.",)
+    return PredictedMeans(table=pd.concat(parts, ignore_index=True), measure=fit.measure, conf_level=conf_level,
+                          notes=notes + fit.notes[1:])
+
+
+def compare_time_shapes(cohort: Cohort, *, measure: str = "phq9", by: str | None = None,
+                        adjust: tuple[str, ...] = (), knot_weeks: float = 4.0, spline_df: int = 3,
+                        engine: Engine = "fast") -> ModelComparison:
+    """Does a bend or a spline describe the course better than a straight line?
+
+    Fits the linear, piecewise (knot at ``knot_weeks``) and natural-spline models by maximum likelihood (REML
+    likelihoods of models with different fixed effects are not comparable) and reports AIC, BIC and the
+    likelihood-ratio test of each against the linear model (nested: both contain the straight line).
+
+    Returns
+    -------
+    ModelComparison
+        ``table`` columns ``time``, ``formula``, ``n_params``, ``loglik``, ``aic``, ``bic``, ``lr_chisq``,
+        ``df``, ``p``, ``converged``; ``best`` = the shape with the lowest AIC.
+    """
+    rows = []
+    fits: dict[str, TrajectoryFit] = {}
+    notes: list[str] = []
+    for shape in ("linear", "piecewise", "spline"):
+        f = fit_trajectory(cohort, measure=measure, by=by, adjust=adjust, time=shape,  # type: ignore[arg-type]
+                           knot_weeks=knot_weeks, spline_df=spline_df, reml=False, engine=engine)
+        fits[shape] = f
+    slopes = {f.random_slope for f in fits.values()}
+    if len(slopes) > 1:  # compare like with like: same random part everywhere
+        notes.append("At least one model fell back to a random intercept, so all are compared with a random "
+                     "intercept only.")
+        for shape in fits:
+            fits[shape] = fit_trajectory(cohort, measure=measure, by=by, adjust=adjust, time=shape,  # type: ignore[arg-type]
+                                         knot_weeks=knot_weeks, spline_df=spline_df, reml=False, engine=engine,
+                                         random_slope=False)
+    base = fits["linear"]
+    for shape, f in fits.items():
+        test = lr_test(base, f) if shape != "linear" else {"chisq": math.nan, "df": 0, "p": math.nan}
+        rows.append({"time": shape, "formula": f.formula, "n_params": n_parameters(f), "loglik": f.loglik,
+                     "aic": f.aic, "bic": f.bic, "lr_chisq": test["chisq"], "df": int(test["df"]), "p": test["p"],
+                     "converged": f.converged})
+    table = pd.DataFrame(rows)
+    best = str(table.loc[table["aic"].idxmin(), "time"])
+    notes.insert(0, f"Fitted by maximum likelihood on {base.n_patients} patients and {base.n_obs} scores; "
+                    f"likelihood-ratio tests against the straight line. Lowest AIC: {best}.")
+    return ModelComparison(table=table, best=best, notes=tuple(notes))
+
+
+def n_parameters(fit: TrajectoryFit) -> int:
+    """Fixed effects + random-effect (co)variances + residual variance (lme4's ``df`` of ``logLik``)."""
+    return len(fit.fixed) + (3 if fit.random_slope else 1) + 1
+
+
+def lr_test(reduced: TrajectoryFit, full: TrajectoryFit) -> dict[str, float]:
+    """Likelihood-ratio test of a nested pair of ML fits on the same scores: ``chisq``, ``df``, ``p``.
+
+    E.g. ``fit_trajectory(c, reml=False)`` against ``fit_trajectory(c, by="program", reml=False)`` tests whether
+    the programs differ in level or slope. (Fits must use the same patients: missing ``by`` values drop some.)
+    """
+    if reduced.method != "ML" or full.method != "ML":
+        raise ValueError("Likelihood-ratio tests of fixed effects need ML fits (fit_trajectory(..., reml=False)).")
+    if reduced.n_obs != full.n_obs or reduced.n_patients != full.n_patients:
+        raise ValueError(f"The two fits use different scores ({reduced.n_obs} vs {full.n_obs}); they are not "
+                         "nested.")
+    df = n_parameters(full) - n_parameters(reduced)
+    chisq = max(2.0 * (full.loglik - reduced.loglik), 0.0)
+    return {"chisq": chisq, "df": float(df), "p": float(stats.chi2.sf(chisq, df)) if df > 0 else math.nan}
+
+
+def trajectories_json(cohort: Cohort) -> dict:
+    """The ``trajectories`` section of ``kap-outcomes analyze`` (../shared/cli.md): the default PHQ-9 model.
+
+    ``phq9 ~ weeks + (1 + weeks | patient_id)`` by REML on every PHQ-9 on or after the start of the baseline window;
+    when that fit is singular, the random-intercept model (its formula says so, ``sd_slope``/``corr`` null).
+    Raises :class:`InsufficientData` when too few patients have two scores (the CLI then writes null).
+    """
+    fit = fit_trajectory(cohort, measure="phq9")
+
+    def num(x: float | None) -> float | None:
+        return None if x is None or not math.isfinite(float(x)) else float(x)
+
+    fixed = [{"term": str(r.term), "estimate": num(r.estimate), "se": num(r.se), "lower": num(r.ci_low),
+              "upper": num(r.ci_high)} for r in fit.fixed.itertuples()]
+    random = {k: num(fit.random.get(k)) for k in ("sd_intercept", "sd_slope", "corr", "sd_residual")}
+    return {"phq9": {"formula": fit.formula, "method": fit.method, "converged": bool(fit.converged),
+                     "n_patients": int(fit.n_patients), "n_obs": int(fit.n_obs), "fixed": fixed, "random": random}}
+
+
+# --------------------------------------------------------------------------------------------- response
+def _wilson(k: np.ndarray, n: np.ndarray, conf_level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Wilson score interval (Wilson 1927); NaN where n = 0."""
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    z = _z(conf_level)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denom = 1 + z * z / n
+        centre = (p + z * z / (2 * n)) / denom
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return p, centre - half, centre + half
+
+
+def _post_baseline_phq9(cohort: Cohort) -> pd.DataFrame:
+    d = measure_frame(cohort, "phq9")
+    d = d[d["days"] > 0]
+    base = cohort.patients[["patient_id", "baseline_phq9"]].dropna()
+    return d.merge(base, on="patient_id", how="inner")
+
+
+def _groups_of(cohort: Cohort, by: str | None) -> pd.Series:
+    p = cohort.patients.drop_duplicates("patient_id").set_index("patient_id")
+    if by is None:
+        return pd.Series(ALL, index=p.index)
+    if by not in p.columns:
+        raise InsufficientData(f"'{by}' is not a patient column; choose one of {', '.join(map(str, p.columns))}.")
+    return p[by].astype("string").fillna("(missing)").astype(str)
+
+
+def response_remission(cohort: Cohort, *, weeks: tuple[float, ...] = (4, 8, 12, 26), window_days: int = 14,
+                       by: str | None = None, min_baseline: float = 0.0,
+                       conf_level: float = 0.95) -> ResponseRemission:
+    """PHQ-9 response (score ≤ 50 % of baseline) and remission (score < 5) at fixed weeks.
+
+    At each target week the score nearest ``7 × weeks`` days within ± ``window_days`` is used (ties: the earlier).
+    The denominator is every patient with a baseline PHQ-9 (≥ ``min_baseline``) and a score in that window, so
+    each rate says whom it describes; patients without a score there are not counted as failures.
+
+    Returns
+    -------
+    ResponseRemission
+        ``table`` columns ``group``, ``weeks``, ``outcome``, ``n``, ``n_event``, ``estimate``, ``ci_low``,
+        ``ci_high`` (Wilson score interval).
+    """
+    d = _post_baseline_phq9(cohort)
+    d = d[d["baseline_phq9"] >= min_baseline]
+    groups = _groups_of(cohort, by)
+    rows = []
+    for w in weeks:
+        target = 7.0 * w
+        near = d[(d["days"] - target).abs() <= window_days].copy()
+        near["dist"] = (near["days"] - target).abs()
+        pick = near.sort_values(["patient_id", "dist", "days"]).drop_duplicates("patient_id")
+        pick["group"] = pick["patient_id"].map(groups)
+        pick["response"] = pick["value"] <= RESPONSE_FRACTION * pick["baseline_phq9"]
+        pick["remission"] = pick["value"] < REMISSION_BELOW
+        levels = [ALL] if by is None else sorted(groups.unique())
+        for g in levels:
+            sub = pick[pick["group"] == g]
+            for outcome in ("response", "remission"):
+                rows.append({"group": g, "weeks": float(w), "outcome": outcome, "n": len(sub),
+                             "n_event": int(sub[outcome].sum())})
+    table = pd.DataFrame(rows, columns=["group", "weeks", "outcome", "n", "n_event"])
+    est, lo, hi = _wilson(table["n_event"].to_numpy(), table["n"].to_numpy(), conf_level)
+    table["estimate"], table["ci_low"], table["ci_high"] = est, lo, hi
+    notes = [(f"Response = PHQ-9 at most half the baseline score; remission = PHQ-9 below 5. At each week the "
+              f"score nearest the target day within ±{window_days} days; denominator = patients with a baseline "
+              f"score and a score in that window. Wilson {round(conf_level * 100)}% intervals.")]
+    if min_baseline > 0:
+        notes.append(f"Only patients with baseline PHQ-9 ≥ {min_baseline:g}.")
+    else:
+        notes.append("All patients with a baseline score are included, also those with little depression at "
+                     "baseline (use min_baseline=10 for the usual trial definition).")
+    return ResponseRemission(table=table, window_days=window_days, conf_level=conf_level, notes=tuple(notes))
+
+
+def band_transitions(cohort: Cohort, *, by: str | None = None) -> BandTransitions:
+    """Baseline PHQ-9 severity band → band of the latest score after day 0.
+
+    Returns
+    -------
+    BandTransitions
+        ``table``: ``group``, ``baseline_band``, ``latest_band``, ``n`` (all 25 pairs per group, zeros included);
+        ``summary``: ``group``, ``improved``, ``unchanged``, ``worsened``, ``n``.
+    """
+    from analytics.cohort import phq9_band
+
+    d = _post_baseline_phq9(cohort)
+    latest = d.sort_values(["patient_id", "days"]).drop_duplicates("patient_id", keep="last")
+    latest = latest.assign(baseline_band=phq9_band(latest["baseline_phq9"]), latest_band=phq9_band(latest["value"]))
+    groups = _groups_of(cohort, by)
+    latest["group"] = latest["patient_id"].map(groups)
+    order = [b[2] for b in PHQ9_BANDS]
+    levels = [ALL] if by is None else sorted(groups.unique())
+    full = pd.MultiIndex.from_product([levels, order, order], names=["group", "baseline_band", "latest_band"])
+    counts = latest.groupby(["group", "baseline_band", "latest_band"]).size()
+    table = counts.reindex(full, fill_value=0).rename("n").reset_index()
+    rank = {b: i for i, b in enumerate(order)}
+    delta = latest["latest_band"].map(rank) - latest["baseline_band"].map(rank)
+    latest["change"] = np.select([delta < 0, delta == 0], ["improved", "unchanged"], "worsened")
+    summary = (latest.groupby("group")["change"].value_counts().unstack(fill_value=0)
+               .reindex(index=levels, columns=["improved", "unchanged", "worsened"], fill_value=0))
+    summary["n"] = summary.sum(axis=1)
+    summary = summary.reset_index()
+    summary.columns.name = None
+    n_base = int(cohort.patients["baseline_phq9"].notna().sum())
+    notes = ((f"{len(latest)} of {n_base} patients with a baseline PHQ-9 have a later score; bands 0–4, 5–9, "
+              "10–14, 15–19, 20–27 (Kroenke 2001). Latest = last score after the first ketamine session."),)
+    return BandTransitions(table=table, summary=summary, notes=notes)
+
+
+# --------------------------------------------------------------------------------------------- durability
+def _km(time: np.ndarray, event: np.ndarray, z: float) -> pd.DataFrame:
+    """Kaplan–Meier with R ``survfit``'s default log-scale pointwise interval (statsmodels SurvfuncRight)."""
+    from statsmodels.duration.survfunc import SurvfuncRight
+
+    sf = SurvfuncRight(time, event.astype(int))
+    s = np.asarray(sf.surv_prob, dtype=float)
+    se = np.asarray(sf.surv_prob_se, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se_log = np.where(s > 0, se / s, np.nan)
+        lo = np.where(s > 0, s * np.exp(-z * se_log), np.nan)
+        hi = np.where(s > 0, np.minimum(s * np.exp(z * se_log), 1.0), np.nan)
+    times = np.asarray(sf.surv_times, dtype=float)
+    n_risk = np.asarray(sf.n_risk, dtype=int)
+    n_event = np.asarray(sf.n_events, dtype=int)
+    n_censor = np.array([int(np.sum((time == t) & (event == 0))) for t in times], dtype=int)
+    head = pd.DataFrame({"day": [0.0], "estimate": [1.0], "ci_low": [1.0], "ci_high": [1.0],
+                         "n_risk": [len(time)], "n_event": [0], "n_censor": [0]})
+    body = pd.DataFrame({"day": times, "estimate": s, "ci_low": lo, "ci_high": hi, "n_risk": n_risk,
+                         "n_event": n_event, "n_censor": n_censor})
+    return pd.concat([head, body[body["day"] > 0]], ignore_index=True) if len(body) else head
+
+
+def _km_at(curve: pd.DataFrame, day: float, time: np.ndarray) -> dict[str, float]:
+    upto = curve[curve["day"] <= day]
+    last = upto.iloc[-1]
+    return {"estimate": float(last["estimate"]), "ci_low": float(last["ci_low"]), "ci_high": float(last["ci_high"]),
+            "n_risk": int(np.sum(time >= day))}
+
+
+def _responders(cohort: Cohort, min_baseline: float) -> pd.DataFrame:
+    d = _post_baseline_phq9(cohort)
+    d = d[(d["baseline_phq9"] > 0) & (d["baseline_phq9"] >= min_baseline)].sort_values(["patient_id", "days"])
+    d["responding"] = d["value"] <= RESPONSE_FRACTION * d["baseline_phq9"]
+    first = d[d["responding"]].drop_duplicates("patient_id")[["patient_id", "days"]]
+    first = first.rename(columns={"days": "response_day"})
+    after = d.merge(first, on="patient_id")
+    after = after[after["days"] > after["response_day"]]
+    lost = after[~after["responding"]].drop_duplicates("patient_id").set_index("patient_id")["days"]
+    last = d.groupby("patient_id")["days"].max()
+    out = first.set_index("patient_id")
+    out["baseline_phq9"] = d.drop_duplicates("patient_id").set_index("patient_id")["baseline_phq9"]
+    out["lost_response"] = out.index.isin(lost.index)
+    end = lost.reindex(out.index).fillna(last.reindex(out.index))
+    out["days_in_response"] = (end - out["response_day"]).astype(float)
+    return out.reset_index()
+
+
+def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = (4, 8),
+                        induction_days: int = 28, min_baseline: float = 0.0,
+                        conf_level: float = 0.95) -> ResponseDurability:
+    """How long does a PHQ-9 response last, and does it last longer with maintenance ketamine sessions?
+
+    Responders are patients whose PHQ-9 after day 0 reached at most half their baseline score. Time runs from the
+    first such score to the first later score that is no longer at most half the baseline (loss of response); a
+    responder without loss is censored at the last PHQ-9. A *maintenance* (booster) session is a ketamine session
+    after the first response and after the induction period (day ``induction_days``), before loss or censoring:
+    induction sessions that continue after an early response are not maintenance.
+
+    Returns
+    -------
+    ResponseDurability
+        Kaplan–Meier curves for all responders and split by maintenance, sustained response at
+        ``milestone_weeks`` and a Cox hazard ratio with maintenance as a time-varying covariate.
+
+    Notes
+    -----
+    Loss is only seen when a score is recorded, so times are as coarse as the scoring schedule. Splitting the
+    curves by "had a maintenance session" favours the maintenance group (immortal-time bias: patients who stay in
+    response longer have more time to receive a session); the time-varying Cox model (counting-process data,
+    statsmodels PHReg, Efron ties) avoids that bias. McInnes et al. 2022 report about 80 % sustained at 4 weeks and
+    60 % at 8 weeks without maintenance.
+    """
+    z = _z(conf_level)
+    resp = _responders(cohort, min_baseline)
+    if len(resp) < MIN_PATIENTS:
+        raise InsufficientData(f"Durability of response needs at least {MIN_PATIENTS} PHQ-9 responders with a "
+                               f"baseline score (got {len(resp)}). Widen the date range or add follow-up scores.")
+    ses = cohort.sessions
+    ket = ses.loc[ses["session_type"] == "ketamine", ["patient_id", "days"]]
+    ket = ket.merge(resp[["patient_id", "response_day", "days_in_response"]], on="patient_id")
+    ket["t"] = ket["days"] - ket["response_day"]
+    ket = ket[(ket["t"] > 0) & (ket["t"] <= ket["days_in_response"]) & (ket["days"] > induction_days)]
+    first_m = ket.groupby("patient_id")["t"].min()
+    resp["first_maintenance_day"] = resp["patient_id"].map(first_m).astype(float)
+    resp["maintenance"] = resp["first_maintenance_day"].notna()
+    t = resp["days_in_response"].to_numpy(dtype=float)
+    e = resp["lost_response"].to_numpy(dtype=bool)
+    curves, milestones = [], []
+    for g, mask in (("all responders", np.ones(len(resp), bool)),
+                    ("maintenance sessions", resp["maintenance"].to_numpy()),
+                    ("no maintenance sessions", ~resp["maintenance"].to_numpy())):
+        if mask.sum() == 0:
+            continue
+        c = _km(t[mask], e[mask], z)
+        c.insert(0, "group", g)
+        curves.append(c)
+        for w in milestone_weeks:
+            milestones.append({"group": g, "weeks": float(w), **_km_at(c, 7.0 * w, t[mask])})
+    notes = [(f"{len(resp)} responders (PHQ-9 at most half of baseline after day 0), {int(e.sum())} lost response "
+              f"(a later score above half of baseline); the others are censored at their last PHQ-9. Kaplan–Meier "
+              f"with {round(conf_level * 100)}% log-scale intervals (R survfit default)."),
+             (f"Maintenance = a ketamine session after the first response and after day {induction_days} "
+              "(the end of induction), before loss of response or censoring. "
+              "Curves split by maintenance favour the maintenance group (patients who stay in response longer have "
+              "more time to get a session); the hazard ratio treats maintenance as time-varying and is the fairer "
+              "comparison.")]
+    hr = _maintenance_cox(resp, z, notes)
+    return ResponseDurability(curves=pd.concat(curves, ignore_index=True), milestones=pd.DataFrame(milestones),
+                              responders=resp, maintenance_hr=hr, conf_level=conf_level, notes=tuple(notes))
+
+
+def _maintenance_cox(resp: pd.DataFrame, z: float, notes: list[str]) -> dict[str, float] | None:
+    from statsmodels.duration.hazard_regression import PHReg
+
+    rows = []
+    for r in resp.itertuples():
+        end, m = float(r.days_in_response), r.first_maintenance_day
+        if end <= 0:
+            continue
+        if not math.isnan(m) and 0 < m < end:
+            rows.append((0.0, float(m), 0.0, False))
+            rows.append((float(m), end, 1.0, bool(r.lost_response)))
+        else:
+            rows.append((0.0, end, 0.0, bool(r.lost_response)))
+    cp = pd.DataFrame(rows, columns=["start", "stop", "maintenance", "event"])
+    if cp.empty or cp["maintenance"].nunique() < 2 or cp["event"].sum() < 5:
+        notes.append("The maintenance hazard ratio is not estimable (too few events or no patients in one "
+                     "of the two states).")
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = PHReg(cp["stop"].to_numpy(), cp[["maintenance"]].to_numpy(), status=cp["event"].to_numpy(int),
+                    entry=cp["start"].to_numpy(), ties="efron").fit()
+    for w in caught:
+        notes.append(f"statsmodels: {str(w.message).strip()}")
+    b, se = float(res.params[0]), float(res.bse[0])
+    notes.append("Hazard ratio: Cox model of loss of response with maintenance as a time-varying covariate "
+                 "(after vs before the first maintenance session), Efron ties.")
+    return {"hr": math.exp(b), "ci_low": math.exp(b - z * se), "ci_high": math.exp(b + z * se),
+            "p": float(2 * stats.norm.sf(abs(b / se))), "n_events": int(cp["event"].sum())}
+
+
+# --------------------------------------------------------------------------------------------- GEE
+def abstinence_frame(cohort: Cohort) -> pd.DataFrame:
+    """One row per follow-up after day 0 whose abstinence is known: ``patient_id``, ``days``, ``weeks``,
+    ``abstinent`` (1 = the whole assessment window abstinent, no reported use, no positive urine test).
+
+    ``days_abstinent == window_days`` means abstinent; ``days_abstinent < window_days``, ``any_use = yes`` or a
+    positive urine test mean not, except that a short count says nothing certain about use after day 0 when the
+    window reaches back before day 0 (data-contract.md); such rows are dropped. Without ``days_abstinent``,
+    ``any_use = no`` (and no positive urine test) means abstinent.
+    """
+    fu = cohort.followups
+    fu = fu[fu["days"] > 0]
+    window = fu["window_days"].astype(float)
+    da = fu["days_abstinent"].astype(float)
+    use = fu["any_use"].astype("boolean")
+    tox = fu["urine_tox"].astype("string").eq("positive").fillna(False).astype(bool)
+    full = da.eq(window).fillna(False).astype(bool)
+    short = (da < window).fillna(False).astype(bool)
+    used = use.eq(True).fillna(False).astype(bool) | tox
+    abst = pd.Series(np.nan, index=fu.index)
+    abst[full & ~used] = 1.0
+    abst[da.isna() & use.eq(False).fillna(False).astype(bool) & ~tox] = 1.0
+    abst[used] = 0.0
+    abst[short & fu["window_after_index"].astype(bool)] = 0.0
+    out = pd.DataFrame({"patient_id": fu["patient_id"], "days": fu["days"].astype(float),
+                        "weeks": fu["days"].astype(float) / 7.0, "abstinent": abst})
+    return out.dropna(subset=["abstinent"]).reset_index(drop=True)
+
+
+def abstinence_gee(cohort: Cohort, *, by: str | None = None, reference: str | None = None,
+                   interaction: bool = True, conf_level: float = 0.95) -> AbstinenceGEE:
+    """Repeated binary abstinence per assessment window by GEE (population-average view).
+
+    ``logit P(abstinent) = β0 + β1·weeks (+ group (+ group × weeks when ``interaction``))``, binomial family,
+    exchangeable working
+    correlation within patient, robust (sandwich) standard errors (Liang & Zeger 1986; statsmodels GEE, which
+    matches R's geepack).
+
+    Returns
+    -------
+    AbstinenceGEE
+        ``table`` (odds ratios per term; ``weeks`` = per week), ``predicted`` probabilities by group over weeks.
+    """
+    from statsmodels.genmod import families
+    from statsmodels.genmod.cov_struct import Exchangeable
+    from statsmodels.genmod.generalized_estimating_equations import GEE
+
+    z = _z(conf_level)
+    d = abstinence_frame(cohort)
+    groups = _groups_of(cohort, by)
+    d["_group"] = d["patient_id"].map(groups)
+    if by is not None:
+        d = d[d["_group"] != "(missing)"]
+    n_pat = d.groupby("patient_id").size()
+    if (n_pat >= 2).sum() < MIN_PATIENTS or d["abstinent"].nunique() < 2:
+        raise InsufficientData(f"Abstinence over time needs at least 2 assessments for {MIN_PATIENTS} patients and "
+                               f"both abstinent and non-abstinent windows (got {int((n_pat >= 2).sum())} patients). "
+                               "Widen the date range or add follow-ups.")
+    d = d.sort_values(["patient_id", "days"]).reset_index(drop=True)
+    design = Design(measure="abstinent", time=TimeBasis("linear"))
+    if by is not None:
+        ref, levels = _group_levels(d, reference, by)
+        design = Design(measure="abstinent", time=TimeBasis("linear"), by=by, reference=ref, levels=levels)
+    X = design.matrix(d["weeks"].to_numpy(), d["_group"].to_numpy() if by else None, None)
+    names = list(design.names)
+    if by is not None and not interaction:
+        keep = [j for j, nm in enumerate(names) if not nm.startswith("weeks:")]
+        X, names = X[:, keep], [names[j] for j in keep]
+    codes, _ = pd.factorize(d["patient_id"])
+    notes: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = GEE(d["abstinent"].to_numpy(), X, groups=codes, family=families.Binomial(),
+                    cov_struct=Exchangeable())
+        res = model.fit()
+    for w in caught:
+        notes.append(f"statsmodels: {str(w.message).strip()}")
+    est = np.asarray(res.params, dtype=float)
+    se = np.asarray(res.bse, dtype=float)
+    table = pd.DataFrame({"term": names, "estimate": est, "se": se, "odds_ratio": np.exp(est),
+                          "ci_low": np.exp(est - z * se), "ci_high": np.exp(est + z * se),
+                          "p": 2 * stats.norm.sf(np.abs(est / se))})
+    cov = np.asarray(res.cov_params())
+    grid = np.linspace(max(0.0, float(d["weeks"].min())), float(d["weeks"].max()), 41)
+    preds = []
+    for g in design.groups:
+        xr = design.mean_rows(grid, g)
+        if by is not None and not interaction:
+            xr = xr[:, keep]
+        eta = xr @ est
+        s = np.sqrt(np.einsum("ij,jk,ik->i", xr, cov, xr))
+        preds.append(pd.DataFrame({"group": g, "weeks": grid, "estimate": _expit(eta),
+                                   "ci_low": _expit(eta - z * s), "ci_high": _expit(eta + z * s)}))
+    rhs = (f"weeks * {by}" if interaction else f"weeks + {by}") if by else "weeks"
+    alpha = float(np.atleast_1d(model.cov_struct.dep_params)[0])
+    notes.insert(0, f"GEE (binomial, logit link, exchangeable working correlation {alpha:.2f}, robust standard "
+                    f"errors): abstinent ~ {rhs}; {d['patient_id'].nunique()} patients, {len(d)} assessments. "
+                    "Abstinent = the whole assessment window without use and no positive urine test.")
+    return AbstinenceGEE(table=table, predicted=pd.concat(preds, ignore_index=True), working_correlation=alpha,
+                         n_patients=int(d["patient_id"].nunique()), n_obs=len(d),
+                         formula=f"abstinent ~ {rhs}", conf_level=conf_level, notes=tuple(notes))
+
+
+def _expit(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def patient_lines(cohort: Cohort, *, measure: str = "phq9", by: str | None = None, n: int = 40,
+                  seed: int = 0) -> pd.DataFrame:
+    """A random sample of individual courses for display: ``line`` (1…n, not the patient id), ``group``,
+    ``weeks``, ``value``. Only patients with ≥ 2 scores; groups with fewer than ``cohort.settings.min_cell``
+    such patients get no lines when suppression is on (an individual line is one patient's data)."""
+    d = measure_frame(cohort, measure)
+    counts = d.groupby("patient_id").size()
+    d = d[d["patient_id"].isin(counts.index[counts >= 2])]
+    groups = _groups_of(cohort, by)
+    d["group"] = d["patient_id"].map(groups)
+    rng = np.random.default_rng(seed)
+    parts = []
+    line = 0
+    for g, sub in d.groupby("group", sort=True):
+        ids = sub["patient_id"].unique()
+        if cohort.settings.suppress and len(ids) < cohort.settings.min_cell:
+            continue
+        pick = rng.choice(ids, size=min(n, len(ids)), replace=False)
+        for pid in pick:
+            line += 1
+            one = sub[sub["patient_id"] == pid].sort_values("weeks")
+            parts.append(pd.DataFrame({"line": line, "group": g, "weeks": one["weeks"].to_numpy(),
+                                       "value": one["value"].to_numpy()}))
+    if not parts:
+        return pd.DataFrame(columns=["line", "group", "weeks", "value"])
+    return pd.concat(parts, ignore_index=True)

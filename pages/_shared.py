@@ -1,0 +1,174 @@
+"""What every page shares: session-state keys, the loaded data, settings, the cohort and empty states.
+
+Patient data lives in ``st.session_state`` only (one browser session); it is never put in a cache shared
+across users.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import streamlit as st
+
+from analytics.cohort import Cohort, build_cohort
+from analytics.errors import OutcomesError
+from analytics.filters import Filters, apply_filters, filter_options
+from analytics.settings import Settings
+from schemas.frames import ValidatedExports
+from schemas.validate import load_exports
+
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
+
+
+class Key(StrEnum):
+    EXPORTS = "exports"
+    SOURCE = "source"            # "sample" or "upload"
+    UPLOAD_NAMES = "upload_names"
+    COHORT = "cohort"
+    COHORT_SETTINGS = "cohort_settings"
+    RELAPSE = "relapse"
+    DROPOUT = "dropout_as_relapse"
+    SUPPRESS = "suppress"
+    FILTERS_READ = "view_filters"
+    F_DATES = "f_dates"
+    F_SITE = "f_site"
+    F_PROGRAM = "f_program"
+    F_SUBSTANCE = "f_substance"
+    F_ROUTE = "f_route"
+    F_CLINICIAN = "f_clinician"
+
+
+_FILTER_KEYS = {"site": Key.F_SITE, "program": Key.F_PROGRAM, "substance": Key.F_SUBSTANCE,
+                "route": Key.F_ROUTE, "clinician": Key.F_CLINICIAN}
+
+
+def load_sample() -> ValidatedExports | None:
+    files = {k: SAMPLE_DIR / f"{k}.csv" for k in ("sessions", "followups", "patients")}
+    if not files["sessions"].exists() or not files["followups"].exists():
+        return None
+    return load_exports(files["sessions"], files["followups"],
+                        files["patients"] if files["patients"].exists() else None)
+
+
+def exports() -> ValidatedExports | None:
+    """The session's accepted data; the bundled sample on first visit."""
+    if Key.EXPORTS not in st.session_state:
+        try:
+            data = load_sample()
+        except OutcomesError:
+            data = None
+        st.session_state[Key.EXPORTS] = data
+        st.session_state[Key.SOURCE] = "sample" if data is not None else None
+    return st.session_state[Key.EXPORTS]
+
+
+def set_exports(data: ValidatedExports, source: str) -> None:
+    st.session_state[Key.EXPORTS] = data
+    st.session_state[Key.SOURCE] = source
+    st.session_state.pop(Key.COHORT, None)
+    st.session_state.pop(Key.COHORT_SETTINGS, None)
+
+
+def settings() -> Settings:
+    return Settings(relapse=st.session_state.get(Key.RELAPSE, "any"),
+                    dropout_as_relapse=bool(st.session_state.get(Key.DROPOUT, False)),
+                    suppress=bool(st.session_state.get(Key.SUPPRESS, True)))
+
+
+def sidebar_settings() -> None:
+    """Outcome definitions, visible on every page (they change every result); the sample-data banner."""
+    exports()
+    with st.sidebar:
+        st.subheader("Outcome definitions")
+        st.radio("Return to use", options=["any", "heavy"], key=Key.RELAPSE, horizontal=True,
+                 format_func=lambda v: "any use" if v == "any" else "heavy use",
+                 help="Any use: any use, fewer abstinent days than the window, or a positive urine test. "
+                      "Heavy: first follow-up with a heavy-use day.")
+        st.checkbox("Count dropout as return to use", key=Key.DROPOUT,
+                    help="Lost to follow-up or withdrew counts as an event (the Dakwar 2019 'use or dropout' event). "
+                         "Default: such patients are censored at their last assessment.")
+        st.toggle("Suppress counts 1–10", value=True, key=Key.SUPPRESS,
+                  help="Analyst setting. Turn off for internal use only: shared outputs must keep it on.")
+        if not st.session_state.get(Key.SUPPRESS, True):
+            st.warning("Suppression is OFF: small counts are visible. Internal use only.")
+    if st.session_state.get(Key.SOURCE) == "sample":
+        st.info("You are looking at the bundled **synthetic sample clinic** (no real patients). To see your own "
+                "clinic, upload sessions.csv and followups.csv on the **Data** page.", icon="ℹ️")
+
+
+def cohort_or_stop() -> Cohort:
+    """The cohort under the current settings, or an empty state that says what data is needed."""
+    data = exports()
+    if data is None or data.sessions.empty:
+        st.info("No data yet. Open the **Data** page and upload sessions.csv and followups.csv "
+                "(or use the sample clinic).")
+        st.stop()
+    current = settings()
+    if st.session_state.get(Key.COHORT_SETTINGS) != current or Key.COHORT not in st.session_state:
+        try:
+            st.session_state[Key.COHORT] = build_cohort(data, current)
+        except OutcomesError as err:
+            st.warning(str(err))
+            st.stop()
+        st.session_state[Key.COHORT_SETTINGS] = current
+    return st.session_state[Key.COHORT]
+
+
+def show_notes(notes: tuple[str, ...] | list[str]) -> None:
+    for note in notes:
+        st.caption(note)
+
+
+def _filters_from_widgets(lo, hi) -> Filters:
+    dates = st.session_state.get(Key.F_DATES) or (lo, hi)
+    if not isinstance(dates, (tuple, list)):
+        dates = (dates,)
+    start, end = (dates[0], dates[1]) if len(dates) == 2 else (dates[0], hi)
+    kwargs = {name: tuple(st.session_state.get(key) or ()) for name, key in _FILTER_KEYS.items()}
+    return Filters(start=start if start != lo else None, end=end if end != hi else None, **kwargs)
+
+
+def view_filters(cohort: Cohort) -> Filters:
+    """Global filters in the sidebar, kept in the URL so a pasted link reproduces the view.
+
+    The choice lives under a key no widget owns (Streamlit forgets a widget's value on pages that do not draw
+    it, e.g. the Data page); the widgets are refilled from it on every run.
+    """
+    options = filter_options(cohort)
+    lo, hi = cohort.patients["index_date"].min().date(), cohort.patients["index_date"].max().date()
+    stored: Filters | None = st.session_state.get(Key.FILTERS_READ)
+    if not isinstance(stored, Filters):
+        allowed = {k: set(v) for k, v in options.items()}
+        stored = Filters.from_query(st.query_params.to_dict(), allowed=allowed)
+    if Key.F_DATES not in st.session_state:
+        st.session_state[Key.F_DATES] = (max(stored.start or lo, lo), min(stored.end or hi, hi))
+    for name, key in _FILTER_KEYS.items():
+        if key not in st.session_state:
+            st.session_state[key] = [v for v in getattr(stored, name) if v in options[name]]
+    with st.sidebar:
+        st.subheader("View")
+        st.date_input("First ketamine session between", min_value=lo, max_value=hi, key=Key.F_DATES,
+                      help="Patients whose treatment started in this range.")
+        labels = {"site": "Site", "program": "Program", "substance": "Primary substance",
+                  "route": "Route (first ketamine session)", "clinician": "Clinician"}
+        for name, key in _FILTER_KEYS.items():
+            if options[name]:
+                st.multiselect(labels[name], options=options[name], key=key, placeholder="All")
+    filters = _filters_from_widgets(lo, hi)
+    st.session_state[Key.FILTERS_READ] = filters
+    query = filters.to_query()
+    if st.query_params.to_dict() != query:
+        st.query_params.from_dict(query)
+    return filters
+
+
+def view_cohort() -> tuple[Cohort, Filters]:
+    """The cohort under the current settings and view filters (for every analysis page)."""
+    cohort = cohort_or_stop()
+    filters = view_filters(cohort)
+    filtered = apply_filters(cohort, filters)
+    if filtered.patients.empty:
+        st.warning("No patients match the view filters. Widen the date range or clear a filter in the sidebar.")
+        st.stop()
+    return filtered, filters

@@ -1,0 +1,37 @@
+"""Patients needing attention: off their expected PHQ-9 course, a missed follow-up, or a safety flag."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analytics import qi
+from analytics.attention import expected_phq9
+from analytics.errors import OutcomesError
+from analytics.safe_export import to_safe_csv
+from pages._shared import show_notes, sidebar_settings, view_cohort
+
+sidebar_settings()
+cohort, filters = view_cohort()
+st.header("Patients needing attention")
+st.write("For the clinical team's own follow-up: patients whose latest PHQ-9 is well above where the model "
+         "expects them, who missed a follow-up that fell due recently, or who had a safety flag in a recent "
+         "session. Patients are listed by their clinic patient number only.")
+margin = st.slider("Flag a PHQ-9 this many points above expected", 3, 10, 5, key="att_margin",
+                   help="5 points is the minimal clinically important change of the PHQ-9 (Löwe 2004).")
+try:
+    with st.spinner("Comparing each patient with the expected course…"):
+        expected, note = expected_phq9(cohort)
+        attention = qi.patients_needing_attention(cohort, expected=expected, phq9_margin=margin)
+except OutcomesError as err:
+    st.warning(str(err))
+    st.stop()
+
+table = attention.by_patient
+st.metric("Patients flagged", f"{len(table):,}")
+counts = attention.table.groupby("reason")["patient_id"].nunique().rename("patients").reset_index()
+st.dataframe(counts, hide_index=True)
+st.dataframe(table, hide_index=True, width="stretch", height=420)
+st.download_button("Download the list (CSV) for the clinic's follow-up", data=to_safe_csv(table),
+                   file_name="kap-outcomes-attention.csv", mime="text/csv")
+st.caption(note)
+show_notes(attention.notes)

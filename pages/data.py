@@ -1,0 +1,132 @@
+"""Data page: upload the exports (or use the sample) and read the data-quality report."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from analytics.errors import OutcomesError
+from analytics.safe_export import to_safe_csv
+from pages._mapping import mapping_step
+from pages._shared import Key, exports, set_exports, sidebar_settings
+from schemas.presets import Preset, available_presets, combine_presets, loads_mapping
+from schemas.validate import load_exports
+
+sidebar_settings()
+st.header("Data")
+st.write("Upload the clinic's exports. Each row is checked against the data contract; rows with a problem are "
+         "set aside with the line, column, value and what to fix. Nothing is silently dropped or changed, and "
+         "columns that look like direct identifiers (names, emails, phone numbers, dates of birth, MRNs) are "
+         "dropped on reading and never stored.")
+
+with st.form("upload"):
+    c1, c2, c3 = st.columns(3)
+    sessions = c1.file_uploader("sessions.csv (required)", type=["csv", "txt", "tsv"], key="up_sessions")
+    followups = c2.file_uploader("followups.csv (required)", type=["csv", "txt", "tsv"], key="up_followups")
+    patients = c3.file_uploader("patients.csv (optional)", type=["csv", "txt", "tsv"], key="up_patients")
+    presets = available_presets()
+    p1, p2, p3 = st.columns(3)
+    preset = p1.selectbox("Export layout (preset)", options=list(presets), format_func=lambda k: f"{k}: {presets[k]}")
+    saved = p3.file_uploader("Saved column mapping (.toml, optional)", type=["toml"], key="up_mapping",
+                             help="A mapping saved from the mapping step below; it replaces the preset.")
+    dates = p2.radio("Date format in the files", options=["iso", "dayfirst", "monthfirst"], horizontal=True,
+                     format_func={"iso": "2026-11-25 (ISO)", "dayfirst": "25/11/2026 (day first)",
+                                  "monthfirst": "11/25/2026 (month first)"}.get,
+                     help="Ambiguous dates are never guessed: choose how your system writes them.")
+    submitted = st.form_submit_button("Check and load", type="primary")
+
+
+def _load(layout: str | Preset) -> None:
+    names = {k: f.name for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
+    with st.spinner("Checking every row…"):
+        try:
+            data = load_exports(sessions.getvalue(), followups.getvalue(),  # type: ignore[union-attr]
+                                patients.getvalue() if patients is not None else None,
+                                preset=layout, dates=dates, names=names)
+        except OutcomesError as err:
+            st.error(f"{err} If your columns match no preset, map them below.")
+            return
+    set_exports(data, "upload")
+    st.session_state["just_loaded"] = True
+    st.rerun()  # redraw from the top so the sample-data banner goes away
+
+
+try:
+    layout = loads_mapping(saved.getvalue().decode("utf-8", "replace"), source=saved.name) if saved else preset
+except OutcomesError as err:
+    st.error(str(err))
+    layout = preset
+if submitted:
+    if sessions is None or followups is None:
+        st.error("Choose both sessions.csv and followups.csv; patients.csv is optional.")
+    else:
+        _load(layout)
+
+uploads = {k: f for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
+if uploads:
+    with st.expander("Map columns (when no preset matches your export)"):
+        kinds = st.multiselect("Map the columns of", list(uploads), key="map_kinds")
+        overrides = {}
+        for kind in kinds:
+            with st.container(border=True):
+                mapped = mapping_step(kind, uploads[kind].getvalue(), uploads[kind].name, base=layout, dates=dates)
+            if mapped is not None:
+                overrides[kind] = mapped
+        if kinds and len(overrides) == len(kinds):
+            combined = combine_presets(layout, overrides, name="clinic-mapping")
+            st.download_button("Download the mapping for all files (TOML)", data=combined.to_toml(),
+                               file_name="kap-outcomes-mapping.toml", mime="application/toml", key="dl_all_mapping")
+            if st.button("Check and load with this mapping", type="primary", key="load_mapped",
+                         disabled=sessions is None or followups is None):
+                _load(combined)
+
+if st.button("Use the sample clinic instead", disabled=st.session_state.get(Key.SOURCE) == "sample"):
+    from pages._shared import load_sample
+
+    sample = load_sample()
+    if sample is not None:
+        set_exports(sample, "sample")
+        st.rerun()
+
+data = exports()
+if data is None:
+    st.info("No data loaded yet: upload sessions.csv and followups.csv above.")
+    st.stop()
+
+source = st.session_state.get(Key.SOURCE)
+if st.session_state.pop("just_loaded", False):
+    st.success("Loaded. Every page now shows these exports.")
+st.subheader("Data-quality report" + (" (sample clinic)" if source == "sample" else ""))
+cols = st.columns(len(data.files) + 1)
+for col, (kind, report) in zip(cols, data.files.items()):
+    col.metric(f"{kind}.csv rows read", f"{report.rows:,}")
+    col.write(f"**{report.accepted:,}** accepted · **{report.quarantined:,}** set aside")
+    if report.dropped_columns:
+        col.caption("Identifier columns dropped: " + ", ".join(report.dropped_columns))
+    if report.long_format:
+        col.caption(f"One row per questionnaire: {report.output_rows:,} follow-ups from {report.accepted:,} "
+                    f"accepted rows ({report.merged:,} merged into a follow-up of the same patient and day)")
+    if report.extra_columns:
+        col.caption("Kept for display, not analysed: " + ", ".join(report.extra_columns))
+cols[-1].metric("Patients with accepted sessions", f"{data.n_patients:,}")
+for note in data.notes:
+    st.caption(note)
+
+if len(data.issues):
+    st.markdown(f"**{len(data.issues):,} problems** in {data.issues['file'].nunique()} file(s). "
+                "Send this list to whoever can fix the export at the source.")
+    summary = (data.issues.groupby(["file", "column"]).size().rename("problems").reset_index()
+               .sort_values("problems", ascending=False))
+    st.dataframe(summary, hide_index=True, width="stretch")
+    st.dataframe(data.issues, hide_index=True, width="stretch", height=320,
+                 column_config={"line": st.column_config.NumberColumn("line", format="%d")})
+    st.download_button("Download the issue list (CSV)", data=to_safe_csv(data.issues),
+                       file_name="kap-outcomes-issues.csv", mime="text/csv")
+else:
+    st.success("Every row was accepted.")
+
+with st.expander("Preview of accepted rows"):
+    tab_s, tab_f, tab_p = st.tabs(["sessions", "followups", "patients"])
+    tab_s.dataframe(data.sessions.head(50), hide_index=True)
+    tab_f.dataframe(data.followups.head(50), hide_index=True)
+    tab_p.dataframe(pd.DataFrame(data.patients).head(50), hide_index=True)

@@ -1,0 +1,105 @@
+"""Overview (landing page): KPI tiles with period-over-period change, patient flow, control charts, funnels."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analytics import formatting as fmt
+from analytics import qi
+from analytics.errors import OutcomesError
+from analytics.plots import qi as qplots
+from analytics.privacy import mask_text, rate_is_safe
+from pages._shared import exports, show_notes, sidebar_settings, view_cohort
+
+sidebar_settings()
+cohort, filters = view_cohort()
+st.header("Overview")
+st.caption(filters.describe() + ". " + cohort.settings.describe())
+
+(a_start, a_end), (b_start, b_end) = qi.default_periods(cohort)
+with st.expander(f"Periods compared: {a_start:%d %b %Y}–{a_end:%d %b %Y} vs {b_start:%d %b %Y}–{b_end:%d %b %Y}"):
+    c1, c2 = st.columns(2)
+    pa = c1.date_input("Earlier period", value=(a_start, a_end), key="ov_period_a")
+    pb = c2.date_input("Later period", value=(b_start, b_end), key="ov_period_b")
+    if len(pa) == 2 and len(pb) == 2:
+        (a_start, a_end), (b_start, b_end) = pa, pb
+
+try:
+    table = qi.kpis(cohort, period_a=(a_start, a_end), period_b=(b_start, b_end))
+except OutcomesError as err:
+    st.warning(str(err))
+    st.stop()
+
+shown = cohort.settings.suppress
+
+
+def _value(row) -> str:
+    if row["scale"] == "count":
+        return mask_text(row["estimate"], enabled=shown)
+    if shown and not rate_is_safe(row["numerator"], row["denominator"], complement=row["scale"] == "proportion"):
+        return "suppressed (<11)"
+    if row["scale"] == "per_100_sessions":
+        return f"{fmt.num(row['estimate'], 1)} per 100"
+    return fmt.pct(row["estimate"])
+
+
+later = table.table[table.table["period"] == "b"].set_index("kpi")
+earlier = table.table[table.table["period"] == "a"].set_index("kpi")
+changes = table.changes.set_index("kpi")
+cols = st.columns(4)
+for i, kpi in enumerate(later.index):
+    row, before = later.loc[kpi], earlier.loc[kpi]
+    change = changes.loc[kpi]
+    delta = None
+    if _value(row) not in ("suppressed (<11)", "<11") and _value(before) not in ("suppressed (<11)", "<11"):
+        delta = (fmt.num(change["change"], 0) if row["scale"] == "count" else
+                 f"{fmt.num(change['change'], 1)} per 100" if row["scale"] == "per_100_sessions" else
+                 f"{100 * change['change']:+.0f} points")
+    with cols[i % 4]:
+        st.metric(row["label"], _value(row), delta=delta, delta_color="off" if kpi == "ae_rate" else "normal",
+                  help=row["definition"])
+        if row["scale"] != "count":
+            st.caption(f"{mask_text(row['numerator'], enabled=shown)} of {mask_text(row['denominator'], enabled=shown)}"
+                       f" · before: {_value(before)}")
+st.caption("Each tile: the later period, its change from the earlier period, and its numerator and denominator. "
+           "Whether a change is signal or noise: see the control charts below.")
+show_notes(table.notes)
+
+st.subheader("Patient flow")
+data = exports()
+try:
+    flow = qi.patient_flow(cohort, uploaded_rows=sum(r.rows for r in data.files.values()) if data else None,
+                           quarantined=data.issues if data is not None else None)
+    st.plotly_chart(qplots.flow_diagram(flow), width="stretch")
+    losses = flow.losses.assign(n=[mask_text(n, enabled=shown) for n in flow.losses["n"]])
+    st.dataframe(losses, hide_index=True)
+except OutcomesError as err:
+    st.warning(str(err))
+
+st.subheader("Signal or noise? Monthly control chart")
+labels = {k: qi.kpi_label(k) for k in qi.SPC_KPIS}
+kpi = st.selectbox("Rate", options=list(labels), format_func=labels.get, key="ov_spc_kpi")
+try:
+    chart = qi.control_chart(cohort, kpi=kpi)
+    st.plotly_chart(qplots.control_chart(chart), width="stretch")
+    st.caption("3-sigma limits around the centre line. Flagged points break a run rule (outside the limits, 8 in a "
+               "row on one side, 6 rising or falling): look for a cause. Points inside the limits are ordinary "
+               "variation: do not react to them.")
+    show_notes(chart.notes)
+except OutcomesError as err:
+    st.warning(str(err))
+
+st.subheader("Funnel plots: clinicians and sites")
+f1, f2 = st.columns(2)
+unit = f1.radio("Compare", options=["clinician", "site"], horizontal=True, key="ov_funnel_unit")
+fkpi = f2.selectbox("Rate", options=list(qi.PATIENT_KPIS), format_func=labels.get, key="ov_funnel_kpi")
+try:
+    result = qi.funnel(cohort, unit=unit, kpi=fkpi)
+    st.plotly_chart(qplots.funnel_plot(result), width="stretch")
+    st.caption("Each point is one unit; the funnel is where units would fall by chance alone (95% dashed, 99.8% "
+               "solid), wider for smaller units. Use it instead of a ranking table: only points outside the "
+               "funnel deserve a closer look.")
+    show_notes(result.notes)
+except OutcomesError as err:
+    st.warning(str(err))
+

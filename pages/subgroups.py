@@ -1,0 +1,57 @@
+"""Who benefits: the program comparison within subgroups (exploratory)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from analytics import formatting as fmt
+from analytics.errors import OutcomesError
+from analytics.plots.subgroups import subgroup_forest
+from analytics.privacy import mask_text
+from analytics.subgroups import CAUTION, LABELS, who_benefits
+from pages._shared import show_notes, sidebar_settings, view_cohort
+
+sidebar_settings()
+cohort, filters = view_cohort()
+st.header("Who benefits?")
+st.write("Does adding therapy to ketamine go with better outcomes for some patients more than others? Each row "
+         "compares the two programs **within** one subgroup; the interaction p-value asks whether the "
+         "difference between programs varies across that variable's subgroups.")
+st.warning(CAUTION, icon="⚠️")
+
+programs = sorted(cohort.patients["program"].dropna().astype(str).unique())
+if len(programs) < 2:
+    st.info("This page needs two programs to compare; the data has "
+            f"{len(programs)}. Add a 'program' column to patients.csv.")
+    st.stop()
+c1, c2 = st.columns(2)
+treated = c1.selectbox("Program", options=programs,
+                       index=programs.index("ketamine + therapy") if "ketamine + therapy" in programs else 0,
+                       key="sg_treated")
+control = c2.selectbox("compared with", options=[p for p in programs if p != treated], key="sg_control")
+key = ("who_benefits", cohort.settings, filters, treated, control)
+if st.session_state.get("sg_key") != key:
+    try:
+        with st.spinner("Fitting a Cox model and a mixed model in every subgroup…"):
+            st.session_state["sg_result"] = who_benefits(cohort, treated=treated, control=control)
+            st.session_state["sg_key"] = key
+    except OutcomesError as err:
+        st.warning(str(err))
+        st.stop()
+result = st.session_state["sg_result"]
+min_cell = cohort.settings.min_cell if cohort.settings.suppress else None
+
+tab1, tab2, tab3 = st.tabs(["Return to use", "PHQ-9 change", "Table"])
+tab1.plotly_chart(subgroup_forest(result, outcome="relapse_hr", min_cell=min_cell), width="stretch")
+tab2.plotly_chart(subgroup_forest(result, outcome="phq9_slope_difference", min_cell=min_cell), width="stretch")
+t = result.table
+shown = cohort.settings.suppress
+tab3.dataframe(pd.DataFrame({
+    "outcome": t["outcome"].map({"relapse_hr": "return to use (HR)", "phq9_slope_difference": "PHQ-9 slope diff."}),
+    "subgroup": [f"{LABELS.get(v, v)}: {lv}" for v, lv in zip(t["variable"], t["level"])],
+    f"n {result.treated}": [mask_text(n, enabled=shown) for n in t["n_treated"]],
+    f"n {result.control}": [mask_text(n, enabled=shown) for n in t["n_control"]],
+    "estimate (95% CI)": [fmt.ci(e, lo, hi, 3) for e, lo, hi in zip(t["estimate"], t["ci_low"], t["ci_high"])],
+    "interaction p": [fmt.p_value(p) for p in t["interaction_p"]]}), hide_index=True, width="stretch")
+show_notes(result.notes)

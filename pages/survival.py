@@ -1,0 +1,103 @@
+"""Survival page: time to return to use, by group, with hazard ratios and a PH check."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analytics import formatting as fmt
+from analytics import survival
+from analytics.errors import OutcomesError
+from analytics.plots.survival import forest_figure, km_figure
+from analytics.privacy import mask_text
+from pages._shared import show_notes, sidebar_settings, view_cohort
+
+GROUP_LABELS = {None: "No grouping (all patients)", "program": "Program", "primary_substance": "Primary substance",
+                "index_route": "Route (first ketamine session)", "site": "Site",
+                "baseline_band": "Baseline depression band (PHQ-9)", "sex": "Sex", "age_band": "Age band"}
+ADJUST_LABELS = {"age": "Age", "sex": "Sex", "primary_substance": "Primary substance", "baseline_phq9": "Baseline PHQ-9"}
+
+sidebar_settings()
+cohort, filters = view_cohort()
+st.header("Time to return to use")
+st.write("How long patients stay without returning to use after their first ketamine session "
+         "(Kaplan–Meier), and whether that differs between groups.")
+
+c1, c2, c3 = st.columns([1, 1, 2])
+by = c1.selectbox("Compare by", options=[g for g in GROUP_LABELS if g is None or g in survival.GROUPING_COLUMNS],
+                  format_func=GROUP_LABELS.get, index=1, key="surv_by")
+try:
+    curves = survival.relapse_curves(cohort, by=by)
+except OutcomesError as err:
+    st.warning(str(err))
+    st.stop()
+
+st.plotly_chart(km_figure(curves), width="stretch")
+st.caption("Each step down is a return to use; ticks are patients censored (still without return to use at their "
+           "last assessment). Shaded bands are 95% confidence intervals; the numbers under the chart are the "
+           "patients still at risk.")
+
+shown = cohort.settings.suppress
+medians = curves.medians.assign(
+    n=[mask_text(n, enabled=shown) for n in curves.medians["n"]],
+    n_event=[mask_text(n, enabled=shown) for n in curves.medians["n_event"]],
+    median=[fmt.ci(m, lo, hi, 0) for m, lo, hi in zip(curves.medians["estimate"], curves.medians["ci_low"],
+                                                      curves.medians["ci_high"])])
+milestones = curves.milestones.assign(
+    without_return=[fmt.pct_ci(e, lo, hi) for e, lo, hi in zip(curves.milestones["estimate"],
+                                                               curves.milestones["ci_low"],
+                                                               curves.milestones["ci_high"])])
+m1, m2 = st.columns(2)
+m1.markdown("**Median days to return to use (95% CI)**")
+m1.dataframe(medians[["group", "n", "n_event", "median"]].rename(
+    columns={"n": "patients", "n_event": "returned to use", "median": "median days"}), hide_index=True)
+m2.markdown("**Still without return to use at day 30 / 90 / 180 / 365**")
+m2.dataframe(milestones.pivot(index="group", columns="day", values="without_return").rename(columns=lambda d: f"day {d:g}"))
+
+if by is not None:
+    st.subheader("Comparing groups")
+    levels = curves.groups
+    sizes = dict(zip(curves.medians["group"], curves.medians["n"]))
+    largest = max(levels, key=lambda g: sizes.get(g, 0))
+    reference = c2.selectbox("Reference group", options=levels, index=levels.index(largest), key="surv_ref",
+                             help="Hazard ratios compare each group with this one.")
+    adjust = c3.multiselect("Adjust for", options=[a for a in ADJUST_LABELS if a != by],
+                            format_func=ADJUST_LABELS.get, key="surv_adjust")
+    try:
+        comp = survival.compare_groups(cohort, by=by, reference=reference, adjust=tuple(adjust))
+    except OutcomesError as err:
+        st.warning(str(err))
+    else:
+        lr = comp.logrank
+        st.markdown(f"**Log-rank test:** χ² = {fmt.num(lr.chisq)} on {lr.df} df, {fmt.p_value(lr.p)}. "
+                    f"**Proportional hazards:** {comp.ph_verdict}")
+        if comp.hazard_ratios is not None:
+            f1, f2 = st.columns([3, 2])
+            f1.plotly_chart(forest_figure(comp), width="stretch")
+            hr = comp.hazard_ratios.assign(
+                hazard_ratio=[fmt.ci(e, lo, hi) for e, lo, hi in zip(comp.hazard_ratios["estimate"],
+                                                                     comp.hazard_ratios["ci_low"],
+                                                                     comp.hazard_ratios["ci_high"])],
+                p_value=[fmt.p_value(p) for p in comp.hazard_ratios["p"]])
+            f2.dataframe(hr[["term", "level", "hazard_ratio", "p_value"]], hide_index=True)
+            f2.caption("A hazard ratio below 1 means a lower rate of return to use than the reference group. "
+                       "This is an observational comparison: groups may differ in ways the model does not adjust "
+                       "for, so it shows association, not the effect of the program.")
+        if comp.ph_holds is False or comp.hazard_ratios is None:
+            st.markdown(f"**Restricted mean time without return to use, up to day {fmt.num(comp.horizon_days, 0)}** "
+                        "(used instead of one hazard ratio when hazards are not proportional)")
+            rm = comp.rmst_difference.assign(
+                difference_days=[fmt.ci(e, lo, hi, 1) for e, lo, hi in zip(
+                    comp.rmst_difference["estimate"], comp.rmst_difference["ci_low"],
+                    comp.rmst_difference["ci_high"])])
+            st.dataframe(rm[["group", "difference_days"]], hide_index=True)
+            md = comp.milestone_difference.assign(
+                difference=[fmt.pct_ci(e, lo, hi, 1) for e, lo, hi in zip(
+                    comp.milestone_difference["estimate"], comp.milestone_difference["ci_low"],
+                    comp.milestone_difference["ci_high"])])
+            st.dataframe(md.pivot(index="group", columns="day", values="difference"))
+        show_notes(comp.notes)
+
+with st.expander("Methods and exclusions", expanded=False):
+    show_notes(curves.notes)
+    for reason, n in cohort.exclusions.items():
+        st.caption(f"Excluded: {reason}: {n:,}")

@@ -1,0 +1,102 @@
+"""Trajectories page: does depression (and craving, anxiety, abstinence) improve, for whom, and does it last?"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from analytics import formatting as fmt
+from analytics import trajectories as tr
+from analytics.errors import OutcomesError
+from analytics.plots import trajectories as tplots
+from analytics.privacy import mask_text
+from pages._shared import show_notes, sidebar_settings, view_cohort
+
+GROUPS = {None: "No grouping", "program": "Program", "primary_substance": "Primary substance",
+          "index_route": "Route (first ketamine session)", "site": "Site", "baseline_band": "Baseline depression band"}
+
+sidebar_settings()
+cohort, filters = view_cohort()
+st.header("Symptom trajectories")
+st.write("The average course of each measure over the weeks after the first ketamine session, from a linear mixed "
+         "model (each patient has their own start and slope), with a sample of individual patients behind it.")
+
+c1, c2, c3 = st.columns(3)
+measure = c1.selectbox("Measure", options=list(tr.MEASURE_NAMES), format_func=tr.AXIS_TITLES.get, key="traj_measure")
+by = c2.selectbox("Compare by", options=list(GROUPS), format_func=GROUPS.get, index=1, key="traj_by")
+shape = c3.selectbox("Time shape", options=["linear", "piecewise", "spline"], key="traj_shape",
+                     format_func={"linear": "straight line", "piecewise": "bend at week 4",
+                                  "spline": "natural spline"}.get)
+try:
+    with st.spinner("Fitting the mixed model…"):
+        fit = tr.fit_trajectory(cohort, measure=measure, by=by, time=shape)
+        pred = tr.predicted_means(fit)
+        lines = tr.patient_lines(cohort, measure=measure, by=by)
+except OutcomesError as err:
+    st.warning(str(err))
+    st.stop()
+
+st.plotly_chart(tplots.mean_trajectory(pred, lines=lines), width="stretch")
+r = fit.random
+st.markdown(
+    f"**Model:** `{fit.formula}` by {fit.method}; {mask_text(fit.n_patients, enabled=cohort.settings.suppress)} "
+    f"patients, {fit.n_obs:,} scores; {'converged' if fit.converged else '**did not converge**'}"
+    f"{'; boundary fit' if fit.singular else ''}. Between-patient SD of the starting level "
+    f"{fmt.num(r.get('sd_intercept'))}, of the weekly slope {fmt.num(r.get('sd_slope'), 3)}, residual SD "
+    f"{fmt.num(r.get('sd_residual'))}.")
+fixed = fit.fixed.assign(estimate_ci=[fmt.ci(e, lo, hi, 3) for e, lo, hi in
+                                      zip(fit.fixed["estimate"], fit.fixed["ci_low"], fit.fixed["ci_high"])],
+                         p_value=[fmt.p_value(p) for p in fit.fixed["p"]])
+st.dataframe(fixed[["term", "estimate_ci", "p_value"]], hide_index=True)
+st.caption("'weeks' is the average change per week; a group × weeks term is how much faster or slower a group "
+           "changes than the reference group. Observational: differences between groups are associations.")
+show_notes(fit.notes)
+if st.checkbox("Compare time shapes (straight line, bend, spline) by likelihood ratio", key="traj_compare"):
+    try:
+        comparison = tr.compare_time_shapes(cohort, measure=measure, by=by)
+        st.dataframe(comparison.table, hide_index=True)
+        st.caption(f"Best by AIC: {comparison.best}. Models fitted by maximum likelihood for the comparison.")
+    except OutcomesError as err:
+        st.warning(str(err))
+
+if measure == "phq9":
+    st.subheader("Response and remission")
+    try:
+        rr = tr.response_remission(cohort, by=by)
+        st.plotly_chart(tplots.response_remission_bars(rr), width="stretch")
+        st.caption(f"Response: PHQ-9 at least 50% below baseline; remission: PHQ-9 below 5. Score nearest each "
+                   f"week within ±{rr.window_days} days; the denominator is patients with a baseline and a score "
+                   "in that window. Bars show Wilson 95% CIs.")
+        show_notes(rr.notes)
+        bands = tr.band_transitions(cohort)
+        st.markdown("**Baseline severity band → latest band (patients)**")
+        st.plotly_chart(tplots.band_transition_heatmap(bands), width="stretch")
+    except OutcomesError as err:
+        st.warning(str(err))
+
+    st.subheader("How long does a response last?")
+    try:
+        dur = tr.response_durability(cohort)
+        st.plotly_chart(tplots.durability_curves(dur), width="stretch")
+        ms = dur.milestones.assign(sustained=[fmt.pct_ci(e, lo, hi) for e, lo, hi in
+                                              zip(dur.milestones["estimate"], dur.milestones["ci_low"],
+                                                  dur.milestones["ci_high"])])
+        st.dataframe(ms[["group", "weeks", "sustained"]], hide_index=True)
+        if dur.maintenance_hr:
+            h = dur.maintenance_hr
+            st.markdown(f"Hazard of losing response after a maintenance ketamine session vs before: "
+                        f"{fmt.ci(h['hr'], h['ci_low'], h['ci_high'])}, {fmt.p_value(h['p'])}.")
+        st.caption("For comparison, McInnes 2022 (real-world IV ketamine for depression, not addiction) reported "
+                   "about 80% still in response at 4 weeks and 60% at 8 weeks without maintenance.")
+        show_notes(dur.notes)
+    except OutcomesError as err:
+        st.warning(str(err))
+
+st.subheader("Abstinence over time (population average)")
+try:
+    gee = tr.abstinence_gee(cohort, by=by)
+    st.plotly_chart(tplots.abstinence_over_time(gee), width="stretch")
+    st.caption(f"Share of assessment windows fully abstinent, GEE (binomial, exchangeable working correlation "
+               f"{fmt.num(gee.working_correlation)}), {gee.n_obs:,} windows; robust 95% CIs.")
+    show_notes(gee.notes)
+except OutcomesError as err:
+    st.warning(str(err))

@@ -1,0 +1,114 @@
+# Frozen lme4 / geepack reference numbers for tests/test_trajectories_golden.py.
+# Run from the repository root:  Rscript tests/reference/trajectories/make_reference.R
+# Writes the input data sets (CSV) and reference.json beside this script.
+suppressPackageStartupMessages({
+  library(lme4); library(nlme); library(splines); library(geepack); library(jsonlite)
+})
+out_dir <- "tests/reference/trajectories"
+
+fit_summary <- function(m) {
+  vc <- as.data.frame(VarCorr(m))
+  fe <- fixef(m); se <- sqrt(diag(as.matrix(vcov(m))))
+  re <- vc[vc$grp != "Residual", ]
+  sds <- re[is.na(re$var2), "sdcor"]; names(sds) <- re[is.na(re$var2), "var1"]
+  corr <- re[!is.na(re$var2), "sdcor"]
+  list(
+    fixed = setNames(as.list(unname(fe)), names(fe)),
+    se = setNames(as.list(unname(se)), names(fe)),
+    sd_intercept = unname(sds[1]),
+    sd_slope = if (length(sds) > 1) unname(sds[2]) else NULL,
+    corr = if (length(corr)) corr else NULL,
+    sd_residual = sigma(m),
+    theta = unname(getME(m, "theta")),
+    loglik = as.numeric(logLik(m)), aic = AIC(m), bic = BIC(m),
+    deviance_criterion = unname(if (isREML(m)) getME(m, "devcomp")$cmp["REML"] else deviance(m)),
+    reml = isREML(m), singular = isSingular(m),
+    n_obs = nobs(m), n_groups = unname(ngrps(m)[1])
+  )
+}
+ctrl <- lmerControl(optimizer = "bobyqa", optCtrl = list(rhobeg = 2e-3, rhoend = 1e-12, maxfun = 1e5),
+                    check.conv.singular = "ignore")
+ref <- list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),
+            geepack = as.character(packageVersion("geepack")))
+
+# 1. sleepstudy (Belenky et al. 2003), the lme4 textbook example.
+data(sleepstudy, package = "lme4")
+write.csv(sleepstudy, file.path(out_dir, "sleepstudy.csv"), row.names = FALSE)
+ref$sleepstudy_reml <- fit_summary(lmer(Reaction ~ Days + (Days | Subject), sleepstudy, control = ctrl))
+ref$sleepstudy_ml <- fit_summary(lmer(Reaction ~ Days + (Days | Subject), sleepstudy, REML = FALSE, control = ctrl))
+ref$sleepstudy_intercept <- fit_summary(lmer(Reaction ~ Days + (1 | Subject), sleepstudy, control = ctrl))
+
+# 2. Orthodont (Potthoff & Roy 1964): sex × age interaction, unbalanced group sizes (16 boys, 11 girls).
+data(Orthodont, package = "nlme")
+orth <- data.frame(distance = Orthodont$distance, age = Orthodont$age,
+                   Subject = as.character(Orthodont$Subject), Sex = as.character(Orthodont$Sex))
+write.csv(orth, file.path(out_dir, "orthodont.csv"), row.names = FALSE)
+orth$Sex <- relevel(factor(orth$Sex), ref = "Male")
+ref$orthodont_reml <- fit_summary(lmer(distance ~ age * Sex + (age | Subject), orth, control = ctrl))
+
+# 3. Simulated clinic: unbalanced visits, two programs, program × weeks, a baseline covariate, a bend at 4 weeks.
+set.seed(20261125)
+n_pat <- 400
+pat <- data.frame(id = sprintf("p%03d", 1:n_pat),
+                  program = sample(c("ketamine only", "ketamine + therapy"), n_pat, replace = TRUE, prob = c(.6, .4)),
+                  age = round(runif(n_pat, 20, 70)))
+rows <- list()
+for (i in 1:n_pat) {
+  k <- sample(1:9, 1)
+  w <- sort(c(0, runif(k - 1, 0.3, 30)))
+  b0 <- rnorm(1, 0, 4); b1 <- rnorm(1, 0, 0.15)
+  ther <- pat$program[i] == "ketamine + therapy"
+  mu <- 17 + b0 - 1.5 * pmin(w, 4) - 0.1 * pmax(w - 4, 0) + (b1 - ifelse(ther, 0.08, 0)) * w +
+        0.04 * (pat$age[i] - 45)
+  rows[[i]] <- data.frame(id = pat$id[i], weeks = w, y = mu + rnorm(k, 0, 2.5),
+                          program = pat$program[i], age = pat$age[i])
+}
+sim <- do.call(rbind, rows)
+sim$y <- round(sim$y, 4)
+write.csv(sim, file.path(out_dir, "simulated.csv"), row.names = FALSE)
+sim$program <- relevel(factor(sim$program), ref = "ketamine only")
+sim$age_c <- sim$age - mean(pat$age[pat$id %in% sim$id])
+ref$simulated_group_reml <- fit_summary(lmer(y ~ weeks * program + age_c + (weeks | id), sim, control = ctrl))
+ref$simulated_linear_ml <- fit_summary(lmer(y ~ weeks + (weeks | id), sim, REML = FALSE, control = ctrl))
+sim$after4 <- pmax(sim$weeks - 4, 0)
+m_pw <- lmer(y ~ weeks + after4 + (weeks | id), sim, REML = FALSE, control = ctrl)
+ref$simulated_piecewise_ml <- fit_summary(m_pw)
+grid <- data.frame(weeks = c(0, 2, 4, 8, 12, 20, 26)); grid$after4 <- pmax(grid$weeks - 4, 0)
+ref$prediction_weeks <- grid$weeks
+ref$simulated_piecewise_ml$predicted <- unname(predict(m_pw, newdata = grid, re.form = NA))
+ref$simulated_piecewise_reml <- fit_summary(lmer(y ~ weeks + after4 + (weeks | id), sim, control = ctrl))
+kn <- quantile(sim$weeks, c(1/3, 2/3)); bk <- range(sim$weeks)
+ref$spline_knots <- list(interior = unname(kn), boundary = bk)
+m_ns <- lmer(y ~ ns(weeks, knots = kn, Boundary.knots = bk) + (weeks | id), sim, REML = FALSE, control = ctrl)
+ref$simulated_spline_ml <- fit_summary(m_ns)
+ref$simulated_spline_ml$predicted <- unname(predict(m_ns, newdata = grid, re.form = NA))
+# standard errors of the predicted means (x' V x), for the confidence band
+Xg <- model.matrix(~ ns(weeks, knots = kn, Boundary.knots = bk), grid)
+ref$simulated_spline_ml$predicted_se <- unname(sqrt(diag(Xg %*% as.matrix(vcov(m_ns)) %*% t(Xg))))
+
+# 4. A singular fit: no true slope variance, few patients; lme4 flags it, we fall back to (1 | id).
+set.seed(7)
+sing <- do.call(rbind, lapply(1:15, function(i) {
+  w <- c(0, 2, 4, 8); data.frame(id = sprintf("s%02d", i), weeks = w, y = round(15 + rnorm(1, 0, 2) - 0.5 * w + rnorm(4, 0, 3), 3))
+}))
+write.csv(sing, file.path(out_dir, "singular.csv"), row.names = FALSE)
+ref$singular_slope <- fit_summary(lmer(y ~ weeks + (weeks | id), sing, control = ctrl))
+ref$singular_intercept <- fit_summary(lmer(y ~ weeks + (1 | id), sing, control = ctrl))
+
+# 5. GEE: repeated binary abstinence, exchangeable working correlation (geepack, robust SEs).
+set.seed(11)
+gee_rows <- do.call(rbind, lapply(1:300, function(i) {
+  grp <- if (i <= 150) "a" else "b"; u <- rnorm(1, 0, 1); w <- c(4, 8, 12, 26)[1:sample(2:4, 1)]
+  eta <- -0.2 + 0.05 * w + 0.5 * (grp == "b") + u
+  data.frame(id = i, weeks = w, group = grp, abstinent = rbinom(length(w), 1, plogis(eta)))
+}))
+write.csv(gee_rows, file.path(out_dir, "gee.csv"), row.names = FALSE)
+g <- geeglm(abstinent ~ weeks + group, id = id, data = gee_rows, family = binomial, corstr = "exchangeable")
+sg <- summary(g)$coefficients
+ref$gee <- list(estimate = setNames(as.list(sg[, "Estimate"]), rownames(sg)),
+                se = setNames(as.list(sg[, "Std.err"]), rownames(sg)),
+                alpha = unname(g$geese$alpha))
+
+writeLines(toJSON(ref, auto_unbox = TRUE, digits = I(15), pretty = TRUE, null = "null"),
+           file.path(out_dir, "reference.json"))
+cat("wrote", file.path(out_dir, "reference.json"), "\n")

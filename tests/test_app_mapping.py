@@ -1,0 +1,109 @@
+"""AppTest of the mapping step (pages/_mapping.py) as the Data page uses it."""
+
+from __future__ import annotations
+
+import tomllib
+
+from streamlit.testing.v1 import AppTest
+
+WIDE = (b"Client ID,Visit Date,Appointment Date,Appointment Type,Route of Admin,PHQ-9 Total Score,MRN,Notes\n"
+        b"C1,2025-01-01,2025-01-02,ketamine,iv,20,M1,first\nC1,2025-01-03,2025-01-03,psychotherapy,,,M1,\n"
+        b"C2,2025-01-04,2025-01-04,ketamine,im,31,M2,\n")
+LONG = (b"identifiers,subjectId,effectiveDate,code,valueInt,valueFloat,valueString\n"
+        b"o1,001,2025-02-01T10:00:00Z,44261-6,12,,\no2,001,2025-02-01,70274-6,8,,\no3,001,2025-02-01,AUDIT-C,4,,\n"
+        b"o4,002,2025-02-03,phq9,14,,\n")
+
+
+def _script(kind: str, data: bytes, name: str) -> None:
+    import streamlit as st
+
+    from pages._mapping import mapping_step
+
+    preset = mapping_step(kind, data, name)
+    st.session_state["mapping_toml"] = None if preset is None else preset.to_toml()
+
+
+def _app(kind: str, data: bytes) -> AppTest:
+    at = AppTest.from_function(_script, args=(kind, data, f"{kind}.csv"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _select(at: AppTest, label: str):
+    return next(s for s in at.selectbox if s.label.startswith(label))
+
+
+def test_wide_file_flags_the_ambiguous_date_and_completes_once_the_user_chooses():
+    at = _app("sessions", WIDE)
+    assert _select(at, "patient_id").value == "Client ID"
+    assert _select(at, "session_type").value == "Appointment Type"
+    assert _select(at, "session_date").value == "— not in this file —"  # two equally good dates: not chosen
+    assert any("'Visit Date' and 'Appointment Date' fit equally well" in w.value for w in at.warning)
+    assert at.session_state["mapping_toml"] is None
+    assert any("session_date" in i.value for i in at.info)
+
+    _select(at, "session_date").set_value("Visit Date").run()
+    assert not at.exception
+    saved = tomllib.loads(at.session_state["mapping_toml"])
+    assert saved["sessions"]["columns"]["Visit Date"] == "session_date"
+    assert "Appointment Date" not in saved["sessions"]["columns"]  # unmapped: read as an extra column
+    preview = at.dataframe[0].value
+    assert preview["patient_id"].tolist() == ["C1", "C1", "C2"]
+    assert "extra:Notes" in preview.columns and "MRN" not in preview.columns
+    issues = at.dataframe[1].value
+    assert issues[["line", "column", "value"]].values.tolist() == [[4, "phq9", "31"]]
+    assert len(at.get("download_button")) == 1
+
+
+def test_identifier_column_is_used_only_after_the_user_confirms_it():
+    at = _app("sessions", WIDE)
+    _select(at, "session_date").set_value("Visit Date")
+    _select(at, "patient_id").set_value("MRN").run()
+    assert at.session_state["mapping_toml"] is None
+    assert any("'MRN' looks like a direct identifier" in i.value for i in at.info)
+    at.checkbox[0].check().run()
+    saved = tomllib.loads(at.session_state["mapping_toml"])
+    assert saved["sessions"]["keep_identifiers"] == ["MRN"]
+    assert at.dataframe[0].value["patient_id"].tolist() == ["M1", "M1", "M2"]
+
+
+def test_long_file_maps_codes_and_previews_followups_with_unknown_code_set_aside():
+    at = _app("followups", LONG)
+    assert at.radio[0].value == "long"
+    assert _select(at, "Column with the instrument code").value == "code"
+    assert at.multiselect[0].value == ["valueInt", "valueFloat", "valueString"]
+    assert _select(at, "code 44261-6").value == "phq9" and _select(at, "code AUDIT-C").value.startswith("— not used")
+    saved = tomllib.loads(at.session_state["mapping_toml"])
+    assert saved["followups"]["codes"] == {"44261-6": "phq9", "70274-6": "gad7", "phq9": "phq9"}
+    assert saved["followups"]["long"] == {"code": "code", "value": ["valueInt", "valueFloat", "valueString"]}
+    preview = at.dataframe[0].value
+    assert preview[["patient_id", "phq9", "gad7"]].values.tolist()[0] == ["001", 12.0, 8.0]
+    issues = at.dataframe[1].value
+    assert issues[["line", "value"]].values.tolist() == [[4, "AUDIT-C"]]
+
+
+def test_data_page_offers_the_mapping_step_after_an_upload_that_fits_no_preset():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sessions = b"patient_id,session_date,session_type,route\n001,2025-01-01,ketamine,iv\n002,2025-01-02,ketamine,im\n"
+    followups = (b"Client,When,Instrument,Result\n001,2025-02-01,PHQ-9,12\n001,2025-02-01,GAD-7,8\n"
+                 b"001,2025-02-01,PHQ-9,12\n002,2025-02-03,PHQ-9,14\n002,2025-02-03,AUDIT-C,3\n")
+    at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/data.py").run()
+    at.file_uploader(key="up_sessions").set_value(("sessions.csv", sessions, "text/csv"))
+    at.file_uploader(key="up_followups").set_value(("followups.csv", followups, "text/csv"))
+    at.button[0].click().run()
+    assert any("has no 'patient_id' column" in e.value and "map them below" in e.value for e in at.error)
+    at.multiselect(key="map_kinds").set_value(["followups"]).run()
+    _select(at, "assessment_date").set_value("When").run()
+    assert not at.exception
+    next(b for b in at.button if b.key == "load_mapped").click().run()
+    assert not at.exception and at.session_state["source"] == "upload"
+    data = at.session_state["exports"]
+    report = data.files["followups"]
+    assert (report.rows, report.accepted, report.quarantined, report.merged) == (5, 4, 1, 2)
+    assert data.followups["phq9"].tolist() == [12.0, 14.0] and data.followups["gad7"].iloc[0] == 8.0
+    assert data.issues[["line", "value"]].values.tolist() == [[6, "AUDIT-C"]]
