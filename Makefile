@@ -1,16 +1,18 @@
 # Two commands do everything on a fresh machine: `make run` and `make test`.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 VENV := .venv
 PORT ?= 8501
 SAMPLE := sample_data/sessions.csv
 
-.PHONY: setup run test test-fast browser bench sample clean
+.PHONY: setup run test test-fast browser bench sample clean uv-available screenshots
 
-$(UV):
-	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+uv-available:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv \
+		|| python3 -m pip install --quiet --user uv
 
-$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+$(VENV)/.synced: pyproject.toml uv.lock
+	@$(MAKE) --no-print-directory uv-available
 	$(UV) sync --frozen --extra dev
 	touch $@
 
@@ -38,6 +40,9 @@ test-fast: setup
 
 bench: setup
 	$(UV) run --frozen python perf/run_all.py
+
+screenshots: setup
+	$(UV) run --frozen python tests/e2e/screenshots.py
 
 sample: setup
 	$(UV) run --frozen kap-outcomes sample --patients 1500 --seed 20261125 --out sample_data
