@@ -42,6 +42,27 @@ _DATE_HELP = {
 }
 
 
+def _to_float(text: pd.Series) -> pd.Series:
+    """Text → float64 (NaN where missing or not a number); Arrow's cast first, pandas only if a value is bad."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        arr = pa.array(text.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        out = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+        return pd.Series(out, index=text.index, dtype="float64")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
+def _isin(values: pd.Series, members: object) -> pd.Series:
+    """``values.isin(members)`` through an object hash table (pandas' Arrow-string ``isin`` is ~10× slower)."""
+    if isinstance(members, pd.Series):
+        members = members.dropna().to_numpy(dtype=object)
+    lookup = pd.Index(pd.unique(pd.Series(list(members) if isinstance(members, set) else members, dtype=object)))
+    return pd.Series(lookup.get_indexer(values.to_numpy(dtype=object)) >= 0, index=values.index)
+
+
 def _schema_columns(kind: str) -> dict[str, pa.Column]:
     """The pandera columns that check a file (patient columns also check sessions rows that carry them)."""
     cols = dict(SCHEMAS[kind].to_schema().columns)
@@ -142,7 +163,7 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
             typed[col] = parsed
         elif ctype in ("number", "integer"):
             cleaned = text.str.replace(",", ".", regex=False) if ctype == "number" else text
-            parsed = pd.to_numeric(cleaned, errors="coerce").astype("float64")
+            parsed = _to_float(cleaned)
             bad = present & parsed.isna().to_numpy()
             issues.add(raw, bad, col, f"not a number; {_description(kind, col)}")
             if ctype == "integer":
@@ -330,11 +351,12 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
     idx = pd.Series(first_ket.reindex(f_typed["patient_id"].to_numpy()).to_numpy(), index=f_typed.index,
                     dtype="datetime64[ns]")
     no_ket = f_typed["patient_id"].notna() & idx.isna()
-    rejected_ket = set(s_typed.loc[s_typed["session_type"].eq("ketamine").fillna(False), "patient_id"]) - set(
-        first_ket.index)
+    ket_ids = pd.unique(s_typed.loc[s_typed["session_type"].eq("ketamine").fillna(False), "patient_id"]
+                        .to_numpy(dtype=object))
+    rejected_ket = set(ket_ids) - set(first_ket.index.to_numpy(dtype=object))
     reason = pd.Series("has no ketamine session in " + sessions.name + "; check the patient number or add their "
                        "sessions", index=f_typed.index)
-    reason[f_typed["patient_id"].isin(rejected_ket)] = (
+    reason[_isin(f_typed["patient_id"], rejected_ket)] = (
         "this patient's ketamine session rows were set aside (see the " + sessions.name + " issues); fix those first")
     f_issues.add(ff, no_ket.to_numpy(), "patient_id", reason)
     before = (f_typed["assessment_date"] < idx).fillna(False)
@@ -349,7 +371,7 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
 
     if p_typed is not None and p_issues is not None:
         pf = patients.frame.reset_index(drop=True)  # type: ignore[union-attr]
-        orphan = p_typed["patient_id"].notna() & ~p_typed["patient_id"].isin(s_typed["patient_id"])
+        orphan = p_typed["patient_id"].notna() & ~_isin(p_typed["patient_id"], s_typed["patient_id"])
         p_issues.add(pf, orphan.to_numpy(), "patient_id",
                      "this patient has no sessions in " + sessions.name + "; check the patient number")
         p_ok, _ = _split(p_typed, p_issues)
