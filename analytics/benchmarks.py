@@ -1154,6 +1154,9 @@ def benchmarks_json(cohort: Cohort, *, substance: str | None = None, as_of: Any 
     out: list[dict[str, Any]] = []
     for _, row in table.iterrows():
         clinic = _num(row["clinic_estimate"])
+        n = _num(row["clinic_n"])
+        if cohort.settings.suppress and n is not None and 0 < n < cohort.settings.min_cell:
+            clinic = None  # small-cell suppression: a figure from 1–10 patients is not shared
         metric = row["metric"]
         if row["published_qualifier"] != "=":
             metric = f"{metric} (published: {row['published_text']})"

@@ -53,10 +53,34 @@ def analysis_json_from_cohort(cohort: Cohort, *, by: str | None = None,
     surv, surv_err = _section(survival.survival_json, cohort, by=column, reference=reference)
     traj, traj_err = _section(trajectories.trajectories_json, cohort)
     bench, bench_err = _section(benchmarks.benchmarks_json, cohort)
+    if surv is not None and cohort.settings.suppress:
+        surv = _suppress_survival(surv, cohort.settings.min_cell)
+    cohort_section = survival.cohort_json(cohort)
+    if cohort.settings.suppress:
+        cohort_section = {k: (None if isinstance(v, int) and 0 < v < cohort.settings.min_cell else v)
+                          for k, v in cohort_section.items()}
     out = {
-        "cohort": survival.cohort_json(cohort),
+        "cohort": cohort_section,
         "survival": surv,
         "trajectories": traj if traj is not None else {"phq9": None},
         "benchmarks": bench if bench is not None else [],
     }
     return out, [e for e in (surv_err, traj_err, bench_err) if e]
+
+
+def _small(n: object, min_cell: int) -> bool:
+    return isinstance(n, (int, float)) and 0 < n < min_cell
+
+
+def _suppress_survival(section: dict, min_cell: int) -> dict:
+    """Counts 1–10 become null; KM points once fewer than ``min_cell`` patients are at risk are left out
+    (each step there would reveal a count below the threshold)."""
+    groups = []
+    for g in section.get("groups", []):
+        g = dict(g)
+        for key in ("n", "events"):
+            if _small(g.get(key), min_cell):
+                g[key] = None
+        g["km"] = [p for p in g.get("km", []) if not _small(p.get("at_risk"), min_cell)]
+        groups.append(g)
+    return {**section, "groups": groups}

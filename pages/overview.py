@@ -16,6 +16,25 @@ cohort, filters = view_cohort()
 st.header("Overview")
 st.caption(filters.describe() + ". " + cohort.settings.describe())
 
+r1, r2 = st.columns([1, 3])
+if r1.button("Prepare meeting report", icon=":material/description:", key="report_build",
+             help="One self-contained HTML file with every chart and table, for the QI meeting."):
+    from analytics.report import build_report
+
+    bar = r2.progress(0.0, text="Building the report…")
+    try:
+        html_text = build_report(exports(), cohort.settings, filters=filters,
+                                 progress=lambda f, name: bar.progress(min(f, 1.0), text=f"Building: {name}"))
+        st.session_state["report_html"] = html_text.encode("utf-8")
+        st.session_state["report_view"] = (cohort.settings, filters)
+    except OutcomesError as err:
+        st.warning(str(err))
+    bar.empty()
+if st.session_state.get("report_html") and st.session_state.get("report_view") == (cohort.settings, filters):
+    r2.download_button("Download meeting report (HTML)", data=st.session_state["report_html"],
+                       file_name="kap-outcomes-meeting-report.html", mime="text/html", key="report_download",
+                       type="primary")
+
 (a_start, a_end), (b_start, b_end) = qi.default_periods(cohort)
 with st.expander(f"Periods compared: {a_start:%d %b %Y}–{a_end:%d %b %Y} vs {b_start:%d %b %Y}–{b_end:%d %b %Y}"):
     c1, c2 = st.columns(2)
