@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -312,8 +313,8 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
     if first_line.count(delimiter) + 1 > MAX_COLUMNS:
         raise UnusableExport(f"{name} has {first_line.count(delimiter) + 1:,} columns, more than the "
                              f"{MAX_COLUMNS} a clinic export can have; check that the right file was chosen.")
-    longest = max((len(x) for x in text.split("\n", 200_000)[:200_000]), default=0) if len(text) < 50_000_000 \
-        else 0
+    breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    longest = int(np.diff(np.concatenate(([-1], breaks, [len(data)]))).max()) - 1  # bytes ≥ characters
     if longest > MAX_LINE_CHARS:
         raise UnusableExport(f"{name} has a line of {longest:,} characters; a clinic export line is far shorter. "
                              "Check for a missing line break or a stray quote.")
@@ -335,8 +336,17 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
 
 
 def _missing_to_none(values: pd.Series) -> pd.Series:
-    s = values.astype("string").str.strip()
-    return s.mask(s.str.lower().isin(MISSING_TOKENS))
+    """Trim, and turn the contract's missing tokens (``NA``, ``null``, ``-``, empty …) into missing values.
+
+    Done with Arrow compute kernels: a million cells in tens of milliseconds.
+    """
+    import pyarrow.compute as pc
+
+    arr = pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+    arr = pc.utf8_trim_whitespace(arr)
+    missing = pc.is_in(pc.utf8_lower(arr), value_set=pa.array(sorted(MISSING_TOKENS), type=pa.string()))
+    arr = pc.if_else(missing, pa.scalar(None, type=pa.string()), arr)
+    return pd.Series(arr.to_pandas(types_mapper=pd.ArrowDtype).astype("str"), index=values.index)
 
 
 def read_table(source: str | Path | bytes, *, name: str | None = None, max_bytes: int = MAX_BYTES) -> RawTable:
