@@ -49,7 +49,7 @@ import pandas as pd
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
-from analytics.cohort import DROPOUT_STATUSES, Cohort
+from analytics.cohort import ids_in, DROPOUT_STATUSES, Cohort
 from analytics.errors import OutcomesError
 
 REGISTRY_PATH = Path(__file__).parent / "data" / "benchmarks.toml"
@@ -420,8 +420,7 @@ def _days_available(cohort: Cohort, pats: pd.DataFrame, as_of: Any) -> pd.Series
 
 def _member(values: pd.Series, ids: Any) -> pd.Series:
     """``values.isin(ids)`` for patient ids (hash-based: arrow-backed string ``isin`` is slow)."""
-    keys = pd.Index(np.asarray(ids, dtype=object), dtype=object)
-    return pd.Series(pd.Index(values.to_numpy(dtype=object), dtype=object).isin(keys), index=values.index)
+    return ids_in(values, ids)
 
 
 def _who(substance: str | None) -> str:

@@ -7,7 +7,7 @@ from datetime import date
 
 import pandas as pd
 
-from analytics.cohort import Cohort
+from analytics.cohort import Cohort, ids_in
 
 # filter name → cohort.patients column
 FILTER_COLUMNS = {"site": "site", "program": "program", "substance": "primary_substance",
@@ -102,7 +102,7 @@ def apply_filters(cohort: Cohort, filters: Filters) -> Cohort:
             keep &= p[col].astype("string").isin(values).fillna(False)
     ids = set(p.loc[keep, "patient_id"])
     sub = {name: getattr(cohort, name) for name in ("measures", "followups", "sessions")}
-    sub = {k: v[v["patient_id"].isin(ids)].reset_index(drop=True) for k, v in sub.items()}
+    sub = {k: v[ids_in(v["patient_id"], ids)].reset_index(drop=True) for k, v in sub.items()}
     excluded = int((~keep).sum())
     exclusions = dict(cohort.exclusions)
     if excluded:

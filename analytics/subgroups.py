@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from analytics import survival, trajectories
-from analytics.cohort import Cohort
+from analytics.cohort import Cohort, ids_in
 from analytics.errors import InsufficientData, OutcomesError
 
 SUBGROUP_VARIABLES = ("primary_substance", "index_route", "baseline_band", "sex", "age_band", "site")
@@ -56,7 +56,7 @@ def subset(cohort: Cohort, keep: pd.Series) -> Cohort:
     keep = keep.fillna(False).astype(bool)
     ids = set(cohort.patients.loc[keep.to_numpy(), "patient_id"])
     parts = {k: getattr(cohort, k) for k in ("measures", "followups", "sessions")}
-    parts = {k: v[v["patient_id"].isin(ids)].reset_index(drop=True) for k, v in parts.items()}
+    parts = {k: v[ids_in(v["patient_id"], ids)].reset_index(drop=True) for k, v in parts.items()}
     return replace(cohort, patients=cohort.patients[keep.to_numpy()].reset_index(drop=True), **parts)
 
 
@@ -155,6 +155,10 @@ def who_benefits(cohort: Cohort, *, variables: Sequence[str] = SUBGROUP_VARIABLE
     """Program contrast within each subgroup, for relapse and PHQ-9 slope, with interaction p-values."""
     treated, control = _arms(cohort, treated, control)
     z = float(stats.norm.ppf(0.5 + conf_level / 2))
+    # the slope models need only PHQ-9 scores and patient attributes: subset those, not every table
+    phq = cohort.measures[cohort.measures["measure"] == "phq9"]
+    cohort = replace(cohort, measures=phq.reset_index(drop=True), followups=cohort.followups.iloc[:0],
+                     sessions=cohort.sessions.iloc[:0])
     pts = cohort.survival_patients
     pts = pts[pts["program"].isin([treated, control])]
     rows: list[dict] = []
