@@ -14,8 +14,8 @@ Notes
 Data-generating model, in order (all parameters in :class:`TrueEffects`):
 
 1. **Patients**: site, program (therapy share depends on site only), primary substance, sex, age, prior
-   treatments, weight; intake date over ``intake_days`` days with linearly rising volume; a small share is
-   assessed but never starts ketamine.
+   treatments, weight; intake date from the start date until ``intake_stops_days_before_end`` days before
+   the upload date, with linearly rising volume; a small share is assessed but never starts ketamine.
 2. **Return to use**: proportional hazards with a Weibull baseline (shape ``weibull_shape``),
    ``S(t) = exp(-(t / scale_s)**k * exp(lp))`` with substance-specific ``scale_s`` set by the median for the
    reference patient (``ketamine only``, male, age 40, 1 prior treatment) and
@@ -30,8 +30,9 @@ Data-generating model, in order (all parameters in :class:`TrueEffects`):
    cases).
 5. **Sessions**: baseline assessment, ketamine induction with early stopping, boosters, psychotherapy and
    integration for the therapy program, reassessments; per-session adverse events at route-specific rates.
-6. **PHQ-9 / GAD-7 / craving**: linear random-intercept-and-slope models on ``weeks`` since day 0, rounded and
-   clipped to their scale.
+6. **PHQ-9 / GAD-7 / craving**: piecewise-linear mixed models on ``weeks`` since day 0 with a knot at week 4
+   (fast drop during induction, then a slow partial rebound), a random intercept and a random slope on
+   ``weeks``; rounded and clipped to their scale (see :class:`Trajectory`).
 """
 
 from __future__ import annotations
@@ -85,25 +86,52 @@ def _ro(mapping: dict) -> Mapping:  # type: ignore[type-arg]
 
 @dataclass(frozen=True)
 class Trajectory:
-    """Linear mixed model of one score: ``y = b0 + u0 + (b1 + b_therapy·therapy + u1)·weeks + e``.
+    """Piecewise-linear mixed model of one score in ``weeks`` since day 0, with a knot at ``knot_weeks``.
 
-    ``(u0, u1)`` are bivariate normal per patient (sds ``sd_intercept``, ``sd_slope``, correlation ``corr``),
-    ``e`` is normal with sd ``sd_residual``; the value is rounded to an integer and clipped to ``[0, top]``.
+    ``y = b0 + u0 + (b1 + b1t·therapy + u1)·weeks + (b2 + b2t·therapy)·max(weeks − knot, 0) + e``, where the
+    early slope (up to the knot, also before day 0) is ``b1 = slope_per_week`` (+ ``b1t =
+    therapy_slope_per_week`` in ``ketamine + therapy``) and the late slope after the knot is
+    ``late_slope_per_week`` (+ ``therapy_late_slope_per_week``), so ``b2 = late − early`` is the change of
+    slope at the knot. ``(u0, u1)`` are bivariate normal per patient (sds ``sd_intercept``, ``sd_slope``,
+    correlation ``corr``); the patient's slope deviation ``u1`` is on ``weeks`` and so carries past the knot,
+    exactly as the fitted model ``(1 + weeks | patient)`` has it. ``e`` is normal with sd ``sd_residual``; the
+    value is rounded to an integer and clipped to ``[0, top]``.
     """
 
     intercept: float
     slope_per_week: float
     therapy_slope_per_week: float
+    late_slope_per_week: float
+    therapy_late_slope_per_week: float
     sd_intercept: float
     sd_slope: float
     corr: float
     sd_residual: float
     top: int
+    knot_weeks: float = 4.0
     relapse_shift: float = 0.0  # added on and after the true relapse day (craving only)
 
-    def mean_slope(self, therapy_share: float) -> float:
-        """Population-average slope per week for a given share of therapy patients."""
-        return self.slope_per_week + self.therapy_slope_per_week * therapy_share
+    def mean(self, weeks: float | np.ndarray, *, therapy: bool | np.ndarray = False) -> np.ndarray:
+        """True population mean (before rounding and clipping) at ``weeks`` since day 0."""
+        w = np.asarray(weeks, dtype=float)
+        t = np.asarray(therapy, dtype=float)
+        early = self.slope_per_week + self.therapy_slope_per_week * t
+        late = self.late_slope_per_week + self.therapy_late_slope_per_week * t
+        return self.intercept + early * w + (late - early) * np.maximum(w - self.knot_weeks, 0.0)
+
+    def fixed_effects(self) -> dict[str, float]:
+        """True coefficients of the piecewise model ``(weeks + weeks_after_<knot>) * therapy``.
+
+        Keys: ``Intercept``, ``weeks``, ``weeks_after_<knot>``, ``therapy`` (always 0: no baseline
+        difference), ``weeks:therapy``, ``weeks_after_<knot>:therapy`` — the terms of
+        ``analytics.trajectories.fit_trajectory(time="piecewise", by="program")`` with ``therapy`` standing for
+        ``program[T.ketamine + therapy]``.
+        """
+        after = f"weeks_after_{self.knot_weeks:g}"
+        return {"Intercept": self.intercept, "weeks": self.slope_per_week,
+                after: self.late_slope_per_week - self.slope_per_week, "therapy": 0.0,
+                "weeks:therapy": self.therapy_slope_per_week,
+                f"{after}:therapy": self.therapy_late_slope_per_week - self.therapy_slope_per_week}
 
 
 @dataclass(frozen=True)
@@ -128,7 +156,8 @@ class TrueEffects:
     weight_mean_kg: Mapping[str, float] = field(default_factory=lambda: _ro({"male": 86.0, "female": 72.0}))
     weight_sd_kg: float = 15.0
     never_started_share: float = 0.02  # assessed, no ketamine session, no follow-up
-    intake_days: int = 912  # intake from the start date over ~2.5 years; volume rises linearly
+    intake_stops_days_before_end: int = 45  # intake runs from the start date until 45 days before the upload
+    # date (989 days for the defaults; at least half the period when the dates are close); volume rises linearly
     intake_growth: float = 0.6  # intake density ∝ 1 + growth · (fraction of the intake period)
     assessment_days_before_index: tuple[int, int] = (1, 14)
 
@@ -208,12 +237,16 @@ class TrueEffects:
     tachycardia_recorded: float = 0.60
 
     # --- repeated measures -------------------------------------------------------------------------------
-    phq9: Trajectory = Trajectory(intercept=16.0, slope_per_week=-0.09, therapy_slope_per_week=-0.04,
-                                  sd_intercept=3.5, sd_slope=0.06, corr=-0.2, sd_residual=2.5, top=27)
-    gad7: Trajectory = Trajectory(intercept=12.0, slope_per_week=-0.06, therapy_slope_per_week=-0.03,
-                                  sd_intercept=3.0, sd_slope=0.04, corr=-0.2, sd_residual=2.0, top=21)
-    craving: Trajectory = Trajectory(intercept=6.0, slope_per_week=-0.04, therapy_slope_per_week=-0.02,
-                                     sd_intercept=1.5, sd_slope=0.02, corr=0.0, sd_residual=1.2, top=10,
+    # piecewise: fast drop during induction (weeks 0–4), then a slow partial rebound; see Trajectory
+    phq9: Trajectory = Trajectory(intercept=15.5, slope_per_week=-1.6, therapy_slope_per_week=-0.4,
+                                  late_slope_per_week=0.05, therapy_late_slope_per_week=-0.03,
+                                  sd_intercept=3.5, sd_slope=0.10, corr=-0.2, sd_residual=2.5, top=27)
+    gad7: Trajectory = Trajectory(intercept=12.0, slope_per_week=-1.0, therapy_slope_per_week=-0.25,
+                                  late_slope_per_week=0.03, therapy_late_slope_per_week=-0.02,
+                                  sd_intercept=3.0, sd_slope=0.07, corr=-0.2, sd_residual=2.0, top=21)
+    craving: Trajectory = Trajectory(intercept=6.0, slope_per_week=-0.5, therapy_slope_per_week=-0.15,
+                                     late_slope_per_week=0.02, therapy_late_slope_per_week=-0.01,
+                                     sd_intercept=1.5, sd_slope=0.03, corr=0.0, sd_residual=1.2, top=10,
                                      relapse_shift=1.5)
     phq9_recorded: Mapping[str, float] = field(default_factory=lambda: _ro(
         {"assessment": 0.97, "ketamine": 0.50, "psychotherapy": 0.30, "integration": 0.0, "followup": 0.90}))
@@ -271,8 +304,8 @@ def generate_clinic(n_patients: int, *, seed: int = DEFAULT_SEED, start: date = 
     seed:
         Seed of numpy's ``default_rng``; the same seed gives identical frames.
     start:
-        First intake day. Intake runs over ``effects.intake_days`` days (fewer if ``end`` is closer), and
-        stops at least 120 days before ``end`` when there is room.
+        First intake day. Intake runs until ``effects.intake_stops_days_before_end`` days before ``end``
+        (over at least the first half of the period when the dates are close).
     end:
         Upload date: no session or follow-up is after it (administrative censoring).
     effects:
@@ -355,7 +388,8 @@ def true_effects_table(effects: TrueEffects = TRUE_EFFECTS) -> pd.DataFrame:
     add("patients", "weight (kg)", f"normal, mean male {fx.weight_mean_kg['male']:.0f} / female "
         f"{fx.weight_mean_kg['female']:.0f} (others 80), sd {fx.weight_sd_kg:.0f}, clipped to 42–180")
     add("patients", "assessed but never started ketamine", f"{fx.never_started_share:.0%}")
-    add("patients", "intake period", f"{fx.intake_days} days from the start date; volume rises linearly "
+    add("patients", "intake period", f"from the start date until {fx.intake_stops_days_before_end} days "
+        "before the upload date (2024-01-01 to 2026-09-16 for the defaults); volume rises linearly "
         f"(density ∝ 1 + {fx.intake_growth}·fraction of the period)")
     add("patients", "baseline assessment", f"{fx.assessment_days_before_index[0]}–"
         f"{fx.assessment_days_before_index[1]} days before the first ketamine session (day 0)")
@@ -422,10 +456,17 @@ def true_effects_table(effects: TrueEffects = TRUE_EFFECTS) -> pd.DataFrame:
 
     for name in ("phq9", "gad7", "craving"):
         t: Trajectory = getattr(fx, name)
-        text = (f"intercept {t.intercept}, slope {t.slope_per_week}/week (ketamine only), therapy adds "
-                f"{t.therapy_slope_per_week}/week (mean slope {t.mean_slope(fx.therapy_share):.3f}); "
-                f"sd_intercept {t.sd_intercept}, sd_slope {t.sd_slope}, corr {t.corr}, sd_residual "
-                f"{t.sd_residual}; rounded, clipped to 0–{t.top}")
+        k = f"{t.knot_weeks:g}"
+        m0 = (float(t.mean(-1.0)), float(t.mean(-1.0, therapy=True)))
+        m4 = (float(t.mean(t.knot_weeks)), float(t.mean(t.knot_weeks, therapy=True)))
+        text = (f"piecewise linear, knot at week {k}: intercept (day 0) {t.intercept}; slope to week {k} "
+                f"{t.slope_per_week}/week (ketamine only), therapy adds {t.therapy_slope_per_week}/week; slope "
+                f"after week {k} {t.late_slope_per_week:+}/week (ketamine only), therapy adds "
+                f"{t.therapy_late_slope_per_week}/week; mean (ketamine only / + therapy) {m0[0]:.1f} / {m0[1]:.1f} at "
+                f"week −1 (baseline; the early line extends before day 0), {m4[0]:.1f} / {m4[1]:.1f} at week {k}; "
+                "sd_intercept {t.sd_intercept}, sd_slope "
+                f"{t.sd_slope} (on weeks, all periods), corr {t.corr}, sd_residual {t.sd_residual}; rounded, "
+                f"clipped to 0–{t.top}")
         if t.relapse_shift:
             text += f"; +{t.relapse_shift} from the relapse day on"
         add("repeated measures", name, text)
@@ -504,7 +545,7 @@ class _Simulation:
     # -- patients -------------------------------------------------------------------------------------------
     def patients(self) -> None:
         fx, rng, n = self.fx, self.rng, self.n
-        span = min(fx.intake_days, max(self.upload_day - 120, self.upload_day // 2))
+        span = max(self.upload_day - fx.intake_stops_days_before_end, self.upload_day // 2)
         u = rng.random(n)
         g = fx.intake_growth
         x = (-1.0 + np.sqrt(1.0 + 2.0 * g * u * (1.0 + g / 2.0))) / g  # inverse CDF of density ∝ 1 + g x
@@ -769,8 +810,8 @@ class _Simulation:
     def _scores(self, t: Trajectory, u0: np.ndarray, u1: np.ndarray, pid: np.ndarray,
                 day: np.ndarray) -> np.ndarray:
         weeks = day / 7.0
-        slope = t.slope_per_week + t.therapy_slope_per_week * self.therapy[pid] + u1[pid]
-        y = t.intercept + u0[pid] + slope * weeks + self.rng.normal(0.0, t.sd_residual, len(pid))
+        y = (t.mean(weeks, therapy=self.therapy[pid]) + u0[pid] + u1[pid] * weeks
+             + self.rng.normal(0.0, t.sd_residual, len(pid)))
         if t.relapse_shift:
             y = y + t.relapse_shift * (day >= self.relapse_day[pid])
         return np.clip(np.round(y), 0, t.top)
