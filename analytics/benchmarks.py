@@ -795,9 +795,24 @@ def _phq9_rows(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
     return m[(m["measure"] == "phq9") & _member(m["patient_id"], ids)][["patient_id", "days", "value"]]
 
 
-def _ketamine_sessions(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
+_KETAMINE_CACHE: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
+
+
+def _all_ketamine_sessions(cohort: Cohort) -> pd.DataFrame:
+    """Ketamine sessions sorted by patient and day, computed once per sessions table (many metrics reuse it)."""
     s = cohort.sessions
-    return s[(s["session_type"] == "ketamine") & _member(s["patient_id"], ids)].sort_values(["patient_id", "days"])
+    hit = _KETAMINE_CACHE.get(id(s))
+    if hit is not None and hit[0] is s:
+        return hit[1]
+    ket = s[s["session_type"] == "ketamine"].sort_values(["patient_id", "days"])
+    _KETAMINE_CACHE.clear()  # one cohort at a time: no patient data kept beyond the current one
+    _KETAMINE_CACHE[id(s)] = (s, ket)
+    return ket
+
+
+def _ketamine_sessions(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
+    ket = _all_ketamine_sessions(cohort)
+    return ket[_member(ket["patient_id"], ids)]
 
 
 def _score_outcome(metric: str, definition: str, pats: pd.DataFrame, scores: pd.Series, outcome: Outcome,

@@ -43,8 +43,8 @@ def ids_in(values: pd.Series, members: object) -> pd.Series:
 
     if isinstance(members, (pd.Series, pd.Index)):
         members = members.to_numpy(dtype=object)
-    mem = pa.array([m for m in pd.unique(np.asarray(list(members), dtype=object)) if isinstance(m, str)],
-                   type=pa.string())
+    members = members if isinstance(members, np.ndarray) else np.asarray(list(members), dtype=object)
+    mem = pc.unique(pa.array(members, type=pa.string(), from_pandas=True)).drop_null()
     try:
         arr = pa.array(values.array)  # zero-copy for Arrow-backed strings
         if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
