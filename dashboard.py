@@ -2,7 +2,10 @@
 
 import streamlit as st
 
+from pages._auth import require_login, visible_pages
+
 st.set_page_config(page_title="KAP Outcomes", page_icon="📈", layout="wide")
+require_login()
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", url_path="overview", default=True),
@@ -14,6 +17,7 @@ PAGES = [
     st.Page("pages/safety.py", title="Session safety", icon=":material/health_and_safety:", url_path="safety"),
     st.Page("pages/subgroups.py", title="Who benefits", icon=":material/groups:", url_path="who-benefits"),
     st.Page("pages/attention.py", title="Needing attention", icon=":material/notifications:", url_path="attention"),
+    st.Page("pages/history.py", title="Upload history", icon=":material/history:", url_path="history"),
 ]
 
-st.navigation(PAGES).run()
+st.navigation(visible_pages(PAGES)).run()

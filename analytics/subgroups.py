@@ -5,9 +5,10 @@ its levels, two effects of the treatment contrast (default: program ``ketamine +
 
 * **relapse**: hazard ratio of return to use (Cox, Efron ties) within the level; the interaction p-value is
   the likelihood-ratio test of treatment × subgroup terms in one Cox model over all levels.
-* **PHQ-9 slope**: difference in weekly PHQ-9 change (treatment − control), from the mixed model
-  ``phq9 ~ weeks * program + (1 + weeks | patient_id)`` fitted within the level; the interaction p-value is
-  Cochran's Q test of heterogeneity of the per-level differences (a χ² on levels − 1 df).
+* **PHQ-9 slope**: difference in weekly PHQ-9 change (treatment − control), from one mixed model per variable
+  ``phq9 ~ weeks * arm_level + (1 + weeks | patient_id)`` (arm_level = program × subgroup level); each
+  level's difference is a linear combination of its fixed effects, and the interaction p-value is the joint
+  Wald test that the differences are equal across levels (a χ² on levels − 1 df).
 
 Subgroup analyses are many tests on small groups: the caution travels with the result.
 """
@@ -114,39 +115,70 @@ def _cox_interaction_p(pts: pd.DataFrame, variable: str, levels: list[str], trea
     return float(stats.chi2.sf(max(2 * (l1 - l0), 0.0), df=len(usable) - 1))
 
 
-def _slope_row(cohort: Cohort, keep: pd.Series, variable: str, level: str, treated: str, control: str,
-               z: float) -> dict:
-    sub = subset(cohort, keep)
-    arms = sub.patients["program"]
-    n_t, n_c = int((arms == treated).sum()), int((arms == control).sum())
-    row = {"outcome": "phq9_slope_difference", "variable": variable, "level": level, "n_treated": n_t,
-           "n_control": n_c, "n_event": np.nan, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-           "se": np.nan}
-    if min(n_t, n_c) < MIN_PER_ARM:
-        return row
-    two_arms = subset(sub, sub.patients["program"].isin([treated, control]))
+def _slope_rows(cohort: Cohort, variable: str, levels: list[str], treated: str, control: str,
+                z: float) -> list[dict]:
+    """PHQ-9 slope difference (treated − control) per level from ONE mixed model with an arm × level group.
+
+    ``phq9 ~ weeks * arm_level + (1 + weeks | patient_id)``: each level's difference is a linear combination of the
+    fixed effects (SE from their covariance); the interaction test is the joint Wald test that the differences are
+    equal across levels (χ² on usable levels − 1 df).
+    """
+    pts = cohort.patients
+    level = pts[variable].astype("string")
+    arm = pts["program"].astype("string")
+    rows = []
+    usable = []
+    for lv in levels:
+        n_t = int(((level == lv) & (arm == treated)).fillna(False).sum())
+        n_c = int(((level == lv) & (arm == control)).fillna(False).sum())
+        rows.append({"outcome": "phq9_slope_difference", "variable": variable, "level": lv, "n_treated": n_t,
+                     "n_control": n_c, "n_event": np.nan, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                     "interaction_p": np.nan})
+        if min(n_t, n_c) >= MIN_PER_ARM:
+            usable.append(lv)
+    if not usable:
+        return rows
+    combo = (arm + " | " + level).where(level.isin(usable) & arm.isin([treated, control]))
+    reference = f"{control} | {usable[0]}"
     try:
-        fit = trajectories.fit_trajectory(two_arms, measure="phq9", by="program", reference=control)
+        fit = trajectories.fit_trajectory(replace(cohort, patients=pts.assign(_arm_level=combo)), measure="phq9",
+                                          by="_arm_level", reference=reference)
     except OutcomesError:
-        return row
-    term = fit.fixed[fit.fixed["term"].str.contains("weeks", regex=False)
-                     & fit.fixed["term"].str.contains(treated, regex=False)]
-    if len(term) == 1:
-        est, se = float(term["estimate"].iloc[0]), float(term["se"].iloc[0])
-        row.update(estimate=est, se=se, ci_low=est - z * se, ci_high=est + z * se)
-    return row
+        return rows
+    names = list(fit.cov_params.index)
+    beta = fit.fixed.set_index("term")["estimate"].reindex(names).to_numpy(dtype=float)
+    cov = fit.cov_params.to_numpy(dtype=float)
+    contrasts = {}
+    for lv in usable:
+        c = np.zeros(len(names))
+        for group, sign in ((f"{treated} | {lv}", 1.0), (f"{control} | {lv}", -1.0)):
+            term = f"weeks:_arm_level[T.{group}]"
+            if term in names:
+                c[names.index(term)] += sign
+        contrasts[lv] = c
+    for row in rows:
+        c = contrasts.get(row["level"])
+        if c is None:
+            continue
+        est, se = float(c @ beta), float(np.sqrt(c @ cov @ c))
+        row.update(estimate=est, ci_low=est - z * se, ci_high=est + z * se)
+    p = np.nan
+    if len(usable) >= 2:
+        base = contrasts[usable[0]]
+        D = np.array([contrasts[lv] - base for lv in usable[1:]])
+        diff = D @ beta
+        try:
+            chi2 = float(diff @ np.linalg.solve(D @ cov @ D.T, diff))
+            p = float(stats.chi2.sf(chi2, df=len(usable) - 1))
+        except np.linalg.LinAlgError:
+            p = np.nan
+    return [dict(r, interaction_p=p) for r in rows]
 
 
-def _q_test(rows: list[dict]) -> float:
-    est = np.array([r["estimate"] for r in rows], dtype=float)
-    se = np.array([r["se"] for r in rows], dtype=float)
-    ok = np.isfinite(est) & np.isfinite(se) & (se > 0)
-    if ok.sum() < 2:
-        return np.nan
-    w = 1 / se[ok] ** 2
-    pooled = np.sum(w * est[ok]) / np.sum(w)
-    q = float(np.sum(w * (est[ok] - pooled) ** 2))
-    return float(stats.chi2.sf(q, df=int(ok.sum()) - 1))
+def _overall_slope(cohort: Cohort, treated: str, control: str, z: float) -> dict:
+    rows = _slope_rows(replace(cohort, patients=cohort.patients.assign(all="all")), "all", ["all"], treated,
+                       control, z)
+    return rows[0]
 
 
 def who_benefits(cohort: Cohort, *, variables: Sequence[str] = SUBGROUP_VARIABLES, treated: str | None = None,
@@ -169,8 +201,7 @@ def who_benefits(cohort: Cohort, *, variables: Sequence[str] = SUBGROUP_VARIABLE
         all_rows, _ = _cox_rows(pts.assign(all="all"), "all", ["all"], treated, z)
         overall_rows += all_rows
     if "phq9_slope_difference" in outcomes:
-        overall_rows.append(_slope_row(cohort, pd.Series(True, index=cohort.patients.index), "all", "all",
-                                       treated, control, z))
+        overall_rows.append(_overall_slope(cohort, treated, control, z))
     for variable in variables:
         if variable not in cohort.patients.columns or variable == "program":
             continue
@@ -182,16 +213,14 @@ def who_benefits(cohort: Cohort, *, variables: Sequence[str] = SUBGROUP_VARIABLE
                                       treated, z)
             rows += [dict(r, interaction_p=p) for r in level_rows]
         if "phq9_slope_difference" in outcomes:
-            level_rows = [_slope_row(cohort, cohort.patients[variable].astype("string") == lv, variable, lv,
-                                     treated, control, z) for lv in levels]
-            p = _q_test(level_rows)
-            rows += [dict(r, interaction_p=p) for r in level_rows]
+            rows += _slope_rows(cohort, variable, levels, treated, control, z)
     columns = ["outcome", "variable", "level", "n_treated", "n_control", "n_event", "estimate", "ci_low", "ci_high",
                "interaction_p"]
     table = pd.DataFrame(rows).reindex(columns=columns)
     overall = pd.DataFrame(overall_rows).reindex(columns=columns)
     notes.append("Relapse: Cox hazard ratio (Efron ties) within each level; interaction p from a likelihood-ratio "
-                 "test of program × subgroup terms. PHQ-9: difference in weekly slope from a random intercept and "
-                 "slope mixed model (REML) within each level; interaction p from Cochran's Q across levels.")
+                 "test of program × subgroup terms. PHQ-9: difference in weekly slope from one random intercept and "
+                 "slope mixed model (REML) per variable with a program × subgroup group term; interaction p from the "
+                 "joint Wald test that the differences are equal across subgroups.")
     return SubgroupForest(table=table, overall=overall, treated=treated, control=control, conf_level=conf_level,
                           notes=tuple(notes))

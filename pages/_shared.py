@@ -15,6 +15,7 @@ from analytics.cohort import Cohort, build_cohort
 from analytics.errors import OutcomesError
 from analytics.filters import Filters, apply_filters, filter_options
 from analytics.settings import Settings
+from pages._auth import UNSUPPRESS_ROLES, has_role
 from schemas.frames import ValidatedExports
 from schemas.validate import load_exports
 
@@ -81,14 +82,31 @@ def sidebar_settings() -> None:
     exports()
     with st.sidebar:
         st.subheader("Outcome definitions")
-        st.radio("Return to use", options=["any", "heavy"], key=Key.RELAPSE, horizontal=True,
+        # The choices live under keys no widget owns (Streamlit forgets a widget's value when a page change
+        # redraws it); the widgets are refilled from them on every run and write back on every run.
+        can_unsuppress = has_role(*UNSUPPRESS_ROLES)
+        if not can_unsuppress:
+            st.session_state[Key.SUPPRESS] = True
+            st.session_state["w_suppress"] = True
+        pairs = (("w_relapse", Key.RELAPSE, "any"), ("w_dropout", Key.DROPOUT, False),
+                 ("w_suppress", Key.SUPPRESS, True))
+        for widget, stored, default in pairs:
+            st.session_state[widget] = st.session_state.get(stored, default)
+
+        def _keep(widget: str, stored: str) -> None:  # runs before the rerun a widget change triggers
+            st.session_state[stored] = st.session_state[widget]
+
+        st.radio("Return to use", options=["any", "heavy"], key="w_relapse", horizontal=True,
+                 on_change=_keep, args=("w_relapse", Key.RELAPSE),
                  format_func=lambda v: "any use" if v == "any" else "heavy use",
                  help="Any use: any use, fewer abstinent days than the window, or a positive urine test. "
                       "Heavy: first follow-up with a heavy-use day.")
-        st.checkbox("Count dropout as return to use", key=Key.DROPOUT,
+        st.checkbox("Count dropout as return to use", key="w_dropout", on_change=_keep,
+                    args=("w_dropout", Key.DROPOUT),
                     help="Lost to follow-up or withdrew counts as an event (the Dakwar 2019 'use or dropout' event). "
                          "Default: such patients are censored at their last assessment.")
-        st.toggle("Suppress counts 1–10", value=True, key=Key.SUPPRESS,
+        st.toggle("Suppress counts 1–10", key="w_suppress", disabled=not can_unsuppress, on_change=_keep,
+                  args=("w_suppress", Key.SUPPRESS),
                   help="Analyst setting. Turn off for internal use only: shared outputs must keep it on.")
         if not st.session_state.get(Key.SUPPRESS, True):
             st.warning("Suppression is OFF: small counts are visible. Internal use only.")

@@ -7,6 +7,8 @@ import streamlit as st
 
 from analytics.errors import OutcomesError
 from analytics.safe_export import to_safe_csv
+from analytics.store import StoreBusy, open_store
+from pages._auth import ROW_LEVEL_ROLES, current_user, has_role
 from pages._mapping import mapping_step
 from pages._shared import Key, exports, set_exports, sidebar_settings
 from schemas.presets import Preset, available_presets, combine_presets, loads_mapping
@@ -37,7 +39,8 @@ with st.form("upload"):
 
 
 def _load(layout: str | Preset) -> None:
-    names = {k: f.name for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
+    chosen = {k: f for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
+    names = {k: f.name for k, f in chosen.items()}
     with st.spinner("Checking every row…"):
         try:
             data = load_exports(sessions.getvalue(), followups.getvalue(),  # type: ignore[union-attr]
@@ -48,6 +51,15 @@ def _load(layout: str | Preset) -> None:
             return
     set_exports(data, "upload")
     st.session_state["just_loaded"] = True
+    options = {"preset": layout if isinstance(layout, str) else layout.to_toml(), "dates": dates}
+    try:  # the upload history (pages/history.py); the session keeps the data either way
+        open_store().save_validated({k: f.getvalue() for k, f in chosen.items()}, data,
+                                    user=current_user()[0], options=options)
+    except StoreBusy:
+        st.session_state["store_note"] = ("Loaded, but not saved to the upload history: the store is busy with "
+                                          "another upload. Load the same files again in a minute to save them.")
+    except OutcomesError as err:
+        st.session_state["store_note"] = f"Loaded, but not saved to the upload history: {err}"
     st.rerun()  # redraw from the top so the sample-data banner goes away
 
 
@@ -96,6 +108,8 @@ if data is None:
 source = st.session_state.get(Key.SOURCE)
 if st.session_state.pop("just_loaded", False):
     st.success("Loaded. Every page now shows these exports.")
+if note := st.session_state.pop("store_note", None):
+    st.warning(note)
 st.subheader("Data-quality report" + (" (sample clinic)" if source == "sample" else ""))
 cols = st.columns(len(data.files) + 1)
 for col, (kind, report) in zip(cols, data.files.items()):
@@ -125,6 +139,8 @@ if len(data.issues):
 else:
     st.success("Every row was accepted.")
 
+if not has_role(*ROW_LEVEL_ROLES):
+    st.stop()  # directors see aggregates only
 with st.expander("Preview of accepted rows"):
     tab_s, tab_f, tab_p = st.tabs(["sessions", "followups", "patients"])
     tab_s.dataframe(data.sessions.head(50), hide_index=True)

@@ -46,3 +46,12 @@ def test_filters_survive_a_visit_to_the_data_page():
     at.switch_page("pages/survival.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.multiselect(key="f_site").value == ["Harbor"]
+
+
+def test_outcome_settings_survive_a_page_change():
+    at = _at()
+    at.radio(key="w_relapse").set_value("heavy").run()
+    at.switch_page("pages/survival.py").run()
+    assert not at.exception
+    assert at.radio(key="w_relapse").value == "heavy"
+    assert at.session_state["relapse"] == "heavy"
