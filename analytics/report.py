@@ -211,7 +211,7 @@ def _trajectories(pack: _Pack, cohort: Cohort) -> None:
         "p": [fmt.p_value(p) for p in fx["p"]]}))
     pack.notes(fit.notes)
     rr = trajectories.response_remission(cohort)
-    pack.figure(tplots.response_remission_bars(rr))
+    pack.figure(tplots.response_remission_bars(rr, min_cell=pack.min_cell if pack.suppress else None))
     t = rr.table
     pack.table(pd.DataFrame({"week": t["weeks"], "outcome": t["outcome"], "patients with a score": t["n"],
                              "rate (95% CI)": [pack.rate(k, n, fmt.pct_ci(e, lo, hi)) for k, n, e, lo, hi in

@@ -23,7 +23,7 @@ st.write("The average course of each measure over the weeks after the first keta
 c1, c2, c3 = st.columns(3)
 measure = c1.selectbox("Measure", options=list(tr.MEASURE_NAMES), format_func=tr.AXIS_TITLES.get, key="traj_measure")
 by = c2.selectbox("Compare by", options=list(GROUPS), format_func=GROUPS.get, index=1, key="traj_by")
-shape = c3.selectbox("Time shape", options=["linear", "piecewise", "spline"], key="traj_shape",
+shape = c3.selectbox("Time shape", options=["piecewise", "linear", "spline"], key="traj_shape",
                      format_func={"linear": "straight line", "piecewise": "bend at week 4",
                                   "spline": "natural spline"}.get)
 try:
@@ -62,14 +62,15 @@ if measure == "phq9":
     st.subheader("Response and remission")
     try:
         rr = tr.response_remission(cohort, by=by)
-        st.plotly_chart(tplots.response_remission_bars(rr), width="stretch")
+        min_cell = cohort.settings.min_cell if cohort.settings.suppress else None
+        st.plotly_chart(tplots.response_remission_bars(rr, min_cell=min_cell), width="stretch")
         st.caption(f"Response: PHQ-9 at least 50% below baseline; remission: PHQ-9 below 5. Score nearest each "
                    f"week within ±{rr.window_days} days; the denominator is patients with a baseline and a score "
                    "in that window. Bars show Wilson 95% CIs.")
         show_notes(rr.notes)
         bands = tr.band_transitions(cohort)
         st.markdown("**Baseline severity band → latest band (patients)**")
-        st.plotly_chart(tplots.band_transition_heatmap(bands), width="stretch")
+        st.plotly_chart(tplots.band_transition_heatmap(bands, min_cell=min_cell), width="stretch")
     except OutcomesError as err:
         st.warning(str(err))
 

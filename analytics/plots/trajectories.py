@@ -65,9 +65,17 @@ def mean_trajectory(pred: PredictedMeans, *, lines: pd.DataFrame | None = None, 
     return fig
 
 
-def response_remission_bars(rr: ResponseRemission, *, title: str | None = None) -> go.Figure:
-    """Response and remission (%) at each week, grouped bars with Wilson interval error bars and n in hover."""
-    t = rr.table
+def response_remission_bars(rr: ResponseRemission, *, title: str | None = None,
+                            min_cell: int | None = None) -> go.Figure:
+    """Response and remission (%) at each week, grouped bars with Wilson interval error bars and n in hover.
+
+    With ``min_cell``, a bar whose numerator, denominator or complement is 1 to ``min_cell - 1`` is not drawn."""
+    t = rr.table.copy()
+    if min_cell is not None:
+        def small(n: pd.Series) -> pd.Series:
+            return (n > 0) & (n < min_cell)
+        hide = small(t["n_event"]) | small(t["n"]) | small(t["n"] - t["n_event"])
+        t.loc[hide, ["estimate", "ci_low", "ci_high", "n_event", "n"]] = np.nan
     fig = go.Figure()
     groups = list(dict.fromkeys(t["group"]))
     i = 0
@@ -93,14 +101,21 @@ def response_remission_bars(rr: ResponseRemission, *, title: str | None = None) 
 
 
 def band_transition_heatmap(bt: BandTransitions, *, group: str | None = None,
-                            title: str | None = None) -> go.Figure:
-    """Baseline band (rows) × latest band (columns) counts; cells below the diagonal improved."""
+                            title: str | None = None, min_cell: int | None = None) -> go.Figure:
+    """Baseline band (rows) × latest band (columns) counts; cells below the diagonal improved.
+
+    With ``min_cell``, counts from 1 to ``min_cell - 1`` show as ``<min_cell`` and are not coloured."""
     m = bt.matrix(group)
     order = [b[2] for b in PHQ9_BANDS]
-    z = m.reindex(index=order, columns=order).to_numpy()
+    z = m.reindex(index=order, columns=order).to_numpy().astype(float)
+    text = z.astype(int).astype(str).astype(object)
+    if min_cell is not None:
+        small = (z > 0) & (z < min_cell)
+        text[small] = f"<{min_cell}"
+        z[small] = np.nan
     fig = go.Figure(go.Heatmap(z=z, x=order, y=order, colorscale=[[0, "#F7FBFF"], [1, PALETTE[0]]],
-                               text=z, texttemplate="%{text}", showscale=False,
-                               hovertemplate="Baseline %{y} → latest %{x}: %{z} patients<extra></extra>"))
+                               text=text, texttemplate="%{text}", showscale=False,
+                               hovertemplate="Baseline %{y} → latest %{x}: %{text} patients<extra></extra>"))
     base_layout(fig, title=title or "PHQ-9 severity band: baseline → latest score",
                 x_title="Latest PHQ-9 band (points)", y_title="Baseline PHQ-9 band (points)", height=460)
     fig.update_yaxes(autorange="reversed")
