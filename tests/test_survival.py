@@ -123,7 +123,7 @@ def test_logrank_p_uses_the_survival_function_and_stays_positive_for_large_chisq
     t = np.r_[rng.exponential(10, 300), rng.exponential(100, 300)]
     lr = sv.logrank(t, np.ones(600, bool), ["a"] * 300 + ["b"] * 300)
     assert lr.chisq > 100
-    assert 1 - stats.chi2.cdf(lr.chisq, 1) == 0.0  # the trap: 1 - cdf rounds to 0
+    assert (1 - stats.chi2.cdf(lr.chisq, 1)) == 0.0  # the trap: 1 - cdf rounds to 0
     assert lr.p > 0 and lr.p == pytest.approx(stats.chi2.sf(lr.chisq, 1), rel=1e-12)
 
 
