@@ -9,7 +9,7 @@ from analytics.attention import expected_phq9
 from analytics.errors import OutcomesError
 from analytics.safe_export import to_safe_csv
 from pages._auth import require_role
-from pages._shared import show_notes, sidebar_settings, view_cohort
+from pages._shared import audit_export, show_notes, sidebar_settings, view_cohort
 
 require_role("admin", "analyst", "clinician")
 sidebar_settings()
@@ -34,6 +34,7 @@ counts = attention.table.groupby("reason")["patient_id"].nunique().rename("patie
 st.dataframe(counts, hide_index=True)
 st.dataframe(table, hide_index=True, width="stretch", height=420)
 st.download_button("Download the list (CSV) for the clinic's follow-up", data=to_safe_csv(table),
-                   file_name="kap-outcomes-attention.csv", mime="text/csv")
+                   file_name="kap-outcomes-attention.csv", mime="text/csv",
+                   on_click=audit_export, args=("patients needing attention (CSV)",))
 st.caption(note)
 show_notes(attention.notes)

@@ -10,7 +10,7 @@ from analytics.safe_export import to_safe_csv
 from analytics.store import StoreBusy, open_store
 from pages._auth import ROW_LEVEL_ROLES, current_user, has_role
 from pages._mapping import mapping_step
-from pages._shared import Key, exports, set_exports, sidebar_settings
+from pages._shared import audit_export, Key, exports, set_exports, sidebar_settings
 from schemas.presets import Preset, available_presets, combine_presets, loads_mapping
 from schemas.validate import load_exports
 
@@ -135,7 +135,8 @@ if len(data.issues):
     st.dataframe(data.issues, hide_index=True, width="stretch", height=320,
                  column_config={"line": st.column_config.NumberColumn("line", format="%d")})
     st.download_button("Download the issue list (CSV)", data=to_safe_csv(data.issues),
-                       file_name="kap-outcomes-issues.csv", mime="text/csv")
+                       file_name="kap-outcomes-issues.csv", mime="text/csv",
+                       on_click=audit_export, args=("data-quality issue list (CSV)",))
 else:
     st.success("Every row was accepted.")
 

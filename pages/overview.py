@@ -9,7 +9,7 @@ from analytics import qi
 from analytics.errors import OutcomesError
 from analytics.plots import qi as qplots
 from analytics.privacy import mask_text, rate_is_safe
-from pages._shared import exports, show_notes, sidebar_settings, view_cohort
+from pages._shared import audit_export, exports, show_notes, sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()
@@ -27,6 +27,8 @@ if r1.button("Prepare meeting report", icon=":material/description:", key="repor
                                  progress=lambda f, name: bar.progress(min(f, 1.0), text=f"Building: {name}"))
         st.session_state["report_html"] = html_text.encode("utf-8")
         st.session_state["report_view"] = (cohort.settings, filters)
+        state = "on" if cohort.settings.suppress else "OFF"
+        audit_export(f"meeting report ({filters.describe()}; suppression {state})")
     except OutcomesError as err:
         st.warning(str(err))
     bar.empty()

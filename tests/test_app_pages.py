@@ -55,3 +55,16 @@ def test_outcome_settings_survive_a_page_change():
     assert not at.exception
     assert at.radio(key="w_relapse").value == "heavy"
     assert at.session_state["relapse"] == "heavy"
+
+
+def test_preparing_the_meeting_report_offers_the_download_and_is_audited():
+    from analytics.store import open_store
+
+    at = _at()
+    at.button(key="report_build").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["report_html"].startswith(b"<!DOCTYPE html>")
+    log = open_store().audit_log()
+    exports = log[log["action"] == "export"]
+    assert len(exports) == 1 and exports["detail"].iloc[0].startswith("meeting report (All patients")
+    assert exports["user"].iloc[0] == "local"
