@@ -487,6 +487,21 @@ def _reach(cohort: Cohort, pats: pd.DataFrame, as_of: Any, end_day: float) -> tu
 def _not_reached_note(n: int, end_day: float) -> tuple[str, ...]:
     return (f"{n} patient(s) not yet followed to day {end_day:g} are not eligible.",) if n else ()
 
+def _eligible(cohort: Cohort, metric: str, definition: str, *, substance: str | None, as_of: Any, end_day: float,
+              conf_level: float) -> "tuple[pd.Index, tuple[str, ...]] | ClinicFigure":
+    """Patients of the substance group followed to ``end_day`` and the note on those not yet there; or, when there
+    are none, the unavailable figure that says why."""
+    pats, reason = _select(cohort, substance)
+    if reason:
+        return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
+    ids, not_reached = _reach(cohort, pats, as_of, end_day)
+    notes = _not_reached_note(not_reached, end_day)
+    if len(ids) == 0:
+        return _unavailable(metric, "%", definition, f"No {_who(substance)} have been followed to day {end_day} yet "
+                            f"({not_reached} not reached).", conf_level=conf_level, notes=notes)
+    return ids, notes
+
+
 
 # ----------------------------------------------------------------------------------------- alcohol/drug use
 
@@ -539,14 +554,11 @@ def pda_in_window(cohort: Cohort, *, start_day: int = 0, end_day: int = 180, sub
     published-benchmarks.md section 2.2), and patients below ``min_coverage`` are left out and counted.
     """
     metric, definition = "pda_in_window", _pda_definition(start_day, end_day, substance, min_coverage)
-    pats, reason = _select(cohort, substance)
-    if reason:
-        return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
-    ids, not_reached = _reach(cohort, pats, as_of, end_day)
-    notes = _not_reached_note(not_reached, end_day)
-    if len(ids) == 0:
-        return _unavailable(metric, "%", definition, f"No {_who(substance)} have been followed to day {end_day} yet "
-                            f"({not_reached} not reached).", conf_level=conf_level, notes=notes)
+    eligible = _eligible(cohort, metric, definition, substance=substance, as_of=as_of, end_day=end_day,
+                         conf_level=conf_level)
+    if isinstance(eligible, ClinicFigure):
+        return eligible
+    ids, notes = eligible
     per = _pda_per_patient(cohort, ids, start_day, end_day)
     ok = per[per["coverage"] >= min_coverage]
     if per.attrs["n_overlap_dropped"]:
@@ -640,14 +652,11 @@ def abstinence_in_window(cohort: Cohort, *, start_day: int = 21, end_day: int = 
     definition = (f"No {kind} on any day {start_day}–{end_day} after the first ketamine session ({_who(substance)}), "
                   "confirmed by follow-up windows that cover every day of the period; "
                   + ("; ".join(rule) if rule else "patients without confirmed status are left out") + ".")
-    pats, reason = _select(cohort, substance)
-    if reason:
-        return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
-    ids, not_reached = _reach(cohort, pats, as_of, end_day)
-    notes = _not_reached_note(not_reached, end_day)
-    if len(ids) == 0:
-        return _unavailable(metric, "%", definition, f"No {_who(substance)} have been followed to day {end_day} yet "
-                            f"({not_reached} not reached).", conf_level=conf_level, notes=notes)
+    eligible = _eligible(cohort, metric, definition, substance=substance, as_of=as_of, end_day=end_day,
+                         conf_level=conf_level)
+    if isinstance(eligible, ClinicFigure):
+        return eligible
+    ids, notes = eligible
     st = _window_status(cohort, ids, start_day, end_day, use)
     success = st["status"].eq("abstinent")
     if dropout_as_use:
@@ -674,14 +683,11 @@ def use_in_window(cohort: Cohort, *, start_day: int = 1, end_day: int = 21, subs
     definition = (f"{kind[0].upper() + kind[1:]} on days {start_day}–{end_day} after the first ketamine session "
                   f"({_who(substance)}); patients whose use in the period is neither reported nor ruled out for every "
                   "day count as attrition.")
-    pats, reason = _select(cohort, substance)
-    if reason:
-        return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
-    ids, not_reached = _reach(cohort, pats, as_of, end_day)
-    notes = _not_reached_note(not_reached, end_day)
-    if len(ids) == 0:
-        return _unavailable(metric, "%", definition, f"No {_who(substance)} have been followed to day {end_day} yet "
-                            f"({not_reached} not reached).", conf_level=conf_level, notes=notes)
+    eligible = _eligible(cohort, metric, definition, substance=substance, as_of=as_of, end_day=end_day,
+                         conf_level=conf_level)
+    if isinstance(eligible, ClinicFigure):
+        return eligible
+    ids, notes = eligible
     st = _window_status(cohort, ids, start_day, end_day, use)
     known = st[st["status"] != "unknown"]
     return _proportion(metric, definition, known["status"].eq("use"), n_eligible=len(ids),

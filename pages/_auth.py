@@ -27,6 +27,8 @@ from typing import Any
 import streamlit as st
 from streamlit.errors import StreamlitSecretNotFoundError
 
+from analytics.errors import OutcomesError
+
 ROLES = ("director", "clinician", "analyst", "admin")
 DEFAULT_ROLE = "director"
 LOCAL_USER = ("local", "admin")
@@ -129,3 +131,16 @@ def visible_pages(pages: Sequence[Any]) -> list[Any]:
     """The navigation pages the current role may open (pages listed in ``PAGE_ROLES`` are hidden otherwise)."""
     role = current_user()[1]
     return [p for p in pages if role in PAGE_ROLES.get(getattr(p, "url_path", ""), ROLES)]
+
+
+def audit_export(what: str) -> None:
+    """Write an export (report, CSV) to the store's audit log: who, when, what (never patient values).
+
+    An unavailable store never blocks the export; the audit entry is then missing and nothing else changes.
+    """
+    from analytics.store import open_store
+
+    try:
+        open_store().log_export(current_user()[0], what)
+    except OutcomesError:
+        pass

@@ -191,16 +191,3 @@ def view_cohort() -> tuple[Cohort, Filters]:
         st.stop()
     return filtered, filters
 
-
-def audit_export(what: str) -> None:
-    """Write an export (report, CSV) to the store's audit log: who, when, what (never patient values).
-
-    An unavailable store never blocks the export; the audit entry is then missing and nothing else changes.
-    """
-    from analytics.store import open_store
-    from pages._auth import current_user
-
-    try:
-        open_store().log_export(current_user()[0], what)
-    except OutcomesError:
-        pass

@@ -8,8 +8,8 @@ from analytics import qi
 from analytics.attention import expected_phq9
 from analytics.errors import OutcomesError
 from analytics.safe_export import to_safe_csv
-from pages._auth import require_role
-from pages._shared import audit_export, show_notes, sidebar_settings, view_cohort
+from pages._auth import audit_export, require_role
+from pages._shared import show_notes, sidebar_settings, view_cohort
 
 require_role("admin", "analyst", "clinician")
 sidebar_settings()

@@ -8,9 +8,9 @@ import streamlit as st
 from analytics.errors import OutcomesError
 from analytics.safe_export import to_safe_csv
 from analytics.store import StoreBusy, open_store
-from pages._auth import ROW_LEVEL_ROLES, current_user, has_role
+from pages._auth import ROW_LEVEL_ROLES, audit_export, current_user, has_role
 from pages._mapping import mapping_step
-from pages._shared import audit_export, Key, exports, set_exports, sidebar_settings
+from pages._shared import Key, exports, set_exports, sidebar_settings
 from schemas.presets import Preset, available_presets, combine_presets, loads_mapping
 from schemas.validate import load_exports
 

@@ -9,7 +9,8 @@ from analytics import qi
 from analytics.errors import OutcomesError
 from analytics.plots import qi as qplots
 from analytics.privacy import mask_text, rate_is_safe
-from pages._shared import audit_export, exports, show_notes, sidebar_settings, view_cohort
+from pages._auth import audit_export
+from pages._shared import exports, show_notes, sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()
