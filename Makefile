@@ -13,7 +13,8 @@ uv-available:
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@$(MAKE) --no-print-directory uv-available
-	$(UV) sync --frozen --extra dev
+	$(UV) sync --frozen --extra dev --compile-bytecode
+	$(UV) run --frozen python -m compileall -q analytics schemas pages dashboard.py
 	touch $@
 
 setup: $(VENV)/.synced

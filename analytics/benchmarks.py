@@ -46,11 +46,10 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-from statsmodels.stats.proportion import proportion_confint
 
 from analytics.cohort import ids_in, DROPOUT_STATUSES, Cohort
 from analytics.errors import OutcomesError
+from analytics.intervals import t_crit, wilson_ci, z_crit
 
 REGISTRY_PATH = Path(__file__).parent / "data" / "benchmarks.toml"
 
@@ -326,8 +325,8 @@ def _unavailable(metric: str, unit: str, definition: str, reason: str, *, n_elig
 
 
 def _wilson(events: int, n: int, conf_level: float) -> tuple[float, float, float]:
-    low, high = proportion_confint(events, n, alpha=1 - conf_level, method="wilson")
-    return 100 * events / n, 100 * float(low), 100 * float(high)
+    low, high = wilson_ci(events, n, conf_level)
+    return 100 * events / n, 100 * float(low[0]), 100 * float(high[0])
 
 
 def _proportion(metric: str, definition: str, success: pd.Series, *, n_eligible: int, attrition: int,
@@ -348,7 +347,7 @@ def _t_mean(values: np.ndarray, conf_level: float) -> tuple[float, float | None,
     mean = float(np.mean(values))
     if len(values) < 2:
         return mean, None, None
-    half = stats.t.ppf(0.5 + conf_level / 2, len(values) - 1) * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    half = t_crit(conf_level, len(values) - 1) * float(np.std(values, ddof=1)) / math.sqrt(len(values))
     return mean, mean - half, mean + half
 
 
@@ -358,7 +357,7 @@ def _welch(a: np.ndarray, b: np.ndarray, conf_level: float) -> tuple[float, floa
     if se == 0:
         return diff, diff, diff
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.5 + conf_level / 2, df)) * se
+    half = t_crit(conf_level, df) * se
     return diff, diff - half, diff + half
 
 
@@ -378,7 +377,7 @@ def _km_at(time: np.ndarray, event: np.ndarray, day: float,
         return None
     if surv <= 0 or surv >= 1:
         return surv, None, None, n_risk
-    z = float(stats.norm.ppf(0.5 + conf_level / 2))
+    z = z_crit(conf_level)
     spread = z * math.sqrt(greenwood) / abs(math.log(surv))
     return surv, surv ** math.exp(spread), surv ** math.exp(-spread), n_risk
 
@@ -811,6 +810,8 @@ def _all_ketamine_sessions(cohort: Cohort) -> pd.DataFrame:
     if hit is not None and hit[0] is s:
         return hit[1]
     ket = s[s["session_type"] == "ketamine"].sort_values(["patient_id", "days"])
+    events = ket["adverse_events"].fillna("").astype(str).str.replace(" ", "", regex=False)
+    ket = ket.assign(_events=(";" + events + ";").where(events.ne(""), ""))  # ";nausea;dizziness;" or ""
     _KETAMINE_CACHE.clear()  # one cohort at a time: no patient data kept beyond the current one
     _KETAMINE_CACHE[id(s)] = (s, ket)
     return ket
@@ -970,8 +971,7 @@ def adverse_event_rate(cohort: Cohort, *, event: str | None = None, per: Literal
     pats, reason = _select(cohort, substance)
     if reason:
         return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
-    all_ket = cohort.sessions[cohort.sessions["session_type"] == "ketamine"]
-    if all_ket["adverse_events"].isna().all():
+    if _all_ketamine_sessions(cohort)["adverse_events"].isna().all():
         return _unavailable(metric, "%", definition, "No ketamine session in the export has an adverse_events entry, "
                             "so recorded events cannot be told apart from events not recorded. Export the "
                             "adverse_events column.", conf_level=conf_level)
@@ -980,12 +980,7 @@ def adverse_event_rate(cohort: Cohort, *, event: str | None = None, per: Literal
         ids, not_reached = _reach(cohort, pats, as_of, end_day)
         pats, notes = pats[_member(pats["patient_id"], ids)], _not_reached_note(not_reached, end_day)
     s = _session_scope(cohort, pats, route, start_day, end_day)
-    ae = s["adverse_events"].fillna("").astype(str)
-    if event is None:
-        has = ae.str.strip().ne("")
-    else:
-        padded = ";" + ae.str.replace(" ", "", regex=False) + ";"
-        has = padded.str.contains(f";{event};", regex=False)
+    has = s["_events"].ne("") if event is None else s["_events"].str.contains(f";{event};", regex=False)
     notes += ("Sessions without an adverse_events entry count as sessions without an event.",)
     if per == "session":
         return _proportion(metric, definition, has, n_eligible=len(s), attrition=0, conf_level=conf_level,

@@ -39,10 +39,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from scipy import stats
 
 from analytics.cohort import Cohort
 from analytics.errors import InsufficientData
+from analytics.intervals import poisson_exact_ci, wilson_ci, z_crit
 from schemas.columns import ADVERSE_EVENTS
 
 ALL = "all"
@@ -55,53 +55,7 @@ Period = tuple[date | pd.Timestamp | str, date | pd.Timestamp | str]
 # Intervals
 
 
-def _z(conf_level: float) -> float:
-    if not 0 < conf_level < 1:
-        raise ValueError(f"conf_level must lie between 0 and 1 (got {conf_level}).")
-    return float(stats.norm.ppf(0.5 + conf_level / 2))
-
-
-def wilson_ci(successes: object, trials: object, conf_level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for binomial proportions (vectorised).
-
-    Returns ``(low, high)`` arrays; NaN where ``trials`` is 0 or missing. Equals R's
-    ``prop.test(x, n, correct = FALSE)$conf.int`` (Wilson 1927; Newcombe 1998, method 3).
-    """
-    x = np.atleast_1d(np.asarray(successes, dtype=float))
-    n = np.atleast_1d(np.asarray(trials, dtype=float))
-    z = _z(conf_level)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = x / n
-        denom = 1 + z**2 / n
-        centre = (p + z**2 / (2 * n)) / denom
-        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-        low = np.clip(centre - half, 0.0, 1.0)
-        high = np.clip(centre + half, 0.0, 1.0)
-    bad = ~(n > 0)
-    low[bad] = np.nan
-    high[bad] = np.nan
-    low[(x == 0) & ~bad] = 0.0
-    high[(x == n) & ~bad] = 1.0
-    return low, high
-
-
-def poisson_exact_ci(events: object, exposure: object, conf_level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Exact (Garwood 1936) Poisson interval for ``events / exposure`` (vectorised).
-
-    Lower = χ²(α/2; 2x)/2, upper = χ²(1 − α/2; 2x + 2)/2, both divided by the exposure; equals R's
-    ``poisson.test(x, T)$conf.int``. NaN where the exposure is 0 or missing.
-    """
-    x = np.atleast_1d(np.asarray(events, dtype=float))
-    t = np.atleast_1d(np.asarray(exposure, dtype=float))
-    alpha = 1 - conf_level
-    _z(conf_level)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        low = np.where(x > 0, stats.chi2.ppf(alpha / 2, 2 * x) / 2, 0.0) / t
-        high = stats.chi2.ppf(1 - alpha / 2, 2 * x + 2) / 2 / t
-    bad = ~(t > 0)
-    low[bad] = np.nan
-    high[bad] = np.nan
-    return low, high
+_z = z_crit  # wilson_ci and poisson_exact_ci live in analytics/intervals.py (shared with benchmarks)
 
 
 # ---------------------------------------------------------------------------------------------------------------

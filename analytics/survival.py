@@ -53,10 +53,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, stats
+from scipy import sparse
 
 from analytics.errors import InsufficientData, ModelDidNotConverge, OutcomesError
 from analytics.formatting import p_value
+from analytics.intervals import chi2_sf, norm_two_sided_p, z_crit
 
 if TYPE_CHECKING:  # pragma: no cover
     from analytics.cohort import Cohort
@@ -224,7 +225,7 @@ class GroupComparison:
 def _z(conf_level: float) -> float:
     if not 0 < conf_level < 1:
         raise OutcomesError(f"The confidence level must be between 0 and 1 (got {conf_level}). Use e.g. 0.95.")
-    return float(stats.norm.ppf(1 - (1 - conf_level) / 2))
+    return z_crit(conf_level)
 
 
 def _arrays(time: Any, event: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -443,7 +444,7 @@ def _logrank_codes(t: np.ndarray, e: np.ndarray, code: np.ndarray, labels: Seque
     diff = (observed - expected)[ok][1:]
     vv = var[np.ix_(ok, ok)][1:, 1:]
     chisq = float(diff @ np.linalg.solve(vv, diff))
-    return LogRank(chisq=chisq, df=df, p=float(stats.chi2.sf(chisq, df)), table=table)
+    return LogRank(chisq=chisq, df=df, p=chi2_sf(chisq, df), table=table)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -589,7 +590,7 @@ class _Efron:
             kk = list(range(p)) + [p + c for c in cols]
             u = np.r_[np.zeros(p), u2[list(cols)]]
             chisq = float(u @ np.linalg.solve(imat[np.ix_(kk, kk)], u))
-            rows.append({"term": name, "chisq": chisq, "df": len(cols), "p": float(stats.chi2.sf(chisq, len(cols)))})
+            rows.append({"term": name, "chisq": chisq, "df": len(cols), "p": chi2_sf(chisq, len(cols))})
         return pd.DataFrame(rows)
 
 
@@ -647,7 +648,7 @@ def cox_ph(time: Any, event: Any, design: pd.DataFrame, *, terms: Mapping[str, S
         "column": cols,
         "term": [labels.get(c, (c, ""))[0] for c in cols],
         "level": [labels.get(c, (c, ""))[1] for c in cols],
-        "coef": beta, "se": se, "z": z, "p": 2 * stats.norm.sf(np.abs(z)),
+        "coef": beta, "se": se, "z": z, "p": norm_two_sided_p(z),
         "estimate": np.exp(beta), "ci_low": np.exp(beta - zc * se), "ci_high": np.exp(beta + zc * se)})
     ph = None
     if ph_transform is not None:
@@ -663,7 +664,7 @@ def difference_ci(estimate: float, se: float, *, conf_level: float = 0.95) -> tu
     zc = _z(conf_level)
     if not (np.isfinite(estimate) and np.isfinite(se)) or se <= 0:
         return float("nan"), float("nan"), float("nan")
-    return estimate - zc * se, estimate + zc * se, float(2 * stats.norm.sf(abs(estimate / se)))
+    return estimate - zc * se, estimate + zc * se, norm_two_sided_p(estimate / se)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from analytics.errors import UnusableExport
 from schemas.columns import COLUMNS, REQUIRED, read_columns
 from schemas.frames import FileReport
 from schemas.long_format import CODE, VALUE, pivot_long
+from schemas.arrow import text_array, text_series
 from schemas.presets import Preset, load_preset
 
 MAX_BYTES = 512 * 1024 * 1024
@@ -192,8 +194,11 @@ def _sniff_delimiter(header_line: str) -> str:
     return best if counts[best] > 0 else ","
 
 
-def _split_fast(text: str, delimiter: str, n_lines: int) -> tuple[list[str], pd.DataFrame] | None:
-    """pyarrow parse; only when every record is exactly one physical line (so line = index + 2)."""
+def _split_fast(data: bytes, delimiter: str, n_lines: int) -> tuple[list[str], pd.DataFrame] | None:
+    """pyarrow parse of UTF-8 bytes; only when every record is exactly one physical line (line = index + 2).
+
+    Every column is read as text (no type inference: the contract's types are applied in validation).
+    """
     bad: list[int] = []
 
     def handler(_row: object) -> str:
@@ -202,24 +207,26 @@ def _split_fast(text: str, delimiter: str, n_lines: int) -> tuple[list[str], pd.
 
     try:
         table = pacsv.read_csv(
-            io.BytesIO(text.encode("utf-8")),
+            io.BytesIO(data),
             read_options=pacsv.ReadOptions(autogenerate_column_names=True, block_size=1 << 24),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handler,
                                              newlines_in_values=False),
             convert_options=pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False,
-                                                 null_values=[]),
+                                                 null_values=[], column_types=_ALL_TEXT),
         )
     except (pa.ArrowInvalid, pa.ArrowException):
         return None
     if bad or table.num_rows != n_lines:
         return None
     table = table.cast(pa.schema([pa.field(f.name, pa.string()) for f in table.schema]))
-    frame = table.to_pandas(types_mapper=None)
-    header = [str(v) for v in frame.iloc[0].tolist()]
-    body = frame.iloc[1:].reset_index(drop=True)
+    header = [str(v) for v in table.slice(0, 1).to_pylist()[0].values()]
+    body = table.slice(1).to_pandas()
     body.columns = range(len(header))
-    body.insert(0, "__line", range(2, len(body) + 2))
+    body.insert(0, "__line", np.arange(2, len(body) + 2, dtype="int64"))
     return header, body
+
+
+_ALL_TEXT = {f"f{i}": pa.string() for i in range(MAX_COLUMNS + 1)}
 
 
 def _split_slow(text: str, delimiter: str, name: str) -> tuple[list[str], pd.DataFrame, list[dict], int]:
@@ -278,6 +285,26 @@ class RawTable:
     notes: tuple[str, ...] = ()
 
 
+def _one_record_per_line(u8: np.ndarray, breaks: np.ndarray) -> bool:
+    """True when the file has no blank line inside and no carriage return other than in CRLF endings.
+
+    Then every record is one physical line (unless a quoted field holds a line break, which the fast
+    split detects by its row count), so a record's editor line is its index + 2.
+    """
+    end = len(u8)
+    while end and u8[end - 1] in (10, 13):
+        end -= 1
+    inner = breaks[breaks < end]
+    crlf = inner[inner > 0][u8[inner[inner > 0] - 1] == 13]
+    if np.count_nonzero(u8[:end] == 13) != len(crlf):
+        return False  # a lone CR (old Mac line ending or a stray CR in a value)
+    starts = np.concatenate(([0], inner + 1))
+    stops = np.concatenate((inner, [end]))
+    length = stops - starts
+    blank = (length == 0) | ((length == 1) & (u8[np.minimum(starts, end - 1)] == 13))
+    return not bool(blank.any())
+
+
 def _records(source: str | Path | bytes, *, label: str, name: str | None,
              max_bytes: int) -> tuple[str, list[str], pd.DataFrame, list[dict], int, list[str]]:
     """Steps 1–4 of the module docstring: (name, header, body, issues, rows, notes)."""
@@ -302,7 +329,7 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
         name = name or f"{label}.csv"
     _refuse_hostile(data, name, max_bytes)
     text, encoding = _decode(data, name)
-    if not text.strip():
+    if not text or text.isspace():
         raise UnusableExport(f"{name} is empty; export it again with a header row and data.")
     first_nl = text.find("\n")
     first_line = text if first_nl < 0 else text[:first_nl]
@@ -313,16 +340,24 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
     if first_line.count(delimiter) + 1 > MAX_COLUMNS:
         raise UnusableExport(f"{name} has {first_line.count(delimiter) + 1:,} columns, more than the "
                              f"{MAX_COLUMNS} a clinic export can have; check that the right file was chosen.")
-    breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-    longest = int(np.diff(np.concatenate(([-1], breaks, [len(data)]))).max()) - 1  # bytes ≥ characters
+    if encoding.startswith("UTF-8"):
+        utf8 = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    else:
+        utf8 = text.encode("utf-8")
+    u8 = np.frombuffer(utf8, dtype=np.uint8)
+    breaks = np.flatnonzero(u8 == 10)
+    longest = int(np.diff(np.concatenate(([-1], breaks, [len(u8)]))).max()) - 1  # bytes ≥ characters
     if longest > MAX_LINE_CHARS:
         raise UnusableExport(f"{name} has a line of {longest:,} characters; a clinic export line is far shorter. "
                              "Check for a missing line break or a stray quote.")
-    body_text = text.rstrip("\r\n")
-    n_lines = body_text.count("\n") + 1
     fast = None
-    if "\n\n" not in body_text and "\r\n\r\n" not in body_text and "\r" not in body_text.replace("\r\n", ""):
-        fast = _split_fast(body_text + "\n", delimiter, n_lines)
+    if _one_record_per_line(u8, breaks):
+        end = len(u8)
+        while end and u8[end - 1] in (10, 13):
+            end -= 1
+        n_lines = int(np.searchsorted(breaks, end)) + 1
+        fast = _split_fast(utf8[:end] + b"\n", delimiter, n_lines)
+    del utf8, u8
     issues: list[dict]
     if fast is not None:
         header, body = fast
@@ -338,15 +373,34 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
 def _missing_to_none(values: pd.Series) -> pd.Series:
     """Trim, and turn the contract's missing tokens (``NA``, ``null``, ``-``, empty …) into missing values.
 
-    Done with Arrow compute kernels: a million cells in tens of milliseconds.
+    Done with Arrow compute kernels on the column's own buffers: a million cells in tens of milliseconds.
     """
     import pyarrow.compute as pc
 
-    arr = pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
-    arr = pc.utf8_trim_whitespace(arr)
-    missing = pc.is_in(pc.utf8_lower(arr), value_set=pa.array(sorted(MISSING_TOKENS), type=pa.string()))
-    arr = pc.if_else(missing, pa.scalar(None, type=pa.string()), arr)
-    return pd.Series(arr.to_pandas(types_mapper=pd.ArrowDtype).astype("str"), index=values.index)
+    arr = pc.utf8_trim_whitespace(text_array(values))
+    missing = pc.is_in(pc.ascii_lower(arr), value_set=_MISSING_SET.cast(arr.type))
+    arr = pc.if_else(missing, pa.scalar(None, type=arr.type), arr)
+    return text_series(arr, values.index)
+
+
+_MISSING_SET = pa.array(sorted(MISSING_TOKENS), type=pa.string())
+
+
+def _missing_to_none_all(columns: dict[str, pd.Series]) -> dict[str, pd.Series]:
+    """:func:`_missing_to_none` on every text column (not ``line``), columns in parallel threads.
+
+    Arrow's kernels release the GIL, so the columns of a large file are cleaned on all cores.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [c for c in columns if c != "line"]
+    out = dict(columns)
+    if len(names) < 2 or max(len(columns[c]) for c in names) < 100_000:
+        out.update({c: _missing_to_none(columns[c]) for c in names})
+        return out
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        out.update(zip(names, pool.map(lambda c: _missing_to_none(columns[c]), names)))
+    return out
 
 
 def read_table(source: str | Path | bytes, *, name: str | None = None, max_bytes: int = MAX_BYTES) -> RawTable:
@@ -363,8 +417,7 @@ def read_table(source: str | Path | bytes, *, name: str | None = None, max_bytes
             h, k = f"{base} ({k})", k + 1
         headers.append(h)
     out: dict[str, pd.Series] = {"line": body["__line"].astype("int64")}
-    for i, h in enumerate(headers):
-        out[h] = _missing_to_none(body[i])
+    out.update(_missing_to_none_all({h: body[i] for i, h in enumerate(headers)}))
     return RawTable(name=name, headers=tuple(headers), frame=pd.DataFrame(out), rows=rows, issues=issues,
                     notes=tuple(notes))
 
@@ -434,10 +487,7 @@ def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, r
         elif key:
             extra.append(raw_name)
             out[f"extra:{raw_name}"] = body[i]
-    frame = pd.DataFrame(out)
-    for col in frame.columns:
-        if col != "line":
-            frame[col] = _missing_to_none(frame[col])
+    frame = pd.DataFrame(_missing_to_none_all(out))
     frame, conflicts = loaded.apply_values(kind, frame)
     if conflicts:
         positions = frame.index.get_indexer([c["index"] for c in conflicts])

@@ -16,8 +16,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow as pa_
+import pyarrow.compute as pc
 
 from analytics.errors import UnusableExport
+from schemas.arrow import text_array, text_series
 from schemas.columns import ADVERSE_EVENTS, PATIENT_COLUMNS_ON_SESSIONS, read_columns
 from schemas.followups import FollowupsSchema
 from schemas.frames import FileReport, ValidatedExports, coerce_canonical, parse_bool
@@ -44,23 +47,24 @@ _DATE_HELP = {
 
 def _to_float(text: pd.Series) -> pd.Series:
     """Text → float64 (NaN where missing or not a number); Arrow's cast first, pandas only if a value is bad."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     try:
-        arr = pa.array(text.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
-        out = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+        out = pc.cast(text_array(text), pa_.float64()).to_numpy(zero_copy_only=False)
         return pd.Series(out, index=text.index, dtype="float64")
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa_.ArrowInvalid, pa_.ArrowTypeError):
         return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
 def _isin(values: pd.Series, members: object) -> pd.Series:
-    """``values.isin(members)`` through an object hash table (pandas' Arrow-string ``isin`` is ~10× slower)."""
+    """``values.isin(members)`` for text columns, by Arrow's hash kernel on the column's own buffers."""
     if isinstance(members, pd.Series):
-        members = members.dropna().to_numpy(dtype=object)
-    lookup = pd.Index(pd.unique(pd.Series(list(members) if isinstance(members, set) else members, dtype=object)))
-    return pd.Series(lookup.get_indexer(values.to_numpy(dtype=object)) >= 0, index=values.index)
+        value_set = text_array(members.dropna())
+    else:
+        items = list(members) if isinstance(members, (set, frozenset)) else members
+        value_set = pa_.array(pd.Series(items, dtype=object).dropna().astype(str).to_numpy(dtype=object),
+                              type=pa_.string())
+    arr = text_array(values)
+    found = pc.fill_null(pc.is_in(arr, value_set=value_set.cast(arr.type)), False)
+    return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index)
 
 
 def _schema_columns(kind: str) -> dict[str, pa.Column]:
@@ -124,6 +128,12 @@ def parse_dates(values: pd.Series, order: DateOrder) -> pd.Series:
     The common case (plain ISO dates) takes pandas' fast fixed-format path; only the rest is matched
     against ISO date-times and, when the user chose one, day-first or month-first forms.
     """
+    try:  # the common case: every value a valid yyyy-mm-dd date (Arrow's strict ISO cast)
+        days = pc.cast(pc.utf8_trim_whitespace(text_array(values)), pa_.date32())
+        return pd.Series(pc.cast(days, pa_.timestamp("ns")).to_numpy(zero_copy_only=False), index=values.index,
+                         dtype="datetime64[ns]")
+    except (pa_.ArrowInvalid, pa_.ArrowTypeError):
+        pass
     s = values.astype("str").str.strip()
     out = pd.to_datetime(s, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
     rest = out.isna() & s.notna()
@@ -189,28 +199,33 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
 
 
 def _parse_events(raw: pd.DataFrame, col: str, issues: _Issues) -> pd.Series:
-    text = raw[col].str.lower().str.replace(r"\s*[;,|]\s*", ";", regex=True).str.strip(";")
-    tokens = text.str.split(";").explode()
-    tokens = tokens[tokens.notna() & (tokens != "")]
-    unknown = ~tokens.isin(ADVERSE_EVENTS)
-    bad_rows = pd.Index(tokens.index[unknown.to_numpy()]).unique()
-    mask = raw.index.isin(bad_rows)
+    """``dizziness; Nausea`` → ``dizziness;nausea``; a row naming an event not on the list is an issue."""
+    text = pc.utf8_lower(text_array(raw[col]))
+    text = pc.utf8_trim(pc.replace_substring_regex(text, r"\s*[;,|]\s*", ";"), ";")
+    text = pc.if_else(pc.equal(text, ""), pa_.scalar(None, type=text.type), text)
+    tokens = pc.split_pattern(text, ";")
+    flat = pc.list_flatten(tokens)
+    unknown = pc.invert(pc.is_in(flat, value_set=pa_.array(list(ADVERSE_EVENTS), type=flat.type)))
+    unknown = pc.and_(unknown, pc.not_equal(flat, ""))
+    rows = pc.filter(pc.list_parent_indices(tokens), unknown).to_numpy(zero_copy_only=False)
+    mask = np.zeros(len(raw), dtype=bool)
+    mask[rows] = True
     issues.add(raw, mask, col, "contains an adverse event that is not on the list; use only: "
                + ", ".join(ADVERSE_EVENTS) + " (separated by ';')")
-    return text.mask(text == "")
+    return text_series(text, raw.index)
 
 
 def _pandera_issues(typed: pd.DataFrame, raw: pd.DataFrame, kind: str, issues: _Issues,
                     skip: dict[str, np.ndarray]) -> None:
     columns = _schema_columns(kind)
     cols = [c for c in columns if c in typed.columns]
-    sub = typed[cols].copy()
+    sub = typed[cols]  # copy-on-write: setting columns below leaves typed as it is
     for col in cols:  # dtypes the model declares, even for all-missing columns
         if str(columns[col].dtype) == "str":
             sub[col] = sub[col].astype("str")
     partial = pa.DataFrameSchema({c: columns[c] for c in cols}, strict=False, coerce=False)
     try:
-        partial.validate(sub, lazy=True)
+        partial.validate(sub, lazy=True, inplace=True)  # sub is our own copy: spare pandera its copy
     except pa.errors.SchemaErrors as err:
         fc = err.failure_cases
         fc = fc[fc["index"].notna() & fc["column"].isin(cols)]
@@ -228,19 +243,30 @@ def _pandera_issues(typed: pd.DataFrame, raw: pd.DataFrame, kind: str, issues: _
             issues.add(raw, mask, str(col), reason)
 
 
-def _first_line_of(frame: pd.DataFrame, keys: list[str]) -> tuple[pd.Series, pd.Series]:
+def _first_line_of(frame: pd.DataFrame, keys: list[str],
+                   prefilter: list[str] | None = None) -> tuple[pd.Series, pd.Series]:
     """(mask of later duplicates, line of the first copy) for rows equal on ``keys``.
 
     Rows are compared through a 64-bit hash of their values (fast on a million rows); the line of the first
-    copy is looked up only for the duplicates.
+    copy is looked up only for the duplicates. With ``prefilter`` (a few of ``keys``), only rows that repeat
+    on those columns are hashed on every key.
     """
-    key = pd.util.hash_pandas_object(frame[keys], index=False)
-    dup = key.duplicated(keep="first")
+    dup = pd.Series(False, index=frame.index)
     first = pd.Series(0, index=frame.index, dtype="int64")
-    if dup.any():
-        involved = key.isin(key[dup])
-        firsts = frame.loc[involved & ~dup, "line"].groupby(key[involved & ~dup]).first()
-        first.loc[dup] = key[dup].map(firsts).to_numpy()
+    sub = frame
+    if prefilter:
+        cand = pd.util.hash_pandas_object(frame[prefilter], index=False).duplicated(keep=False)
+        if not cand.any():
+            return dup, first
+        sub = frame[cand.to_numpy()]
+    key = pd.util.hash_pandas_object(sub[keys], index=False)
+    sub_dup = key.duplicated(keep="first")
+    if sub_dup.any():
+        involved = key.isin(key[sub_dup])
+        firsts = sub.loc[(involved & ~sub_dup).to_numpy(), "line"].groupby(key[involved & ~sub_dup].to_numpy()).first()
+        dup_index = sub.index[sub_dup.to_numpy()]
+        dup.loc[dup_index] = True
+        first.loc[dup_index] = key[sub_dup].map(firsts).to_numpy()
     return dup, first
 
 
@@ -262,7 +288,7 @@ def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp) -> tup
         issues.add(frame, no_route, "route", "is empty on a ketamine session; write the route "
                    "(iv, im, sublingual, intranasal or oral)")
         keys = [c for c in typed.columns if c != "line"]
-        dup, first = _first_line_of(typed, keys)
+        dup, first = _first_line_of(typed, keys, prefilter=["patient_id", "session_date"])
         issues.add(frame, dup.to_numpy(), "patient_id",
                    "exact duplicate of line " + first.astype(str) + "; remove the repeated row")
     if raw.kind == "followups":
