@@ -5,7 +5,6 @@ import streamlit as st
 from pages._auth import require_login, visible_pages
 
 st.set_page_config(page_title="KAP Outcomes", page_icon="📈", layout="wide")
-require_login()
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", url_path="overview", default=True),
@@ -20,4 +19,5 @@ PAGES = [
     st.Page("pages/history.py", title="Upload history", icon=":material/history:", url_path="history"),
 ]
 
+require_login(PAGES)  # under [auth], a signed-out visitor gets only the sign-in page, at any of these addresses
 st.navigation(visible_pages(PAGES)).run()

@@ -17,15 +17,20 @@ Roles (anyone not listed is a ``director``):
 
 Without ``[auth]`` the app runs locally for one user, ``local``, with the ``admin`` role, and says so in the
 sidebar.
+
+Routing is dashboard.py's ``st.navigation`` only. Streamlit would otherwise serve the files of this ``pages/``
+folder by URL (``/data`` runs ``pages/data.py`` without dashboard.py, hence without the sign-in gate) until some
+session first calls ``st.navigation``; see :func:`_route_through_dashboard_only`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import streamlit as st
-from streamlit.errors import StreamlitSecretNotFoundError
+from streamlit.errors import StreamlitAuthError, StreamlitSecretNotFoundError
 
 from analytics.errors import OutcomesError
 
@@ -36,6 +41,28 @@ ROW_LEVEL_ROLES = ("clinician", "analyst", "admin")      # may see patient-level
 UNSUPPRESS_ROLES = ("analyst", "admin")                  # may turn small-cell suppression off
 ADMIN_ROLES = ("admin",)                                  # audit log, deletion
 PAGE_ROLES = {"attention": ROW_LEVEL_ROLES}              # url_path → roles that see the page
+SIGN_IN_PACKAGES = ("authlib", "httpx")                  # what st.login needs (Streamlit's ``auth`` extra)
+_LOGIN_ERROR = "auth_login_error"                        # session-state key: why the last sign-in did not start
+
+
+def _route_through_dashboard_only() -> bool:
+    """Make every script run go through dashboard.py (and its gate), never straight to a file in ``pages/``.
+
+    Streamlit keeps a process-wide flag, set when the first session starts, that a ``pages/`` folder next to
+    the entry script means "old-style multipage app": a run for ``/data`` then executes ``pages/data.py`` on
+    its own, skipping dashboard.py's sign-in gate, until any session calls ``st.navigation`` (which clears the
+    flag). This module is imported by every page, so clearing the flag here closes that window from the first
+    run of a new server on. Returns True when routing is (now) through dashboard.py.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # another Streamlit layout: the gate in current_user() still fails closed
+        return False
+    PagesManager.uses_pages_directory = False
+    return PagesManager.uses_pages_directory is False
+
+
+_route_through_dashboard_only()
 
 
 def _section(name: str) -> Mapping[str, Any] | None:
@@ -76,28 +103,28 @@ def role_for(email: str, table: Mapping[str, Any] | None) -> str:
 def current_user() -> tuple[str, str]:
     """``(name, role)`` of whoever uses this session.
 
-    ``("local", "admin")`` without ``[auth]``; a signed-out visitor under ``[auth]`` is ``("", "director")``.
-    The name is the signed-in email (what the store's audit log records).
+    ``("local", "admin")`` without ``[auth]``. The name is the signed-in email (what the store's audit log
+    records). A signed-out visitor under ``[auth]`` never gets here through dashboard.py; if a page asks anyway
+    (it was run without dashboard.py's gate), the run is restarted through dashboard.py, or stopped.
     """
     if not auth_configured():
         return LOCAL_USER
     if not st.user.is_logged_in:
-        return "", DEFAULT_ROLE
+        _gate_was_bypassed()
     email = str(st.user.get("email") or "")
     name = email or str(st.user.get("name") or "unknown")
     return name, role_for(email, _section("roles"))
 
 
-def require_login() -> tuple[str, str]:
+def require_login(pages: Sequence[Any] = ()) -> tuple[str, str]:
     """The gate at the top of dashboard.py: sign-in when configured; who is here, in the sidebar.
 
-    Also locks small-cell suppression on for roles that may not turn it off.
+    ``pages`` are dashboard.py's ``st.Page`` objects: a signed-out visitor following a link to one of them gets
+    the sign-in page at that address (no "page not found"), and no navigation. Also locks small-cell suppression
+    on for roles that may not turn it off.
     """
     if auth_configured() and not st.user.is_logged_in:
-        st.header("KAP Outcomes")
-        st.write("This dashboard holds clinic data: sign in with your clinic account to continue.")
-        st.button("Log in", type="primary", on_click=st.login, key="auth_login")
-        st.stop()
+        _show_sign_in_gate(pages)
     name, role = current_user()
     if role not in UNSUPPRESS_ROLES and st.session_state.get("suppress") is False:
         st.session_state["suppress"] = True  # pages._shared.Key.SUPPRESS: locked on for this role
@@ -109,6 +136,52 @@ def require_login() -> tuple[str, str]:
             st.caption("Local mode: no sign-in is configured, so this app runs for one user (local, admin role) "
                        "on this computer.")
     return name, role
+
+
+def _show_sign_in_gate(pages: Sequence[Any]) -> NoReturn:
+    """Only the sign-in page, at whichever of the app's addresses was asked for; then stop the run."""
+    urls = {str(getattr(p, "url_path", "") or "") for p in pages} - {""}
+    gate = [st.Page(_sign_in_page, title="Sign in", url_path="sign-in", default=True)]
+    gate += [st.Page(_sign_in_page, title="Sign in", url_path=url) for url in sorted(urls - {"sign-in"})]
+    st.navigation(gate, position="hidden").run()
+    st.stop()
+
+
+def missing_sign_in_packages() -> list[str]:
+    """The packages ``st.login`` needs that this installation lacks (empty when sign-in can work)."""
+    return [name for name in SIGN_IN_PACKAGES if importlib.util.find_spec(name) is None]
+
+
+def _start_login() -> None:
+    """The "Log in" button: start the OIDC flow, or keep a sentence saying why it cannot start."""
+    st.session_state.pop(_LOGIN_ERROR, None)
+    try:
+        st.login()
+    except StreamlitAuthError as err:
+        st.session_state[_LOGIN_ERROR] = " ".join(str(err).split())
+
+
+def _sign_in_page() -> None:
+    st.header("KAP Outcomes")
+    st.write("This dashboard holds clinic data: sign in with your clinic account to continue.")
+    missing = missing_sign_in_packages()
+    if missing:  # st.login would fail with a bare server error: say what to install, and stay locked
+        st.error(f"Sign-in is configured (an [auth] section in .streamlit/secrets.toml) but this installation "
+                 f"cannot sign anyone in: it lacks {' and '.join(missing)}, which sign-in needs. Install Streamlit's "
+                 f"sign-in support (`pip install \"streamlit[auth]\"`, or add Authlib and httpx to the project's "
+                 f"dependencies and run `uv sync`), then restart the app. Until then the app stays locked.")
+        return
+    st.button("Log in", type="primary", on_click=_start_login, key="auth_login")
+    if reason := st.session_state.get(_LOGIN_ERROR):
+        st.error(f"Sign-in could not start: {reason} Ask whoever runs this app to check the [auth] section of "
+                 f".streamlit/secrets.toml.")
+
+
+def _gate_was_bypassed() -> NoReturn:
+    """A page asked who is here for a signed-out visitor: it ran without dashboard.py's gate. Fail closed."""
+    if _route_through_dashboard_only():
+        st.rerun()  # this time through dashboard.py, which shows the sign-in page
+    st.stop()
 
 
 def require_role(*roles: str) -> tuple[str, str]:

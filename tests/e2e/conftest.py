@@ -167,13 +167,16 @@ def _fail_or_skip(config: pytest.Config, reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def app(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    """``streamlit run dashboard.py`` on a free port of 127.0.0.1, warmed up; always stopped at the end."""
+    """``streamlit run dashboard.py`` on a free port of 127.0.0.1 in local mode (no sign-in), warmed up; always
+    stopped at the end. The sign-in tests start their own server (test_e2e_login.py)."""
     tmp = tmp_path_factory.mktemp("e2e-server")
     (tmp / "data").mkdir()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     for old in ARTIFACTS.glob("FAILED-*.png"):  # only this run's failures
         old.unlink()
-    server = StreamlitServer(data_dir=tmp / "data", log_path=ARTIFACTS / "streamlit-server.log")
+    no_auth = tmp / "secrets.toml"  # local mode, whatever ~/.streamlit/secrets.toml of this machine configures
+    no_auth.write_text("# no [auth] section: the app runs in local mode\n", encoding="utf-8")
+    server = StreamlitServer(data_dir=tmp / "data", log_path=ARTIFACTS / "streamlit-server.log", secrets_file=no_auth)
     atexit.register(server.stop)  # belt and braces: a hard interrupt still stops the server
     try:
         server.start()
@@ -200,15 +203,21 @@ def errors_before(app: App) -> int:
 
 
 @pytest.fixture()
-def blank_page(app: App, errors_before: int, request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A fresh browser session (not yet on the dashboard); a screenshot is kept when the test fails."""
-    pg = new_page(app.browser)
+def browser_page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser context and page on no server in particular; a screenshot is kept when the test fails."""
+    pg = new_page(browser)
     try:
         yield pg
     finally:
         if request.node.stash.get(_CALL_FAILED, False):
             _keep_failure_screenshot(pg, request.node.name)
         pg.context.close()
+
+
+@pytest.fixture()
+def blank_page(app: App, errors_before: int, browser_page: Any) -> Any:
+    """A fresh browser session (not yet on the dashboard); a screenshot is kept when the test fails."""
+    return browser_page
 
 
 @pytest.fixture()

@@ -212,13 +212,17 @@ class StreamlitServer:
     """``streamlit run dashboard.py`` on 127.0.0.1, headless, no usage statistics, its own data folder.
 
     Use as a context manager; the server is always stopped on exit. Its output goes to ``log_path``.
+    ``secrets_file`` makes it read that secrets.toml *instead of* ``.streamlit/secrets.toml`` of the repository and
+    of the home folder (Streamlit's ``secrets.files`` option), e.g. one with an ``[auth]`` section for sign-in.
     """
 
-    def __init__(self, *, data_dir: Path, log_path: Path, port: int | None = None) -> None:
+    def __init__(self, *, data_dir: Path, log_path: Path, port: int | None = None,
+                 secrets_file: Path | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.data_dir = data_dir
         self.log_path = log_path
+        self.secrets_file = secrets_file
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout_s: float = 60.0) -> Self:
@@ -228,6 +232,8 @@ class StreamlitServer:
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
                "--server.fileWatcherType", "none", "--server.runOnSave", "false",
                "--client.toolbarMode", "minimal", "--global.developmentMode", "false"]
+        if self.secrets_file is not None:
+            cmd += ["--secrets.files", str(self.secrets_file)]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -419,11 +425,12 @@ def sample_exports(tmp_dir: Path | None = None, *, n_patients: int = 1500) -> di
     try:
         from analytics.sample import write_clinic
     except ImportError:
-        return _tiny_exports(out)
+        return tiny_exports(out)
     return {name: Path(path) for name, path in write_clinic(out, n_patients).items()}
 
 
-def _tiny_exports(out: Path) -> dict[str, Path]:
+def tiny_exports(out: Path) -> dict[str, Path]:
+    """Three small exports (40 patients) that follow the data contract, written into ``out``; quick to upload."""
     out.mkdir(parents=True, exist_ok=True)
     sessions = ["patient_id,session_date,session_type,route,dose_mg,phq9,gad7,craving"]
     followups = ["patient_id,assessment_date,window_days,days_abstinent,any_use,phq9,status"]
