@@ -36,24 +36,30 @@ AGE_BANDS = ((18, 29, "18–29"), (30, 44, "30–44"), (45, 59, "45–59"), (60,
 
 
 def ids_in(values: pd.Series, members: object) -> pd.Series:
-    """``values.isin(members)`` for patient ids, hash-based through Arrow (pandas' Arrow-string ``isin`` is ~10×
-    slower on a million rows). Missing values are never members."""
+    """``values.isin(members)`` for patient ids, hash-based through Arrow on the columns' own buffers (pandas'
+    Arrow-string ``isin`` is ~10× slower on a million rows). Missing values are never members."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     if isinstance(members, (pd.Series, pd.Index)):
-        members = members.to_numpy(dtype=object)
-    members = members if isinstance(members, np.ndarray) else np.asarray(list(members), dtype=object)
-    mem = pc.unique(pa.array(members, type=pa.string(), from_pandas=True)).drop_null()
-    try:
-        arr = pa.array(values.array)  # zero-copy for Arrow-backed strings
-        if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-            raise TypeError
-        mem = mem.cast(arr.type)
-    except (TypeError, pa.ArrowInvalid, pa.ArrowTypeError):
-        arr = pa.array(values.to_numpy(dtype=object), type=pa.string(), from_pandas=True)
+        mem = _arrow_ids(members)
+    else:
+        members = members if isinstance(members, np.ndarray) else np.asarray(list(members), dtype=object)
+        mem = pa.array(members, type=pa.string(), from_pandas=True)
+    arr = _arrow_ids(values)
+    mem = pc.unique(mem.cast(arr.type)).drop_null()
     out = pc.fill_null(pc.is_in(arr, value_set=mem), False).to_numpy(zero_copy_only=False)
     return pd.Series(np.asarray(out, dtype=bool), index=values.index)
+
+
+def _arrow_ids(values: pd.Series | pd.Index):
+    """Patient ids as an Arrow string array (zero-copy for Arrow-backed strings)."""
+    import pyarrow as pa
+
+    arr = values.array
+    if isinstance(arr, pd.arrays.ArrowStringArray):
+        return pa.array(arr)
+    return pa.array(np.asarray(values, dtype=object), type=pa.string(), from_pandas=True)
 
 
 def phq9_band(score: pd.Series) -> pd.Series:
