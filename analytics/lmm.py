@@ -28,7 +28,14 @@ matrix products, so 50,000 patients fit in a fraction of a second.
 Standard errors of β are those of lme4's ``vcov()``: ``σ̂² (X'V*⁻¹X)⁻¹`` at the optimum. A fit is flagged
 singular (lme4's ``isSingular``) when a diagonal element of ``Λ`` is below ``1e-4``; convergence is checked
 as lme4 does, by the Newton step ``H⁻¹g`` at the optimum (finite-difference Hessian of the analytic
-gradient) being small, and by the optimiser's own flag.
+gradient) being small, and by the optimiser's own flag. A few Newton steps then polish θ, so that the estimates
+do not depend on the start values (to ~1e-10 relative; the deviance itself is flat to rounding there).
+
+Designs whose every column is a patient-level value times a column of a time basis (intercept, time, group,
+group × time, baseline covariates: everything :mod:`analytics.trajectories` builds) have a faster form: each patient
+reduces once to the sums of the basis and response (:func:`patient_moments`), any such design's blocks follow
+from those and the patient-level features (:func:`factored_blocks`), and a likelihood evaluation needs only sums
+over the few distinct patient-level rows ("patterns"), whatever the number of fixed effects (:class:`_Factored`).
 """
 
 from __future__ import annotations
@@ -56,6 +63,10 @@ class Blocks:
         ``(N, p+1)`` rows ``Σ_j [x_ij y_ij]`` and ``Σ_j t_ij [x_ij y_ij]`` (``b1`` is empty when ``q = 1``).
     c0:
         ``(p+1, p+1)`` global cross-product ``[X y]'[X y]``.
+    factored:
+        Set by :func:`factored_blocks` (designs built from patient-level features × time-basis columns): the
+        same model in compressed form, which makes every likelihood evaluation cost ``O(N)`` small operations
+        instead of products with the ``N × (p+1)`` blocks. None for :func:`build_blocks`.
     """
 
     s: np.ndarray
@@ -66,6 +77,7 @@ class Blocks:
     n_groups: int
     p: int
     q: int
+    factored: _Factored | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -165,6 +177,278 @@ def build_blocks(y: np.ndarray, X: np.ndarray, groups: np.ndarray, time: np.ndar
     return Blocks(s=s, b0=b0, b1=b1, c0=c0, n_obs=n, n_groups=n_groups, p=p, q=q)
 
 
+@dataclass(frozen=True)
+class Moments:
+    """Per-patient sums of an observation-level basis (made once, reused for any patient-level design).
+
+    With ``u_ij = [h_1(t_ij) … h_r(t_ij), y_ij]`` (time-basis columns and the response) for observation ``j`` of
+    patient ``i`` and ``t_ij`` the covariate with a random slope:
+
+    Attributes
+    ----------
+    s:
+        ``(N, 3)`` ``(Σ1, Σt, Σt²)`` (``(N, 1)`` counts without a random slope), as :attr:`Blocks.s`.
+    su, tu:
+        ``(N, r+1)`` ``Σ_j u_ij`` and ``Σ_j t_ij u_ij`` (``tu`` is ``(N, 0)`` without a random slope).
+    uu:
+        ``(N, r+1, r+1)`` ``Σ_j u_ij u_ij'``.
+    """
+
+    s: np.ndarray
+    su: np.ndarray
+    tu: np.ndarray
+    uu: np.ndarray
+
+    @property
+    def q(self) -> int:
+        return 2 if self.s.shape[1] == 3 else 1
+
+    @property
+    def r(self) -> int:
+        """Number of basis columns (without the response)."""
+        return self.su.shape[1] - 1
+
+    @property
+    def n_obs(self) -> int:
+        return round(float(self.s[:, 0].sum()))
+
+    def take(self, index: np.ndarray) -> Moments:
+        """The moments of a subset of patients (boolean mask or positions), in the given order."""
+        return Moments(s=self.s[index], su=self.su[index], tu=self.tu[index], uu=self.uu[index])
+
+    def intercept_only(self) -> Moments:
+        """The same data for a random-intercept model (no random slope)."""
+        return Moments(s=self.s[:, :1], su=self.su, tu=np.empty((len(self.s), 0)), uu=self.uu)
+
+
+def patient_moments(y: np.ndarray, basis: np.ndarray, groups: np.ndarray, time: np.ndarray | None) -> Moments:
+    """Reduce observations to per-patient :class:`Moments` (one sparse product over the observations).
+
+    Parameters
+    ----------
+    y:
+        Response ``(n,)``.
+    basis:
+        Observation-level basis ``(n, r)``, e.g. ``[1, weeks]`` (the constant must be included if the design has
+        an intercept or patient-level main effects).
+    groups:
+        Integer patient codes ``0 … N−1`` ``(n,)``, every code present; observations need not be contiguous.
+    time:
+        Covariate with a random slope ``(n,)``, or None for a random intercept only.
+    """
+    from scipy import sparse
+
+    y = np.asarray(y, dtype=float)
+    basis = np.asarray(basis, dtype=float).reshape(len(y), -1)
+    groups = np.asarray(groups, dtype=np.int64)
+    n, r = basis.shape
+    r1 = r + 1
+    n_groups = int(groups.max()) + 1 if n else 0
+    counts = np.bincount(groups, minlength=n_groups)
+    if np.any(counts == 0):
+        raise ValueError("group codes must be 0 … N−1 without gaps")
+    il, im = np.triu_indices(r1)
+    n_pairs = len(il)
+    slope = time is not None
+    # one row per observation: u, packed u u', 1 (and t, t², t·u); summed per patient by one sparse product
+    width = r1 + n_pairs + 1 + (2 + r1 if slope else 0)
+    vals = np.empty((n, width))
+    vals[:, :r] = basis
+    vals[:, r] = y
+    u = vals[:, :r1]
+    for k, (a, b) in enumerate(zip(il, im)):
+        np.multiply(u[:, a], u[:, b], out=vals[:, r1 + k])
+    k = r1 + n_pairs
+    vals[:, k] = 1.0
+    if slope:
+        t = np.asarray(time, dtype=float)
+        vals[:, k + 1] = t
+        np.multiply(t, t, out=vals[:, k + 2])
+        np.multiply(u, t[:, None], out=vals[:, k + 3:])
+    g = sparse.csc_matrix((np.ones(n), groups, np.arange(n + 1)), shape=(n_groups, n))
+    sums = np.asarray(g @ vals)
+    packed = sums[:, r1:k]
+    uu = np.empty((n_groups, r1, r1))
+    uu[:, il, im] = packed
+    uu[:, im, il] = packed
+    su = sums[:, :r1].copy()
+    if not slope:
+        return Moments(s=sums[:, k:k + 1].copy(), su=su, tu=np.empty((n_groups, 0)), uu=uu)
+    return Moments(s=sums[:, k:k + 3].copy(), su=su, tu=sums[:, k + 3:].copy(), uu=uu)
+
+
+class _Factored:
+    """A design whose column ``k`` is ``w_i[a_k] · h_{l_k}(t_ij)`` (patient-level feature × basis column), with few
+    distinct patient-level rows ("patterns"); patients are sorted by pattern.
+
+    Then ``B_i[a, k] = w_i[a_k] V_i[a, l_k]`` with ``V_i = [Σu_ij; Σt_ij u_ij]``, so that
+    ``C(θ) = Σ_π (w_π w_π') ∘ D_π[l, l]`` with ``D_π = Σ_{i∈π} (Σ_j u_ij u_ij' − V_i'K_iV_i)`` (an ``(r+1)²``
+    matrix per pattern, linear in the three entries of ``K_i``); the gradient's ``g_i = B_i u = V_i ũ_π`` and
+    ``H_i = B_xi A⁻¹ B_xi' = V_xi Q_π V_xi'`` with ``ũ_π``, ``Q_π`` computed per pattern. Per evaluation only a few
+    dozen passes over contiguous length-``N`` arrays remain, whatever the number of fixed effects.
+    """
+
+    def __init__(self, mom: Moments, col: np.ndarray, counts: np.ndarray, w_pat: np.ndarray) -> None:
+        r1 = mom.r + 1
+        self.r = mom.r
+        self.slope = mom.q == 2
+        self.counts = counts
+        self.starts = np.r_[0, np.cumsum(counts)[:-1]]
+        self.w_pat = w_pat                                              # (P, p+1)
+        il, im = np.triu_indices(r1)
+        pos = np.empty((r1, r1), dtype=np.int64)
+        pos[il, im] = np.arange(len(il))
+        pos[im, il] = np.arange(len(il))
+        self.pair = pos[col[:, None], col[None, :]]                     # (p+1, p+1) → packed (l, m) index
+        self.onehot = np.zeros((len(col), r1))
+        self.onehot[np.arange(len(col)), col] = 1.0
+        # structure of arrays: every per-patient quantity is a contiguous row of length N
+        su = np.ascontiguousarray(mom.su.T)                             # (r+1, N)
+        tu = np.ascontiguousarray(mom.tu.T) if self.slope else su
+        self.su, self.tu = su, tu
+        self.uu = np.ascontiguousarray(mom.uu[:, il, im].T)            # (R, N)
+        self.o00 = su[il] * su[im]
+        self.o01 = su[il] * tu[im] + tu[il] * su[im] if self.slope else None
+        self.o11 = tu[il] * tu[im] if self.slope else None
+        # H_i needs the products over the design's basis columns (not the response): packed pairs l ≤ m < r,
+        # weighted so that a symmetric Q gives Σ_lm x_l Q_lm z_m.
+        x = np.flatnonzero((il < self.r) & (im < self.r))
+        self.xl, self.xm = il[x], im[x]
+        off = self.xl != self.xm
+        self.outer_x = [self.o00[x]] + ([self.o01[x], self.o11[x]] if self.slope else [])  # type: ignore[index]
+        self.weight_x = [np.where(off, 2.0, 1.0), np.where(off, 1.0, 0.5), np.where(off, 2.0, 1.0)]
+
+    def _per_pattern(self, z: np.ndarray) -> np.ndarray:
+        """Sums over the patients of each pattern of the rows of ``z`` (``(R, N)`` → ``(P, R)``)."""
+        if len(self.counts) == 1:
+            return z.sum(axis=1)[None, :]
+        return np.add.reduceat(z, self.starts, axis=1).T
+
+    def _spread(self, v: np.ndarray) -> np.ndarray | float:
+        """A per-pattern value for every patient."""
+        return float(v[0]) if len(self.counts) == 1 else np.repeat(v, self.counts)
+
+    def cmat(self, k00: np.ndarray, k01: np.ndarray | None = None, k11: np.ndarray | None = None) -> np.ndarray:
+        """``C(θ) = C_0 − Σ_i B_i'K_iB_i`` from the entries of ``K_i``. Each patient's own difference
+        ``Σ_j u_ij u_ij' − V_i'K_iV_i`` is formed before summing over patients, so the sums add small numbers
+        (rounding noise in the deviance ~10× below that of ``C_0 − Σ``, which matters to the line search near the
+        optimum)."""
+        z = self.uu - self.o00 * k00
+        if self.slope:
+            z -= self.o01 * k01
+            z -= self.o11 * k11
+        per_pattern = self._per_pattern(z)                              # (P, R)
+        return np.einsum("pk,pkm,pm->km", self.w_pat, per_pattern[:, self.pair], self.w_pat)
+
+    def g(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``B_i u`` per patient: rows 0 and 1 (None without a slope)."""
+        ut = (self.w_pat * u) @ self.onehot                             # (P, r+1)
+        spread = [self._spread(ut[:, col]) for col in range(ut.shape[1])]
+        g0 = sum(self.su[col] * spread[col] for col in range(len(spread)))
+        g1 = sum(self.tu[col] * spread[col] for col in range(len(spread))) if self.slope else None
+        return g0, g1  # type: ignore[return-value]
+
+    def h(self, a_inv: np.ndarray) -> list[np.ndarray]:
+        """``H_i = B_xi A⁻¹ B_xi'`` per patient: entries (0,0) (and (0,1), (1,1) with a slope)."""
+        p = a_inv.shape[0]
+        gx = self.w_pat[:, :p, None] * self.onehot[None, :p, :self.r]  # (P, p, r)
+        q = np.einsum("pkl,km,pmn->pln", gx, a_inv, gx)[:, self.xl, self.xm]  # (P, Rx)
+        out = []
+        for outer, weight in zip(self.outer_x, self.weight_x):
+            coef = q * weight
+            out.append(sum(outer[j] * self._spread(coef[:, j]) for j in range(coef.shape[1])))
+        return out  # type: ignore[return-value]
+
+
+def _row_patterns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes of the distinct rows of ``w`` (in order of first appearance) and those rows.
+
+    Rows are hashed by a random projection (one float per row, then a hash table); the projection is checked to
+    separate the rows exactly, else the rows are grouped column by column.
+    """
+    n = len(w)
+    if w.shape[1] == 0 or n == 0:
+        return np.zeros(n, dtype=np.int64), np.empty((1 if n else 0, w.shape[1]))
+    key = w @ np.random.default_rng(20240917).uniform(1.0, 2.0, w.shape[1])
+    codes, _ = pd.factorize(key, use_na_sentinel=False)
+    first = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+    first[codes[::-1]] = np.arange(n - 1, -1, -1)
+    rows = w[first]
+    if np.isnan(key).any() or not np.array_equal(rows[codes], w):
+        frame = pd.DataFrame(w)
+        codes = frame.groupby(list(frame.columns), sort=False, dropna=False).ngroup().to_numpy()
+        first = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+        first[codes[::-1]] = np.arange(n - 1, -1, -1)
+        rows = w[first]
+    return codes.astype(np.int64), rows
+
+
+def factored_blocks(mom: Moments, w: np.ndarray, feature: np.ndarray | list[int],
+                    column: np.ndarray | list[int], *, rows: np.ndarray | None = None,
+                    max_pattern_share: float = 0.25) -> Blocks:
+    """:class:`Blocks` of the design whose column ``k`` is ``w[:, feature[k]] · basis[:, column[k]]``.
+
+    Parameters
+    ----------
+    mom:
+        Per-patient sums of the basis and response (:func:`patient_moments`).
+    w:
+        Patient-level features ``(N, f)`` in the patient order of ``mom`` (group indicators, baseline covariates).
+    feature:
+        For each of the ``p`` design columns, the column of ``w`` that multiplies it, or ``-1`` for none.
+    column:
+        For each design column, the basis column (``0 … r−1``) it uses.
+    rows:
+        The patients of ``mom`` to use (positions, aligned with the rows of ``w``); default all.
+    max_pattern_share:
+        The compressed evaluation is used when the number of distinct rows of the used features is at most this
+        share of the patients (always true for group and categorical covariates; continuous covariates fall back
+        to the plain per-patient evaluation).
+
+    Returns
+    -------
+    Blocks
+        Equal, up to rounding, to :func:`build_blocks` on the materialised design.
+    """
+    feature = np.asarray(feature, dtype=np.int64)
+    column = np.asarray(column, dtype=np.int64)
+    rows = np.arange(len(mom.s)) if rows is None else np.asarray(rows)
+    if rows.dtype == bool:
+        rows = np.flatnonzero(rows)
+    n_groups, r = len(rows), mom.r
+    if len(feature) != len(column) or np.any(column < 0) or np.any(column >= r):
+        raise ValueError("feature and column must have one entry per design column, columns within the basis")
+    w = np.asarray(w, dtype=float).reshape(n_groups, -1)
+    used = np.unique(feature[feature >= 0])
+    pattern, w_used = _row_patterns(w[:, used])
+    # patients sorted by pattern (their order is immaterial to the likelihood): per-pattern sums become slices
+    order = np.argsort(pattern, kind="stable")
+    pattern = pattern[order]
+    mom = mom.take(rows[order])
+    counts = np.bincount(pattern, minlength=len(w_used))
+    w_ext = np.ones((len(w_used), w.shape[1] + 1))
+    w_ext[:, used] = w_used
+    feat = np.r_[feature, -1]                                       # the response: no patient factor
+    col = np.r_[column, r]
+    w_pat = w_ext[:, feat]                                          # (P, p+1)
+    wk = w_pat[pattern]                                             # (N, p+1)
+    p = len(feature)
+    q = mom.q
+    b0 = np.take(mom.su, col, axis=1)                               # B = W[:, feature] ∘ Σ[u, t·u][:, column]
+    b0 *= wk
+    if q == 2:
+        b1 = np.take(mom.tu, col, axis=1)
+        b1 *= wk
+    else:
+        b1 = np.empty((n_groups, 0))
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    uu_pat = np.add.reduceat(mom.uu.reshape(n_groups, -1), starts, axis=0).reshape(len(w_pat), r + 1, r + 1)
+    c0 = np.einsum("pk,pkm,pm->km", w_pat, uu_pat[:, col][:, :, col], w_pat)
+    c0 = 0.5 * (c0 + c0.T)
+    fac = _Factored(mom, col, counts, w_pat) if len(w_pat) <= max_pattern_share * n_groups else None
+    return Blocks(s=mom.s, b0=b0, b1=b1, c0=c0, n_obs=mom.n_obs, n_groups=n_groups, p=p, q=q, factored=fac)
+
+
 @dataclass
 class _Eval:
     deviance: float
@@ -180,7 +464,10 @@ class _Workspace:
     without allocating large temporaries (allocation, not arithmetic, dominated the first version)."""
 
     def __init__(self, blk: Blocks) -> None:
+        self.s = [np.ascontiguousarray(blk.s[:, j]) for j in range(blk.s.shape[1])]  # Σ1, Σt, Σt² per patient
         n_groups, width = blk.b0.shape
+        if blk.factored is not None:  # the compressed evaluation needs no N × (p+1) buffers
+            n_groups = 0
         self.y = np.empty((blk.q * n_groups, width))
         self.tmp = np.empty((n_groups, width))
         self.bx0 = np.ascontiguousarray(blk.b0[:, :blk.p])
@@ -198,7 +485,8 @@ def _deviance(theta: np.ndarray, blk: Blocks, reml: bool, want_grad: bool,
     """Profiled deviance at ``theta`` and its analytic gradient.
 
     Likelihood. With the Cholesky factor ``M_i = R_i R_i'`` and ``T_i = R_i⁻¹Λ'``, ``K_i = T_i'T_i`` and
-    ``Σ_i B_i'K_iB_i = Y'Y`` with ``Y`` the stacked rows ``T_i B_i``: one matrix product per evaluation.
+    ``Σ_i B_i'K_iB_i = Y'Y`` with ``Y`` the stacked rows ``T_i B_i``: one matrix product per evaluation (for a
+    factored design, :class:`_Factored`, per-pattern sums of ``O(N)`` scalar work instead).
 
     Gradient. With ``P = ΛM⁻¹``, ``E = I − KS``, ``H_i = B_xi A⁻¹ B_xi'`` (``A = X'V*⁻¹X``, REML only),
     ``g_i = B_i (−β̂, 1)`` and ``J_i = H_i + (ν / r²) g_i g_i'`` (``ν = n − p`` for REML, ``n`` for ML), one
@@ -206,20 +494,25 @@ def _deviance(theta: np.ndarray, blk: Blocks, reml: bool, want_grad: bool,
     ``dr² = −Σ g'dK g``, and ``d log|A| = −Σ tr(dK H)``. Hence ∂dev/∂Λ[r,c] = 2 Σ_i [P_i'(S_i − J_i E_i)]_{c,r}.
     """
     ws = ws or _Workspace(blk)
+    fac = blk.factored
     p, n, n_groups = blk.p, blk.n_obs, blk.n_groups
     nu = n - p if reml else n
     y = ws.y
     if blk.q == 1:
         a = float(theta[0])
-        s00 = blk.s[:, 0]
+        s00 = ws.s[0]
         m = 1.0 + a * a * s00
         logdet_m = float(np.log(m).sum())
         t00 = a / np.sqrt(m)
-        np.multiply(blk.b0, t00[:, None], out=y)
         k00 = t00 * t00
+        if fac is None:
+            np.multiply(blk.b0, t00[:, None], out=y)
+            cmat = blk.c0 - y.T @ y
+        else:
+            cmat = fac.cmat(k00)
     else:
         a, b, c = (float(v) for v in theta)
-        s00, s01, s11 = blk.s[:, 0], blk.s[:, 1], blk.s[:, 2]
+        s00, s01, s11 = ws.s
         m00 = 1.0 + a * a * s00 + 2.0 * a * b * s01 + b * b * s11
         m01 = c * (a * s01 + b * s11)
         m11 = 1.0 + c * c * s11
@@ -230,17 +523,20 @@ def _deviance(theta: np.ndarray, blk: Blocks, reml: bool, want_grad: bool,
         t00, t01 = a / r00, b / r00
         t10 = -r10 * t00 / r11
         t11 = (c - r10 * t01) / r11
-        y0, y1, tmp = y[:n_groups], y[n_groups:], ws.tmp
-        np.multiply(blk.b0, t00[:, None], out=y0)
-        np.multiply(blk.b1, t01[:, None], out=tmp)
-        y0 += tmp
-        np.multiply(blk.b0, t10[:, None], out=y1)
-        np.multiply(blk.b1, t11[:, None], out=tmp)
-        y1 += tmp
         k00 = t00 * t00 + t10 * t10
         k01 = t00 * t01 + t10 * t11
         k11 = t01 * t01 + t11 * t11
-    cmat = blk.c0 - y.T @ y
+        if fac is None:
+            y0, y1, tmp = y[:n_groups], y[n_groups:], ws.tmp
+            np.multiply(blk.b0, t00[:, None], out=y0)
+            np.multiply(blk.b1, t01[:, None], out=tmp)
+            y0 += tmp
+            np.multiply(blk.b0, t10[:, None], out=y1)
+            np.multiply(blk.b1, t11[:, None], out=tmp)
+            y1 += tmp
+            cmat = blk.c0 - y.T @ y
+        else:
+            cmat = fac.cmat(k00, k01, k11)
     try:
         low = np.linalg.cholesky(cmat)
     except np.linalg.LinAlgError:
@@ -259,23 +555,36 @@ def _deviance(theta: np.ndarray, blk: Blocks, reml: bool, want_grad: bool,
     if want_grad:
         u = np.r_[-beta, 1.0]
         w = nu / r2
-        g0 = blk.b0 @ u
-        if reml:
+        if fac is None:
+            g0 = blk.b0 @ u
+            g1 = blk.b1 @ u if blk.q == 2 else None
+        else:
+            g0, g1 = fac.g(u)
+        h00 = h01 = h11 = None
+        if reml and fac is None:
             np.matmul(ws.bx0, lx_inv.T, out=ws.t0)
+            h00 = np.einsum("ij,ij->i", ws.t0, ws.t0)
+            if blk.q == 2:
+                np.matmul(ws.bx1, lx_inv.T, out=ws.t1)
+                h01 = np.einsum("ij,ij->i", ws.t0, ws.t1)
+                h11 = np.einsum("ij,ij->i", ws.t1, ws.t1)
+        elif reml:
+            hh = fac.h(a_inv)
+            h00 = hh[0]
+            if blk.q == 2:
+                h01, h11 = hh[1], hh[2]
         if blk.q == 1:
             j00 = w * g0 * g0
             if reml:
-                j00 += np.einsum("ij,ij->i", ws.t0, ws.t0)
+                j00 += h00
             e00 = 1.0 - k00 * s00
             grad = np.array([2.0 * np.sum((a / m) * (s00 - j00 * e00))])
         else:
-            g1 = blk.b1 @ u
             j00, j01, j11 = w * g0 * g0, w * g0 * g1, w * g1 * g1
             if reml:
-                np.matmul(ws.bx1, lx_inv.T, out=ws.t1)
-                j00 += np.einsum("ij,ij->i", ws.t0, ws.t0)
-                j01 += np.einsum("ij,ij->i", ws.t0, ws.t1)
-                j11 += np.einsum("ij,ij->i", ws.t1, ws.t1)
+                j00 += h00
+                j01 += h01
+                j11 += h11
             det = m00 * m11 - m01 * m01
             i00, i01, i11 = m11 / det, -m01 / det, m00 / det
             p00, p01 = a * i00, a * i01
@@ -390,40 +699,124 @@ def _hessian(theta: np.ndarray, blk: Blocks, reml: bool, ws: _Workspace, grad: n
 
 
 def _newton_check(theta: np.ndarray, ev: _Eval, blk: Blocks, reml: bool,
-                  ws: _Workspace) -> tuple[np.ndarray | None, float, bool]:
-    """Newton step on the parameters not held at a bound, its size (lme4's scaled gradient) and
-    whether the Hessian there is positive definite."""
+                  ws: _Workspace) -> tuple[np.ndarray | None, float, bool, np.ndarray | None, np.ndarray]:
+    """Newton step on the parameters not held at a bound, its size (lme4's scaled gradient), whether the
+    Hessian there is positive definite, and that Hessian (on the free parameters) with the free mask."""
     lb = _lower_bounds(blk.q)
     grad = ev.grad
+    free = np.ones(len(theta), dtype=bool)
     if grad is None:
-        return None, math.inf, False
+        return None, math.inf, False, None, free
     free = ~((theta <= lb + 1e-10) & (grad > 0))
     if not free.any():
-        return np.zeros_like(theta), 0.0, True
+        return np.zeros_like(theta), 0.0, True, None, free
     hess = _hessian(theta, blk, reml, ws, grad)[np.ix_(free, free)]
     if not np.all(np.isfinite(hess)):
-        return None, math.inf, False
+        return None, math.inf, False, None, free
     pos_def = bool(np.all(np.linalg.eigvalsh(hess) > 0))
     try:
         step_free = np.linalg.solve(hess, grad[free])
     except np.linalg.LinAlgError:
-        return None, math.inf, pos_def
+        return None, math.inf, pos_def, None, free
     step = np.zeros_like(theta)
     step[free] = step_free
-    return step, float(np.max(np.abs(step_free))), pos_def
+    return step, float(np.max(np.abs(step_free))), pos_def, hess, free
+
+
+POLISH_STEPS = 3  # Newton steps (with the Hessian of the convergence check) after the quasi-Newton run
+
+
+def _polish(theta: np.ndarray, ev: _Eval, step: np.ndarray, hess: np.ndarray, free: np.ndarray, blk: Blocks,
+            reml: bool, ws: _Workspace) -> tuple[np.ndarray, _Eval, int]:
+    """A few Newton steps from the quasi-Newton optimum, so that the estimates do not depend on where the
+    optimiser started (L-BFGS-B stops with θ correct to ~1e-7; each step here gains ~6 digits).
+
+    A step is kept when it lowers the deviance, or when it changes the deviance by no more than its rounding
+    noise while shrinking the next Newton step (near the optimum the deviance is flat to within rounding, so it
+    cannot tell the better of two points apart; the gradient can).
+    """
+    lb = _lower_bounds(blk.q)
+    size = float(np.max(np.abs(step)))
+    n_eval = 0
+    for _ in range(POLISH_STEPS):
+        if size == 0.0:
+            break
+        cand = np.maximum(theta - step, lb)
+        ev2 = _deviance(cand, blk, reml, True, ws)
+        n_eval += 1
+        if not ev2.ok or ev2.grad is None:
+            break
+        step2 = np.zeros_like(theta)
+        try:
+            step2[free] = np.linalg.solve(hess, ev2.grad[free])
+        except np.linalg.LinAlgError:
+            break
+        size2 = float(np.max(np.abs(step2)))
+        noise = 1e-11 * max(1.0, abs(ev.deviance))
+        if not (ev2.deviance <= ev.deviance or (ev2.deviance <= ev.deviance + noise and size2 < size)):
+            break
+        theta, ev, step, size = cand, ev2, step2, size2
+        if size <= 1e-12 * max(1.0, float(np.max(np.abs(theta)))):
+            break
+    return theta, ev, n_eval
+
+
+def _newton_from(theta0: np.ndarray, blk: Blocks, reml: bool, ws: _Workspace,
+                 scale: np.ndarray) -> tuple[tuple[np.ndarray, _Eval, float, bool] | None, int]:
+    """Newton steps from a start close to the optimum (a closely related model's estimate), with one
+    finite-difference Hessian taken at the start.
+
+    Returns θ, its evaluation, the last Newton-step size (lme4's scaled gradient) and positive definiteness — or
+    None when the start is not close enough (near the boundary, or a first step over 5% of a parameter's scale)
+    or a step fails to improve — and the number of evaluations spent.
+    """
+    q = blk.q
+    diag = [0] if q == 1 else [0, 2]
+    if np.any(theta0[diag] <= 100 * SINGULAR_TOL):
+        return None, 0
+    ev = _deviance(theta0, blk, reml, True, ws)
+    n_eval = 1
+    if not ev.ok or ev.grad is None:
+        return None, n_eval
+    step, size, pos_def, hess, free = _newton_check(theta0, ev, blk, reml, ws)
+    n_eval += len(theta0)
+    if step is None or hess is None or not pos_def or not free.all() or np.any(np.abs(step) > 0.05 * scale):
+        return None, n_eval
+    theta = theta0
+    for _ in range(8):
+        cand = theta - step
+        if np.any(cand[diag] <= 0):
+            return None, n_eval
+        ev2 = _deviance(cand, blk, reml, True, ws)
+        n_eval += 1
+        if not ev2.ok or ev2.grad is None:
+            return None, n_eval
+        step2 = np.linalg.solve(hess, ev2.grad)
+        size2 = float(np.max(np.abs(step2)))
+        noise = 1e-11 * max(1.0, abs(ev.deviance))
+        if not (ev2.deviance <= ev.deviance or (ev2.deviance <= ev.deviance + noise and size2 < size)):
+            return None, n_eval
+        theta, ev, step, size = cand, ev2, step2, size2
+        if size <= 1e-12 * max(1.0, float(np.max(np.abs(theta)))):
+            return (theta, ev, size, pos_def), n_eval
+    return None, n_eval
 
 
 def fit_blocks(blk: Blocks, *, reml: bool = True, names: tuple[str, ...] | None = None,
-               start: np.ndarray | None = None) -> LMMResult:
+               start: np.ndarray | None = None, warm: bool = False) -> LMMResult:
     """Fit the model whose sufficient statistics are ``blk``.
 
-    L-BFGS-B with the analytic gradient, then one Newton polishing step with a finite-difference Hessian,
+    L-BFGS-B with the analytic gradient, then a few Newton polishing steps with a finite-difference Hessian,
     which also gives lme4's convergence check (``|H⁻¹g| < 0.002``). Returns a result in every case;
     ``converged`` is False (and ``notes`` say why) when the check fails.
+
+    ``start`` replaces the method-of-moments start values of θ. With ``warm=True`` the start is taken to be
+    close to the optimum (e.g. the estimate of the same model with fewer fixed effects): Newton steps from it are
+    tried first (about half the evaluations of the quasi-Newton run), and the usual path runs if they do not
+    converge quickly. The optimum is the same either way (to ~1e-10 relative).
     """
     p, q = blk.p, blk.q
     names = names or tuple(f"x{j}" for j in range(p))
-    lb = _lower_bounds(q)
     theta0 = np.asarray(start, dtype=float) if start is not None else _moment_start(blk)
     ws = _Workspace(blk)
     n_eval = 0
@@ -431,11 +824,54 @@ def fit_blocks(blk: Blocks, *, reml: bool = True, names: tuple[str, ...] | None 
     # order one (θ's entries differ by orders of magnitude when time is in weeks): far fewer iterations.
     scale = np.abs(theta0) if q == 1 else np.abs(np.array([theta0[0], max(theta0[2], abs(theta0[1])), theta0[2]]))
     scale = np.where(scale > 1e-8, scale, 1.0)
+    notes: list[str] = []
+    newton, n_eval = _newton_from(theta0, blk, reml, ws, scale) if warm and start is not None else (None, 0)
+    if newton is not None:
+        theta, ev, scaled, pos_def = newton
+        message = "Newton steps from the given start values"
+    else:
+        theta, ev, scaled, pos_def, message, used = _quasi_newton(theta0, scale, blk, reml, ws)
+        n_eval += used
+    converged = bool(ev.ok and scaled < GRADIENT_TOL)
+    if ev.ok and not pos_def:
+        notes.append("The likelihood is not curved upwards in every direction at the optimum "
+                     "(Hessian not positive definite); the variance estimates are not trustworthy.")
+        converged = False
+    if not converged:
+        notes.append(f"The optimiser did not converge ({message}; scaled gradient {scaled:.2g}, "
+                     f"lme4's tolerance {GRADIENT_TOL}).")
+    diag_idx = [0] if q == 1 else [0, 2]
+    singular = bool(np.any(theta[diag_idx] < SINGULAR_TOL))
+    nu = blk.n_obs - p if reml else blk.n_obs
+    sigma2 = ev.r2 / nu if ev.ok else math.nan
+    lam = np.array([[theta[0]]]) if q == 1 else np.array([[theta[0], 0.0], [theta[1], theta[2]]])
+    cov_re = sigma2 * lam @ lam.T
+    k = p + q * (q + 1) // 2 + 1
+    dev = float(ev.deviance)
+    return LMMResult(
+        names=tuple(names), beta=ev.beta, cov_beta=sigma2 * ev.a_inv, theta=theta,
+        sigma=math.sqrt(sigma2) if sigma2 >= 0 else math.nan, cov_re=cov_re, deviance=dev, loglik=-dev / 2.0,
+        aic=dev + 2 * k, bic=dev + k * math.log(blk.n_obs), reml=reml, n_obs=blk.n_obs,
+        n_groups=blk.n_groups, converged=converged, singular=singular, n_evaluations=n_eval,
+        scaled_gradient=scaled, message=message, notes=tuple(notes))
+
+
+def _quasi_newton(theta0: np.ndarray, scale: np.ndarray, blk: Blocks, reml: bool,
+                  ws: _Workspace) -> tuple[np.ndarray, _Eval, float, bool, str, int]:
+    """L-BFGS-B from ``theta0`` (with the restart away from the zero saddle), then the Newton check and polish:
+    θ, its evaluation, lme4's scaled gradient, positive definiteness, the optimiser's message, evaluations."""
+    q = blk.q
+    lb = _lower_bounds(q)
+    n_eval = 0
+    evaluated: dict[bytes, _Eval] = {}  # the optimiser's last point is evaluated again below: reuse it
 
     def fun(phi: np.ndarray) -> tuple[float, np.ndarray]:
         nonlocal n_eval
         n_eval += 1
-        ev = _deviance(phi * scale, blk, reml, True, ws)
+        th = phi * scale
+        ev = _deviance(th, blk, reml, True, ws)
+        evaluated.clear()
+        evaluated[th.tobytes()] = ev
         if not ev.ok:
             return 1e300, np.zeros_like(phi)
         return ev.deviance, ev.grad * scale  # type: ignore[operator]
@@ -473,40 +909,15 @@ def fit_blocks(blk: Blocks, *, reml: bool = True, names: tuple[str, ...] | None 
         cand[even] = best_v
         res = run(cand)
     theta = np.maximum(res.x, lb)
-    ev = _deviance(theta, blk, reml, True, ws)
-    notes: list[str] = []
+    ev = evaluated.get(theta.tobytes()) or _deviance(theta, blk, reml, True, ws)
     scaled, pos_def = math.inf, False
     if ev.ok:
-        step, scaled, pos_def = _newton_check(theta, ev, blk, reml, ws)
+        step, scaled, pos_def, hess, free = _newton_check(theta, ev, blk, reml, ws)
         n_eval += len(theta)
-        if step is not None and pos_def and scaled < 0.1:
-            polished = np.maximum(theta - step, lb)
-            ev2 = _deviance(polished, blk, reml, True, ws)
-            n_eval += 1
-            if ev2.ok and ev2.deviance <= ev.deviance:
-                theta, ev = polished, ev2
-    converged = bool(ev.ok and scaled < GRADIENT_TOL)
-    if ev.ok and not pos_def:
-        notes.append("The likelihood is not curved upwards in every direction at the optimum "
-                     "(Hessian not positive definite); the variance estimates are not trustworthy.")
-        converged = False
-    if not converged:
-        notes.append(f"The optimiser did not converge ({res.message}; scaled gradient {scaled:.2g}, "
-                     f"lme4's tolerance {GRADIENT_TOL}).")
-    diag_idx = [0] if q == 1 else [0, 2]
-    singular = bool(np.any(theta[diag_idx] < SINGULAR_TOL))
-    nu = blk.n_obs - p if reml else blk.n_obs
-    sigma2 = ev.r2 / nu if ev.ok else math.nan
-    lam = np.array([[theta[0]]]) if q == 1 else np.array([[theta[0], 0.0], [theta[1], theta[2]]])
-    cov_re = sigma2 * lam @ lam.T
-    k = p + q * (q + 1) // 2 + 1
-    dev = float(ev.deviance)
-    return LMMResult(
-        names=tuple(names), beta=ev.beta, cov_beta=sigma2 * ev.a_inv, theta=theta,
-        sigma=math.sqrt(sigma2) if sigma2 >= 0 else math.nan, cov_re=cov_re, deviance=dev, loglik=-dev / 2.0,
-        aic=dev + 2 * k, bic=dev + k * math.log(blk.n_obs), reml=reml, n_obs=blk.n_obs,
-        n_groups=blk.n_groups, converged=converged, singular=singular, n_evaluations=n_eval,
-        scaled_gradient=scaled, message=str(res.message), notes=tuple(notes))
+        if step is not None and hess is not None and pos_def and scaled < 0.1:
+            theta, ev, used = _polish(theta, ev, step, hess, free, blk, reml, ws)
+            n_eval += used
+    return theta, ev, scaled, pos_def, str(res.message), n_eval
 
 
 def fit_lmm(y: np.ndarray, X: np.ndarray, groups: np.ndarray, time: np.ndarray | None = None, *,

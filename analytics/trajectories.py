@@ -103,10 +103,21 @@ def natural_spline_basis(x: np.ndarray, knots: tuple[float, ...]) -> np.ndarray:
     return np.column_stack(cols)
 
 
-def _dummies(values: np.ndarray, levels: tuple[str, ...]) -> np.ndarray:
-    """Indicator columns of ``levels`` (treatment coding), via integer codes (fast on text)."""
+Labels = np.ndarray | pd.Categorical  # text labels, one per row (a Categorical skips re-coding the text)
+
+
+def _codes(values: Labels) -> tuple[np.ndarray, list[str]]:
+    """Integer codes and text labels of ``values`` (hash-based; a :class:`pandas.Categorical` is used as is)."""
+    if isinstance(values, pd.Categorical):
+        return np.asarray(values.codes, dtype=np.int64), [str(c) for c in values.categories]
     codes, uniques = pd.factorize(pd.Series(values).astype(str))
-    pos = {str(u): i for i, u in enumerate(uniques)}
+    return codes, [str(u) for u in uniques]
+
+
+def _dummies(values: Labels, levels: tuple[str, ...]) -> np.ndarray:
+    """Indicator columns of ``levels`` (treatment coding), via integer codes (fast on text)."""
+    codes, labels = _codes(values)
+    pos = {lab: i for i, lab in enumerate(labels)}
     out = np.zeros((len(values), len(levels)))
     for j, lv in enumerate(levels):
         if lv in pos:
@@ -185,6 +196,39 @@ class Design:
         for cov in self.covariates:
             parts.append(cov.columns(covs[cov.name]))  # type: ignore[index]
         return np.column_stack(parts)
+
+    def patient_features(self, n_patients: int, group: Labels | None,
+                         covs: pd.DataFrame | None) -> tuple[np.ndarray, list[int], list[int]]:
+        """The design in factored form for :func:`analytics.lmm.factored_blocks`: patient-level features ``W``
+        (group indicators, then covariate columns; one row per patient) and, per column of :meth:`matrix`, the
+        feature that multiplies it (``-1``: none) and its basis column (``0``: the constant, ``1 …``: time terms).
+        ``matrix(weeks, group[codes], covs.iloc[codes])`` equals ``W[codes, feature] · [1, time(weeks)][:, column]``.
+        """
+        n_time = len(self.time.names)
+        parts: list[np.ndarray] = []
+        feature = [-1] * (1 + n_time)
+        column = list(range(1 + n_time))
+        if self.by:
+            dummies = _dummies(group, self.levels)  # type: ignore[arg-type]
+            parts.append(dummies)
+            n_lv = dummies.shape[1]
+            feature += list(range(n_lv))
+            column += [0] * n_lv
+            for j in range(n_lv):
+                feature += [j] * n_time
+                column += list(range(1, 1 + n_time))
+        for cov in self.covariates:
+            cols = cov.columns(covs[cov.name])  # type: ignore[index]
+            start = sum(x.shape[1] for x in parts)
+            parts.append(cols)
+            feature += list(range(start, start + cols.shape[1]))
+            column += [0] * cols.shape[1]
+        w = np.column_stack(parts) if parts else np.empty((n_patients, 0))
+        return w, feature, column
+
+    def basis(self, weeks: np.ndarray) -> np.ndarray:
+        """Observation-level basis ``[1, time(weeks)]`` of :meth:`patient_features`."""
+        return np.column_stack([np.ones(len(weeks)), self.time(weeks)])
 
     def mean_rows(self, weeks: np.ndarray, group: str) -> np.ndarray:
         """Design rows for the population mean at ``weeks`` in ``group`` (covariates at cohort means)."""
@@ -374,26 +418,67 @@ def measure_frame(cohort: Cohort, measure: str) -> pd.DataFrame:
     return d.reset_index(drop=True)
 
 
-def _per_patient(d: pd.DataFrame, column: str) -> np.ndarray:
-    """Value of a patient-level column for each patient code ``_pid`` (0 … N−1)."""
-    pid = d["_pid"].to_numpy()
-    first = np.zeros(int(pid.max()) + 1, dtype=np.int64)
-    first[pid[::-1]] = np.arange(len(pid) - 1, -1, -1)
-    return d[column].to_numpy()[first]
+@dataclass(frozen=True, eq=False)
+class PreparedScores:
+    """One measure's scores, reduced once for several :func:`fit_trajectory` calls on the same cohort.
+
+    Fitting many models to the same scores (one per subgrouping variable in :mod:`analytics.subgroups`) then reads
+    the long table and forms the per-patient sums of the time basis only once. Build with :func:`prepare_scores`
+    from the cohort that is also passed to :func:`fit_trajectory`.
+
+    Attributes
+    ----------
+    measure:
+        The measure (``phq9``, ``gad7``, ``craving``, ``pda``).
+    patient_id:
+        Patients with at least one score, in order of their first score.
+    codes:
+        For each score, the position of its patient in ``patient_id``.
+    weeks, value:
+        Time (weeks since the first ketamine session) and value of each score (PDA in percent).
+    n_scores:
+        Scores per patient.
+    """
+
+    measure: str
+    patient_id: pd.Index
+    codes: np.ndarray
+    weeks: np.ndarray
+    value: np.ndarray
+    n_scores: np.ndarray
+    _moments: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def moments(self, time: TimeBasis) -> lmm.Moments:
+        """Per-patient sums of ``[1, time(weeks), value]`` with a random slope on weeks (computed once per basis)."""
+        if time not in self._moments:
+            basis = np.column_stack([np.ones(len(self.weeks)), time(self.weeks)])
+            self._moments[time] = lmm.patient_moments(self.value, basis, self.codes, self.weeks)
+        return self._moments[time]
 
 
-def _check_enough(d: pd.DataFrame, measure: str, by: str | None) -> None:
-    counts = np.bincount(d["_pid"].to_numpy())
-    ok = counts >= 2
-    if by is None:
+def prepare_scores(cohort: Cohort, measure: str = "phq9") -> PreparedScores:
+    """The scores of ``measure`` in ``cohort``, ready for repeated :func:`fit_trajectory` calls (``prepared=``)."""
+    d = measure_frame(cohort, measure)
+    d = d[d["patient_id"].notna()]
+    codes, uniques = pd.factorize(d["patient_id"])
+    codes = codes.astype(np.int64)
+    return PreparedScores(measure=measure, patient_id=pd.Index(uniques, name="patient_id"), codes=codes,
+                          weeks=d["weeks"].to_numpy(dtype=float), value=d["value"].to_numpy(dtype=float),
+                          n_scores=np.bincount(codes, minlength=len(uniques)))
+
+
+def _check_enough(n_scores: np.ndarray, group: Labels | None, measure: str, by: str | None) -> None:
+    """At least 2 scores for ``MIN_PATIENTS`` patients (per group with ``by``); one entry per patient."""
+    ok = n_scores >= 2
+    if by is None or group is None:
         if ok.sum() < MIN_PATIENTS:
             raise InsufficientData(
                 f"{_label(measure)} trajectories need at least 2 scores for {MIN_PATIENTS} patients "
                 f"(got {int(ok.sum())}). Widen the date range or add follow-up scores.")
         return
-    group = _per_patient(d, "_group")
-    for g in sorted(set(group), key=str):
-        got = int(np.sum(ok & (group == g)))
+    codes, labels = _codes(group)
+    with_two = np.bincount(codes, weights=ok, minlength=len(labels))
+    for g, got in sorted(zip(labels, with_two.astype(int).tolist()), key=lambda x: str(x[0])):
         if got < MIN_PATIENTS:
             raise InsufficientData(
                 f"{_label(measure)} trajectories need at least 2 scores for {MIN_PATIENTS} patients per group "
@@ -417,52 +502,49 @@ def _covariate_specs(patients: pd.DataFrame, adjust: tuple[str, ...]) -> tuple[C
     return tuple(specs)
 
 
-def _prepare(cohort: Cohort, measure: str, by: str | None, adjust: tuple[str, ...],
-             reference: str | None) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """Scores joined with group and covariates; patients missing any of them are dropped (and counted).
-
-    Adds ``_pid`` (patient code 0 … N−1) and, with ``by``, ``_group`` (text). Works on integer codes: membership
-    tests on text columns are slow with Arrow-backed strings.
-    """
-    d = measure_frame(cohort, measure)
+def _patients(cohort: Cohort, prepared: PreparedScores, by: str | None,
+              adjust: tuple[str, ...]) -> tuple[np.ndarray, pd.DataFrame, pd.Categorical | None, list[str]]:
+    """Patients with scores and complete ``by``/``adjust`` values: their positions in ``prepared.patient_id``,
+    their columns (``patient_id`` and ``by``/``adjust``, one row each), their group labels (text) and notes.
+    Patients missing any of those values are dropped (and counted). A patient table listing exactly the
+    prepared patients, in their order, is matched without a lookup."""
     notes: list[str] = []
     cols = [c for c in (by, *adjust) if c is not None]
     missing_cols = [c for c in cols if c not in cohort.patients.columns]
     if missing_cols:
         raise InsufficientData(f"'{missing_cols[0]}' is not a patient column; choose one of "
                                f"{', '.join(map(str, cohort.patients.columns))}.")
-    codes, uniques = pd.factorize(d["patient_id"])
-    pts = (cohort.patients.drop_duplicates("patient_id").set_index("patient_id")[cols]
-           .reindex(pd.Index(uniques, name="patient_id")))
-    if cols:
-        complete = pts.notna().all(axis=1).to_numpy()
-        n_drop = int((~complete).sum())
-        if n_drop:
-            notes.append(f"{n_drop} patients with scores were left out because {' or '.join(cols)} "
-                         "is missing for them.")
-        keep = complete[codes]
-        for c in cols:
-            d[c] = pts[c].to_numpy()[codes]
-        d = d[keep]
-        codes = codes[keep]
-        pts = pts[complete]
-    d["_pid"] = pd.factorize(codes)[0] if len(codes) else codes
-    pts = pts.reset_index()
+    n = len(prepared.patient_id)
+    if not cols:
+        return np.arange(n), prepared.patient_id.to_frame(index=False), None, notes
+    patients = cohort.patients
+    index = pd.Index(patients["patient_id"])
+    if len(index) == n and index.equals(prepared.patient_id):
+        rows = np.arange(n)
+    else:
+        if not index.is_unique:
+            patients = patients.drop_duplicates("patient_id")
+            index = pd.Index(patients["patient_id"])
+        rows = index.get_indexer(prepared.patient_id)
+    pts = patients[cols].iloc[np.maximum(rows, 0)].reset_index(drop=True)
+    complete = pts.notna().all(axis=1).to_numpy() & (rows >= 0)
+    n_drop = int((~complete).sum())
+    if n_drop:
+        notes.append(f"{n_drop} patients with scores were left out because {' or '.join(cols)} "
+                     "is missing for them.")
+    keep = np.flatnonzero(complete)
+    pts = pts[complete].reset_index(drop=True)
+    pts.insert(0, "patient_id", prepared.patient_id[keep])
+    group = None
     if by is not None:
-        d["_group"] = d[by].astype("string").astype(str)
-    if d.empty:
-        raise InsufficientData(f"No {_label(measure)} scores to analyse. Check that the exports contain them.")
-    if float(d["value"].std(ddof=0) or 0.0) == 0.0:
-        raise InsufficientData(f"Every {_label(measure)} score is the same ({d['value'].iloc[0]:g}); a trajectory "
-                               "cannot be estimated. Check the exports.")
-    return d.reset_index(drop=True), pts, notes
+        codes, uniques = pd.factorize(pts[by].astype("string"))
+        group = pd.Categorical.from_codes(codes, categories=pd.Index([str(u) for u in uniques], dtype=object))
+    return keep, pts, group, notes
 
 
-def _group_levels(d: pd.DataFrame, reference: str | None, by: str) -> tuple[str, tuple[str, ...]]:
-    group = _per_patient(d, "_group") if "_pid" in d.columns else \
-        d.drop_duplicates("patient_id")["_group"].to_numpy()
-    levels, counts_arr = np.unique(group.astype(str), return_counts=True)
-    counts = dict(zip(levels.tolist(), counts_arr.tolist()))
+def _levels_of(group: Labels, reference: str | None, by: str) -> tuple[str, tuple[str, ...]]:
+    """Reference level (default: the level with most patients) and the other levels, most patients first."""
+    counts = _patients_per_group(group)
     ordered = sorted(counts, key=lambda lv: (-counts[lv], str(lv)))
     if reference is None:
         reference = ordered[0]
@@ -472,14 +554,59 @@ def _group_levels(d: pd.DataFrame, reference: str | None, by: str) -> tuple[str,
     return reference, tuple(lv for lv in ordered if lv != reference)
 
 
+def _patients_per_group(group: Labels) -> dict[str, int]:
+    """Patients per group label (hash-based: sorting text labels is slow)."""
+    codes, labels = _codes(group)
+    return {lv: int(n) for lv, n in zip(labels, np.bincount(codes, minlength=len(labels)))}
+
+
+def _group_levels(d: pd.DataFrame, reference: str | None, by: str) -> tuple[str, tuple[str, ...]]:
+    """:func:`_levels_of` for a long table with ``patient_id`` and ``_group``."""
+    return _levels_of(d.drop_duplicates("patient_id")["_group"].to_numpy(), reference, by)
+
+
 def _full_rank(X: np.ndarray) -> bool:
     """Columns linearly independent? Eigenvalues of the scaled cross-product (cheap for tall X)."""
-    xtx = X.T @ X
+    return _full_rank_xtx(X.T @ X)
+
+
+def _full_rank_xtx(xtx: np.ndarray) -> bool:
+    """:func:`_full_rank` from the cross-product ``X'X``."""
     d = np.sqrt(np.diag(xtx))
     if np.any(d == 0):
         return False
     ev = np.linalg.eigvalsh(xtx / np.outer(d, d))
     return bool(ev.min() > 1e-10 * ev.max())
+
+
+class _ModelData:
+    """The analysed scores of one model in the two forms the engines need: factored per-patient sums (fast
+    engine, :func:`analytics.lmm.factored_blocks`) and, on demand, the long arrays (statsmodels)."""
+
+    def __init__(self, prepared: PreparedScores, keep: np.ndarray, design: Design, w: np.ndarray,
+                 feature: list[int], column: list[int]) -> None:
+        self.prepared, self.keep, self.design = prepared, keep, design
+        self.w, self.feature, self.column = w, feature, column
+        self.moments = prepared.moments(design.time)
+        self._blocks: dict[bool, lmm.Blocks] = {}
+
+    def blocks(self, random_slope: bool) -> lmm.Blocks:
+        if random_slope not in self._blocks:
+            mom = self.moments if random_slope else self.moments.intercept_only()
+            self._blocks[random_slope] = lmm.factored_blocks(mom, self.w, self.feature, self.column, rows=self.keep)
+        return self._blocks[random_slope]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``y``, ``X``, patient codes ``0 … N−1`` and weeks of the analysed scores, in the long table's order."""
+        pr = self.prepared
+        position = np.full(len(pr.patient_id), -1, dtype=np.int64)
+        position[self.keep] = np.arange(len(self.keep))
+        codes = position[pr.codes]
+        obs = codes >= 0
+        codes, weeks = codes[obs], pr.weeks[obs]
+        w_ext = np.column_stack([self.w, np.ones(len(self.w))])
+        X = w_ext[codes][:, self.feature] * self.design.basis(weeks)[:, self.column]
+        return pr.value[obs], X, codes, weeks
 
 
 def _statsmodels_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, weeks: np.ndarray, random_slope: bool,
@@ -519,12 +646,14 @@ def _statsmodels_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, weeks: np
     return result, notes
 
 
-def _fit_one(y: np.ndarray, X: np.ndarray, codes: np.ndarray, weeks: np.ndarray, random_slope: bool, reml: bool,
-             names: tuple[str, ...], engine: Engine) -> lmm.LMMResult:
+def _fit_one(data: _ModelData, random_slope: bool, reml: bool, names: tuple[str, ...], engine: Engine,
+             start: np.ndarray | None = None) -> lmm.LMMResult:
     if engine == "statsmodels":
+        y, X, codes, weeks = data.arrays()
         return _statsmodels_fit(y, X, codes, weeks, random_slope, reml, names)[0]
-    blk = lmm.build_blocks(y, X, codes, weeks if random_slope else None)
-    res = lmm.fit_blocks(blk, reml=reml, names=names)
+    blk = data.blocks(random_slope)
+    warm = start is not None and random_slope
+    res = lmm.fit_blocks(blk, reml=reml, names=names, start=start if warm else None, warm=warm)
     if not res.converged and random_slope:  # a second start before giving up on the slope
         retry = lmm.fit_blocks(blk, reml=reml, names=names, start=np.array([0.5, 0.0, 0.01]))
         if retry.converged or retry.deviance < res.deviance:
@@ -532,16 +661,16 @@ def _fit_one(y: np.ndarray, X: np.ndarray, codes: np.ndarray, weeks: np.ndarray,
     return res
 
 
-def _fit_with_fallback(y: np.ndarray, X: np.ndarray, codes: np.ndarray, weeks: np.ndarray, *, reml: bool,
-                       names: tuple[str, ...], engine: Engine, measure: str,
-                       random_slope: bool = True) -> tuple[lmm.LMMResult, list[str]]:
+def _fit_with_fallback(data: _ModelData, *, reml: bool, names: tuple[str, ...], engine: Engine, measure: str,
+                       random_slope: bool = True,
+                       start: np.ndarray | None = None) -> tuple[lmm.LMMResult, list[str]]:
     notes: list[str] = []
-    res = _fit_one(y, X, codes, weeks, random_slope, reml, names, engine)
+    res = _fit_one(data, random_slope, reml, names, engine, start)
     if random_slope and (res.singular or not res.converged):
         why = ("did not converge" if not res.converged else
                "was singular (patient-specific slopes or their correlation with the starting level cannot be "
                "told apart from zero or ±1)")
-        alt = _fit_one(y, X, codes, weeks, False, reml, names, engine)
+        alt = _fit_one(data, False, reml, names, engine)
         if alt.converged or not res.converged:
             notes.append(f"The model with a random slope per patient {why}; the random-intercept model is "
                          "reported instead (standard errors of time effects may then be too small).")
@@ -567,7 +696,8 @@ def _fit_with_fallback(y: np.ndarray, X: np.ndarray, codes: np.ndarray, weeks: n
 def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = None, adjust: tuple[str, ...] = (),
                    time: TimeShape = "linear", knot_weeks: float = 4.0, spline_df: int = 3,
                    reference: str | None = None, random_slope: bool = True, reml: bool = True,
-                   engine: Engine = "fast", conf_level: float = 0.95) -> TrajectoryFit:
+                   engine: Engine = "fast", conf_level: float = 0.95, prepared: PreparedScores | None = None,
+                   start: np.ndarray | None = None) -> TrajectoryFit:
     """Linear mixed model of one repeated measure over weeks since the first ketamine session.
 
     Parameters
@@ -594,6 +724,14 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
         ``fast`` (exact vectorised (RE)ML, :mod:`analytics.lmm`) or ``statsmodels`` (``MixedLM``; slow, reference).
     conf_level:
         Level of the Wald confidence intervals.
+    prepared:
+        The cohort's scores of ``measure`` from :func:`prepare_scores`, when several models are fitted to the same
+        cohort (saves re-reading the long table; the result is the same).
+    start:
+        Covariance parameters of a closely related random-slope model (lme4's ``theta``, e.g.
+        :attr:`analytics.lmm.LMMResult.theta` of the same model with fewer fixed effects): the fast engine then
+        first tries Newton steps from them (``analytics.lmm.fit_blocks(warm=True)``). Default: method-of-moments
+        start values. The optimum does not depend on it (to ~1e-10), only the number of evaluations.
 
     Returns
     -------
@@ -613,16 +751,30 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     """
     z = _z(conf_level)
     adjust = tuple(adjust)
-    d, pts, notes = _prepare(cohort, measure, by, adjust, reference)
+    if prepared is None:
+        prepared = prepare_scores(cohort, measure)
+    elif prepared.measure != measure:
+        raise ValueError(f"prepared holds {prepared.measure} scores, not {measure}.")
+    keep, pts, group, notes = _patients(cohort, prepared, by, adjust)
+    analysed = np.zeros(len(prepared.patient_id), dtype=bool)
+    analysed[keep] = True
+    obs = analysed[prepared.codes]
+    weeks = prepared.weeks[obs]
+    values = prepared.value[obs]
+    if len(values) == 0:
+        raise InsufficientData(f"No {_label(measure)} scores to analyse. Check that the exports contain them.")
+    if np.all(values == values[0]):
+        raise InsufficientData(f"Every {_label(measure)} score is the same ({values[0]:g}); a trajectory "
+                               "cannot be estimated. Check the exports.")
     if by is not None:
-        ref, levels = _group_levels(d, reference, by)
+        ref, levels = _levels_of(group, reference, by)  # type: ignore[arg-type]
     else:
         ref, levels = None, ()
-    _check_enough(d, measure, by)
+    _check_enough(prepared.n_scores[keep], group, measure, by)
     basis = TimeBasis(time, knot_weeks=knot_weeks)
     if time == "spline":
         qs = np.linspace(0, 1, spline_df + 1)
-        knots = np.quantile(d["weeks"].to_numpy(), qs)
+        knots = np.quantile(weeks, qs)
         if len(np.unique(knots)) < len(knots):
             raise InsufficientData(f"Too few distinct times to place {spline_df} spline pieces; use a smaller "
                                    "spline_df or time='piecewise'.")
@@ -632,15 +784,14 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     design = Design(measure=measure, time=basis, by=by, reference=ref, levels=levels,
                     covariates=_covariate_specs(pts, adjust))
     names = design.names
-    weeks = d["weeks"].to_numpy()
-    X = design.matrix(weeks, d["_group"].to_numpy() if by else None, d if adjust else None)
-    if not _full_rank(X):
+    w, feature, column = design.patient_features(len(keep), group, pts if adjust else None)
+    data = _ModelData(prepared, keep, design, w, feature, column)
+    p = len(names)
+    if not _full_rank_xtx(data.blocks(random_slope).c0[:p, :p]):
         raise InsufficientData(f"The {_label(measure)} model has more terms than the data can separate (e.g. a "
                                "covariate that never varies). Drop an adjustment variable or merge groups.")
-    codes = d["_pid"].to_numpy()
-    y = d["value"].to_numpy(dtype=float)
-    res, fit_notes = _fit_with_fallback(y, X, codes, weeks, reml=reml, names=names, engine=engine,
-                                        measure=measure, random_slope=random_slope)
+    res, fit_notes = _fit_with_fallback(data, reml=reml, names=names, engine=engine, measure=measure,
+                                        random_slope=random_slope, start=start)
     notes.extend(fit_notes)
     se = res.se
     est = res.beta
@@ -654,8 +805,8 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     if measure == "pda":
         notes.append("Percent days abstinent is modelled in percent (0–100).")
     if by:
-        lv, cnt = np.unique(_per_patient(d, "_group").astype(str), return_counts=True)
-        n_per_group = {str(g): int(n) for g, n in zip(lv, cnt)}
+        counts = _patients_per_group(group)  # type: ignore[arg-type]
+        n_per_group = {g: counts[g] for g in sorted(counts)}
     else:
         n_per_group = {ALL: int(res.n_groups)}
     return TrajectoryFit(

@@ -1,21 +1,30 @@
 """Who benefits: the program contrast within subgroups, on the sample clinic (true HR 0.60, same in every subgroup)."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
+from analytics import subgroups, survival
 from analytics.cohort import build_cohort
 from analytics.subgroups import who_benefits
 from schemas.validate import load_exports
 
 ROOT = Path(__file__).resolve().parents[1]
+TREATED, CONTROL = "ketamine + therapy", "ketamine only"
 
 
 @pytest.fixture(scope="module")
-def result():
+def cohort():
     d = ROOT / "sample_data"
-    cohort = build_cohort(load_exports(d / "sessions.csv", d / "followups.csv", d / "patients.csv"))
+    return build_cohort(load_exports(d / "sessions.csv", d / "followups.csv", d / "patients.csv"))
+
+
+@pytest.fixture(scope="module")
+def result(cohort):
     return who_benefits(cohort, variables=("primary_substance", "sex"))
 
 
@@ -40,3 +49,46 @@ def test_levels_too_small_for_a_comparison_get_no_estimate(result):
     t = result.table
     small = t[t[["n_treated", "n_control"]].min(axis=1) < 10]
     assert small["estimate"].isna().all()
+
+
+def test_slope_rows_equal_one_plain_trajectory_model_per_variable(cohort, result):
+    # who_benefits reads the PHQ-9 scores once, skips the id lookup and starts each model from the overall one;
+    # none of that may change a number: compare with the plain path (each model fitted from scratch)
+    z = float(stats.norm.ppf(0.975))
+    phq = replace(cohort, measures=cohort.measures[cohort.measures["measure"] == "phq9"].reset_index(drop=True))
+    t = result.table[result.table["outcome"] == "phq9_slope_difference"]
+    for variable in ("primary_substance", "sex"):
+        levels = sorted(cohort.patients[variable].dropna().astype(str).unique())
+        plain, _ = subgroups._slope_rows(phq, variable, levels, TREATED, CONTROL, z)
+        plain = pd.DataFrame(plain).set_index("level")
+        got = t[t["variable"] == variable].set_index("level")
+        assert got["n_treated"].tolist() == plain["n_treated"].tolist()
+        for col in ("estimate", "ci_low", "ci_high", "interaction_p"):
+            a, b = got[col].to_numpy(float), plain[col].to_numpy(float)
+            assert np.array_equal(np.isnan(a), np.isnan(b))
+            ok = ~np.isnan(b)
+            assert np.all(np.abs(a[ok] - b[ok]) <= 1e-8 * np.abs(b[ok])), (variable, col)
+    overall = result.overall[result.overall["outcome"] == "phq9_slope_difference"].iloc[0]
+    assert overall["estimate"] < 0  # the therapy arm's PHQ-9 falls faster in the sample clinic
+
+
+def test_relapse_rows_equal_cox_models_fitted_directly(cohort, result):
+    pts = cohort.survival_patients
+    pts = pts[pts["program"].isin([TREATED, CONTROL])]
+    sub = pts[pts["sex"] == "female"]
+    fit = survival.cox_ph(sub["days_to_event"], sub["relapsed"],
+                          (sub["program"] == TREATED).astype(float).to_frame("treated"), ph_transform=None)
+    row = result.table.query("outcome == 'relapse_hr' and variable == 'sex' and level == 'female'").iloc[0]
+    assert row["estimate"] == pytest.approx(float(fit.table["estimate"].iloc[0]), rel=1e-12)
+    assert row["n_event"] == int(sub["relapsed"].sum())
+    # interaction: likelihood-ratio test of program × sex over the levels with ≥ 10 patients per program
+    usable = [lv for lv in ("female", "male", "other", "unknown")
+              if min(((pts["sex"] == lv) & (pts["program"] == arm)).sum() for arm in (TREATED, CONTROL)) >= 10]
+    d = pts[pts["sex"].isin(usable)]
+    t = (d["program"] == TREATED).astype(float).to_numpy()
+    main = pd.DataFrame({"treated": t, **{lv: (d["sex"] == lv).astype(float).to_numpy() for lv in usable[1:]}})
+    full = main.assign(**{f"x{lv}": main[lv] * t for lv in usable[1:]})
+    l0 = survival.cox_ph(d["days_to_event"], d["relapsed"], main, ph_transform=None).loglik[1]
+    l1 = survival.cox_ph(d["days_to_event"], d["relapsed"], full, ph_transform=None).loglik[1]
+    p = stats.chi2.sf(2 * (l1 - l0), df=len(usable) - 1)
+    assert row["interaction_p"] == pytest.approx(p, rel=1e-10)
