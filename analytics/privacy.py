@@ -59,7 +59,8 @@ OFF_NOTE = "Suppression OFF: internal use only. Counts from 1 to {hi} are shown;
 _P = (1 << 61) - 1  # prime modulus of the exact elimination in the audit
 COMPLEMENT_MARK = "*"  # shown in place of a cell hidden only so that a small one cannot be worked out
 
-__all__ = ["SuppressedTable", "is_small", "mask_text", "rate_is_safe", "suppress_counts", "suppress_km"]
+__all__ = ["SuppressedCells", "SuppressedTable", "fraction_text", "hidden_rate_points", "is_small", "issue_counts",
+           "mask_text", "rate_is_safe", "suppress_cells", "suppress_counts", "suppress_flow", "suppress_km"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -779,3 +780,243 @@ def suppress_km(
     notes = _notes(mask[count_columns], primary[count_columns], count_columns, derived, min_cell, extra)
     return SuppressedTable(table=out, mask=mask, primary=primary, min_cell=min_cell, enabled=True, notes=notes,
                            n_derived_protected=derived, count_columns=tuple(count_columns))
+
+
+# --------------------------------------------------------------------------------------------------
+# named cells with any additive relations (flows, charts whose numbers are not one rectangular table)
+# --------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SuppressedCells:
+    """Named counts after small-cell suppression (:func:`suppress_cells`).
+
+    Attributes
+    ----------
+    values:
+        The counts as given (key → number; missing values are None/NaN).
+    hidden:
+        key → True when the count must not be shown (small, or hidden to protect a small one).
+    primary:
+        key → True when the count itself is 1 to ``min_cell - 1`` (shown as ``"<11"``); hidden keys that are not
+        primary are complementary (shown as ``"*"``).
+    min_cell, enabled, notes, n_derived_protected:
+        As on :class:`SuppressedTable`.
+    """
+
+    values: Mapping[object, float | None]
+    hidden: Mapping[object, bool]
+    primary: Mapping[object, bool]
+    min_cell: int = 11
+    enabled: bool = True
+    notes: tuple[str, ...] = ()
+    n_derived_protected: int = 0
+
+    def shown(self, key: object) -> bool:
+        """May the count ``key`` be shown (or used to place a point)?"""
+        return not self.hidden.get(key, False)
+
+    def value(self, key: object) -> float | None:
+        """The count, or None when it is hidden or missing."""
+        v = self.values.get(key)
+        return None if self.hidden.get(key, False) or _is_missing(v) else float(v)  # type: ignore[arg-type]
+
+    def text(self, key: object) -> str:
+        """The count as display text: ``"<11"`` (small), ``"*"`` (complementary), else ``"1,234"``/``"—"``."""
+        if self.hidden.get(key, False):
+            if self.primary.get(key, False):
+                return formatting.SUPPRESSED if self.min_cell == 11 else f"<{self.min_cell}"
+            return COMPLEMENT_MARK
+        return mask_text(self.values.get(key), min_cell=self.min_cell, enabled=False)
+
+
+def suppress_cells(
+    values: Mapping[object, float | None],
+    *,
+    sums: Sequence[tuple[Sequence[object], object]] = (),
+    rates: Sequence[tuple[object, object]] = (),
+    known: Sequence[object] = (),
+    min_cell: int = 11,
+    enabled: bool = True,
+) -> SuppressedCells:
+    """Hide small counts among named cells tied by any additive relations (the engine of :func:`suppress_counts`).
+
+    For numbers that are not one rectangular table: a patient flow (each step is its parent minus the losses),
+    the bars or points of a chart (parts of a total that is known elsewhere), a row of tiles.
+
+    Parameters
+    ----------
+    values:
+        key → count. A key shown in several places is one cell (hide it everywhere or nowhere); give numbers that
+        are equal by construction (e.g. the same denominator in several rows) the same key.
+    sums:
+        ``(parts, total)``: ``sum(parts) + rest = total``. The rest (``total - sum``, categories not shown) is a
+        derived count, protected when it is 1–10. A relation whose parts add up to more than the total (overlapping
+        categories) gives a reader no equation and is skipped.
+    rates:
+        ``(numerator, denominator)`` of a percentage that is shown (or placed on a chart): the complement
+        ``denominator - numerator`` is protected like a count. Hide the percentage whenever either count is hidden.
+    known:
+        Cells a reader knows anyway (totals published elsewhere): never chosen as complementary cells, so the
+        protection holds even though they are known. They are still hidden (and protected) when small.
+    min_cell, enabled:
+        As in :func:`suppress_counts`.
+
+    Returns
+    -------
+    SuppressedCells
+        ``hidden``/``primary`` per key, ``text(key)`` for display, ``notes``.
+
+    Notes
+    -----
+    Same rules as :func:`suppress_counts`: primary suppression of 1 to ``min_cell - 1``, derived counts protected,
+    complementary suppression by the next smallest non-zero cell to a fixed point, then the exact audit.
+    """
+    keys = list(values)
+    unknown = [k for rel in sums for k in (*rel[0], rel[1])] + [k for r in rates for k in r]
+    missing = [k for k in [*unknown, *known] if k not in values]
+    if missing:
+        raise ValueError(f"Relations name cells that have no value: {missing[:5]}.")
+    if not enabled:
+        no = dict.fromkeys(keys, False)
+        return SuppressedCells(values=dict(values), hidden=no, primary=dict(no), min_cell=min_cell, enabled=False,
+                               notes=(OFF_NOTE.format(hi=min_cell - 1),))
+    prob = _Problem(min_cell)
+    where = {k: prob.add_real(r, "cell", values[k]) for r, k in enumerate(keys)}
+    for k in known:
+        prob.real[where[k]] = False  # known to the reader: not a cell that hiding would take away
+    relations = [([*parts], total) for parts, total in sums] + [([num], den) for num, den in rates]
+    for parts, total in relations:
+        idx = list(dict.fromkeys(where[p] for p in parts))
+        if where[total] in idx:
+            continue
+        vals = [prob.value[i] for i in idx]
+        if not math.isnan(prob.value[where[total]]) and not any(math.isnan(v) for v in vals) \
+                and sum(vals) > prob.value[where[total]] + 1e-9:
+            continue  # overlapping parts: no equation
+        prob.parts_total(idx, where[total], what=f"cells {parts!r} of {total!r}")
+    prob.solve()
+    hidden = {k: bool(prob.hidden[where[k]] and not prob.missing[where[k]]) for k in keys}
+    primary = {k: bool(prob.sensitive[where[k]]) for k in keys}
+    derived = sum(1 for i in range(len(prob.value)) if not prob.real[i] and prob.sensitive[i])
+    mask = pd.DataFrame({"cell": [hidden[k] for k in keys]})
+    prim = pd.DataFrame({"cell": [primary[k] for k in keys]})
+    notes = _notes(mask, prim, ["cell"], derived, min_cell)
+    return SuppressedCells(values=dict(values), hidden=hidden, primary=primary, min_cell=min_cell, enabled=True,
+                           notes=notes, n_derived_protected=derived)
+
+
+def hidden_rate_points(numerators: Sequence[float], denominators: Sequence[float], *, total: bool = True,
+                       min_cell: int = 11, enabled: bool = True) -> np.ndarray:
+    """Which points of a rate chart (months of a control chart, units of a funnel plot) must not be drawn.
+
+    A point placed at ``numerator / denominator`` (and, on a funnel plot, at ``x = denominator``; on a control chart
+    with limits that depend on the denominator) gives both counts away. A point is hidden when its numerator, its
+    denominator or its complement is 1 to ``min_cell - 1``; with ``total=True`` the points are parts of a total
+    (all months, all units) that is assumed known elsewhere (when its own rate may be shown), and complementary
+    points are hidden so that a hidden point cannot be worked out from the total and the others.
+
+    Returns
+    -------
+    numpy.ndarray
+        One boolean per point: True = do not draw it, nor show its counts.
+    """
+    x = [float(v) for v in numerators]
+    n = [float(v) for v in denominators]
+    if len(x) != len(n):
+        raise ValueError(f"numerators and denominators differ in length ({len(x)} vs {len(n)}).")
+    if not enabled:
+        return np.zeros(len(x), dtype=bool)
+    cells: dict[object, float | None] = {}
+    for i, (a, b) in enumerate(zip(x, n)):
+        cells[("num", i)], cells[("den", i)] = a, b
+    sums: list[tuple[Sequence[object], object]] = []
+    if total and len(x) > 1:
+        cells["num_total"] = float(np.nansum(x))
+        cells["den_total"] = float(np.nansum(n))
+        sums = [([("num", i) for i in range(len(x))], "num_total"),
+                ([("den", i) for i in range(len(x))], "den_total")]
+    # a total whose own rate may be shown (a centre line, an overall rate) is known to the reader: never hidden
+    # to protect a point; one that is not (it reveals a small count itself) is an ordinary cell
+    known = [k for k in ("num_total", "den_total") if k in cells] if len(x) > 1 and rate_is_safe(
+        cells["num_total"], cells["den_total"], min_cell=min_cell) else []
+    try:
+        out = suppress_cells(cells, sums=sums, rates=[(("num", i), ("den", i)) for i in range(len(x))],
+                             known=known, min_cell=min_cell)
+    except RuntimeError:  # pragma: no cover - no complementary cell found: show nothing rather than too much
+        return np.ones(len(x), dtype=bool)
+    return np.array([out.hidden[("num", i)] or out.hidden[("den", i)] for i in range(len(x))], dtype=bool)
+
+
+def fraction_text(numerator: float | None, denominator: float | None, *, min_cell: int = 11,
+                  enabled: bool = True) -> tuple[str, str]:
+    """``("45", "60")`` for "45 of 60", with the complement protected: small counts show as ``"<11"``, and when
+    ``denominator - numerator`` is 1–10 the numerator shows as ``"*"`` (otherwise "45 of 50" gives away 5)."""
+    cells = suppress_cells({"num": numerator, "den": denominator}, rates=[("num", "den")], min_cell=min_cell,
+                           enabled=enabled)
+    return cells.text("num"), cells.text("den")
+
+
+def suppress_flow(steps: pd.DataFrame, losses: pd.DataFrame, *, min_cell: int = 11,
+                  enabled: bool = True) -> SuppressedCells:
+    """Suppress a CONSORT-style flow (``analytics.qi.FlowTable``).
+
+    Keys: ``("step", step)`` (the step's ``n``), ``("lost", step)`` (its parent's n minus its n, when both count
+    the same unit) and ``("loss", step, reason)``. Each step plus its loss is its parent, and the reasons add up to
+    the loss (or less: the rest is a derived count; when they add up to more, a row with several problems, each
+    reason is only checked alone). So a small step, a small loss or a small reason is hidden, and so is whatever
+    would give it away: the difference of two shown bars, or a loss minus the other reasons.
+    """
+    values: dict[object, float | None] = {("step", s): n for s, n in zip(steps["step"], steps["n"])}
+    for s, reason, n in zip(losses["step"], losses["reason"], losses["n"]):
+        values[("loss", s, reason)] = n
+    unit = dict(zip(steps["step"], steps["unit"]))
+    sums: list[tuple[Sequence[object], object]] = []
+    for s, n, parent in zip(steps["step"], steps["n"], steps["parent"]):
+        if not parent or parent not in unit or unit[parent] != unit[s]:
+            continue
+        values[("lost", s)] = float(values[("step", parent)]) - float(n)  # type: ignore[arg-type]
+        sums.append(([("step", s), ("lost", s)], ("step", parent)))
+        reasons = [("loss", s, r) for r in losses.loc[losses["step"] == s, "reason"]]
+        if reasons:
+            sums.append((reasons, ("lost", s)))  # skipped by suppress_cells when the reasons overlap
+    return suppress_cells(values, sums=sums, min_cell=min_cell, enabled=enabled)
+
+
+ALL_LABEL = "(all)"
+
+
+def issue_counts(issues: pd.DataFrame, *, min_cell: int = 11, enabled: bool = True) -> pd.DataFrame:
+    """A quarantine report as aggregate counts only (no values, no line numbers), small counts suppressed.
+
+    Parameters
+    ----------
+    issues:
+        ``ValidatedExports.issues`` (``file``, ``line``, ``column``, ``value``, ``reason``); only ``file``,
+        ``column`` and ``reason`` are read.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``file``, ``column``, ``reason``, ``problems`` (text: ``"<11"``, ``"*"`` or the count): one row per
+        (file, column, reason), a row per file with ``column == "(all)"`` (its total) and a last row with
+        ``file == "(all)"`` (all problems). The parts add up to the totals, so complementary suppression runs
+        over both levels.
+    """
+    if issues.empty:
+        return pd.DataFrame(columns=["file", "column", "reason", "problems"])
+    g = issues.groupby(["file", "column", "reason"], sort=True, dropna=False).size()
+    values: dict[object, float | None] = {("cell", *k): float(n) for k, n in g.items()}  # type: ignore[misc]
+    files = list(dict.fromkeys(k[0] for k in g.index))
+    sums: list[tuple[Sequence[object], object]] = []
+    for f in files:
+        values[("file", f)] = float(g.loc[f].sum())
+        sums.append(([("cell", *k) for k in g.index if k[0] == f], ("file", f)))
+    values[("all",)] = float(g.sum())
+    sums.append(([("file", f) for f in files], ("all",)))
+    cells = suppress_cells(values, sums=sums, min_cell=min_cell, enabled=enabled)
+    rows = []
+    for f in files:
+        rows += [(f, c, r, cells.text(("cell", f, c, r))) for (ff, c, r) in g.index if ff == f]
+        rows.append((f, ALL_LABEL, "", cells.text(("file", f))))
+    rows.append((ALL_LABEL, ALL_LABEL, "", cells.text(("all",))))
+    return pd.DataFrame(rows, columns=["file", "column", "reason", "problems"])

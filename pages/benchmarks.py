@@ -8,8 +8,7 @@ import streamlit as st
 from analytics import benchmarks
 from analytics import formatting as fmt
 from analytics.errors import OutcomesError
-from analytics.plots.benchmarks import forest
-from analytics.privacy import mask_text
+from analytics.plots.benchmarks import clinic_cells, clinic_shown, forest
 from pages._shared import show_notes, sidebar_settings, view_cohort
 
 sidebar_settings()
@@ -36,19 +35,23 @@ except OutcomesError as err:
     st.stop()
 
 table = comp.table[comp.table["domain"] == "efficacy"]
+shown = cohort.settings.suppress
+min_cell = cohort.settings.min_cell if shown else None
+cells = clinic_cells(comp.table, min_cell=min_cell)
 if view == "chart":
-    st.plotly_chart(forest(comp, domain="efficacy"), width="stretch")
+    st.plotly_chart(forest(comp, domain="efficacy", min_cell=min_cell), width="stretch")
     st.caption("Dots are point estimates, lines their 95% confidence intervals (published CIs where the source "
                "gives one). Differences between trial arms (KARE) are drawn on their own axis: they are not "
                "levels a clinic can reach on its own.")
 else:
-    shown = cohort.settings.suppress
+    ok = [clinic_shown(cells, row) for _, row in table.iterrows()]
     out = pd.DataFrame({
         "benchmark": table["id"], "metric": table["metric"], "group": table["group"],
         "published": table["published_text"],
-        "clinic": [fmt.num(e, 2) if lo is None or pd.isna(lo) else fmt.ci(e, lo, hi) for e, lo, hi in
-                   zip(table["clinic_estimate"], table["clinic_ci_low"], table["clinic_ci_high"])],
-        "clinic n": [mask_text(n, enabled=shown) for n in table["clinic_n"]],
+        "clinic": ["suppressed (<11)" if not k else fmt.num(e, 2) if lo is None or pd.isna(lo) else fmt.ci(e, lo, hi)
+                   for e, lo, hi, k in zip(table["clinic_estimate"], table["clinic_ci_low"], table["clinic_ci_high"],
+                                           ok)],
+        "clinic n": [cells.text(("n", i)) if ("n", i) in cells.values else "—" for i in table["id"]],
         "why no clinic figure": table["clinic_reason"].fillna(""),
         "source": table["status_label"],
     })

@@ -6,11 +6,12 @@ import pandas as pd
 import streamlit as st
 
 from analytics.errors import OutcomesError
+from analytics.privacy import issue_counts, suppress_cells
 from analytics.safe_export import to_safe_csv
 from analytics.store import StoreBusy, open_store
 from pages._auth import ROW_LEVEL_ROLES, audit_export, current_user, has_role
 from pages._mapping import mapping_step
-from pages._shared import Key, exports, set_exports, sidebar_settings
+from pages._shared import Key, exports, set_exports, show_notes, sidebar_settings
 from schemas.presets import Preset, available_presets, combine_presets, loads_mapping
 from schemas.validate import load_exports
 
@@ -111,22 +112,38 @@ if st.session_state.pop("just_loaded", False):
 if note := st.session_state.pop("store_note", None):
     st.warning(note)
 st.subheader("Data-quality report" + (" (sample clinic)" if source == "sample" else ""))
+row_level = has_role(*ROW_LEVEL_ROLES)  # sees the rows themselves, so exact counts; a director sees aggregates
+counts: dict[object, float | None] = {("patients",): data.n_patients}
+relations = []
+for kind, report in data.files.items():
+    counts.update({("rows", kind): report.rows, ("accepted", kind): report.accepted,
+                   ("aside", kind): report.quarantined, ("out", kind): report.output_rows, ("merged", kind): report.merged})
+    relations.append(([("accepted", kind), ("aside", kind)], ("rows", kind)))
+    if report.long_format:
+        relations.append(([("out", kind), ("merged", kind)], ("accepted", kind)))
+shown = suppress_cells(counts, sums=relations, enabled=not row_level)
 cols = st.columns(len(data.files) + 1)
 for col, (kind, report) in zip(cols, data.files.items()):
-    col.metric(f"{kind}.csv rows read", f"{report.rows:,}")
-    col.write(f"**{report.accepted:,}** accepted · **{report.quarantined:,}** set aside")
+    col.metric(f"{kind}.csv rows read", shown.text(("rows", kind)))
+    col.write(f"**{shown.text(('accepted', kind))}** accepted · **{shown.text(('aside', kind))}** set aside")
     if report.dropped_columns:
         col.caption("Identifier columns dropped: " + ", ".join(report.dropped_columns))
     if report.long_format:
-        col.caption(f"One row per questionnaire: {report.output_rows:,} follow-ups from {report.accepted:,} "
-                    f"accepted rows ({report.merged:,} merged into a follow-up of the same patient and day)")
+        col.caption(f"One row per questionnaire: {shown.text(('out', kind))} follow-ups from "
+                    f"{shown.text(('accepted', kind))} accepted rows ({shown.text(('merged', kind))} merged into a "
+                    "follow-up of the same patient and day)")
     if report.extra_columns:
         col.caption("Kept for display, not analysed: " + ", ".join(report.extra_columns))
-cols[-1].metric("Patients with accepted sessions", f"{data.n_patients:,}")
-for note in data.notes:
-    st.caption(note)
+cols[-1].metric("Patients with accepted sessions", shown.text(("patients",)))
+show_notes(data.notes + (() if row_level else shown.notes))
 
-if len(data.issues):
+if len(data.issues) and not row_level:
+    aggregate = issue_counts(data.issues)
+    st.markdown(f"**{aggregate['problems'].iloc[-1]} problems** in {data.issues['file'].nunique()} file(s), by "
+                "file, column and reason. Row values and line numbers are for clinicians, analysts and admins: ask "
+                "one of them for the list to send to whoever can fix the export.")
+    st.dataframe(aggregate, hide_index=True, width="stretch", key="dq_aggregate")
+elif len(data.issues):
     st.markdown(f"**{len(data.issues):,} problems** in {data.issues['file'].nunique()} file(s). "
                 "Send this list to whoever can fix the export at the source.")
     summary = (data.issues.groupby(["file", "column"]).size().rename("problems").reset_index()
@@ -140,7 +157,7 @@ if len(data.issues):
 else:
     st.success("Every row was accepted.")
 
-if not has_role(*ROW_LEVEL_ROLES):
+if not row_level:
     st.stop()  # directors see aggregates only
 with st.expander("Preview of accepted rows"):
     tab_s, tab_f, tab_p = st.tabs(["sessions", "followups", "patients"])

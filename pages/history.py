@@ -11,7 +11,7 @@ from analytics.errors import OutcomesError
 from analytics.privacy import SuppressedTable, mask_text, suppress_counts
 from analytics.safe_export import to_safe_csv
 from analytics.store import STORE_FILE, Store, compare_uploads, data_dir, open_store
-from pages._auth import ADMIN_ROLES, current_user, has_role
+from pages._auth import ADMIN_ROLES, ROW_LEVEL_ROLES, current_user, has_role
 from pages._shared import set_exports, settings, sidebar_settings
 
 sidebar_settings()
@@ -63,6 +63,9 @@ if not records:
 listing = pd.DataFrame([r.summary() for r in reversed(records)])
 listing["created_at"] = listing["created_at"].map(lambda t: f"{t:%Y-%m-%d %H:%M} UTC")
 listing["patients"] = listing["patients"].map(lambda n: mask_text(n, enabled=suppress))
+if not has_role(*ROW_LEVEL_ROLES):  # row and issue counts are exact only for roles that see the rows themselves
+    for c in [c for c in listing.columns if c.endswith("_rows") or c == "issues"]:
+        listing[c] = listing[c].map(lambda n: mask_text(n))
 st.dataframe(listing, hide_index=True, width="stretch", key="hist_table")
 ids = [r.upload_id for r in reversed(records)]
 labels = {r.upload_id: f"{r.created_at:%Y-%m-%d %H:%M} · {r.user} · {r.upload_id}" for r in records}

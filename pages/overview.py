@@ -8,7 +8,7 @@ from analytics import formatting as fmt
 from analytics import qi
 from analytics.errors import OutcomesError
 from analytics.plots import qi as qplots
-from analytics.privacy import mask_text, rate_is_safe
+from analytics.privacy import fraction_text, mask_text, rate_is_safe
 from pages._auth import audit_export
 from pages._shared import exports, show_notes, sidebar_settings, view_cohort
 
@@ -53,6 +53,7 @@ except OutcomesError as err:
     st.stop()
 
 shown = cohort.settings.suppress
+min_cell = cohort.settings.min_cell if shown else None
 
 
 def _value(row) -> str:
@@ -81,8 +82,9 @@ for i, kpi in enumerate(later.index):
         st.metric(row["label"], _value(row), delta=delta, delta_color="off" if kpi == "ae_rate" else "normal",
                   help=row["definition"])
         if row["scale"] != "count":
-            st.caption(f"{mask_text(row['numerator'], enabled=shown)} of {mask_text(row['denominator'], enabled=shown)}"
-                       f" · before: {_value(before)}")
+            num, den = fraction_text(row["numerator"], row["denominator"], min_cell=cohort.settings.min_cell,
+                                     enabled=shown)
+            st.caption(f"{num} of {den} · before: {_value(before)}")
 st.caption("Each tile: the later period, its change from the earlier period, and its numerator and denominator. "
            "Whether a change is signal or noise: see the control charts below.")
 show_notes(table.notes)
@@ -92,9 +94,12 @@ data = exports()
 try:
     flow = qi.patient_flow(cohort, uploaded_rows=sum(r.rows for r in data.files.values()) if data else None,
                            quarantined=data.issues if data is not None else None)
-    st.plotly_chart(qplots.flow_diagram(flow), width="stretch")
-    losses = flow.losses.assign(n=[mask_text(n, enabled=shown) for n in flow.losses["n"]])
+    st.plotly_chart(qplots.flow_diagram(flow, min_cell=min_cell), width="stretch")
+    cells = qplots.flow_cells(flow, min_cell=min_cell)
+    losses = flow.losses.assign(n=[cells.text(("loss", s, r)) for s, r in zip(flow.losses["step"],
+                                                                             flow.losses["reason"])])
     st.dataframe(losses, hide_index=True)
+    show_notes(cells.notes if shown else ())
 except OutcomesError as err:
     st.warning(str(err))
 
@@ -103,10 +108,12 @@ labels = {k: qi.kpi_label(k) for k in qi.SPC_KPIS}
 kpi = st.selectbox("Rate", options=list(labels), format_func=labels.get, key="ov_spc_kpi")
 try:
     chart = qi.control_chart(cohort, kpi=kpi)
-    st.plotly_chart(qplots.control_chart(chart), width="stretch")
+    st.plotly_chart(qplots.control_chart(chart, min_cell=min_cell), width="stretch")
     st.caption("3-sigma limits around the centre line. Flagged points break a run rule (outside the limits, 8 in a "
                "row on one side, 6 rising or falling): look for a cause. Points inside the limits are ordinary "
-               "variation: do not react to them.")
+               "variation: do not react to them."
+               + (" Months with a count from 1 to 10 behind the rate (or hidden to protect one) are left out "
+                  "(small-cell rule)." if shown else ""))
     show_notes(chart.notes)
 except OutcomesError as err:
     st.warning(str(err))
@@ -117,10 +124,12 @@ unit = f1.radio("Compare", options=["clinician", "site"], horizontal=True, key="
 fkpi = f2.selectbox("Rate", options=list(qi.PATIENT_KPIS), format_func=labels.get, key="ov_funnel_kpi")
 try:
     result = qi.funnel(cohort, unit=unit, kpi=fkpi)
-    st.plotly_chart(qplots.funnel_plot(result), width="stretch")
+    st.plotly_chart(qplots.funnel_plot(result, min_cell=min_cell), width="stretch")
     st.caption("Each point is one unit; the funnel is where units would fall by chance alone (95% dashed, 99.8% "
                "solid), wider for smaller units. Use it instead of a ranking table: only points outside the "
-               "funnel deserve a closer look.")
+               "funnel deserve a closer look."
+               + (" Units with a count from 1 to 10 behind the rate (or hidden to protect one) are left out and "
+                  "named under the chart (small-cell rule)." if shown else ""))
     show_notes(result.notes)
 except OutcomesError as err:
     st.warning(str(err))

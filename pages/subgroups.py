@@ -7,8 +7,7 @@ import streamlit as st
 
 from analytics import formatting as fmt
 from analytics.errors import OutcomesError
-from analytics.plots.subgroups import subgroup_forest
-from analytics.privacy import mask_text
+from analytics.plots.subgroups import level_estimable, subgroup_cells, subgroup_forest
 from analytics.subgroups import CAUTION, LABELS, who_benefits
 from pages._shared import show_notes, sidebar_settings, view_cohort
 
@@ -46,12 +45,14 @@ tab1, tab2, tab3 = st.tabs(["Return to use", "PHQ-9 change", "Table"])
 tab1.plotly_chart(subgroup_forest(result, outcome="relapse_hr", min_cell=min_cell), width="stretch")
 tab2.plotly_chart(subgroup_forest(result, outcome="phq9_slope_difference", min_cell=min_cell), width="stretch")
 t = result.table
-shown = cohort.settings.suppress
+cells = subgroup_cells(result, min_cell=min_cell)
+keys = list(zip(t["outcome"], t["variable"], t["level"]))
 tab3.dataframe(pd.DataFrame({
     "outcome": t["outcome"].map({"relapse_hr": "return to use (HR)", "phq9_slope_difference": "PHQ-9 slope diff."}),
     "subgroup": [f"{LABELS.get(v, v)}: {lv}" for v, lv in zip(t["variable"], t["level"])],
-    f"n {result.treated}": [mask_text(n, enabled=shown) for n in t["n_treated"]],
-    f"n {result.control}": [mask_text(n, enabled=shown) for n in t["n_control"]],
-    "estimate (95% CI)": [fmt.ci(e, lo, hi, 3) for e, lo, hi in zip(t["estimate"], t["ci_low"], t["ci_high"])],
+    f"n {result.treated}": [cells.text(("n_treated", *k)) for k in keys],
+    f"n {result.control}": [cells.text(("n_control", *k)) for k in keys],
+    "estimate (95% CI)": [fmt.ci(e, lo, hi, 3) if level_estimable(cells, row) else "suppressed (small group)"
+                          for (_, row), e, lo, hi in zip(t.iterrows(), t["estimate"], t["ci_low"], t["ci_high"])],
     "interaction p": [fmt.p_value(p) for p in t["interaction_p"]]}), hide_index=True, width="stretch")
-show_notes(result.notes)
+show_notes(result.notes + (cells.notes if cohort.settings.suppress else ()))

@@ -8,7 +8,7 @@ from analytics import formatting as fmt
 from analytics import survival
 from analytics.errors import OutcomesError
 from analytics.plots.survival import forest_figure, km_figure
-from analytics.privacy import mask_text
+from analytics.privacy import mask_text, suppress_counts
 from pages._shared import show_notes, sidebar_settings, view_cohort
 
 GROUP_LABELS = {None: "No grouping (all patients)", "program": "Program", "primary_substance": "Primary substance",
@@ -37,20 +37,33 @@ st.caption("Each step down is a return to use; ticks are patients censored (stil
            "patients still at risk.")
 
 shown = cohort.settings.suppress
+min_cell = cohort.settings.min_cell
+# groups add up to all patients (shown when not grouped): suppress with that total as a margin row
+counts = curves.medians[["group", "n", "n_event", "n_censor"]].reset_index(drop=True)
+if len(counts) > 1:
+    counts.loc[len(counts)] = ["\0all", *counts[["n", "n_event", "n_censor"]].sum()]
+safe = suppress_counts(counts, count_columns=["n_event", "n_censor"], total_columns=["n"],
+                       margin=("group", "\0all") if len(counts) > 1 else None, enabled=shown)
+text = safe.text().iloc[: len(curves.medians)]
+too_small = dict(zip(curves.medians["group"], safe.primary["n"].iloc[: len(curves.medians)]))
 medians = curves.medians.assign(
-    n=[mask_text(n, enabled=shown) for n in curves.medians["n"]],
-    n_event=[mask_text(n, enabled=shown) for n in curves.medians["n_event"]],
-    median=[fmt.ci(m, lo, hi, 0) for m, lo, hi in zip(curves.medians["estimate"], curves.medians["ci_low"],
-                                                      curves.medians["ci_high"])])
+    n=text["n"].to_numpy(), n_event=text["n_event"].to_numpy(),
+    median=["suppressed (<11)" if too_small[g] else fmt.ci(m, lo, hi, 0) for g, m, lo, hi in zip(
+        curves.medians["group"], curves.medians["estimate"], curves.medians["ci_low"], curves.medians["ci_high"])])
+# a milestone read where fewer than min_cell are still at risk is a step of a handful of patients: not shown
 milestones = curves.milestones.assign(
-    without_return=[fmt.pct_ci(e, lo, hi) for e, lo, hi in zip(curves.milestones["estimate"],
-                                                               curves.milestones["ci_low"],
-                                                               curves.milestones["ci_high"])])
+    without_return=["suppressed (<11)" if shown and (too_small[g] or 0 <= r < min_cell) else fmt.pct_ci(e, lo, hi)
+                    for g, r, e, lo, hi in zip(curves.milestones["group"], curves.milestones["n_risk"].fillna(0),
+                                               curves.milestones["estimate"], curves.milestones["ci_low"],
+                                               curves.milestones["ci_high"])])
 m1, m2 = st.columns(2)
 m1.markdown("**Median days to return to use (95% CI)**")
 m1.dataframe(medians[["group", "n", "n_event", "median"]].rename(
     columns={"n": "patients", "n_event": "returned to use", "median": "median days"}), hide_index=True)
 m2.markdown("**Still without return to use at day 30 / 90 / 180 / 365**")
+if shown:
+    m1.caption(safe.notes[0])
+    m2.caption(f"Suppressed where fewer than {min_cell} patients are still at risk (small-cell rule).")
 m2.dataframe(milestones.pivot(index="group", columns="day", values="without_return").rename(columns=lambda d: f"day {d:g}"))
 
 if by is not None:
@@ -95,9 +108,9 @@ if by is not None:
                     comp.milestone_difference["estimate"], comp.milestone_difference["ci_low"],
                     comp.milestone_difference["ci_high"])])
             st.dataframe(md.pivot(index="group", columns="day", values="difference"))
-        show_notes(comp.notes)
+        show_notes([n for n in comp.notes if not n.startswith("Excluded: ")])  # masked under Methods below
 
 with st.expander("Methods and exclusions", expanded=False):
-    show_notes(curves.notes)
+    show_notes([n for n in curves.notes if not n.startswith("Excluded: ")])  # the exclusions follow, masked
     for reason, n in cohort.exclusions.items():
-        st.caption(f"Excluded: {reason}: {n:,}")
+        st.caption(f"Excluded: {reason}: {mask_text(n, min_cell=min_cell, enabled=shown)}")

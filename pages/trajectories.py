@@ -35,11 +35,13 @@ except OutcomesError as err:
     st.warning(str(err))
     st.stop()
 
-st.plotly_chart(tplots.mean_trajectory(pred, lines=lines), width="stretch")
+shown = cohort.settings.suppress
+min_cell = cohort.settings.min_cell if shown else None
+st.plotly_chart(tplots.mean_trajectory(pred, lines=lines, min_cell=min_cell), width="stretch")
 r = fit.random
 st.markdown(
-    f"**Model:** `{fit.formula}` by {fit.method}; {mask_text(fit.n_patients, enabled=cohort.settings.suppress)} "
-    f"patients, {fit.n_obs:,} scores; {'converged' if fit.converged else '**did not converge**'}"
+    f"**Model:** `{fit.formula}` by {fit.method}; {mask_text(fit.n_patients, enabled=shown)} "
+    f"patients, {mask_text(fit.n_obs, enabled=shown)} scores; {'converged' if fit.converged else '**did not converge**'}"
     f"{'; boundary fit' if fit.singular else ''}. Between-patient SD of the starting level "
     f"{fmt.num(r.get('sd_intercept'))}, of the weekly slope {fmt.num(r.get('sd_slope'), 3)}, residual SD "
     f"{fmt.num(r.get('sd_residual'))}.")
@@ -62,7 +64,6 @@ if measure == "phq9":
     st.subheader("Response and remission")
     try:
         rr = tr.response_remission(cohort, by=by)
-        min_cell = cohort.settings.min_cell if cohort.settings.suppress else None
         st.plotly_chart(tplots.response_remission_bars(rr, min_cell=min_cell), width="stretch")
         st.caption(f"Response: PHQ-9 at least 50% below baseline; remission: PHQ-9 below 5. Score nearest each "
                    f"week within ±{rr.window_days} days; the denominator is patients with a baseline and a score "
@@ -77,10 +78,12 @@ if measure == "phq9":
     st.subheader("How long does a response last?")
     try:
         dur = tr.response_durability(cohort)
-        st.plotly_chart(tplots.durability_curves(dur), width="stretch")
-        ms = dur.milestones.assign(sustained=[fmt.pct_ci(e, lo, hi) for e, lo, hi in
-                                              zip(dur.milestones["estimate"], dur.milestones["ci_low"],
-                                                  dur.milestones["ci_high"])])
+        st.plotly_chart(tplots.durability_curves(dur, min_cell=min_cell), width="stretch")
+        # read where fewer than min_cell are still in response: a step of a handful of patients, not shown
+        ms = dur.milestones.assign(sustained=[
+            "suppressed (<11)" if min_cell is not None and 0 <= n < min_cell else fmt.pct_ci(e, lo, hi)
+            for n, e, lo, hi in zip(dur.milestones["n_risk"].fillna(0), dur.milestones["estimate"],
+                                    dur.milestones["ci_low"], dur.milestones["ci_high"])])
         st.dataframe(ms[["group", "weeks", "sustained"]], hide_index=True)
         if dur.maintenance_hr:
             h = dur.maintenance_hr
@@ -97,7 +100,7 @@ try:
     gee = tr.abstinence_gee(cohort, by=by)
     st.plotly_chart(tplots.abstinence_over_time(gee), width="stretch")
     st.caption(f"Share of assessment windows fully abstinent, GEE (binomial, exchangeable working correlation "
-               f"{fmt.num(gee.working_correlation)}), {gee.n_obs:,} windows; robust 95% CIs.")
+               f"{fmt.num(gee.working_correlation)}), {mask_text(gee.n_obs, enabled=shown)} windows; robust 95% CIs.")
     show_notes(gee.notes)
 except OutcomesError as err:
     st.warning(str(err))

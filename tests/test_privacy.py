@@ -401,3 +401,72 @@ def test_neutralise_leaves_numeric_columns_and_missing_values_alone_and_covers_h
     assert safe["'=bad"].tolist()[2] == "'=1+1"
     rows = _read(to_safe_csv(df))
     assert rows[1:] == [["ok", "1"], ["", ""], ["'=1+1", "-4"]]
+
+
+# ------------------------------------------------------------------------------------------------
+# named cells: flows, fractions, aggregate issue counts
+# ------------------------------------------------------------------------------------------------
+
+def test_suppress_cells_hides_a_small_part_and_the_next_smallest_so_the_total_gives_nothing_away():
+    from analytics.privacy import suppress_cells
+
+    cells = suppress_cells({"a": 40, "b": 7, "c": 25, "all": 72}, sums=[(["a", "b", "c"], "all")])
+    assert cells.text("b") == "<11" and cells.text("c") == "*"
+    assert cells.shown("a") and cells.shown("all") and cells.value("c") is None
+    off = suppress_cells({"a": 40, "b": 7, "c": 25, "all": 72}, sums=[(["a", "b", "c"], "all")], enabled=False)
+    assert off.text("b") == "7" and off.notes[0].startswith("Suppression OFF")
+
+
+def test_suppress_cells_never_takes_a_known_total_as_the_complementary_cell():
+    from analytics.privacy import suppress_cells
+
+    values = {"a": 5, "b": 12, "all": 17}
+    free = suppress_cells(values, sums=[(["a", "b"], "all")])
+    known = suppress_cells(values, sums=[(["a", "b"], "all")], known=["all"])
+    assert free.hidden["a"] and known.hidden["a"] and known.hidden["b"] and known.shown("all")
+    assert free.hidden["b"] or free.hidden["all"]
+
+
+def test_overlapping_parts_give_no_equation_and_hide_nothing_more():
+    from analytics.privacy import suppress_cells
+
+    cells = suppress_cells({"x": 30, "y": 25, "rows": 40}, sums=[(["x", "y"], "rows")])  # 55 > 40: overlap
+    assert not any(cells.hidden.values())
+
+
+@pytest.mark.parametrize(("num", "den", "expected"), [(45, 50, ("*", "50")), (45, 70, ("45", "70")),
+                                                       (5, 70, ("<11", "70")), (0, 5, ("0", "<11")),
+                                                       (0, 50, ("0", "50"))])
+def test_fraction_text_protects_the_complement_of_a_percentage(num, den, expected):
+    from analytics.privacy import fraction_text
+
+    assert fraction_text(num, den) == expected
+    assert fraction_text(num, den, enabled=False) == (str(num), str(den))
+
+
+def test_issue_counts_aggregate_without_values_or_lines_and_protect_the_totals():
+    from analytics.privacy import issue_counts
+
+    issues = pd.DataFrame({"file": ["s.csv"] * 30 + ["f.csv"] * 14, "line": range(2, 46),
+                           "column": ["route"] * 25 + ["phq9"] * 5 + ["days"] * 14,
+                           "value": ["zz"] * 44, "reason": ["bad"] * 44})
+    out = issue_counts(issues)
+    assert list(out.columns) == ["file", "column", "reason", "problems"]
+    by = {(f, c): p for f, c, p in zip(out["file"], out["column"], out["problems"])}
+    assert by[("s.csv", "phq9")] == "<11"
+    assert by[("s.csv", "route")] == "*" or by[("s.csv", "(all)")] == "*"  # 30 − 25 would give the 5 away
+    assert by[("f.csv", "days")] == "14" and by[("(all)", "(all)")] == "44"
+    assert "zz" not in out.to_csv() and "line" not in out.columns
+
+
+def test_flow_loss_between_two_shown_steps_is_never_small():
+    from analytics.privacy import suppress_flow
+
+    steps = pd.DataFrame({"step": ["started", "baseline", "f30"], "label": ["S", "B", "F"], "n": [120, 114, 90],
+                          "unit": ["patients"] * 3, "parent": ["", "started", "baseline"]})
+    losses = pd.DataFrame({"step": ["baseline", "f30", "f30"], "reason": ["none", "open", "missed"],
+                           "n": [6, 4, 20]})
+    cells = suppress_flow(steps, losses)
+    assert cells.text(("lost", "baseline")) == "<11" and cells.text(("loss", "baseline", "none")) == "<11"
+    assert not (cells.shown(("step", "started")) and cells.shown(("step", "baseline")))
+    assert cells.text(("loss", "f30", "open")) == "<11" and not cells.shown(("loss", "f30", "missed"))

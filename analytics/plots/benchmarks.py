@@ -5,6 +5,12 @@ difference (e.g. KARE's ketamine-minus-placebo PDA) is never drawn as an absolut
 grouped by substance/outcome. Published figures are diamonds (filled: verified; open: secondary source) with
 their 95% CI, range bar or one-sided upper bound; the clinic's figure is a circle with its CI. Hovering shows
 the citation, population, timepoint, cautions and the clinic's denominator, attrition or reason.
+
+Small cells: with ``min_cell`` (pass ``settings.min_cell`` when suppression is on; the default None draws every
+count, for internal use) the clinic's ``n``, eligible patients, attrition and events from 1 to ``min_cell - 1`` show
+as ``"<11"`` (and a count that would give one away, e.g. ``n`` when eligible − n is small, as ``"*"``); a clinic
+figure with a hidden count behind it is not drawn (:func:`clinic_cells`, shared with the Versus published page's
+table).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from plotly.subplots import make_subplots
 from analytics import formatting as fmt
 from analytics.benchmarks import GROUP_ORDER, BenchmarkComparison
 from analytics.plots import base_layout, colour
+from analytics.privacy import SuppressedCells, suppress_cells
 
 KIND_ORDER = ("level", "difference", "ratio")
 KIND_TITLES = {"level": "Levels", "difference": "Between-arm differences", "ratio": "Ratios"}
@@ -36,19 +43,56 @@ def _num(x: Any) -> float | None:
     return None if x is None or pd.isna(x) else float(x)
 
 
-def _clinic_text(row: pd.Series) -> str:
+def clinic_cells(table: pd.DataFrame, *, min_cell: int | None = None) -> SuppressedCells:
+    """The clinic's counts of a comparison table after small-cell suppression.
+
+    Keys ``("n", id)``, ``("attrition", id)``, ``("events", id)`` and ``("eligible", value)`` (rows with the same
+    number of eligible patients share it: it is shown on each). Relations: n + attrition = eligible; events of n
+    (its complement n − events is protected too).
+    """
+    values: dict[object, float | None] = {}
+    sums: list[tuple[list[object], object]] = []
+    rates: list[tuple[object, object]] = []
+    for rid, n, elig, attr, ev in zip(table["id"], table["clinic_n"], table["clinic_n_eligible"],
+                                      table["clinic_attrition"], table["clinic_events"]):
+        if _num(n) is None:
+            continue
+        values[("n", rid)] = _num(n)
+        if _num(attr) is not None:
+            values[("attrition", rid)] = _num(attr)
+        if _num(elig) is not None:
+            values[("eligible", _num(elig))] = _num(elig)
+            if _num(attr) is not None:
+                sums.append(([("n", rid), ("attrition", rid)], ("eligible", _num(elig))))
+        if _num(ev) is not None:
+            values[("events", rid)] = _num(ev)
+            rates.append((("events", rid), ("n", rid)))
+    return suppress_cells(values, sums=sums, rates=rates, min_cell=min_cell or 11, enabled=min_cell is not None)
+
+
+def clinic_shown(cells: SuppressedCells, row: pd.Series) -> bool:
+    """May the clinic's figure of ``row`` be shown (no count behind it hidden)?"""
+    rid = row["id"]
+    return cells.shown(("n", rid)) and cells.shown(("events", rid))
+
+
+def _clinic_text(row: pd.Series, cells: SuppressedCells) -> str:
     est = _num(row["clinic_estimate"])
     if est is None:
         reason = row["clinic_reason"] if isinstance(row["clinic_reason"], str) else "no clinic figure"
         return f"Clinic: no figure. {_wrap(reason)}"
+    rid = row["id"]
+    counts = (f"n = {cells.text(('n', rid))} of {cells.text(('eligible', _num(row['clinic_n_eligible'])))} "
+              f"eligible, {cells.text(('attrition', rid))} without data")
+    if not clinic_shown(cells, row):
+        return (f"Clinic: figure suppressed (small-cell rule: a count from 1 to {cells.min_cell - 1} behind it), "
+                f"{counts}<br>{_wrap(row['clinic_definition'])}")
     unit = "%" if row["unit"] == "%" else f" {row['unit']}"
     value = fmt.ci(est, _num(row["clinic_ci_low"]), _num(row["clinic_ci_high"]), digits=1)
-    n = int(row["clinic_n"]) if _num(row["clinic_n"]) is not None else 0
-    return (f"Clinic: {value}{unit}, n = {fmt.count(n)} of {fmt.count(int(row['clinic_n_eligible']))} eligible, "
-            f"{fmt.count(int(row['clinic_attrition']))} without data<br>{_wrap(row['clinic_definition'])}")
+    return f"Clinic: {value}{unit}, {counts}<br>{_wrap(row['clinic_definition'])}"
 
 
-def hover_text(row: pd.Series) -> str:
+def hover_text(row: pd.Series, cells: SuppressedCells | None = None) -> str:
     """The hover card of one comparison row: metric, published figure, provenance, cautions, clinic figure."""
     parts = [
         f"<b>{row['id']}</b>: {_wrap(row['metric'])}",
@@ -62,7 +106,7 @@ def hover_text(row: pd.Series) -> str:
         parts.append(f"Cautions: {_wrap(row['cautions'])}")
     if row["notes"]:
         parts.append(f"Notes: {_wrap(row['notes'])}")
-    parts.append(_clinic_text(row))
+    parts.append(_clinic_text(row, cells if cells is not None else clinic_cells(row.to_frame().T)))
     return "<br>".join(parts)
 
 
@@ -142,7 +186,7 @@ def _labels(sub: pd.DataFrame) -> list[str]:
 
 
 def forest(comparison: BenchmarkComparison, *, domain: str | None = "efficacy", only_with_clinic: bool = False,
-           title: str = "Versus published benchmarks") -> go.Figure:
+           title: str = "Versus published benchmarks", min_cell: int | None = None) -> go.Figure:
     """Forest-style chart of clinic vs published figures, one panel per kind and unit.
 
     Parameters
@@ -159,9 +203,11 @@ def forest(comparison: BenchmarkComparison, *, domain: str | None = "efficacy", 
     plotly.graph_objects.Figure
         Rows grouped by substance/outcome; ``†`` after an id marks a benchmark without a clinic figure (the
         reason is in the hover card). Differences and ratios have their own panels with a reference line at 0 or 1;
-        ratio panels use a log axis.
+        ratio panels use a log axis. With ``min_cell``, a clinic figure with a count from 1 to ``min_cell - 1``
+        behind it is not drawn (its hover card says so) and small counts show as ``"<11"``.
     """
     table = comparison.table
+    cells = clinic_cells(table, min_cell=min_cell)
     if domain is not None:
         table = table[table["domain"] == domain]
     if only_with_clinic:
@@ -171,7 +217,9 @@ def forest(comparison: BenchmarkComparison, *, domain: str | None = "efficacy", 
         fig.add_annotation(text="No benchmarks to show for this selection.", showarrow=False, x=0.5, y=0.5,
                            xref="paper", yref="paper")
         return base_layout(fig, title=title, height=300)
-    table = table.assign(_hover=table.apply(hover_text, axis=1), _g=table["group"].map(GROUP_ORDER.index))
+    shown = table.apply(lambda r: clinic_shown(cells, r), axis=1).astype(bool)
+    table = table.assign(_hover=table.apply(hover_text, axis=1, cells=cells), _g=table["group"].map(GROUP_ORDER.index),
+                         clinic_estimate=table["clinic_estimate"].where(shown))
     table = table[["id", "metric", "group", "kind", "unit", "status", "published", "published_low", "published_high",
                    "published_interval", "clinic_estimate", "clinic_ci_low", "clinic_ci_high", "_hover", "_g"]]
     panels = _panels(table)

@@ -1,6 +1,13 @@
 """Figures for time to return to use: Kaplan–Meier curves with a number-at-risk table, and a forest plot.
 
 Pure builders: a result of :mod:`analytics.survival` in, a ``plotly.graph_objects.Figure`` out.
+
+Small cells: when ``curves.min_cell`` is set (suppression on), the curves and the number-at-risk table go through
+:func:`analytics.privacy.suppress_km`: a curve is drawn only while at least ``min_cell`` patients are at risk and
+only at days where at least ``min_cell`` events have accrued since the previous drawn point (every drawn drop pools
+at least 11 returns to use), censoring ticks (which show a day, never how many) sit on the drawn steps and stop
+where the curve stops, and numbers at risk from 1 to ``min_cell - 1``, or whose difference from the next shown one
+would be, show as ``"<11"``/``"*"``.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analytics.formatting import SUPPRESSED, ci, count
+from analytics.formatting import ci
 from analytics.plots import base_layout, colour, rgba
+from analytics.privacy import SuppressedTable, suppress_km
 from analytics.survival import GroupComparison, SurvivalCurves
 
 X_TITLE = "Days since first ketamine session"
@@ -27,10 +35,29 @@ def _step_points(km: pd.DataFrame, column: str) -> tuple[list[float], list[float
     return [0.0] + days, [1.0] + values
 
 
-def _risk_label(n: int, min_cell: int | None) -> str:
-    if min_cell is not None and 0 < n < min_cell:
-        return SUPPRESSED
-    return count(n)
+def safe_curves(table: pd.DataFrame, *, min_cell: int | None) -> SuppressedTable:
+    """KM points that may be drawn (``mask["estimate"]`` False) and risk counts that may be shown; see
+    :func:`analytics.privacy.suppress_km` (``min_cell`` None: nothing hidden)."""
+    return suppress_km(table, min_cell=min_cell or 11, enabled=min_cell is not None)
+
+
+def safe_risk_table(risk_table: pd.DataFrame, *, min_cell: int | None) -> SuppressedTable:
+    """The number-at-risk table (cumulative events and censorings) after :func:`analytics.privacy.suppress_km`."""
+    return suppress_km(risk_table, cumulative=True, min_cell=min_cell or 11, enabled=min_cell is not None)
+
+
+def _censor_ticks(km_all: pd.DataFrame, km: pd.DataFrame, min_cell: int | None) -> pd.DataFrame:
+    """Days with a censoring (``day``, ``estimate`` = height of the tick). With ``min_cell``: only before the tail
+    (fewer than ``min_cell`` at risk) and at the height of the drawn, pooled steps ``km`` (a tick shows a day,
+    never how many, and never the exact curve)."""
+    cens = km_all[km_all["n_censor"] > 0]
+    if min_cell is None:
+        return cens
+    small = km_all["n_risk"].to_numpy(float) < min_cell
+    tail_day = float(km_all["day"].to_numpy(float)[small.argmax()]) if small.any() else np.inf
+    cens = cens[cens["day"] < tail_day]
+    step_x, step_y = _step_points(km, "estimate")
+    return cens.assign(estimate=[step_y[int(np.searchsorted(step_x, d, side="right")) - 1] for d in cens["day"]])
 
 
 def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", show_ci: bool = True,
@@ -52,17 +79,22 @@ def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", s
     -------
     plotly.graph_objects.Figure
         Two rows sharing the x-axis (the survminer/ggsurvfit layout): the curves on top, the number at risk
-        per group at the ``risk_table`` days below. Counts from 1 to ``curves.min_cell - 1`` show as the
-        suppression mark.
+        per group at the ``risk_table`` days below. With ``curves.min_cell`` set, only the points and counts of
+        :func:`safe_curves` / :func:`safe_risk_table` are drawn (censoring ticks on the drawn steps).
     """
     groups = curves.groups
+    safe = safe_curves(curves.table, min_cell=curves.min_cell)
+    risk_safe = safe_risk_table(curves.risk_table, min_cell=curves.min_cell)
+    risk_text = risk_safe.text()["n_risk"]
+    table = curves.table.assign(_draw=~safe.mask["estimate"], _band=~(safe.mask["ci_low"] | safe.mask["ci_high"]))
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22], vertical_spacing=0.06)
     for i, g in enumerate(groups):
-        km = curves.table[curves.table["group"] == g]
+        km_all = table[table["group"] == g]
+        km = km_all[km_all["_draw"]]
         c = colour(i)
         label = g if curves.by is not None else "All patients"
         if show_ci:
-            band = km.dropna(subset=["ci_low", "ci_high"])
+            band = km_all[km_all["_band"]].dropna(subset=["ci_low", "ci_high"])
             x_hi, y_hi = _step_points(band, "ci_high")
             x_lo, y_lo = _step_points(band, "ci_low")
             fig.add_trace(go.Scatter(x=x_hi, y=y_hi, mode="lines", line={"width": 0, "shape": "hv"},
@@ -72,12 +104,14 @@ def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", s
                                      showlegend=False, legendgroup=g, name=f"{label} {curves.conf_level:.0%} CI"),
                           row=1, col=1)
         x, y = _step_points(km, "estimate")
+        cens = _censor_ticks(km_all, km, curves.min_cell)
+        if curves.min_cell is not None and len(cens) and float(cens["day"].max()) > x[-1]:
+            x, y = [*x, float(cens["day"].max())], [*y, y[-1]]  # the drawn steps run on, flat, to the last tick
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"color": c, "width": 2.5, "shape": "hv"},
                                  name=label, legendgroup=g,
                                  hovertemplate=f"{label}<br>Day %{{x:g}}<br>%{{y:.0%}} without return to use"
                                                "<extra></extra>"),
                       row=1, col=1)
-        cens = km[km["n_censor"] > 0]
         if len(cens):
             fig.add_trace(go.Scatter(x=cens["day"], y=cens["estimate"], mode="markers",
                                      marker={"symbol": "line-ns-open", "size": 9, "color": c,
@@ -85,9 +119,10 @@ def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", s
                                      name=f"{label}: censored", legendgroup=g, showlegend=False,
                                      hovertemplate=f"{label}<br>Censored on day %{{x:g}}<extra></extra>"),
                           row=1, col=1)
-        risk = curves.risk_table[curves.risk_table["group"] == g]
+        in_group = (curves.risk_table["group"] == g).to_numpy()
+        risk = curves.risk_table[in_group]
         fig.add_trace(go.Scatter(x=risk["day"], y=[label] * len(risk), mode="text",
-                                 text=[_risk_label(int(n), curves.min_cell) for n in risk["n_risk"]],
+                                 text=risk_text[in_group].tolist(),
                                  textfont={"color": c, "size": 12}, showlegend=False, hoverinfo="skip",
                                  legendgroup=g),
                       row=2, col=1)

@@ -2,6 +2,12 @@
 durability of response, abstinence over time.
 
 Pure builders: a result of :mod:`analytics.trajectories` in, a ``go.Figure`` out. Proportions are shown as %.
+
+Small cells: with ``min_cell`` (pass ``settings.min_cell`` when suppression is on; the default None draws every
+count, for internal use) no count from 1 to ``min_cell - 1`` is in a label or hover card: response bars from small
+counts are not drawn, heatmap cells show ``"<11"``, the durability curves go through
+:func:`analytics.privacy.suppress_km` like the survival curves, and the individual-patient sample size in the legend
+is masked.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import plotly.graph_objects as go
 
 from analytics.cohort import PHQ9_BANDS
 from analytics.plots import PALETTE, base_layout, colour, rgba
+from analytics.privacy import mask_text, suppress_km
 from analytics.trajectories import (
     AXIS_TITLES,
     MEASURE_NAMES,
@@ -31,7 +38,7 @@ def _pct(conf_level: float) -> str:
 
 
 def mean_trajectory(pred: PredictedMeans, *, lines: pd.DataFrame | None = None, title: str | None = None,
-                    y_title: str | None = None) -> go.Figure:
+                    y_title: str | None = None, min_cell: int | None = None) -> go.Figure:
     """Model-based mean per group with its confidence band, over thin grey individual courses.
 
     ``lines`` is :func:`analytics.trajectories.patient_lines` (columns ``line``, ``group``, ``weeks``, ``value``);
@@ -44,8 +51,9 @@ def mean_trajectory(pred: PredictedMeans, *, lines: pd.DataFrame | None = None, 
         for _, one in lines.groupby("line", sort=False):
             xs += one["weeks"].tolist() + [None]
             ys += one["value"].tolist() + [None]
+        n_lines = mask_text(lines["line"].nunique(), min_cell=min_cell or 11, enabled=min_cell is not None)
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": rgba(GREY, 0.45), "width": 0.8},
-                                 name=f"Individual patients (sample of {lines['line'].nunique()})",
+                                 name=f"Individual patients (sample of {n_lines})",
                                  hoverinfo="skip", connectgaps=False))
     t = pred.table
     for i, (g, sub) in enumerate(t.groupby("group", sort=False)):
@@ -122,17 +130,26 @@ def band_transition_heatmap(bt: BandTransitions, *, group: str | None = None,
     return fig
 
 
-def durability_curves(dur: ResponseDurability, *, title: str | None = None) -> go.Figure:
-    """Kaplan–Meier probability of still being in response, by maintenance sessions (step curves, CI bands)."""
+def durability_curves(dur: ResponseDurability, *, title: str | None = None, min_cell: int | None = None) -> go.Figure:
+    """Kaplan–Meier probability of still being in response, by maintenance sessions (step curves, CI bands).
+
+    With ``min_cell`` the curves are made safe like the survival curves (:func:`analytics.privacy.suppress_km`):
+    drawn while at least ``min_cell`` are at risk, at points pooling at least ``min_cell`` losses of response, with
+    the numbers at risk in the hover masked."""
+    safe = suppress_km(dur.curves, min_cell=min_cell or 11, enabled=min_cell is not None)
+    curves = dur.curves.assign(_draw=~safe.mask["estimate"].to_numpy(), _risk=safe.text()["n_risk"].to_numpy())
     fig = go.Figure()
-    for i, (g, sub) in enumerate(dur.curves.groupby("group", sort=False)):
+    for i, (g, sub) in enumerate(curves.groupby("group", sort=False)):
         c = colour(i)
+        sub = sub[sub["_draw"]]
+        if min_cell is not None and len(sub) and sub["day"].iloc[0] > 0:  # a step function from 100% at week 0
+            sub = pd.concat([sub.iloc[:1].assign(day=0.0, estimate=1.0, ci_low=1.0, ci_high=1.0, _risk=""), sub])
         weeks = sub["day"] / 7.0
         fig.add_trace(go.Scatter(x=np.r_[weeks, weeks[::-1]], y=100 * np.r_[sub["ci_high"], sub["ci_low"][::-1]],
                                  fill="toself", fillcolor=rgba(c, 0.15), line={"width": 0, "shape": "hv"},
                                  hoverinfo="skip", showlegend=False, legendgroup=str(g)))
         fig.add_trace(go.Scatter(x=weeks, y=100 * sub["estimate"], mode="lines", name=str(g), legendgroup=str(g),
-                                 line={"color": c, "width": 2.5, "shape": "hv"}, customdata=sub["n_risk"],
+                                 line={"color": c, "width": 2.5, "shape": "hv"}, customdata=sub["_risk"],
                                  hovertemplate="Week %{x:.1f}: %{y:.0f}% still in response "
                                                "(%{customdata} at risk)" f"<extra>{g}</extra>"))
     base_layout(fig, title=title or f"Staying in response after a first PHQ-9 response "
