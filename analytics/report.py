@@ -157,7 +157,7 @@ def _kpis(pack: _Pack, cohort: Cohort) -> None:
 
 def _flow(pack: _Pack, cohort: Cohort, data: ValidatedExports) -> None:
     flow = qi.patient_flow(cohort, uploaded_rows=sum(r.rows for r in data.files.values()), quarantined=data.issues)
-    pack.figure(qplots.flow_diagram(flow))
+    pack.figure(qplots.flow_diagram(flow, min_cell=pack.min_cell if pack.suppress else None))
     pack.table(flow.steps[["label", "n", "unit"]], counts=("n",))
     pack.table(flow.losses, counts=("n",))
     pack.notes(flow.notes)
@@ -199,7 +199,8 @@ def _survival(pack: _Pack, cohort: Cohort, by: str | None, reference: str | None
 def _trajectories(pack: _Pack, cohort: Cohort) -> None:
     fit = trajectories.fit_trajectory(cohort, measure="phq9", by="program")
     pack.figure(tplots.mean_trajectory(trajectories.predicted_means(fit),
-                                       lines=trajectories.patient_lines(cohort, measure="phq9", by="program")))
+                                       lines=trajectories.patient_lines(cohort, measure="phq9", by="program"),
+                                       min_cell=pack.min_cell if pack.suppress else None))
     r = fit.random
     pack.p(f"Model {fit.formula} by {fit.method}: {pack.count(fit.n_patients)} patients, {fit.n_obs:,} scores, "
            f"{'converged' if fit.converged else 'did not converge'}; SD of starting level "
@@ -219,13 +220,13 @@ def _trajectories(pack: _Pack, cohort: Cohort) -> None:
                counts=("patients with a score",))
     pack.notes(rr.notes)
     dur = trajectories.response_durability(cohort)
-    pack.figure(tplots.durability_curves(dur))
+    pack.figure(tplots.durability_curves(dur, min_cell=pack.min_cell if pack.suppress else None))
     pack.notes(dur.notes)
 
 
 def _benchmarks(pack: _Pack, cohort: Cohort) -> None:
     comp = benchmarks.compare(cohort)
-    pack.figure(bplots.forest(comp, domain="efficacy"))
+    pack.figure(bplots.forest(comp, domain="efficacy", min_cell=pack.min_cell if pack.suppress else None))
     t = comp.table[comp.table["domain"] == "efficacy"]
     pack.table(pd.DataFrame({
         "id": t["id"], "metric": t["metric"], "published": t["published_text"], "status": t["status_label"],
@@ -239,7 +240,7 @@ def _benchmarks(pack: _Pack, cohort: Cohort) -> None:
 
 def _safety(pack: _Pack, cohort: Cohort) -> None:
     rates = safety.adverse_event_rates(cohort)
-    pack.figure(splots.adverse_events_chart(rates, unit_of_analysis="session"))
+    pack.figure(splots.adverse_events_chart(rates, unit_of_analysis="session", min_cell=pack.min_cell if pack.suppress else None))
     vit = safety.vital_sign_elevations(cohort)
     v = vit.table
     pack.table(pd.DataFrame({"unit": v["unit_of_analysis"], "measure": v["measure"], "route": v["route"],
@@ -249,7 +250,7 @@ def _safety(pack: _Pack, cohort: Cohort) -> None:
                                                     v["ci_high"])]}), counts=("with readings",))
     pack.notes(vit.notes)
     pub = safety.published_comparison(cohort)
-    pack.figure(splots.published_comparison_chart(pub))
+    pack.figure(splots.published_comparison_chart(pub, min_cell=pack.min_cell if pack.suppress else None))
     pack.notes(pub.notes)
 
 
@@ -264,11 +265,11 @@ def _subgroups(pack: _Pack, cohort: Cohort) -> None:
 def _spc(pack: _Pack, cohort: Cohort) -> None:
     for kpi in ("induction_completion", "followup_90"):
         chart = qi.control_chart(cohort, kpi=kpi)
-        pack.figure(qplots.control_chart(chart))
+        pack.figure(qplots.control_chart(chart, min_cell=pack.min_cell if pack.suppress else None))
         pack.notes(chart.notes)
     for unit in ("site", "clinician"):
         result = qi.funnel(cohort, unit=unit, kpi="induction_completion")
-        pack.figure(qplots.funnel_plot(result))
+        pack.figure(qplots.funnel_plot(result, min_cell=pack.min_cell if pack.suppress else None))
         pack.notes(result.notes)
 
 
