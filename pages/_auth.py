@@ -1,22 +1,8 @@
 """Who is using the app and what their role lets them see.
 
 With an ``[auth]`` section in ``.streamlit/secrets.toml`` (OIDC), ``st.login`` gates the app and each signed-in
-email gets a role from a ``[roles]`` table::
-
-    [roles]
-    "dana@clinic.org" = "admin"          # email = role
-    analyst = ["sam@clinic.org"]         # or role = list of emails
-
-Roles (anyone not listed is a ``director``):
-
-* ``director``: aggregates only; the patient list ("Needing attention") and row previews are hidden and
-  small-cell suppression cannot be turned off;
-* ``clinician``: also sees the patient list for the clinical team's follow-up;
-* ``analyst``: also may turn suppression off (internal use);
-* ``admin``: also sees the audit log and may delete uploads and patients.
-
-Without ``[auth]`` the app runs locally for one user, ``local``, with the ``admin`` role, and says so in the
-sidebar.
+email gets a role from the ``[roles]`` table (the roles and their rights: :mod:`analytics.access`). Without
+``[auth]`` the app runs locally for one user, ``local``, with the ``admin`` role, and says so in the sidebar.
 
 Routing is dashboard.py's ``st.navigation`` only. Streamlit would otherwise serve the files of this ``pages/``
 folder by URL (``/data`` runs ``pages/data.py`` without dashboard.py, hence without the sign-in gate) until some
@@ -25,23 +11,22 @@ session first calls ``st.navigation``; see :func:`_route_through_dashboard_only`
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import streamlit as st
 from streamlit.errors import StreamlitAuthError, StreamlitSecretNotFoundError
 
+from analytics.access import (
+    LOCAL_USER,
+    PAGE_ROLES,
+    ROLES,
+    UNSUPPRESS_ROLES,
+    missing_sign_in_packages,
+    role_for,
+)
 from analytics.errors import OutcomesError
 
-ROLES = ("director", "clinician", "analyst", "admin")
-DEFAULT_ROLE = "director"
-LOCAL_USER = ("local", "admin")
-ROW_LEVEL_ROLES = ("clinician", "analyst", "admin")      # may see patient-level rows
-UNSUPPRESS_ROLES = ("analyst", "admin")                  # may turn small-cell suppression off
-ADMIN_ROLES = ("admin",)                                  # audit log, deletion
-PAGE_ROLES = {"attention": ROW_LEVEL_ROLES}              # url_path → roles that see the page
-SIGN_IN_PACKAGES = ("authlib", "httpx")                  # what st.login needs (Streamlit's ``auth`` extra)
 _LOGIN_ERROR = "auth_login_error"                        # session-state key: why the last sign-in did not start
 
 
@@ -79,25 +64,6 @@ def _section(name: str) -> Mapping[str, Any] | None:
 def auth_configured() -> bool:
     """True when the secrets configure OIDC sign-in (an ``[auth]`` section)."""
     return _section("auth") is not None
-
-
-def role_for(email: str, table: Mapping[str, Any] | None) -> str:
-    """The role of ``email`` in a ``[roles]`` table (either ``email = role`` or ``role = [emails]``).
-
-    Emails compare case-insensitively; an unknown role name or an unlisted email gives ``director``.
-    """
-    key = email.strip().lower()
-    if not key or not table:
-        return DEFAULT_ROLE
-    found: list[str] = []
-    for k, v in table.items():
-        if isinstance(v, str) and str(k).strip().lower() == key:
-            found.append(v.strip().lower())
-        elif isinstance(v, Sequence) and not isinstance(v, str) and \
-                key in {str(e).strip().lower() for e in v}:
-            found.append(str(k).strip().lower())
-    valid = [r for r in found if r in ROLES]
-    return max(valid, key=ROLES.index) if valid else DEFAULT_ROLE
 
 
 def current_user() -> tuple[str, str]:
@@ -145,11 +111,6 @@ def _show_sign_in_gate(pages: Sequence[Any]) -> NoReturn:
     gate += [st.Page(_sign_in_page, title="Sign in", url_path=url) for url in sorted(urls - {"sign-in"})]
     st.navigation(gate, position="hidden").run()
     st.stop()
-
-
-def missing_sign_in_packages() -> list[str]:
-    """The packages ``st.login`` needs that this installation lacks (empty when sign-in can work)."""
-    return [name for name in SIGN_IN_PACKAGES if importlib.util.find_spec(name) is None]
 
 
 def _start_login() -> None:

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import streamlit as st
 
+from analytics.access import UNSUPPRESS_ROLES
 from analytics.cohort import Cohort, build_cohort
 from analytics.errors import OutcomesError
 from analytics.filters import Filters, apply_filters, filter_options
 from analytics.settings import Settings
-from pages._auth import UNSUPPRESS_ROLES, has_role
+from pages._auth import has_role
 from schemas.frames import ValidatedExports
 from schemas.validate import load_exports
 

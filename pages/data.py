@@ -5,11 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from analytics.access import ROW_LEVEL_ROLES
 from analytics.errors import OutcomesError
 from analytics.privacy import issue_counts, suppress_cells
 from analytics.safe_export import to_safe_csv
 from analytics.store import StoreBusy, open_store
-from pages._auth import ROW_LEVEL_ROLES, audit_export, current_user, has_role
+from pages._auth import audit_export, current_user, has_role
 from pages._mapping import mapping_step
 from pages._shared import Key, exports, set_exports, show_notes, sidebar_settings
 from schemas.presets import Preset, available_presets, combine_presets, loads_mapping
