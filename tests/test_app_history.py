@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from signed_in import AUTH, dashboard_as
 from streamlit.testing.v1 import AppTest
 
 from analytics.store import DATA_DIR_ENV, open_store
@@ -17,8 +18,6 @@ S = (b"patient_id,session_date,session_type,route,phq9\n"
 F = b"patient_id,assessment_date,days_abstinent\n00123,2025-02-03,30\n00124,2025-02-04,30\n"
 S2 = S + b"00125,2025-03-01,ketamine,iv,15\n"
 F2 = F + b"00125,2025-04-01,30\n"
-AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "test-secret",
-        "client_id": "kap", "client_secret": "kap", "server_metadata_url": "https://id.example.org/.well-known"}
 ROLES = {"dana@clinic.org": "director", "sam@clinic.org": "analyst", "admin": ["ada@clinic.org"],
          "cleo@clinic.org": "clinician"}
 
@@ -30,11 +29,7 @@ def store_dir(tmp_path, monkeypatch):
 
 
 def _app(email: str | None = None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
-    if email is not None:
-        at.secrets["auth"] = AUTH
-        at.secrets["roles"] = ROLES
-        at.user = {"is_logged_in": True, "email": email, "name": email.split("@")[0]}
+    at = dashboard_as(email, ROLES)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at

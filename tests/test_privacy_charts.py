@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from signed_in import dashboard_as
 from streamlit.testing.v1 import AppTest
 
 from analytics import benchmarks, qi, safety, survival
@@ -425,17 +426,11 @@ S = (b"patient_id,session_date,session_type,route,phq9\n"
      b"00123,2025-01-01,assessment,,20\n00123,2025-01-03,ketamine,iv,\n00124,2025-01-04,ketamine,,18\n"
      b"00125,2025-01-05,ketamine,zz,99\n")
 F = b"patient_id,assessment_date,days_abstinent\n00123,2025-02-03,30\n00124,2025-02-04,30\n00125,2025-02-05,x\n"
-AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "test-secret",
-        "client_id": "kap", "client_secret": "kap", "server_metadata_url": "https://id.example.org/.well-known"}
 ROLES = {"dana@clinic.org": "director", "cleo@clinic.org": "clinician"}
 
 
 def _data_page(email: str | None) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=90)
-    if email is not None:
-        at.secrets["auth"] = AUTH
-        at.secrets["roles"] = ROLES
-        at.user = {"is_logged_in": True, "email": email, "name": email.split("@")[0]}
+    at = dashboard_as(email, ROLES, timeout=90)
     at.run()
     at.switch_page("pages/data.py").run()
     at.file_uploader(key="up_sessions").set_value(("sessions.csv", S, "text/csv"))

@@ -1,0 +1,23 @@
+"""An AppTest of dashboard.py as a given signed-in user (OIDC configured, st.user faked), for role tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "test-secret",
+        "client_id": "kap", "client_secret": "kap", "server_metadata_url": "https://id.example.org/.well-known"}
+
+
+def dashboard_as(email: str | None, roles: Mapping[str, Any], *, timeout: float = 60) -> AppTest:
+    """dashboard.py (not yet run) with ``[auth]`` and ``[roles]`` set and ``email`` signed in; local mode when None."""
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=timeout)
+    if email is not None:
+        at.secrets["auth"] = AUTH
+        at.secrets["roles"] = dict(roles)
+        at.user = {"is_logged_in": True, "email": email, "name": email.split("@")[0]}
+    return at
