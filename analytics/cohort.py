@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from analytics.settings import Settings
+from schemas.arrow import text_isin
 
 if TYPE_CHECKING:  # pragma: no cover
     from schemas.validate import ValidatedExports
@@ -36,30 +36,9 @@ AGE_BANDS = ((18, 29, "18–29"), (30, 44, "30–44"), (45, 59, "45–59"), (60,
 
 
 def ids_in(values: pd.Series, members: object) -> pd.Series:
-    """``values.isin(members)`` for patient ids, hash-based through Arrow on the columns' own buffers (pandas'
-    Arrow-string ``isin`` is ~10× slower on a million rows). Missing values are never members."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if isinstance(members, (pd.Series, pd.Index)):
-        mem = _arrow_ids(members)
-    else:
-        members = members if isinstance(members, np.ndarray) else np.asarray(list(members), dtype=object)
-        mem = pa.array(members, type=pa.string(), from_pandas=True)
-    arr = _arrow_ids(values)
-    mem = pc.unique(mem.cast(arr.type)).drop_null()
-    out = pc.fill_null(pc.is_in(arr, value_set=mem), False).to_numpy(zero_copy_only=False)
-    return pd.Series(np.asarray(out, dtype=bool), index=values.index)
-
-
-def _arrow_ids(values: pd.Series | pd.Index):
-    """Patient ids as an Arrow string array (zero-copy for Arrow-backed strings)."""
-    import pyarrow as pa
-
-    arr = values.array
-    if isinstance(arr, pd.arrays.ArrowStringArray):
-        return pa.array(arr)
-    return pa.array(np.asarray(values, dtype=object), type=pa.string(), from_pandas=True)
+    """``values.isin(members)`` for patient ids (Arrow hash kernel, :func:`schemas.arrow.text_isin`); missing values
+    are never members."""
+    return text_isin(values, members)
 
 
 def phq9_band(score: pd.Series) -> pd.Series:
@@ -120,7 +99,7 @@ def _first_per_patient(frame: pd.DataFrame, column: str) -> pd.Series:
     return sub.drop_duplicates("patient_id").set_index("patient_id")[column]
 
 
-def build_cohort(data: "ValidatedExports", settings: Settings | None = None) -> Cohort:
+def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Cohort:
     """Derive the cohort from accepted rows.
 
     Parameters

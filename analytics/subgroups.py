@@ -25,11 +25,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analytics import survival, trajectories
 from analytics.cohort import Cohort, ids_in
 from analytics.errors import InsufficientData, OutcomesError
+from analytics.intervals import chi2_sf, z_crit
 
 SUBGROUP_VARIABLES = ("primary_substance", "index_route", "baseline_band", "sex", "age_band", "site")
 LABELS = {"primary_substance": "Primary substance", "index_route": "Route", "baseline_band": "Baseline PHQ-9 band",
@@ -143,7 +143,7 @@ def _cox_interaction_p(surv: _Survival, masks: dict[str, np.ndarray], levels: li
         l1 = surv.cox(keep, full).loglik[1]
     except (OutcomesError, np.linalg.LinAlgError):
         return np.nan
-    return float(stats.chi2.sf(max(2 * (l1 - l0), 0.0), df=len(usable) - 1))
+    return chi2_sf(max(2 * (l1 - l0), 0.0), len(usable) - 1)
 
 
 def _slope_rows(cohort: Cohort, variable: str, levels: list[str], treated: str, control: str, z: float, *,
@@ -215,7 +215,7 @@ def _slope_rows(cohort: Cohort, variable: str, levels: list[str], treated: str, 
         diff = D @ beta
         try:
             chi2 = float(diff @ np.linalg.solve(D @ cov @ D.T, diff))
-            p = float(stats.chi2.sf(chi2, df=len(usable) - 1))
+            p = chi2_sf(chi2, len(usable) - 1)
         except np.linalg.LinAlgError:
             p = np.nan
     return [dict(r, interaction_p=p) for r in rows], _theta(fit)
@@ -244,7 +244,7 @@ def who_benefits(cohort: Cohort, *, variables: Sequence[str] = SUBGROUP_VARIABLE
                  conf_level: float = 0.95) -> SubgroupForest:
     """Program contrast within each subgroup, for relapse and PHQ-9 slope, with interaction p-values."""
     treated, control = _arms(cohort, treated, control)
-    z = float(stats.norm.ppf(0.5 + conf_level / 2))
+    z = z_crit(conf_level)
     # the slope models need only PHQ-9 scores and patient attributes: subset those, not every table
     phq = cohort.measures[cohort.measures["measure"] == "phq9"]
     cohort = replace(cohort, measures=phq.reset_index(drop=True), followups=cohort.followups.iloc[:0],

@@ -27,11 +27,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analytics import lmm
 from analytics.cohort import PHQ9_BANDS, Cohort
 from analytics.errors import InsufficientData, ModelDidNotConverge
+from analytics.intervals import chi2_sf, norm_two_sided_p, wilson_ci, z_crit
 
 TimeShape = Literal["linear", "piecewise", "spline"]
 Engine = Literal["fast", "statsmodels"]
@@ -397,10 +397,7 @@ class AbstinenceGEE:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _z(conf_level: float) -> float:
-    if not 0 < conf_level < 1:
-        raise ValueError(f"conf_level must be between 0 and 1 (got {conf_level}).")
-    return float(stats.norm.ppf(0.5 + conf_level / 2))
+_z = z_crit
 
 
 def _label(measure: str) -> str:
@@ -796,7 +793,7 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     se = res.se
     est = res.beta
     fixed = pd.DataFrame({"term": list(names), "estimate": est, "se": se, "ci_low": est - z * se,
-                          "ci_high": est + z * se, "p": 2 * stats.norm.sf(np.abs(est / se))})
+                          "ci_high": est + z * se, "p": norm_two_sided_p(est / se)})
     method = "REML" if reml else "ML"
     has_slope = res.q == 2
     notes.insert(0, f"Linear mixed model ({method}, {'fast exact engine' if engine == 'fast' else 'statsmodels'}): "
@@ -915,7 +912,7 @@ def lr_test(reduced: TrajectoryFit, full: TrajectoryFit) -> dict[str, float]:
                          "nested.")
     df = n_parameters(full) - n_parameters(reduced)
     chisq = max(2.0 * (full.loglik - reduced.loglik), 0.0)
-    return {"chisq": chisq, "df": float(df), "p": float(stats.chi2.sf(chisq, df)) if df > 0 else math.nan}
+    return {"chisq": chisq, "df": float(df), "p": chi2_sf(chisq, df) if df > 0 else math.nan}
 
 
 def trajectories_json(cohort: Cohort) -> dict:
@@ -939,16 +936,12 @@ def trajectories_json(cohort: Cohort) -> dict:
 
 # --------------------------------------------------------------------------------------------- response
 def _wilson(k: np.ndarray, n: np.ndarray, conf_level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Wilson score interval (Wilson 1927); NaN where n = 0."""
+    """Proportion and Wilson score interval (:func:`analytics.intervals.wilson_ci`); NaN where n = 0."""
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
-    z = _z(conf_level)
+    low, high = wilson_ci(k, n, conf_level)
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        denom = 1 + z * z / n
-        centre = (p + z * z / (2 * n)) / denom
-        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return p, centre - half, centre + half
+        return k / n, low.reshape(k.shape), high.reshape(k.shape)
 
 
 def _post_baseline_phq9(cohort: Cohort) -> pd.DataFrame:
@@ -1189,7 +1182,7 @@ def _maintenance_cox(resp: pd.DataFrame, z: float, notes: list[str]) -> dict[str
     notes.append("Hazard ratio: Cox model of loss of response with maintenance as a time-varying covariate "
                  "(after vs before the first maintenance session), Efron ties.")
     return {"hr": math.exp(b), "ci_low": math.exp(b - z * se), "ci_high": math.exp(b + z * se),
-            "p": float(2 * stats.norm.sf(abs(b / se))), "n_events": int(cp["event"].sum())}
+            "p": norm_two_sided_p(b / se), "n_events": int(cp["event"].sum())}
 
 
 # --------------------------------------------------------------------------------------------- GEE
@@ -1273,7 +1266,7 @@ def abstinence_gee(cohort: Cohort, *, by: str | None = None, reference: str | No
     se = np.asarray(res.bse, dtype=float)
     table = pd.DataFrame({"term": names, "estimate": est, "se": se, "odds_ratio": np.exp(est),
                           "ci_low": np.exp(est - z * se), "ci_high": np.exp(est + z * se),
-                          "p": 2 * stats.norm.sf(np.abs(est / se))})
+                          "p": norm_two_sided_p(est / se)})
     cov = np.asarray(res.cov_params())
     grid = np.linspace(max(0.0, float(d["weeks"].min())), float(d["weeks"].max()), 41)
     preds = []

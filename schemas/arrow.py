@@ -6,8 +6,10 @@ these helpers hand Arrow compute kernels the column's own buffers instead.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def text_array(values: pd.Series) -> pa.Array | pa.ChunkedArray:
@@ -25,3 +27,17 @@ def text_series(arr: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:
         out = out.astype("str")
     out.index = index
     return out
+
+
+def text_isin(values: pd.Series, members: object) -> pd.Series:
+    """``values.isin(members)`` for text columns (patient ids, codes) by Arrow's hash kernel on the columns' own
+    buffers (pandas' Arrow-string ``isin`` is ~10× slower on a million rows). Missing values are never members."""
+    if isinstance(members, (pd.Series, pd.Index)):
+        value_set = text_array(pd.Series(members).dropna())
+    else:
+        items = list(members) if isinstance(members, (set, frozenset)) else members
+        value_set = pa.array(pd.Series(items, dtype=object).dropna().astype(str).to_numpy(dtype=object),
+                             type=pa.string())
+    arr = text_array(values)
+    found = pc.fill_null(pc.is_in(arr, value_set=value_set.cast(arr.type)), False)
+    return pd.Series(np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool), index=values.index)

@@ -97,7 +97,7 @@ class ValidatedExports:
 
     @classmethod
     def from_frames(cls, sessions: pd.DataFrame, followups: pd.DataFrame,
-                    patients: pd.DataFrame | None = None) -> "ValidatedExports":
+                    patients: pd.DataFrame | None = None) -> ValidatedExports:
         """Wrap hand-built, already-valid canonical frames (for tests and the sample generator)."""
         s = coerce_canonical(sessions, "sessions")
         f = coerce_canonical(followups, "followups")

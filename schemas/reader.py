@@ -32,10 +32,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from analytics.errors import UnusableExport
+from schemas.arrow import text_array, text_series
 from schemas.columns import COLUMNS, REQUIRED, read_columns
 from schemas.frames import FileReport
 from schemas.long_format import CODE, VALUE, pivot_long
-from schemas.arrow import text_array, text_series
 from schemas.presets import Preset, load_preset
 
 MAX_BYTES = 512 * 1024 * 1024
@@ -285,15 +285,21 @@ class RawTable:
     notes: tuple[str, ...] = ()
 
 
+def _content_end(u8: np.ndarray) -> int:
+    """Length of the file without its trailing line breaks (CR and LF)."""
+    end = len(u8)
+    while end and u8[end - 1] in (10, 13):
+        end -= 1
+    return end
+
+
 def _one_record_per_line(u8: np.ndarray, breaks: np.ndarray) -> bool:
     """True when the file has no blank line inside and no carriage return other than in CRLF endings.
 
     Then every record is one physical line (unless a quoted field holds a line break, which the fast
     split detects by its row count), so a record's editor line is its index + 2.
     """
-    end = len(u8)
-    while end and u8[end - 1] in (10, 13):
-        end -= 1
+    end = _content_end(u8)
     inner = breaks[breaks < end]
     crlf = inner[inner > 0][u8[inner[inner > 0] - 1] == 13]
     if np.count_nonzero(u8[:end] == 13) != len(crlf):
@@ -352,9 +358,7 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
                              "Check for a missing line break or a stray quote.")
     fast = None
     if _one_record_per_line(u8, breaks):
-        end = len(u8)
-        while end and u8[end - 1] in (10, 13):
-            end -= 1
+        end = _content_end(u8)
         n_lines = int(np.searchsorted(breaks, end)) + 1
         fast = _split_fast(utf8[:end] + b"\n", delimiter, n_lines)
     del utf8, u8

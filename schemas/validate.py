@@ -20,7 +20,7 @@ import pyarrow as pa_
 import pyarrow.compute as pc
 
 from analytics.errors import UnusableExport
-from schemas.arrow import text_array, text_series
+from schemas.arrow import text_array, text_isin, text_series
 from schemas.columns import ADVERSE_EVENTS, PATIENT_COLUMNS_ON_SESSIONS, read_columns
 from schemas.followups import FollowupsSchema
 from schemas.frames import FileReport, ValidatedExports, coerce_canonical, parse_bool
@@ -54,17 +54,7 @@ def _to_float(text: pd.Series) -> pd.Series:
         return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
-def _isin(values: pd.Series, members: object) -> pd.Series:
-    """``values.isin(members)`` for text columns, by Arrow's hash kernel on the column's own buffers."""
-    if isinstance(members, pd.Series):
-        value_set = text_array(members.dropna())
-    else:
-        items = list(members) if isinstance(members, (set, frozenset)) else members
-        value_set = pa_.array(pd.Series(items, dtype=object).dropna().astype(str).to_numpy(dtype=object),
-                              type=pa_.string())
-    arr = text_array(values)
-    found = pc.fill_null(pc.is_in(arr, value_set=value_set.cast(arr.type)), False)
-    return pd.Series(found.to_numpy(zero_copy_only=False), index=values.index)
+
 
 
 def _schema_columns(kind: str) -> dict[str, pa.Column]:
@@ -93,7 +83,7 @@ class _Issues:
     idx: list[np.ndarray]
 
     @classmethod
-    def new(cls, file: str) -> "_Issues":
+    def new(cls, file: str) -> _Issues:
         return cls(file, [], [], [], [], [])
 
     def add(self, frame: pd.DataFrame, mask: pd.Series | np.ndarray, column: str, reason: str | pd.Series,
@@ -225,7 +215,7 @@ def _pandera_issues(typed: pd.DataFrame, raw: pd.DataFrame, kind: str, issues: _
             sub[col] = sub[col].astype("str")
     partial = pa.DataFrameSchema({c: columns[c] for c in cols}, strict=False, coerce=False)
     try:
-        partial.validate(sub, lazy=True, inplace=True)  # sub is our own copy: spare pandera its copy
+        partial.validate(sub, lazy=True, inplace=True)  # sub is a frame of our own: spare pandera a copy
     except pa.errors.SchemaErrors as err:
         fc = err.failure_cases
         fc = fc[fc["index"].notna() & fc["column"].isin(cols)]
@@ -382,7 +372,7 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
     rejected_ket = set(ket_ids) - set(first_ket.index.to_numpy(dtype=object))
     reason = pd.Series("has no ketamine session in " + sessions.name + "; check the patient number or add their "
                        "sessions", index=f_typed.index)
-    reason[_isin(f_typed["patient_id"], rejected_ket)] = (
+    reason[text_isin(f_typed["patient_id"], rejected_ket)] = (
         "this patient's ketamine session rows were set aside (see the " + sessions.name + " issues); fix those first")
     f_issues.add(ff, no_ket.to_numpy(), "patient_id", reason)
     before = (f_typed["assessment_date"] < idx).fillna(False)
@@ -397,7 +387,7 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
 
     if p_typed is not None and p_issues is not None:
         pf = patients.frame.reset_index(drop=True)  # type: ignore[union-attr]
-        orphan = p_typed["patient_id"].notna() & ~_isin(p_typed["patient_id"], s_typed["patient_id"])
+        orphan = p_typed["patient_id"].notna() & ~text_isin(p_typed["patient_id"], s_typed["patient_id"])
         p_issues.add(pf, orphan.to_numpy(), "patient_id",
                      "this patient has no sessions in " + sessions.name + "; check the patient number")
         p_ok, _ = _split(p_typed, p_issues)
