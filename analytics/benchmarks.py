@@ -50,6 +50,7 @@ import pandas as pd
 from analytics.cohort import ids_in, DROPOUT_STATUSES, Cohort
 from analytics.errors import OutcomesError
 from analytics.intervals import t_crit, wilson_ci, z_crit
+from analytics.privacy import note_n
 
 REGISTRY_PATH = Path(__file__).parent / "data" / "benchmarks.toml"
 
@@ -406,7 +407,7 @@ def _select(cohort: Cohort, substance: str | None) -> tuple[pd.DataFrame, str | 
                                "to the patients export.")
     chosen = pats[pats["primary_substance"].eq(substance).fillna(False).astype(bool)]
     if chosen.empty:
-        return chosen, f"No patients with primary substance '{substance}' (0 of {len(pats)} patients)."
+        return chosen, f"No patients with primary substance '{substance}' (0 of {note_n(len(pats))} patients)."
     return chosen, None
 
 
@@ -484,7 +485,7 @@ def _reach(cohort: Cohort, pats: pd.DataFrame, as_of: Any, end_day: float) -> tu
 
 
 def _not_reached_note(n: int, end_day: float) -> tuple[str, ...]:
-    return (f"{n} patient(s) not yet followed to day {end_day:g} are not eligible.",) if n else ()
+    return (f"{note_n(n)} patient(s) not yet followed to day {end_day:g} are not eligible.",) if n else ()
 
 def _eligible(cohort: Cohort, metric: str, definition: str, *, substance: str | None, as_of: Any, end_day: float,
               conf_level: float) -> "tuple[pd.Index, tuple[str, ...]] | ClinicFigure":
@@ -497,7 +498,7 @@ def _eligible(cohort: Cohort, metric: str, definition: str, *, substance: str | 
     notes = _not_reached_note(not_reached, end_day)
     if len(ids) == 0:
         return _unavailable(metric, "%", definition, f"No {_who(substance)} have been followed to day {end_day} yet "
-                            f"({not_reached} not reached).", conf_level=conf_level, notes=notes)
+                            f"({note_n(not_reached)} not reached).", conf_level=conf_level, notes=notes)
     return ids, notes
 
 
@@ -561,10 +562,10 @@ def pda_in_window(cohort: Cohort, *, start_day: int = 0, end_day: int = 180, sub
     per = _pda_per_patient(cohort, ids, start_day, end_day)
     ok = per[per["coverage"] >= min_coverage]
     if per.attrs["n_overlap_dropped"]:
-        notes += ((f"{per.attrs['n_overlap_dropped']} follow-up(s) whose window overlapped an earlier one were left "
+        notes += ((f"{note_n(per.attrs['n_overlap_dropped'])} follow-up(s) whose window overlapped an earlier one were left "
                   "out."),)
     if ok.empty:
-        return _unavailable(metric, "%", definition, f"None of the {len(ids)} eligible {_who(substance)} has "
+        return _unavailable(metric, "%", definition, f"None of the {note_n(len(ids))} eligible {_who(substance)} has "
                             f"abstinent-day counts covering {min_coverage:.0%} of days {start_day}–{end_day}.",
                             n_eligible=len(ids), attrition=len(ids), conf_level=conf_level, notes=notes)
     est, low, high = _t_mean(ok["pda"].to_numpy(), conf_level)
@@ -617,10 +618,10 @@ def pda_difference(cohort: Cohort, *, arms: tuple[str, str] = DEFAULT_ARMS, star
     if short:
         arm, k = short[0]
         return _unavailable(metric, unit, definition, f"A difference needs PDA over days {start_day}–{end_day} for at "
-                            f"least 2 patients per program (got {k} in '{arm}').", n_eligible=eligible,
+                            f"least 2 patients per program (got {note_n(k)} in '{arm}').", n_eligible=eligible,
                             attrition=eligible - analysed, conf_level=conf_level, notes=notes)
     diff, low, high = _welch(groups[0][1], groups[1][1], conf_level)
-    notes += tuple(f"'{arm}': n = {len(v)}, mean PDA {np.mean(v):.1f}%." for arm, v in groups)
+    notes += tuple(f"'{arm}': n = {note_n(len(v))}, mean PDA {np.mean(v):.1f}%." for arm, v in groups)
     return ClinicFigure(metric=metric, estimate=diff, ci_low=low, ci_high=high, n=analysed, n_eligible=eligible,
                         attrition=eligible - analysed, unit=unit, definition=definition, conf_level=conf_level,
                         notes=notes)
@@ -660,13 +661,13 @@ def abstinence_in_window(cohort: Cohort, *, start_day: int = 21, end_day: int = 
     success = st["status"].eq("abstinent")
     if dropout_as_use:
         success &= ~st["dropout"]
-        notes += ((f"{int((st['dropout'] & st['status'].eq('abstinent')).sum())} abstinent patient(s) dropped out "
+        notes += ((f"{note_n((st['dropout'] & st['status'].eq('abstinent')).sum())} abstinent patient(s) dropped out "
                   "and count as failures."),)
     unknown = st["status"].eq("unknown")
     analysed = success if missing_as_use else success[~unknown]
     return _proportion(metric, definition, analysed, n_eligible=len(ids), attrition=int(unknown.sum()),
                        conf_level=conf_level,
-                       notes=notes, empty_reason=f"None of the {len(ids)} eligible {_who(substance)} has follow-up "
+                       notes=notes, empty_reason=f"None of the {note_n(len(ids))} eligible {_who(substance)} has follow-up "
                        f"data covering days {start_day}–{end_day}.")
 
 
@@ -691,7 +692,7 @@ def use_in_window(cohort: Cohort, *, start_day: int = 1, end_day: int = 21, subs
     known = st[st["status"] != "unknown"]
     return _proportion(metric, definition, known["status"].eq("use"), n_eligible=len(ids),
                        attrition=len(ids) - len(known), conf_level=conf_level, notes=notes,
-                       empty_reason=f"None of the {len(ids)} eligible {_who(substance)} has follow-up data that "
+                       empty_reason=f"None of the {note_n(len(ids))} eligible {_who(substance)} has follow-up data that "
                        f"report or rule out use on days {start_day}–{end_day}.")
 
 
@@ -728,7 +729,7 @@ def _km_figure(cohort: Cohort, *, metric: str, day: int, substance: str | None, 
     ev = _first_use(cohort, ids, use, dropout_as_use)
     attrition = len(ids) - len(ev)
     if ev.empty:
-        return _unavailable(metric, "%", definition, f"None of the {len(ids)} {_who(substance)} has a follow-up "
+        return _unavailable(metric, "%", definition, f"None of the {note_n(len(ids))} {_who(substance)} has a follow-up "
                             "assessment.", n_eligible=len(ids), attrition=attrition, conf_level=conf_level)
     km = _km_at(ev["time"].to_numpy(), ev["event"].to_numpy(), day, conf_level)
     if km is None:
@@ -736,9 +737,9 @@ def _km_figure(cohort: Cohort, *, metric: str, day: int, substance: str | None, 
                             f"(longest follow-up: day {ev['time'].max():g}), so S({day}) is not estimable.",
                             n_eligible=len(ids), attrition=attrition, conf_level=conf_level)
     surv, low, high, n_risk = km
-    notes = (f"{n_risk} patient(s) still followed at day {day}; {int(ev['event'].sum())} event(s).",)
+    notes = (f"{note_n(n_risk)} patient(s) still followed at day {day}; {note_n(ev['event'].sum())} event(s).",)
     if attrition:
-        notes += (f"{attrition} patient(s) without any follow-up are not in the Kaplan–Meier estimate.",)
+        notes += (f"{note_n(attrition)} patient(s) without any follow-up are not in the Kaplan–Meier estimate.",)
     if complement:
         est = 100 * (1 - surv)
         lo, hi = (None, None) if low is None else (100 * (1 - high), 100 * (1 - low))
@@ -788,9 +789,9 @@ def _depressed(pats: pd.DataFrame, min_baseline: float) -> tuple[pd.DataFrame, t
     base = pats["baseline_phq9"]
     notes = ()
     if base.isna().any():
-        notes += (f"{int(base.isna().sum())} patient(s) without a baseline PHQ-9 cannot be assessed.",)
+        notes += (f"{note_n(base.isna().sum())} patient(s) without a baseline PHQ-9 cannot be assessed.",)
     if (base < min_baseline).any():
-        notes += ((f"{int((base < min_baseline).sum())} patient(s) with baseline PHQ-9 below {min_baseline:g} are not "
+        notes += ((f"{note_n((base < min_baseline).sum())} patient(s) with baseline PHQ-9 below {min_baseline:g} are not "
                   "in the depressed population."),)
     return pats[base >= min_baseline], notes
 
@@ -828,7 +829,7 @@ def _score_outcome(metric: str, definition: str, pats: pd.DataFrame, scores: pd.
     success = _meets(scores, base.reindex(scores.index), outcome)
     return _proportion(metric, definition, success, n_eligible=n_eligible, attrition=n_eligible - len(scores),
                        conf_level=conf_level, notes=notes,
-                       empty_reason=f"None of the {n_eligible} eligible patients has a PHQ-9 {what}.")
+                       empty_reason=f"None of the {note_n(n_eligible)} eligible patients has a PHQ-9 {what}.")
 
 
 def phq9_after_induction(cohort: Cohort, *, outcome: Outcome = "response", min_sessions: int = 4,
@@ -852,7 +853,7 @@ def phq9_after_induction(cohort: Cohort, *, outcome: Outcome = "response", min_s
     ket = _ketamine_sessions(cohort, pd.Index(pats["patient_id"]))
     ind = ket[(ket["days"] >= 0) & (ket["days"] < induction_days)].groupby("patient_id")["days"].agg(["size", "max"])
     done = ind[ind["size"] >= min_sessions]
-    notes = ((f"{len(pats) - len(done)} patient(s) had fewer than {min_sessions} ketamine sessions in the first "
+    notes = ((f"{note_n(len(pats) - len(done))} patient(s) had fewer than {min_sessions} ketamine sessions in the first "
              f"{induction_days} days (induction not completed) and are not eligible."),)
     pats = pats[_member(pats["patient_id"], done.index)]
     pats, more = _depressed(pats, min_baseline)
@@ -861,7 +862,7 @@ def phq9_after_induction(cohort: Cohort, *, outcome: Outcome = "response", min_s
     end = done["max"].reindex(avail.index)
     closed = avail.index[(avail - end) >= window[1]]
     if len(avail) - len(closed):
-        notes += ((f"{len(avail) - len(closed)} patient(s) whose post-induction window has not closed are not "
+        notes += ((f"{note_n(len(avail) - len(closed))} patient(s) whose post-induction window has not closed are not "
                   "eligible."),)
     if len(closed) == 0:
         return _unavailable(metric, "%", definition, f"No {_who(substance)} completed induction with baseline "
@@ -897,7 +898,7 @@ def phq9_within_days(cohort: Cohort, *, outcome: Outcome = "response", end_day: 
     hit = _meets(rows["value"], rows["patient_id"].map(base), outcome).groupby(rows["patient_id"]).any()
     return _proportion(metric, definition, hit, n_eligible=len(ids), attrition=len(ids) - len(hit),
                        conf_level=conf_level, notes=notes,
-                       empty_reason=f"None of the {len(ids)} eligible patients has a PHQ-9 on days 1–{end_day}.")
+                       empty_reason=f"None of the {note_n(len(ids))} eligible patients has a PHQ-9 on days 1–{end_day}.")
 
 
 def phq9_after_infusions(cohort: Cohort, *, outcome: Outcome = "response", infusions: int = 10, within_days: int = 28,
@@ -917,13 +918,13 @@ def phq9_after_infusions(cohort: Cohort, *, outcome: Outcome = "response", infus
         return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
     ket = _ketamine_sessions(cohort, pd.Index(pats["patient_id"]))
     nth = ket[ket.groupby("patient_id").cumcount() == infusions - 1].set_index("patient_id")["days"]
-    notes = (f"{len(pats) - len(nth)} patient(s) have had fewer than {infusions} ketamine sessions.",)
+    notes = (f"{note_n(len(pats) - len(nth))} patient(s) have had fewer than {infusions} ketamine sessions.",)
     pats, more = _depressed(pats[_member(pats["patient_id"], nth.index)], min_baseline)
     notes += more
     avail = _days_available(cohort, pats, as_of)
     closed = avail.index[(avail - nth.reindex(avail.index)) >= within_days]
     if len(avail) - len(closed):
-        notes += ((f"{len(avail) - len(closed)} patient(s) whose {within_days}-day window has not closed are not "
+        notes += ((f"{note_n(len(avail) - len(closed))} patient(s) whose {within_days}-day window has not closed are not "
                   "eligible."),)
     if len(closed) == 0:
         return _unavailable(metric, "%", definition, f"No {_who(substance)} with baseline PHQ-9 ≥ {min_baseline:g} "

@@ -127,13 +127,20 @@ def _settings(args: argparse.Namespace):
     return Settings(relapse=args.relapse, dropout_as_relapse=args.dropout_as_relapse, suppress=not args.no_suppress)
 
 
+def _shown(sentence: str, args: argparse.Namespace) -> str:
+    """A sentence from the analytics with its counts of 1–10 masked unless --no-suppress (privacy.note_n)."""
+    from analytics.privacy import render_note
+
+    return render_note(sentence, enabled=not getattr(args, "no_suppress", False))
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from analytics.pipeline import analysis_json
 
     data = _load(args)
     result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference)
     for sentence in problems:
-        sys.stderr.write(f"kap-outcomes: note: {sentence}\n")
+        sys.stderr.write(f"kap-outcomes: note: {_shown(sentence, args)}\n")
     text = json.dumps(_clean(result), ensure_ascii=False)
     if args.json in ("-", None):
         sys.stdout.write(text + "\n")
@@ -178,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except OutcomesError as err:
-        sys.stderr.write(f"kap-outcomes: {err}\n")
+        sys.stderr.write(f"kap-outcomes: {_shown(str(err), args)}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("kap-outcomes: interrupted.\n")

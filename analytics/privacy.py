@@ -46,6 +46,7 @@ is visible), for internal review only. With ``enabled=False`` nothing is hidden 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -60,7 +61,7 @@ _P = (1 << 61) - 1  # prime modulus of the exact elimination in the audit
 COMPLEMENT_MARK = "*"  # shown in place of a cell hidden only so that a small one cannot be worked out
 
 __all__ = ["SuppressedCells", "SuppressedTable", "fraction_text", "hidden_rate_points", "is_small", "issue_counts",
-           "mask_text", "rate_is_safe", "suppress_cells", "suppress_counts", "suppress_flow", "suppress_km"]
+           "mask_text", "note_n", "note_of", "rate_is_safe", "render_note", "render_notes", "suppress_cells", "suppress_counts", "suppress_flow", "suppress_km"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -107,6 +108,42 @@ def mask_text(n: float | None, *, min_cell: int = 11, enabled: bool = True) -> s
     if _is_missing(n):
         return "—"
     return formatting.count(round(float(n)))  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------
+# counts inside sentences (method notes, exclusions): marked where written, masked where shown
+# --------------------------------------------------------------------------------------------------
+
+_MARK = re.compile("\u27e6(-?\\d+)(?:/(-?\\d+))?\u27e7")
+
+
+def note_n(n: float) -> str:
+    """A count written into a note: ``f"{note_n(7)} patients were left out"``.
+
+    The analytics do not know who reads a note, so the count is marked, not formatted; every place that shows
+    notes (pages, report, exports) passes them through :func:`render_note`, which masks a count of 1–10.
+    """
+    return f"\u27e6{round(float(n))}\u27e7"
+
+
+def note_of(numerator: float, denominator: float) -> str:
+    """"45 of 60" written into a note; rendered like :func:`fraction_text` (the complement is protected too)."""
+    return f"\u27e6{round(float(numerator))}/{round(float(denominator))}\u27e7"
+
+
+def render_note(note: str, *, min_cell: int = 11, enabled: bool = True) -> str:
+    """The note as a reader sees it: marked counts formatted, those of 1 to ``min_cell - 1`` masked."""
+    def one(m: re.Match[str]) -> str:
+        a, b = int(m.group(1)), m.group(2)
+        if b is None:
+            return mask_text(a, min_cell=min_cell, enabled=enabled)
+        num, den = fraction_text(a, int(b), min_cell=min_cell, enabled=enabled)
+        return f"{num} of {den}"
+    return _MARK.sub(one, note)
+
+
+def render_notes(notes: Sequence[str], *, min_cell: int = 11, enabled: bool = True) -> tuple[str, ...]:
+    return tuple(render_note(n, min_cell=min_cell, enabled=enabled) for n in notes)
 
 
 # --------------------------------------------------------------------------------------------------

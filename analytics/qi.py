@@ -44,6 +44,7 @@ from scipy import stats
 
 from analytics.cohort import Cohort
 from analytics.errors import InsufficientData, OutcomesError
+from analytics.privacy import note_n
 from analytics.safety import (
     VitalThresholds,
     data_end_date,
@@ -402,7 +403,7 @@ def kpis(cohort: Cohort, *, period_a: Period, period_b: Period, induction_sessio
     ]
     open_b = table[(table["period"] == "b") & (table["not_yet_assessable"] > 0)]
     for _, r in open_b.iterrows():
-        notes.append(f"{r['label']}: {int(r['not_yet_assessable'])} patients in period B could not be assessed "
+        notes.append(f"{r['label']}: {note_n(r['not_yet_assessable'])} patients in period B could not be assessed "
                      "yet (window still open).")
     return KpiTable(table=table, changes=pd.DataFrame(changes), period_a=pa, period_b=pb, as_of=end, options=o,
                     conf_level=conf_level, notes=tuple(notes))
@@ -550,7 +551,7 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
     ]
     for reason, n in cohort.exclusions.items():
         if reason.startswith("follow-ups of patients without"):
-            notes.append(f"{n} follow-up rows belong to patients without a ketamine session and are not analysed.")
+            notes.append(f"{note_n(n)} follow-up rows belong to patients without a ketamine session and are not analysed.")
     notes.append(f"Follow-up windows: {', '.join(f'day {t} ± {o.tolerance(t)}' for t in FOLLOWUP_TARGETS)}; "
                  f"data end date {end:%Y-%m-%d}.")
     return FlowTable(steps=st, losses=pd.DataFrame(losses, columns=["step", "reason", "n"]), as_of=end,
@@ -1022,7 +1023,7 @@ def funnel(cohort: Cohort, *, unit: Literal["clinician", "site"] = "clinician", 
         rows = rows[(rows["date"] >= start) & (rows["date"] <= stop)]
     missing = int(rows[unit].isna().sum())
     if missing:
-        notes.append(f"{missing} patients or sessions without a recorded {unit} are left out.")
+        notes.append(f"{note_n(missing)} patients or sessions without a recorded {unit} are left out.")
     g = rows.dropna(subset=[unit]).groupby(unit)[["num", "den"]].sum()
     res = funnel_from_counts(g["num"], g["den"], units=g.index, adjustment=adjustment, conf_levels=conf_levels,
                              alpha=alpha, unit=unit, kpi=kpi, label=kpi_label(kpi, o))

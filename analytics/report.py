@@ -31,7 +31,7 @@ from analytics.plots import safety as splots
 from analytics.plots import survival as svplots
 from analytics.plots import trajectories as tplots
 from analytics.plots.subgroups import subgroup_forest
-from analytics.privacy import mask_text, rate_is_safe
+from analytics.privacy import mask_text, rate_is_safe, render_note
 from analytics.settings import Settings
 from analytics.subgroups import who_benefits
 from schemas.frames import ValidatedExports
@@ -63,8 +63,12 @@ class _Pack:
         anchor = title.lower().replace(" ", "-")
         self.parts.append(f'<h2 id="{anchor}">{html.escape(title)}</h2>')
 
+    def text(self, text: str) -> str:
+        """Counts marked in a note (privacy.note_n) as this pack shows them."""
+        return render_note(text, min_cell=self.min_cell, enabled=self.suppress)
+
     def p(self, text: str, cls: str = "") -> None:
-        self.parts.append(f'<p class="{cls}">{html.escape(text)}</p>')
+        self.parts.append(f'<p class="{cls}">{html.escape(self.text(text))}</p>')
 
     def notes(self, notes: Iterable[str]) -> None:
         for n in notes:
@@ -89,7 +93,7 @@ class _Pack:
                     cells.append(f'<td class="n">{html.escape(self.count(value))}</td>')
                 else:
                     text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-                    cells.append(f"<td>{html.escape(text)}</td>")
+                    cells.append(f"<td>{html.escape(self.text(text))}</td>")
             rows.append("<tr>" + "".join(cells) + "</tr>")
         self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
@@ -228,13 +232,16 @@ def _benchmarks(pack: _Pack, cohort: Cohort) -> None:
     comp = benchmarks.compare(cohort)
     pack.figure(bplots.forest(comp, domain="efficacy", min_cell=pack.min_cell if pack.suppress else None))
     t = comp.table[comp.table["domain"] == "efficacy"]
+    cells = bplots.clinic_cells(comp.table, min_cell=pack.min_cell if pack.suppress else None)
+    shown = [bplots.clinic_shown(cells, row) for _, row in t.iterrows()]
     pack.table(pd.DataFrame({
         "id": t["id"], "metric": t["metric"], "published": t["published_text"], "status": t["status_label"],
-        "clinic (95% CI)": [fmt.ci(e, lo, hi) if pd.notna(e) else "" for e, lo, hi in
-                            zip(t["clinic_estimate"], t["clinic_ci_low"], t["clinic_ci_high"])],
-        "clinic n": t["clinic_n"], "why no clinic figure": t["clinic_reason"],
+        "clinic (95% CI)": [("suppressed" if not ok else fmt.ci(e, lo, hi)) if pd.notna(e) else ""
+                            for e, lo, hi, ok in zip(t["clinic_estimate"], t["clinic_ci_low"], t["clinic_ci_high"],
+                                                     shown)],
+        "clinic n": [cells.text(("n", i)) if ("n", i) in cells.values else "—" for i in t["id"]], "why no clinic figure": t["clinic_reason"],
         "population": t["population"], "timepoint": t["timepoint"], "source": t["citation"],
-        "cautions": t["cautions"]}), counts=("clinic n",))
+        "cautions": t["cautions"]}))
     pack.notes(comp.notes)
 
 

@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from analytics.cohort import Cohort
 from analytics.errors import InsufficientData
 from analytics.intervals import poisson_exact_ci, wilson_ci, z_crit
+from analytics.privacy import note_n
 from schemas.columns import ADVERSE_EVENTS
 
 ALL = "all"
@@ -292,7 +293,7 @@ def _patient_sessions(flags: pd.DataFrame, cohort: Cohort, patient_window_days: 
     n_out = int(cohort.patients["patient_id"].nunique() - len(keep))
     notes.append(f"Per patient: sessions on days 0–{patient_window_days - 1} after the first ketamine session, "
                  f"among patients whose first {patient_window_days} days had passed by {as_of:%Y-%m-%d} "
-                 f"({n_out} more recent starters left out).")
+                 f"({note_n(n_out)} more recent starters left out).")
     return sub, notes
 
 

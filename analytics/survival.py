@@ -58,6 +58,7 @@ from scipy import sparse
 from analytics.errors import InsufficientData, ModelDidNotConverge, OutcomesError
 from analytics.formatting import p_value
 from analytics.intervals import chi2_sf, norm_two_sided_p, z_crit
+from analytics.privacy import note_n
 
 if TYPE_CHECKING:  # pragma: no cover
     from analytics.cohort import Cohort
@@ -699,7 +700,7 @@ def _group_order(col: str, present: Sequence[str]) -> list[str]:
 def _base_notes(cohort: Cohort) -> list[str]:
     notes = [cohort.settings.describe()]
     for reason, count in cohort.exclusions.items():
-        notes.append(f"Excluded: {count} {reason}.")
+        notes.append(f"Excluded: {note_n(count)} {reason}.")
     return notes
 
 
@@ -750,10 +751,10 @@ def _grouped(cohort: Cohort, by: str | None, *, what: str, extra: Sequence[str] 
     keep = code >= 0
     n_missing = int((~keep).sum())
     if n_missing == len(pts):
-        raise InsufficientData(f"No patient with follow-up has a {col} value (all {n_missing} are blank), so the "
+        raise InsufficientData(f"No patient with follow-up has a {col} value (all {note_n(n_missing)} are blank), so the "
                                f"curves cannot be split by {col}. Add {col} to the export or pick another grouping.")
     if n_missing:
-        notes.append(f"{n_missing} patient(s) without a {col} value are left out of the curves by {col}.")
+        notes.append(f"{note_n(n_missing)} patient(s) without a {col} value are left out of the curves by {col}.")
     return _Grouped(time, event, code, order, col, extras, notes).select(keep)
 
 
@@ -849,7 +850,7 @@ def _design(data: _Grouped, *, reference: int, adjust: Sequence[str]
         keep &= data.extra[a].notna().to_numpy(bool)
     n_drop = int((~keep).sum())
     if n_drop:
-        notes.append(f"{n_drop} patient(s) without a value of {' or '.join(adjust)} are left out of the Cox "
+        notes.append(f"{note_n(n_drop)} patient(s) without a value of {' or '.join(adjust)} are left out of the Cox "
                      "model (complete cases).")
     for a in adjust:
         if a in _NUMERIC_ADJUSTMENTS:
@@ -860,7 +861,7 @@ def _design(data: _Grouped, *, reference: int, adjust: Sequence[str]
         rare = [j for j in range(len(uniques)) if 0 < n[j] and (n[j] < MIN_GROUP_PATIENTS or events[j] == 0)]
         if rare:
             keep &= ~np.isin(codes, rare)
-            notes.append(f"{int(n[rare].sum())} patient(s) with {a} {', '.join(str(uniques[j]) for j in rare)} are "
+            notes.append(f"{note_n(n[rare].sum())} patient(s) with {a} {', '.join(str(uniques[j]) for j in rare)} are "
                          f"left out of the adjusted Cox model (fewer than {MIN_GROUP_PATIENTS} patients or no return "
                          "to use, so that level's hazard ratio cannot be estimated).")
     rows = np.flatnonzero(keep)
@@ -1035,11 +1036,12 @@ def _cox_part(data: _Grouped, *, ref: int, adjust: Sequence[str], conf_level: fl
     n_event = int(e.sum())
     epv = n_event / max(design.shape[1], 1)
     if epv < 2:
-        notes.append(f"No hazard ratio: only {n_event} events for {design.shape[1]} model coefficients (fewer "
+        notes.append(f"No hazard ratio: only {note_n(n_event)} events for {design.shape[1]} model coefficients (fewer "
                      "than 2 per coefficient). Drop adjustments or merge groups.")
         return None, None, int(t.size), n_event
     if epv < MIN_EVENTS_PER_PARAMETER:
-        notes.append(f"Only {epv:.1f} events per model coefficient (fewer than {MIN_EVENTS_PER_PARAMETER}): hazard "
+        notes.append(f"Only {note_n(n_event)} events for {design.shape[1]} model coefficients (fewer than "
+                     f"{MIN_EVENTS_PER_PARAMETER} per coefficient): hazard "
                      "ratios may be biased and their CIs too narrow. Drop adjustments or merge groups.")
     try:
         fit = cox_ph(t, e, design, terms=terms, levels=labels, conf_level=conf_level, ph_transform=ph_transform)

@@ -32,6 +32,7 @@ from analytics import lmm
 from analytics.cohort import PHQ9_BANDS, Cohort
 from analytics.errors import InsufficientData, ModelDidNotConverge
 from analytics.intervals import chi2_sf, norm_two_sided_p, wilson_ci, z_crit
+from analytics.privacy import note_n, note_of
 
 TimeShape = Literal["linear", "piecewise", "spline"]
 Engine = Literal["fast", "statsmodels"]
@@ -471,7 +472,7 @@ def _check_enough(n_scores: np.ndarray, group: Labels | None, measure: str, by: 
         if ok.sum() < MIN_PATIENTS:
             raise InsufficientData(
                 f"{_label(measure)} trajectories need at least 2 scores for {MIN_PATIENTS} patients "
-                f"(got {int(ok.sum())}). Widen the date range or add follow-up scores.")
+                f"(got {note_n(ok.sum())}). Widen the date range or add follow-up scores.")
         return
     codes, labels = _codes(group)
     with_two = np.bincount(codes, weights=ok, minlength=len(labels))
@@ -479,7 +480,7 @@ def _check_enough(n_scores: np.ndarray, group: Labels | None, measure: str, by: 
         if got < MIN_PATIENTS:
             raise InsufficientData(
                 f"{_label(measure)} trajectories need at least 2 scores for {MIN_PATIENTS} patients per group "
-                f"(got {got} in '{g}'). Widen the date range or merge groups.")
+                f"(got {note_n(got)} in '{g}'). Widen the date range or merge groups.")
 
 
 def _covariate_specs(patients: pd.DataFrame, adjust: tuple[str, ...]) -> tuple[Covariate, ...]:
@@ -527,7 +528,7 @@ def _patients(cohort: Cohort, prepared: PreparedScores, by: str | None,
     complete = pts.notna().all(axis=1).to_numpy() & (rows >= 0)
     n_drop = int((~complete).sum())
     if n_drop:
-        notes.append(f"{n_drop} patients with scores were left out because {' or '.join(cols)} "
+        notes.append(f"{note_n(n_drop)} patients with scores were left out because {' or '.join(cols)} "
                      "is missing for them.")
     keep = np.flatnonzero(complete)
     pts = pts[complete].reset_index(drop=True)
@@ -797,7 +798,7 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     method = "REML" if reml else "ML"
     has_slope = res.q == 2
     notes.insert(0, f"Linear mixed model ({method}, {'fast exact engine' if engine == 'fast' else 'statsmodels'}): "
-                    f"{design.formula(has_slope)}; {res.n_groups} patients, {res.n_obs} scores. Wald "
+                    f"{design.formula(has_slope)}; {note_n(res.n_groups)} patients, {note_n(res.n_obs)} scores. Wald "
                     f"{round(conf_level * 100)}% intervals.")
     if measure == "pda":
         notes.append("Percent days abstinent is modelled in percent (0–100).")
@@ -889,7 +890,7 @@ def compare_time_shapes(cohort: Cohort, *, measure: str = "phq9", by: str | None
                      "converged": f.converged})
     table = pd.DataFrame(rows)
     best = str(table.loc[table["aic"].idxmin(), "time"])
-    notes.insert(0, f"Fitted by maximum likelihood on {base.n_patients} patients and {base.n_obs} scores; "
+    notes.insert(0, f"Fitted by maximum likelihood on {note_n(base.n_patients)} patients and {note_n(base.n_obs)} scores; "
                     f"likelihood-ratio tests against the straight line. Lowest AIC: {best}.")
     return ModelComparison(table=table, best=best, notes=tuple(notes))
 
@@ -1037,7 +1038,7 @@ def band_transitions(cohort: Cohort, *, by: str | None = None) -> BandTransition
     summary = summary.reset_index()
     summary.columns.name = None
     n_base = int(cohort.patients["baseline_phq9"].notna().sum())
-    notes = ((f"{len(latest)} of {n_base} patients with a baseline PHQ-9 have a later score; bands 0–4, 5–9, "
+    notes = ((f"{note_of(len(latest), n_base)} patients with a baseline PHQ-9 have a later score; bands 0–4, 5–9, "
               "10–14, 15–19, 20–27 (Kroenke 2001). Latest = last score after the first ketamine session."),)
     return BandTransitions(table=table, summary=summary, notes=notes)
 
@@ -1119,7 +1120,7 @@ def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = 
     resp = _responders(cohort, min_baseline)
     if len(resp) < MIN_PATIENTS:
         raise InsufficientData(f"Durability of response needs at least {MIN_PATIENTS} PHQ-9 responders with a "
-                               f"baseline score (got {len(resp)}). Widen the date range or add follow-up scores.")
+                               f"baseline score (got {note_n(len(resp))}). Widen the date range or add follow-up scores.")
     ses = cohort.sessions
     ket = ses.loc[ses["session_type"] == "ketamine", ["patient_id", "days"]]
     ket = ket.merge(resp[["patient_id", "response_day", "days_in_response"]], on="patient_id")
@@ -1141,7 +1142,8 @@ def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = 
         curves.append(c)
         for w in milestone_weeks:
             milestones.append({"group": g, "weeks": float(w), **_km_at(c, 7.0 * w, t[mask])})
-    notes = [(f"{len(resp)} responders (PHQ-9 at most half of baseline after day 0), {int(e.sum())} lost response "
+    notes = [(f"{note_n(len(resp))} responders (PHQ-9 at most half of baseline after day 0), {note_n(e.sum())} lost "
+              f"response "
               f"(a later score above half of baseline); the others are censored at their last PHQ-9. Kaplan–Meier "
               f"with {round(conf_level * 100)}% log-scale intervals (R survfit default)."),
              (f"Maintenance = a ketamine session after the first response and after day {induction_days} "
@@ -1241,7 +1243,7 @@ def abstinence_gee(cohort: Cohort, *, by: str | None = None, reference: str | No
     n_pat = d.groupby("patient_id").size()
     if (n_pat >= 2).sum() < MIN_PATIENTS or d["abstinent"].nunique() < 2:
         raise InsufficientData(f"Abstinence over time needs at least 2 assessments for {MIN_PATIENTS} patients and "
-                               f"both abstinent and non-abstinent windows (got {int((n_pat >= 2).sum())} patients). "
+                               f"both abstinent and non-abstinent windows (got {note_n((n_pat >= 2).sum())} patients). "
                                "Widen the date range or add follow-ups.")
     d = d.sort_values(["patient_id", "days"]).reset_index(drop=True)
     design = Design(measure="abstinent", time=TimeBasis("linear"))

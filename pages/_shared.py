@@ -15,6 +15,7 @@ from analytics.access import UNSUPPRESS_ROLES
 from analytics.cohort import Cohort, build_cohort
 from analytics.errors import OutcomesError
 from analytics.filters import Filters, apply_filters, filter_options
+from analytics.privacy import render_note
 from analytics.settings import Settings
 from pages._auth import has_role
 from schemas.frames import ValidatedExports
@@ -128,15 +129,21 @@ def cohort_or_stop() -> Cohort:
         try:
             st.session_state[Key.COHORT] = build_cohort(data, current)
         except OutcomesError as err:
-            st.warning(str(err))
+            st.warning(shown_text(str(err)))
             st.stop()
         st.session_state[Key.COHORT_SETTINGS] = current
     return st.session_state[Key.COHORT]
 
 
+def shown_text(text: str) -> str:
+    """A sentence from the analytics as this session may see it: counts of 1–10 in it masked (privacy.note_n)."""
+    s = settings()
+    return render_note(text, min_cell=s.min_cell, enabled=s.suppress)
+
+
 def show_notes(notes: tuple[str, ...] | list[str]) -> None:
     for note in notes:
-        st.caption(note)
+        st.caption(shown_text(note))
 
 
 def _filters_from_widgets(lo, hi) -> Filters:

@@ -9,7 +9,7 @@ from analytics.attention import expected_phq9
 from analytics.errors import OutcomesError
 from analytics.safe_export import to_safe_csv
 from pages._auth import audit_export, require_role
-from pages._shared import show_notes, sidebar_settings, view_cohort
+from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 require_role("admin", "analyst", "clinician")
 sidebar_settings()
@@ -25,7 +25,7 @@ try:
         expected, note = expected_phq9(cohort)
         attention = qi.patients_needing_attention(cohort, expected=expected, phq9_margin=margin)
 except OutcomesError as err:
-    st.warning(str(err))
+    st.warning(shown_text(str(err)))
     st.stop()
 
 table = attention.by_patient

@@ -9,7 +9,7 @@ from analytics import benchmarks
 from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.plots.benchmarks import clinic_cells, clinic_shown, forest
-from pages._shared import show_notes, sidebar_settings, view_cohort
+from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()
@@ -31,7 +31,7 @@ try:
     with st.spinner("Computing like-for-like clinic figures…"):
         comp = benchmarks.compare(cohort, substance=substance)
 except OutcomesError as err:
-    st.warning(str(err))
+    st.warning(shown_text(str(err)))
     st.stop()
 
 table = comp.table[comp.table["domain"] == "efficacy"]
@@ -52,7 +52,7 @@ else:
                    for e, lo, hi, k in zip(table["clinic_estimate"], table["clinic_ci_low"], table["clinic_ci_high"],
                                            ok)],
         "clinic n": [cells.text(("n", i)) if ("n", i) in cells.values else "—" for i in table["id"]],
-        "why no clinic figure": table["clinic_reason"].fillna(""),
+        "why no clinic figure": [shown_text(r) for r in table["clinic_reason"].fillna("")],
         "source": table["status_label"],
     })
     st.dataframe(out, hide_index=True, width="stretch")
@@ -73,9 +73,9 @@ for _, row in table.iterrows():
         else:
             st.markdown(f"**Source:** {row['citation']}")
         if _text(row["clinic_definition"]):
-            st.markdown(f"**Clinic figure:** {row['clinic_definition']}")
+            st.markdown(f"**Clinic figure:** {shown_text(row['clinic_definition'])}")
         if _text(row["clinic_reason"]):
-            st.info(row["clinic_reason"])
+            st.info(shown_text(row["clinic_reason"]))
         for caution in _text(row["cautions"]).split("\n"):
             if caution.strip():
                 st.caption(f"Caution: {caution}")

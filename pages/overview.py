@@ -10,7 +10,7 @@ from analytics.errors import OutcomesError
 from analytics.plots import qi as qplots
 from analytics.privacy import fraction_text, mask_text, rate_is_safe
 from pages._auth import audit_export
-from pages._shared import exports, show_notes, sidebar_settings, view_cohort
+from pages._shared import exports, show_notes, shown_text, sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()
@@ -31,7 +31,7 @@ if r1.button("Prepare meeting report", icon=":material/description:", key="repor
         state = "on" if cohort.settings.suppress else "OFF"
         audit_export(f"meeting report ({filters.describe()}; suppression {state})")
     except OutcomesError as err:
-        st.warning(str(err))
+        st.warning(shown_text(str(err)))
     bar.empty()
 if st.session_state.get("report_html") and st.session_state.get("report_view") == (cohort.settings, filters):
     r2.download_button("Download meeting report (HTML)", data=st.session_state["report_html"],
@@ -49,7 +49,7 @@ with st.expander(f"Periods compared: {a_start:%d %b %Y}–{a_end:%d %b %Y} vs {b
 try:
     table = qi.kpis(cohort, period_a=(a_start, a_end), period_b=(b_start, b_end))
 except OutcomesError as err:
-    st.warning(str(err))
+    st.warning(shown_text(str(err)))
     st.stop()
 
 shown = cohort.settings.suppress
@@ -101,7 +101,7 @@ try:
     st.dataframe(losses, hide_index=True)
     show_notes(cells.notes if shown else ())
 except OutcomesError as err:
-    st.warning(str(err))
+    st.warning(shown_text(str(err)))
 
 st.subheader("Signal or noise? Monthly control chart")
 labels = {k: qi.kpi_label(k) for k in qi.SPC_KPIS}
@@ -116,7 +116,7 @@ try:
                   "(small-cell rule)." if shown else ""))
     show_notes(chart.notes)
 except OutcomesError as err:
-    st.warning(str(err))
+    st.warning(shown_text(str(err)))
 
 st.subheader("Funnel plots: clinicians and sites")
 f1, f2 = st.columns(2)
@@ -132,5 +132,5 @@ try:
                   "named under the chart (small-cell rule)." if shown else ""))
     show_notes(result.notes)
 except OutcomesError as err:
-    st.warning(str(err))
+    st.warning(shown_text(str(err)))
 

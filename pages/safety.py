@@ -9,7 +9,7 @@ from analytics import formatting as fmt
 from analytics import safety
 from analytics.errors import OutcomesError
 from analytics.plots import safety as splots
-from pages._shared import show_notes, sidebar_settings, view_cohort
+from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()
@@ -32,7 +32,7 @@ try:
     trend = safety.safety_trend(cohort, thresholds=thresholds)
     published = safety.published_comparison(cohort, thresholds=thresholds)
 except OutcomesError as err:
-    st.warning(str(err))
+    st.warning(shown_text(str(err)))
     st.stop()
 
 unit = st.radio("Unit of analysis", options=["session", "patient"], horizontal=True, key="sf_unit",

@@ -9,7 +9,7 @@ from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.plots.subgroups import level_estimable, subgroup_cells, subgroup_forest
 from analytics.subgroups import CAUTION, LABELS, who_benefits
-from pages._shared import show_notes, sidebar_settings, view_cohort
+from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()
@@ -36,7 +36,7 @@ if st.session_state.get("sg_key") != key:
             st.session_state["sg_result"] = who_benefits(cohort, treated=treated, control=control)
             st.session_state["sg_key"] = key
     except OutcomesError as err:
-        st.warning(str(err))
+        st.warning(shown_text(str(err)))
         st.stop()
 result = st.session_state["sg_result"]
 min_cell = cohort.settings.min_cell if cohort.settings.suppress else None

@@ -8,8 +8,8 @@ from analytics import formatting as fmt
 from analytics import survival
 from analytics.errors import OutcomesError
 from analytics.plots.survival import forest_figure, km_figure
-from analytics.privacy import mask_text, suppress_counts
-from pages._shared import show_notes, sidebar_settings, view_cohort
+from analytics.privacy import suppress_counts
+from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 GROUP_LABELS = {None: "No grouping (all patients)", "program": "Program", "primary_substance": "Primary substance",
                 "index_route": "Route (first ketamine session)", "site": "Site",
@@ -28,7 +28,7 @@ by = c1.selectbox("Compare by", options=[g for g in GROUP_LABELS if g is None or
 try:
     curves = survival.relapse_curves(cohort, by=by)
 except OutcomesError as err:
-    st.warning(str(err))
+    st.warning(shown_text(str(err)))
     st.stop()
 
 st.plotly_chart(km_figure(curves), width="stretch")
@@ -78,7 +78,7 @@ if by is not None:
     try:
         comp = survival.compare_groups(cohort, by=by, reference=reference, adjust=tuple(adjust))
     except OutcomesError as err:
-        st.warning(str(err))
+        st.warning(shown_text(str(err)))
     else:
         lr = comp.logrank
         st.markdown(f"**Log-rank test:** χ² = {fmt.num(lr.chisq)} on {lr.df} df, {fmt.p_value(lr.p)}. "
@@ -108,9 +108,7 @@ if by is not None:
                     comp.milestone_difference["estimate"], comp.milestone_difference["ci_low"],
                     comp.milestone_difference["ci_high"])])
             st.dataframe(md.pivot(index="group", columns="day", values="difference"))
-        show_notes([n for n in comp.notes if not n.startswith("Excluded: ")])  # masked under Methods below
+        show_notes([n for n in comp.notes if not n.startswith("Excluded: ")])  # the exclusions are under Methods
 
 with st.expander("Methods and exclusions", expanded=False):
-    show_notes([n for n in curves.notes if not n.startswith("Excluded: ")])  # the exclusions follow, masked
-    for reason, n in cohort.exclusions.items():
-        st.caption(f"Excluded: {reason}: {mask_text(n, min_cell=min_cell, enabled=shown)}")
+    show_notes(curves.notes)

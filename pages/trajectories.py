@@ -9,7 +9,7 @@ from analytics import trajectories as tr
 from analytics.errors import OutcomesError
 from analytics.plots import trajectories as tplots
 from analytics.privacy import mask_text
-from pages._shared import show_notes, sidebar_settings, view_cohort
+from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 GROUPS = {None: "No grouping", "program": "Program", "primary_substance": "Primary substance",
           "index_route": "Route (first ketamine session)", "site": "Site", "baseline_band": "Baseline depression band"}
@@ -32,7 +32,7 @@ try:
         pred = tr.predicted_means(fit)
         lines = tr.patient_lines(cohort, measure=measure, by=by)
 except OutcomesError as err:
-    st.warning(str(err))
+    st.warning(shown_text(str(err)))
     st.stop()
 
 shown = cohort.settings.suppress
@@ -58,7 +58,7 @@ if st.checkbox("Compare time shapes (straight line, bend, spline) by likelihood 
         st.dataframe(comparison.table, hide_index=True)
         st.caption(f"Best by AIC: {comparison.best}. Models fitted by maximum likelihood for the comparison.")
     except OutcomesError as err:
-        st.warning(str(err))
+        st.warning(shown_text(str(err)))
 
 if measure == "phq9":
     st.subheader("Response and remission")
@@ -73,7 +73,7 @@ if measure == "phq9":
         st.markdown("**Baseline severity band → latest band (patients)**")
         st.plotly_chart(tplots.band_transition_heatmap(bands, min_cell=min_cell), width="stretch")
     except OutcomesError as err:
-        st.warning(str(err))
+        st.warning(shown_text(str(err)))
 
     st.subheader("How long does a response last?")
     try:
@@ -93,7 +93,7 @@ if measure == "phq9":
                    "about 80% still in response at 4 weeks and 60% at 8 weeks without maintenance.")
         show_notes(dur.notes)
     except OutcomesError as err:
-        st.warning(str(err))
+        st.warning(shown_text(str(err)))
 
 st.subheader("Abstinence over time (population average)")
 try:
@@ -103,4 +103,4 @@ try:
                f"{fmt.num(gee.working_correlation)}), {mask_text(gee.n_obs, enabled=shown)} windows; robust 95% CIs.")
     show_notes(gee.notes)
 except OutcomesError as err:
-    st.warning(str(err))
+    st.warning(shown_text(str(err)))

@@ -131,7 +131,7 @@ def test_durability_kaplan_meier_has_known_steps(durability_clinic):
 
 
 def test_durability_needs_ten_responders(small_clinic):
-    with pytest.raises(InsufficientData, match=r"at least 10 PHQ-9 responders .*\(got 4\)"):
+    with pytest.raises(InsufficientData, match=r"at least 10 PHQ-9 responders .*\(got ⟦4⟧\)"):
         trajectories.response_durability(small_clinic)
 
 
@@ -272,14 +272,14 @@ def test_no_slope_variance_falls_back_to_random_intercept_and_says_so():
 def test_too_few_patients_with_two_scores_is_a_plain_insufficient_data_error():
     d = simulated_long(n=12)
     d = d[d["id"].isin(sorted(d["id"].unique())[:9])]
-    with pytest.raises(InsufficientData, match=r"at least 2 scores for 10 patients \(got 9\)"):
+    with pytest.raises(InsufficientData, match=r"at least 2 scores for 10 patients \(got ⟦9⟧\)"):
         trajectories.fit_trajectory(long_cohort(d))
 
 
 def test_a_small_group_is_named_in_the_error():
     d = simulated_long(n=60)
     d["grp"] = np.where(d["id"].isin(sorted(d["id"].unique())[:4]), "tiny", "big")
-    with pytest.raises(InsufficientData, match=r"per group \(got 4 in 'tiny'\)"):
+    with pytest.raises(InsufficientData, match=r"per group \(got ⟦4⟧ in 'tiny'\)"):
         trajectories.fit_trajectory(long_cohort(d), by="grp")
 
 

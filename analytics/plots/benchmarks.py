@@ -25,7 +25,7 @@ from plotly.subplots import make_subplots
 from analytics import formatting as fmt
 from analytics.benchmarks import GROUP_ORDER, BenchmarkComparison
 from analytics.plots import base_layout, colour
-from analytics.privacy import SuppressedCells, suppress_cells
+from analytics.privacy import SuppressedCells, render_note, suppress_cells
 
 KIND_ORDER = ("level", "difference", "ratio")
 KIND_TITLES = {"level": "Levels", "difference": "Between-arm differences", "ratio": "Ratios"}
@@ -80,16 +80,17 @@ def _clinic_text(row: pd.Series, cells: SuppressedCells) -> str:
     est = _num(row["clinic_estimate"])
     if est is None:
         reason = row["clinic_reason"] if isinstance(row["clinic_reason"], str) else "no clinic figure"
-        return f"Clinic: no figure. {_wrap(reason)}"
+        return f"Clinic: no figure. {_wrap(render_note(reason, min_cell=cells.min_cell, enabled=cells.enabled))}"
     rid = row["id"]
+    definition = render_note(row["clinic_definition"] if isinstance(row["clinic_definition"], str) else "", min_cell=cells.min_cell, enabled=cells.enabled)
     counts = (f"n = {cells.text(('n', rid))} of {cells.text(('eligible', _num(row['clinic_n_eligible'])))} "
               f"eligible, {cells.text(('attrition', rid))} without data")
     if not clinic_shown(cells, row):
         return (f"Clinic: figure suppressed (small-cell rule: a count from 1 to {cells.min_cell - 1} behind it), "
-                f"{counts}<br>{_wrap(row['clinic_definition'])}")
+                f"{counts}<br>{_wrap(definition)}")
     unit = "%" if row["unit"] == "%" else f" {row['unit']}"
     value = fmt.ci(est, _num(row["clinic_ci_low"]), _num(row["clinic_ci_high"]), digits=1)
-    return f"Clinic: {value}{unit}, {counts}<br>{_wrap(row['clinic_definition'])}"
+    return f"Clinic: {value}{unit}, {counts}<br>{_wrap(definition)}"
 
 
 def hover_text(row: pd.Series, cells: SuppressedCells | None = None) -> str:
