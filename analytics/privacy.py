@@ -692,6 +692,7 @@ def suppress_km(
     curve_columns: Sequence[str] = ("estimate", "ci_low", "ci_high"),
     steps: Literal["coarsen", "truncate"] = "coarsen",
     cumulative: bool = False,
+    counts_shown: Literal["all", "drawn"] = "all",
     min_cell: int = 11,
     enabled: bool = True,
 ) -> SuppressedTable:
@@ -713,6 +714,12 @@ def suppress_km(
         ``n_event``/``n_censor`` are cumulative up to each day (as in ``SurvivalCurves.risk_table``). Then the
         difference of two consecutive shown cumulative counts is an interval count, and it is protected like
         a shown one (a jump from 15 to 20 events reveals 5).
+    counts_shown:
+        ``"all"``: the counts of every row may be shown (a risk table). ``"drawn"``: a chart that shows only
+        the number at risk at its drawn points (a hover card): every other count is hidden, and the numbers at
+        risk of the drawn points are checked as a table of their own (each ≥ ``min_cell``, consecutive shown
+        ones differing by 0 or ≥ ``min_cell``). The same protection for what is shown, without auditing the
+        thousands of event-time cells a chart never prints.
     min_cell, enabled:
         As in :func:`suppress_counts`.
 
@@ -727,6 +734,8 @@ def suppress_km(
         raise ValueError("count_columns must be (n_risk, n_event, n_censor).")
     if steps not in ("coarsen", "truncate"):
         raise ValueError(f"steps must be 'coarsen' or 'truncate' (got {steps!r}).")
+    if counts_shown not in ("all", "drawn"):
+        raise ValueError(f"counts_shown must be 'all' or 'drawn' (got {counts_shown!r}).")
     risk, event, censor = count_columns
     _check_columns(table, count_columns + [day_column], "KM columns")
     curve = [c for c in curve_columns if c in table.columns]
@@ -734,15 +743,96 @@ def suppress_km(
         return _off(table, [*count_columns, *curve], min_cell, count_columns)
 
     t = table.reset_index(drop=True)
+    ordered = _km_curves(t, group_column, day_column)
+    curve_hidden = _km_curve_hidden(t, ordered, risk, event, steps, min_cell)
+    if counts_shown == "drawn":
+        drawn = np.flatnonzero(~curve_hidden)
+        sub = t.iloc[drawn].reset_index(drop=True).assign(**{event: np.nan, censor: np.nan})
+        prob = _km_count_problem(sub, _km_curves(sub, group_column, day_column), count_columns, day_column,
+                                 group_column, False, min_cell)
+        out_sub, mask_sub, primary_sub = _apply(sub, prob, count_columns, {})
+        out = t.copy()
+        mask = pd.DataFrame(False, index=t.index, columns=[*count_columns, *curve])
+        primary = mask.copy()
+        for c in count_columns:
+            hidden = np.ones(len(t), dtype=bool)
+            hidden[drawn] = mask_sub[c].to_numpy() if c == risk else True
+            mask[c] = hidden & t[c].notna().to_numpy()
+            pri = np.zeros(len(t), dtype=bool)
+            pri[drawn] = primary_sub[c].to_numpy()
+            primary[c] = pri
+            vals = pd.to_numeric(t[c], errors="coerce").astype("float64")
+            out[c] = vals.mask(hidden).astype("Int64") if (vals.dropna() == vals.dropna().round()).all() else \
+                vals.mask(hidden)
+        for c in curve:
+            mask[c] = curve_hidden & t[c].notna().to_numpy()
+            out[c] = t[c].astype("float64").mask(curve_hidden)
+        mask_notes, primary_notes = mask_sub[[risk]], primary_sub[[risk]]
+        note_counts = [risk]
+        extra_count_note = ("Numbers at risk are shown only at the drawn points; events and censorings are not "
+                            "shown.",)
+    else:
+        prob = _km_count_problem(t, ordered, count_columns, day_column, group_column, cumulative, min_cell)
+        out, mask, primary = _apply(t, prob, count_columns, {}, {c: curve_hidden for c in curve})
+        mask_notes, primary_notes, note_counts = mask[count_columns], primary[count_columns], count_columns
+        extra_count_note = ()
+    out.index, mask.index, primary.index = table.index, table.index, table.index
+    extra = [f"Curve drawn only while at least {min_cell} patients are at risk"
+             + (f" and only at days where at least {min_cell} events have accrued since the previous point, so no "
+                f"step shows fewer than {min_cell} patients." if steps == "coarsen" else
+                "; single-event steps are visible (internal review only)."), *extra_count_note]
+    derived = sum(1 for i in range(len(prob.value)) if not prob.real[i] and prob.sensitive[i])
+    notes = _notes(mask_notes, primary_notes, note_counts, derived, min_cell, extra)
+    return SuppressedTable(table=out, mask=mask, primary=primary, min_cell=min_cell, enabled=True, notes=notes,
+                           n_derived_protected=derived, count_columns=tuple(count_columns))
+
+
+def _km_curves(t: pd.DataFrame, group_column: str | None, day_column: str) -> list[list[int]]:
+    """Row positions of each curve, in day order."""
     groups = ([np.arange(len(t))] if group_column is None or group_column not in t.columns else
               [np.asarray(ix) for ix in t.groupby(group_column, dropna=False, sort=False).indices.values()])
+    days = t[day_column].to_numpy()
+    return [[int(r) for r in rows[np.lexsort((rows, days[rows]))]] for rows in groups]
+
+
+def _km_curve_hidden(t: pd.DataFrame, ordered: list[list[int]], risk: str, event: str,
+                     steps: Literal["coarsen", "truncate"], min_cell: int) -> np.ndarray:
+    """Curve points not drawn: the tail (fewer than ``min_cell`` at risk) and, with ``"coarsen"``, points that do
+    not pool ``min_cell`` events since the previous drawn point."""
+    hidden = np.zeros(len(t), dtype=bool)
+    n_risk = pd.to_numeric(t[risk], errors="coerce").to_numpy(float)
+    n_event = pd.to_numeric(t[event], errors="coerce").to_numpy(float)
+    for rows in ordered:
+        tail = False
+        since = 0.0
+        for k, r in enumerate(rows):
+            nr = n_risk[r]
+            if not tail and not math.isnan(nr) and nr < min_cell:
+                tail = True
+            ev = 0.0 if math.isnan(n_event[r]) else n_event[r]
+            if tail:
+                hidden[r] = True
+                continue
+            if steps == "coarsen":
+                since += ev
+                if since >= min_cell:
+                    since = 0.0
+                elif k == 0 and ev == 0:
+                    pass  # a leading point before any event shows S = 1: nothing revealed
+                else:
+                    hidden[r] = True
+    return hidden
+
+
+def _km_count_problem(t: pd.DataFrame, ordered: list[list[int]], count_columns: Sequence[str], day_column: str,
+                      group_column: str | None, cumulative: bool, min_cell: int) -> _Problem:
+    """The risk-table counts as a suppression problem (primary, derived, complementary), solved."""
+    risk, event, censor = count_columns
     prob = _Problem(min_cell)
     for r in range(len(t)):
         for c in count_columns:
             prob.add_real(r, c, t.at[r, c])
-    curve_hidden = np.zeros(len(t), dtype=bool)
-    for rows in groups:
-        rows = sorted(rows, key=lambda r: (t.at[r, day_column], r))
+    for rows in ordered:
         v = {c: [prob.value[prob.where[(r, c)]] for r in rows] for c in count_columns}
         w: dict[str, list[int | None]] = {c: [prob.where[(r, c)] for r in rows] for c in count_columns}
         if cumulative:  # interval counts are differences of cumulative ones: derived counts, protected too
@@ -767,29 +857,9 @@ def suppress_km(
         if rows and abs(v[risk][-1] - v[event][-1] - v[censor][-1]) < 1e-9 and w[risk][-1] is not None:
             prob.add_equation([p for p in (w[event][-1], w[censor][-1]) if p is not None],
                               w[risk][-1])  # type: ignore[arg-type]
-        # curve: tail (fewer than min_cell at risk) never drawn; coarsen steps
-        tail = False
-        since = 0.0
-        for k, r in enumerate(rows):
-            nr = v[risk][k]
-            if not tail and not math.isnan(nr) and nr < min_cell:
-                tail = True
-            ev = 0.0 if math.isnan(v[event][k]) else v[event][k]
-            if tail:
-                curve_hidden[r] = True
-                continue
-            if steps == "coarsen":
-                since += ev
-                if since >= min_cell:
-                    since = 0.0
-                elif k == 0 and ev == 0:
-                    pass  # a leading point before any event shows S = 1: nothing revealed
-                else:
-                    curve_hidden[r] = True
     # a reader subtracts shown numbers down a column: consecutive *shown* values of n_risk (and of cumulative
     # counts) must differ by 0 or at least min_cell, whatever is hidden between them
     monotone = [risk, event, censor] if cumulative else [risk]
-    ordered = [sorted(rows, key=lambda r: (t.at[r, day_column], r)) for rows in groups]
     while True:
         prob.solve()
         changed = False
@@ -807,16 +877,7 @@ def suppress_km(
                     prev = prob.value[i]
         if not changed:
             break
-    out, mask, primary = _apply(t, prob, count_columns, {}, {c: curve_hidden for c in curve})
-    out.index, mask.index, primary.index = table.index, table.index, table.index
-    extra = [f"Curve drawn only while at least {min_cell} patients are at risk"
-             + (f" and only at days where at least {min_cell} events have accrued since the previous point, so no "
-                f"step shows fewer than {min_cell} patients." if steps == "coarsen" else
-                "; single-event steps are visible (internal review only).")]
-    derived = sum(1 for i in range(len(prob.value)) if not prob.real[i] and prob.sensitive[i])
-    notes = _notes(mask[count_columns], primary[count_columns], count_columns, derived, min_cell, extra)
-    return SuppressedTable(table=out, mask=mask, primary=primary, min_cell=min_cell, enabled=True, notes=notes,
-                           n_derived_protected=derived, count_columns=tuple(count_columns))
+    return prob
 
 
 # --------------------------------------------------------------------------------------------------

@@ -334,6 +334,27 @@ def test_km_table_never_shows_small_counts_or_a_small_step(seed, steps):
             assert sum(unknown) != 1
 
 
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from(["coarsen", "truncate"]))
+def test_km_chart_mode_draws_the_same_points_and_shows_only_safe_numbers_at_risk_there(seed, steps):
+    """counts_shown="drawn" (chart hover cards): the same drawn points as the full audit; numbers at risk only at
+    drawn points, never 1–10, consecutive shown ones 0 or at least 11 apart; events and censorings never shown."""
+    rng = np.random.default_rng(seed)
+    parts = [_km_table(rng.integers(1, 180, n), rng.random(n) < 0.6, g) for g, n in (("A", 80), ("B", 25))]
+    km = pd.concat(parts, ignore_index=True)
+    full = suppress_km(km, steps=steps)
+    chart = suppress_km(km, steps=steps, counts_shown="drawn")
+    assert chart.mask["estimate"].equals(full.mask["estimate"])
+    t, m = chart.table, chart.mask
+    assert m["n_event"].all() and m["n_censor"].all() and t[["n_event", "n_censor"]].isna().all().all()
+    assert (m["n_risk"] | ~m["estimate"]).all()  # a number at risk is shown only at a drawn point
+    assert not t["n_risk"].dropna().between(1, 10).any()
+    for _g, rows in km.groupby("group"):
+        at_risk = rows.loc[~m.loc[rows.index, "n_risk"], "n_risk"].to_numpy()
+        assert not np.isin(np.diff(at_risk), [-k for k in SMALL]).any()
+    assert suppress_km(km, counts_shown="drawn", enabled=False).mask.to_numpy().sum() == 0
+
+
 @pytest.mark.parametrize("cumulative", [False, True])
 @pytest.mark.parametrize("seed", [7, 8, 9])
 def test_km_display_time_risk_table_hides_small_counts_and_small_differences(seed, cumulative):

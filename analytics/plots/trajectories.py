@@ -136,7 +136,7 @@ def durability_curves(dur: ResponseDurability, *, title: str | None = None, min_
     With ``min_cell`` the curves are made safe like the survival curves (:func:`analytics.privacy.suppress_km`):
     drawn while at least ``min_cell`` are at risk, at points pooling at least ``min_cell`` losses of response, with
     the numbers at risk in the hover masked."""
-    safe = suppress_km(dur.curves, min_cell=min_cell or 11, enabled=min_cell is not None)
+    safe = suppress_km(dur.curves, counts_shown="drawn", min_cell=min_cell or 11, enabled=min_cell is not None)
     curves = dur.curves.assign(_draw=~safe.mask["estimate"].to_numpy(), _risk=safe.text()["n_risk"].to_numpy())
     fig = go.Figure()
     for i, (g, sub) in enumerate(curves.groupby("group", sort=False)):
