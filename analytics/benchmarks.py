@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -47,10 +47,12 @@ from typing import Any, Literal, get_args
 import numpy as np
 import pandas as pd
 
-from analytics.cohort import ids_in, DROPOUT_STATUSES, Cohort
+from analytics.cohort import DROPOUT_STATUSES, Cohort, ids_in
 from analytics.errors import OutcomesError
 from analytics.intervals import t_crit, wilson_ci, z_crit
 from analytics.privacy import note_n
+from schemas.arrow import text_codes
+from schemas.columns import ADVERSE_EVENTS
 
 REGISTRY_PATH = Path(__file__).parent / "data" / "benchmarks.toml"
 
@@ -802,6 +804,32 @@ def _phq9_rows(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
 
 
 _KETAMINE_CACHE: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
+_KEYED_CACHE: dict[int, tuple[Cohort, Cohort]] = {}
+
+
+def _keyed(cohort: Cohort) -> Cohort:
+    """The cohort with ``patient_id`` as integer keys (the patient's row in ``cohort.patients``) in every table.
+
+    The clinic metrics only match, group and count patients, never show an id; on integer keys the many
+    membership tests, group-bys and look-ups of a comparison run on NumPy instead of hashing text ids each time.
+    Computed once per cohort (one at a time, like the ketamine sessions below).
+    """
+    hit = _KEYED_CACHE.get(id(cohort))
+    if hit is not None and hit[0] is cohort:
+        return hit[1]
+    keys = cohort.patients["patient_id"]
+    if pd.api.types.is_integer_dtype(keys.dtype):
+        return cohort
+
+    def recode(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(patient_id=text_codes(frame["patient_id"], keys)) if "patient_id" in frame else frame
+
+    keyed = replace(cohort, patients=cohort.patients.assign(patient_id=np.arange(len(keys), dtype=np.int64)),
+                    sessions=recode(cohort.sessions), followups=recode(cohort.followups),
+                    measures=recode(cohort.measures))
+    _KEYED_CACHE.clear()
+    _KEYED_CACHE[id(cohort)] = (cohort, keyed)
+    return keyed
 
 
 def _all_ketamine_sessions(cohort: Cohort) -> pd.DataFrame:
@@ -813,6 +841,8 @@ def _all_ketamine_sessions(cohort: Cohort) -> pd.DataFrame:
     ket = s[s["session_type"] == "ketamine"].sort_values(["patient_id", "days"])
     events = ket["adverse_events"].fillna("").astype(str).str.replace(" ", "", regex=False)
     ket = ket.assign(_events=(";" + events + ";").where(events.ne(""), ""))  # ";nausea;dizziness;" or ""
+    found = {f"_ev_{e}": ket["_events"].str.contains(f";{e};", regex=False).to_numpy(bool) for e in ADVERSE_EVENTS}
+    ket = ket.assign(_ev_any=ket["_events"].ne("").to_numpy(bool), **found)  # one scan per event, not per metric
     _KETAMINE_CACHE.clear()  # one cohort at a time: no patient data kept beyond the current one
     _KETAMINE_CACHE[id(s)] = (s, ket)
     return ket
@@ -943,11 +973,14 @@ def phq9_after_infusions(cohort: Cohort, *, outcome: Outcome = "response", infus
 
 def _session_scope(cohort: Cohort, pats: pd.DataFrame, route: str | None, start_day: int,
                    end_day: int | None) -> pd.DataFrame:
-    s = _ketamine_sessions(cohort, pd.Index(pats["patient_id"]))
+    ket = _all_ketamine_sessions(cohort)
+    days = ket["days"].to_numpy(float)
+    keep = _member(ket["patient_id"], pd.Index(pats["patient_id"])).to_numpy() & (days >= start_day)
     if route is not None:
-        s = s[s["route"].eq(route).fillna(False).astype(bool)]
-    s = s[s["days"] >= start_day]
-    return s if end_day is None else s[s["days"] <= end_day]
+        keep &= ket["route"].eq(route).fillna(False).to_numpy(bool)
+    if end_day is not None:
+        keep &= days <= end_day
+    return ket[keep]  # one selection of the wide table, not one per condition
 
 
 def _scope_text(route: str | None, start_day: int, end_day: int | None, substance: str | None) -> str:
@@ -981,7 +1014,8 @@ def adverse_event_rate(cohort: Cohort, *, event: str | None = None, per: Literal
         ids, not_reached = _reach(cohort, pats, as_of, end_day)
         pats, notes = pats[_member(pats["patient_id"], ids)], _not_reached_note(not_reached, end_day)
     s = _session_scope(cohort, pats, route, start_day, end_day)
-    has = s["_events"].ne("") if event is None else s["_events"].str.contains(f";{event};", regex=False)
+    flag = "_ev_any" if event is None else f"_ev_{event}"
+    has = s[flag] if flag in s else s["_events"].str.contains(f";{event};", regex=False)
     notes += ("Sessions without an adverse_events entry count as sessions without an event.",)
     if per == "session":
         return _proportion(metric, definition, has, n_eligible=len(s), attrition=0, conf_level=conf_level,
@@ -1132,7 +1166,8 @@ def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | No
     chosen = [b for b in registry
               if (substance is None or b.substance in (None, substance)) and (domain is None or b.domain == domain)]
     cache: dict[tuple[Any, ...], ClinicFigure] = {}
-    rows = [_row(b, _clinic_for(b, cohort, substance, as_of, arms, conf_level, cache)) for b in chosen]
+    keyed = _keyed(cohort)
+    rows = [_row(b, _clinic_for(b, keyed, substance, as_of, arms, conf_level, cache)) for b in chosen]
     table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     end = _as_of(cohort, as_of)
     notes = (

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from analytics.settings import Settings
@@ -37,7 +38,10 @@ AGE_BANDS = ((18, 29, "18–29"), (30, 44, "30–44"), (45, 59, "45–59"), (60,
 
 def ids_in(values: pd.Series, members: object) -> pd.Series:
     """``values.isin(members)`` for patient ids (Arrow hash kernel, :func:`schemas.arrow.text_isin`); missing values
-    are never members."""
+    are never members. Integer keys (:func:`analytics.benchmarks` works on them) use NumPy."""
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return pd.Series(np.isin(values.to_numpy(), np.asarray(list(members) if isinstance(members, (set, frozenset))
+                                                               else members, dtype=np.int64)), index=values.index)
     return text_isin(values, members)
 
 

@@ -750,7 +750,7 @@ def suppress_km(
         sub = t.iloc[drawn].reset_index(drop=True).assign(**{event: np.nan, censor: np.nan})
         prob = _km_count_problem(sub, _km_curves(sub, group_column, day_column), count_columns, day_column,
                                  group_column, False, min_cell)
-        out_sub, mask_sub, primary_sub = _apply(sub, prob, count_columns, {})
+        _, mask_sub, primary_sub = _apply(sub, prob, count_columns, {})
         out = t.copy()
         mask = pd.DataFrame(False, index=t.index, columns=[*count_columns, *curve])
         primary = mask.copy()
@@ -769,8 +769,7 @@ def suppress_km(
             out[c] = t[c].astype("float64").mask(curve_hidden)
         mask_notes, primary_notes = mask_sub[[risk]], primary_sub[[risk]]
         note_counts = [risk]
-        extra_count_note = ("Numbers at risk are shown only at the drawn points; events and censorings are not "
-                            "shown.",)
+        extra_count_note = ("Numbers at risk are shown only at the drawn points; events and censorings are not shown.",)
     else:
         prob = _km_count_problem(t, ordered, count_columns, day_column, group_column, cumulative, min_cell)
         out, mask, primary = _apply(t, prob, count_columns, {}, {c: curve_hidden for c in curve})

@@ -42,13 +42,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analytics.cohort import Cohort
+from analytics.cohort import Cohort, ids_in
 from analytics.errors import InsufficientData, OutcomesError
 from analytics.privacy import note_n
 from analytics.safety import (
     VitalThresholds,
     data_end_date,
-    isin_ids,
     poisson_exact_ci,
     session_safety_flags,
     wilson_ci,
@@ -197,8 +196,8 @@ def patient_kpi_frame(cohort: Cohort, kpi: str, *, options: KpiOptions | None = 
         w = o.tolerance(due_day)
         close_day = due_day + w
         fu = cohort.followups
-        hit = fu[(fu["days"] >= due_day - w) & (fu["days"] <= due_day + w)]["patient_id"].unique()
-        success = isin_ids(ids, hit)
+        hit = fu.loc[(fu["days"] >= due_day - w) & (fu["days"] <= due_day + w), "patient_id"]
+        success = ids_in(ids, hit)
     elif kpi == "abstinence_90":
         due_day = o.abstinence_day
         w = o.tolerance(due_day)
@@ -516,8 +515,8 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
     dropout_day = fu[fu["dropout"]].groupby("patient_id")["days"].min() if len(fu) else pd.Series(dtype=float)
     for t in FOLLOWUP_TARGETS:
         w = o.tolerance(t)
-        hit = set(fu.loc[(fu["days"] >= t - w) & (fu["days"] <= t + w), "patient_id"])
-        reached = isin_ids(base_ids, hit)
+        hit = fu.loc[(fu["days"] >= t - w) & (fu["days"] <= t + w), "patient_id"]
+        reached = ids_in(base_ids, hit)
         sub = p[has_base]
         open_ = (sub["index_date"] + pd.to_timedelta(t + w, unit="D") > end).to_numpy() & ~reached.to_numpy()
         dropped = (sub["patient_id"].map(dropout_day) <= t + w).fillna(False).to_numpy() & ~reached.to_numpy() & ~open_
@@ -536,8 +535,8 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
     if len(p) - surv:
         losses.append({"step": "analysed_survival", "reason": "no follow-up assessment yet", "n": len(p) - surv})
     m = cohort.measures
-    later = set(m.loc[(m["measure"] == "phq9") & (m["days"] > 0), "patient_id"])
-    traj = isin_ids(base_ids, later)
+    later = m.loc[(m["measure"] == "phq9") & (m["days"] > 0), "patient_id"]
+    traj = ids_in(base_ids, later)
     steps.append({"step": "analysed_phq9", "label": "Analysed: PHQ-9 course", "n": int(traj.sum()),
                   "unit": "patients", "parent": "baseline"})
     if (~traj).sum():
@@ -1139,15 +1138,14 @@ def patients_needing_attention(cohort: Cohort, *, expected: pd.DataFrame | None 
             "date": off["date"], "value": off["value"], "expected": e.to_numpy()}))
     # follow-ups
     status = p.set_index("patient_id")["last_status"]
-    excluded = set(status[status.isin(["deceased", "withdrew"])].index)
+    excluded = status[status.isin(["deceased", "withdrew"])].index.to_series()
     fu = cohort.followups
     for t in FOLLOWUP_TARGETS:
         w = o.tolerance(t)
         due = p["index_date"] + pd.to_timedelta(t, unit="D")
         close = p["index_date"] + pd.to_timedelta(t + w, unit="D")
-        hit = set(fu.loc[(fu["days"] >= t - w) & (fu["days"] <= t + w) & (fu["assessment_date"] <= end),
-                         "patient_id"])
-        none = ~isin_ids(p["patient_id"], hit) & ~isin_ids(p["patient_id"], excluded)
+        hit = fu.loc[(fu["days"] >= t - w) & (fu["days"] <= t + w) & (fu["assessment_date"] <= end), "patient_id"]
+        none = ~ids_in(p["patient_id"], hit) & ~ids_in(p["patient_id"], excluded)
         overdue = none & (due < end) & (close >= end)
         missed = none & (close < end) & (close >= end - pd.Timedelta(days=followup_lookback_days))
         for mask, reason, verb in ((overdue, "followup_overdue", "overdue"), (missed, "followup_missed", "missed")):
@@ -1186,7 +1184,7 @@ def patients_needing_attention(cohort: Cohort, *, expected: pd.DataFrame | None 
     cols = ["patient_id", "reason", "detail", "date", "value", "expected"]
     table = (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cols))[cols]
     deceased = set(status[status == "deceased"].index)
-    table = table[~isin_ids(table["patient_id"], deceased)]
+    table = table[~ids_in(table["patient_id"], deceased)]
     table = table.sort_values(["patient_id", "reason", "date"], kind="stable").reset_index(drop=True)
     notes = (f"As of {end:%Y-%m-%d}. PHQ-9: latest score at least {phq9_margin:g} points above the {how}.",
              (f"Follow-ups: windows {', '.join(f'day {t} ± {o.tolerance(t)}' for t in FOLLOWUP_TARGETS)}; missed "

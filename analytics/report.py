@@ -206,7 +206,7 @@ def _trajectories(pack: _Pack, cohort: Cohort) -> None:
                                        lines=trajectories.patient_lines(cohort, measure="phq9", by="program"),
                                        min_cell=pack.min_cell if pack.suppress else None))
     r = fit.random
-    pack.p(f"Model {fit.formula} by {fit.method}: {pack.count(fit.n_patients)} patients, {fit.n_obs:,} scores, "
+    pack.p(f"Model {fit.formula} by {fit.method}: {pack.count(fit.n_patients)} patients, {pack.count(fit.n_obs)} scores, "
            f"{'converged' if fit.converged else 'did not converge'}; SD of starting level "
            f"{fmt.num(r.get('sd_intercept'))}, of weekly slope {fmt.num(r.get('sd_slope'), 3)}, residual "
            f"{fmt.num(r.get('sd_residual'))}.")

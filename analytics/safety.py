@@ -37,10 +37,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from analytics.cohort import Cohort
+from analytics.cohort import Cohort, ids_in
 from analytics.errors import InsufficientData
 from analytics.intervals import poisson_exact_ci, wilson_ci, z_crit
 from analytics.privacy import note_n
@@ -104,22 +102,6 @@ class VitalThresholds:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Session-level flags
-
-
-def isin_ids(values: pd.Series, members: object) -> pd.Series:
-    """``values.isin(members)`` for text ids, fast: pandas' Arrow-string ``isin`` is slow for large member sets."""
-    listed = pd.Series(list(members), dtype=object)  # type: ignore[call-overload]
-    mem = [m for m in pd.unique(listed) if isinstance(m, str)]
-    try:
-        arr = pa.array(values.array)
-        if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
-            raise TypeError
-        # a missing id is never a member (is_in gives False for nulls when the value set has none)
-        out = np.asarray(pc.is_in(arr, value_set=pa.array(mem, type=arr.type)).to_numpy(zero_copy_only=False),
-                         dtype=bool)
-    except (TypeError, pa.ArrowInvalid, pa.ArrowTypeError):
-        out = pd.Index(mem, dtype=object).get_indexer(values.astype(object)) >= 0
-    return pd.Series(out, index=values.index)
 
 
 def _timestamp(value: object) -> pd.Timestamp:
@@ -289,7 +271,7 @@ def _patient_sessions(flags: pd.DataFrame, cohort: Cohort, patient_window_days: 
         return flags, notes
     as_of = as_of if as_of is not None else data_end_date(cohort)
     keep = _observed_patients(cohort, patient_window_days, as_of)
-    sub = flags[(flags["days"] < patient_window_days) & isin_ids(flags["patient_id"], keep)]
+    sub = flags[(flags["days"] < patient_window_days) & ids_in(flags["patient_id"], keep)]
     n_out = int(cohort.patients["patient_id"].nunique() - len(keep))
     notes.append(f"Per patient: sessions on days 0–{patient_window_days - 1} after the first ketamine session, "
                  f"among patients whose first {patient_window_days} days had passed by {as_of:%Y-%m-%d} "
@@ -792,7 +774,6 @@ __all__ = [
     "adverse_event_matrix",
     "adverse_event_rates",
     "data_end_date",
-    "isin_ids",
     "poisson_exact_ci",
     "published_comparison",
     "safety_trend",

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from analytics import lmm
-from analytics.cohort import PHQ9_BANDS, Cohort
+from analytics.cohort import PHQ9_BANDS, Cohort, ids_in
 from analytics.errors import InsufficientData, ModelDidNotConverge
 from analytics.intervals import chi2_sf, norm_two_sided_p, wilson_ci, z_crit
 from analytics.privacy import note_n, note_of
@@ -948,8 +948,10 @@ def _wilson(k: np.ndarray, n: np.ndarray, conf_level: float) -> tuple[np.ndarray
 def _post_baseline_phq9(cohort: Cohort) -> pd.DataFrame:
     d = measure_frame(cohort, "phq9")
     d = d[d["days"] > 0]
-    base = cohort.patients[["patient_id", "baseline_phq9"]].dropna()
-    return d.merge(base, on="patient_id", how="inner")
+    base = cohort.patients.drop_duplicates("patient_id").set_index("patient_id")["baseline_phq9"].dropna()
+    at = base.index.get_indexer(d["patient_id"])  # one hash look-up of the ids (a merge on text ids is slower)
+    d = d[at >= 0].assign(baseline_phq9=base.to_numpy()[at[at >= 0]])
+    return d.reset_index(drop=True)
 
 
 def _groups_of(cohort: Cohort, by: str | None) -> pd.Series:
@@ -1079,8 +1081,9 @@ def _responders(cohort: Cohort, min_baseline: float) -> pd.DataFrame:
     d["responding"] = d["value"] <= RESPONSE_FRACTION * d["baseline_phq9"]
     first = d[d["responding"]].drop_duplicates("patient_id")[["patient_id", "days"]]
     first = first.rename(columns={"days": "response_day"})
-    after = d.merge(first, on="patient_id")
-    after = after[after["days"] > after["response_day"]]
+    at = pd.Index(first["patient_id"]).get_indexer(d["patient_id"])
+    response_day = np.where(at >= 0, first["response_day"].to_numpy(float)[at], np.nan)
+    after = d[(at >= 0) & (d["days"].to_numpy(float) > response_day)]
     lost = after[~after["responding"]].drop_duplicates("patient_id").set_index("patient_id")["days"]
     last = d.groupby("patient_id")["days"].max()
     out = first.set_index("patient_id")
@@ -1123,11 +1126,15 @@ def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = 
                                f"baseline score (got {note_n(len(resp))}). Widen the date range or add follow-up scores.")
     ses = cohort.sessions
     ket = ses.loc[ses["session_type"] == "ketamine", ["patient_id", "days"]]
-    ket = ket.merge(resp[["patient_id", "response_day", "days_in_response"]], on="patient_id")
-    ket["t"] = ket["days"] - ket["response_day"]
-    ket = ket[(ket["t"] > 0) & (ket["t"] <= ket["days_in_response"]) & (ket["days"] > induction_days)]
-    first_m = ket.groupby("patient_id")["t"].min()
-    resp["first_maintenance_day"] = resp["patient_id"].map(first_m).astype(float)
+    at = pd.Index(resp["patient_id"]).get_indexer(ket["patient_id"])  # responder of each session, -1: none
+    days = ket["days"].to_numpy(float)
+    ok = at >= 0
+    at, days = at[ok], days[ok]
+    t_since = days - resp["response_day"].to_numpy(float)[at]
+    maint = (t_since > 0) & (t_since <= resp["days_in_response"].to_numpy(float)[at]) & (days > induction_days)
+    first_m = np.full(len(resp), np.inf)
+    np.minimum.at(first_m, at[maint], t_since[maint])
+    resp["first_maintenance_day"] = np.where(np.isfinite(first_m), first_m, np.nan)
     resp["maintenance"] = resp["first_maintenance_day"].notna()
     t = resp["days_in_response"].to_numpy(dtype=float)
     e = resp["lost_response"].to_numpy(dtype=bool)
@@ -1159,17 +1166,19 @@ def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = 
 def _maintenance_cox(resp: pd.DataFrame, z: float, notes: list[str]) -> dict[str, float] | None:
     from statsmodels.duration.hazard_regression import PHReg
 
-    rows = []
-    for r in resp.itertuples():
-        end, m = float(r.days_in_response), r.first_maintenance_day
-        if end <= 0:
-            continue
-        if not math.isnan(m) and 0 < m < end:
-            rows.append((0.0, float(m), 0.0, False))
-            rows.append((float(m), end, 1.0, bool(r.lost_response)))
-        else:
-            rows.append((0.0, end, 0.0, bool(r.lost_response)))
-    cp = pd.DataFrame(rows, columns=["start", "stop", "maintenance", "event"])
+    end = resp["days_in_response"].to_numpy(float)
+    m = resp["first_maintenance_day"].to_numpy(float)
+    lost = resp["lost_response"].to_numpy(bool)
+    keep = end > 0
+    end, m, lost = end[keep], m[keep], lost[keep]
+    split = ~np.isnan(m) & (m > 0) & (m < end)  # counting process: before and after the first maintenance session
+    n = len(end)
+    before = pd.DataFrame({"start": 0.0, "stop": np.where(split, m, end), "maintenance": 0.0,
+                           "event": np.where(split, False, lost), "_k": np.arange(n), "_part": 0})
+    after = pd.DataFrame({"start": m[split], "stop": end[split], "maintenance": 1.0, "event": lost[split],
+                          "_k": np.flatnonzero(split), "_part": 1})
+    cp = (pd.concat([before, after], ignore_index=True).sort_values(["_k", "_part"], kind="stable")
+          [["start", "stop", "maintenance", "event"]].reset_index(drop=True))
     if cp.empty or cp["maintenance"].nunique() < 2 or cp["event"].sum() < 5:
         notes.append("The maintenance hazard ratio is not estimable (too few events or no patients in one "
                      "of the two states).")
@@ -1300,8 +1309,8 @@ def patient_lines(cohort: Cohort, *, measure: str = "phq9", by: str | None = Non
     ``weeks``, ``value``. Only patients with ≥ 2 scores; groups with fewer than ``cohort.settings.min_cell``
     such patients get no lines when suppression is on (an individual line is one patient's data)."""
     d = measure_frame(cohort, measure)
-    counts = d.groupby("patient_id").size()
-    d = d[d["patient_id"].isin(counts.index[counts >= 2])]
+    codes, uniques = pd.factorize(d["patient_id"])  # patients in order of their first score
+    d = d[(np.bincount(codes[codes >= 0], minlength=len(uniques)) >= 2)[codes] & (codes >= 0)]
     groups = _groups_of(cohort, by)
     d["group"] = d["patient_id"].map(groups)
     rng = np.random.default_rng(seed)
@@ -1312,11 +1321,12 @@ def patient_lines(cohort: Cohort, *, measure: str = "phq9", by: str | None = Non
         if cohort.settings.suppress and len(ids) < cohort.settings.min_cell:
             continue
         pick = rng.choice(ids, size=min(n, len(ids)), replace=False)
-        for pid in pick:
-            line += 1
-            one = sub[sub["patient_id"] == pid].sort_values("weeks")
-            parts.append(pd.DataFrame({"line": line, "group": g, "weeks": one["weeks"].to_numpy(),
-                                       "value": one["value"].to_numpy()}))
+        chosen = sub[ids_in(sub["patient_id"], pd.Series(pick))]
+        order = pd.Index(pick).get_indexer(chosen["patient_id"])  # line of each score: the patient's pick order
+        chosen = chosen.assign(line=line + 1 + order).sort_values(["line", "weeks"], kind="stable")
+        line += len(pick)
+        parts.append(pd.DataFrame({"line": chosen["line"].to_numpy(), "group": g,
+                                   "weeks": chosen["weeks"].to_numpy(), "value": chosen["value"].to_numpy()}))
     if not parts:
         return pd.DataFrame(columns=["line", "group", "weeks", "value"])
     return pd.concat(parts, ignore_index=True)

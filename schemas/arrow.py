@@ -29,6 +29,14 @@ def text_series(arr: pa.Array | pa.ChunkedArray, index: pd.Index) -> pd.Series:
     return out
 
 
+def text_codes(values: pd.Series, keys: pd.Series) -> np.ndarray:
+    """Position of each value in ``keys`` (unique text), -1 where absent or missing: text ids to integer keys
+    by Arrow's hash kernel."""
+    arr = text_array(values)
+    found = pc.index_in(arr, value_set=text_array(keys).cast(arr.type))
+    return np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
 def text_isin(values: pd.Series, members: object) -> pd.Series:
     """``values.isin(members)`` for text columns (patient ids, codes) by Arrow's hash kernel on the columns' own
     buffers (pandas' Arrow-string ``isin`` is ~10× slower on a million rows). Missing values are never members."""

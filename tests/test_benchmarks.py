@@ -10,6 +10,7 @@ import tomllib
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
@@ -17,6 +18,7 @@ from scipy import stats
 from analytics import benchmarks as bm
 from analytics.cohort import Cohort, build_cohort
 from analytics.privacy import render_note, render_notes
+from analytics.sample import generate_clinic
 from schemas.frames import ValidatedExports
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference"
@@ -698,3 +700,15 @@ def test_forest_puts_differences_and_ratios_on_their_own_axes(comparison):
     assert sorted(x for t in ranges for x in t.x if x is not None) == [40, 60, 67, 81]
     (safety,) = forest(small, domain="safety").data  # no adverse events in this cohort: published figure only
     assert "Clinic: no figure. No ketamine session" in safety.customdata[0]
+
+
+def test_integer_patient_keys_give_exactly_the_figures_of_text_ids(monkeypatch):
+    """compare() runs the clinic metrics on integer patient keys (bm._keyed); the figures must not change."""
+    frames = generate_clinic(400, seed=5)
+    cohort = build_cohort(ValidatedExports.from_frames(frames["sessions"], frames["followups"], frames["patients"]))
+    keyed = bm.compare(cohort).table
+    assert bm._keyed(cohort).patients["patient_id"].dtype == np.int64
+    monkeypatch.setattr(bm, "_keyed", lambda c: c)
+    plain = bm.compare(cohort).table
+    assert keyed["clinic_estimate"].notna().sum() >= 15
+    pd.testing.assert_frame_equal(keyed, plain)
