@@ -153,11 +153,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analytics.report import write_report
+    from analytics.report import default_workers, write_report
 
     data = _load(args)
     try:
-        write_report(data, _settings(args), Path(args.out), by=args.by, reference=args.reference)
+        write_report(data, _settings(args), Path(args.out), by=args.by, reference=args.reference,
+                     workers=default_workers())
     except OSError as err:
         raise UnusableExport(f"Cannot write {args.out} ({err.strerror}); choose a writable path.") from None
     return _exit_code(data)

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from analytics.settings import Settings
-from schemas.arrow import text_isin
+from schemas.arrow import text_codes, text_isin, text_series
 
 if TYPE_CHECKING:  # pragma: no cover
     from schemas.validate import ValidatedExports
@@ -119,7 +121,7 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
     index = ket.groupby("patient_id", sort=True)["session_date"].min().rename("index_date")
     all_ids = pd.Index(sessions["patient_id"].unique())
     exclusions: dict[str, int] = {}
-    n_no_ket = int((~all_ids.isin(index.index)).sum())
+    n_no_ket = int((~ids_in(all_ids.to_series(), index.index)).sum())
     if n_no_ket:
         exclusions["patients with sessions but no ketamine session"] = n_no_ket
 
@@ -139,7 +141,7 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
     patients["n_sessions"] = sessions.groupby("patient_id").size().reindex(patients.index).fillna(0).astype(int)
 
     sess = sessions[ids_in(sessions["patient_id"], patients.index)].copy()
-    sess["days"] = (sess["session_date"] - sess["patient_id"].map(patients["index_date"])).dt.days
+    sess["days"] = (sess["session_date"] - _per_row(patients["index_date"], sess["patient_id"])).dt.days
 
     fu = data.followups[ids_in(data.followups["patient_id"], patients.index)].copy()
     n_fu_orphans = int(len(data.followups) - len(fu))
@@ -167,8 +169,18 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
                   sessions=sess.reset_index(drop=True), settings=settings, exclusions=exclusions, notes=notes)
 
 
+def _per_row(per_patient: pd.Series, patient_id: pd.Series) -> pd.Series:
+    """``patient_id.map(per_patient)`` (a value per patient, indexed by id) by Arrow's hash look-up of the ids."""
+    at = text_codes(patient_id, per_patient.index.to_series())
+    values = per_patient.to_numpy()
+    out = values[np.maximum(at, 0)]
+    if (at < 0).any():
+        out = pd.Series(out).where(at >= 0).to_numpy()
+    return pd.Series(out, index=patient_id.index, dtype=per_patient.dtype)
+
+
 def _derive_followup_flags(fu: pd.DataFrame, index_date: pd.Series) -> pd.DataFrame:
-    idx = fu["patient_id"].map(index_date)
+    idx = _per_row(index_date, fu["patient_id"])
     fu["days"] = (fu["assessment_date"] - idx).dt.days
     window = fu["window_days"].fillna(30).astype(float)
     fu["window_days"] = window
@@ -211,27 +223,58 @@ def _events(fu: pd.DataFrame, index_date: pd.Series, settings: Settings) -> pd.D
 
 
 def _measures(sess: pd.DataFrame, fu: pd.DataFrame, index_date: pd.Series, settings: Settings) -> pd.DataFrame:
-    parts = []
-    for frame, date_col, source in ((sess, "session_date", "session"), (fu, "assessment_date", "followup")):
-        present = [m for m in MEASURES if m in frame.columns]
-        long = frame.melt(id_vars=["patient_id", date_col], value_vars=present, var_name="measure",
-                          value_name="value").dropna(subset=["value"])
-        long = long.rename(columns={date_col: "date"})
-        long["source"] = source
-        parts.append(long)
-    pda = fu[["patient_id", "assessment_date", "pda"]].dropna(subset=["pda"]).rename(
-        columns={"assessment_date": "date", "pda": "value"})
-    pda["measure"] = "pda"
-    pda["source"] = "followup"
-    parts.append(pda)
-    long = pd.concat(parts, ignore_index=True)
-    long["value"] = long["value"].astype(float)
-    long = (long.groupby(["patient_id", "measure", "date"], as_index=False, sort=True)
-            .agg(value=("value", "mean"), source=("source", "last")))
-    long["days"] = (long["date"] - long["patient_id"].map(index_date)).dt.days
-    long = long[long["days"] >= -settings.baseline_window_days]
-    long["weeks"] = long["days"] / 7.0
-    return long[["patient_id", "date", "days", "weeks", "measure", "value", "source"]].reset_index(drop=True)
+    """Long table of repeated measures, sorted by patient, measure and date; same-day duplicates of one measure are
+    averaged (``source``: the last row's, follow-ups after sessions).
+
+    Works on integer codes (patients by their position in the sorted ``index_date`` index): a group-by or melt on
+    the text ids costs several times more on a million scores.
+    """
+    pids = index_date.index
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]] = []  # patient, measure, date, value
+    names = sorted({*MEASURES, "pda"})
+    for frame, date_col, source in ((sess, "session_date", 0), (fu, "assessment_date", 1)):
+        if frame.empty:
+            continue
+        pcode = text_codes(frame["patient_id"], pids.to_series())
+        date = frame[date_col].to_numpy("datetime64[ns]")
+        columns = [m for m in MEASURES if m in frame.columns] + (["pda"] if source == 1 else [])
+        for m in columns:
+            value = pd.to_numeric(frame[m], errors="coerce").to_numpy(float)
+            ok = ~np.isnan(value) & (pcode >= 0)
+            parts.append((pcode[ok], np.full(ok.sum(), names.index(m)), date[ok], value[ok], source))
+    if not parts:
+        return pd.DataFrame({"patient_id": pd.Series(dtype=pids.dtype), "date": pd.Series(dtype="datetime64[ns]"),
+                             "days": pd.Series(dtype=np.int64), "weeks": pd.Series(dtype=float),
+                             "measure": pd.Series(dtype="str"), "value": pd.Series(dtype=float),
+                             "source": pd.Series(dtype="str")})
+    pcode = np.concatenate([p[0] for p in parts])
+    mcode = np.concatenate([p[1] for p in parts])
+    date = np.concatenate([p[2] for p in parts])
+    value = np.concatenate([p[3] for p in parts])
+    src = np.concatenate([np.full(len(p[0]), p[4], dtype=np.int8) for p in parts])
+    # rows in the order of the former long table: sessions then follow-ups (then PDA), each measure by measure;
+    # a stable sort keeps that order among same-day duplicates, so "last" is the follow-up's
+    order = np.lexsort((date, mcode, pcode))
+    pcode, mcode, date, value, src = pcode[order], mcode[order], date[order], value[order], src[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (pcode[1:] != pcode[:-1]) | (mcode[1:] != mcode[:-1]) | (date[1:] != date[:-1])
+    start = np.flatnonzero(new)
+    end = np.r_[start[1:], len(order)]
+    mean = np.add.reduceat(value, start) / (end - start)
+    first_day = index_date.to_numpy("datetime64[ns]")
+    days = (date[start] - first_day[pcode[start]]).astype("timedelta64[D]").astype(np.int64)
+    keep = days >= -settings.baseline_window_days
+    start, end, days = start[keep], end[keep], days[keep]
+    return pd.DataFrame({
+        "patient_id": pids.take(pcode[start]).to_series(index=pd.RangeIndex(len(start))).astype(sess["patient_id"].dtype),
+        "date": date[start], "days": days, "weeks": days / 7.0,
+        "measure": _labels(names, mcode[start]), "value": mean[keep],
+        "source": _labels(["session", "followup"], src[end - 1])})
+
+
+def _labels(names: list[str], codes: np.ndarray) -> pd.Series:
+    """A text column from a few labels and one code per row (Arrow take: no Python string per row)."""
+    return text_series(pc.take(pa.array(names, type=pa.string()), pa.array(codes)), pd.RangeIndex(len(codes)))
 
 
 def _baselines(measures: pd.DataFrame, settings: Settings) -> dict[str, pd.Series]:

@@ -9,15 +9,20 @@ case the report says so on its first line.
 from __future__ import annotations
 
 import html
+import multiprocessing
+import os
 import platform
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 
 from analytics import benchmarks, qi, safety, survival, trajectories
 from analytics import formatting as fmt
@@ -52,12 +57,11 @@ nav a{margin-right:12px;font-size:13px}td.n{text-align:right}
 
 @dataclass
 class _Pack:
-    """Accumulates HTML parts; embeds plotly.js with the first figure only."""
+    """Accumulates the HTML parts of one section (plotly.js is embedded once, by :func:`build_report`)."""
 
     parts: list[str]
     suppress: bool
     min_cell: int
-    plotly_included: bool = False
 
     def h2(self, title: str) -> None:
         anchor = title.lower().replace(" ", "-")
@@ -75,9 +79,8 @@ class _Pack:
             self.p(n, "note")
 
     def figure(self, fig: go.Figure) -> None:
-        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=not self.plotly_included,
+        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=False,
                                       config={"displaylogo": False, "responsive": True}))
-        self.plotly_included = True
 
     def count(self, n: object) -> str:
         return mask_text(n, enabled=self.suppress, min_cell=self.min_cell)  # type: ignore[arg-type]
@@ -280,16 +283,86 @@ def _spc(pack: _Pack, cohort: Cohort) -> None:
         pack.notes(result.notes)
 
 
+# sections in the order of the pack; the number is its typical share of the work (longest first when run in parallel)
+_Section = tuple[str, Callable[["_Pack"], None], float]
+_FORKED: list[_Section] = []  # the sections a forked worker runs (set just before the workers start)
+_FORKED_PACK: _Pack | None = None
+
+
+def _section_html(section: _Section, pack: _Pack) -> list[str]:
+    name, body, _ = section
+    one = replace(pack, parts=[])
+    one.section(name, lambda: body(one))
+    return one.parts
+
+
+def _forked_section(i: int) -> list[str]:
+    assert _FORKED_PACK is not None
+    return _section_html(_FORKED[i], _FORKED_PACK)
+
+
+def _parallel_ok(workers: int) -> bool:
+    return workers > 1 and "fork" in multiprocessing.get_all_start_methods()
+
+
+def default_workers() -> int:
+    """Processes for the report's sections from the command line: the CPUs this process may use, at most 4."""
+    try:
+        return max(1, min(4, len(os.sched_getaffinity(0))))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, min(4, os.cpu_count() or 1))
+
+
+def _run_sections(sections: list[_Section], pack: _Pack, workers: int,
+                  progress: Callable[[float, str], None] | None) -> list[list[str]]:
+    """HTML of each section, in order. With ``workers`` > 1 (and fork available), the sections run in forked
+    processes that share the cohort copy-on-write, longest first; the pack is the same either way."""
+    done = 0
+
+    def tick(name: str) -> None:
+        nonlocal done
+        if progress:
+            progress(done / (len(sections) + 1), name)
+        done += 1
+
+    if _parallel_ok(workers):
+        global _FORKED, _FORKED_PACK
+        _FORKED, _FORKED_PACK = sections, pack
+        out: list[list[str] | None] = [None] * len(sections)
+        try:
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                order = sorted(range(len(sections)), key=lambda i: -sections[i][2])
+                futures = {pool.submit(_forked_section, i): i for i in order}
+                for f in as_completed(futures):
+                    out[futures[f]] = f.result()
+                    tick(sections[futures[f]][0])
+            return [o for o in out if o is not None]
+        except BrokenProcessPool:  # a worker died (e.g. out of memory): do it here, one at a time
+            done = 0
+        finally:
+            _FORKED, _FORKED_PACK = [], None
+    parts = []
+    for section in sections:
+        tick(section[0])
+        parts.append(_section_html(section, pack))
+    return parts
+
+
 def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters | None = None,
                  by: str | None = "program", reference: str | None = None,
                  title: str = "KAP Outcomes: quality-improvement meeting pack",
-                 progress: Callable[[float, str], None] | None = None) -> str:
-    """The whole meeting pack as one HTML string (every section; a section that cannot be computed says why)."""
+                 progress: Callable[[float, str], None] | None = None, workers: int = 1) -> str:
+    """The whole meeting pack as one HTML string (every section; a section that cannot be computed says why).
+
+    ``workers`` > 1 computes the sections in that many forked processes (the command line does; the app, a
+    threaded server, does not fork).
+    """
     filters = filters or Filters()
     cohort = apply_filters(build_cohort(data, settings), filters)
     column = group_column(by)
     pack = _Pack(parts=[], suppress=settings.suppress, min_cell=settings.min_cell)
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     pack.parts.append(f"<h1>{html.escape(title)}</h1>")
     if not settings.suppress:
         pack.p("SUPPRESSION OFF: counts from 1 to 10 are visible. Internal analyst use only; do not share.", "warn")
@@ -298,21 +371,19 @@ def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters
            f"{'' if settings.suppress else ' (OFF in this report)'}.", "info")
     pack.parts.append("<nav>" + "".join(f'<a href="#{s.lower().replace(" ", "-")}">{html.escape(s)}</a>'
                                          for s in SECTIONS) + "</nav>")
-    steps: list[tuple[str, Callable[[], None]]] = [
-        ("Data quality", lambda: _data_quality(pack, data)),
-        ("Key indicators", lambda: _kpis(pack, cohort)),
-        ("Patient flow", lambda: _flow(pack, cohort, data)),
-        ("Time to return to use", lambda: _survival(pack, cohort, column, reference)),
-        ("Symptom trajectories", lambda: _trajectories(pack, cohort)),
-        ("Versus published", lambda: _benchmarks(pack, cohort)),
-        ("Session safety", lambda: _safety(pack, cohort)),
-        ("Who benefits", lambda: _subgroups(pack, cohort)),
-        ("Control charts and funnels", lambda: _spc(pack, cohort)),
+    sections: list[_Section] = [
+        ("Data quality", lambda p: _data_quality(p, data), 0.0),
+        ("Key indicators", lambda p: _kpis(p, cohort), 0.4),
+        ("Patient flow", lambda p: _flow(p, cohort, data), 0.3),
+        ("Time to return to use", lambda p: _survival(p, cohort, column, reference), 0.5),
+        ("Symptom trajectories", lambda p: _trajectories(p, cohort), 2.3),
+        ("Versus published", lambda p: _benchmarks(p, cohort), 1.9),
+        ("Session safety", lambda p: _safety(p, cohort), 1.2),
+        ("Who benefits", lambda p: _subgroups(p, cohort), 1.4),
+        ("Control charts and funnels", lambda p: _spc(p, cohort), 0.5),
     ]
-    for i, (name, body) in enumerate(steps):
-        if progress:
-            progress(i / (len(steps) + 1), name)
-        pack.section(name, body)
+    for parts in _run_sections(sections, pack, workers, progress):
+        pack.parts.extend(parts)
     pack.h2("Methods")
     pack.notes(cohort.notes)
     for reason, n in cohort.exclusions.items():
@@ -323,13 +394,14 @@ def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters
         progress(1.0, "done")
     body = "\n".join(pack.parts)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{body}</body></html>")
+            f"<style>{CSS}</style><script type=\"text/javascript\">{get_plotlyjs()}</script></head>"
+            f"<body>{body}</body></html>")
 
 
 def write_report(data: ValidatedExports, settings: Settings, out: Path, *, filters: Filters | None = None,
-                 by: str | None = "program", reference: str | None = None) -> Path:
+                 by: str | None = "program", reference: str | None = None, workers: int = 1) -> Path:
     """Write :func:`build_report` to ``out`` (UTF-8)."""
-    text = build_report(data, settings, filters=filters, by=by, reference=reference)
+    text = build_report(data, settings, filters=filters, by=by, reference=reference, workers=workers)
     out = Path(out)
     out.write_text(text, encoding="utf-8")
     return out

@@ -50,3 +50,11 @@ def test_no_count_from_1_to_10_in_any_count_cell(report):
 def test_turning_suppression_off_says_so_at_the_top(sample):
     text = build_report(sample, Settings(suppress=False))
     assert text.index("SUPPRESSION OFF") < text.index("<h2")
+
+
+def test_sections_computed_in_forked_workers_give_the_same_pack(sample, report):
+    """The command line computes the sections in forked processes (report.default_workers()); same HTML."""
+    parallel = build_report(sample, Settings(), workers=2)
+    stamp = re.compile(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC")
+    strip_ids = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')  # plotly div ids
+    assert strip_ids.sub("", stamp.sub("", parallel)) == strip_ids.sub("", stamp.sub("", report))
