@@ -50,6 +50,7 @@ import pandas as pd
 from analytics.cohort import DROPOUT_STATUSES, Cohort, ids_in
 from analytics.errors import OutcomesError
 from analytics.intervals import t_crit, wilson_ci, z_crit
+from analytics.parallel import run_all
 from analytics.privacy import note_n
 from schemas.arrow import text_codes
 from schemas.columns import ADVERSE_EVENTS
@@ -805,6 +806,8 @@ def _phq9_rows(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
 
 _KETAMINE_CACHE: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
 _KEYED_CACHE: dict[int, tuple[Cohort, Cohort]] = {}
+# text columns no clinic metric reads (site, clinician, bands, sources): left out of the keyed copy
+_UNUSED_TEXT = ("site", "clinician", "sex", "age_band", "baseline_band", "last_status", "index_route", "source")
 
 
 def _keyed(cohort: Cohort) -> Cohort:
@@ -822,9 +825,10 @@ def _keyed(cohort: Cohort) -> Cohort:
         return cohort
 
     def recode(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.drop(columns=[c for c in _UNUSED_TEXT if c in frame.columns])  # not carried through filters
         return frame.assign(patient_id=text_codes(frame["patient_id"], keys)) if "patient_id" in frame else frame
 
-    keyed = replace(cohort, patients=cohort.patients.assign(patient_id=np.arange(len(keys), dtype=np.int64)),
+    keyed = replace(cohort, patients=recode(cohort.patients).assign(patient_id=np.arange(len(keys), dtype=np.int64)),
                     sessions=recode(cohort.sessions), followups=recode(cohort.followups),
                     measures=recode(cohort.measures))
     _KEYED_CACHE.clear()
@@ -1097,8 +1101,8 @@ class BenchmarkComparison:
     notes: tuple[str, ...] = ()
 
 
-def _clinic_for(b: Benchmark, cohort: Cohort, substance: str | None, as_of: Any, arms: tuple[str, str],
-                conf_level: float, cache: dict[tuple[Any, ...], ClinicFigure]) -> ClinicFigure | None:
+def _clinic_call(b: Benchmark, substance: str | None, arms: tuple[str, str]) -> tuple[tuple[Any, ...], dict] | None:
+    """The clinic metric call of a benchmark: (cache key, keyword arguments); None without a clinic figure."""
     if b.clinic is None:
         return None
     kwargs = b.clinic.kwargs()
@@ -1106,7 +1110,15 @@ def _clinic_for(b: Benchmark, cohort: Cohort, substance: str | None, as_of: Any,
         kwargs["substance"] = substance
     if b.clinic.function == "pda_difference":
         kwargs["arms"] = tuple(arms)
-    key = (b.clinic.function, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+    return (b.clinic.function, tuple(sorted((k, str(v)) for k, v in kwargs.items()))), kwargs
+
+
+def _clinic_for(b: Benchmark, cohort: Cohort, substance: str | None, as_of: Any, arms: tuple[str, str],
+                conf_level: float, cache: dict[tuple[Any, ...], ClinicFigure]) -> ClinicFigure | None:
+    call = _clinic_call(b, substance, arms)
+    if call is None or b.clinic is None:
+        return None
+    key, kwargs = call
     if key not in cache:
         fn = CLINIC_METRICS[b.clinic.function]
         try:
@@ -1138,7 +1150,7 @@ def _row(b: Benchmark, fig: ClinicFigure | None) -> dict[str, Any]:
 
 def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | None = None, as_of: Any = None,
             arms: tuple[str, str] = DEFAULT_ARMS, conf_level: float = 0.95,
-            registry: tuple[Benchmark, ...] | None = None) -> BenchmarkComparison:
+            registry: tuple[Benchmark, ...] | None = None, workers: int = 1) -> BenchmarkComparison:
     """Every benchmark beside the clinic's figure computed with the same definition and window, or a reason.
 
     Parameters
@@ -1156,6 +1168,8 @@ def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | No
         The two programs compared for KARE-3 (ketamine + therapy vs ketamine + education).
     registry:
         Benchmarks to use; default :func:`load_registry`.
+    workers:
+        Compute the clinic figures in that many forked processes (:mod:`analytics.parallel`; the command line).
 
     Returns
     -------
@@ -1165,10 +1179,24 @@ def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | No
     registry = registry if registry is not None else load_registry()
     chosen = [b for b in registry
               if (substance is None or b.substance in (None, substance)) and (domain is None or b.domain == domain)]
-    cache: dict[tuple[Any, ...], ClinicFigure] = {}
     keyed = _keyed(cohort)
-    rows = [_row(b, _clinic_for(b, keyed, substance, as_of, arms, conf_level, cache)) for b in chosen]
-    table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    keys = [call[0] if (call := _clinic_call(b, substance, arms)) else None for b in chosen]
+    distinct = list(dict.fromkeys(k for k in keys if k is not None))
+    n_parts = max(1, min(workers, len(distinct)))
+    if n_parts > 1:
+        _all_ketamine_sessions(keyed)  # shared work done once, before the workers fork
+
+    def part(k: int) -> dict[int, dict[str, Any]]:
+        """Rows of the benchmarks whose clinic metric is the k-th of every ``n_parts`` distinct calls."""
+        mine = set(distinct[k::n_parts])
+        cache: dict[tuple[Any, ...], ClinicFigure] = {}
+        return {i: _row(b, _clinic_for(b, keyed, substance, as_of, arms, conf_level, cache))
+                for i, (b, key) in enumerate(zip(chosen, keys)) if key in mine or (key is None and k == 0)}
+
+    done: dict[int, dict[str, Any]] = {}
+    for found in run_all([lambda k=k: part(k) for k in range(n_parts)], workers=n_parts):
+        done.update(found)
+    table = pd.DataFrame([done[i] for i in range(len(chosen))], columns=list(COMPARISON_COLUMNS))
     end = _as_of(cohort, as_of)
     notes = (
         (f"Published figures from {len({b.study for b in chosen})} sources; 'secondary source' marks figures seen only "
@@ -1194,14 +1222,14 @@ def _source(row: pd.Series) -> str:
 
 
 def benchmarks_json(cohort: Cohort, *, substance: str | None = None, as_of: Any = None,
-                    arms: tuple[str, str] = DEFAULT_ARMS) -> list[dict[str, Any]]:
+                    arms: tuple[str, str] = DEFAULT_ARMS, workers: int = 1) -> list[dict[str, Any]]:
     """The ``benchmarks`` section of ``kap-outcomes analyze --json`` (cli.md).
 
     One object per benchmark: ``{"id", "metric", "clinic": number or null, "published": number, "source"}``.
     A published range (e.g. McLellan's 40–60%) has no single value, so it gives two objects, ``<id>/range-low`` and
     ``<id>/range-high``. Numbers are in the benchmark's unit (percent for rates).
     """
-    table = compare(cohort, substance=substance, as_of=as_of, arms=arms).table
+    table = compare(cohort, substance=substance, as_of=as_of, arms=arms, workers=workers).table
     out: list[dict[str, Any]] = []
     for _, row in table.iterrows():
         clinic = _num(row["clinic_estimate"])

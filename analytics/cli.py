@@ -135,10 +135,12 @@ def _shown(sentence: str, args: argparse.Namespace) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
+    from analytics.parallel import default_workers
     from analytics.pipeline import analysis_json
 
     data = _load(args)
-    result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference)
+    result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference,
+                                     workers=default_workers())
     for sentence in problems:
         sys.stderr.write(f"kap-outcomes: note: {_shown(sentence, args)}\n")
     text = json.dumps(_clean(result), ensure_ascii=False)
@@ -153,7 +155,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analytics.report import default_workers, write_report
+    from analytics.parallel import default_workers
+    from analytics.report import write_report
 
     data = _load(args)
     try:

@@ -9,12 +9,8 @@ case the report says so on its first line.
 from __future__ import annotations
 
 import html
-import multiprocessing
-import os
 import platform
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -29,6 +25,7 @@ from analytics import formatting as fmt
 from analytics.cohort import Cohort, build_cohort
 from analytics.errors import OutcomesError
 from analytics.filters import Filters, apply_filters
+from analytics.parallel import run_all
 from analytics.pipeline import group_column
 from analytics.plots import benchmarks as bplots
 from analytics.plots import qi as qplots
@@ -285,8 +282,6 @@ def _spc(pack: _Pack, cohort: Cohort) -> None:
 
 # sections in the order of the pack; the number is its typical share of the work (longest first when run in parallel)
 _Section = tuple[str, Callable[["_Pack"], None], float]
-_FORKED: list[_Section] = []  # the sections a forked worker runs (set just before the workers start)
-_FORKED_PACK: _Pack | None = None
 
 
 def _section_html(section: _Section, pack: _Pack) -> list[str]:
@@ -296,57 +291,24 @@ def _section_html(section: _Section, pack: _Pack) -> list[str]:
     return one.parts
 
 
-def _forked_section(i: int) -> list[str]:
-    assert _FORKED_PACK is not None
-    return _section_html(_FORKED[i], _FORKED_PACK)
-
-
-def _parallel_ok(workers: int) -> bool:
-    return workers > 1 and "fork" in multiprocessing.get_all_start_methods()
-
-
-def default_workers() -> int:
-    """Processes for the report's sections from the command line: the CPUs this process may use, at most 4."""
-    try:
-        return max(1, min(4, len(os.sched_getaffinity(0))))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, min(4, os.cpu_count() or 1))
-
-
 def _run_sections(sections: list[_Section], pack: _Pack, workers: int,
                   progress: Callable[[float, str], None] | None) -> list[list[str]]:
-    """HTML of each section, in order. With ``workers`` > 1 (and fork available), the sections run in forked
-    processes that share the cohort copy-on-write, longest first; the pack is the same either way."""
+    """HTML of each section, in order; with ``workers`` > 1 in forked processes, longest first
+    (:func:`analytics.parallel.run_all`). The pack is the same either way."""
+    order = sorted(range(len(sections)), key=lambda i: -sections[i][2]) if workers > 1 else list(range(len(sections)))
     done = 0
 
-    def tick(name: str) -> None:
+    def tick(k: int) -> None:
         nonlocal done
-        if progress:
-            progress(done / (len(sections) + 1), name)
         done += 1
+        if progress:
+            progress(done / (len(sections) + 1), sections[order[k]][0])
 
-    if _parallel_ok(workers):
-        global _FORKED, _FORKED_PACK
-        _FORKED, _FORKED_PACK = sections, pack
-        out: list[list[str] | None] = [None] * len(sections)
-        try:
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                order = sorted(range(len(sections)), key=lambda i: -sections[i][2])
-                futures = {pool.submit(_forked_section, i): i for i in order}
-                for f in as_completed(futures):
-                    out[futures[f]] = f.result()
-                    tick(sections[futures[f]][0])
-            return [o for o in out if o is not None]
-        except BrokenProcessPool:  # a worker died (e.g. out of memory): do it here, one at a time
-            done = 0
-        finally:
-            _FORKED, _FORKED_PACK = [], None
-    parts = []
-    for section in sections:
-        tick(section[0])
-        parts.append(_section_html(section, pack))
-    return parts
+    if progress:
+        progress(0.0, sections[order[0]][0])
+    parts = run_all([lambda i=i: _section_html(sections[i], pack) for i in order], workers=workers, on_done=tick)
+    by_section = dict(zip(order, parts))
+    return [by_section[i] for i in range(len(sections))]
 
 
 def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters | None = None,
