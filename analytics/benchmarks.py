@@ -1182,7 +1182,7 @@ def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | No
     keyed = _keyed(cohort)
     keys = [call[0] if (call := _clinic_call(b, substance, arms)) else None for b in chosen]
     distinct = list(dict.fromkeys(k for k in keys if k is not None))
-    n_parts = max(1, min(workers, len(distinct)))
+    n_parts = max(1, min(3 * workers if workers > 1 else 1, len(distinct)))  # small parts balance the workers
     if n_parts > 1:
         _all_ketamine_sessions(keyed)  # shared work done once, before the workers fork
 
@@ -1194,7 +1194,7 @@ def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | No
                 for i, (b, key) in enumerate(zip(chosen, keys)) if key in mine or (key is None and k == 0)}
 
     done: dict[int, dict[str, Any]] = {}
-    for found in run_all([lambda k=k: part(k) for k in range(n_parts)], workers=n_parts):
+    for found in run_all([lambda k=k: part(k) for k in range(n_parts)], workers=workers):
         done.update(found)
     table = pd.DataFrame([done[i] for i in range(len(chosen))], columns=list(COMPARISON_COLUMNS))
     end = _as_of(cohort, as_of)

@@ -186,6 +186,9 @@ COMMANDS = {"validate": cmd_validate, "analyze": cmd_analyze, "report": cmd_repo
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # pandera imports its hypothesis data generators whenever hypothesis is installed (a development
+    # environment); the command line never generates data, and a user's install has no hypothesis: skip them
+    sys.modules.setdefault("hypothesis", None)  # type: ignore[assignment]
     try:
         return COMMANDS[args.command](args)
     except OutcomesError as err:

@@ -23,12 +23,19 @@ def _run(i: int) -> Any:
     return _TASKS[i]()
 
 
+WORKERS_ENV = "KAP_OUTCOMES_WORKERS"
+
+
 def default_workers() -> int:
-    """Processes for the command line: the CPUs this process may use, at most 4."""
+    """Processes for the command line: ``KAP_OUTCOMES_WORKERS`` when set (1 = never fork), else the CPUs this
+    process may use, at most 4."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         n = os.cpu_count() or 1
+    asked = os.environ.get(WORKERS_ENV, "").strip()
+    if asked.isdigit() and int(asked) >= 1:
+        return int(asked)
     return max(1, min(4, n))
 
 
@@ -36,25 +43,29 @@ def run_all(tasks: Sequence[Callable[[], Any]], *, workers: int = 1,
             on_done: Callable[[int], None] | None = None) -> list[Any]:
     """Results of ``tasks`` in their order. Tasks are started in the order given (put the longest first)."""
     global _TASKS
+    out: list[Any] = [None] * len(tasks)
+    done: set[int] = set()
     if workers > 1 and len(tasks) > 1 and "fork" in multiprocessing.get_all_start_methods():
         _TASKS = tasks
         try:
-            out: list[Any] = [None] * len(tasks)
             ctx = multiprocessing.get_context("fork")
             with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
                 futures = {pool.submit(_run, i): i for i in range(len(tasks))}
                 for f in as_completed(futures):
-                    out[futures[f]] = f.result()
+                    i = futures[f]
+                    out[i] = f.result()
+                    done.add(i)
                     if on_done:
-                        on_done(futures[f])
+                        on_done(i)
             return out
         except BrokenProcessPool:
-            pass
+            pass  # the tasks not finished yet run below
         finally:
             _TASKS = ()
-    results = []
     for i, task in enumerate(tasks):
-        results.append(task())
+        if i in done:
+            continue
+        out[i] = task()
         if on_done:
             on_done(i)
-    return results
+    return out
