@@ -293,22 +293,31 @@ def _section_html(section: _Section, pack: _Pack) -> list[str]:
 
 def _run_sections(sections: list[_Section], pack: _Pack, workers: int,
                   progress: Callable[[float, str], None] | None) -> list[list[str]]:
-    """HTML of each section, in order; with ``workers`` > 1 in forked processes, longest first
-    (:func:`analytics.parallel.run_all`). The pack is the same either way."""
-    order = sorted(range(len(sections)), key=lambda i: -sections[i][2]) if workers > 1 else list(range(len(sections)))
-    done = 0
+    """HTML of each section, in order. One process: ``progress`` names each section as it starts. With ``workers``
+    > 1 the sections run in forked processes, longest first (:func:`analytics.parallel.run_all`), and ``progress``
+    names each as it finishes. The pack is the same either way."""
+    n = len(sections)
+    if workers <= 1:
+        out = []
+        for i, section in enumerate(sections):
+            if progress:
+                progress(i / (n + 1), section[0])
+            out.append(_section_html(section, pack))
+        return out
+    order = sorted(range(n), key=lambda i: -sections[i][2])
+    finished = 0
 
     def tick(k: int) -> None:
-        nonlocal done
-        done += 1
+        nonlocal finished
+        finished += 1
         if progress:
-            progress(done / (len(sections) + 1), sections[order[k]][0])
+            progress(finished / (n + 1), f"{sections[order[k]][0]} (done)")
 
     if progress:
-        progress(0.0, sections[order[0]][0])
+        progress(0.0, f"{n} sections in {workers} processes")
     parts = run_all([lambda i=i: _section_html(sections[i], pack) for i in order], workers=workers, on_done=tick)
     by_section = dict(zip(order, parts))
-    return [by_section[i] for i in range(len(sections))]
+    return [by_section[i] for i in range(n)]
 
 
 def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters | None = None,
