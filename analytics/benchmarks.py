@@ -50,7 +50,6 @@ import pandas as pd
 from analytics.cohort import DROPOUT_STATUSES, Cohort, ids_in
 from analytics.errors import OutcomesError
 from analytics.intervals import t_crit, wilson_ci, z_crit
-from analytics.parallel import run_all
 from analytics.privacy import note_n
 from schemas.arrow import text_codes
 from schemas.columns import ADVERSE_EVENTS
@@ -1150,7 +1149,7 @@ def _row(b: Benchmark, fig: ClinicFigure | None) -> dict[str, Any]:
 
 def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | None = None, as_of: Any = None,
             arms: tuple[str, str] = DEFAULT_ARMS, conf_level: float = 0.95,
-            registry: tuple[Benchmark, ...] | None = None, workers: int = 1) -> BenchmarkComparison:
+            registry: tuple[Benchmark, ...] | None = None) -> BenchmarkComparison:
     """Every benchmark beside the clinic's figure computed with the same definition and window, or a reason.
 
     Parameters
@@ -1168,8 +1167,6 @@ def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | No
         The two programs compared for KARE-3 (ketamine + therapy vs ketamine + education).
     registry:
         Benchmarks to use; default :func:`load_registry`.
-    workers:
-        Compute the clinic figures in that many forked processes (:mod:`analytics.parallel`; the command line).
 
     Returns
     -------
@@ -1180,23 +1177,9 @@ def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | No
     chosen = [b for b in registry
               if (substance is None or b.substance in (None, substance)) and (domain is None or b.domain == domain)]
     keyed = _keyed(cohort)
-    keys = [call[0] if (call := _clinic_call(b, substance, arms)) else None for b in chosen]
-    distinct = list(dict.fromkeys(k for k in keys if k is not None))
-    n_parts = max(1, min(3 * workers if workers > 1 else 1, len(distinct)))  # small parts balance the workers
-    if n_parts > 1:
-        _all_ketamine_sessions(keyed)  # shared work done once, before the workers fork
-
-    def part(k: int) -> dict[int, dict[str, Any]]:
-        """Rows of the benchmarks whose clinic metric is the k-th of every ``n_parts`` distinct calls."""
-        mine = set(distinct[k::n_parts])
-        cache: dict[tuple[Any, ...], ClinicFigure] = {}
-        return {i: _row(b, _clinic_for(b, keyed, substance, as_of, arms, conf_level, cache))
-                for i, (b, key) in enumerate(zip(chosen, keys)) if key in mine or (key is None and k == 0)}
-
-    done: dict[int, dict[str, Any]] = {}
-    for found in run_all([lambda k=k: part(k) for k in range(n_parts)], workers=workers):
-        done.update(found)
-    table = pd.DataFrame([done[i] for i in range(len(chosen))], columns=list(COMPARISON_COLUMNS))
+    cache: dict[tuple[Any, ...], ClinicFigure] = {}
+    rows = [_row(b, _clinic_for(b, keyed, substance, as_of, arms, conf_level, cache)) for b in chosen]
+    table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     end = _as_of(cohort, as_of)
     notes = (
         (f"Published figures from {len({b.study for b in chosen})} sources; 'secondary source' marks figures seen only "
@@ -1222,14 +1205,14 @@ def _source(row: pd.Series) -> str:
 
 
 def benchmarks_json(cohort: Cohort, *, substance: str | None = None, as_of: Any = None,
-                    arms: tuple[str, str] = DEFAULT_ARMS, workers: int = 1) -> list[dict[str, Any]]:
+                    arms: tuple[str, str] = DEFAULT_ARMS) -> list[dict[str, Any]]:
     """The ``benchmarks`` section of ``kap-outcomes analyze --json`` (cli.md).
 
     One object per benchmark: ``{"id", "metric", "clinic": number or null, "published": number, "source"}``.
     A published range (e.g. McLellan's 40–60%) has no single value, so it gives two objects, ``<id>/range-low`` and
     ``<id>/range-high``. Numbers are in the benchmark's unit (percent for rates).
     """
-    table = compare(cohort, substance=substance, as_of=as_of, arms=arms, workers=workers).table
+    table = compare(cohort, substance=substance, as_of=as_of, arms=arms).table
     out: list[dict[str, Any]] = []
     for _, row in table.iterrows():
         clinic = _num(row["clinic_estimate"])

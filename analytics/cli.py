@@ -135,12 +135,10 @@ def _shown(sentence: str, args: argparse.Namespace) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from analytics.parallel import default_workers
     from analytics.pipeline import analysis_json
 
     data = _load(args)
-    result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference,
-                                     workers=default_workers())
+    result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference)
     for sentence in problems:
         sys.stderr.write(f"kap-outcomes: note: {_shown(sentence, args)}\n")
     text = json.dumps(_clean(result), ensure_ascii=False)

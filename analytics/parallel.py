@@ -1,8 +1,8 @@
 """Independent pieces of work in forked processes, for the command line.
 
 A forked worker shares the parent's cohort copy-on-write, so nothing large is pickled; only each task's result
-comes back. Used by ``kap-outcomes report`` (one task per section) and ``kap-outcomes analyze`` (the clinic
-benchmark figures in parts). The app never forks (a Streamlit server is threaded): it calls with ``workers=1``,
+comes back. Used by ``kap-outcomes report`` (one task per section; ``analyze`` measured no faster with workers,
+so it stays in one process). The app never forks (a Streamlit server is threaded): it calls with ``workers=1``,
 which runs the same tasks one after the other in this process. Where fork is not available, or a worker dies
 (e.g. out of memory), the tasks run here, one at a time.
 """

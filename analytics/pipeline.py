@@ -36,24 +36,23 @@ def group_column(by: str | None) -> str | None:
 
 
 def analysis_json(data: ValidatedExports, settings: Settings, *, by: str | None = None,
-                  reference: str | None = None, workers: int = 1) -> tuple[dict, list[str]]:
+                  reference: str | None = None) -> tuple[dict, list[str]]:
     """The ``analyze`` object of ../shared/cli.md (cohort, survival, trajectories, benchmarks).
 
     Returns the object and the sentences of sections that could not be estimated (their JSON is null).
-    ``workers`` > 1: the benchmark figures are computed in forked processes (:mod:`analytics.parallel`).
     """
     cohort = build_cohort(data, settings)
-    return analysis_json_from_cohort(cohort, by=by, reference=reference, workers=workers)
+    return analysis_json_from_cohort(cohort, by=by, reference=reference)
 
 
-def analysis_json_from_cohort(cohort: Cohort, *, by: str | None = None, reference: str | None = None,
-                              workers: int = 1) -> tuple[dict, list[str]]:
+def analysis_json_from_cohort(cohort: Cohort, *, by: str | None = None,
+                              reference: str | None = None) -> tuple[dict, list[str]]:
     from analytics import benchmarks, survival, trajectories
 
     column = group_column(by)
     surv, surv_err = _section(survival.survival_json, cohort, by=column, reference=reference)
     traj, traj_err = _section(trajectories.trajectories_json, cohort)
-    bench, bench_err = _section(benchmarks.benchmarks_json, cohort, workers=workers)
+    bench, bench_err = _section(benchmarks.benchmarks_json, cohort)
     if surv is not None and cohort.settings.suppress:
         surv = _suppress_survival(surv, cohort.settings.min_cell)
     cohort_section = survival.cohort_json(cohort)

@@ -3,7 +3,8 @@
 Targets (issue 11): analyze + report under 15 s total and 4 GB peak memory; a page rerun after a filter change
 under 1 s. "End to end" is what a user runs: the two commands ``kap-outcomes analyze`` and ``kap-outcomes report``,
 each a fresh process that starts Python, reads and validates the three CSV files, builds the cohort and writes its
-output; both fork workers (analytics/parallel.py), and both are also timed in one process (KAP_OUTCOMES_WORKERS=1).
+output; ``report`` computes its sections in forked workers (analytics/parallel.py) and is also timed in one process
+(KAP_OUTCOMES_WORKERS=1).
 Each is timed (best of three) with the peak memory (PSS) of its process tree (perf/cli_run.py); an in-process run
 breaks the report into its sections.
 Writes perf/results/report.json.

@@ -712,13 +712,3 @@ def test_integer_patient_keys_give_exactly_the_figures_of_text_ids(monkeypatch):
     plain = bm.compare(cohort).table
     assert keyed["clinic_estimate"].notna().sum() >= 15
     pd.testing.assert_frame_equal(keyed, plain)
-
-
-def test_figures_computed_in_forked_parts_equal_the_serial_ones():
-    """The command line splits the clinic figures over forked workers (analytics.parallel); same table."""
-    frames = generate_clinic(400, seed=6)
-    cohort = build_cohort(ValidatedExports.from_frames(frames["sessions"], frames["followups"], frames["patients"]))
-    serial = bm.compare(cohort).table
-    pd.testing.assert_frame_equal(bm.compare(cohort, workers=2).table, serial)
-    pd.testing.assert_frame_equal(bm.compare(cohort, workers=3).table, serial)
-    assert bm.benchmarks_json(cohort, workers=2) == bm.benchmarks_json(cohort)
