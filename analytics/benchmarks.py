@@ -564,8 +564,8 @@ def pda_in_window(cohort: Cohort, *, start_day: int = 0, end_day: int = 180, sub
     per = _pda_per_patient(cohort, ids, start_day, end_day)
     ok = per[per["coverage"] >= min_coverage]
     if per.attrs["n_overlap_dropped"]:
-        notes += ((f"{note_n(per.attrs['n_overlap_dropped'])} follow-up(s) whose window overlapped an earlier one were left "
-                  "out."),)
+        notes += ((f"{note_n(per.attrs['n_overlap_dropped'])} follow-up(s) whose window overlapped an earlier one "
+                  "were left out."),)
     if ok.empty:
         return _unavailable(metric, "%", definition, f"None of the {note_n(len(ids))} eligible {_who(substance)} has "
                             f"abstinent-day counts covering {min_coverage:.0%} of days {start_day}–{end_day}.",
@@ -669,8 +669,8 @@ def abstinence_in_window(cohort: Cohort, *, start_day: int = 21, end_day: int = 
     analysed = success if missing_as_use else success[~unknown]
     return _proportion(metric, definition, analysed, n_eligible=len(ids), attrition=int(unknown.sum()),
                        conf_level=conf_level,
-                       notes=notes, empty_reason=f"None of the {note_n(len(ids))} eligible {_who(substance)} has follow-up "
-                       f"data covering days {start_day}–{end_day}.")
+                       notes=notes, empty_reason=f"None of the {note_n(len(ids))} eligible {_who(substance)} has "
+                                    f"follow-up data covering days {start_day}–{end_day}.")
 
 
 def use_in_window(cohort: Cohort, *, start_day: int = 1, end_day: int = 21, substance: str | None = "alcohol",
@@ -694,8 +694,8 @@ def use_in_window(cohort: Cohort, *, start_day: int = 1, end_day: int = 21, subs
     known = st[st["status"] != "unknown"]
     return _proportion(metric, definition, known["status"].eq("use"), n_eligible=len(ids),
                        attrition=len(ids) - len(known), conf_level=conf_level, notes=notes,
-                       empty_reason=f"None of the {note_n(len(ids))} eligible {_who(substance)} has follow-up data that "
-                       f"report or rule out use on days {start_day}–{end_day}.")
+                       empty_reason=f"None of the {note_n(len(ids))} eligible {_who(substance)} has follow-up data "
+                                    f"that report or rule out use on days {start_day}–{end_day}.")
 
 
 def _first_use(cohort: Cohort, ids: pd.Index, use: Use, dropout_as_use: bool) -> pd.DataFrame:
@@ -731,8 +731,8 @@ def _km_figure(cohort: Cohort, *, metric: str, day: int, substance: str | None, 
     ev = _first_use(cohort, ids, use, dropout_as_use)
     attrition = len(ids) - len(ev)
     if ev.empty:
-        return _unavailable(metric, "%", definition, f"None of the {note_n(len(ids))} {_who(substance)} has a follow-up "
-                            "assessment.", n_eligible=len(ids), attrition=attrition, conf_level=conf_level)
+        return _unavailable(metric, "%", definition, f"None of the {note_n(len(ids))} {_who(substance)} has a "
+                            "follow-up assessment.", n_eligible=len(ids), attrition=attrition, conf_level=conf_level)
     km = _km_at(ev["time"].to_numpy(), ev["event"].to_numpy(), day, conf_level)
     if km is None:
         return _unavailable(metric, "%", definition, f"No {_who(substance)} have been followed to day {day} "
@@ -793,8 +793,8 @@ def _depressed(pats: pd.DataFrame, min_baseline: float) -> tuple[pd.DataFrame, t
     if base.isna().any():
         notes += (f"{note_n(base.isna().sum())} patient(s) without a baseline PHQ-9 cannot be assessed.",)
     if (base < min_baseline).any():
-        notes += ((f"{note_n((base < min_baseline).sum())} patient(s) with baseline PHQ-9 below {min_baseline:g} are not "
-                  "in the depressed population."),)
+        notes += ((f"{note_n((base < min_baseline).sum())} patient(s) with baseline PHQ-9 below {min_baseline:g} "
+                  "are not in the depressed population."),)
     return pats[base >= min_baseline], notes
 
 
@@ -886,8 +886,8 @@ def phq9_after_induction(cohort: Cohort, *, outcome: Outcome = "response", min_s
     ket = _ketamine_sessions(cohort, pd.Index(pats["patient_id"]))
     ind = ket[(ket["days"] >= 0) & (ket["days"] < induction_days)].groupby("patient_id")["days"].agg(["size", "max"])
     done = ind[ind["size"] >= min_sessions]
-    notes = ((f"{note_n(len(pats) - len(done))} patient(s) had fewer than {min_sessions} ketamine sessions in the first "
-             f"{induction_days} days (induction not completed) and are not eligible."),)
+    notes = ((f"{note_n(len(pats) - len(done))} patient(s) had fewer than {min_sessions} ketamine sessions in the "
+              f"first {induction_days} days (induction not completed) and are not eligible."),)
     pats = pats[_member(pats["patient_id"], done.index)]
     pats, more = _depressed(pats, min_baseline)
     notes += more
@@ -931,7 +931,8 @@ def phq9_within_days(cohort: Cohort, *, outcome: Outcome = "response", end_day: 
     hit = _meets(rows["value"], rows["patient_id"].map(base), outcome).groupby(rows["patient_id"]).any()
     return _proportion(metric, definition, hit, n_eligible=len(ids), attrition=len(ids) - len(hit),
                        conf_level=conf_level, notes=notes,
-                       empty_reason=f"None of the {note_n(len(ids))} eligible patients has a PHQ-9 on days 1–{end_day}.")
+                       empty_reason=f"None of the {note_n(len(ids))} eligible patients has a PHQ-9 on days "
+                                    f"1–{end_day}.")
 
 
 def phq9_after_infusions(cohort: Cohort, *, outcome: Outcome = "response", infusions: int = 10, within_days: int = 28,
@@ -957,8 +958,8 @@ def phq9_after_infusions(cohort: Cohort, *, outcome: Outcome = "response", infus
     avail = _days_available(cohort, pats, as_of)
     closed = avail.index[(avail - nth.reindex(avail.index)) >= within_days]
     if len(avail) - len(closed):
-        notes += ((f"{note_n(len(avail) - len(closed))} patient(s) whose {within_days}-day window has not closed are not "
-                  "eligible."),)
+        notes += ((f"{note_n(len(avail) - len(closed))} patient(s) whose {within_days}-day window has not closed "
+                   "are not eligible."),)
     if len(closed) == 0:
         return _unavailable(metric, "%", definition, f"No {_who(substance)} with baseline PHQ-9 ≥ {min_baseline:g} "
                             f"have had {infusions} ketamine sessions and {within_days} days after them.",

@@ -266,7 +266,8 @@ def _measures(sess: pd.DataFrame, fu: pd.DataFrame, index_date: pd.Series, setti
     keep = days >= -settings.baseline_window_days
     start, end, days = start[keep], end[keep], days[keep]
     return pd.DataFrame({
-        "patient_id": pids.take(pcode[start]).to_series(index=pd.RangeIndex(len(start))).astype(sess["patient_id"].dtype),
+        "patient_id": pids.take(pcode[start]).to_series(index=pd.RangeIndex(len(start)))
+        .astype(sess["patient_id"].dtype),
         "date": date[start], "days": days, "weeks": days / 7.0,
         "measure": _labels(names, mcode[start]), "value": mean[keep],
         "source": _labels(["session", "followup"], src[end - 1])})

@@ -61,7 +61,8 @@ _P = (1 << 61) - 1  # prime modulus of the exact elimination in the audit
 COMPLEMENT_MARK = "*"  # shown in place of a cell hidden only so that a small one cannot be worked out
 
 __all__ = ["SuppressedCells", "SuppressedTable", "fraction_text", "hidden_rate_points", "is_small", "issue_counts",
-           "mask_text", "note_n", "note_of", "rate_is_safe", "render_note", "render_notes", "suppress_cells", "suppress_counts", "suppress_flow", "suppress_km"]
+           "mask_text", "note_n", "note_of", "rate_is_safe", "render_note", "render_notes", "suppress_cells",
+           "suppress_counts", "suppress_flow", "suppress_km"]
 
 
 # --------------------------------------------------------------------------------------------------

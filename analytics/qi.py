@@ -550,7 +550,8 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
     ]
     for reason, n in cohort.exclusions.items():
         if reason.startswith("follow-ups of patients without"):
-            notes.append(f"{note_n(n)} follow-up rows belong to patients without a ketamine session and are not analysed.")
+            notes.append(f"{note_n(n)} follow-up rows belong to patients without a ketamine session and are not "
+                         "analysed.")
     notes.append(f"Follow-up windows: {', '.join(f'day {t} ± {o.tolerance(t)}' for t in FOLLOWUP_TARGETS)}; "
                  f"data end date {end:%Y-%m-%d}.")
     return FlowTable(steps=st, losses=pd.DataFrame(losses, columns=["step", "reason", "n"]), as_of=end,

@@ -206,8 +206,8 @@ def _trajectories(pack: _Pack, cohort: Cohort) -> None:
                                        lines=trajectories.patient_lines(cohort, measure="phq9", by="program"),
                                        min_cell=pack.min_cell if pack.suppress else None))
     r = fit.random
-    pack.p(f"Model {fit.formula} by {fit.method}: {pack.count(fit.n_patients)} patients, {pack.count(fit.n_obs)} scores, "
-           f"{'converged' if fit.converged else 'did not converge'}; SD of starting level "
+    pack.p(f"Model {fit.formula} by {fit.method}: {pack.count(fit.n_patients)} patients, "
+           f"{pack.count(fit.n_obs)} scores, {'converged' if fit.converged else 'did not converge'}; SD of starting level "
            f"{fmt.num(r.get('sd_intercept'))}, of weekly slope {fmt.num(r.get('sd_slope'), 3)}, residual "
            f"{fmt.num(r.get('sd_residual'))}.")
     fx = fit.fixed
@@ -239,7 +239,8 @@ def _benchmarks(pack: _Pack, cohort: Cohort) -> None:
         "clinic (95% CI)": [("suppressed" if not ok else fmt.ci(e, lo, hi)) if pd.notna(e) else ""
                             for e, lo, hi, ok in zip(t["clinic_estimate"], t["clinic_ci_low"], t["clinic_ci_high"],
                                                      shown)],
-        "clinic n": [cells.text(("n", i)) if ("n", i) in cells.values else "—" for i in t["id"]], "why no clinic figure": t["clinic_reason"],
+        "clinic n": [cells.text(("n", i)) if ("n", i) in cells.values else "—" for i in t["id"]],
+        "why no clinic figure": t["clinic_reason"],
         "population": t["population"], "timepoint": t["timepoint"], "source": t["citation"],
         "cautions": t["cautions"]}))
     pack.notes(comp.notes)

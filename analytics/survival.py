@@ -751,8 +751,9 @@ def _grouped(cohort: Cohort, by: str | None, *, what: str, extra: Sequence[str] 
     keep = code >= 0
     n_missing = int((~keep).sum())
     if n_missing == len(pts):
-        raise InsufficientData(f"No patient with follow-up has a {col} value (all {note_n(n_missing)} are blank), so the "
-                               f"curves cannot be split by {col}. Add {col} to the export or pick another grouping.")
+        raise InsufficientData(f"No patient with follow-up has a {col} value (all {note_n(n_missing)} are blank), "
+                               f"so the curves cannot be split by {col}. Add {col} to the export or pick another "
+                               "grouping.")
     if n_missing:
         notes.append(f"{note_n(n_missing)} patient(s) without a {col} value are left out of the curves by {col}.")
     return _Grouped(time, event, code, order, col, extras, notes).select(keep)

@@ -890,8 +890,8 @@ def compare_time_shapes(cohort: Cohort, *, measure: str = "phq9", by: str | None
                      "converged": f.converged})
     table = pd.DataFrame(rows)
     best = str(table.loc[table["aic"].idxmin(), "time"])
-    notes.insert(0, f"Fitted by maximum likelihood on {note_n(base.n_patients)} patients and {note_n(base.n_obs)} scores; "
-                    f"likelihood-ratio tests against the straight line. Lowest AIC: {best}.")
+    notes.insert(0, f"Fitted by maximum likelihood on {note_n(base.n_patients)} patients and {note_n(base.n_obs)} "
+                    f"scores; likelihood-ratio tests against the straight line. Lowest AIC: {best}.")
     return ModelComparison(table=table, best=best, notes=tuple(notes))
 
 
@@ -1123,7 +1123,8 @@ def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = 
     resp = _responders(cohort, min_baseline)
     if len(resp) < MIN_PATIENTS:
         raise InsufficientData(f"Durability of response needs at least {MIN_PATIENTS} PHQ-9 responders with a "
-                               f"baseline score (got {note_n(len(resp))}). Widen the date range or add follow-up scores.")
+                               f"baseline score (got {note_n(len(resp))}). Widen the date range or add follow-up "
+                               "scores.")
     ses = cohort.sessions
     ket = ses.loc[ses["session_type"] == "ketamine", ["patient_id", "days"]]
     at = pd.Index(resp["patient_id"]).get_indexer(ket["patient_id"])  # responder of each session, -1: none

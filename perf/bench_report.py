@@ -46,8 +46,10 @@ def main() -> None:
         d = Path(tmp)
         inputs = ["--sessions", str(d / "sessions.csv"), "--followups", str(d / "followups.csv"),
                   "--patients", str(d / "patients.csv")]
-        analyze_runs = [cli_run.run(["analyze", *inputs, "--by", "program", "--json", str(d / "a.json")]) for _ in range(3)]
-        report_runs = [cli_run.run(["report", *inputs, "--by", "program", "--out", str(d / "r.html")]) for _ in range(3)]
+        analyze = ["analyze", *inputs, "--by", "program", "--json", str(d / "a.json")]
+        report = ["report", *inputs, "--by", "program", "--out", str(d / "r.html")]
+        analyze_runs = [cli_run.run(analyze) for _ in range(3)]
+        report_runs = [cli_run.run(report) for _ in range(3)]
         serial = {"KAP_OUTCOMES_WORKERS": "1"}
         analyze_serial = min(cli_run.run(["analyze", *inputs, "--by", "program", "--json", str(d / "a1.json")],
                                          env=serial) for _ in range(2))
@@ -92,7 +94,8 @@ def main() -> None:
         "cli_analyze_plus_report_seconds": round(t_a + t_r, 2),
         "cli_peak_memory_mb": round(max(mem_a, mem_r)),
         "cli_workers": default_workers(),
-        "cli_one_process": {"analyze_seconds": round(analyze_serial[0], 2), "report_seconds": round(report_serial[0], 2),
+        "cli_one_process": {"analyze_seconds": round(analyze_serial[0], 2),
+                            "report_seconds": round(report_serial[0], 2),
                             "peak_memory_mb": round(max(analyze_serial[1], report_serial[1]))},
         "memory_measure": "peak proportional set size (PSS) of the command and its forked workers, sampled every 50 ms",
         "report_megabytes": round(report_mb, 1),

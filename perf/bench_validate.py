@@ -134,7 +134,8 @@ def main() -> None:
     first_s, steady_s = min(r["first"] for r in runs), best["second"]
     result = {
         "patients": args.patients, "session_rows": n_rows, "generate_seconds": round(gen_s, 3),
-        "pyarrow_read_seconds": round(floor("second", "read"), 3), "pandera_seconds": round(floor("second", "pandera"), 3),
+        "pyarrow_read_seconds": round(floor("second", "read"), 3),
+        "pandera_seconds": round(floor("second", "pandera"), 3),
         "floor_seconds": round(steady_floor, 3), "validate_seconds": round(steady_s, 3),
         "ratio_to_floor": round(steady_s / steady_floor, 2),
         "first_call": {"pyarrow_read_seconds": round(floor("first", "read"), 3),

@@ -489,7 +489,8 @@ def test_return_to_use_within_a_year_matches_r_survfit_log_log():
     assert (fig.estimate, fig.ci_low, fig.ci_high) == pytest.approx(
         (100 * (1 - ref["surv"]), 100 * (1 - ref["upper"]), 100 * (1 - ref["lower"])), abs=1e-9)
     assert (fig.n, fig.n_eligible, fig.attrition) == (40, 41, 1)
-    assert any(f"{ref['n_risk']} patient(s) still followed at day 365" in n for n in render_notes(fig.notes, enabled=False))
+    notes = render_notes(fig.notes, enabled=False)
+    assert any(f"{ref['n_risk']} patient(s) still followed at day 365" in n for n in notes)
     abst = bm.abstinent_through_day(cohort, day=365, substance="alcohol", as_of=AS_OF)
     assert (abst.estimate, abst.ci_low, abst.ci_high) == pytest.approx(
         (100 * ref["surv"], 100 * ref["lower"], 100 * ref["upper"]), abs=1e-9)

@@ -22,7 +22,8 @@ from schemas.frames import ValidatedExports
 NOUNS = (r"(?:patients?(?:\(s\))?|responders|events?(?:\(s\))?|follow-ups?(?:\(s\))?|follow-up rows|scores|"
          r"lost|abstinent|more recent|not reached|eligible|windows)")
 # thresholds ("fewer than 10 patients", "at least 2 patients") are rules, not counts
-COUNT = re.compile(rf"(?<![\d.,–-])(?<!than )(?<!least )(\d[\d,]*)(?: of (\d[\d,]*))? {NOUNS}|\(got (\d+)|\bn = (\d+)")
+COUNT = re.compile(rf"(?<![\d.,–-])(?<!than )(?<!least )(\d[\d,]*)(?: of (\d[\d,]*))? {NOUNS}"
+                   r"|\(got (\d+)|\bn = (\d+)")
 
 
 def counts_read(text: str) -> list[int]:
@@ -34,7 +35,8 @@ def counts_read(text: str) -> list[int]:
 
 def sentences(report: str) -> list[str]:
     """Notes, paragraphs and table cells of the pack as text."""
-    parts = re.findall(r"<p[^>]*>(.*?)</p>", report, flags=re.S) + re.findall(r"<td[^>]*>(.*?)</td>", report, flags=re.S)
+    parts = re.findall(r"<p[^>]*>(.*?)</p>", report, flags=re.DOTALL)
+    parts += re.findall(r"<td[^>]*>(.*?)</td>", report, flags=re.DOTALL)
     return [html.unescape(re.sub(r"<[^>]+>", " ", p)) for p in parts]
 
 
@@ -84,9 +86,8 @@ def _page_text(at) -> str:
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_sentences_of_a_small_clinic_show_no_marker_and_no_count_from_1_to_10(small_clinic, page):
-    from streamlit.testing.v1 import AppTest
-
     from signed_in import ROOT
+    from streamlit.testing.v1 import AppTest
 
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
     at.session_state["exports"], at.session_state["source"] = small_clinic, "upload"

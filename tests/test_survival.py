@@ -14,9 +14,9 @@ from scipy import stats
 from analytics import survival as sv
 from analytics.cohort import Cohort, build_cohort
 from analytics.errors import InsufficientData, OutcomesError
-from analytics.privacy import render_notes
 from analytics.formatting import SUPPRESSED
 from analytics.plots.survival import X_TITLE, Y_TITLE, forest_figure, km_figure
+from analytics.privacy import render_notes
 from analytics.settings import Settings
 from schemas.frames import ValidatedExports
 

@@ -227,7 +227,8 @@ def test_adjusted_hazard_ratio_through_the_cohort_equals_r(lung_cohort):
     np.testing.assert_allclose(cmp.hazard_ratios["se"], [r["se"][k] for k in ("sexfemale", "age", "ph.ecog")],
                                rtol=1e-6)
     np.testing.assert_allclose(cmp.ph_test["chisq"], r["zph"]["chisq"], rtol=1e-6)
-    assert any("1 patient(s) without a value" in n for n in render_notes(cmp.notes, enabled=False))  # lung's one missing ECOG
+    notes = render_notes(cmp.notes, enabled=False)
+    assert any("1 patient(s) without a value" in n for n in notes)  # lung's one missing ECOG
 
 
 def test_survival_json_through_the_cohort_equals_r(lung_cohort):

@@ -82,7 +82,8 @@ def _clinic_text(row: pd.Series, cells: SuppressedCells) -> str:
         reason = row["clinic_reason"] if isinstance(row["clinic_reason"], str) else "no clinic figure"
         return f"Clinic: no figure. {_wrap(render_note(reason, min_cell=cells.min_cell, enabled=cells.enabled))}"
     rid = row["id"]
-    definition = render_note(row["clinic_definition"] if isinstance(row["clinic_definition"], str) else "", min_cell=cells.min_cell, enabled=cells.enabled)
+    text = row["clinic_definition"] if isinstance(row["clinic_definition"], str) else ""
+    definition = render_note(text, min_cell=cells.min_cell, enabled=cells.enabled)
     counts = (f"n = {cells.text(('n', rid))} of {cells.text(('eligible', _num(row['clinic_n_eligible'])))} "
               f"eligible, {cells.text(('attrition', rid))} without data")
     if not clinic_shown(cells, row):
