@@ -852,8 +852,9 @@ def _all_ketamine_sessions(cohort: Cohort) -> pd.DataFrame:
 
 
 def _ketamine_sessions(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
+    """Patient and day of the ketamine sessions of ``ids``, sorted by patient and day."""
     ket = _all_ketamine_sessions(cohort)
-    return ket[_member(ket["patient_id"], ids)]
+    return ket.loc[_member(ket["patient_id"], ids).to_numpy(), ["patient_id", "days"]]
 
 
 def _score_outcome(metric: str, definition: str, pats: pd.DataFrame, scores: pd.Series, outcome: Outcome,
@@ -976,7 +977,8 @@ def phq9_after_infusions(cohort: Cohort, *, outcome: Outcome = "response", infus
 
 
 def _session_scope(cohort: Cohort, pats: pd.DataFrame, route: str | None, start_day: int,
-                   end_day: int | None) -> pd.DataFrame:
+                   end_day: int | None, columns: list[str]) -> pd.DataFrame:
+    """``columns`` of the ketamine sessions of ``pats`` in the route and day window."""
     ket = _all_ketamine_sessions(cohort)
     days = ket["days"].to_numpy(float)
     keep = _member(ket["patient_id"], pd.Index(pats["patient_id"])).to_numpy() & (days >= start_day)
@@ -984,7 +986,7 @@ def _session_scope(cohort: Cohort, pats: pd.DataFrame, route: str | None, start_
         keep &= ket["route"].eq(route).fillna(False).to_numpy(bool)
     if end_day is not None:
         keep &= days <= end_day
-    return ket[keep]  # one selection of the wide table, not one per condition
+    return ket.loc[keep, columns]  # one selection of the columns needed, not of the wide table per condition
 
 
 def _scope_text(route: str | None, start_day: int, end_day: int | None, substance: str | None) -> str:
@@ -1017,9 +1019,10 @@ def adverse_event_rate(cohort: Cohort, *, event: str | None = None, per: Literal
     if end_day is not None:
         ids, not_reached = _reach(cohort, pats, as_of, end_day)
         pats, notes = pats[_member(pats["patient_id"], ids)], _not_reached_note(not_reached, end_day)
-    s = _session_scope(cohort, pats, route, start_day, end_day)
     flag = "_ev_any" if event is None else f"_ev_{event}"
-    has = s[flag] if flag in s else s["_events"].str.contains(f";{event};", regex=False)
+    flagged = flag in _all_ketamine_sessions(cohort)
+    s = _session_scope(cohort, pats, route, start_day, end_day, ["patient_id", flag if flagged else "_events"])
+    has = s[flag] if flagged else s["_events"].str.contains(f";{event};", regex=False)
     notes += ("Sessions without an adverse_events entry count as sessions without an event.",)
     if per == "session":
         return _proportion(metric, definition, has, n_eligible=len(s), attrition=0, conf_level=conf_level,
@@ -1044,7 +1047,7 @@ def bp_elevation_rate(cohort: Cohort, *, systolic: float = 165, diastolic: float
     pats, reason = _select(cohort, substance)
     if reason:
         return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
-    s = _session_scope(cohort, pats, route, 0, None)
+    s = _session_scope(cohort, pats, route, 0, None, ["patient_id", "bp_systolic_max", "bp_diastolic_max"])
     eligible = int(s["patient_id"].nunique())
     read = s[s["bp_systolic_max"].notna() | s["bp_diastolic_max"].notna()]
     if read.empty:
