@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -21,6 +22,11 @@ _TASKS: Sequence[Callable[[], Any]] = ()  # what a forked worker runs; set just 
 
 def _run(i: int) -> Any:
     return _TASKS[i]()
+
+
+def _worker_start() -> None:
+    """Ctrl-C is the parent's to handle: it stops the workers (a worker never prints a traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 WORKERS_ENV = "KAP_OUTCOMES_WORKERS"
@@ -49,7 +55,9 @@ def run_all(tasks: Sequence[Callable[[], Any]], *, workers: int = 1,
         _TASKS = tasks
         try:
             ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx,
+                                       initializer=_worker_start)
+            try:
                 futures = {pool.submit(_run, i): i for i in range(len(tasks))}
                 for f in as_completed(futures):
                     i = futures[f]
@@ -57,6 +65,12 @@ def run_all(tasks: Sequence[Callable[[], Any]], *, workers: int = 1,
                     done.add(i)
                     if on_done:
                         on_done(i)
+            except BaseException:  # Ctrl-C or an error in a task: stop the other workers now, not after their work
+                for proc in list(getattr(pool, "_processes", {}).values()):
+                    proc.terminate()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown()
             return out
         except BrokenProcessPool:
             pass  # the tasks not finished yet run below

@@ -52,12 +52,21 @@ def tree_pss_mb(root: int) -> float:
     return total / 1024
 
 
-def run(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """(wall seconds, peak MB of the process tree) of ``kap-outcomes <args>``."""
+def run(args: list[str], env: dict[str, str] | None = None, *, tree: bool = True) -> tuple[float, float]:
+    """(wall seconds, peak MB) of ``kap-outcomes <args>``: of the process tree (PSS, sampled), or with
+    ``tree=False`` for a command that does not fork, the command's own peak resident memory (no sampler taking
+    CPU time from the command on a small machine)."""
     exe = Path(sys.executable).with_name("kap-outcomes")
     peak = [0.0]
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    if not tree:
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status):
+            raise SystemExit(f"kap-outcomes {args[0]} exited with {os.waitstatus_to_exitcode(status)}")
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        return wall, usage.ru_maxrss / 1024
 
     def sample() -> None:
         while proc.poll() is None:
