@@ -262,7 +262,7 @@ def _measures(sess: pd.DataFrame, fu: pd.DataFrame, index_date: pd.Series, setti
     end = np.r_[start[1:], len(order)]
     mean = np.add.reduceat(value, start) / (end - start)
     first_day = index_date.to_numpy("datetime64[ns]")
-    days = (date[start] - first_day[pcode[start]]).astype("timedelta64[D]").astype(np.int64)
+    days = ((date[start] - first_day[pcode[start]]) // np.timedelta64(1, "D")).astype(np.int64)  # floor, as .dt.days
     keep = days >= -settings.baseline_window_days
     start, end, days = start[keep], end[keep], days[keep]
     return pd.DataFrame({

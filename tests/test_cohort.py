@@ -68,3 +68,22 @@ def test_patient_without_followup_is_excluded_from_survival_and_counted():
     assert not cohort.patients.iloc[0]["has_followup"]
     assert cohort.survival_patients.empty
     assert sum(cohort.exclusions.values()) == 1
+
+
+def test_long_table_averages_same_day_scores_keeps_order_and_drops_scores_before_the_baseline_window():
+    sessions = [
+        {"patient_id": "p2", "session_date": "2024-11-01", "session_type": "assessment", "phq9": 9},  # day -63
+        {"patient_id": "p2", "session_date": "2025-01-02", "session_type": "assessment", "phq9": 18},
+        {"patient_id": "p2", "session_date": "2025-01-03", "session_type": "ketamine", "route": "im", "phq9": 16},
+        {"patient_id": "p10", "session_date": "2025-01-03", "session_type": "ketamine", "route": "iv", "gad7": 12},
+    ]
+    fus = [{"patient_id": "p2", "assessment_date": "2025-01-03", "phq9": 13, "days_abstinent": 15, "window_days": 30},
+           {"patient_id": "p2", "assessment_date": "2025-02-02", "phq9": 8, "days_abstinent": 30, "window_days": 30}]
+    m = build_cohort(_exports(fus, sessions)).measures
+    assert m["patient_id"].tolist() == ["p10", "p2", "p2", "p2", "p2", "p2"]  # text order, then measure, then date
+    assert m["measure"].tolist() == ["gad7", "pda", "pda", "phq9", "phq9", "phq9"]
+    phq = m[(m["patient_id"] == "p2") & (m["measure"] == "phq9")]
+    assert phq["days"].tolist() == [-1, 0, 30]  # the day -63 score is outside the 30-day baseline window
+    assert phq["value"].tolist() == [18.0, 14.5, 8.0]  # day 0: session 16 and follow-up 13 averaged
+    assert phq["source"].tolist() == ["session", "followup", "followup"]  # a same-day pair: the follow-up's
+    assert phq["weeks"].tolist() == [-1 / 7, 0.0, 30 / 7]
