@@ -14,6 +14,7 @@ import pandas as pd
 from schemas.columns import COLUMNS
 
 _TRUE = {"yes", "true", "1", "y", "t"}
+_TYPED = {"date": "datetime64[ns]", "number": "float64", "integer": "float64"}
 _FALSE = {"no", "false", "0", "n", "f"}
 
 
@@ -25,10 +26,12 @@ def parse_bool(values: pd.Series) -> pd.Series:
     return out
 
 
-def coerce_canonical(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+def coerce_canonical(frame: pd.DataFrame, kind: str, *, parsed: bool = False) -> pd.DataFrame:
     """Give already-clean canonical columns their analysis dtypes; add missing optional columns.
 
-    Used on rows that passed validation, and by tests that build small exports by hand.
+    Used on rows that passed validation, and by tests that build small exports by hand. ``parsed=True``: the
+    columns come from validation's parser (text trimmed, categories lower-case, dates and numbers typed), so
+    only the dtypes are set, not the values cleaned again.
     """
     spec = COLUMNS[kind]
     out = pd.DataFrame(index=frame.index)
@@ -37,7 +40,11 @@ def coerce_canonical(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
             values = pd.Series(pd.NA, index=frame.index)
         else:
             values = frame[col]
-        if ctype == "date":
+        if parsed and ctype in ("date", "number", "integer") and values.dtype == _TYPED[ctype]:
+            out[col] = values
+        elif parsed and ctype not in ("date", "number", "integer", "boolean"):
+            out[col] = values.astype("string")  # trimmed (and lower-cased) by the parser already
+        elif ctype == "date":
             out[col] = pd.to_datetime(values, errors="coerce").astype("datetime64[ns]")
         elif ctype in ("number", "integer"):
             out[col] = pd.to_numeric(values, errors="coerce").astype("float64")

@@ -410,7 +410,7 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
 
 
 def _finish(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
-    out = coerce_canonical(frame, kind)
+    out = coerce_canonical(frame, kind, parsed=True)  # validated: dtypes only, values are clean
     return out.reset_index(drop=True)
 
 
