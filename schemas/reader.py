@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import re
 from dataclasses import dataclass, field
@@ -386,12 +387,19 @@ def _missing_to_none(values: pd.Series) -> pd.Series:
     import pyarrow.compute as pc
 
     arr = pc.utf8_trim_whitespace(text_array(values))
-    missing = pc.is_in(pc.ascii_lower(arr), value_set=_MISSING_SET.cast(arr.type))
+    missing = pc.is_in(arr, value_set=_MISSING_SET.cast(arr.type))
     arr = pc.if_else(missing, pa.scalar(None, type=arr.type), arr)
     return text_series(arr, values.index)
 
 
-_MISSING_SET = pa.array(sorted(MISSING_TOKENS), type=pa.string())
+def _case_variants(token: str) -> set[str]:
+    """Every upper/lower-case spelling of an ASCII token ("na" → na, nA, Na, NA)."""
+    return {"".join(c) for c in itertools.product(*[(ch.lower(), ch.upper()) if ch.isalpha() else (ch,)
+                                                     for ch in token])}
+
+
+# matching every case spelling spares a lower-cased copy of each column (the tokens are ASCII)
+_MISSING_SET = pa.array(sorted(set().union(*(_case_variants(t) for t in MISSING_TOKENS))), type=pa.string())
 
 
 def _missing_to_none_all(columns: dict[str, pd.Series]) -> dict[str, pd.Series]:

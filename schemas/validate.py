@@ -45,12 +45,17 @@ _DATE_HELP = {
 }
 
 
-def _to_float(text: pd.Series) -> pd.Series:
-    """Text → float64 (NaN where missing or not a number); Arrow's cast first, pandas only if a value is bad."""
+def _to_float(text: pd.Series, *, decimal_comma: bool = False) -> pd.Series:
+    """Text → float64 (NaN where missing or not a number); Arrow's cast first, pandas only if a value is bad.
+
+    ``decimal_comma``: "7,5" reads as 7.5 (commas become points, only when the plain cast fails).
+    """
     try:
         out = pc.cast(text_array(text), pa_.float64()).to_numpy(zero_copy_only=False)
         return pd.Series(out, index=text.index, dtype="float64")
     except (pa_.ArrowInvalid, pa_.ArrowTypeError):
+        if decimal_comma:
+            return _to_float(text.str.replace(",", ".", regex=False))
         return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
@@ -162,8 +167,7 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
                        f"not a valid date: {_DATE_HELP[order]}")
             typed[col] = parsed
         elif ctype in ("number", "integer"):
-            cleaned = text.str.replace(",", ".", regex=False) if ctype == "number" else text
-            parsed = _to_float(cleaned)
+            parsed = _to_float(text, decimal_comma=ctype == "number")
             bad = present & parsed.isna().to_numpy()
             issues.add(raw, bad, col, f"not a number; {_description(kind, col)}")
             if ctype == "integer":
