@@ -195,7 +195,7 @@ def _sniff_delimiter(header_line: str) -> str:
     return best if counts[best] > 0 else ","
 
 
-def _split_fast(data: bytes, delimiter: str, n_lines: int) -> tuple[list[str], pd.DataFrame] | None:
+def _split_fast(data: bytes | memoryview, delimiter: str, n_lines: int) -> tuple[list[str], pd.DataFrame] | None:
     """pyarrow parse of UTF-8 bytes; only when every record is exactly one physical line (line = index + 2).
 
     Every column is read as text (no type inference: the contract's types are applied in validation).
@@ -208,7 +208,7 @@ def _split_fast(data: bytes, delimiter: str, n_lines: int) -> tuple[list[str], p
 
     try:
         table = pacsv.read_csv(
-            io.BytesIO(data),
+            pa.BufferReader(pa.py_buffer(data)),  # the caller's bytes, not a copy
             read_options=pacsv.ReadOptions(autogenerate_column_names=True, block_size=_BLOCK_BYTES),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handler,
                                              newlines_in_values=False),
@@ -365,7 +365,7 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
     if _one_record_per_line(u8, breaks):
         end = _content_end(u8)
         n_lines = int(np.searchsorted(breaks, end)) + 1
-        fast = _split_fast(utf8[:end] + b"\n", delimiter, n_lines)
+        fast = _split_fast(memoryview(utf8)[:end], delimiter, n_lines)  # no copy of the file
     del utf8, u8
     issues: list[dict]
     if fast is not None:
