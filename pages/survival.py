@@ -56,15 +56,17 @@ milestones = curves.milestones.assign(
                     for g, r, e, lo, hi in zip(curves.milestones["group"], curves.milestones["n_risk"].fillna(0),
                                                curves.milestones["estimate"], curves.milestones["ci_low"],
                                                curves.milestones["ci_high"])])
-m1, m2 = st.columns(2)
-m1.markdown("**Median days to return to use (95% CI)**")
-m1.dataframe(medians[["group", "n", "n_event", "median"]].rename(
+# one under the other, full width: the four milestone columns with their CIs do not fit half the page
+st.markdown("**Median days to return to use (95% CI)**")
+st.dataframe(medians[["group", "n", "n_event", "median"]].rename(
     columns={"n": "patients", "n_event": "returned to use", "median": "median days"}), hide_index=True)
-m2.markdown("**Still without return to use at day 30 / 90 / 180 / 365**")
 if shown:
-    m1.caption(safe.notes[0])
-    m2.caption(f"Suppressed where fewer than {min_cell} patients are still at risk (small-cell rule).")
-m2.dataframe(milestones.pivot(index="group", columns="day", values="without_return").rename(columns=lambda d: f"day {d:g}"))
+    st.caption(safe.notes[0])
+st.markdown("**Still without return to use at day 30 / 90 / 180 / 365 (95% CI)**")
+if shown:
+    st.caption(f"Suppressed where fewer than {min_cell} patients are still at risk (small-cell rule).")
+st.dataframe(milestones.pivot(index="group", columns="day", values="without_return")
+             .rename(columns=lambda d: f"day {d:g}"), width="stretch")
 
 if by is not None:
     st.subheader("Comparing groups")

@@ -184,7 +184,8 @@ def forest_figure(comparison: GroupComparison, *, title: str | None = None, heig
     high = float(np.nanmax(rows["ci_high"].to_numpy(float)))
     span = [math.log10(min(low, 1.0)) - 0.1, math.log10(max(high, 1.0)) + 0.1]
     base_layout(fig, title=title, height=height or 180 + 40 * len(rows),
-                x_title=f"Hazard ratio, {comparison.conf_level:.0%} CI (log scale; below 1 = lower hazard of "
-                        "return to use)")
+                x_title=f"Hazard ratio, {comparison.conf_level:.0%} CI (log scale)<br>"
+                        "below 1 = lower hazard of return to use")  # two lines: fits a half-width column
     fig.update_xaxes(type="log", range=span)
+    fig.update_layout(margin={"b": 80})  # room for the two-line axis title
     return fig
