@@ -34,5 +34,10 @@ def test_workers_setting(monkeypatch):
     assert parallel.default_workers() == 1
     monkeypatch.setenv(parallel.WORKERS_ENV, "3")
     assert parallel.default_workers() == 3
-    monkeypatch.setenv(parallel.WORKERS_ENV, "lots")
-    assert 1 <= parallel.default_workers() <= 4
+    cpus = min(4, len(os.sched_getaffinity(0)))
+    monkeypatch.setenv(parallel.WORKERS_ENV, "lots")  # not a number: ignored
+    assert parallel.default_workers() == cpus
+    monkeypatch.setenv(parallel.WORKERS_ENV, "0")  # not a process count: ignored
+    assert parallel.default_workers() == cpus
+    monkeypatch.delenv(parallel.WORKERS_ENV)
+    assert parallel.default_workers() == cpus
