@@ -73,6 +73,16 @@ class Filters:
             kwargs[name] = values
         return cls(**kwargs)  # type: ignore[arg-type]
 
+    @classmethod
+    def from_view(cls, dates: object, lo: date, hi: date, **choices: object) -> Filters:
+        """The filters of a view's widgets: ``dates`` is a date-range choice (one date while the range is being
+        picked, or nothing) within the data's ``lo``–``hi``; a bound at the edge of the data is no bound."""
+        picked = dates if isinstance(dates, (tuple, list)) else (dates,) if dates else ()
+        start, end = (picked[0], picked[1]) if len(picked) == 2 else (picked[0], hi) if picked else (lo, hi)
+        values = {name: tuple(choices.get(name) or ()) for name in FILTER_COLUMNS}
+        return cls(start=start if start != lo else None, end=end if end != hi else None,
+                   **values)  # type: ignore[arg-type]
+
     def with_(self, **changes: object) -> "Filters":
         return replace(self, **changes)  # type: ignore[arg-type]
 

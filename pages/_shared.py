@@ -146,15 +146,6 @@ def show_notes(notes: tuple[str, ...] | list[str]) -> None:
         st.caption(shown_text(note))
 
 
-def _filters_from_widgets(lo, hi) -> Filters:
-    dates = st.session_state.get(Key.F_DATES) or (lo, hi)
-    if not isinstance(dates, (tuple, list)):
-        dates = (dates,)
-    start, end = (dates[0], dates[1]) if len(dates) == 2 else (dates[0], hi)
-    kwargs = {name: tuple(st.session_state.get(key) or ()) for name, key in _FILTER_KEYS.items()}
-    return Filters(start=start if start != lo else None, end=end if end != hi else None, **kwargs)
-
-
 def view_filters(cohort: Cohort) -> Filters:
     """Global filters in the sidebar, kept in the URL so a pasted link reproduces the view.
 
@@ -181,7 +172,8 @@ def view_filters(cohort: Cohort) -> Filters:
         for name, key in _FILTER_KEYS.items():
             if options[name]:
                 st.multiselect(labels[name], options=options[name], key=key, placeholder="All")
-    filters = _filters_from_widgets(lo, hi)
+    filters = Filters.from_view(st.session_state.get(Key.F_DATES), lo, hi,
+                                **{name: st.session_state.get(key) for name, key in _FILTER_KEYS.items()})
     st.session_state[Key.FILTERS_READ] = filters
     query = filters.to_query()
     if st.query_params.to_dict() != query:

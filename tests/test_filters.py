@@ -29,3 +29,12 @@ def test_query_round_trip_ignores_values_not_in_the_allow_list():
     assert Filters.from_query(f.to_query(), allowed=allowed) == f
     hostile = Filters.from_query({"program": "x,<script>", "from": "notadate", "site": "Q"}, allowed=allowed)
     assert hostile == Filters(program=("x",))
+
+
+def test_view_widgets_give_filters_with_bounds_at_the_data_edges_left_open():
+    lo, hi, mid = date(2025, 1, 1), date(2025, 12, 31), date(2025, 6, 1)
+    assert Filters.from_view((lo, hi), lo, hi) == Filters()
+    assert Filters.from_view(None, lo, hi) == Filters()
+    assert Filters.from_view((mid, hi), lo, hi, site=["Harbor"]) == Filters(start=mid, site=("Harbor",))
+    assert Filters.from_view(mid, lo, hi) == Filters(start=mid)  # one date picked so far: from it to the end
+    assert Filters.from_view((lo, mid), lo, hi, program=None) == Filters(end=mid)
