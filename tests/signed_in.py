@@ -21,3 +21,13 @@ def dashboard_as(email: str | None, roles: Mapping[str, Any], *, timeout: float 
         at.secrets["roles"] = dict(roles)
         at.user = {"is_logged_in": True, "email": email, "name": email.split("@")[0]}
     return at
+
+
+def upload_on_data_page(at: AppTest, sessions: bytes, followups: bytes) -> None:
+    """Open the Data page of ``at``, upload the two exports and accept them."""
+    at.switch_page("pages/data.py").run()
+    at.file_uploader(key="up_sessions").set_value(("sessions.csv", sessions, "text/csv"))
+    at.file_uploader(key="up_followups").set_value(("followups.csv", followups, "text/csv"))
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["source"] == "upload"

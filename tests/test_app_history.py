@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from signed_in import AUTH, dashboard_as
+from signed_in import AUTH, dashboard_as, upload_on_data_page
 from streamlit.testing.v1 import AppTest
 
 from analytics.store import DATA_DIR_ENV, open_store
@@ -36,12 +36,7 @@ def _app(email: str | None = None) -> AppTest:
 
 
 def _upload(at: AppTest, sessions: bytes = S, followups: bytes = F) -> None:
-    at.switch_page("pages/data.py").run()
-    at.file_uploader(key="up_sessions").set_value(("sessions.csv", sessions, "text/csv"))
-    at.file_uploader(key="up_followups").set_value(("followups.csv", followups, "text/csv"))
-    at.button[0].click().run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert at.session_state["source"] == "upload"
+    upload_on_data_page(at, sessions, followups)
 
 
 def _history(at: AppTest) -> AppTest:

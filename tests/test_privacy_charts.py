@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from signed_in import dashboard_as
+from signed_in import dashboard_as, upload_on_data_page
 from streamlit.testing.v1 import AppTest
 
 from analytics import benchmarks, qi, safety, survival
@@ -432,12 +432,7 @@ ROLES = {"dana@clinic.org": "director", "cleo@clinic.org": "clinician"}
 def _data_page(email: str | None) -> AppTest:
     at = dashboard_as(email, ROLES, timeout=90)
     at.run()
-    at.switch_page("pages/data.py").run()
-    at.file_uploader(key="up_sessions").set_value(("sessions.csv", S, "text/csv"))
-    at.file_uploader(key="up_followups").set_value(("followups.csv", F, "text/csv"))
-    at.button[0].click().run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert at.session_state["source"] == "upload"
+    upload_on_data_page(at, S, F)
     return at
 
 
