@@ -6,11 +6,23 @@ holds what they share: a colour-blind-safe palette (Okabe–Ito) and the common 
 
 from __future__ import annotations
 
+import textwrap
+
 import plotly.graph_objects as go
 
 # Okabe & Ito (2008) colour-blind-safe palette, black last.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 FONT = "DejaVu Sans, Arial, sans-serif"
+NOTE_GREY = "#6E6E6E"
+
+
+def note_under_axis(fig: go.Figure, text: str) -> None:
+    """Grey lines under the x-axis title (e.g. what the small-cell rule left out): an axis title sits below the tick
+    labels however tall they are, and the report shows it too."""
+    lines = "<br>".join(textwrap.wrap(text, 110))
+    title = fig.layout.xaxis.title.text or ""
+    fig.update_xaxes(title_text=f"{title}<br><span style='font-size:11px;color:{NOTE_GREY}'>{lines}</span>")
+    fig.update_layout(margin={"b": 90 + 14 * lines.count("<br>")})
 
 
 def colour(i: int) -> str:

@@ -11,32 +11,21 @@ denominator), so such points are not drawn at all, nor are the points hidden to 
 
 from __future__ import annotations
 
-import textwrap
-
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analytics.plots import PALETTE, base_layout, rgba
+from analytics.plots import NOTE_GREY, PALETTE, base_layout, note_under_axis, rgba
 from analytics.privacy import SuppressedCells, hidden_rate_points, rate_is_safe, suppress_flow
 from analytics.qi import ControlChart, FlowTable, FunnelResult
 
-BLUE, ORANGE, GREEN, VERMILLION, GREY = PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[5], "#6E6E6E"
+BLUE, ORANGE, GREEN, VERMILLION, GREY = PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[5], NOTE_GREY
 
 
 def _y_title(kpi: str | None) -> str:
     if kpi in ("ae_rate", "ae_sessions"):
         return "Ketamine sessions with an adverse event (%)"
     return "Patients meeting the measure (%)"
-
-
-def _hidden_note(fig: go.Figure, text: str) -> None:
-    """Grey lines under the x-axis title saying what the small-cell rule left out (an axis title sits below the
-    tick labels however tall they are; the report shows it too)."""
-    lines = "<br>".join(textwrap.wrap(text, 110))
-    title = fig.layout.xaxis.title.text or ""
-    fig.update_xaxes(title_text=f"{title}<br><span style='font-size:11px;color:{GREY}'>{lines}</span>")
-    fig.update_layout(margin={"b": 90 + 14 * lines.count("<br>")})
 
 
 def control_chart(chart: ControlChart, *, title: str | None = None, y_title: str | None = None,
@@ -88,7 +77,7 @@ def control_chart(chart: ControlChart, *, title: str | None = None, y_title: str
                 y_title=y_title or _y_title(chart.kpi))
     if hide.any():
         k = int(hide.sum())
-        _hidden_note(fig, f"{k} month{'s' if k != 1 else ''} not drawn (small-cell rule: a count from 1 to "
+        note_under_axis(fig, f"{k} month{'s' if k != 1 else ''} not drawn (small-cell rule: a count from 1 to "
                           f"{min_cell - 1} behind the rate, or hidden so that one cannot be worked out)."
                      + ("" if total_safe else " Centre line not shown: its counts are small."))
     fig.update_yaxes(rangemode="tozero")
@@ -157,7 +146,7 @@ def funnel_plot(result: FunnelResult, *, title: str | None = None, y_title: str 
                 x_title=f"Number of {unit_word} (n)", y_title=y_title or _y_title(result.kpi))
     if hide.any():
         names = ", ".join(str(v) for v in u.loc[hide, "unit"])
-        _hidden_note(fig, f"Not drawn (small-cell rule: a count from 1 to {min_cell - 1} behind the rate, or hidden "  # type: ignore[operator]
+        note_under_axis(fig, f"Not drawn (small-cell rule: a count from 1 to {min_cell - 1} behind the rate, or hidden "  # type: ignore[operator]
                           f"so that one cannot be worked out): {names}."
                      + ("" if total_safe else " Overall line not shown: its counts are small."))
     fig.update_yaxes(range=[0, 100])

@@ -10,30 +10,18 @@ routes' total (``*_cells`` functions, shared with the Safety page's tables). The
 
 from __future__ import annotations
 
-import textwrap
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analytics.plots import PALETTE, base_layout, colour, rgba
+from analytics.plots import PALETTE, base_layout, colour, note_under_axis, rgba
 from analytics.privacy import SuppressedCells, hidden_rate_points, suppress_cells
 from analytics.safety import ALL, AdverseEventRates, SafetyComparison, SafetyTrend, VitalSignShares
 
 METRIC_LABELS = {"ae_sessions": "Sessions with an adverse event", "ae_per_session": "Adverse events per 100 sessions",
                  "bp_raised": "Sessions with raised blood pressure", "hr_raised": "Sessions with raised heart rate"}
-
-
-GREY = "#6E6E6E"
-
-
-def _note(fig: go.Figure, text: str) -> None:
-    """Grey lines under the x-axis title saying what the small-cell rule left out."""
-    lines = "<br>".join(textwrap.wrap(text, 110))
-    title = fig.layout.xaxis.title.text or ""
-    fig.update_xaxes(title_text=f"{title}<br><span style='font-size:11px;color:{GREY}'>{lines}</span>")
-    fig.update_layout(margin={"b": 90 + 14 * lines.count("<br>")})
 
 
 def _small_note(k: int, what: str, min_cell: int | None) -> str:
@@ -129,7 +117,7 @@ def adverse_events_chart(rates: AdverseEventRates, *, unit_of_analysis: Literal[
         default = "Patients with an adverse event, by type and route (per patient)"
     base_layout(fig, title=title or default, x_title="Adverse event", y_title=y)
     if n_hidden:
-        _note(fig, _small_note(n_hidden, "bar", min_cell))
+        note_under_axis(fig, _small_note(n_hidden, "bar", min_cell))
     fig.update_layout(barmode="group")
     fig.update_yaxes(rangemode="tozero")
     return fig
@@ -174,7 +162,7 @@ def vital_signs_trend(trend: SafetyTrend, *, metrics: tuple[str, ...] = ("bp_rai
     base_layout(fig, title=title or "Raised blood pressure and heart rate by month (per session)",
                 x_title="Month", y_title=y)
     if hidden:
-        _note(fig, _small_note(len(hidden), "month", min_cell))
+        note_under_axis(fig, _small_note(len(hidden), "month", min_cell))
     fig.update_yaxes(rangemode="tozero")
     return fig
 
@@ -239,7 +227,7 @@ def published_comparison_chart(comp: SafetyComparison, *, title: str | None = No
     base_layout(fig, title=title or f"Safety: this clinic beside published figures ({unit})", x_title=x_title,
                 height=max(360, 34 * len(t) + 160))
     if not ok.all():
-        _note(fig, _small_note(int((~ok).sum()), "clinic figure", min_cell))
+        note_under_axis(fig, _small_note(int((~ok).sum()), "clinic figure", min_cell))
     fig.update_xaxes(range=[-2, 100])
     fig.update_layout(margin={"l": 330}, showlegend=True)
     return fig
