@@ -40,7 +40,7 @@ import pandas as pd
 
 from analytics.cohort import Cohort, ids_in
 from analytics.errors import InsufficientData
-from analytics.intervals import poisson_exact_ci, wilson_ci, z_crit
+from analytics.intervals import poisson_exact_ci, wilson_ci
 from analytics.privacy import note_n
 from schemas.columns import ADVERSE_EVENTS
 
@@ -51,14 +51,7 @@ Period = tuple[date | pd.Timestamp | str, date | pd.Timestamp | str]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Intervals
-
-
-_z = z_crit  # wilson_ci and poisson_exact_ci live in analytics/intervals.py (shared with benchmarks)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Settings
+# Settings (intervals: analytics/intervals.py, shared with benchmarks and the other analyses)
 
 
 @dataclass(frozen=True)

@@ -160,16 +160,14 @@ def _slope_rows(cohort: Cohort, variable: str, levels: list[str], treated: str, 
     pts = cohort.patients
     level = pts[variable].astype("string")
     arm = pts["program"].astype("string")
-    codes, uniques = pd.factorize(level)
-    position = {str(u): i for i, u in enumerate(uniques)}
+    masks = _level_masks(level, levels)
     is_treated = (arm == treated).fillna(False).to_numpy(dtype=bool)
     is_control = (arm == control).fillna(False).to_numpy(dtype=bool)
     rows = []
     usable = []
     for lv in levels:
-        in_level = codes == position.get(lv, -2)
-        n_t = int((in_level & is_treated).sum())
-        n_c = int((in_level & is_control).sum())
+        n_t = int((masks[lv] & is_treated).sum())
+        n_c = int((masks[lv] & is_control).sum())
         rows.append({"outcome": "phq9_slope_difference", "variable": variable, "level": lv, "n_treated": n_t,
                      "n_control": n_c, "n_event": np.nan, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
                      "interaction_p": np.nan})

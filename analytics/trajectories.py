@@ -398,7 +398,6 @@ class AbstinenceGEE:
 
 
 # --------------------------------------------------------------------------------------------- helpers
-_z = z_crit
 
 
 def _label(measure: str) -> str:
@@ -747,7 +746,7 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     ``vcov`` (conditional on the variance estimates); p-values and intervals use the normal distribution (Wald),
     as statsmodels does. A singular or non-converged random-slope fit falls back to a random intercept (notes).
     """
-    z = _z(conf_level)
+    z = z_crit(conf_level)
     adjust = tuple(adjust)
     if prepared is None:
         prepared = prepare_scores(cohort, measure)
@@ -830,7 +829,7 @@ def predicted_means(fit: TrajectoryFit, *, weeks: np.ndarray | list[float] | Non
         ``table`` columns ``group``, ``weeks``, ``estimate``, ``se``, ``ci_low``, ``ci_high``.
     """
     conf_level = fit.conf_level if conf_level is None else conf_level
-    z = _z(conf_level)
+    z = z_crit(conf_level)
     if weeks is None:
         lo = max(0.0, fit.weeks_range[0])
         weeks = np.linspace(lo, fit.weeks_range[1], 61)
@@ -1119,7 +1118,7 @@ def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = 
     statsmodels PHReg, Efron ties) avoids that bias. McInnes et al. 2022 report about 80 % sustained at 4 weeks and
     60 % at 8 weeks without maintenance.
     """
-    z = _z(conf_level)
+    z = z_crit(conf_level)
     resp = _responders(cohort, min_baseline)
     if len(resp) < MIN_PATIENTS:
         raise InsufficientData(f"Durability of response needs at least {MIN_PATIENTS} PHQ-9 responders with a "
@@ -1244,7 +1243,7 @@ def abstinence_gee(cohort: Cohort, *, by: str | None = None, reference: str | No
     from statsmodels.genmod.cov_struct import Exchangeable
     from statsmodels.genmod.generalized_estimating_equations import GEE
 
-    z = _z(conf_level)
+    z = z_crit(conf_level)
     d = abstinence_frame(cohort)
     groups = _groups_of(cohort, by)
     d["_group"] = d["patient_id"].map(groups)
