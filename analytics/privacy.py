@@ -49,7 +49,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -60,9 +60,9 @@ OFF_NOTE = "Suppression OFF: internal use only. Counts from 1 to {hi} are shown;
 _P = (1 << 61) - 1  # prime modulus of the exact elimination in the audit
 COMPLEMENT_MARK = "*"  # shown in place of a cell hidden only so that a small one cannot be worked out
 
-__all__ = ["SuppressedCells", "SuppressedTable", "fraction_text", "hidden_rate_points", "is_small", "issue_counts",
-           "mask_text", "note_n", "note_of", "rate_is_safe", "render_note", "render_notes", "suppress_cells",
-           "suppress_counts", "suppress_flow", "suppress_km"]
+__all__ = ["SuppressedCells", "SuppressedTable", "file_count_cells", "fraction_text", "hidden_rate_points", "is_small",
+           "issue_counts", "mask_text", "note_n", "note_of", "rate_is_safe", "render_note", "render_notes",
+           "suppress_cells", "suppress_counts", "suppress_flow", "suppress_km"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -102,10 +102,15 @@ def rate_is_safe(numerator: float | None, denominator: float | None, *, min_cell
                 and is_small(float(denominator) - float(numerator), min_cell=min_cell))  # type: ignore[arg-type]
 
 
+def _small_label(min_cell: int) -> str:
+    """What a hidden small count shows: ``"<11"`` (``formatting.SUPPRESSED``) or ``"<min_cell"``."""
+    return formatting.SUPPRESSED if min_cell == 11 else f"<{min_cell}"
+
+
 def mask_text(n: float | None, *, min_cell: int = 11, enabled: bool = True) -> str:
     """A single count as text: ``"<11"`` when it is 1–10 and suppression is on, else ``"1,234"``/``"—"``."""
     if enabled and is_small(n, min_cell=min_cell):
-        return formatting.SUPPRESSED if min_cell == 11 else f"<{min_cell}"
+        return _small_label(min_cell)
     if _is_missing(n):
         return "—"
     return formatting.count(round(float(n)))  # type: ignore[arg-type]
@@ -213,7 +218,7 @@ class SuppressedTable:
         """
         formatters = dict(formatters or {})
         out = self.table.astype(object).copy()
-        small = formatting.SUPPRESSED if self.min_cell == 11 else f"<{self.min_cell}"
+        small = _small_label(self.min_cell)
         for col in self.mask.columns:
             fmt = formatters.get(col)
             values = []
@@ -922,7 +927,7 @@ class SuppressedCells:
         """The count as display text: ``"<11"`` (small), ``"*"`` (complementary), else ``"1,234"``/``"—"``."""
         if self.hidden.get(key, False):
             if self.primary.get(key, False):
-                return formatting.SUPPRESSED if self.min_cell == 11 else f"<{self.min_cell}"
+                return _small_label(self.min_cell)
             return COMPLEMENT_MARK
         return mask_text(self.values.get(key), min_cell=self.min_cell, enabled=False)
 
@@ -1081,6 +1086,26 @@ def suppress_flow(steps: pd.DataFrame, losses: pd.DataFrame, *, min_cell: int = 
 
 
 ALL_LABEL = "(all)"
+
+
+def file_count_cells(files: Mapping[str, Any], n_patients: int, *, min_cell: int = 11,
+                     enabled: bool = True) -> SuppressedCells:
+    """The data-quality counts of an upload after small-cell suppression.
+
+    ``files``: file kind → ``schemas.frames.FileReport``. Keys ``("rows", kind)``, ``("accepted", kind)``,
+    ``("aside", kind)``, ``("out", kind)``, ``("merged", kind)`` and ``("patients",)``; accepted + set aside = rows
+    read (and, for a long file, follow-ups + merged = accepted) are the relations a reader could use.
+    """
+    counts: dict[object, float | None] = {("patients",): n_patients}
+    relations: list[tuple[Sequence[object], object]] = []
+    for kind, report in files.items():
+        counts.update({("rows", kind): report.rows, ("accepted", kind): report.accepted,
+                       ("aside", kind): report.quarantined, ("out", kind): report.output_rows,
+                       ("merged", kind): report.merged})
+        relations.append(([("accepted", kind), ("aside", kind)], ("rows", kind)))
+        if report.long_format:
+            relations.append(([("out", kind), ("merged", kind)], ("accepted", kind)))
+    return suppress_cells(counts, sums=relations, min_cell=min_cell, enabled=enabled)
 
 
 def issue_counts(issues: pd.DataFrame, *, min_cell: int = 11, enabled: bool = True) -> pd.DataFrame:

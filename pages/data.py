@@ -7,7 +7,7 @@ import streamlit as st
 
 from analytics.access import ROW_LEVEL_ROLES
 from analytics.errors import OutcomesError
-from analytics.privacy import issue_counts, suppress_cells
+from analytics.privacy import file_count_cells, issue_counts
 from analytics.safe_export import to_safe_csv
 from analytics.store import StoreBusy, open_store
 from pages._auth import audit_export, current_user, has_role
@@ -114,15 +114,7 @@ if note := st.session_state.pop("store_note", None):
     st.warning(note)
 st.subheader("Data-quality report" + (" (sample clinic)" if source == "sample" else ""))
 row_level = has_role(*ROW_LEVEL_ROLES)  # sees the rows themselves, so exact counts; a director sees aggregates
-counts: dict[object, float | None] = {("patients",): data.n_patients}
-relations = []
-for kind, report in data.files.items():
-    counts.update({("rows", kind): report.rows, ("accepted", kind): report.accepted,
-                   ("aside", kind): report.quarantined, ("out", kind): report.output_rows, ("merged", kind): report.merged})
-    relations.append(([("accepted", kind), ("aside", kind)], ("rows", kind)))
-    if report.long_format:
-        relations.append(([("out", kind), ("merged", kind)], ("accepted", kind)))
-shown = suppress_cells(counts, sums=relations, enabled=not row_level)
+shown = file_count_cells(data.files, data.n_patients, enabled=not row_level)
 cols = st.columns(len(data.files) + 1)
 for col, (kind, report) in zip(cols, data.files.items()):
     col.metric(f"{kind}.csv rows read", shown.text(("rows", kind)))
