@@ -64,6 +64,11 @@ class _Pack:
         anchor = title.lower().replace(" ", "-")
         self.parts.append(f'<h2 id="{anchor}">{html.escape(title)}</h2>')
 
+    @property
+    def chart_min_cell(self) -> int | None:
+        """The ``min_cell`` a chart builder takes: the threshold when suppression is on, None when it is off."""
+        return self.min_cell if self.suppress else None
+
     def text(self, text: str) -> str:
         """Counts marked in a note (privacy.note_n) as this pack shows them."""
         return render_note(text, min_cell=self.min_cell, enabled=self.suppress)
@@ -161,7 +166,7 @@ def _kpis(pack: _Pack, cohort: Cohort) -> None:
 
 def _flow(pack: _Pack, cohort: Cohort, data: ValidatedExports) -> None:
     flow = qi.patient_flow(cohort, uploaded_rows=sum(r.rows for r in data.files.values()), quarantined=data.issues)
-    pack.figure(qplots.flow_diagram(flow, min_cell=pack.min_cell if pack.suppress else None))
+    pack.figure(qplots.flow_diagram(flow, min_cell=pack.chart_min_cell))
     pack.table(flow.steps[["label", "n", "unit"]], counts=("n",))
     pack.table(flow.losses, counts=("n",))
     pack.notes(flow.notes)
@@ -204,19 +209,19 @@ def _trajectories(pack: _Pack, cohort: Cohort) -> None:
     fit = trajectories.fit_trajectory(cohort, measure="phq9", by="program")
     pack.figure(tplots.mean_trajectory(trajectories.predicted_means(fit),
                                        lines=trajectories.patient_lines(cohort, measure="phq9", by="program"),
-                                       min_cell=pack.min_cell if pack.suppress else None))
+                                       min_cell=pack.chart_min_cell))
     r = fit.random
     pack.p(f"Model {fit.formula} by {fit.method}: {pack.count(fit.n_patients)} patients, "
-           f"{pack.count(fit.n_obs)} scores, {'converged' if fit.converged else 'did not converge'}; SD of starting level "
-           f"{fmt.num(r.get('sd_intercept'))}, of weekly slope {fmt.num(r.get('sd_slope'), 3)}, residual "
-           f"{fmt.num(r.get('sd_residual'))}.")
+           f"{pack.count(fit.n_obs)} scores, {'converged' if fit.converged else 'did not converge'}; SD of "
+           f"starting level {fmt.num(r.get('sd_intercept'))}, of weekly slope {fmt.num(r.get('sd_slope'), 3)}, "
+           f"residual {fmt.num(r.get('sd_residual'))}.")
     fx = fit.fixed
     pack.table(pd.DataFrame({"term": fx["term"], "estimate (95% CI)": [
         fmt.ci(e, lo, hi, 3) for e, lo, hi in zip(fx["estimate"], fx["ci_low"], fx["ci_high"])],
         "p": [fmt.p_value(p) for p in fx["p"]]}))
     pack.notes(fit.notes)
     rr = trajectories.response_remission(cohort)
-    pack.figure(tplots.response_remission_bars(rr, min_cell=pack.min_cell if pack.suppress else None))
+    pack.figure(tplots.response_remission_bars(rr, min_cell=pack.chart_min_cell))
     t = rr.table
     pack.table(pd.DataFrame({"week": t["weeks"], "outcome": t["outcome"], "patients with a score": t["n"],
                              "rate (95% CI)": [pack.rate(k, n, fmt.pct_ci(e, lo, hi)) for k, n, e, lo, hi in
@@ -224,15 +229,15 @@ def _trajectories(pack: _Pack, cohort: Cohort) -> None:
                counts=("patients with a score",))
     pack.notes(rr.notes)
     dur = trajectories.response_durability(cohort)
-    pack.figure(tplots.durability_curves(dur, min_cell=pack.min_cell if pack.suppress else None))
+    pack.figure(tplots.durability_curves(dur, min_cell=pack.chart_min_cell))
     pack.notes(dur.notes)
 
 
 def _benchmarks(pack: _Pack, cohort: Cohort) -> None:
     comp = benchmarks.compare(cohort)
-    pack.figure(bplots.forest(comp, domain="efficacy", min_cell=pack.min_cell if pack.suppress else None))
+    pack.figure(bplots.forest(comp, domain="efficacy", min_cell=pack.chart_min_cell))
     t = comp.table[comp.table["domain"] == "efficacy"]
-    cells = bplots.clinic_cells(comp.table, min_cell=pack.min_cell if pack.suppress else None)
+    cells = bplots.clinic_cells(comp.table, min_cell=pack.chart_min_cell)
     shown = [bplots.clinic_shown(cells, row) for _, row in t.iterrows()]
     pack.table(pd.DataFrame({
         "id": t["id"], "metric": t["metric"], "published": t["published_text"], "status": t["status_label"],
@@ -248,7 +253,7 @@ def _benchmarks(pack: _Pack, cohort: Cohort) -> None:
 
 def _safety(pack: _Pack, cohort: Cohort) -> None:
     rates = safety.adverse_event_rates(cohort)
-    pack.figure(splots.adverse_events_chart(rates, unit_of_analysis="session", min_cell=pack.min_cell if pack.suppress else None))
+    pack.figure(splots.adverse_events_chart(rates, unit_of_analysis="session", min_cell=pack.chart_min_cell))
     vit = safety.vital_sign_elevations(cohort)
     v = vit.table
     pack.table(pd.DataFrame({"unit": v["unit_of_analysis"], "measure": v["measure"], "route": v["route"],
@@ -258,26 +263,25 @@ def _safety(pack: _Pack, cohort: Cohort) -> None:
                                                     v["ci_high"])]}), counts=("with readings",))
     pack.notes(vit.notes)
     pub = safety.published_comparison(cohort)
-    pack.figure(splots.published_comparison_chart(pub, min_cell=pack.min_cell if pack.suppress else None))
+    pack.figure(splots.published_comparison_chart(pub, min_cell=pack.chart_min_cell))
     pack.notes(pub.notes)
 
 
 def _subgroups(pack: _Pack, cohort: Cohort) -> None:
     result = who_benefits(cohort)
-    min_cell = pack.min_cell if pack.suppress else None
-    pack.figure(subgroup_forest(result, outcome="relapse_hr", min_cell=min_cell))
-    pack.figure(subgroup_forest(result, outcome="phq9_slope_difference", min_cell=min_cell))
+    pack.figure(subgroup_forest(result, outcome="relapse_hr", min_cell=pack.chart_min_cell))
+    pack.figure(subgroup_forest(result, outcome="phq9_slope_difference", min_cell=pack.chart_min_cell))
     pack.notes(result.notes)
 
 
 def _spc(pack: _Pack, cohort: Cohort) -> None:
     for kpi in ("induction_completion", "followup_90"):
         chart = qi.control_chart(cohort, kpi=kpi)
-        pack.figure(qplots.control_chart(chart, min_cell=pack.min_cell if pack.suppress else None))
+        pack.figure(qplots.control_chart(chart, min_cell=pack.chart_min_cell))
         pack.notes(chart.notes)
     for unit in ("site", "clinician"):
         result = qi.funnel(cohort, unit=unit, kpi="induction_completion")
-        pack.figure(qplots.funnel_plot(result, min_cell=pack.min_cell if pack.suppress else None))
+        pack.figure(qplots.funnel_plot(result, min_cell=pack.chart_min_cell))
         pack.notes(result.notes)
 
 
