@@ -4,7 +4,8 @@
   pattern) against the blocks of the materialised design (:func:`analytics.lmm.build_blocks`): same sufficient
   statistics, deviance, gradient and fit.
 * The optimum does not depend on the start values (Newton polish) nor on a warm start (Newton steps from a related
-  model's estimate), and a warm start far from the optimum falls back to the quasi-Newton run.
+  model's estimate), and a warm start far from the optimum falls back to the cold path. The cold path (damped
+  Newton steps, no SciPy) reaches the optimum of the bounded quasi-Newton run, which takes over for boundary fits.
 * ``fit_trajectory`` with shared prepared scores and a start equals the plain call; the arm × level model of the
   who-benefits analysis equals statsmodels ``MixedLM`` on a small sample.
 """
@@ -140,11 +141,11 @@ def test_warm_start_near_the_optimum_takes_newton_steps_to_the_same_optimum():
     assert _rel(warm.beta, cold.beta) < 1e-8 and _rel(warm.se, cold.se) < 1e-8
 
 
-def test_warm_start_far_from_the_optimum_falls_back_to_the_quasi_newton_run():
+def test_warm_start_far_from_the_optimum_falls_back_to_the_cold_path():
     _, fac = both_blocks(simulate(seed=6))
     cold = lmm.fit_blocks(fac)
     far = lmm.fit_blocks(fac, start=np.array([3.0, 0.5, 0.2]), warm=True)
-    assert not far.message.startswith("Newton") and far.converged
+    assert far.message == "damped Newton steps" and far.converged
     assert _rel(far.beta, cold.beta) < 1e-8 and _rel(far.se, cold.se) < 1e-8
 
 
@@ -232,3 +233,44 @@ def test_arm_by_level_model_equals_statsmodels_mixedlm_and_naive_gls_on_a_small_
         xtvy += X[m].T @ v_inv @ y[m]
     assert _rel(est, np.linalg.solve(xtvx, xtvy)) < 1e-8
     assert _rel(se, np.sqrt(np.diag(np.linalg.inv(xtvx)))) < 1e-8
+
+
+def test_cold_fit_takes_damped_newton_steps_to_the_quasi_newton_optimum(monkeypatch):
+    for seed in (6, 7, 8):
+        dense, fac = both_blocks(simulate(seed=seed), covariates=seed == 7, max_pattern_share=1.0)
+        for blk in (dense, fac):
+            for reml in (True, False):
+                newton = lmm.fit_blocks(blk, reml=reml)
+                with monkeypatch.context() as m:
+                    m.setattr(lmm, "_damped_newton", lambda *a, **k: (None, 0))
+                    quasi = lmm.fit_blocks(blk, reml=reml)
+                assert newton.message == "damped Newton steps" and newton.converged
+                assert quasi.message != newton.message and quasi.converged
+                assert _rel(newton.beta, quasi.beta) < 1e-8 and _rel(newton.se, quasi.se) < 1e-8
+                assert _rel(newton.theta, quasi.theta) < 1e-7
+                assert newton.deviance <= quasi.deviance + 1e-9 * abs(quasi.deviance)
+
+
+def test_boundary_fit_leaves_damped_newton_for_the_bounded_optimiser():
+    """No random slope in the data: Λ[1,1] goes to its bound 0, which only the bounded optimiser handles."""
+    rng = np.random.default_rng(11)
+    n, k = 150, 5
+    ids = np.repeat(np.arange(n), k)
+    t = np.tile(np.arange(k, dtype=float), n)
+    y = 10 + rng.normal(0, 2, n)[ids] - 0.3 * t + rng.normal(0, 1, n * k)
+    fit = lmm.fit_lmm(y, np.column_stack([np.ones(n * k), t]), ids, t)
+    assert fit.message != "damped Newton steps" and fit.singular and fit.theta[2] < lmm.SINGULAR_TOL
+    assert fit.beta[1] == pytest.approx(-0.3, abs=0.05)
+
+
+def test_a_cold_fit_does_not_import_the_scipy_optimiser():
+    """``kap-outcomes analyze`` fits the default model without paying for ``import scipy.optimize`` (0.13 s)."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np\nfrom analytics import lmm\nrng = np.random.default_rng(1)\n"
+            "ids = np.repeat(np.arange(300), 4); t = np.tile(np.arange(4.0), 300)\n"
+            "y = 10 + rng.normal(0, 2, 300)[ids] + (-0.3 + rng.normal(0, 0.3, 300)[ids]) * t + rng.normal(0, 1, 1200)\n"
+            "fit = lmm.fit_lmm(y, np.column_stack([np.ones(1200), t]), ids, t)\n"
+            "print(fit.message, fit.converged, 'scipy.optimize' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["damped", "Newton", "steps", "True", "False"]
