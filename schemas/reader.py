@@ -198,7 +198,10 @@ def _sniff_delimiter(header_line: str) -> str:
 def _split_fast(data: bytes | memoryview, delimiter: str, n_lines: int) -> tuple[list[str], pd.DataFrame] | None:
     """pyarrow parse of UTF-8 bytes; only when every record is exactly one physical line (line = index + 2).
 
-    Every column is read as text (no type inference: the contract's types are applied in validation).
+    Every column is read as text (no type inference: the contract's types are applied in validation). Arrow's
+    parser turns the missing tokens into missing values as it splits (in parallel, no pass of our own); a column
+    with a value that starts or ends with white space is cleaned afterwards by :func:`_missing_to_none` (trim,
+    then tokens), so ``" NA "`` is missing too.
     """
     bad: list[int] = []
 
@@ -212,19 +215,47 @@ def _split_fast(data: bytes | memoryview, delimiter: str, n_lines: int) -> tuple
             read_options=pacsv.ReadOptions(autogenerate_column_names=True, block_size=_BLOCK_BYTES),
             parse_options=pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handler,
                                              newlines_in_values=False),
-            convert_options=pacsv.ConvertOptions(strings_can_be_null=False, quoted_strings_can_be_null=False,
-                                                 null_values=[], column_types=_ALL_TEXT),
+            convert_options=pacsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=True,
+                                                 null_values=_MISSING_LIST, column_types=_ALL_TEXT),
         )
     except (pa.ArrowInvalid, pa.ArrowException):
         return None
     if bad or table.num_rows != n_lines:
         return None
     table = table.cast(pa.schema([pa.field(f.name, pa.string()) for f in table.schema]))
-    header = [str(v) for v in table.slice(0, 1).to_pylist()[0].values()]
-    body = table.slice(1).to_pandas()
+    cells = list(table.slice(0, 1).to_pylist()[0].values())
+    if any(c is None for c in cells):  # a header cell that reads as a missing token ("" or "NA"): as written
+        head = bytes(data[:MAX_LINE_CHARS * 4 + 2])
+        stop = head.find(b"\n")
+        first = (head[:stop] if stop >= 0 else head).decode("utf-8").rstrip("\r")
+        cells = next(csv.reader([first], delimiter=delimiter), [])
+        if len(cells) != table.num_columns:
+            return None
+    header = [str(v) for v in cells]
+    rest = table.slice(1)
+    body = rest.to_pandas()
     body.columns = range(len(header))
+    edged = {i: body[i] for i in range(len(header)) if _edge_space(rest.column(i))}
+    for i, col in _missing_to_none_all(edged).items():
+        body[i] = col
     body.insert(0, "__line", np.arange(2, len(body) + 2, dtype="int64"))
     return header, body
+
+
+def _edge_space(column: pa.ChunkedArray) -> bool:
+    """True when some value of the text column may start or end with white space (conservative: any byte
+    below ``!`` or a non-ASCII byte at either end of a value counts), read from Arrow's own buffers."""
+    for chunk in column.chunks:
+        buffers = chunk.buffers()
+        if chunk.null_count == len(chunk) or buffers[2] is None or buffers[2].size == 0:
+            continue
+        offsets = np.frombuffer(buffers[1], dtype=np.int32, count=len(chunk) + 1, offset=chunk.offset * 4)
+        chars = np.frombuffer(buffers[2], dtype=np.uint8)
+        last = chars.size - 1  # a missing value has no characters: its neighbours' are looked at instead
+        ends = np.concatenate((chars[np.minimum(offsets[:-1], last)], chars[np.maximum(offsets[1:] - 1, 0)]))
+        if np.any((ends - np.uint8(33)) >= 95):  # uint8 wraps below 33: true for < 33 and for ≥ 128
+            return True
+    return False
 
 
 _ALL_TEXT = {f"f{i}": pa.string() for i in range(MAX_COLUMNS + 1)}
@@ -318,7 +349,9 @@ def _one_record_per_line(u8: np.ndarray, breaks: np.ndarray) -> bool:
 
 def _records(source: str | Path | bytes, *, label: str, name: str | None,
              max_bytes: int) -> tuple[str, list[str], pd.DataFrame, list[dict], int, list[str]]:
-    """Steps 1–4 of the module docstring: (name, header, body, issues, rows, notes)."""
+    """Steps 1–4 of the module docstring: (name, header, body, issues, rows, notes).
+
+    ``body`` has ``__line`` and one text column per header position, values trimmed, missing tokens missing."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         name = name or path.name
@@ -373,6 +406,8 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
         issues, rows = [], len(body)
     else:
         header, body, issues, rows = _split_slow(text, delimiter, name)
+        cleaned = _missing_to_none_all({i: body[i] for i in range(len(header))})
+        body = pd.DataFrame({"__line": body["__line"], **cleaned})
     for issue in issues:
         issue["file"] = name
     notes = [f"{name}: read as {encoding}, delimiter {'tab' if delimiter == chr(9) else repr(delimiter)}."]
@@ -399,7 +434,8 @@ def _case_variants(token: str) -> set[str]:
 
 
 # matching every case spelling spares a lower-cased copy of each column (the tokens are ASCII)
-_MISSING_SET = pa.array(sorted(set().union(*(_case_variants(t) for t in MISSING_TOKENS))), type=pa.string())
+_MISSING_LIST = sorted(set().union(*(_case_variants(t) for t in MISSING_TOKENS)))
+_MISSING_SET = pa.array(_MISSING_LIST, type=pa.string())
 
 
 def _missing_to_none_all(columns: dict[str, pd.Series]) -> dict[str, pd.Series]:
@@ -433,7 +469,7 @@ def read_table(source: str | Path | bytes, *, name: str | None = None, max_bytes
             h, k = f"{base} ({k})", k + 1
         headers.append(h)
     out: dict[str, pd.Series] = {"line": body["__line"].astype("int64")}
-    out.update(_missing_to_none_all({h: body[i] for i, h in enumerate(headers)}))
+    out.update({h: body[i] for i, h in enumerate(headers)})
     return RawTable(name=name, headers=tuple(headers), frame=pd.DataFrame(out), rows=rows, issues=issues,
                     notes=tuple(notes))
 
@@ -503,7 +539,7 @@ def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, r
         elif key:
             extra.append(raw_name)
             out[f"extra:{raw_name}"] = body[i]
-    frame = pd.DataFrame(_missing_to_none_all(out))
+    frame = pd.DataFrame(out)
     frame, conflicts = loaded.apply_values(kind, frame)
     if conflicts:
         positions = frame.index.get_indexer([c["index"] for c in conflicts])

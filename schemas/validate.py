@@ -8,6 +8,7 @@ value as written, and a reason a clinic user can act on. Nothing is silently dro
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -20,7 +21,7 @@ import pyarrow as pa_
 import pyarrow.compute as pc
 
 from analytics.errors import UnusableExport
-from schemas.arrow import text_array, text_isin, text_series
+from schemas.arrow import text_array, text_codes, text_series
 from schemas.columns import ADVERSE_EVENTS, PATIENT_COLUMNS_ON_SESSIONS, read_columns
 from schemas.followups import FollowupsSchema
 from schemas.frames import FileReport, ValidatedExports, coerce_canonical, parse_bool
@@ -91,8 +92,10 @@ class _Issues:
     def new(cls, file: str) -> _Issues:
         return cls(file, [], [], [], [], [])
 
-    def add(self, frame: pd.DataFrame, mask: pd.Series | np.ndarray, column: str, reason: str | pd.Series,
-            raw: pd.DataFrame | None = None) -> None:
+    def add(self, frame: pd.DataFrame, mask: pd.Series | np.ndarray, column: str,
+            reason: str | pd.Series | Callable[[np.ndarray], pd.Series], raw: pd.DataFrame | None = None) -> None:
+        """Issues for the rows of ``mask``. ``reason``: one text, a column of texts (the masked rows are taken),
+        or a function of the mask giving the texts of the masked rows (so they are built only for those)."""
         mask = np.asarray(mask, dtype=bool)
         if not mask.any():
             return
@@ -102,7 +105,11 @@ class _Issues:
         self.lines.append(frame["line"].to_numpy()[mask])
         self.columns.append(column)
         self.values.append(vals.astype("string").fillna("").reset_index(drop=True))
-        self.reasons.append(reason[mask].reset_index(drop=True) if isinstance(reason, pd.Series) else reason)
+        if callable(reason):
+            reason = pd.Series(np.asarray(reason(mask), dtype=object))
+        elif isinstance(reason, pd.Series):
+            reason = reason[mask].reset_index(drop=True)
+        self.reasons.append(reason)
 
     def bad_positions(self) -> np.ndarray:
         return np.unique(np.concatenate(self.idx)) if self.idx else np.array([], dtype=int)
@@ -237,31 +244,48 @@ def _pandera_issues(typed: pd.DataFrame, raw: pd.DataFrame, kind: str, issues: _
             issues.add(raw, mask, str(col), reason)
 
 
-def _first_line_of(frame: pd.DataFrame, keys: list[str],
-                   prefilter: list[str] | None = None) -> tuple[pd.Series, pd.Series]:
-    """(mask of later duplicates, line of the first copy) for rows equal on ``keys``.
+def _row_codes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """One integer per row, equal exactly when the rows are equal on ``columns`` (a missing value equals a missing
+    value): each column factorised (Arrow's hash for text), the codes combined, re-factorised before they could
+    overflow."""
+    key = np.zeros(len(frame), dtype=np.int64)
+    bound = 1  # key < bound
+    for col in columns:
+        codes, uniques = pd.factorize(frame[col], use_na_sentinel=True)
+        width = len(uniques) + 1
+        if bound * width >= 1 << 62:
+            key, seen = pd.factorize(key)
+            bound = len(seen)
+        key = key * width + (np.asarray(codes, dtype=np.int64) + 1)
+        bound *= width
+    return key
 
-    Rows are compared through a 64-bit hash of their values (fast on a million rows); the line of the first
-    copy is looked up only for the duplicates. With ``prefilter`` (a few of ``keys``), only rows that repeat
-    on those columns are hashed on every key.
+
+def _first_line_of(frame: pd.DataFrame, keys: list[str],
+                   prefilter: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of later duplicates, line of the first copy — valid where the mask is set) for rows equal on ``keys``.
+
+    With ``prefilter`` (a few of ``keys``), only rows that repeat on those columns are compared on every key.
     """
-    dup = pd.Series(False, index=frame.index)
-    first = pd.Series(0, index=frame.index, dtype="int64")
-    sub = frame
+    dup = np.zeros(len(frame), dtype=bool)
+    first = np.zeros(len(frame), dtype=np.int64)
+    rows = np.arange(len(frame))
     if prefilter:
-        cand = pd.util.hash_pandas_object(frame[prefilter], index=False).duplicated(keep=False)
-        if not cand.any():
+        rows = np.flatnonzero(pd.Series(_row_codes(frame, prefilter)).duplicated(keep=False).to_numpy())
+        if not rows.size:
             return dup, first
-        sub = frame[cand.to_numpy()]
-    key = pd.util.hash_pandas_object(sub[keys], index=False)
-    sub_dup = key.duplicated(keep="first")
-    if sub_dup.any():
-        involved = key.isin(key[sub_dup])
-        firsts = sub.loc[(involved & ~sub_dup).to_numpy(), "line"].groupby(key[involved & ~sub_dup].to_numpy()).first()
-        dup_index = sub.index[sub_dup.to_numpy()]
-        dup.loc[dup_index] = True
-        first.loc[dup_index] = key[sub_dup].map(firsts).to_numpy()
+    codes, _ = pd.factorize(_row_codes(frame.take(rows) if prefilter else frame, keys))
+    _, first_of_code = np.unique(codes, return_index=True)  # codes number first appearances 0, 1, 2, …
+    at = first_of_code[codes]
+    later = at != np.arange(len(codes))
+    dup[rows[later]] = True
+    first[rows[later]] = frame["line"].to_numpy()[rows[at[later]]]
     return dup, first
+
+
+def _line_reason(first: np.ndarray, before: str, after: str) -> Callable[[np.ndarray], pd.Series]:
+    """Reasons naming the line of the first copy, built only for the flagged rows (see :meth:`_Issues.add`)."""
+    return lambda mask: before + pd.Series(first[mask]).astype(str) + after
 
 
 def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp) -> tuple[pd.DataFrame, _Issues]:
@@ -283,8 +307,7 @@ def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp) -> tup
                    "(iv, im, sublingual, intranasal or oral)")
         keys = [c for c in typed.columns if c != "line"]
         dup, first = _first_line_of(typed, keys, prefilter=["patient_id", "session_date"])
-        issues.add(frame, dup.to_numpy(), "patient_id",
-                   "exact duplicate of line " + first.astype(str) + "; remove the repeated row")
+        issues.add(frame, dup, "patient_id", _line_reason(first, "exact duplicate of line ", "; remove the repeated row"))
     if raw.kind == "followups":
         window = typed["window_days"].fillna(30) if "window_days" in typed else pd.Series(30.0, index=typed.index)
         if "days_abstinent" in typed:
@@ -303,13 +326,13 @@ def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp) -> tup
             issues.add(frame, after, "relapse_date", "is after this assessment's date; a relapse date must be on "
                        "or before the assessment that reports it")
         dup, first = _first_line_of(typed, ["patient_id", "assessment_date"])
-        issues.add(frame, dup.to_numpy() & typed["assessment_date"].notna().to_numpy(), "assessment_date",
-                   "second assessment for this patient on the same day (first on line " + first.astype(str)
-                   + "); keep one row per assessment")
+        issues.add(frame, dup & typed["assessment_date"].notna().to_numpy(), "assessment_date",
+                   _line_reason(first, "second assessment for this patient on the same day (first on line ",
+                                "); keep one row per assessment"))
     if raw.kind == "patients":
         dup, first = _first_line_of(typed, ["patient_id"])
-        issues.add(frame, dup.to_numpy() & typed["patient_id"].notna().to_numpy(), "patient_id",
-                   "patient listed twice (first on line " + first.astype(str) + "); keep one row per patient")
+        issues.add(frame, dup & typed["patient_id"].notna().to_numpy(), "patient_id",
+                   _line_reason(first, "patient listed twice (first on line ", "); keep one row per patient"))
     return typed, issues
 
 
@@ -363,26 +386,31 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
         p_typed, p_issues = _validate_file(patients, dates, today)
     p_ok = _split(p_typed, p_issues)[0] if p_typed is not None and p_issues is not None else None
     _attribute_conflicts(s_typed, sessions.frame.reset_index(drop=True), p_ok, s_issues)
-    s_ok, _ = _split(s_typed, s_issues)
+    s_ok, s_keep = _split(s_typed, s_issues)
 
-    # follow-ups need an accepted ketamine session on or before them
-    first_ket = s_ok[s_ok["session_type"] == "ketamine"].groupby("patient_id")["session_date"].min()
+    # follow-ups need an accepted ketamine session on or before them (patients as integer codes: no text joins)
+    s_codes, s_ids = pd.factorize(s_typed["patient_id"])
+    ket = s_typed["session_type"].eq("ketamine").fillna(False).to_numpy() & (s_codes >= 0)
+    ok_ket = ket & s_keep
+    # per patient code, plus a last slot for "not in the sessions file" (code -1 indexes it)
+    first_ket = np.full(len(s_ids) + 1, np.datetime64("NaT"), dtype="datetime64[ns]")
+    dates = s_typed["session_date"].to_numpy(dtype="datetime64[ns]")
+    mins = pd.Series(dates[ok_ket]).groupby(s_codes[ok_ket]).min()
+    first_ket[mins.index.to_numpy()] = mins.to_numpy()
+    rejected_ket = (np.bincount(s_codes[ket], minlength=len(s_ids) + 1) > 0) & np.isnat(first_ket)
     ff = followups.frame.reset_index(drop=True)
-    idx = pd.Series(first_ket.reindex(f_typed["patient_id"].to_numpy()).to_numpy(), index=f_typed.index,
-                    dtype="datetime64[ns]")
+    f_codes = text_codes(f_typed["patient_id"], pd.Series(s_ids))
+    idx = pd.Series(first_ket[f_codes], index=f_typed.index, dtype="datetime64[ns]")
     no_ket = f_typed["patient_id"].notna() & idx.isna()
-    ket_ids = pd.unique(s_typed.loc[s_typed["session_type"].eq("ketamine").fillna(False), "patient_id"]
-                        .to_numpy(dtype=object))
-    rejected_ket = set(ket_ids) - set(first_ket.index.to_numpy(dtype=object))
-    reason = pd.Series("has no ketamine session in " + sessions.name + "; check the patient number or add their "
-                       "sessions", index=f_typed.index)
-    reason[text_isin(f_typed["patient_id"], rejected_ket)] = (
-        "this patient's ketamine session rows were set aside (see the " + sessions.name + " issues); fix those first")
-    f_issues.add(ff, no_ket.to_numpy(), "patient_id", reason)
+    set_aside = rejected_ket[f_codes]
+    f_issues.add(ff, no_ket.to_numpy(), "patient_id", lambda mask: np.where(
+        set_aside[mask],
+        "this patient's ketamine session rows were set aside (see the " + sessions.name + " issues); fix those first",
+        "has no ketamine session in " + sessions.name + "; check the patient number or add their sessions"))
     before = (f_typed["assessment_date"] < idx).fillna(False)
     f_issues.add(ff, before.to_numpy(), "assessment_date",
-                 "is before the patient's first ketamine session (" + idx.dt.strftime("%Y-%m-%d").fillna("")
-                 + "); follow-ups start on or after it")
+                 lambda mask: "is before the patient's first ketamine session ("
+                 + idx[mask].dt.strftime("%Y-%m-%d").fillna("") + "); follow-ups start on or after it")
     if "relapse_date" in f_typed:
         early = (f_typed["relapse_date"] < idx).fillna(False)
         f_issues.add(ff, early.to_numpy(), "relapse_date",
@@ -391,8 +419,8 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
 
     if p_typed is not None and p_issues is not None:
         pf = patients.frame.reset_index(drop=True)  # type: ignore[union-attr]
-        orphan = p_typed["patient_id"].notna() & ~text_isin(p_typed["patient_id"], s_typed["patient_id"])
-        p_issues.add(pf, orphan.to_numpy(), "patient_id",
+        orphan = p_typed["patient_id"].notna().to_numpy() & (text_codes(p_typed["patient_id"], pd.Series(s_ids)) < 0)
+        p_issues.add(pf, orphan, "patient_id",
                      "this patient has no sessions in " + sessions.name + "; check the patient number")
         p_ok, _ = _split(p_typed, p_issues)
 

@@ -154,6 +154,22 @@ def test_missing_tokens_are_missing_values():
     assert data.issues.empty and data.sessions["phq9"].isna().all()
 
 
+def test_missing_tokens_in_any_spelling_quoted_or_padded_are_missing_on_both_read_paths():
+    """Arrow's parser nulls the tokens of a file whose values have no white space at either end; a column with
+    padded values is trimmed and cleaned afterwards; a multi-line record takes the csv-module path. Same result."""
+    rows = ["1,2025-01-05,ketamine,iv,Na,x", '1,2025-01-06,ketamine,iv,"NULL",x', "1,2025-01-07,ketamine,iv,n/A,x",
+            '1,2025-01-08,ketamine,iv,"None",x', "1,2025-01-09,ketamine,iv,,x", "1,2025-01-10,ketamine,iv,nan,x"]
+    header = "patient_id,session_date,session_type,route,phq9,NA"
+    padded = [r.replace(",Na,", ", NA ,").replace('"NULL"', '" null "') for r in rows]
+    multi = rows + ['1,2025-01-11,ketamine,iv,-,"two\nlines"']
+    for lines in (rows, padded, multi):
+        raw = read_export(_csv(header, lines), kind="sessions")
+        assert raw.frame["phq9"].isna().all() and raw.frame["session_type"].eq("ketamine").all()
+        assert raw.extra_columns == ("NA",)  # a header cell that spells a token is still the header as written
+        assert raw.frame["extra:NA"].iloc[0] == "x"
+    assert read_export(_csv(header, padded), kind="sessions").frame["route"].eq("iv").all()
+
+
 @pytest.mark.parametrize("content, phrase", [
     (b"", "empty"),
     (b"   \n\n", "empty"),
