@@ -388,9 +388,33 @@ def _km_at(time: np.ndarray, event: np.ndarray, day: float,
 # ------------------------------------------------------------------------------------------ shared selection
 
 
+def _once(cohort: Cohort, name: str, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per cohort (the data end, the PHQ-9 rows, …: many metrics ask for the same).
+
+    Each entry holds the tables it was computed from and is used only for those very tables (sessions of the
+    dashboard run in threads: an entry of another cohort is never returned, at worst recomputed)."""
+    owner = (cohort.sessions, cohort.followups, cohort.measures)
+    hit = _ONCE_CACHE.get(name)
+    if hit is not None and all(a is b for a, b in zip(hit[0], owner)):
+        return hit[1]
+    value = compute()
+    for other, (held, _) in list(_ONCE_CACHE.items()):  # list(): one step, safe while other threads write
+        if any(a is not b for a, b in zip(held, owner)):
+            _ONCE_CACHE.pop(other, None)  # one cohort at a time: no patient data kept beyond the current one
+    _ONCE_CACHE[name] = (owner, value)
+    return value
+
+
+_ONCE_CACHE: dict[str, tuple[tuple[pd.DataFrame, ...], Any]] = {}
+
+
 def _as_of(cohort: Cohort, as_of: Any) -> pd.Timestamp | None:
     if as_of is not None:
         return pd.Timestamp(as_of)
+    return _once(cohort, "data end", lambda: _data_end(cohort))
+
+
+def _data_end(cohort: Cohort) -> pd.Timestamp | None:
     dates = [cohort.sessions["session_date"].max() if len(cohort.sessions) else pd.NaT,
              cohort.followups["assessment_date"].max() if len(cohort.followups) else pd.NaT]
     dates = [d for d in dates if not pd.isna(d)]
@@ -799,14 +823,25 @@ def _depressed(pats: pd.DataFrame, min_baseline: float) -> tuple[pd.DataFrame, t
 
 
 def _phq9_rows(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
-    m = cohort.measures
-    return m[(m["measure"] == "phq9") & _member(m["patient_id"], ids)][["patient_id", "days", "value"]]
+    m = _once(cohort, "phq9 rows",
+              lambda: cohort.measures.loc[cohort.measures["measure"].eq("phq9").to_numpy(bool),
+                                          ["patient_id", "days", "value"]])
+    return m[_member(m["patient_id"], ids).to_numpy()]
 
 
 _KETAMINE_CACHE: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
 _KEYED_CACHE: dict[int, tuple[Cohort, Cohort]] = {}
-# text columns no clinic metric reads (site, clinician, bands, sources): left out of the keyed copy
-_UNUSED_TEXT = ("site", "clinician", "sex", "age_band", "baseline_band", "last_status", "index_route", "source")
+# the columns the clinic metrics read; the keyed copy keeps only these, so each of the many row selections of a
+# comparison moves a few columns, not the whole cohort table
+_USED_COLUMNS = {
+    "patients": ("patient_id", "index_date", "program", "primary_substance", "baseline_phq9"),
+    "sessions": ("patient_id", "session_date", "session_type", "route", "days", "bp_systolic_max", "bp_diastolic_max",
+                 "adverse_events"),
+    "followups": ("patient_id", "assessment_date", "window_days", "days_abstinent", "heavy_days", "any_use",
+                  "relapse_date", "urine_tox", "status", "days", "window_start_days", "use_any", "use_heavy",
+                  "dropout"),
+    "measures": ("patient_id", "days", "measure", "value"),
+}
 
 
 def _keyed(cohort: Cohort) -> Cohort:
@@ -823,13 +858,13 @@ def _keyed(cohort: Cohort) -> Cohort:
     if pd.api.types.is_integer_dtype(keys.dtype):
         return cohort
 
-    def recode(frame: pd.DataFrame) -> pd.DataFrame:
-        frame = frame.drop(columns=[c for c in _UNUSED_TEXT if c in frame.columns])  # not carried through filters
+    def recode(table: str) -> pd.DataFrame:
+        frame = getattr(cohort, table)
+        frame = frame[[c for c in _USED_COLUMNS[table] if c in frame.columns]]
         return frame.assign(patient_id=text_codes(frame["patient_id"], keys)) if "patient_id" in frame else frame
 
-    keyed = replace(cohort, patients=recode(cohort.patients).assign(patient_id=np.arange(len(keys), dtype=np.int64)),
-                    sessions=recode(cohort.sessions), followups=recode(cohort.followups),
-                    measures=recode(cohort.measures))
+    keyed = replace(cohort, patients=recode("patients").assign(patient_id=np.arange(len(keys), dtype=np.int64)),
+                    sessions=recode("sessions"), followups=recode("followups"), measures=recode("measures"))
     _KEYED_CACHE.clear()
     _KEYED_CACHE[id(cohort)] = (cohort, keyed)
     return keyed

@@ -561,6 +561,19 @@ def test_phq9_within_six_weeks_counts_any_score_up_to_day_42():
     assert (fig.n, fig.events, fig.n_eligible, fig.attrition) == (2, 1, 3, 1)
 
 
+def test_figures_computed_once_per_cohort_never_answer_for_another_cohort():
+    """The PHQ-9 rows and data end are kept once per cohort; alternating two cohorts gives each its own figure."""
+    one = _cohort(_patient("A", baseline=20, followups=(_phq(42, 10),)),
+                  _patient("B", baseline=20, followups=(_phq(20, 15), _phq(43, 5))), _patient("C", baseline=20))
+    other = _cohort(_patient("A", baseline=20, followups=(_phq(30, 2),)), _patient("B", baseline=20,
+                                                                               followups=(_phq(10, 3),)))
+    for _ in range(2):
+        a = bm.phq9_within_days(one, outcome="response", end_day=42, as_of=AS_OF)
+        b = bm.phq9_within_days(other, outcome="response", end_day=42, as_of=AS_OF)
+        assert (a.n, a.events, b.n, b.events) == (2, 1, 2, 2)
+        assert bm._as_of(one, None) != bm._as_of(other, None)
+
+
 # -------------------------------------------------------------------------------------------------- safety
 
 
