@@ -1,5 +1,6 @@
 """Cohort derivation on hand-built exports with known answers."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -87,3 +88,18 @@ def test_long_table_averages_same_day_scores_keeps_order_and_drops_scores_before
     assert phq["value"].tolist() == [18.0, 14.5, 8.0]  # day 0: session 16 and follow-up 13 averaged
     assert phq["source"].tolist() == ["session", "followup", "followup"]  # a same-day pair: the follow-up's
     assert phq["weeks"].tolist() == [-1 / 7, 0.0, 30 / 7]
+
+
+@pytest.mark.parametrize("with_times", [False, True])
+def test_measure_rows_are_ordered_as_the_three_key_sort_whatever_the_dates(with_times):
+    """The one-integer sort of calendar days equals ``np.lexsort``; date-times take the three-key sort itself."""
+    from analytics.cohort import _order
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    patient, measure = rng.integers(0, 200, n), rng.integers(0, 4, n)
+    date = np.datetime64("2024-01-01", "ns") + rng.integers(0, 400, n).astype("timedelta64[D]")
+    if with_times:
+        date = date + rng.integers(0, 24, n).astype("timedelta64[h]")
+    assert np.array_equal(_order(patient, measure, date, 4), np.lexsort((date, measure, patient)))
+    assert len(_order(patient[:0], measure[:0], date[:0], 4)) == 0
