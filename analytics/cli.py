@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -204,5 +205,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def run() -> NoReturn:
+    """The ``kap-outcomes`` command: :func:`main`, then leave at once.
+
+    Everything the command writes is written and closed by then (files by ``write_text``, report workers joined),
+    so the interpreter's own teardown — freeing every table of a large clinic one object at a time, 0.2 s at 20,000
+    patients — is skipped: standard output and error are flushed and the process exits with the command's code.
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (``| head``): nothing more can be written anyway
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()
