@@ -216,3 +216,35 @@ def test_preset_maps_other_export_layout_and_values():
     assert data.sessions["session_type"].tolist() == ["ketamine", "psychotherapy"]
     assert data.sessions["route"].iloc[0] == "iv"
     assert data.followups.iloc[0]["urine_tox"] == "negative" and data.followups.iloc[0]["status"] == "active"
+
+
+@pytest.mark.parametrize("content, common", [
+    ("patient_id,session_date,session_type,route\n007,2025-01-05,ketamine,iv\n", True),
+    ("\ufeffpatient_id;session_date;session_type;route\n007;2025-01-05;Ketamine; IV \n\n", True),  # BOM, padded
+    ("patient_id,session_date,session_type,route\r\n007,2025-01-05,ketamine,iv\r\n", False),  # CRLF
+    ("patient_id,session_date,session_type,route\n007,2025-01-05,ketamine,iv\n\n008,2025-01-06,ketamine,iv\n",
+     False),  # a blank line inside: line numbers need the general path
+    ('patient_id,session_date,session_type,route,note\n007,2025-01-05,ketamine,iv,"two\nlines"\n', False),
+    ("patient_id,session_date,session_type,route,clinician\n007,2025-01-05,ketamine,iv,Dr M\xfcller\n", False),
+])
+def test_the_common_case_reads_exactly_as_the_general_path(content, common, monkeypatch):
+    """UTF-8 files with line feeds only skip Python's decoding and line scan; everything else takes the general
+    path, and both give the same rows, lines and notes."""
+    from schemas import reader
+
+    data = content.encode("cp1252" if "\xfc" in content else "utf-8")
+    assert (reader._common_case(data) is not None) == common
+    fast = read_export(data, kind="sessions")
+    monkeypatch.setattr(reader, "_common_case", lambda _data: None)
+    general = read_export(data, kind="sessions")
+    pd.testing.assert_frame_equal(fast.frame, general.frame)
+    assert (fast.rows, fast.issues, fast.notes) == (general.rows, general.issues, general.notes)
+
+
+def test_a_long_line_is_refused_by_the_general_path_even_when_the_common_case_could_parse_it():
+    from schemas import reader
+
+    data = b"patient_id,session_date,session_type,route\n" + b"1,2025-01-05,ketamine," + b"x" * 150_000 + b"\n"
+    assert reader._common_case(data) is None
+    with pytest.raises(UnusableExport, match="characters"):
+        read_export(data, kind="sessions")
