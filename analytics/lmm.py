@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from analytics.blocksum import sum_by_block, use_sparse
+
 SINGULAR_TOL = 1e-4  # lme4::isSingular default
 GRADIENT_TOL = 2e-3  # lme4's check.conv.grad tolerance on the scaled gradient
 
@@ -222,7 +224,7 @@ class Moments:
 
 
 def patient_moments(y: np.ndarray, basis: np.ndarray, groups: np.ndarray, time: np.ndarray | None) -> Moments:
-    """Reduce observations to per-patient :class:`Moments` (one sparse product over the observations).
+    """Reduce observations to per-patient :class:`Moments` (sums by patient: :mod:`analytics.blocksum`).
 
     Parameters
     ----------
@@ -236,8 +238,6 @@ def patient_moments(y: np.ndarray, basis: np.ndarray, groups: np.ndarray, time: 
     time:
         Covariate with a random slope ``(n,)``, or None for a random intercept only.
     """
-    from scipy import sparse
-
     y = np.asarray(y, dtype=float)
     basis = np.asarray(basis, dtype=float).reshape(len(y), -1)
     groups = np.asarray(groups, dtype=np.int64)
@@ -265,8 +265,13 @@ def patient_moments(y: np.ndarray, basis: np.ndarray, groups: np.ndarray, time: 
         vals[:, k + 1] = t
         np.multiply(t, t, out=vals[:, k + 2])
         np.multiply(u, t[:, None], out=vals[:, k + 3:])
-    g = sparse.csc_matrix((np.ones(n), groups, np.arange(n + 1)), shape=(n_groups, n))
-    sums = np.asarray(g @ vals)
+    if use_sparse(n, width):
+        from scipy import sparse
+
+        g = sparse.csc_matrix((np.ones(n), groups, np.arange(n + 1)), shape=(n_groups, n))
+        sums = np.asarray(g @ vals)
+    else:
+        sums = sum_by_block(vals, groups, n_groups)
     packed = sums[:, r1:k]
     uu = np.empty((n_groups, r1, r1))
     uu[:, il, im] = packed

@@ -47,3 +47,30 @@ def test_poisson_exact_equals_chi2_quantiles():
     assert (low[2], high[2]) == pytest.approx((0.05628726103, 0.28845350723), rel=1e-8)
     with pytest.raises(ValueError):
         intervals.z_crit(1.5)
+
+
+def test_t_critical_values_over_a_grid_of_degrees_of_freedom_equal_scipy():
+    """Newton on the incomplete beta tail (up to 20,000 df, Welch's non-integer df included), SciPy beyond."""
+    for df in np.r_[0.5, 1, 1.5, 2, np.arange(2.1, 60, 0.73), np.geomspace(60, 2e5, 60)]:
+        for conf in (0.5, 0.8, 0.95, 0.99, 0.9999):
+            assert intervals.t_crit(conf, df) == pytest.approx(stats.t.ppf(0.5 + conf / 2, df), rel=1e-12)
+    assert np.isnan(intervals.t_crit(0.95, 0))
+
+
+def test_chi2_tails_of_integer_df_and_normal_p_values_equal_scipy_everywhere():
+    for df in (*range(1, 60), 99, 100, 299, 1000, 2.5):
+        for x in (1e-6, 0.3, 1.0, 3.84, 10.0, 57.0, 250.0, 1500.0):
+            assert intervals.chi2_sf(x, df) == pytest.approx(stats.chi2.sf(x, df), rel=1e-12, abs=1e-300)
+    z = np.linspace(-37, 37, 741)
+    np.testing.assert_allclose(intervals.norm_two_sided_p(z), 2 * stats.norm.sf(np.abs(z)), rtol=1e-12)
+    assert np.isnan(intervals.norm_two_sided_p(np.nan))
+
+
+def test_gamma_ratio_series_equals_the_exact_recurrence():
+    """log Γ(a+½) − log Γ(a) by its asymptotic series (a ≥ 20) against Γ(a+1) = aΓ(a) stepped up from a small a."""
+    import math
+
+    for a in (20.0, 20.25, 37.5, 101.0, 617.25, 4000.5):
+        n = int(a) - 5
+        exact = math.lgamma(a - n + 0.5) - math.lgamma(a - n) + sum(math.log1p(0.5 / (a - n + k)) for k in range(n))
+        assert intervals._log_gamma_ratio_half(a) == pytest.approx(exact, rel=1e-14, abs=1e-14)
