@@ -46,12 +46,14 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from analytics.cohort import DROPOUT_STATUSES, Cohort, ids_in
 from analytics.errors import OutcomesError
 from analytics.intervals import t_crit, wilson_ci, z_crit
 from analytics.privacy import note_n
-from schemas.arrow import text_codes
+from schemas.arrow import text_array, text_codes
 from schemas.columns import ADVERSE_EVENTS
 
 REGISTRY_PATH = Path(__file__).parent / "data" / "benchmarks.toml"
@@ -393,7 +395,7 @@ def _once(cohort: Cohort, name: str, compute: Callable[[], Any]) -> Any:
 
     Each entry holds the tables it was computed from and is used only for those very tables (sessions of the
     dashboard run in threads: an entry of another cohort is never returned, at worst recomputed)."""
-    owner = (cohort.sessions, cohort.followups, cohort.measures)
+    owner = (cohort.patients, cohort.sessions, cohort.followups, cohort.measures)
     hit = _ONCE_CACHE.get(name)
     if hit is not None and all(a is b for a, b in zip(hit[0], owner)):
         return hit[1]
@@ -423,6 +425,10 @@ def _data_end(cohort: Cohort) -> pd.Timestamp | None:
 
 def _select(cohort: Cohort, substance: str | None) -> tuple[pd.DataFrame, str | None]:
     """Patients of the substance group (all when None), or a reason why there are none."""
+    return _once(cohort, f"patients of {substance}", lambda: _select_patients(cohort, substance))
+
+
+def _select_patients(cohort: Cohort, substance: str | None) -> tuple[pd.DataFrame, str | None]:
     pats = cohort.patients
     if substance is None:
         return pats, None if len(pats) else "The cohort has no patients."
@@ -879,8 +885,17 @@ def _all_ketamine_sessions(cohort: Cohort) -> pd.DataFrame:
     ket = s[s["session_type"] == "ketamine"].sort_values(["patient_id", "days"])
     events = ket["adverse_events"].fillna("").astype(str).str.replace(" ", "", regex=False)
     ket = ket.assign(_events=(";" + events + ";").where(events.ne(""), ""))  # ";nausea;dizziness;" or ""
-    found = {f"_ev_{e}": ket["_events"].str.contains(f";{e};", regex=False).to_numpy(bool) for e in ADVERSE_EVENTS}
-    ket = ket.assign(_ev_any=ket["_events"].ne("").to_numpy(bool), **found)  # one scan per event, not per metric
+    # one pass over the named events (Arrow split and look-up), not one text scan per event and metric
+    tokens = pc.split_pattern(text_array(events), ";")
+    named = pc.index_in(pc.list_flatten(tokens), value_set=pa.array(list(ADVERSE_EVENTS), type=pa.string()))
+    row = pc.list_parent_indices(tokens).to_numpy()
+    which = pc.fill_null(named, -1).to_numpy()
+    found = {}
+    for k, e in enumerate(ADVERSE_EVENTS):
+        flag = np.zeros(len(ket), dtype=bool)
+        flag[row[which == k]] = True
+        found[f"_ev_{e}"] = flag
+    ket = ket.assign(_ev_any=ket["_events"].ne("").to_numpy(bool), **found)
     _KETAMINE_CACHE.clear()  # one cohort at a time: no patient data kept beyond the current one
     _KETAMINE_CACHE[id(s)] = (s, ket)
     return ket

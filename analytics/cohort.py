@@ -42,8 +42,14 @@ def ids_in(values: pd.Series, members: object) -> pd.Series:
     """``values.isin(members)`` for patient ids (Arrow hash kernel, :func:`schemas.arrow.text_isin`); missing values
     are never members. Integer keys (:func:`analytics.benchmarks` works on them) use NumPy."""
     if pd.api.types.is_integer_dtype(values.dtype):
-        return pd.Series(np.isin(values.to_numpy(), np.asarray(list(members) if isinstance(members, (set, frozenset))
-                                                               else members, dtype=np.int64)), index=values.index)
+        keys = values.to_numpy()
+        wanted = np.asarray(list(members) if isinstance(members, (set, frozenset)) else members, dtype=np.int64)
+        top = max(int(keys.max(initial=-1)), int(wanted.max(initial=-1))) + 1
+        if len(keys) and keys.min() >= 0 and wanted.min(initial=0) >= 0 and top <= 4 * (len(keys) + len(wanted)):
+            table = np.zeros(top, dtype=bool)  # keys are row positions: a look-up table, no sorting
+            table[wanted] = True
+            return pd.Series(table[keys], index=values.index)
+        return pd.Series(np.isin(keys, wanted), index=values.index)
     return text_isin(values, members)
 
 
