@@ -210,6 +210,11 @@ def _last_of_runs(codes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[codes[1:] != codes[:-1], True]) if len(codes) else np.array([], dtype=np.int64)
 
 
+def _first_of_runs(codes: np.ndarray) -> np.ndarray:
+    """Positions of the first row of each run of equal codes."""
+    return np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.array([], dtype=np.int64)
+
+
 def _events(fu: pd.DataFrame, f_code: np.ndarray, index_date: pd.Series, settings: Settings) -> pd.DataFrame:
     """Per patient with a follow-up: relapsed, days_to_event, event_date, last_assessment_date, last_status.
 
@@ -227,7 +232,7 @@ def _events(fu: pd.DataFrame, f_code: np.ndarray, index_date: pd.Series, setting
     last = has_status[_last_of_runs(f_code[has_status])]  # each patient's last row with a status
     out["last_status"] = fu["status"].iloc[last].set_axis(index_date.index[f_code[last]])
     flagged = np.flatnonzero(flag)
-    first = flagged[np.r_[True, f_code[flagged][1:] != f_code[flagged][:-1]]] if len(flagged) else flagged
+    first = flagged[_first_of_runs(f_code[flagged])]  # each patient's first row with the event
     relapse = fu["relapse_date"].to_numpy("datetime64[ns]")[first]
     by_relapse_date = ~np.isnat(relapse) & (fu["use_any"].to_numpy(bool)[first] if settings.relapse == "any" else False)
     at = np.searchsorted(with_fu, f_code[first])

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analytics.blocksum import sum_by_block, use_sparse
+from analytics import blocksum
 
 SINGULAR_TOL = 1e-4  # lme4::isSingular default
 GRADIENT_TOL = 2e-3  # lme4's check.conv.grad tolerance on the scaled gradient
@@ -265,13 +265,13 @@ def patient_moments(y: np.ndarray, basis: np.ndarray, groups: np.ndarray, time: 
         vals[:, k + 1] = t
         np.multiply(t, t, out=vals[:, k + 2])
         np.multiply(u, t[:, None], out=vals[:, k + 3:])
-    if use_sparse(n, width):
+    if blocksum.use_sparse(n, width):
         from scipy import sparse
 
         g = sparse.csc_matrix((np.ones(n), groups, np.arange(n + 1)), shape=(n_groups, n))
         sums = np.asarray(g @ vals)
     else:
-        sums = sum_by_block(vals, groups, n_groups)
+        sums = blocksum.sum_by_block(vals, groups, n_groups)
     packed = sums[:, r1:k]
     uu = np.empty((n_groups, r1, r1))
     uu[:, il, im] = packed

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from analytics.blocksum import sum_by_block, use_sparse
+from analytics import blocksum
 from analytics.errors import InsufficientData, ModelDidNotConverge, OutcomesError
 from analytics.formatting import p_value
 from analytics.intervals import chi2_sf, norm_two_sided_p, z_crit
@@ -485,11 +485,11 @@ class _Efron:
                   rows: np.ndarray | None = None) -> np.ndarray:
         """Weighted sums of blocks of ``values`` rows (all rows, or ``rows``): block ``k`` holds rows
         ``rows[indptr[k]:indptr[k + 1]]``. One sparse product for large data (~15× faster than ``np.add.reduceat`` on
-        the n × q array and no n × q temporary), ``bincount`` per column below :data:`blocksum.SPARSE_FROM` cells."""
+        the n × q array and no n × q temporary), ``bincount`` for small data (:mod:`analytics.blocksum`)."""
         n_blocks = indptr.size - 1
-        if not use_sparse(weights.size, values.shape[1]):
+        if not blocksum.use_sparse(weights.size, values.shape[1]):
             blocks = np.repeat(np.arange(n_blocks), np.diff(indptr))
-            return sum_by_block(values if rows is None else values[rows], blocks, n_blocks, weights)
+            return blocksum.sum_by_block(values if rows is None else values[rows], blocks, n_blocks, weights)
         from scipy import sparse
 
         cols = np.arange(weights.size) if rows is None else rows

@@ -31,13 +31,29 @@ def _cox_data(n: int = 3000, seed: int = 2) -> tuple[np.ndarray, np.ndarray, pd.
 
 @pytest.fixture
 def both(monkeypatch):
+    """A fit by bincount sums only, and by sparse products only."""
     def fit(fn):
-        monkeypatch.setattr(blocksum, "SPARSE_FROM", 10 ** 12)
+        monkeypatch.setattr(blocksum, "use_sparse", lambda rows, columns: False)
         small = fn()
-        monkeypatch.setattr(blocksum, "SPARSE_FROM", 0)
+        monkeypatch.setattr(blocksum, "use_sparse", lambda rows, columns: True)
         large = fn()
         return small, large
     return fit
+
+
+def test_sparse_products_once_scipy_is_loaded_or_a_sum_is_large_or_bincount_has_cost_the_import(monkeypatch):
+    modules = dict(sys.modules)
+    modules.pop("scipy.sparse", None)
+    monkeypatch.setattr(sys, "modules", modules)
+    monkeypatch.setattr(blocksum, "_spent", 0)
+    assert not blocksum.use_sparse(100_000, 20)            # 2 M cells: bincount
+    assert blocksum.use_sparse(200_000, 20)                # 4 M cells in one sum: sparse at once
+    for _ in range(5):
+        assert not blocksum.use_sparse(100_000, 20)        # 2 + 10 M cells so far: within the 12 M budget
+    assert blocksum.use_sparse(100_000, 20)                # would pass the budget: sparse from now on
+    modules["scipy.sparse"] = object()
+    monkeypatch.setattr(blocksum, "_spent", 0)
+    assert blocksum.use_sparse(10, 2)                      # already loaded: nothing to save
 
 
 def test_cox_fit_is_the_same_by_either_block_sum(both):
