@@ -222,7 +222,7 @@ def _split_fast(data: bytes | memoryview, delimiter: str, n_lines: int) -> tuple
         return None
     if bad or table.num_rows != n_lines:
         return None
-    table = table.cast(pa.schema([pa.field(f.name, pa.string()) for f in table.schema]))
+    table = table.cast(pa.schema([pa.field(f.name, pa.large_string()) for f in table.schema]))
     cells = list(table.slice(0, 1).to_pylist()[0].values())
     if any(c is None for c in cells):  # a header cell that reads as a missing token ("" or "NA"): as written
         head = bytes(data[:MAX_LINE_CHARS * 4 + 2])
@@ -249,7 +249,9 @@ def _edge_space(column: pa.ChunkedArray) -> bool:
         buffers = chunk.buffers()
         if chunk.null_count == len(chunk) or buffers[2] is None or buffers[2].size == 0:
             continue
-        offsets = np.frombuffer(buffers[1], dtype=np.int32, count=len(chunk) + 1, offset=chunk.offset * 4)
+        width = 8 if pa.types.is_large_string(chunk.type) else 4
+        offsets = np.frombuffer(buffers[1], dtype=np.int64 if width == 8 else np.int32, count=len(chunk) + 1,
+                                offset=chunk.offset * width)
         chars = np.frombuffer(buffers[2], dtype=np.uint8)
         last = chars.size - 1  # a missing value has no characters: its neighbours' are looked at instead
         ends = np.concatenate((chars[np.minimum(offsets[:-1], last)], chars[np.maximum(offsets[1:] - 1, 0)]))
@@ -258,7 +260,8 @@ def _edge_space(column: pa.ChunkedArray) -> bool:
     return False
 
 
-_ALL_TEXT = {f"f{i}": pa.string() for i in range(MAX_COLUMNS + 1)}
+# large_string: the Arrow type of pandas' text columns, so the table becomes a frame without a copy of its text
+_ALL_TEXT = {f"f{i}": pa.large_string() for i in range(MAX_COLUMNS + 1)}
 # Arrow parses blocks in parallel; a block must hold a whole line, and longer lines than MAX_LINE_CHARS are refused
 # before the split, so 1 MiB blocks are safe (16 MiB blocks left a 50 MB export to 3 threads: 2× slower)
 _BLOCK_BYTES = 1 << 20
