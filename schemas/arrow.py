@@ -6,6 +6,11 @@ these helpers hand Arrow compute kernels the column's own buffers instead.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -49,3 +54,16 @@ def text_isin(values: pd.Series, members: object) -> pd.Series:
     arr = text_array(values)
     found = pc.fill_null(pc.is_in(arr, value_set=value_set.cast(arr.type)), False)
     return pd.Series(np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool), index=values.index)
+
+
+_Item = TypeVar("_Item")
+THREADS_FROM_ROWS = 100_000  # below this a thread pool costs more than it saves
+
+
+def map_columns(fn: Callable[[_Item], Any], items: Sequence[_Item], rows: int) -> list[Any]:
+    """``[fn(item) for item in items]``, in threads when the columns are long: Arrow's kernels release the GIL, so
+    the columns of a large file are worked on all cores. Results in the order of ``items``."""
+    if len(items) < 2 or rows < THREADS_FROM_ROWS:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return list(pool.map(fn, items))

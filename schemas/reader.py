@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from analytics.errors import UnusableExport
-from schemas.arrow import text_array, text_series
+from schemas.arrow import map_columns, text_array, text_series
 from schemas.columns import COLUMNS, REQUIRED, read_columns
 from schemas.frames import FileReport
 from schemas.long_format import CODE, VALUE, pivot_long
@@ -478,19 +477,11 @@ _MISSING_SET = pa.array(_MISSING_LIST, type=pa.string())
 
 
 def _missing_to_none_all(columns: dict[str, pd.Series]) -> dict[str, pd.Series]:
-    """:func:`_missing_to_none` on every text column (not ``line``), columns in parallel threads.
-
-    Arrow's kernels release the GIL, so the columns of a large file are cleaned on all cores.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
+    """:func:`_missing_to_none` on every text column (not ``line``), columns in parallel threads."""
     names = [c for c in columns if c != "line"]
     out = dict(columns)
-    if len(names) < 2 or max(len(columns[c]) for c in names) < 100_000:
-        out.update({c: _missing_to_none(columns[c]) for c in names})
-        return out
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        out.update(zip(names, pool.map(lambda c: _missing_to_none(columns[c]), names)))
+    out.update(zip(names, map_columns(lambda c: _missing_to_none(columns[c]), names,
+                                      max((len(columns[c]) for c in names), default=0))))
     return out
 
 

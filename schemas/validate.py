@@ -21,7 +21,7 @@ import pyarrow as pa_
 import pyarrow.compute as pc
 
 from analytics.errors import UnusableExport
-from schemas.arrow import text_array, text_codes, text_series
+from schemas.arrow import map_columns, text_array, text_codes, text_series
 from schemas.columns import ADVERSE_EVENTS, PATIENT_COLUMNS_ON_SESSIONS, read_columns
 from schemas.followups import FollowupsSchema
 from schemas.frames import FileReport, ValidatedExports, coerce_canonical, parse_bool
@@ -154,44 +154,52 @@ def parse_dates(values: pd.Series, order: DateOrder) -> pd.Series:
     return out
 
 
+def _convert(text: pd.Series, ctype: str, order: DateOrder) -> pd.Series | tuple[pd.Series, np.ndarray]:
+    """One text column → its typed values (NaN/NaT/NA where not parseable); an event list also gives the rows
+    naming an event that is not on the list."""
+    if ctype == "date":
+        return parse_dates(text, order)
+    if ctype in ("number", "integer"):
+        return _to_float(text, decimal_comma=ctype == "number")
+    if ctype == "boolean":
+        return parse_bool(text)
+    if ctype == "list":
+        return _parse_events(text)
+    if ctype == "category":
+        return text.str.lower()
+    return text
+
+
 def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
            issues: _Issues) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Text → typed columns; unparseable values become issues (and the row is quarantined).
 
-    Also returns, per column, the cells that could not be parsed, so checks do not report them twice.
+    Also returns, per column, the cells that could not be parsed, so checks do not report them twice. The columns
+    are converted in threads (Arrow's casts release the GIL); the issues are then added in column order.
     """
+    columns = [(col, ctype, raw[col]) for col, ctype in read_columns(kind).items() if col in raw.columns]
+    converted = map_columns(lambda item: _convert(item[2], item[1], order), columns, len(raw))
     typed = pd.DataFrame({"line": raw["line"].to_numpy()}, index=raw.index)
     unparsed: dict[str, np.ndarray] = {}
-    for col, ctype in read_columns(kind).items():
-        if col not in raw.columns:
-            continue
+    for (col, ctype, text), parsed in zip(columns, converted):
         before = len(issues.idx)
-        text = raw[col]
         present = text.notna().to_numpy()
         if ctype == "date":
-            parsed = parse_dates(text, order)
-            issues.add(raw, present & parsed.isna().to_numpy(), col,
-                       f"not a valid date: {_DATE_HELP[order]}")
-            typed[col] = parsed
+            issues.add(raw, present & parsed.isna().to_numpy(), col, f"not a valid date: {_DATE_HELP[order]}")
         elif ctype in ("number", "integer"):
-            parsed = _to_float(text, decimal_comma=ctype == "number")
             bad = present & parsed.isna().to_numpy()
             issues.add(raw, bad, col, f"not a number; {_description(kind, col)}")
             if ctype == "integer":
                 frac = present & ~bad & (np.floor(parsed.to_numpy()) != parsed.to_numpy())
                 issues.add(raw, frac, col, f"must be a whole number; {_description(kind, col)}")
-            typed[col] = parsed
         elif ctype == "boolean":
-            parsed = parse_bool(text)
             issues.add(raw, present & parsed.isna().to_numpy(), col,
                        "not a yes/no answer; write yes or no (true/false and 1/0 are read too)")
-            typed[col] = parsed
         elif ctype == "list":
-            typed[col] = _parse_events(raw, col, issues)
-        elif ctype == "category":
-            typed[col] = text.str.lower()
-        else:
-            typed[col] = text
+            parsed, unknown = parsed
+            issues.add(raw, unknown, col, "contains an adverse event that is not on the list; use only: "
+                       + ", ".join(ADVERSE_EVENTS) + " (separated by ';')")
+        typed[col] = parsed
         mask = np.zeros(len(raw), dtype=bool)
         for positions in issues.idx[before:]:
             mask[positions] = True
@@ -199,9 +207,9 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
     return typed, unparsed
 
 
-def _parse_events(raw: pd.DataFrame, col: str, issues: _Issues) -> pd.Series:
-    """``dizziness; Nausea`` → ``dizziness;nausea``; a row naming an event not on the list is an issue."""
-    text = pc.utf8_lower(text_array(raw[col]))
+def _parse_events(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """``dizziness; Nausea`` → ``dizziness;nausea``, and the rows naming an event that is not on the list."""
+    text = pc.utf8_lower(text_array(values))
     text = pc.utf8_trim(pc.replace_substring_regex(text, r"\s*[;,|]\s*", ";"), ";")
     text = pc.if_else(pc.equal(text, ""), pa_.scalar(None, type=text.type), text)
     tokens = pc.split_pattern(text, ";")
@@ -209,11 +217,9 @@ def _parse_events(raw: pd.DataFrame, col: str, issues: _Issues) -> pd.Series:
     unknown = pc.invert(pc.is_in(flat, value_set=pa_.array(list(ADVERSE_EVENTS), type=flat.type)))
     unknown = pc.and_(unknown, pc.not_equal(flat, ""))
     rows = pc.filter(pc.list_parent_indices(tokens), unknown).to_numpy(zero_copy_only=False)
-    mask = np.zeros(len(raw), dtype=bool)
+    mask = np.zeros(len(values), dtype=bool)
     mask[rows] = True
-    issues.add(raw, mask, col, "contains an adverse event that is not on the list; use only: "
-               + ", ".join(ADVERSE_EVENTS) + " (separated by ';')")
-    return text_series(text, raw.index)
+    return text_series(text, values.index), mask
 
 
 def _pandera_issues(typed: pd.DataFrame, raw: pd.DataFrame, kind: str, issues: _Issues,
