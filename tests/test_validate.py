@@ -248,3 +248,19 @@ def test_a_long_line_is_refused_by_the_general_path_even_when_the_common_case_co
     assert reader._common_case(data) is None
     with pytest.raises(UnusableExport, match="characters"):
         read_export(data, kind="sessions")
+
+
+def test_columns_converted_in_threads_give_the_same_rows_and_issues(monkeypatch):
+    """Large files convert their columns in threads; forcing threads on a small messy file changes nothing."""
+    from schemas import arrow
+
+    sessions = _csv(S_HEADER, S_GOOD + ["00123,2025-13-01,ketamine,iv,x,21.5,nausea;itch,ketamine only",
+                                        "00124,2025-01-09,ketamine,,35,7,,ketamine only"])
+    followups = _csv(F_HEADER, F_GOOD + ["00123,2025-02-30,30,31,0,maybe,,negative,active"])
+    serial = load_exports(sessions, followups, upload_date=UPLOAD)
+    monkeypatch.setattr(arrow, "THREADS_FROM_ROWS", 0)
+    threaded = load_exports(sessions, followups, upload_date=UPLOAD)
+    assert len(serial.issues) >= 6
+    pd.testing.assert_frame_equal(serial.issues, threaded.issues)
+    pd.testing.assert_frame_equal(serial.sessions, threaded.sessions)
+    pd.testing.assert_frame_equal(serial.followups, threaded.followups)
