@@ -408,8 +408,7 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
     common = _common_case(data)
     if common is not None:
         header, body, encoding, delimiter = common
-        notes = [f"{name}: read as {encoding}, delimiter {'tab' if delimiter == chr(9) else repr(delimiter)}."]
-        return name, header, body, [], len(body), notes
+        return name, header, body, [], len(body), [_read_note(name, encoding, delimiter)]
     text, encoding = _decode(data, name)
     if not text or text.isspace():
         raise UnusableExport(f"{name} is empty; export it again with a header row and data.")
@@ -448,8 +447,11 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
         body = pd.DataFrame({"__line": body["__line"], **cleaned})
     for issue in issues:
         issue["file"] = name
-    notes = [f"{name}: read as {encoding}, delimiter {'tab' if delimiter == chr(9) else repr(delimiter)}."]
-    return name, header, body, issues, rows, notes
+    return name, header, body, issues, rows, [_read_note(name, encoding, delimiter)]
+
+
+def _read_note(name: str, encoding: str, delimiter: str) -> str:
+    return f"{name}: read as {encoding}, delimiter {'tab' if delimiter == chr(9) else repr(delimiter)}."
 
 
 def _missing_to_none(values: pd.Series) -> pd.Series:
