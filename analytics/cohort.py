@@ -143,23 +143,25 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
     if "site" in sessions.columns:
         patients["site"] = patients["site"].fillna(_first_per_patient(ket, "site").reindex(patients.index))
     patients["age_band"] = age_band(patients["age"])
-    patients["n_ketamine_sessions"] = ket.groupby("patient_id").size().reindex(patients.index).fillna(0).astype(int)
-    patients["n_sessions"] = sessions.groupby("patient_id").size().reindex(patients.index).fillna(0).astype(int)
 
     # from here on patients are integer codes: their position in the (sorted) patients index
+    ids = patients.index.to_series()
     index_date = patients["index_date"]
-    s_code = text_codes(sessions["patient_id"], patients.index.to_series())
+    s_code = text_codes(sessions["patient_id"], ids)
     in_cohort = s_code >= 0
+    is_ket = (sessions["session_type"] == "ketamine").to_numpy(bool)
+    patients["n_ketamine_sessions"] = np.bincount(s_code[in_cohort & is_ket], minlength=len(patients))
+    patients["n_sessions"] = np.bincount(s_code[in_cohort], minlength=len(patients))
     sess = sessions if in_cohort.all() else sessions[in_cohort]
     s_code = s_code[in_cohort]
     sess = sess.assign(days=(sess["session_date"] - _at(index_date, s_code, sess.index)).dt.days)
 
-    fu = data.followups[ids_in(data.followups["patient_id"], patients.index)]
-    n_fu_orphans = int(len(data.followups) - len(fu))
+    fu = data.followups.sort_values(["patient_id", "assessment_date"], kind="stable")
+    f_code = text_codes(fu["patient_id"], ids)
+    n_fu_orphans = int((f_code < 0).sum())
     if n_fu_orphans:
         exclusions["follow-ups of patients without a ketamine session"] = n_fu_orphans
-    fu = fu.sort_values(["patient_id", "assessment_date"], kind="stable")
-    f_code = text_codes(fu["patient_id"], patients.index.to_series())
+        fu, f_code = fu[f_code >= 0], f_code[f_code >= 0]
     fu = _derive_followup_flags(fu, _at(index_date, f_code, fu.index))
 
     measures, base = _measures(sess, s_code, fu, f_code, index_date, settings)

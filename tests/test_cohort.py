@@ -103,3 +103,20 @@ def test_measure_rows_are_ordered_as_the_three_key_sort_whatever_the_dates(with_
         date = date + rng.integers(0, 24, n).astype("timedelta64[h]")
     assert np.array_equal(_order(patient, measure, date, 4), np.lexsort((date, measure, patient)))
     assert len(_order(patient[:0], measure[:0], date[:0], 4)) == 0
+
+
+def test_follow_ups_and_sessions_of_patients_without_a_ketamine_session_are_counted_out():
+    sessions = [
+        {"patient_id": "p1", "session_date": "2025-01-01", "session_type": "assessment", "phq9": 20},
+        {"patient_id": "p1", "session_date": "2025-01-03", "session_type": "ketamine", "route": "iv"},
+        {"patient_id": "p1", "session_date": "2025-01-05", "session_type": "ketamine", "route": "iv"},
+        {"patient_id": "p2", "session_date": "2025-01-04", "session_type": "assessment", "phq9": 12},
+    ]
+    fus = [{"patient_id": pid, "assessment_date": d, "days_abstinent": 30}
+           for pid, d in (("p2", "2025-02-01"), ("p1", "2025-03-04"), ("p9", "2025-02-02"), ("p1", "2025-02-02"))]
+    cohort = build_cohort(_exports(fus, sessions))
+    assert cohort.exclusions == {"patients with sessions but no ketamine session": 1,
+                                 "follow-ups of patients without a ketamine session": 2}
+    row = cohort.patients.iloc[0]
+    assert (row["patient_id"], row["n_sessions"], row["n_ketamine_sessions"], row["n_followups"]) == ("p1", 3, 2, 2)
+    assert cohort.followups["days"].tolist() == [30, 60] and set(cohort.sessions["patient_id"]) == {"p1"}
