@@ -50,9 +50,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.cohort import DROPOUT_STATUSES, Cohort, ids_in
-from analytics.errors import OutcomesError
+from analytics.errors import InsufficientData, OutcomesError
 from analytics.intervals import t_crit, wilson_ci, z_crit
 from analytics.privacy import note_n
+from analytics.safety import data_end_date
 from schemas.arrow import text_array, text_codes
 from schemas.columns import ADVERSE_EVENTS
 
@@ -417,10 +418,11 @@ def _as_of(cohort: Cohort, as_of: Any) -> pd.Timestamp | None:
 
 
 def _data_end(cohort: Cohort) -> pd.Timestamp | None:
-    dates = [cohort.sessions["session_date"].max() if len(cohort.sessions) else pd.NaT,
-             cohort.followups["assessment_date"].max() if len(cohort.followups) else pd.NaT]
-    dates = [d for d in dates if not pd.isna(d)]
-    return max(dates) if dates else None
+    """The latest session or assessment date (:func:`analytics.safety.data_end_date`); None without any."""
+    try:
+        return data_end_date(cohort)
+    except InsufficientData:
+        return None
 
 
 def _select(cohort: Cohort, substance: str | None) -> tuple[pd.DataFrame, str | None]:
@@ -835,7 +837,6 @@ def _phq9_rows(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
     return m[_member(m["patient_id"], ids).to_numpy()]
 
 
-_KETAMINE_CACHE: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
 _KEYED_CACHE: dict[int, tuple[Cohort, Cohort]] = {}
 # the columns the clinic metrics read; the keyed copy keeps only these, so each of the many row selections of a
 # comparison moves a few columns, not the whole cohort table
@@ -855,7 +856,7 @@ def _keyed(cohort: Cohort) -> Cohort:
 
     The clinic metrics only match, group and count patients, never show an id; on integer keys the many
     membership tests, group-bys and look-ups of a comparison run on NumPy instead of hashing text ids each time.
-    Computed once per cohort (one at a time, like the ketamine sessions below).
+    Computed once per cohort object (its settings included), one at a time.
     """
     hit = _KEYED_CACHE.get(id(cohort))
     if hit is not None and hit[0] is cohort:
@@ -877,11 +878,13 @@ def _keyed(cohort: Cohort) -> Cohort:
 
 
 def _all_ketamine_sessions(cohort: Cohort) -> pd.DataFrame:
-    """Ketamine sessions sorted by patient and day, computed once per sessions table (many metrics reuse it)."""
-    s = cohort.sessions
-    hit = _KETAMINE_CACHE.get(id(s))
-    if hit is not None and hit[0] is s:
-        return hit[1]
+    """Ketamine sessions sorted by patient and day, computed once per cohort (many metrics reuse it)."""
+    return _once(cohort, "ketamine sessions", lambda: _ketamine_table(cohort.sessions))
+
+
+def _ketamine_table(s: pd.DataFrame) -> pd.DataFrame:
+    """The ketamine sessions with their adverse events as ``_events`` (";nausea;dizziness;") and one flag column
+    per named event (``_ev_<event>``, ``_ev_any``)."""
     ket = s[s["session_type"] == "ketamine"].sort_values(["patient_id", "days"])
     events = ket["adverse_events"].fillna("").astype(str).str.replace(" ", "", regex=False)
     ket = ket.assign(_events=(";" + events + ";").where(events.ne(""), ""))  # ";nausea;dizziness;" or ""
@@ -895,10 +898,7 @@ def _all_ketamine_sessions(cohort: Cohort) -> pd.DataFrame:
         flag = np.zeros(len(ket), dtype=bool)
         flag[row[which == k]] = True
         found[f"_ev_{e}"] = flag
-    ket = ket.assign(_ev_any=ket["_events"].ne("").to_numpy(bool), **found)
-    _KETAMINE_CACHE.clear()  # one cohort at a time: no patient data kept beyond the current one
-    _KETAMINE_CACHE[id(s)] = (s, ket)
-    return ket
+    return ket.assign(_ev_any=ket["_events"].ne("").to_numpy(bool), **found)
 
 
 def _ketamine_sessions(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
@@ -1154,8 +1154,8 @@ class BenchmarkComparison:
     notes: tuple[str, ...] = ()
 
 
-def _clinic_call(b: Benchmark, substance: str | None, arms: tuple[str, str]) -> tuple[tuple[Any, ...], dict] | None:
-    """The clinic metric call of a benchmark: (cache key, keyword arguments); None without a clinic figure."""
+def _clinic_for(b: Benchmark, cohort: Cohort, substance: str | None, as_of: Any, arms: tuple[str, str],
+                conf_level: float, cache: dict[tuple[Any, ...], ClinicFigure]) -> ClinicFigure | None:
     if b.clinic is None:
         return None
     kwargs = b.clinic.kwargs()
@@ -1163,15 +1163,7 @@ def _clinic_call(b: Benchmark, substance: str | None, arms: tuple[str, str]) -> 
         kwargs["substance"] = substance
     if b.clinic.function == "pda_difference":
         kwargs["arms"] = tuple(arms)
-    return (b.clinic.function, tuple(sorted((k, str(v)) for k, v in kwargs.items()))), kwargs
-
-
-def _clinic_for(b: Benchmark, cohort: Cohort, substance: str | None, as_of: Any, arms: tuple[str, str],
-                conf_level: float, cache: dict[tuple[Any, ...], ClinicFigure]) -> ClinicFigure | None:
-    call = _clinic_call(b, substance, arms)
-    if call is None or b.clinic is None:
-        return None
-    key, kwargs = call
+    key = (b.clinic.function, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
     if key not in cache:
         fn = CLINIC_METRICS[b.clinic.function]
         try:
@@ -1234,7 +1226,7 @@ def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | No
     cache: dict[tuple[Any, ...], ClinicFigure] = {}
     rows = [_row(b, _clinic_for(b, keyed, substance, as_of, arms, conf_level, cache)) for b in chosen]
     table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
-    end = _as_of(cohort, as_of)
+    end = _as_of(keyed, as_of)
     notes = (
         (f"Published figures from {len({b.study for b in chosen})} sources; 'secondary source' marks figures seen only "
         "in a press release, news item or summary site. Figures marked UNVERIFIED in the reference sheets are never "
