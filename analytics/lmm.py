@@ -837,7 +837,6 @@ def _damped_newton(theta0: np.ndarray, blk: Blocks, reml: bool,
     ev = _deviance(theta, blk, reml, True, ws)
     n_eval = 1
     hess: np.ndarray | None = None
-    pos_def = False
     for _ in range(NEWTON_MAX_STEPS):
         if not ev.ok or ev.grad is None:
             return None, n_eval

@@ -60,9 +60,6 @@ def _to_float(text: pd.Series, *, decimal_comma: bool = False) -> pd.Series:
         return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
-
-
-
 def _schema_columns(kind: str) -> dict[str, pa.Column]:
     """The pandera columns that check a file (patient columns also check sessions rows that carry them)."""
     cols = dict(SCHEMAS[kind].to_schema().columns)
@@ -400,8 +397,8 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
     ok_ket = ket & s_keep
     # per patient code, plus a last slot for "not in the sessions file" (code -1 indexes it)
     first_ket = np.full(len(s_ids) + 1, np.datetime64("NaT"), dtype="datetime64[ns]")
-    dates = s_typed["session_date"].to_numpy(dtype="datetime64[ns]")
-    mins = pd.Series(dates[ok_ket]).groupby(s_codes[ok_ket]).min()
+    session_day = s_typed["session_date"].to_numpy(dtype="datetime64[ns]")
+    mins = pd.Series(session_day[ok_ket]).groupby(s_codes[ok_ket]).min()
     first_ket[mins.index.to_numpy()] = mins.to_numpy()
     rejected_ket = (np.bincount(s_codes[ket], minlength=len(s_ids) + 1) > 0) & np.isnat(first_ket)
     ff = followups.frame.reset_index(drop=True)

@@ -78,8 +78,8 @@ def control_chart(chart: ControlChart, *, title: str | None = None, y_title: str
     if hide.any():
         k = int(hide.sum())
         note_under_axis(fig, f"{k} month{'s' if k != 1 else ''} not drawn (small-cell rule: a count from 1 to "
-                          f"{min_cell - 1} behind the rate, or hidden so that one cannot be worked out)."
-                     + ("" if total_safe else " Centre line not shown: its counts are small."))
+                             f"{min_cell - 1} behind the rate, or hidden so that one cannot be worked out)."
+                        + ("" if total_safe else " Centre line not shown: its counts are small."))
     fig.update_yaxes(rangemode="tozero")
     fig.update_xaxes(type="category")
     return fig
@@ -146,9 +146,9 @@ def funnel_plot(result: FunnelResult, *, title: str | None = None, y_title: str 
                 x_title=f"Number of {unit_word} (n)", y_title=y_title or _y_title(result.kpi))
     if hide.any():
         names = ", ".join(str(v) for v in u.loc[hide, "unit"])
-        note_under_axis(fig, f"Not drawn (small-cell rule: a count from 1 to {min_cell - 1} behind the rate, or hidden "  # type: ignore[operator]
-                          f"so that one cannot be worked out): {names}."
-                     + ("" if total_safe else " Overall line not shown: its counts are small."))
+        note_under_axis(fig, f"Not drawn (small-cell rule: a count from 1 to {min_cell - 1} behind the rate, "  # type: ignore[operator]
+                             f"or hidden so that one cannot be worked out): {names}."
+                        + ("" if total_safe else " Overall line not shown: its counts are small."))
     fig.update_yaxes(range=[0, 100])
     fig.update_xaxes(rangemode="tozero")
     return fig
