@@ -123,20 +123,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace):
-    from analytics.settings import Settings
+    from analytics.outcomes.settings import Settings
 
     return Settings(relapse=args.relapse, dropout_as_relapse=args.dropout_as_relapse, suppress=not args.no_suppress)
 
 
 def _shown(sentence: str, args: argparse.Namespace) -> str:
     """A sentence from the analytics with its counts of 1–10 masked unless --no-suppress (privacy.note_n)."""
-    from analytics.privacy import render_note
+    from analytics.privacy.suppression import render_note
 
     return render_note(sentence, enabled=not getattr(args, "no_suppress", False))
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from analytics.pipeline import analysis_json
+    from analytics.outcomes.pipeline import analysis_json
 
     data = _load(args)
     result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference)
@@ -154,8 +154,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analytics.parallel import default_workers
-    from analytics.report import write_report
+    from analytics.report.pack import write_report
+    from analytics.report.parallel import default_workers
 
     data = _load(args)
     try:

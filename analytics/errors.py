@@ -1,21 +1,8 @@
-"""Domain errors, written for the person who must act.
+"""Domain errors (the classes of :mod:`schemas.errors`, which both ``schemas`` and ``analytics`` raise).
 
-Pages and the CLI catch :class:`OutcomesError` only. A message says what is wrong, with the
-actual value, then what to do.
+Pages and the CLI catch :class:`OutcomesError` only.
 """
 
+from schemas.errors import InsufficientData, ModelDidNotConverge, OutcomesError, UnusableExport
 
-class OutcomesError(Exception):
-    """Base of every error a user may see."""
-
-
-class UnusableExport(OutcomesError):
-    """A file cannot be used at all (missing, unreadable, empty, required column missing)."""
-
-
-class InsufficientData(OutcomesError):
-    """Too few patients, events or scores for an analysis."""
-
-
-class ModelDidNotConverge(OutcomesError):
-    """A model fit failed in a way that no fallback could rescue."""
+__all__ = ["InsufficientData", "ModelDidNotConverge", "OutcomesError", "UnusableExport"]

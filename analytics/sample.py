@@ -124,7 +124,7 @@ class Trajectory:
 
         Keys: ``Intercept``, ``weeks``, ``weeks_after_<knot>``, ``therapy`` (always 0: no baseline
         difference), ``weeks:therapy``, ``weeks_after_<knot>:therapy`` — the terms of
-        ``analytics.trajectories.fit_trajectory(time="piecewise", by="program")`` with ``therapy`` standing for
+        ``analytics.outcomes.trajectories.fit_trajectory(time="piecewise", by="program")`` with ``therapy`` standing for
         ``program[T.ketamine + therapy]``.
         """
         after = f"weeks_after_{self.knot_weeks:g}"

@@ -798,7 +798,7 @@ class UploadComparison:
     table:
         ``metric``, ``a``, ``b``, ``change`` (b − a): patients, sessions, ketamine sessions, follow-ups,
         patients in both uploads, only in a, only in b. Counts: pass through
-        :func:`analytics.privacy.suppress_counts` (``count_columns=["a", "b"]``) before showing.
+        :func:`analytics.privacy.suppression.suppress_counts` (``count_columns=["a", "b"]``) before showing.
     periods:
         Upload id → (first, last) session date, as ``pd.Timestamp`` (NaT when empty).
     a, b:
@@ -844,7 +844,7 @@ def compare_uploads(store: Store, upload_a: str, upload_b: str) -> UploadCompari
         s = data[u].get("sessions")
         dates = s["session_date"] if s is not None else pd.Series([], dtype="datetime64[ns]")
         periods[u] = (dates.min(), dates.max())
-    notes = ("Counts are not suppressed here; apply analytics.privacy.suppress_counts before showing them.",)
+    notes = ("Counts are not suppressed here; apply analytics.privacy.suppression.suppress_counts before showing them.",)
     return UploadComparison(table=table, periods=periods, a=rec[upload_a], b=rec[upload_b], notes=notes)
 
 

@@ -1,7 +1,7 @@
 """Who is using the app and what their role lets them see.
 
 With an ``[auth]`` section in ``.streamlit/secrets.toml`` (OIDC), ``st.login`` gates the app and each signed-in
-email gets a role from the ``[roles]`` table (the roles and their rights: :mod:`analytics.access`). Without
+email gets a role from the ``[roles]`` table (the roles and their rights: :mod:`analytics.privacy.access`). Without
 ``[auth]`` the app runs locally for one user, ``local``, with the ``admin`` role, and says so in the sidebar.
 
 Routing is dashboard.py's ``st.navigation`` only. Streamlit would otherwise serve the files of this ``pages/``
@@ -17,7 +17,8 @@ from typing import Any, NoReturn
 import streamlit as st
 from streamlit.errors import StreamlitAuthError, StreamlitSecretNotFoundError
 
-from analytics.access import (
+from analytics.errors import OutcomesError
+from analytics.privacy.access import (
     LOCAL_USER,
     PAGE_ROLES,
     ROLES,
@@ -25,7 +26,6 @@ from analytics.access import (
     missing_sign_in_packages,
     role_for,
 )
-from analytics.errors import OutcomesError
 
 _LOGIN_ERROR = "auth_login_error"                        # session-state key: why the last sign-in did not start
 

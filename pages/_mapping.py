@@ -12,6 +12,7 @@ import streamlit as st
 
 from analytics.errors import OutcomesError
 from schemas.columns import REQUIRED
+from schemas.headers import looks_like_identifier
 from schemas.mapping import (
     Mapping,
     MappingSuggestions,
@@ -21,7 +22,7 @@ from schemas.mapping import (
     preview,
 )
 from schemas.presets import Preset, load_preset
-from schemas.reader import looks_like_identifier, read_table
+from schemas.reader import read_table
 
 NOT_IN_FILE = "— not in this file —"
 SET_ASIDE = "— not used (its rows are set aside) —"

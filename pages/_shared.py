@@ -11,12 +11,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from analytics.access import UNSUPPRESS_ROLES
-from analytics.cohort import Cohort, build_cohort
 from analytics.errors import OutcomesError
-from analytics.filters import Filters, apply_filters, filter_options
-from analytics.privacy import render_note
-from analytics.settings import Settings
+from analytics.outcomes.cohort import Cohort, build_cohort
+from analytics.outcomes.filters import Filters, apply_filters, filter_options
+from analytics.outcomes.settings import Settings
+from analytics.privacy.access import UNSUPPRESS_ROLES
+from analytics.privacy.suppression import render_note
 from pages._auth import has_role
 from schemas.frames import ValidatedExports
 from schemas.validate import load_exports

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analytics import qi
-from analytics.attention import expected_phq9
 from analytics.errors import OutcomesError
-from analytics.safe_export import to_safe_csv
+from analytics.outcomes import qi
+from analytics.outcomes.attention import expected_phq9
+from analytics.privacy.safe_export import to_safe_csv
 from pages._auth import audit_export, require_role
 from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 

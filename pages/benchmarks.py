@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analytics import benchmarks
 from analytics import formatting as fmt
 from analytics.errors import OutcomesError
-from analytics.plots.benchmarks import clinic_cells, clinic_shown, forest
+from analytics.outcomes import benchmarks
+from analytics.report.plots.benchmarks import clinic_cells, clinic_shown, forest
 from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 sidebar_settings()

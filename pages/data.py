@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analytics.access import ROW_LEVEL_ROLES
 from analytics.errors import OutcomesError
-from analytics.privacy import file_count_cells, issue_counts
-from analytics.safe_export import to_safe_csv
+from analytics.privacy.access import ROW_LEVEL_ROLES
+from analytics.privacy.safe_export import to_safe_csv
+from analytics.privacy.suppression import file_count_cells, issue_counts
 from analytics.store import StoreBusy, open_store
 from pages._auth import audit_export, current_user, has_role
 from pages._mapping import mapping_step

@@ -7,10 +7,11 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from analytics.access import ADMIN_ROLES, ROW_LEVEL_ROLES
 from analytics.errors import OutcomesError
-from analytics.privacy import SuppressedTable, mask_text, suppress_counts
-from analytics.safe_export import to_safe_csv
+from analytics.privacy.access import ADMIN_ROLES, ROW_LEVEL_ROLES
+from analytics.privacy.counts import mask_text
+from analytics.privacy.safe_export import to_safe_csv
+from analytics.privacy.suppression import SuppressedTable, suppress_counts
 from analytics.store import STORE_FILE, Store, compare_uploads, data_dir, open_store
 from pages._auth import current_user, has_role
 from pages._shared import set_exports, settings, sidebar_settings

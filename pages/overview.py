@@ -5,10 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from analytics import formatting as fmt
-from analytics import qi
 from analytics.errors import OutcomesError
-from analytics.plots import qi as qplots
-from analytics.privacy import fraction_text, mask_text, rate_is_safe
+from analytics.outcomes import qi
+from analytics.privacy.counts import mask_text, rate_is_safe
+from analytics.privacy.suppression import fraction_text
+from analytics.report.plots import qi as qplots
 from pages._auth import audit_export
 from pages._shared import exports, show_notes, shown_text, sidebar_settings, view_cohort
 
@@ -20,7 +21,7 @@ st.caption(filters.describe() + ". " + cohort.settings.describe())
 r1, r2 = st.columns([1, 3])
 if r1.button("Prepare meeting report", icon=":material/description:", key="report_build",
              help="One self-contained HTML file with every chart and table, for the QI meeting."):
-    from analytics.report import build_report
+    from analytics.report.pack import build_report
 
     bar = r2.progress(0.0, text="Building the report…")
     try:

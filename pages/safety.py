@@ -6,9 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from analytics import formatting as fmt
-from analytics import safety
 from analytics.errors import OutcomesError
-from analytics.plots import safety as splots
+from analytics.outcomes import safety
+from analytics.report.plots import safety as splots
 from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 sidebar_settings()

@@ -7,8 +7,8 @@ import streamlit as st
 
 from analytics import formatting as fmt
 from analytics.errors import OutcomesError
-from analytics.plots.subgroups import level_estimable, subgroup_cells, subgroup_forest
-from analytics.subgroups import CAUTION, LABELS, who_benefits
+from analytics.outcomes.subgroups import CAUTION, LABELS, who_benefits
+from analytics.report.plots.subgroups import level_estimable, subgroup_cells, subgroup_forest
 from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 sidebar_settings()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from analytics import formatting as fmt
-from analytics import survival
 from analytics.errors import OutcomesError
-from analytics.plots.survival import forest_figure, km_figure
-from analytics.privacy import suppress_counts
+from analytics.outcomes import survival
+from analytics.privacy.suppression import suppress_counts
+from analytics.report.plots.survival import forest_figure, km_figure
 from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 GROUP_LABELS = {None: "No grouping (all patients)", "program": "Program", "primary_substance": "Primary substance",

@@ -5,10 +5,10 @@ from __future__ import annotations
 import streamlit as st
 
 from analytics import formatting as fmt
-from analytics import trajectories as tr
 from analytics.errors import OutcomesError
-from analytics.plots import trajectories as tplots
-from analytics.privacy import mask_text
+from analytics.outcomes import trajectories as tr
+from analytics.privacy.counts import mask_text
+from analytics.report.plots import trajectories as tplots
 from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 GROUPS = {None: "No grouping", "program": "Program", "primary_substance": "Primary substance",

@@ -43,10 +43,10 @@ def main() -> None:
 
     import cli_run
 
-    from analytics.cohort import build_cohort
+    from analytics.outcomes.cohort import build_cohort
+    from analytics.outcomes.settings import Settings
+    from analytics.outcomes.trajectories import measure_frame
     from analytics.sample import write_clinic
-    from analytics.settings import Settings
-    from analytics.trajectories import measure_frame
     from schemas.validate import load_exports
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,7 @@
 Targets (issue 11): analyze + report under 15 s total and 4 GB peak memory; a page rerun after a filter change
 under 1 s. "End to end" is what a user runs: the two commands ``kap-outcomes analyze`` and ``kap-outcomes report``,
 each a fresh process that starts Python, reads and validates the three CSV files, builds the cohort and writes its
-output; ``report`` computes its sections in forked workers (analytics/parallel.py) and is also timed in one process
+output; ``report`` computes its sections in forked workers (analytics/report/parallel.py) and is also timed in one process
 (KAP_OUTCOMES_WORKERS=1).
 Each is timed (best of three) with the peak memory (PSS) of its process tree (perf/cli_run.py); an in-process run
 breaks the report into its sections.
@@ -34,11 +34,11 @@ def main() -> None:
 
     import cli_run
 
-    from analytics.parallel import default_workers
-    from analytics.pipeline import analysis_json
-    from analytics.report import SECTIONS, build_report
+    from analytics.outcomes.pipeline import analysis_json
+    from analytics.outcomes.settings import Settings
+    from analytics.report.pack import SECTIONS, build_report
+    from analytics.report.parallel import default_workers
     from analytics.sample import write_clinic
-    from analytics.settings import Settings
     from schemas.validate import load_exports
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -50,9 +50,9 @@ def best_of(fn: Callable[[], object], repeat: int) -> tuple[float, float, object
 
 
 def cohort_of_size(n: int):
-    from analytics.cohort import build_cohort
+    from analytics.outcomes.cohort import build_cohort
+    from analytics.outcomes.settings import Settings
     from analytics.sample import write_clinic
-    from analytics.settings import Settings
     from schemas.validate import load_exports
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,8 +68,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from analytics import trajectories
-    from analytics.subgroups import who_benefits
+    from analytics.outcomes import trajectories
+    from analytics.outcomes.subgroups import who_benefits
 
     result: dict = {"machine": {"python": platform.python_version(), "platform": platform.platform(),
                                 "cpus": os.cpu_count(), "load_average_at_start": list(os.getloadavg()),

@@ -3,7 +3,7 @@
 One synthetic data set (3 programs, age and baseline PHQ-9; days with many ties; ~70% events) is written once
 as CSV and timed, in the same run, with:
 
-* ours: :mod:`analytics.survival` array-level steps, and the whole survival section as the dashboard runs
+* ours: :mod:`analytics.outcomes.survival` array-level steps, and the whole survival section as the dashboard runs
   it (``relapse_curves`` + ``compare_groups`` with two adjustments) on a cohort of those patients;
 * statsmodels (``SurvfuncRight``, ``survdiff``, ``PHReg``), the engines the brief named as defaults;
 * R ``survival`` (``survfit``, ``survdiff``, ``coxph``, ``cox.zph``), when Rscript is installed;
@@ -71,9 +71,9 @@ def bench_ours(path: Path, repeat: int) -> dict:
     from statsmodels.duration.hazard_regression import PHReg
     from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 
-    from analytics import survival as sv
-    from analytics.cohort import Cohort
-    from analytics.settings import Settings
+    from analytics.outcomes import survival as sv
+    from analytics.outcomes.cohort import Cohort
+    from analytics.outcomes.settings import Settings
 
     d = pd.read_csv(path)
     t, e, g = d["time"].to_numpy(float), d["event"].to_numpy(bool), d["program"].to_numpy(str)

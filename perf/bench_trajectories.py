@@ -3,8 +3,8 @@
 One synthetic data set per size (~5.5 visits per patient, unbalanced, irregular times in weeks; three programs,
 age and sex; true random intercept and slope) is written once as CSV and fitted, in the same run, with:
 
-* ours: :mod:`analytics.lmm` from arrays (design, per-patient blocks, REML fit, SEs and CIs), and the cohort API
-  :func:`analytics.trajectories.fit_trajectory` as the dashboard calls it (long table → fixed-effect table);
+* ours: :mod:`analytics.engines.lmm` from arrays (design, per-patient blocks, REML fit, SEs and CIs), and the cohort API
+  :func:`analytics.outcomes.trajectories.fit_trajectory` as the dashboard calls it (long table → fixed-effect table);
 * statsmodels ``MixedLM`` (REML, lbfgs) on the same arrays, from the smallest size up while a fit takes less than
   ``--statsmodels-limit`` seconds (larger sizes are skipped with a note: its time grows faster than linearly);
 * R ``lme4::lmer`` (REML, default optimiser) when Rscript is installed; only ``lmer()`` is timed, not reading.
@@ -40,9 +40,10 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analytics import lmm, trajectories
-from analytics.cohort import Cohort
-from analytics.settings import Settings
+from analytics.engines import lmm
+from analytics.outcomes import trajectories
+from analytics.outcomes.cohort import Cohort
+from analytics.outcomes.settings import Settings
 
 TARGETS = {"default": 1.0, "group": 3.0}  # seconds at 50,000 patients (issue 6)
 PROGRAMS = np.array(["ketamine only", "ketamine + therapy", "ketamine + IOP"])

@@ -1,6 +1,6 @@
 """Time one ``kap-outcomes`` command in a fresh process, with the peak memory of its whole process tree.
 
-The command line forks worker processes (analytics/parallel.py), so the peak resident memory of the parent alone
+The command line forks worker processes (analytics/report/parallel.py), so the peak resident memory of the parent alone
 would understate what the machine needs. A sampler reads the proportional set size (PSS: shared copy-on-write
 pages split between the processes that share them) of the command and all its descendants every 50 ms from
 /proc and keeps the largest sum.

@@ -161,7 +161,7 @@ def _parse_measure(texts: pd.Series, column: str, kind: str, preset: Preset, dat
 
     Returns (text written into the follow-up, comparison key for duplicates), indexed like ``texts``.
     """
-    from schemas.validate import parse_dates  # validate imports the reader, which imports this module
+    from schemas.dates import parse_dates  # validate imports the reader, which imports this module
 
     ctype = read_columns(kind)[column]
     desc = _description(kind, column)
@@ -241,7 +241,7 @@ def pivot_long(frame: pd.DataFrame, *, kind: str, name: str, layout: LongLayout,
     -------
     LongResult
     """
-    from schemas.validate import parse_dates
+    from schemas.dates import parse_dates
 
     frame = frame.reset_index(drop=True)
     flags = _Flags(frame, name)

@@ -42,10 +42,11 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from analytics.errors import UnusableExport
 from schemas.columns import COLUMNS, REQUIRED, read_columns
+from schemas.errors import UnusableExport
+from schemas.headers import looks_like_identifier, normalise_header
 from schemas.presets import EXTRA, PRESET_DIR, Preset, dumps_toml, load_preset, norm_code
-from schemas.reader import looks_like_identifier, normalise_header, read_export, read_table
+from schemas.reader import read_export, read_table
 
 THRESHOLD = 0.6
 MARGIN = 0.02

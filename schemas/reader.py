@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +30,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from analytics.errors import UnusableExport
 from schemas.arrow import map_columns, text_array, text_series
 from schemas.columns import COLUMNS, REQUIRED, read_columns
+from schemas.errors import UnusableExport
 from schemas.frames import FileReport
+from schemas.headers import looks_like_identifier, normalise_header
 from schemas.long_format import CODE, VALUE, pivot_long
 from schemas.presets import Preset, load_preset
 
@@ -45,29 +45,6 @@ MISSING_TOKENS = frozenset({"", "na", "n/a", "null", "-", "none", "nan"})
 
 # Header tokens that mark a direct identifier (HIPAA Safe Harbor style). Matched on whole tokens of
 # the normalised header, so ``site`` or ``session_type`` never match.
-_IDENTIFIER_PATTERNS = [
-    r"(^|_)(first|last|given|family|full|middle|sur|fore|patient|client|preferred)_?name($|_)",
-    r"^name$", r"^surname$", r"^forename$",
-    r"(^|_)e_?mail($|_)", r"(^|_)(phone|telephone|mobile|cell|fax)(_?(number|no))?($|_)",
-    r"(^|_)(address|street|addr|city|zip|zipcode|postcode|postal_code)($|_)",
-    r"(^|_)(ssn|social_security(_number)?|sin|nhs_?(number|no)?|nino|passport|driver_?licen[cs]e)($|_)",
-    r"(^|_)(dob|date_of_birth|birth_?date|birthdate|birthday)($|_)",
-    r"(^|_)(mrn|medical_record(_number)?|record_number|chart_number|health_card)($|_)",
-    r"(^|_)(insurance|member|policy|medicaid|medicare)_?(id|number|no)($|_)",
-    r"(^|_)(ip_address|device_id|url|photo)($|_)",
-]
-_IDENTIFIER_RE = re.compile("|".join(_IDENTIFIER_PATTERNS))
-
-
-def normalise_header(name: str) -> str:
-    """``' Session Date '`` → ``session_date`` (trim, lower-case, runs of non-alphanumerics → ``_``)."""
-    s = re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
-    return s
-
-
-def looks_like_identifier(header: str) -> bool:
-    return bool(_IDENTIFIER_RE.search(normalise_header(header)))
-
 
 @dataclass(frozen=True)
 class RawExport:

@@ -7,12 +7,10 @@ value as written, and a reason a clinic user can act on. Nothing is silently dro
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -20,9 +18,10 @@ import pandera.pandas as pa
 import pyarrow as pa_
 import pyarrow.compute as pc
 
-from analytics.errors import UnusableExport
 from schemas.arrow import map_columns, text_array, text_codes, text_series
 from schemas.columns import ADVERSE_EVENTS, PATIENT_COLUMNS_ON_SESSIONS, read_columns
+from schemas.dates import DATE_HELP, DateOrder, parse_dates
+from schemas.errors import UnusableExport
 from schemas.followups import FollowupsSchema
 from schemas.frames import FileReport, ValidatedExports, coerce_canonical, parse_bool
 from schemas.patients import PatientsSchema
@@ -30,20 +29,10 @@ from schemas.presets import Preset
 from schemas.reader import RawExport, read_export
 from schemas.sessions import SessionsSchema
 
-DateOrder = Literal["iso", "dayfirst", "monthfirst"]
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
     "sessions": SessionsSchema, "followups": FollowupsSchema, "patients": PatientsSchema}
 ISSUE_COLUMNS = ["file", "line", "column", "value", "reason"]
 
-_ISO = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}$")
-_ISO_TIME = re.compile(r"^(\d{4}-\d{1,2}-\d{1,2})[ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$")
-_SLASHED = re.compile(r"^(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{4})$")
-_DATE_HELP = {
-    "iso": "dates must look like 2026-11-25 (yyyy-mm-dd); if your export writes day-first (25/11/2026) or "
-           "month-first (11/25/2026) dates, choose that date format and upload again",
-    "dayfirst": "dates must look like 25/11/2026 (day first) or 2026-11-25",
-    "monthfirst": "dates must look like 11/25/2026 (month first) or 2026-11-25",
-}
 
 
 def _to_float(text: pd.Series, *, decimal_comma: bool = False) -> pd.Series:
@@ -121,35 +110,6 @@ class _Issues:
         return pd.concat(parts, ignore_index=True)
 
 
-def parse_dates(values: pd.Series, order: DateOrder) -> pd.Series:
-    """Parse date text strictly in the chosen order; what does not parse becomes NaT.
-
-    The common case (plain ISO dates) takes pandas' fast fixed-format path; only the rest is matched
-    against ISO date-times and, when the user chose one, day-first or month-first forms.
-    """
-    try:  # the common case: every value a valid yyyy-mm-dd date (Arrow's strict ISO cast)
-        days = pc.cast(pc.utf8_trim_whitespace(text_array(values)), pa_.date32())
-        return pd.Series(pc.cast(days, pa_.timestamp("ns")).to_numpy(zero_copy_only=False), index=values.index,
-                         dtype="datetime64[ns]")
-    except (pa_.ArrowInvalid, pa_.ArrowTypeError):
-        pass
-    s = values.astype("str").str.strip()
-    out = pd.to_datetime(s, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
-    rest = out.isna() & s.notna()
-    if not rest.any():
-        return out
-    r = s[rest]
-    iso_time = r.str.extract(_ISO_TIME)[0]
-    unpadded = r.where(r.str.match(_ISO).fillna(False).astype(bool), iso_time)
-    parsed = pd.to_datetime(unpadded, format="%Y-%m-%d", errors="coerce")
-    if order != "iso":
-        parts = r.str.extract(_SLASHED)
-        day, month = (parts[0], parts[1]) if order == "dayfirst" else (parts[1], parts[0])
-        text = parts[2] + "-" + month.str.zfill(2) + "-" + day.str.zfill(2)
-        parsed = parsed.fillna(pd.to_datetime(text, format="%Y-%m-%d", errors="coerce"))
-    out.loc[rest] = parsed.astype("datetime64[ns]").to_numpy()
-    return out
-
 
 def _convert(text: pd.Series, ctype: str, order: DateOrder) -> pd.Series | tuple[pd.Series, np.ndarray]:
     """One text column → its typed values (NaN/NaT/NA where not parseable); an event list also gives the rows
@@ -182,7 +142,7 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
         before = len(issues.idx)
         present = text.notna().to_numpy()
         if ctype == "date":
-            issues.add(raw, present & parsed.isna().to_numpy(), col, f"not a valid date: {_DATE_HELP[order]}")
+            issues.add(raw, present & parsed.isna().to_numpy(), col, f"not a valid date: {DATE_HELP[order]}")
         elif ctype in ("number", "integer"):
             bad = present & parsed.isna().to_numpy()
             issues.add(raw, bad, col, f"not a number; {_description(kind, col)}")

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analytics import benchmarks as bm
-from analytics.cohort import Cohort, build_cohort
-from analytics.privacy import render_note, render_notes
+from analytics.outcomes import benchmarks as bm
+from analytics.outcomes.cohort import Cohort, build_cohort
+from analytics.privacy.suppression import render_note, render_notes
 from analytics.sample import generate_clinic
 from schemas.frames import ValidatedExports
 
@@ -689,7 +689,7 @@ def test_sample_clinic_gets_a_figure_or_a_reason_for_every_benchmark():
 
 
 def test_forest_puts_differences_and_ratios_on_their_own_axes(comparison):
-    from analytics.plots.benchmarks import forest
+    from analytics.report.plots.benchmarks import forest
 
     keep = ["KARE-1", "KARE-3", "DAK19-1/ketamine", "DAK19-2", "MCL00", "COMB-4/16-weeks", "SPR-AE/nausea/esketamine"]
     small = bm.BenchmarkComparison(table=comparison.table[comparison.table["id"].isin(keep)],

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics import blocksum, lmm
-from analytics import survival as sv
+from analytics.engines import blocksum, lmm
+from analytics.outcomes import survival as sv
 
 
 def test_block_sums_by_hand_with_weights_and_an_empty_block():
@@ -84,8 +84,8 @@ def test_analyze_of_a_clinic_imports_no_scipy(tmp_path):
         "import sys, json\n"
         "sys.modules.setdefault('hypothesis', None)\n"
         "from analytics.sample import write_clinic\n"
-        "from analytics.pipeline import analysis_json\n"
-        "from analytics.settings import Settings\n"
+        "from analytics.outcomes.pipeline import analysis_json\n"
+        "from analytics.outcomes.settings import Settings\n"
         "from schemas.validate import load_exports\n"
         f"d = {str(tmp_path)!r}\n"
         "write_clinic(d, n_patients=2000, seed=3)\n"

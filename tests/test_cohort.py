@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.cohort import build_cohort
-from analytics.settings import Settings
+from analytics.outcomes.cohort import build_cohort
+from analytics.outcomes.settings import Settings
 from schemas.frames import ValidatedExports
 
 
@@ -93,7 +93,7 @@ def test_long_table_averages_same_day_scores_keeps_order_and_drops_scores_before
 @pytest.mark.parametrize("with_times", [False, True])
 def test_measure_rows_are_ordered_as_the_three_key_sort_whatever_the_dates(with_times):
     """The one-integer sort of calendar days equals ``np.lexsort``; date-times take the three-key sort itself."""
-    from analytics.cohort import _order
+    from analytics.outcomes.cohort import _order
 
     rng = np.random.default_rng(3)
     n = 4000

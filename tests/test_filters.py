@@ -2,8 +2,8 @@ from datetime import date
 
 import pandas as pd
 
-from analytics.cohort import build_cohort
-from analytics.filters import Filters, apply_filters, filter_options
+from analytics.outcomes.cohort import build_cohort
+from analytics.outcomes.filters import Filters, apply_filters, filter_options
 from schemas.frames import ValidatedExports
 
 

@@ -1,11 +1,11 @@
-"""analytics/intervals.py equals scipy.stats / statsmodels (the functions it replaces) to floating-point precision."""
+"""analytics/engines/intervals.py equals scipy.stats / statsmodels (the functions it replaces) to floating-point precision."""
 
 import numpy as np
 import pytest
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
-from analytics import intervals
+from analytics.engines import intervals
 
 
 @pytest.mark.parametrize("conf", [0.5, 0.8, 0.9, 0.95, 0.99, 0.999])

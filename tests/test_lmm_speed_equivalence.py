@@ -1,7 +1,7 @@
 """The fast paths of the mixed-model engine give the same numbers as the plain ones (equivalence, not timing).
 
-* Factored blocks (patient-level features × time basis, :func:`analytics.lmm.factored_blocks`, evaluated per
-  pattern) against the blocks of the materialised design (:func:`analytics.lmm.build_blocks`): same sufficient
+* Factored blocks (patient-level features × time basis, :func:`analytics.engines.lmm.factored_blocks`, evaluated per
+  pattern) against the blocks of the materialised design (:func:`analytics.engines.lmm.build_blocks`): same sufficient
   statistics, deviance, gradient and fit.
 * The optimum does not depend on the start values (Newton polish) nor on a warm start (Newton steps from a related
   model's estimate), and a warm start far from the optimum falls back to the cold path. The cold path (damped
@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics import lmm, trajectories
-from analytics.cohort import Cohort
-from analytics.settings import Settings
+from analytics.engines import lmm
+from analytics.outcomes import trajectories
+from analytics.outcomes.cohort import Cohort
+from analytics.outcomes.settings import Settings
 
 
 def simulate(n: int = 400, seed: int = 3) -> pd.DataFrame:
@@ -267,7 +268,7 @@ def test_a_cold_fit_does_not_import_the_scipy_optimiser():
     """``kap-outcomes analyze`` fits the default model without paying for ``import scipy.optimize`` (0.13 s)."""
     import subprocess
     import sys
-    code = ("import sys, numpy as np\nfrom analytics import lmm\nrng = np.random.default_rng(1)\n"
+    code = ("import sys, numpy as np\nfrom analytics.engines import lmm\nrng = np.random.default_rng(1)\n"
             "ids = np.repeat(np.arange(300), 4); t = np.tile(np.arange(4.0), 300)\n"
             "y = 10 + rng.normal(0, 2, 300)[ids] + (-0.3 + rng.normal(0, 0.3, 300)[ids]) * t + rng.normal(0, 1, 1200)\n"
             "fit = lmm.fit_lmm(y, np.column_stack([np.ones(1200), t]), ids, t)\n"

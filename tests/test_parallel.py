@@ -1,10 +1,10 @@
-"""analytics.parallel: forked workers give the serial results, in order; a dead worker falls back to serial."""
+"""analytics.report.parallel: forked workers give the serial results, in order; a dead worker falls back to serial."""
 
 from __future__ import annotations
 
 import os
 
-from analytics import parallel
+from analytics.report import parallel
 
 
 def test_results_come_back_in_task_order_from_other_processes():

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analytics import trajectories as tr
-from analytics.cohort import build_cohort
-from analytics.plots.trajectories import band_transition_heatmap, response_remission_bars
+from analytics.outcomes import trajectories as tr
+from analytics.outcomes.cohort import build_cohort
+from analytics.report.plots.trajectories import band_transition_heatmap, response_remission_bars
 from schemas.validate import load_exports
 
 ROOT = Path(__file__).resolve().parents[1]

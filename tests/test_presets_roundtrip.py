@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analytics.cohort import build_cohort
+from analytics.outcomes.cohort import build_cohort
 from analytics.sample import generate_clinic
 from schemas.mapping import to_preset_layout
 from schemas.presets import available_presets, load_preset

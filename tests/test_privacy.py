@@ -1,4 +1,4 @@
-"""Small-cell suppression (analytics/privacy.py) and safe CSV export (analytics/safe_export.py)."""
+"""Small-cell suppression (analytics/privacy/) and safe CSV export (analytics/privacy/safe_export.py)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,9 @@ from hypothesis import strategies as st
 from scipy.optimize import linprog
 
 from analytics import formatting
-from analytics.privacy import (
-    OFF_NOTE,
-    SuppressedTable,
-    is_small,
-    mask_text,
-    rate_is_safe,
-    suppress_counts,
-    suppress_km,
-)
-from analytics.safe_export import neutralize_frame, to_safe_csv
+from analytics.privacy.counts import OFF_NOTE, is_small, mask_text, rate_is_safe
+from analytics.privacy.safe_export import neutralize_frame, to_safe_csv
+from analytics.privacy.suppression import SuppressedTable, suppress_counts, suppress_km
 
 SMALL = range(1, 11)
 
@@ -429,7 +422,7 @@ def test_neutralise_leaves_numeric_columns_and_missing_values_alone_and_covers_h
 # ------------------------------------------------------------------------------------------------
 
 def test_suppress_cells_hides_a_small_part_and_the_next_smallest_so_the_total_gives_nothing_away():
-    from analytics.privacy import suppress_cells
+    from analytics.privacy.suppression import suppress_cells
 
     cells = suppress_cells({"a": 40, "b": 7, "c": 25, "all": 72}, sums=[(["a", "b", "c"], "all")])
     assert cells.text("b") == "<11" and cells.text("c") == "*"
@@ -439,7 +432,7 @@ def test_suppress_cells_hides_a_small_part_and_the_next_smallest_so_the_total_gi
 
 
 def test_suppress_cells_never_takes_a_known_total_as_the_complementary_cell():
-    from analytics.privacy import suppress_cells
+    from analytics.privacy.suppression import suppress_cells
 
     values = {"a": 5, "b": 12, "all": 17}
     free = suppress_cells(values, sums=[(["a", "b"], "all")])
@@ -449,7 +442,7 @@ def test_suppress_cells_never_takes_a_known_total_as_the_complementary_cell():
 
 
 def test_overlapping_parts_give_no_equation_and_hide_nothing_more():
-    from analytics.privacy import suppress_cells
+    from analytics.privacy.suppression import suppress_cells
 
     cells = suppress_cells({"x": 30, "y": 25, "rows": 40}, sums=[(["x", "y"], "rows")])  # 55 > 40: overlap
     assert not any(cells.hidden.values())
@@ -459,14 +452,14 @@ def test_overlapping_parts_give_no_equation_and_hide_nothing_more():
                                                        (5, 70, ("<11", "70")), (0, 5, ("0", "<11")),
                                                        (0, 50, ("0", "50"))])
 def test_fraction_text_protects_the_complement_of_a_percentage(num, den, expected):
-    from analytics.privacy import fraction_text
+    from analytics.privacy.suppression import fraction_text
 
     assert fraction_text(num, den) == expected
     assert fraction_text(num, den, enabled=False) == (str(num), str(den))
 
 
 def test_issue_counts_aggregate_without_values_or_lines_and_protect_the_totals():
-    from analytics.privacy import issue_counts
+    from analytics.privacy.suppression import issue_counts
 
     issues = pd.DataFrame({"file": ["s.csv"] * 30 + ["f.csv"] * 14, "line": range(2, 46),
                            "column": ["route"] * 25 + ["phq9"] * 5 + ["days"] * 14,
@@ -481,7 +474,7 @@ def test_issue_counts_aggregate_without_values_or_lines_and_protect_the_totals()
 
 
 def test_flow_loss_between_two_shown_steps_is_never_small():
-    from analytics.privacy import suppress_flow
+    from analytics.privacy.suppression import suppress_flow
 
     steps = pd.DataFrame({"step": ["started", "baseline", "f30"], "label": ["S", "B", "F"], "n": [120, 114, 90],
                           "unit": ["patients"] * 3, "parent": ["", "started", "baseline"]})

@@ -26,19 +26,20 @@ from hypothesis import strategies as st
 from signed_in import dashboard_as, upload_on_data_page
 from streamlit.testing.v1 import AppTest
 
-from analytics import benchmarks, qi, safety, survival
-from analytics import trajectories as tr
-from analytics.cohort import build_cohort
-from analytics.plots import benchmarks as bplots
-from analytics.plots import qi as qplots
-from analytics.plots import safety as splots
-from analytics.plots import subgroups as sgplots
-from analytics.plots import survival as svplots
-from analytics.plots import trajectories as tplots
-from analytics.privacy import hidden_rate_points, is_small, rate_is_safe, suppress_flow
+from analytics.outcomes import benchmarks, qi, safety, survival
+from analytics.outcomes import trajectories as tr
+from analytics.outcomes.cohort import build_cohort
+from analytics.outcomes.settings import Settings
+from analytics.outcomes.subgroups import who_benefits
+from analytics.privacy.counts import is_small, rate_is_safe
+from analytics.privacy.suppression import hidden_rate_points, suppress_flow
+from analytics.report.plots import benchmarks as bplots
+from analytics.report.plots import qi as qplots
+from analytics.report.plots import safety as splots
+from analytics.report.plots import subgroups as sgplots
+from analytics.report.plots import survival as svplots
+from analytics.report.plots import trajectories as tplots
 from analytics.sample import generate_clinic
-from analytics.settings import Settings
-from analytics.subgroups import who_benefits
 from schemas.frames import ValidatedExports
 
 ROOT = Path(__file__).resolve().parents[1]

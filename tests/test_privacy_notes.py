@@ -12,10 +12,11 @@ import re
 
 import pytest
 
-from analytics.privacy import note_n, note_of, render_note, render_notes
-from analytics.report import build_report
+from analytics.outcomes.settings import Settings
+from analytics.privacy.counts import note_n, note_of
+from analytics.privacy.suppression import render_note, render_notes
+from analytics.report.pack import build_report
 from analytics.sample import generate_clinic
-from analytics.settings import Settings
 from schemas.frames import ValidatedExports
 
 # a count as a reader recognises one: "7 patient(s)", "3 of 40 patients", "(got 4)", "4 event(s)", "n = 6"

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics import qi
-from analytics.cohort import build_cohort
 from analytics.errors import InsufficientData, OutcomesError
+from analytics.outcomes import qi
+from analytics.outcomes.cohort import build_cohort
 from schemas.frames import ValidatedExports
 
 REF = Path(__file__).parent / "reference" / "qi"
@@ -421,7 +421,7 @@ def test_attention_uses_a_trajectory_prediction_when_given():
 
 
 def test_qi_figures_carry_limits_signals_labels_and_flow_counts():
-    from analytics.plots import qi as plots
+    from analytics.report.plots import qi as plots
 
     data = pd.read_csv(REF / "pchart_input.csv")
     x = data["x"].tolist()
@@ -450,5 +450,5 @@ def test_computation_modules_import_neither_streamlit_nor_plotly():
         tree = ast.parse((Path(qi.__file__).parent / f"{module}.py").read_text(encoding="utf-8"))
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-        assert not any(n.split(".")[0] in ("streamlit", "plotly") or n.startswith("analytics.plots")
+        assert not any(n.split(".")[0] in ("streamlit", "plotly") or n.startswith("analytics.report.plots")
                        for n in names), module

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from analytics.report import SECTIONS, build_report
-from analytics.settings import Settings
+from analytics.outcomes.settings import Settings
+from analytics.report.pack import SECTIONS, build_report
 from schemas.validate import load_exports
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def test_turning_suppression_off_says_so_at_the_top(sample):
 
 
 def test_sections_computed_in_forked_workers_give_the_same_pack(sample, report):
-    """The command line computes the sections in forked processes (analytics.parallel); same HTML."""
+    """The command line computes the sections in forked processes (analytics.report.parallel); same HTML."""
     parallel = build_report(sample, Settings(), workers=2)
     stamp = re.compile(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC")
     strip_ids = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}')  # plotly div ids

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics import safety
-from analytics.cohort import build_cohort
 from analytics.errors import InsufficientData
-from analytics.privacy import render_notes
+from analytics.outcomes import safety
+from analytics.outcomes.cohort import build_cohort
+from analytics.privacy.suppression import render_notes
 from schemas.frames import ValidatedExports
 
 REF = Path(__file__).parent / "reference" / "qi"
@@ -278,7 +278,7 @@ def test_threshold_mismatch_is_called_out_beside_the_published_figure(tmp_path):
 
 
 def test_safety_figures_show_error_bars_trend_bands_and_both_sources(tmp_path):
-    from analytics.plots import safety as plots
+    from analytics.report.plots import safety as plots
 
     fig = plots.adverse_events_chart(safety.adverse_event_rates(_ae_clinic()))
     iv = next(t for t in fig.data if t.name == "IV")

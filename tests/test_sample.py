@@ -19,8 +19,8 @@ import statsmodels.formula.api as smf
 from scipy import stats
 from statsmodels.duration.hazard_regression import PHReg
 
-from analytics.cohort import build_cohort
 from analytics.errors import InsufficientData, OutcomesError
+from analytics.outcomes.cohort import build_cohort
 from analytics.sample import (
     AE_ORDER,
     DEFAULT_SEED,
@@ -254,7 +254,7 @@ def test_phq9_piecewise_mean_trajectory_is_recovered_by_ols_with_patient_cluster
 def test_phq9_response_and_remission_at_4_weeks_look_like_ketamine_studies(cohort):
     """The demo's 4-week rates sit in a realistic range (McInnes 2022: 53.6% response 14–31 days after
     induction), therapy ahead of ketamine only."""
-    from analytics.trajectories import response_remission
+    from analytics.outcomes.trajectories import response_remission
 
     t = response_remission(cohort, weeks=(4,)).table.set_index("outcome")
     assert 0.35 <= t.loc["response", "estimate"] <= 0.55, t.loc["response", "estimate"]
@@ -267,7 +267,7 @@ def test_phq9_response_and_remission_at_4_weeks_look_like_ketamine_studies(cohor
 def test_phq9_variance_components_are_recovered_by_the_piecewise_mixed_model(cohort):
     """fit_trajectory(time='piecewise') on the whole test clinic: fixed effects in their 99% CIs, variance
     components within 10% (sd_residual against sqrt(sd² + 1/12): rounding to integers adds 1/12)."""
-    from analytics.trajectories import fit_trajectory
+    from analytics.outcomes.trajectories import fit_trajectory
 
     fit = fit_trajectory(cohort, measure="phq9", by="program", time="piecewise", knot_weeks=4,
                          reference="ketamine only", conf_level=0.99)

@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analytics import subgroups, survival
-from analytics.cohort import build_cohort
-from analytics.subgroups import who_benefits
+from analytics.outcomes import subgroups, survival
+from analytics.outcomes.cohort import build_cohort
+from analytics.outcomes.subgroups import who_benefits
 from schemas.validate import load_exports
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analytics import survival as sv
-from analytics.cohort import Cohort, build_cohort
 from analytics.errors import InsufficientData, OutcomesError
 from analytics.formatting import SUPPRESSED
-from analytics.plots.survival import X_TITLE, Y_TITLE, forest_figure, km_figure
-from analytics.privacy import render_notes
-from analytics.settings import Settings
+from analytics.outcomes import survival as sv
+from analytics.outcomes.cohort import Cohort, build_cohort
+from analytics.outcomes.settings import Settings
+from analytics.privacy.suppression import render_notes
+from analytics.report.plots.survival import X_TITLE, Y_TITLE, forest_figure, km_figure
 from schemas.frames import ValidatedExports
 
 DAY0 = pd.Timestamp("2024-01-01")
@@ -349,7 +349,7 @@ def test_forest_figure_plots_hazard_ratios_on_a_log_axis_with_a_line_at_one():
 
 
 def test_computation_never_imports_streamlit():
-    code = "import analytics.survival, analytics.plots.survival, sys; assert 'streamlit' not in sys.modules"
+    code = "import analytics.outcomes.survival, analytics.report.plots.survival, sys; assert 'streamlit' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

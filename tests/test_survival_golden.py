@@ -1,4 +1,4 @@
-"""Golden tests: analytics.survival against R's survival package (numbers frozen by R, no R needed).
+"""Golden tests: analytics.outcomes.survival against R's survival package (numbers frozen by R, no R needed).
 
 The R script, its input data and the frozen numbers are in tests/reference/survival/ (make_reference.R says
 what each number is). Tolerances: KM estimates and CIs 1e-4 absolute; medians exact; counts exact; log-rank
@@ -19,9 +19,9 @@ import pytest
 from statsmodels.duration.hazard_regression import PHReg
 from statsmodels.duration.survfunc import SurvfuncRight, survdiff
 
-from analytics import survival as sv
-from analytics.cohort import build_cohort
-from analytics.privacy import render_notes
+from analytics.outcomes import survival as sv
+from analytics.outcomes.cohort import build_cohort
+from analytics.privacy.suppression import render_notes
 from schemas.frames import ValidatedExports
 
 HERE = Path(__file__).parent / "reference" / "survival"

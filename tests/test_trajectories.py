@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from analytics import trajectories
-from analytics.cohort import Cohort, build_cohort
 from analytics.errors import InsufficientData, OutcomesError
-from analytics.settings import Settings
+from analytics.outcomes import trajectories
+from analytics.outcomes.cohort import Cohort, build_cohort
+from analytics.outcomes.settings import Settings
 from schemas.frames import ValidatedExports
 
 DAY0 = date(2025, 3, 3)
@@ -229,7 +229,7 @@ def test_slope_variance_is_not_left_stuck_at_the_zero_saddle():
     # Λ[1,1] = 0, where the gradient in that direction is exactly zero, and stops 12 deviance units too high.
     from scipy import optimize
 
-    from analytics import lmm
+    from analytics.engines import lmm
 
     d = simulated_long(n=400, seed=0, slope_sd=0.05)
     d["weeks"] *= 2
@@ -322,7 +322,7 @@ def test_patient_lines_hide_the_patient_id_and_respect_small_groups():
 
 
 def test_figures_have_axis_titles_with_units_and_one_band_per_group(small_clinic, durability_clinic):
-    from analytics.plots import trajectories as plots
+    from analytics.report.plots import trajectories as plots
 
     d = simulated_long(n=60)
     cohort = long_cohort(d)

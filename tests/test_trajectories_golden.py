@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics import lmm, trajectories
-from analytics.cohort import Cohort
-from analytics.settings import Settings
+from analytics.engines import lmm
+from analytics.outcomes import trajectories
+from analytics.outcomes.cohort import Cohort
+from analytics.outcomes.settings import Settings
 
 REF_DIR = Path(__file__).parent / "reference" / "trajectories"
 REF = json.loads((REF_DIR / "reference.json").read_text())

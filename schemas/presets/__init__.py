@@ -50,8 +50,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analytics.errors import UnusableExport
 from schemas.columns import COLUMNS, read_columns
+from schemas.errors import UnusableExport
 
 PRESET_DIR = Path(__file__).parent
 EXTRA = "extra"  # mapping target: keep the column for display, never analyse it
@@ -162,7 +162,7 @@ class Preset:
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "preset") -> Preset:
-        from schemas.reader import looks_like_identifier  # reader imports this module
+        from schemas.headers import looks_like_identifier  # reader imports this module
 
         columns: dict[str, dict[str, str]] = {}
         values: dict[str, dict[str, dict[str, ValueTarget]]] = {}

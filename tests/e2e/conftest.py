@@ -42,7 +42,9 @@ class E2EBrowserMissing(pytest.PytestWarning):
 
 def _banner(config: pytest.Config, reason: str) -> None:
     config.stash[_NO_BROWSER] = reason
-    warnings.warn(E2EBrowserMissing(f"REAL-BROWSER (e2e) TESTS SKIPPED: {reason}"), stacklevel=1)
+    if not hasattr(config, "workerinput"):  # a worker's warning reaches the controller by class name, and two
+        # conftest modules of that name exist, so xdist could not rebuild it (INTERNALERROR): the banner says it there
+        warnings.warn(E2EBrowserMissing(f"REAL-BROWSER (e2e) TESTS SKIPPED: {reason}"), stacklevel=1)
     line = f"\n{_BANNER}\n!!! REAL-BROWSER (e2e) TESTS SKIPPED: {reason}\n{_BANNER}\n"
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if hasattr(config, "workerinput"):  # an xdist worker: its stderr is the terminal's once capture is off

@@ -1,9 +1,9 @@
 """Depression and abstinence trajectories: mixed models, response/remission, durability, GEE.
 
-Everything here takes a :class:`~analytics.cohort.Cohort` and returns a frozen result around tidy tables.
+Everything here takes a :class:`~analytics.outcomes.cohort.Cohort` and returns a frozen result around tidy tables.
 
 * :func:`fit_trajectory` — linear mixed model ``measure ~ time (* group) (+ covariates) + (1 + weeks | patient)``
-  by REML (or ML), with the fast exact engine of :mod:`analytics.lmm` (checked against lme4) or statsmodels
+  by REML (or ML), with the fast exact engine of :mod:`analytics.engines.lmm` (checked against lme4) or statsmodels
   ``MixedLM``; a singular or non-converged random-slope fit falls back to a random intercept and says so.
 * :func:`predicted_means` — model-based mean trajectory with a confidence band, per group.
 * :func:`compare_time_shapes` — linear vs piecewise (bend at 4 weeks) vs natural spline, by ML (AIC, LR test).
@@ -28,11 +28,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analytics import lmm
-from analytics.cohort import PHQ9_BANDS, Cohort, ids_in
+from analytics.engines import lmm
+from analytics.engines.intervals import chi2_sf, norm_two_sided_p, wilson_ci, z_crit
 from analytics.errors import InsufficientData, ModelDidNotConverge
-from analytics.intervals import chi2_sf, norm_two_sided_p, wilson_ci, z_crit
-from analytics.privacy import note_n, note_of
+from analytics.outcomes.cohort import PHQ9_BANDS, Cohort, ids_in
+from analytics.privacy.counts import note_n, note_of
 
 TimeShape = Literal["linear", "piecewise", "spline"]
 Engine = Literal["fast", "statsmodels"]
@@ -200,7 +200,7 @@ class Design:
 
     def patient_features(self, n_patients: int, group: Labels | None,
                          covs: pd.DataFrame | None) -> tuple[np.ndarray, list[int], list[int]]:
-        """The design in factored form for :func:`analytics.lmm.factored_blocks`: patient-level features ``W``
+        """The design in factored form for :func:`analytics.engines.lmm.factored_blocks`: patient-level features ``W``
         (group indicators, then covariate columns; one row per patient) and, per column of :meth:`matrix`, the
         feature that multiplies it (``-1``: none) and its basis column (``0``: the constant, ``1 …``: time terms).
         ``matrix(weeks, group[codes], covs.iloc[codes])`` equals ``W[codes, feature] · [1, time(weeks)][:, column]``.
@@ -419,7 +419,7 @@ def measure_frame(cohort: Cohort, measure: str) -> pd.DataFrame:
 class PreparedScores:
     """One measure's scores, reduced once for several :func:`fit_trajectory` calls on the same cohort.
 
-    Fitting many models to the same scores (one per subgrouping variable in :mod:`analytics.subgroups`) then reads
+    Fitting many models to the same scores (one per subgrouping variable in :mod:`analytics.outcomes.subgroups`) then reads
     the long table and forms the per-patient sums of the time basis only once. Build with :func:`prepare_scores`
     from the cohort that is also passed to :func:`fit_trajectory`.
 
@@ -578,7 +578,7 @@ def _full_rank_xtx(xtx: np.ndarray) -> bool:
 
 class _ModelData:
     """The analysed scores of one model in the two forms the engines need: factored per-patient sums (fast
-    engine, :func:`analytics.lmm.factored_blocks`) and, on demand, the long arrays (statsmodels)."""
+    engine, :func:`analytics.engines.lmm.factored_blocks`) and, on demand, the long arrays (statsmodels)."""
 
     def __init__(self, prepared: PreparedScores, keep: np.ndarray, design: Design, w: np.ndarray,
                  feature: list[int], column: list[int]) -> None:
@@ -718,7 +718,7 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     reml:
         REML (default) or ML (needed to compare models with different fixed effects).
     engine:
-        ``fast`` (exact vectorised (RE)ML, :mod:`analytics.lmm`) or ``statsmodels`` (``MixedLM``; slow, reference).
+        ``fast`` (exact vectorised (RE)ML, :mod:`analytics.engines.lmm`) or ``statsmodels`` (``MixedLM``; slow, reference).
     conf_level:
         Level of the Wald confidence intervals.
     prepared:
@@ -726,8 +726,8 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
         cohort (saves re-reading the long table; the result is the same).
     start:
         Covariance parameters of a closely related random-slope model (lme4's ``theta``, e.g.
-        :attr:`analytics.lmm.LMMResult.theta` of the same model with fewer fixed effects): the fast engine then
-        first tries Newton steps from them (``analytics.lmm.fit_blocks(warm=True)``). Default: method-of-moments
+        :attr:`analytics.engines.lmm.LMMResult.theta` of the same model with fewer fixed effects): the fast engine then
+        first tries Newton steps from them (``analytics.engines.lmm.fit_blocks(warm=True)``). Default: method-of-moments
         start values. The optimum does not depend on it (to ~1e-10), only the number of evaluations.
 
     Returns
@@ -936,7 +936,7 @@ def trajectories_json(cohort: Cohort) -> dict:
 
 # --------------------------------------------------------------------------------------------- response
 def _wilson(k: np.ndarray, n: np.ndarray, conf_level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Proportion and Wilson score interval (:func:`analytics.intervals.wilson_ci`); NaN where n = 0."""
+    """Proportion and Wilson score interval (:func:`analytics.engines.intervals.wilson_ci`); NaN where n = 0."""
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
     low, high = wilson_ci(k, n, conf_level)
@@ -1018,7 +1018,7 @@ def band_transitions(cohort: Cohort, *, by: str | None = None) -> BandTransition
         ``table``: ``group``, ``baseline_band``, ``latest_band``, ``n`` (all 25 pairs per group, zeros included);
         ``summary``: ``group``, ``improved``, ``unchanged``, ``worsened``, ``n``.
     """
-    from analytics.cohort import phq9_band
+    from analytics.outcomes.cohort import phq9_band
 
     d = _post_baseline_phq9(cohort)
     latest = d.sort_values(["patient_id", "days"]).drop_duplicates("patient_id", keep="last")

@@ -1,12 +1,12 @@
 """Figures of the quality-improvement overview: control chart, funnel plot, patient flow.
 
-Pure builders: a result of :mod:`analytics.qi` in, a ``go.Figure`` out. Percentages are shown as % (0–100).
+Pure builders: a result of :mod:`analytics.outcomes.qi` in, a ``go.Figure`` out. Percentages are shown as % (0–100).
 
 Small cells: with ``min_cell`` (pass ``settings.min_cell`` when suppression is on; the default None draws every
 count, for internal use) no count from 1 to ``min_cell - 1`` reaches a label, a hover card or a point's position. A
 rate placed on a chart gives its counts away (a control chart's limits and a funnel plot's x-axis show the
 denominator), so such points are not drawn at all, nor are the points hidden to protect them
-(:func:`analytics.privacy.hidden_rate_points`); the figure says how many.
+(:func:`analytics.privacy.suppression.hidden_rate_points`); the figure says how many.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analytics.plots import NOTE_GREY, PALETTE, base_layout, note_under_axis, rgba
-from analytics.privacy import SuppressedCells, hidden_rate_points, rate_is_safe, suppress_flow
-from analytics.qi import ControlChart, FlowTable, FunnelResult
+from analytics.outcomes.qi import ControlChart, FlowTable, FunnelResult
+from analytics.privacy.counts import rate_is_safe
+from analytics.privacy.suppression import SuppressedCells, hidden_rate_points, suppress_flow
+from analytics.report.plots import NOTE_GREY, PALETTE, base_layout, note_under_axis, rgba
 
 BLUE, ORANGE, GREEN, VERMILLION, GREY = PALETTE[0], PALETTE[1], PALETTE[2], PALETTE[5], NOTE_GREY
 
@@ -155,7 +156,7 @@ def funnel_plot(result: FunnelResult, *, title: str | None = None, y_title: str 
 
 
 def flow_cells(flow: FlowTable, *, min_cell: int | None = None) -> SuppressedCells:
-    """The flow's counts after small-cell suppression (None: off); see :func:`analytics.privacy.suppress_flow`.
+    """The flow's counts after small-cell suppression (None: off); see :func:`analytics.privacy.suppression.suppress_flow`.
 
     The Overview page shows the losses table from the same cells as the chart, so both hide the same numbers.
     """

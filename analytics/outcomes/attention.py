@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analytics import trajectories
-from analytics.cohort import Cohort
 from analytics.errors import OutcomesError
+from analytics.outcomes import trajectories
+from analytics.outcomes.cohort import Cohort
 
 
 def expected_phq9(cohort: Cohort, *, by: str | None = "program") -> tuple[pd.DataFrame | None, str]:

@@ -1,6 +1,6 @@
 """From accepted export rows to the analysis-ready cohort.
 
-Definitions (data-contract.md, "Derived outcomes"; every one is a :class:`~analytics.settings.Settings` field):
+Definitions (data-contract.md, "Derived outcomes"; every one is a :class:`~analytics.outcomes.settings.Settings` field):
 
 * **Index date** (day 0): the patient's first ketamine session. Patients without one are not in the cohort.
 * **Day** of an event: calendar days since the index date; **weeks** = days / 7.
@@ -17,6 +17,7 @@ Definitions (data-contract.md, "Derived outcomes"; every one is a :class:`~analy
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,7 +25,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analytics.settings import Settings
+from analytics.errors import InsufficientData
+from analytics.outcomes.settings import Settings
 from schemas.arrow import text_codes, text_isin, text_series
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,7 +42,7 @@ AGE_BANDS = ((18, 29, "18–29"), (30, 44, "30–44"), (45, 59, "45–59"), (60,
 
 def ids_in(values: pd.Series, members: object) -> pd.Series:
     """``values.isin(members)`` for patient ids (Arrow hash kernel, :func:`schemas.arrow.text_isin`); missing values
-    are never members. Integer keys (:func:`analytics.benchmarks` works on them) use NumPy."""
+    are never members. Integer keys (:func:`analytics.outcomes.benchmarks` works on them) use NumPy."""
     if pd.api.types.is_integer_dtype(values.dtype):
         keys = values.to_numpy()
         wanted = np.asarray(list(members) if isinstance(members, (set, frozenset)) else members, dtype=np.int64)
@@ -103,6 +105,29 @@ class Cohort:
     def survival_patients(self) -> pd.DataFrame:
         """Patients with a follow-up, i.e. with a defined ``days_to_event``."""
         return self.patients[self.patients["has_followup"]]
+
+    @cached_property
+    def data_end(self) -> pd.Timestamp | None:
+        """The latest session or assessment date in the cohort: "today" for the data; None without any date.
+
+        Computed once per cohort (a filtered cohort is a new :class:`Cohort` and computes its own)."""
+        dates = [self.sessions["session_date"].max()] if len(self.sessions) else []
+        if len(self.followups):
+            dates.append(self.followups["assessment_date"].max())
+        dates = [d for d in dates if pd.notna(d)]
+        return pd.Timestamp(max(dates)) if dates else None
+
+    def data_end_date(self) -> pd.Timestamp:
+        """:attr:`data_end`, or a sentence saying there is none."""
+        if self.data_end is None:
+            raise InsufficientData("The exports hold no dated sessions or assessments. Upload a sessions export.")
+        return self.data_end
+
+    def window_closed(self, window_days: int, *, as_of: pd.Timestamp | None = None) -> pd.Series:
+        """Per patient (aligned with :attr:`patients`): has the window of days 0 … ``window_days - 1`` closed by
+        ``as_of`` (default :attr:`data_end`)? Only such patients can be judged on that window."""
+        end = self.data_end_date() if as_of is None else pd.Timestamp(as_of)
+        return self.patients["index_date"] + pd.to_timedelta(window_days - 1, unit="D") <= end
 
 
 def _first_per_patient(frame: pd.DataFrame, column: str) -> pd.Series:

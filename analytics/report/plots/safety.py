@@ -1,6 +1,6 @@
 """Figures of the safety panel: adverse events by type and route, raised BP/HR trend, clinic vs published.
 
-Pure builders: a result of :mod:`analytics.safety` in, a ``go.Figure`` out. Shares are shown as % (0–100).
+Pure builders: a result of :mod:`analytics.outcomes.safety` in, a ``go.Figure`` out. Shares are shown as % (0–100).
 
 Small cells: with ``min_cell`` (pass ``settings.min_cell`` when suppression is on; the default None draws every
 count, for internal use) a bar or point whose numerator, denominator or complement is 1 to ``min_cell - 1`` is not
@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analytics.plots import PALETTE, base_layout, colour, note_under_axis, rgba
-from analytics.privacy import SuppressedCells, hidden_rate_points, suppress_cells
-from analytics.safety import ALL, AdverseEventRates, SafetyComparison, SafetyTrend, VitalSignShares
+from analytics.outcomes.safety import ALL, AdverseEventRates, SafetyComparison, SafetyTrend, VitalSignShares
+from analytics.privacy.suppression import SuppressedCells, hidden_rate_points, suppress_cells
+from analytics.report.plots import PALETTE, base_layout, colour, note_under_axis, rgba
 
 METRIC_LABELS = {"ae_sessions": "Sessions with an adverse event", "ae_per_session": "Adverse events per 100 sessions",
                  "bp_raised": "Sessions with raised blood pressure", "hr_raised": "Sessions with raised heart rate"}

@@ -55,101 +55,21 @@ import numpy as np
 import pandas as pd
 
 from analytics import formatting
+from analytics.privacy.counts import (
+    _MARK,
+    OFF_NOTE,
+    _is_missing,
+    _small_label,
+    is_small,
+    mask_text,
+    rate_is_safe,
+)
 
-OFF_NOTE = "Suppression OFF: internal use only. Counts from 1 to {hi} are shown; do not share this output."
 _P = (1 << 61) - 1  # prime modulus of the exact elimination in the audit
 COMPLEMENT_MARK = "*"  # shown in place of a cell hidden only so that a small one cannot be worked out
 
-__all__ = ["SuppressedCells", "SuppressedTable", "file_count_cells", "fraction_text", "hidden_rate_points", "is_small",
-           "issue_counts", "mask_text", "note_n", "note_of", "rate_is_safe", "render_note", "render_notes",
-           "suppress_cells", "suppress_counts", "suppress_flow", "suppress_km"]
-
-
-# --------------------------------------------------------------------------------------------------
-# single numbers
-# --------------------------------------------------------------------------------------------------
-
-def _is_missing(x: object) -> bool:
-    if x is None or x is pd.NA:
-        return True
-    try:
-        return bool(isinstance(x, (float, np.floating)) and math.isnan(x))
-    except TypeError:  # pragma: no cover - exotic scalars
-        return False
-
-
-def is_small(n: float | None, *, min_cell: int = 11) -> bool:
-    """True when ``n`` is a count that must not be shown: ``1 <= n < min_cell``.
-
-    Zero and missing values are not small (zero does not identify anyone).
-    """
-    if _is_missing(n):
-        return False
-    return 0 < float(n) < min_cell  # type: ignore[arg-type]
-
-
-def rate_is_safe(numerator: float | None, denominator: float | None, *, min_cell: int = 11,
-                 complement: bool = True) -> bool:
-    """May ``numerator / denominator`` be shown?
-
-    Not when the numerator or the denominator is 1 to ``min_cell - 1``, nor (``complement=True``, for a part of
-    a whole such as "45 of 50 relapsed") when ``denominator - numerator`` is, because the complement follows
-    from the two shown numbers.
-    """
-    if is_small(numerator, min_cell=min_cell) or is_small(denominator, min_cell=min_cell):
-        return False
-    return not (complement and not _is_missing(numerator) and not _is_missing(denominator)
-                and is_small(float(denominator) - float(numerator), min_cell=min_cell))  # type: ignore[arg-type]
-
-
-def _small_label(min_cell: int) -> str:
-    """What a hidden small count shows: ``"<11"`` (``formatting.SUPPRESSED``) or ``"<min_cell"``."""
-    return formatting.SUPPRESSED if min_cell == 11 else f"<{min_cell}"
-
-
-def mask_text(n: float | None, *, min_cell: int = 11, enabled: bool = True) -> str:
-    """A single count as text: ``"<11"`` when it is 1–10 and suppression is on, else ``"1,234"``/``"—"``."""
-    if enabled and is_small(n, min_cell=min_cell):
-        return _small_label(min_cell)
-    if _is_missing(n):
-        return "—"
-    return formatting.count(round(float(n)))  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------------------------------
-# counts inside sentences (method notes, exclusions): marked where written, masked where shown
-# --------------------------------------------------------------------------------------------------
-
-_MARK = re.compile("\u27e6(-?\\d+)(?:/(-?\\d+))?\u27e7")
-
-
-def note_n(n: float) -> str:
-    """A count written into a note: ``f"{note_n(7)} patients were left out"``.
-
-    The analytics do not know who reads a note, so the count is marked, not formatted; every place that shows
-    notes (pages, report, exports) passes them through :func:`render_note`, which masks a count of 1–10.
-    """
-    return f"\u27e6{round(float(n))}\u27e7"
-
-
-def note_of(numerator: float, denominator: float) -> str:
-    """"45 of 60" written into a note; rendered like :func:`fraction_text` (the complement is protected too)."""
-    return f"\u27e6{round(float(numerator))}/{round(float(denominator))}\u27e7"
-
-
-def render_note(note: str, *, min_cell: int = 11, enabled: bool = True) -> str:
-    """The note as a reader sees it: marked counts formatted, those of 1 to ``min_cell - 1`` masked."""
-    def one(m: re.Match[str]) -> str:
-        a, b = int(m.group(1)), m.group(2)
-        if b is None:
-            return mask_text(a, min_cell=min_cell, enabled=enabled)
-        num, den = fraction_text(a, int(b), min_cell=min_cell, enabled=enabled)
-        return f"{num} of {den}"
-    return _MARK.sub(one, note)
-
-
-def render_notes(notes: Sequence[str], *, min_cell: int = 11, enabled: bool = True) -> tuple[str, ...]:
-    return tuple(render_note(n, min_cell=min_cell, enabled=enabled) for n in notes)
+__all__ = ["SuppressedCells", "SuppressedTable", "file_count_cells", "fraction_text", "hidden_rate_points",
+           "issue_counts", "render_note", "render_notes", "suppress_cells", "suppress_counts", "suppress_flow", "suppress_km"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1059,9 +979,24 @@ def fraction_text(numerator: float | None, denominator: float | None, *, min_cel
     return cells.text("num"), cells.text("den")
 
 
+def render_note(note: str, *, min_cell: int = 11, enabled: bool = True) -> str:
+    """The note as a reader sees it: marked counts formatted, those of 1 to ``min_cell - 1`` masked."""
+    def one(m: re.Match[str]) -> str:
+        a, b = int(m.group(1)), m.group(2)
+        if b is None:
+            return mask_text(a, min_cell=min_cell, enabled=enabled)
+        num, den = fraction_text(a, int(b), min_cell=min_cell, enabled=enabled)
+        return f"{num} of {den}"
+    return _MARK.sub(one, note)
+
+
+def render_notes(notes: Sequence[str], *, min_cell: int = 11, enabled: bool = True) -> tuple[str, ...]:
+    return tuple(render_note(n, min_cell=min_cell, enabled=enabled) for n in notes)
+
+
 def suppress_flow(steps: pd.DataFrame, losses: pd.DataFrame, *, min_cell: int = 11,
                   enabled: bool = True) -> SuppressedCells:
-    """Suppress a CONSORT-style flow (``analytics.qi.FlowTable``).
+    """Suppress a CONSORT-style flow (``analytics.outcomes.qi.FlowTable``).
 
     Keys: ``("step", step)`` (the step's ``n``), ``("lost", step)`` (its parent's n minus its n, when both count
     the same unit) and ``("loss", step, reason)``. Each step plus its loss is its parent, and the reasons add up to

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analytics.plots import PALETTE, base_layout
-from analytics.privacy import SuppressedCells, suppress_cells
-from analytics.subgroups import LABELS, SubgroupForest
+from analytics.outcomes.subgroups import LABELS, SubgroupForest
+from analytics.privacy.suppression import SuppressedCells, suppress_cells
+from analytics.report.plots import PALETTE, base_layout
 
 TITLES = {"relapse_hr": ("Return to use: hazard ratio", "Hazard ratio, {t} vs {c} (log scale; < 1 favours {t})"),
           "phq9_slope_difference": ("PHQ-9: difference in weekly change",

@@ -23,9 +23,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analytics import formatting as fmt
-from analytics.benchmarks import GROUP_ORDER, BenchmarkComparison
-from analytics.plots import base_layout, colour
-from analytics.privacy import SuppressedCells, render_note, suppress_cells
+from analytics.outcomes.benchmarks import GROUP_ORDER, BenchmarkComparison
+from analytics.privacy.suppression import SuppressedCells, render_note, suppress_cells
+from analytics.report.plots import base_layout, colour
 
 KIND_ORDER = ("level", "difference", "ratio")
 KIND_TITLES = {"level": "Levels", "difference": "Between-arm differences", "ratio": "Ratios"}
@@ -194,7 +194,7 @@ def forest(comparison: BenchmarkComparison, *, domain: str | None = "efficacy", 
     Parameters
     ----------
     comparison:
-        Result of :func:`analytics.benchmarks.compare`.
+        Result of :func:`analytics.outcomes.benchmarks.compare`.
     domain:
         ``"efficacy"`` (default), ``"safety"``, or None for both.
     only_with_clinic:

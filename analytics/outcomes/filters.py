@@ -7,7 +7,7 @@ from datetime import date
 
 import pandas as pd
 
-from analytics.cohort import Cohort, ids_in
+from analytics.outcomes.cohort import Cohort, ids_in
 
 # filter name → cohort.patients column
 FILTER_COLUMNS = {"site": "site", "program": "program", "substance": "primary_substance",

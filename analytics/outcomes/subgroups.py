@@ -13,7 +13,7 @@ its levels, two effects of the treatment contrast (default: program ``ketamine +
 Subgroup analyses are many tests on small groups: the caution travels with the result.
 
 Speed (50,000 patients in about a second): the PHQ-9 scores are reduced to per-patient sums once
-(:func:`analytics.trajectories.prepare_scores`) and shared by the seven mixed models, each of which starts from the
+(:func:`analytics.outcomes.trajectories.prepare_scores`) and shared by the seven mixed models, each of which starts from the
 overall model's variance parameters (a few Newton steps instead of a full quasi-Newton run); the Cox models work on
 arrays and level masks. None of this changes a number (tests/test_subgroups.py compares with the plain path).
 """
@@ -26,10 +26,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from analytics import survival, trajectories
-from analytics.cohort import Cohort, ids_in
+from analytics.engines.intervals import chi2_sf, z_crit
 from analytics.errors import InsufficientData, OutcomesError
-from analytics.intervals import chi2_sf, z_crit
+from analytics.outcomes import survival, trajectories
+from analytics.outcomes.cohort import Cohort, ids_in
 
 SUBGROUP_VARIABLES = ("primary_substance", "index_route", "baseline_band", "sex", "age_band", "site")
 LABELS = {"primary_substance": "Primary substance", "index_route": "Route", "baseline_band": "Baseline PHQ-9 band",

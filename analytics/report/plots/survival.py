@@ -1,9 +1,9 @@
 """Figures for time to return to use: Kaplan–Meier curves with a number-at-risk table, and a forest plot.
 
-Pure builders: a result of :mod:`analytics.survival` in, a ``plotly.graph_objects.Figure`` out.
+Pure builders: a result of :mod:`analytics.outcomes.survival` in, a ``plotly.graph_objects.Figure`` out.
 
 Small cells: when ``curves.min_cell`` is set (suppression on), the curves and the number-at-risk table go through
-:func:`analytics.privacy.suppress_km`: a curve is drawn only while at least ``min_cell`` patients are at risk and
+:func:`analytics.privacy.suppression.suppress_km`: a curve is drawn only while at least ``min_cell`` patients are at risk and
 only at days where at least ``min_cell`` events have accrued since the previous drawn point (every drawn drop pools
 at least 11 returns to use), censoring ticks (which show a day, never how many) sit on the drawn steps and stop
 where the curve stops, and numbers at risk from 1 to ``min_cell - 1``, or whose difference from the next shown one
@@ -20,9 +20,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analytics.formatting import ci
-from analytics.plots import base_layout, colour, rgba
-from analytics.privacy import SuppressedTable, suppress_km
-from analytics.survival import GroupComparison, SurvivalCurves
+from analytics.outcomes.survival import GroupComparison, SurvivalCurves
+from analytics.privacy.suppression import SuppressedTable, suppress_km
+from analytics.report.plots import base_layout, colour, rgba
 
 X_TITLE = "Days since first ketamine session"
 Y_TITLE = "Proportion without return to use"
@@ -36,14 +36,14 @@ def _step_points(km: pd.DataFrame, column: str) -> tuple[list[float], list[float
 
 
 def safe_curves(table: pd.DataFrame, *, min_cell: int | None) -> SuppressedTable:
-    """KM points that may be drawn (``mask["estimate"]`` False); see :func:`analytics.privacy.suppress_km`
+    """KM points that may be drawn (``mask["estimate"]`` False); see :func:`analytics.privacy.suppression.suppress_km`
     (``min_cell`` None: nothing hidden). The chart prints no count at its points (its numbers at risk come from
     :func:`safe_risk_table`), so the per-event-time counts are checked as a chart's, not as a table's."""
     return suppress_km(table, counts_shown="drawn", min_cell=min_cell or 11, enabled=min_cell is not None)
 
 
 def safe_risk_table(risk_table: pd.DataFrame, *, min_cell: int | None) -> SuppressedTable:
-    """The number-at-risk table (cumulative events and censorings) after :func:`analytics.privacy.suppress_km`."""
+    """The number-at-risk table (cumulative events and censorings) after :func:`analytics.privacy.suppression.suppress_km`."""
     return suppress_km(risk_table, cumulative=True, min_cell=min_cell or 11, enabled=min_cell is not None)
 
 
@@ -68,7 +68,7 @@ def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", s
     Parameters
     ----------
     curves:
-        Result of :func:`analytics.survival.relapse_curves`.
+        Result of :func:`analytics.outcomes.survival.relapse_curves`.
     title:
         Figure title.
     show_ci:
@@ -146,7 +146,7 @@ def forest_figure(comparison: GroupComparison, *, title: str | None = None, heig
     Parameters
     ----------
     comparison:
-        Result of :func:`analytics.survival.compare_groups`.
+        Result of :func:`analytics.outcomes.survival.compare_groups`.
     title:
         Figure title; default names the grouping and the reference.
     height:

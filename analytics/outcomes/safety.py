@@ -20,7 +20,7 @@ What the export can and cannot say:
 * Sessions without the readings needed to decide are left out of that measure's denominator and counted in
   ``n_missing``.
 
-The interval helpers :func:`wilson_ci` and :func:`poisson_exact_ci` live here because :mod:`analytics.qi`
+The interval helpers :func:`wilson_ci` and :func:`poisson_exact_ci` live here because :mod:`analytics.outcomes.qi`
 builds on this module.
 """
 
@@ -38,10 +38,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analytics.cohort import Cohort, ids_in
+from analytics.engines.intervals import poisson_exact_ci, wilson_ci
 from analytics.errors import InsufficientData
-from analytics.intervals import poisson_exact_ci, wilson_ci
-from analytics.privacy import note_n
+from analytics.outcomes.cohort import Cohort, ids_in
+from analytics.privacy.counts import note_n
 from schemas.columns import ADVERSE_EVENTS
 
 ALL = "all"
@@ -51,7 +51,7 @@ Period = tuple[date | pd.Timestamp | str, date | pd.Timestamp | str]
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Settings (intervals: analytics/intervals.py, shared with benchmarks and the other analyses)
+# Settings (intervals: analytics/engines/intervals.py, shared with benchmarks and the other analyses)
 
 
 @dataclass(frozen=True)
@@ -241,20 +241,8 @@ def _proportion_rows(ind: pd.DataFrame, group: pd.Series, unit: str, conf_level:
 
 
 def _observed_patients(cohort: Cohort, window_days: int, as_of: pd.Timestamp) -> pd.Index:
-    pats = cohort.patients
-    ok = pats["index_date"] + pd.to_timedelta(window_days - 1, unit="D") <= as_of
-    return pd.Index(pats.loc[ok, "patient_id"])
+    return pd.Index(cohort.patients.loc[cohort.window_closed(window_days, as_of=as_of), "patient_id"])
 
-
-def data_end_date(cohort: Cohort) -> pd.Timestamp:
-    """The latest session or assessment date in the cohort: "today" for the data."""
-    dates = [cohort.sessions["session_date"].max()]
-    if len(cohort.followups):
-        dates.append(cohort.followups["assessment_date"].max())
-    dates = [d for d in dates if pd.notna(d)]
-    if not dates:
-        raise InsufficientData("The exports hold no dated sessions or assessments. Upload a sessions export.")
-    return pd.Timestamp(max(dates))
 
 
 def _patient_sessions(flags: pd.DataFrame, cohort: Cohort, patient_window_days: int | None,
@@ -262,7 +250,7 @@ def _patient_sessions(flags: pd.DataFrame, cohort: Cohort, patient_window_days: 
     notes: list[str] = []
     if patient_window_days is None:
         return flags, notes
-    as_of = as_of if as_of is not None else data_end_date(cohort)
+    as_of = as_of if as_of is not None else cohort.data_end_date()
     keep = _observed_patients(cohort, patient_window_days, as_of)
     sub = flags[(flags["days"] < patient_window_days) & ids_in(flags["patient_id"], keep)]
     n_out = int(cohort.patients["patient_id"].nunique() - len(keep))
@@ -586,7 +574,7 @@ class SafetyComparison:
 
 
 def _default_registry() -> Path:
-    """``analytics/data/benchmarks.toml``, else a ``benchmarks.json`` beside it."""
+    """``analytics/outcomes/data/benchmarks.toml``, else a ``benchmarks.json`` beside it."""
     json_path = DEFAULT_REGISTRY.with_suffix(".json")
     return json_path if not DEFAULT_REGISTRY.exists() and json_path.exists() else DEFAULT_REGISTRY
 
@@ -688,7 +676,7 @@ def published_comparison(cohort: Cohort, *, thresholds: VitalThresholds | None =
                          benchmarks: Sequence[SafetyBenchmark] = SAFETY_BENCHMARKS) -> SafetyComparison:
     """The clinic's safety figures computed like the published ones, beside them.
 
-    Published values are read, at run time, from the benchmarks registry (``analytics/data/benchmarks.toml``,
+    Published values are read, at run time, from the benchmarks registry (``analytics/outcomes/data/benchmarks.toml``,
     TOML ``[[figures]]``; or a JSON list; or ``registry_path``) when it exists and holds the figure with status
     yes/secondary and the same unit of analysis; otherwise the published column is NaN and a note says why. The
     clinic figure is always computed. The mapping clinic metric → published figure is :data:`SAFETY_BENCHMARKS`.
@@ -703,7 +691,7 @@ def published_comparison(cohort: Cohort, *, thresholds: VitalThresholds | None =
     thresholds = thresholds or VitalThresholds()
     path = Path(registry_path) if registry_path is not None else _default_registry()
     entries = _registry_entries(path)
-    as_ts = pd.Timestamp(as_of) if as_of is not None else data_end_date(cohort)
+    as_ts = pd.Timestamp(as_of) if as_of is not None else cohort.data_end_date()
     ae_cache: dict[int | None, AdverseEventRates] = {}
     flags, matrix = _flags_and_matrix(cohort, thresholds, None)
     vit = _vital_shares(flags, cohort, thresholds, None, conf_level, as_ts)
@@ -766,7 +754,6 @@ __all__ = [
     "VitalThresholds",
     "adverse_event_matrix",
     "adverse_event_rates",
-    "data_end_date",
     "poisson_exact_ci",
     "published_comparison",
     "safety_trend",

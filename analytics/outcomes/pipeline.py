@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from analytics.cohort import Cohort, build_cohort
 from analytics.errors import OutcomesError
-from analytics.settings import Settings
+from analytics.outcomes.cohort import Cohort, build_cohort
+from analytics.outcomes.settings import Settings
 from schemas.frames import ValidatedExports
 
 
@@ -47,7 +47,7 @@ def analysis_json(data: ValidatedExports, settings: Settings, *, by: str | None 
 
 def analysis_json_from_cohort(cohort: Cohort, *, by: str | None = None,
                               reference: str | None = None) -> tuple[dict, list[str]]:
-    from analytics import benchmarks, survival, trajectories
+    from analytics.outcomes import benchmarks, survival, trajectories
 
     column = group_column(by)
     surv, surv_err = _section(survival.survival_json, cohort, by=column, reference=reference)

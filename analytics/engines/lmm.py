@@ -33,7 +33,7 @@ gradient) being small, and by the optimiser's own flag. A few Newton steps then 
 do not depend on the start values (to ~1e-10 relative; the deviance itself is flat to rounding there).
 
 Designs whose every column is a patient-level value times a column of a time basis (intercept, time, group,
-group × time, baseline covariates: everything :mod:`analytics.trajectories` builds) have a faster form: each patient
+group × time, baseline covariates: everything :mod:`analytics.outcomes.trajectories` builds) have a faster form: each patient
 reduces once to the sums of the basis and response (:func:`patient_moments`), any such design's blocks follow
 from those and the patient-level features (:func:`factored_blocks`), and a likelihood evaluation needs only sums
 over the few distinct patient-level rows ("patterns"), whatever the number of fixed effects (:class:`_Factored`).
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analytics import blocksum
+from analytics.engines import blocksum
 
 SINGULAR_TOL = 1e-4  # lme4::isSingular default
 GRADIENT_TOL = 2e-3  # lme4's check.conv.grad tolerance on the scaled gradient
@@ -224,7 +224,7 @@ class Moments:
 
 
 def patient_moments(y: np.ndarray, basis: np.ndarray, groups: np.ndarray, time: np.ndarray | None) -> Moments:
-    """Reduce observations to per-patient :class:`Moments` (sums by patient: :mod:`analytics.blocksum`).
+    """Reduce observations to per-patient :class:`Moments` (sums by patient: :mod:`analytics.engines.blocksum`).
 
     Parameters
     ----------

@@ -42,16 +42,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analytics.cohort import Cohort, ids_in
+from analytics.engines.intervals import poisson_exact_ci, wilson_ci
 from analytics.errors import InsufficientData, OutcomesError
-from analytics.privacy import note_n
-from analytics.safety import (
-    VitalThresholds,
-    data_end_date,
-    poisson_exact_ci,
-    session_safety_flags,
-    wilson_ci,
-)
+from analytics.outcomes.cohort import Cohort, ids_in
+from analytics.outcomes.safety import VitalThresholds, session_safety_flags
+from analytics.privacy.counts import note_n
 
 DateLike = date | pd.Timestamp | str
 Period = tuple[DateLike, DateLike]
@@ -179,7 +174,7 @@ def patient_kpi_frame(cohort: Cohort, kpi: str, *, options: KpiOptions | None = 
     o = options or KpiOptions()
     if kpi not in PATIENT_KPIS:
         raise ValueError(f"Unknown patient-level KPI {kpi!r}; choose one of {', '.join(PATIENT_KPIS)}.")
-    end = _ts(as_of) if as_of is not None else data_end_date(cohort)
+    end = _ts(as_of) if as_of is not None else cohort.data_end_date()
     p = cohort.patients
     ids = p["patient_id"]
     out = pd.DataFrame({"patient_id": ids, "site": p["site"], "clinician": p["clinician"],
@@ -277,7 +272,7 @@ def default_periods(cohort: Cohort, *, as_of: DateLike | None = None) -> tuple[t
 
     A quarter is complete when the end date is on or after its last day. Use as ``period_a``, ``period_b``.
     """
-    end = _ts(as_of) if as_of is not None else data_end_date(cohort)
+    end = _ts(as_of) if as_of is not None else cohort.data_end_date()
     q = end.to_period("Q")
     last = q if end >= q.end_time.normalize() else q - 1
     prev = last - 1
@@ -333,7 +328,7 @@ def kpis(cohort: Cohort, *, period_a: Period, period_b: Period, induction_sessio
     if induction_window_days is not None:
         o = o.with_(induction_window_days=induction_window_days)
     pa, pb = _period(period_a, "Period A"), _period(period_b, "Period B")
-    end = _ts(as_of) if as_of is not None else data_end_date(cohort)
+    end = _ts(as_of) if as_of is not None else cohort.data_end_date()
     z = float(stats.norm.ppf(0.5 + conf_level / 2))
     rows: list[dict[str, object]] = []
     frames = {k: patient_kpi_frame(cohort, k, options=o, as_of=end) for k in PATIENT_KPIS}
@@ -483,7 +478,7 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
     (at least one follow-up; from all starters) and PHQ-9 course (baseline and a later PHQ-9).
     """
     o = options or KpiOptions()
-    end = _ts(as_of) if as_of is not None else data_end_date(cohort)
+    end = _ts(as_of) if as_of is not None else cohort.data_end_date()
     steps: list[dict[str, object]] = []
     losses: list[dict[str, object]] = []
     notes: list[str] = []
@@ -774,7 +769,7 @@ def monthly_rate(cohort: Cohort, *, kpi: str, options: KpiOptions | None = None,
         ``table``: ``month``, ``label``, ``numerator``, ``denominator``.
     """
     o = options or KpiOptions()
-    end = _ts(as_of) if as_of is not None else data_end_date(cohort)
+    end = _ts(as_of) if as_of is not None else cohort.data_end_date()
     units, notes = _kpi_units(cohort, kpi, o, end)
     if period is not None:
         start, stop = _period(period, "The period")
@@ -1016,7 +1011,7 @@ def funnel(cohort: Cohort, *, unit: Literal["clinician", "site"] = "clinician", 
     o = options or KpiOptions()
     if unit not in ("clinician", "site"):
         raise ValueError(f"unit must be 'clinician' or 'site' (got {unit!r}).")
-    end = _ts(as_of) if as_of is not None else data_end_date(cohort)
+    end = _ts(as_of) if as_of is not None else cohort.data_end_date()
     rows, notes = _kpi_units(cohort, kpi, o, end)
     if period is not None:
         start, stop = _period(period, "The period")
@@ -1102,7 +1097,7 @@ def patients_needing_attention(cohort: Cohort, *, expected: pd.DataFrame | None 
         Missed follow-ups are listed only when their window closed in the last this-many days (older misses are
         not actionable any more).
     thresholds:
-        Raised blood pressure / heart rate (:class:`~analytics.safety.VitalThresholds`).
+        Raised blood pressure / heart rate (:class:`~analytics.outcomes.safety.VitalThresholds`).
     safety_events:
         Adverse-event types that flag (default: every type).
     as_of:
@@ -1120,7 +1115,7 @@ def patients_needing_attention(cohort: Cohort, *, expected: pd.DataFrame | None 
     patients recorded as withdrawn are not listed for follow-ups.
     """
     o = options or KpiOptions()
-    end = _ts(as_of) if as_of is not None else data_end_date(cohort)
+    end = _ts(as_of) if as_of is not None else cohort.data_end_date()
     p = cohort.patients
     rows: list[pd.DataFrame] = []
     # PHQ-9 off course

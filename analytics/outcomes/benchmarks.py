@@ -3,16 +3,16 @@
 Two halves:
 
 * **The registry** (:func:`load_registry`): figures from ``shared/reference/published-benchmarks*.md``, held as data
-  in ``analytics/data/benchmarks.toml``. Only figures whose verification status is ``yes`` or ``secondary`` are
+  in ``analytics/outcomes/data/benchmarks.toml``. Only figures whose verification status is ``yes`` or ``secondary`` are
   allowed; the loader refuses anything else. Between-arm differences (e.g. KARE's ketamine-minus-placebo percent
   days abstinent) have ``kind = "difference"`` and are never shown as absolute levels.
-* **Like-for-like clinic metrics**: functions of a :class:`~analytics.cohort.Cohort` that compute the clinic's
+* **Like-for-like clinic metrics**: functions of a :class:`~analytics.outcomes.cohort.Cohort` that compute the clinic's
   figure with the benchmark's definition and window, or say exactly why they cannot (``estimate`` None and a
   ``reason`` sentence). Every registry entry names one of them with its options, or gives a reason.
 
 Definitions shared by the clinic metrics
 ----------------------------------------
-* **Day** counts from the index date (day 0 = first ketamine session), as in :mod:`analytics.cohort`. A window
+* **Day** counts from the index date (day 0 = first ketamine session), as in :mod:`analytics.outcomes.cohort`. A window
   "days a–b" includes both ends. A follow-up with ``window_days = w`` on day ``d`` covers days ``d - w + 1`` … ``d``.
 * **Window reached**: a patient counts for a window only when the data extend to its last day; the data end
   (``as_of``) is the latest session or assessment date in the exports unless given. Patients whose window has not
@@ -27,7 +27,7 @@ Definitions shared by the clinic metrics
   attrition.
 * **Return to use by day t**: Kaplan–Meier 1 − S(t), event = first follow-up with use under the stated definition
   (``relapse_date`` when given), censored at the last assessment; the definition is fixed by the benchmark, not by
-  the user's :class:`~analytics.settings.Settings`.
+  the user's :class:`~analytics.outcomes.settings.Settings`.
 
 Intervals: proportions use the Wilson score interval, means a t interval, differences of means Welch's t interval,
 Kaplan–Meier the log-log (complementary log-log) interval with Greenwood's variance (R ``survfit(conf.type =
@@ -49,11 +49,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from analytics.cohort import DROPOUT_STATUSES, Cohort, ids_in
-from analytics.errors import InsufficientData, OutcomesError
-from analytics.intervals import t_crit, wilson_ci, z_crit
-from analytics.privacy import note_n
-from analytics.safety import data_end_date
+from analytics.engines.intervals import t_crit, wilson_ci, z_crit
+from analytics.errors import OutcomesError
+from analytics.outcomes.cohort import DROPOUT_STATUSES, Cohort, ids_in
+from analytics.privacy.counts import note_n
 from schemas.arrow import text_array, text_codes
 from schemas.columns import ADVERSE_EVENTS
 
@@ -278,7 +277,7 @@ def load_registry(path: Path | str | None = None) -> tuple[Benchmark, ...]:
     Parameters
     ----------
     path:
-        Registry file; default ``analytics/data/benchmarks.toml``.
+        Registry file; default ``analytics/outcomes/data/benchmarks.toml``.
 
     Returns
     -------
@@ -414,15 +413,7 @@ _ONCE_CACHE: dict[str, tuple[tuple[pd.DataFrame, ...], Any]] = {}
 def _as_of(cohort: Cohort, as_of: Any) -> pd.Timestamp | None:
     if as_of is not None:
         return pd.Timestamp(as_of)
-    return _once(cohort, "data end", lambda: _data_end(cohort))
-
-
-def _data_end(cohort: Cohort) -> pd.Timestamp | None:
-    """The latest session or assessment date (:func:`analytics.safety.data_end_date`); None without any."""
-    try:
-        return data_end_date(cohort)
-    except InsufficientData:
-        return None
+    return cohort.data_end
 
 
 def _select(cohort: Cohort, substance: str | None) -> tuple[pd.DataFrame, str | None]:

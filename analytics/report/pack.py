@@ -20,22 +20,23 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from analytics import benchmarks, qi, safety, survival, trajectories
 from analytics import formatting as fmt
-from analytics.cohort import Cohort, build_cohort
 from analytics.errors import OutcomesError
-from analytics.filters import Filters, apply_filters
-from analytics.parallel import run_all
-from analytics.pipeline import group_column
-from analytics.plots import benchmarks as bplots
-from analytics.plots import qi as qplots
-from analytics.plots import safety as splots
-from analytics.plots import survival as svplots
-from analytics.plots import trajectories as tplots
-from analytics.plots.subgroups import subgroup_forest
-from analytics.privacy import mask_text, rate_is_safe, render_note
-from analytics.settings import Settings
-from analytics.subgroups import who_benefits
+from analytics.outcomes import benchmarks, qi, safety, survival, trajectories
+from analytics.outcomes.cohort import Cohort, build_cohort
+from analytics.outcomes.filters import Filters, apply_filters
+from analytics.outcomes.pipeline import group_column
+from analytics.outcomes.settings import Settings
+from analytics.outcomes.subgroups import who_benefits
+from analytics.privacy.counts import mask_text, rate_is_safe
+from analytics.privacy.suppression import render_note
+from analytics.report.parallel import run_all
+from analytics.report.plots import benchmarks as bplots
+from analytics.report.plots import qi as qplots
+from analytics.report.plots import safety as splots
+from analytics.report.plots import survival as svplots
+from analytics.report.plots import trajectories as tplots
+from analytics.report.plots.subgroups import subgroup_forest
 from schemas.frames import ValidatedExports
 
 PACKAGES = ("pandas", "numpy", "scipy", "statsmodels", "pandera", "plotly", "streamlit", "pyarrow")
@@ -299,7 +300,7 @@ def _section_html(section: _Section, pack: _Pack) -> list[str]:
 def _run_sections(sections: list[_Section], pack: _Pack, workers: int,
                   progress: Callable[[float, str], None] | None) -> list[list[str]]:
     """HTML of each section, in order. One process: ``progress`` names each section as it starts. With ``workers``
-    > 1 the sections run in forked processes, longest first (:func:`analytics.parallel.run_all`), and ``progress``
+    > 1 the sections run in forked processes, longest first (:func:`analytics.report.parallel.run_all`), and ``progress``
     names each as it finishes. The pack is the same either way."""
     n = len(sections)
     if workers <= 1:

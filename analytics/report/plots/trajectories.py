@@ -1,12 +1,12 @@
 """Figures of the trajectories page: mean course with CI band, response/remission bars, band transitions,
 durability of response, abstinence over time.
 
-Pure builders: a result of :mod:`analytics.trajectories` in, a ``go.Figure`` out. Proportions are shown as %.
+Pure builders: a result of :mod:`analytics.outcomes.trajectories` in, a ``go.Figure`` out. Proportions are shown as %.
 
 Small cells: with ``min_cell`` (pass ``settings.min_cell`` when suppression is on; the default None draws every
 count, for internal use) no count from 1 to ``min_cell - 1`` is in a label or hover card: response bars from small
 counts are not drawn, heatmap cells show ``"<11"``, the durability curves go through
-:func:`analytics.privacy.suppress_km` like the survival curves, and the individual-patient sample size in the legend
+:func:`analytics.privacy.suppression.suppress_km` like the survival curves, and the individual-patient sample size in the legend
 is masked.
 """
 
@@ -16,10 +16,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analytics.cohort import PHQ9_BANDS
-from analytics.plots import PALETTE, base_layout, colour, rgba
-from analytics.privacy import mask_text, suppress_km
-from analytics.trajectories import (
+from analytics.outcomes.cohort import PHQ9_BANDS
+from analytics.outcomes.trajectories import (
     AXIS_TITLES,
     MEASURE_NAMES,
     AbstinenceGEE,
@@ -28,6 +26,9 @@ from analytics.trajectories import (
     ResponseDurability,
     ResponseRemission,
 )
+from analytics.privacy.counts import mask_text
+from analytics.privacy.suppression import suppress_km
+from analytics.report.plots import PALETTE, base_layout, colour, rgba
 
 WEEKS_TITLE = "Weeks since first ketamine session"
 GREY = "#9A9A9A"
@@ -41,7 +42,7 @@ def mean_trajectory(pred: PredictedMeans, *, lines: pd.DataFrame | None = None, 
                     y_title: str | None = None, min_cell: int | None = None) -> go.Figure:
     """Model-based mean per group with its confidence band, over thin grey individual courses.
 
-    ``lines`` is :func:`analytics.trajectories.patient_lines` (columns ``line``, ``group``, ``weeks``, ``value``);
+    ``lines`` is :func:`analytics.outcomes.trajectories.patient_lines` (columns ``line``, ``group``, ``weeks``, ``value``);
     it is drawn first, behind the means, as one trace per group (gaps between patients), hidden from hover.
     """
     fig = go.Figure()
@@ -133,7 +134,7 @@ def band_transition_heatmap(bt: BandTransitions, *, group: str | None = None,
 def durability_curves(dur: ResponseDurability, *, title: str | None = None, min_cell: int | None = None) -> go.Figure:
     """Kaplan–Meier probability of still being in response, by maintenance sessions (step curves, CI bands).
 
-    With ``min_cell`` the curves are made safe like the survival curves (:func:`analytics.privacy.suppress_km`):
+    With ``min_cell`` the curves are made safe like the survival curves (:func:`analytics.privacy.suppression.suppress_km`):
     drawn while at least ``min_cell`` are at risk, at points pooling at least ``min_cell`` losses of response, with
     the numbers at risk in the hover masked."""
     safe = suppress_km(dur.curves, counts_shown="drawn", min_cell=min_cell or 11, enabled=min_cell is not None)
