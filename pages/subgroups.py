@@ -54,5 +54,8 @@ tab3.dataframe(pd.DataFrame({
     f"n {result.control}": [cells.text(("n_control", *k)) for k in keys],
     "estimate (95% CI)": [fmt.ci(e, lo, hi, 3) if level_estimable(cells, row) else "suppressed (small group)"
                           for (_, row), e, lo, hi in zip(t.iterrows(), t["estimate"], t["ci_low"], t["ci_high"])],
-    "interaction p": [fmt.p_value(p) for p in t["interaction_p"]]}), hide_index=True, width="stretch")
+    "adjusted for": t["adjusted"],
+    "interaction p": [fmt.p_value(p) for p in t["interaction_p"]],
+    "Holm-adjusted p": [fmt.p_value(p) for p in t["interaction_p_holm"]],
+    "BH-adjusted p": [fmt.p_value(p) for p in t["interaction_p_bh"]]}), hide_index=True, width="stretch")
 show_notes(result.notes + (cells.notes if cohort.settings.suppress else ()))

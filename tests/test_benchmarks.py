@@ -726,3 +726,13 @@ def test_integer_patient_keys_give_exactly_the_figures_of_text_ids(monkeypatch):
     plain = bm.compare(cohort).table
     assert keyed["clinic_estimate"].notna().sum() >= 15
     pd.testing.assert_frame_equal(keyed, plain)
+
+
+def test_unsourced_three_in_four_row_is_excluded_and_witkiewitz_rows_are_medication_arms():
+    shown = {b.id for b in bm.load_registry()}
+    assert "AUD-1YR" not in shown
+    assert any(e["row"] == "AUD-1YR" and "six months" in e["reason"] for e in RAW["excluded"])
+    wit = [b for b in bm.load_registry() if b.id.startswith("WIT19/")]
+    assert len(wit) >= 6
+    for b in wit:
+        assert "medication" in b.metric and "medication arm" in b.arms, b.id

@@ -25,6 +25,11 @@ def cohort():
 
 @pytest.fixture(scope="module")
 def result(cohort):
+    return who_benefits(cohort, variables=("primary_substance", "sex"), adjust=())
+
+
+@pytest.fixture(scope="module")
+def adjusted(cohort):
     return who_benefits(cohort, variables=("primary_substance", "sex"))
 
 
@@ -92,3 +97,57 @@ def test_relapse_rows_equal_cox_models_fitted_directly(cohort, result):
     l1 = survival.cox_ph(d["days_to_event"], d["relapsed"], full, ph_transform=None).loglik[1]
     p = stats.chi2.sf(2 * (l1 - l0), df=len(usable) - 1)
     assert row["interaction_p"] == pytest.approx(p, rel=1e-10)
+
+
+def test_adjusted_relapse_row_equals_a_cox_model_with_the_case_mix_built_by_hand(cohort, adjusted):
+    pts = cohort.survival_patients
+    pts = pts[pts["program"].isin([TREATED, CONTROL])]
+    sub = pts[pts["sex"] == "female"]
+    design = pd.DataFrame({"treated": (sub["program"] == TREATED).astype(float).to_numpy()})
+    for name in ("age", "baseline_phq9"):
+        x = sub[name].astype(float).to_numpy()
+        seen = np.isfinite(x)
+        design[name] = np.where(seen, x, x[seen].mean())
+        if (~seen).sum() >= 5:
+            design[f"{name} missing"] = (~seen).astype(float)
+    for name in ("primary_substance", "site"):
+        counts = sub[name].astype("string").value_counts()
+        for level in [v for v, n in counts.items() if n >= 5][1:]:
+            design[f"{name}={level}"] = (sub[name] == level).fillna(False).astype(float).to_numpy()
+    fit = survival.cox_ph(sub["days_to_event"], sub["relapsed"], design, ph_transform=None)
+    row = adjusted.table.query("outcome == 'relapse_hr' and variable == 'sex' and level == 'female'").iloc[0]
+    assert row["estimate"] == pytest.approx(float(fit.table["estimate"].iloc[0]), rel=1e-9)
+    assert row["adjusted"] == "age, primary_substance, baseline_phq9, site"  # never sex itself
+    overall = adjusted.overall[adjusted.overall["outcome"] == "relapse_hr"].iloc[0]
+    assert overall["ci_low"] < 0.60 < overall["ci_high"]  # the true HR, same for every case mix in the generator
+    assert any("adjusted for case mix" in n for n in adjusted.notes)
+
+
+def test_interaction_p_values_are_adjusted_for_the_tests_shown_as_r_p_adjust(adjusted):
+    from statsmodels.stats.multitest import multipletests  # equal to R's p.adjust (holm, BH)
+
+    tests = adjusted.table.drop_duplicates(["outcome", "variable"]).dropna(subset=["interaction_p"])
+    assert len(tests) == 4  # two outcomes × two variables
+    p = tests["interaction_p"].to_numpy(float)
+    assert np.allclose(tests["interaction_p_holm"], multipletests(p, method="holm")[1], rtol=1e-12)
+    assert np.allclose(tests["interaction_p_bh"], multipletests(p, method="fdr_bh")[1], rtol=1e-12)
+    assert (tests["interaction_p_holm"] >= tests["interaction_p"]).all()
+    assert any("4 interaction tests" in n for n in adjusted.notes)
+
+
+def test_holm_and_bh_on_a_hand_worked_example():
+    p = [0.01, 0.04, 0.03, 0.20]
+    # Holm: sorted 0.01·4, 0.03·3, 0.04·2, 0.20·1 → 0.04, 0.09, 0.09 (monotone), 0.20
+    assert subgroups.holm(p) == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    # BH: 0.20·4/4, 0.04·4/3, 0.03·4/2, 0.01·4/1 → min from the top: 0.20, 0.0533, 0.0533, 0.04
+    assert subgroups.benjamini_hochberg(p) == pytest.approx([0.04, 0.16 / 3, 0.16 / 3, 0.20])
+
+
+def test_the_forest_says_lower_hazard_with_never_favours_and_prints_the_interaction_p(adjusted):
+    from analytics.report.plots.subgroups import subgroup_forest
+
+    fig = subgroup_forest(adjusted, outcome="relapse_hr")
+    x_title = fig.layout.xaxis.title.text
+    assert "lower hazard of return to use with ketamine + therapy" in x_title and "favour" not in x_title
+    assert "adjusted for case mix" in fig.layout.title.text
+    assert any("interaction p" in str(label) and "Holm" in str(label) for label in fig.data[0].y)

@@ -3,14 +3,24 @@
 For each subgrouping variable (substance, route, baseline depression band, sex, age band, site) and each of
 its levels, two effects of the treatment contrast (default: program ``ketamine + therapy`` vs ``ketamine only``):
 
-* **relapse**: hazard ratio of return to use (Cox, Efron ties) within the level; the interaction p-value is
-  the likelihood-ratio test of treatment × subgroup terms in one Cox model over all levels.
+* **relapse**: hazard ratio of return to use (Cox, Efron ties) within the level, adjusted for case mix by default
+  (age, sex, primary substance, baseline PHQ-9, site; the subgrouping variable itself is never an adjustment); the
+  interaction p-value is the likelihood-ratio test of treatment × subgroup terms in one Cox model over all levels
+  (with the same adjustment).
 * **PHQ-9 slope**: difference in weekly PHQ-9 change (treatment − control), from one mixed model per variable
   ``phq9 ~ weeks * arm_level + (1 + weeks | patient_id)`` (arm_level = program × subgroup level); each
   level's difference is a linear combination of its fixed effects, and the interaction p-value is the joint
   Wald test that the differences are equal across levels (a χ² on levels − 1 df).
 
-Subgroup analyses are many tests on small groups: the caution travels with the result.
+Subgroup analyses are many tests on small groups: the caution travels with the result, and every interaction
+p-value comes with its Holm and Benjamini–Hochberg adjustments over the tests shown (one per outcome and variable).
+
+Case mix (relapse): numeric covariates (age, baseline PHQ-9) enter linearly, a missing value as the mean with a
+missing-value indicator; categorical ones (sex, substance, site) as indicators of each level with at least
+``MIN_LEVEL`` patients in the subset (rarer levels and missing values pool with the most common level). A
+covariate that is constant in the subset is left out. When the adjusted model cannot be fitted the row falls back
+to the unadjusted hazard ratio and ``adjusted`` says so. The PHQ-9 slope differences are not adjusted (that needs
+covariate × time terms in the mixed model; the notes say so).
 
 Speed (50,000 patients in about a second): the PHQ-9 scores are reduced to per-patient sums once
 (:func:`analytics.outcomes.trajectories.prepare_scores`) and shared by the seven mixed models, each of which starts from the
@@ -35,6 +45,9 @@ SUBGROUP_VARIABLES = ("primary_substance", "index_route", "baseline_band", "sex"
 LABELS = {"primary_substance": "Primary substance", "index_route": "Route", "baseline_band": "Baseline PHQ-9 band",
           "sex": "Sex", "age_band": "Age band", "site": "Site", "program": "Program"}
 MIN_PER_ARM = 10
+MIN_LEVEL = 5
+CASE_MIX = ("age", "sex", "primary_substance", "baseline_phq9", "site")
+_NUMERIC = ("age", "baseline_phq9")
 CAUTION = ("Subgroup results are exploratory: many comparisons are made, groups are small and observational, so "
            "some 'differences' arise by chance. Trust an interaction p-value below 0.05 only when the pattern "
            "was expected in advance and is consistent across outcomes.")
@@ -45,8 +58,11 @@ class SubgroupForest:
     """Treatment contrast within subgroups.
 
     ``table``: ``outcome`` (``relapse_hr``/``phq9_slope_difference``), ``variable``, ``level``, ``n_treated``,
-    ``n_control``, ``n_event`` (relapse only), ``estimate``, ``ci_low``, ``ci_high``, ``interaction_p`` (same for
-    every level of a variable). ``overall`` has the same columns for all patients (variable ``"all"``).
+    ``n_control``, ``n_event`` (relapse only), ``estimate``, ``ci_low``, ``ci_high``, ``adjusted`` (the case-mix
+    covariates of the row's model, comma-separated; empty when unadjusted), ``interaction_p`` (same for every level
+    of a variable), ``interaction_p_holm`` and ``interaction_p_bh`` (adjusted over the tests shown: one per outcome
+    and variable with a p-value). ``overall`` has the same columns for all patients (variable ``"all"``).
+    ``adjust`` names the case-mix covariates asked for.
     """
 
     table: pd.DataFrame
@@ -54,6 +70,7 @@ class SubgroupForest:
     treated: str
     control: str
     conf_level: float
+    adjust: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
 
@@ -87,14 +104,43 @@ class _Survival:
     days: np.ndarray
     relapsed: np.ndarray
     treated: np.ndarray
+    covariates: pd.DataFrame  # the case-mix columns of the same patients (may have none)
 
     @classmethod
-    def of(cls, pts: pd.DataFrame, treated: str) -> _Survival:
+    def of(cls, pts: pd.DataFrame, treated: str, adjust: Sequence[str] = ()) -> _Survival:
         return cls(days=pts["days_to_event"].to_numpy(dtype=float), relapsed=pts["relapsed"].to_numpy(dtype=bool),
-                   treated=(pts["program"] == treated).to_numpy(dtype=bool))
+                   treated=(pts["program"] == treated).to_numpy(dtype=bool),
+                   covariates=pts[[c for c in adjust if c in pts.columns]].reset_index(drop=True))
 
     def cox(self, mask: np.ndarray, design: pd.DataFrame) -> survival.CoxFit:
         return survival.cox_ph(self.days[mask], self.relapsed[mask], design, ph_transform=None)
+
+    def case_mix(self, mask: np.ndarray, *, without: str) -> tuple[pd.DataFrame, list[str]]:
+        """Design columns of the case-mix covariates within ``mask`` (see the module notes) and their names."""
+        cols: dict[str, np.ndarray] = {}
+        used: list[str] = []
+        for name in self.covariates.columns:
+            if name == without:
+                continue
+            values = self.covariates[name][mask]
+            before = len(cols)
+            if name in _NUMERIC:
+                x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+                seen = np.isfinite(x)
+                if seen.sum() < MIN_LEVEL or np.nanstd(x[seen]) == 0:
+                    continue
+                cols[name] = np.where(seen, x, np.nanmean(x[seen]))
+                if (~seen).sum() >= MIN_LEVEL:
+                    cols[f"{name} missing"] = (~seen).astype(float)
+            else:
+                text = values.astype("string")
+                counts = text.value_counts()
+                common = [str(v) for v, n in counts.items() if n >= MIN_LEVEL]
+                for level in common[1:]:  # the most common level (and rare or missing ones) is the reference
+                    cols[f"{name}={level}"] = (text == level).fillna(False).to_numpy(dtype=float)
+            if len(cols) > before:
+                used.append(name)
+        return pd.DataFrame(cols), used
 
 
 def _level_masks(values: pd.Series, levels: list[str]) -> dict[str, np.ndarray]:
@@ -113,19 +159,28 @@ def _cox_rows(surv: _Survival, masks: dict[str, np.ndarray], variable: str, leve
         n_t, n_c = int(t.sum()), int(len(t) - t.sum())
         n_event = int(surv.relapsed[mask].sum())
         row = {"outcome": "relapse_hr", "variable": variable, "level": level, "n_treated": n_t, "n_control": n_c,
-               "n_event": n_event, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan}
+               "n_event": n_event, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "adjusted": ""}
         if min(n_t, n_c) >= MIN_PER_ARM and n_event > 0:
-            try:
-                fit = surv.cox(mask, pd.DataFrame({"treated": t.astype(float)}))
-                b, se = float(fit.table["coef"].iloc[0]), float(fit.table["se"].iloc[0])
-                row.update(estimate=np.exp(b), ci_low=np.exp(b - z * se), ci_high=np.exp(b + z * se))
-            except (OutcomesError, np.linalg.LinAlgError):
-                pass
+            mix, used = surv.case_mix(mask, without=variable)
+            for design, names in ((pd.concat([pd.DataFrame({"treated": t.astype(float)}), mix], axis=1), used),
+                                  (pd.DataFrame({"treated": t.astype(float)}), [])):
+                if names == [] and design.shape[1] > 1:
+                    continue
+                try:
+                    fit = surv.cox(mask, design)
+                    b, se = float(fit.table["coef"].iloc[0]), float(fit.table["se"].iloc[0])
+                    if not (np.isfinite(b) and np.isfinite(se)):
+                        continue
+                    row.update(estimate=np.exp(b), ci_low=np.exp(b - z * se), ci_high=np.exp(b + z * se),
+                               adjusted=", ".join(names))
+                    break
+                except (OutcomesError, np.linalg.LinAlgError):
+                    continue
         rows.append(row)
-    return rows, _cox_interaction_p(surv, masks, levels)
+    return rows, _cox_interaction_p(surv, masks, levels, variable)
 
 
-def _cox_interaction_p(surv: _Survival, masks: dict[str, np.ndarray], levels: list[str]) -> float:
+def _cox_interaction_p(surv: _Survival, masks: dict[str, np.ndarray], levels: list[str], variable: str) -> float:
     usable = [lv for lv in levels if (masks[lv] & surv.treated).sum() >= MIN_PER_ARM
               and (masks[lv] & ~surv.treated).sum() >= MIN_PER_ARM]
     if len(usable) < 2:
@@ -135,6 +190,8 @@ def _cox_interaction_p(surv: _Survival, masks: dict[str, np.ndarray], levels: li
     main = pd.DataFrame({"treated": t})
     for lv in usable[1:]:
         main[f"lv:{lv}"] = masks[lv][keep].astype(float)
+    mix, _ = surv.case_mix(keep, without=variable)
+    main = pd.concat([main, mix], axis=1)
     full = main.copy()
     for lv in usable[1:]:
         full[f"int:{lv}"] = full[f"lv:{lv}"] * t
@@ -239,8 +296,11 @@ def _overall_slope(cohort: Cohort, treated: str, control: str, z: float,
 
 def who_benefits(cohort: Cohort, *, variables: Sequence[str] = SUBGROUP_VARIABLES, treated: str | None = None,
                  control: str | None = None, outcomes: Sequence[str] = ("relapse_hr", "phq9_slope_difference"),
-                 conf_level: float = 0.95) -> SubgroupForest:
-    """Program contrast within each subgroup, for relapse and PHQ-9 slope, with interaction p-values."""
+                 adjust: Sequence[str] = CASE_MIX, conf_level: float = 0.95) -> SubgroupForest:
+    """Program contrast within each subgroup, for relapse and PHQ-9 slope, with interaction p-values.
+
+    ``adjust``: case-mix covariates of the relapse models (default :data:`CASE_MIX`; ``()`` for crude hazard
+    ratios). Interaction p-values come with Holm and Benjamini–Hochberg adjustments over the tests shown."""
     treated, control = _arms(cohort, treated, control)
     z = z_crit(conf_level)
     # the slope models need only PHQ-9 scores and patient attributes: subset those, not every table
@@ -254,7 +314,7 @@ def who_benefits(cohort: Cohort, *, variables: Sequence[str] = SUBGROUP_VARIABLE
               "program get no estimate."), CAUTION]
     overall_rows = []
     prepared, align, start = None, None, None
-    surv = _Survival.of(pts, treated)
+    surv = _Survival.of(pts, treated, adjust)
     if "relapse_hr" in outcomes:
         all_rows, _ = _cox_rows(surv, {"all": np.ones(len(pts), dtype=bool)}, "all", ["all"], z)
         overall_rows += all_rows
@@ -280,12 +340,54 @@ def who_benefits(cohort: Cohort, *, variables: Sequence[str] = SUBGROUP_VARIABLE
             rows += _slope_rows(cohort, variable, levels, treated, control, z, prepared=prepared, align=align,
                                 start=start)[0]
     columns = ["outcome", "variable", "level", "n_treated", "n_control", "n_event", "estimate", "ci_low", "ci_high",
-               "interaction_p"]
-    table = pd.DataFrame(rows).reindex(columns=columns)
+               "adjusted", "interaction_p", "interaction_p_holm", "interaction_p_bh"]
+    table = _with_adjusted_p(pd.DataFrame(rows, columns=columns[:-2]))
     overall = pd.DataFrame(overall_rows).reindex(columns=columns)
+    overall["adjusted"] = overall["adjusted"].fillna("")
+    n_tests = int(table.drop_duplicates(["outcome", "variable"])["interaction_p"].notna().sum())
+    asked = [LABELS.get(c, c.replace("_", " ")).lower() for c in adjust]
+    notes.append(f"Multiplicity: {n_tests} interaction tests are shown; Holm's adjusted p-values keep the chance of "
+                 "any false 'difference' at 5 %, Benjamini–Hochberg's the expected share of false ones.")
+    if asked:
+        notes.append("Relapse hazard ratios are adjusted for case mix (" + ", ".join(asked) + "; never for the "
+                     "subgrouping variable itself); a missing numeric value enters as the mean with a missing "
+                     "indicator. PHQ-9 slope differences are not adjusted for case mix.")
     notes.append("Relapse: Cox hazard ratio (Efron ties) within each level; interaction p from a likelihood-ratio "
                  "test of program × subgroup terms. PHQ-9: difference in weekly slope from one random intercept and "
                  "slope mixed model (REML) per variable with a program × subgroup group term; interaction p from the "
                  "joint Wald test that the differences are equal across subgroups.")
     return SubgroupForest(table=table, overall=overall, treated=treated, control=control, conf_level=conf_level,
-                          notes=tuple(notes))
+                          adjust=tuple(adjust), notes=tuple(notes))
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (R ``p.adjust(method = "holm")``)."""
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    stepped = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    out = np.empty(m)
+    out[order] = np.minimum(stepped, 1.0)
+    return out
+
+
+def benjamini_hochberg(p: Sequence[float]) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (R ``p.adjust(method = "BH")``)."""
+    p = np.asarray(p, dtype=float)
+    m = p.size
+    order = np.argsort(p, kind="stable")[::-1]
+    stepped = np.minimum.accumulate(p[order] * m / np.arange(m, 0, -1))
+    out = np.empty(m)
+    out[order] = np.minimum(stepped, 1.0)
+    return out
+
+
+def _with_adjusted_p(table: pd.DataFrame) -> pd.DataFrame:
+    """Holm and BH adjustments of the interaction p-values, one test per (outcome, variable)."""
+    tests = table.drop_duplicates(["outcome", "variable"])[["outcome", "variable", "interaction_p"]]
+    tests = tests[tests["interaction_p"].notna()]
+    tests = tests.assign(interaction_p_holm=holm(tests["interaction_p"]),
+                         interaction_p_bh=benjamini_hochberg(tests["interaction_p"]))
+    out = table.merge(tests.drop(columns="interaction_p"), on=["outcome", "variable"], how="left")
+    out["adjusted"] = out["adjusted"].fillna("")
+    return out

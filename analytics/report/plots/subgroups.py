@@ -16,9 +16,10 @@ from analytics.outcomes.subgroups import LABELS, SubgroupForest
 from analytics.privacy.suppression import SuppressedCells, suppress_cells
 from analytics.report.plots import PALETTE, base_layout
 
-TITLES = {"relapse_hr": ("Return to use: hazard ratio", "Hazard ratio, {t} vs {c} (log scale; < 1 favours {t})"),
+TITLES = {"relapse_hr": ("Return to use: hazard ratio ({adj})",
+                         "Hazard ratio, {t} vs {c} (log scale;<br>< 1: lower hazard of return to use with {t})"),
           "phq9_slope_difference": ("PHQ-9: difference in weekly change",
-                                    "PHQ-9 points per week, {t} minus {c} (< 0 favours {t})")}
+                                    "PHQ-9 points per week, {t} minus {c}<br>(< 0: PHQ-9 falls faster with {t})")}
 ARMS = ("n_treated", "n_control")
 
 
@@ -48,6 +49,14 @@ def level_estimable(cells: SuppressedCells, row: pd.Series) -> bool:
     return not any(cells.primary.get((arm, row["outcome"], row["variable"], row["level"]), False) for arm in ARMS)
 
 
+def _p_label(row: pd.Series) -> str:
+    """The interaction p printed beside the variable's first level drawn (the chart is read top down)."""
+    p, holm = row.get("interaction_p"), row.get("interaction_p_holm")
+    if not (isinstance(p, float) and np.isfinite(p)):
+        return ""
+    return f" (interaction p {p:.3f}; Holm {holm:.3f})" if isinstance(holm, float) and np.isfinite(holm) else ""
+
+
 def subgroup_forest(result: SubgroupForest, *, outcome: str = "relapse_hr", min_cell: int | None = 11) -> go.Figure:
     """One row per subgroup level: estimate with CI, the overall estimate as a reference line.
 
@@ -59,7 +68,7 @@ def subgroup_forest(result: SubgroupForest, *, outcome: str = "relapse_hr", min_
     labels, est, lo, hi, text = [], [], [], [], []
     for _, r in t.iterrows():
         small = not level_estimable(cells, r)
-        labels.append(f"{LABELS.get(r['variable'], r['variable'])}: {r['level']}")
+        labels.append(f"{LABELS.get(r['variable'], r['variable'])}: {r['level']}{_p_label(r)}")
         est.append(np.nan if small else r["estimate"])
         lo.append(np.nan if small else r["ci_low"])
         hi.append(np.nan if small else r["ci_high"])
@@ -81,7 +90,8 @@ def subgroup_forest(result: SubgroupForest, *, outcome: str = "relapse_hr", min_
         fig.add_vline(x=float(overall["estimate"].iloc[0]), line={"color": PALETTE[1], "dash": "dash"},
                       annotation_text="all patients", annotation_position="top")
     title, x_title = TITLES[outcome]
-    base_layout(fig, title=title, x_title=x_title.format(t=result.treated, c=result.control),
+    adj = "adjusted for case mix" if result.adjust and outcome == "relapse_hr" else "unadjusted"
+    base_layout(fig, title=title.format(adj=adj), x_title=x_title.format(t=result.treated, c=result.control),
                 height=max(380, 26 * len(labels) + 140))
     if outcome == "relapse_hr":
         fig.update_xaxes(type="log")
