@@ -64,6 +64,21 @@ def test_heavy_definition_ignores_light_use():
     assert build_cohort(_exports(fus), Settings(relapse="heavy")).patients.iloc[0]["days_to_event"] == 60.0
 
 
+def test_heavy_definition_counts_a_positive_urine_or_a_relapse_date_as_the_contract_and_its_text_say():
+    light = {"patient_id": "p1", "assessment_date": "2025-02-02", "days_abstinent": 25, "heavy_days": 0,
+             "any_use": "yes"}
+    later = {"patient_id": "p1", "assessment_date": "2025-04-03", "days_abstinent": 20, "heavy_days": 2}
+    heavy = Settings(relapse="heavy")
+    urine = [light, {"patient_id": "p1", "assessment_date": "2025-03-04", "days_abstinent": 30, "heavy_days": 0,
+                     "urine_tox": "positive"}, later]
+    assert build_cohort(_exports(urine), heavy).patients.iloc[0]["days_to_event"] == 60.0
+    dated = [dict(light, relapse_date="2025-01-25"), later]
+    assert build_cohort(_exports(dated), heavy).patients.iloc[0]["days_to_event"] == 22.0  # dated by relapse_date
+    text = heavy.describe()
+    assert "heavy-use day" in text and "positive urine test" in text and "relapse date" in text
+    assert "4+ standard drinks for women, 5+ for men" in text and "no standard definition" in text
+
+
 def test_patient_without_followup_is_excluded_from_survival_and_counted():
     cohort = build_cohort(_exports([]))
     assert not cohort.patients.iloc[0]["has_followup"]

@@ -734,7 +734,8 @@ def _first_use(cohort: Cohort, ids: pd.Index, use: Use, dropout_as_use: bool) ->
     if len(first):
         index = first.index.to_series().map(cohort.patients.set_index("patient_id")["index_date"])
         rel_days = (first["relapse_date"] - index).dt.days
-        by_date = first["relapse_date"].notna() & first["use_any"].fillna(False).astype(bool) & (use == "any")
+        used = first["use_any" if use == "any" else "use_heavy"].fillna(False).astype(bool)
+        by_date = first["relapse_date"].notna() & used  # flagged by use (not only by dropout): dated by relapse_date
         out.loc[first.index, "time"] = np.where(by_date, rel_days, first["days"]).astype(float)
         out.loc[first.index, "event"] = True
     return out
@@ -742,7 +743,7 @@ def _first_use(cohort: Cohort, ids: pd.Index, use: Use, dropout_as_use: bool) ->
 
 def _km_figure(cohort: Cohort, *, metric: str, day: int, substance: str | None, use: Use, dropout_as_use: bool,
                complement: bool, conf_level: float) -> ClinicFigure:
-    event_text = "any use" if use == "any" else "a heavy-use day (or a recorded relapse date or positive urine test)"
+    event_text = "any use" if use == "any" else "a heavy-use day, a recorded relapse date or a positive urine test"
     what = "Returned to use" if complement else "Abstinent throughout"
     definition = (f"{what} by day {day} after the first ketamine session ({_who(substance)}): Kaplan–Meier "
                   f"{'1 − S' if complement else 'S'}({day}), event = first follow-up with {event_text}"

@@ -227,7 +227,7 @@ def _derive_followup_flags(fu: pd.DataFrame, idx: pd.Series) -> pd.DataFrame:
     heavy = (fu["heavy_days"].astype(float) > 0).fillna(False).astype(bool)
     ok = fu["window_after_index"].astype(bool)
     fu["use_any"] = any_use | (short_abst & ok) | positive_tox | known_date
-    fu["use_heavy"] = heavy & ok
+    fu["use_heavy"] = (heavy & ok) | positive_tox | known_date  # data-contract v2 "Heavy-use return"
     fu["dropout"] = fu["status"].isin(DROPOUT_STATUSES).fillna(False).astype(bool)
     return fu
 
@@ -261,7 +261,8 @@ def _events(fu: pd.DataFrame, f_code: np.ndarray, index_date: pd.Series, setting
     flagged = np.flatnonzero(flag)
     first = flagged[_first_of_runs(f_code[flagged])]  # each patient's first row with the event
     relapse = fu["relapse_date"].to_numpy("datetime64[ns]")[first]
-    by_relapse_date = ~np.isnat(relapse) & (fu["use_any"].to_numpy(bool)[first] if settings.relapse == "any" else False)
+    flagged_use = fu["use_any" if settings.relapse == "any" else "use_heavy"].to_numpy(bool)[first]
+    by_relapse_date = ~np.isnat(relapse) & flagged_use  # the event's day is relapse_date when given (contract)
     at = np.searchsorted(with_fu, f_code[first])
     out["relapsed"] = False
     out.iloc[at, out.columns.get_loc("relapsed")] = True

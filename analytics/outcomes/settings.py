@@ -16,8 +16,11 @@ class Settings:
     ----------
     relapse:
         ``"any"``: first follow-up with any use, fewer abstinent days than the window, or a positive
-        urine result. ``"heavy"``: first follow-up with ``heavy_days > 0`` (urine and ``relapse_date``
-        still count, as the contract says).
+        urine result. ``"heavy"``: first follow-up with ``heavy_days > 0`` (a heavy drinking day for alcohol:
+        4+ standard drinks for women, 5+ for men, as the export counts it), a positive urine result or a recorded
+        ``relapse_date`` (data-contract v2 "Heavy-use return"; the code in :mod:`analytics.outcomes.cohort` does
+        exactly this). For drugs other than alcohol the export's ``heavy_days`` has no standard meaning: the text
+        says so.
     dropout_as_relapse:
         Count ``lost_to_follow_up``/``withdrew`` as return to use at that assessment (the Dakwar 2019
         "use or dropout" event). Default False: such patients are censored.
@@ -41,7 +44,9 @@ class Settings:
         event = (
             "first follow-up with any use, fewer abstinent days than the window covers, or a positive urine test"
             if self.relapse == "any"
-            else "first follow-up with at least one heavy-use day (or a positive urine test or a recorded relapse date)"
+            else "first follow-up with at least one heavy-use day (for alcohol a heavy drinking day: 4+ standard "
+                 "drinks for women, 5+ for men; for other drugs whatever the clinic records as heavy_days, which has "
+                 "no standard definition), a positive urine test or a recorded relapse date"
         )
         dropout = (
             "dropping out (lost to follow-up or withdrew) counts as return to use"
