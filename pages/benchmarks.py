@@ -8,7 +8,7 @@ import streamlit as st
 from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes import benchmarks
-from analytics.report.plots.benchmarks import clinic_cells, clinic_shown, forest
+from analytics.report.plots.benchmarks import clinic_cells, clinic_shown, forest, other_bound
 from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
 
 sidebar_settings()
@@ -27,42 +27,68 @@ substance = c1.selectbox("Clinic subpopulation", options=[None, "alcohol", "coca
                          help="By default each benchmark is matched to its own population (e.g. alcohol patients "
                               "for KARE). Choose a substance to restrict every clinic figure to it.")
 view = c2.radio("View", options=["chart", "table"], horizontal=True, key="bm_view")
+coverage = st.slider("Coverage a clinic figure needs (% of eligible patients whose assessments cover the window)",
+                     min_value=0, max_value=100, value=70, step=5, key="bm_coverage",
+                     help="Below it, the row says why there is no like-for-like figure: the figure would be decided "
+                          "by who happened to be assessed inside the benchmark's window.")
 try:
     with st.spinner("Computing like-for-like clinic figures…"):
-        comp = benchmarks.compare(cohort, substance=substance)
+        comp = benchmarks.compare(cohort, substance=substance, min_share=coverage / 100)
 except OutcomesError as err:
     st.warning(shown_text(str(err)))
     st.stop()
 
-table = comp.table[comp.table["domain"] == "efficacy"]
+everything = comp.table[comp.table["domain"] == "efficacy"]
 shown = cohort.settings.suppress
 min_cell = cohort.settings.min_cell if shown else None
 cells = clinic_cells(comp.table, min_cell=min_cell)
+has_figure = everything["clinic_estimate"].notna()
+table, without = everything[has_figure], everything[~has_figure]
+st.caption(f"{len(table)} of {len(everything)} published figures have a like-for-like clinic figure; they come first. "
+           "The others, with the reason for each, are folded away below.")
+
+
+def _bound_text(row: pd.Series) -> str:
+    other = other_bound(row)
+    if other is None:
+        return "—"
+    rule, est, lo, hi = other
+    return f"{fmt.ci(est, lo, hi, 1) if lo is not None else fmt.num(est, 1)} ({rule})"
+
+
 if view == "chart":
-    st.plotly_chart(forest(comp, domain="efficacy", min_cell=min_cell), width="stretch")
-    st.caption("Dots are point estimates, lines their 95% confidence intervals (published CIs where the source "
-               "gives one). Differences between trial arms (KARE) are drawn on their own axis: they are not "
-               "levels a clinic can reach on its own.")
+    st.plotly_chart(forest(comp, domain="efficacy", min_cell=min_cell, only_with_clinic=True), width="stretch")
+    st.caption("Diamonds are published figures, filled circles the clinic's figure computed the same way, each with "
+               "its 95% confidence interval; an open circle is the clinic's figure under the other missing-data rule "
+               "(both bounds). Under each row: patients analysed of those eligible, and those without the data. "
+               "Differences between trial arms (KARE) are drawn on their own axis: they are not levels a clinic can "
+               "reach on its own.")
 else:
     ok = [clinic_shown(cells, row) for _, row in table.iterrows()]
-    out = pd.DataFrame({
+    st.dataframe(pd.DataFrame({
         "benchmark": table["id"], "metric": table["metric"], "group": table["group"],
         "published": table["published_text"],
         "clinic": ["suppressed (<11)" if not k else fmt.num(e, 2) if lo is None or pd.isna(lo) else fmt.ci(e, lo, hi)
                    for e, lo, hi, k in zip(table["clinic_estimate"], table["clinic_ci_low"], table["clinic_ci_high"],
                                            ok)],
-        "clinic n": [cells.text(("n", i)) if ("n", i) in cells.values else "—" for i in table["id"]],
-        "why no clinic figure": [shown_text(r) for r in table["clinic_reason"].fillna("")],
+        "other missing-data bound": [_bound_text(r) if k else "—" for (_, r), k in zip(table.iterrows(), ok)],
+        "eligible": [cells.text(("eligible", float(e))) if pd.notna(e) else "—" for e in table["clinic_n_eligible"]],
+        "analysed": [cells.text(("n", i)) if ("n", i) in cells.values else "—" for i in table["id"]],
+        "missing": [cells.text(("attrition", i)) if ("attrition", i) in cells.values else "—" for i in table["id"]],
         "source": table["status_label"],
-    })
-    st.dataframe(out, hide_index=True, width="stretch")
+    }), hide_index=True, width="stretch")
+with st.expander(f"{len(without)} published figures without a like-for-like clinic figure, and why"):
+    st.dataframe(pd.DataFrame({
+        "benchmark": without["id"], "metric": without["metric"], "published": without["published_text"],
+        "why no clinic figure": [shown_text(r) for r in without["clinic_reason"].fillna("")],
+        "source": without["status_label"]}), hide_index=True, width="stretch")
 
 def _text(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
 st.subheader("Sources, populations and cautions")
-for _, row in table.iterrows():
+for _, row in everything.iterrows():
     label = f"{row['id']}: {row['metric']} ({row['short_citation']})"
     with st.expander(label):
         st.markdown(f"**Published:** {row['published_text']} · **status:** {row['status_label']}")

@@ -427,16 +427,29 @@ def _cocaine_cohort() -> Cohort:
 
 
 def test_cocaine_abstinence_weeks_4_to_5_counts_use_dropout_and_missing_as_failure():
-    fig = bm.abstinence_in_window(_cocaine_cohort(), start_day=21, end_day=34, substance="cocaine", as_of=AS_OF)
+    fig = bm.abstinence_in_window(_cocaine_cohort(), start_day=21, end_day=34, substance="cocaine", as_of=AS_OF,
+                                  min_share=0)
     assert (fig.n, fig.n_eligible, fig.events, fig.attrition) == (8, 8, 2, 3)  # a, g of a-h; c, e, h missing
     _, low, high = bm._wilson(2, 8, 0.95)
     assert (fig.estimate, fig.ci_low, fig.ci_high) == (pytest.approx(25.0), low, high)
     assert any("not yet followed to day 34" in n for n in render_notes(fig.notes, enabled=False))
+    # both missing-data bounds, each with its n: as the trial (missing = use) 2 of 8; known status only 2 of 5
+    itt, known = fig.bounds
+    assert (itt.rule, itt.events, itt.n) == ("missing status counted as use", 2, 8)
+    assert (known.events, known.n, known.estimate) == (2, 5, pytest.approx(40.0))
+    assert (fig.n_covered, fig.coverage) == (5, pytest.approx(5 / 8))
+
+
+def test_a_window_covered_for_fewer_than_70_percent_of_eligible_patients_gives_no_clinic_figure():
+    fig = bm.abstinence_in_window(_cocaine_cohort(), start_day=21, end_day=34, substance="cocaine", as_of=AS_OF)
+    assert fig.estimate is None and (fig.n_eligible, fig.n_covered) == (8, 5)
+    reason = render_note(fig.reason, enabled=False)
+    assert "only 5 of 8 eligible cocaine patients (62%)" in reason and "needs 70%" in reason
 
 
 def test_cocaine_abstinence_among_known_statuses_when_asked():
     fig = bm.abstinence_in_window(_cocaine_cohort(), start_day=21, end_day=34, substance="cocaine", as_of=AS_OF,
-                                  missing_as_use=False, dropout_as_use=False)
+                                  missing_as_use=False, dropout_as_use=False, min_share=0)
     assert (fig.n, fig.events, fig.attrition) == (5, 3, 3)  # a, d, g abstinent; b, f used
 
 
@@ -444,7 +457,7 @@ def test_wilson_interval_matches_r_prop_test():
     ref = _golden()["wilson"]
     patients = [_patient(f"w{i}", substance="cocaine", followups=(fu(35, 35, 35),) if i < 13 else ())
                 for i in range(27)]
-    fig = bm.abstinence_in_window(_cohort(*patients), as_of=AS_OF)
+    fig = bm.abstinence_in_window(_cohort(*patients), as_of=AS_OF, min_share=0)
     assert (fig.events, fig.n) == (13, 27)
     assert (fig.estimate, fig.ci_low, fig.ci_high) == pytest.approx(
         (100 * ref["estimate"], 100 * ref["lower"], 100 * ref["upper"]), abs=1e-9)
@@ -463,6 +476,34 @@ def test_any_drinking_in_21_days_after_infusion_leaves_unknown_status_as_attriti
     fig = bm.use_in_window(_drinking_cohort(), start_day=1, end_day=21, use="any", as_of=AS_OF)
     assert (fig.n, fig.events, fig.n_eligible, fig.attrition) == (3, 2, 4, 1)
     assert fig.estimate == pytest.approx(200 / 3)
+
+
+def test_any_drinking_shows_both_bounds_with_their_n():
+    fig = bm.use_in_window(_drinking_cohort(), start_day=1, end_day=21, use="any", as_of=AS_OF)
+    known, missing_as_use = fig.bounds
+    assert (known.events, known.n) == (2, 3) and known.estimate == pytest.approx(fig.estimate)
+    assert (missing_as_use.events, missing_as_use.n) == (3, 4)  # r's unknown status counted as drinking
+
+
+def test_a_schedule_that_cannot_see_days_1_to_21_gives_no_clinic_figure():
+    # monthly 30-day recalls with some drinking: every window reaches past day 21, so whether the drinking fell in
+    # days 1-21 is unknown for every patient (a fully abstinent month would rule it out: not this clinic)
+    monthly = _cohort(*(_patient(f"m{i}", followups=(fu(30, 30, 27 - i % 3), fu(60, 30, 30))) for i in range(30)))
+    fig = bm.use_in_window(monthly, start_day=1, end_day=21, use="any", as_of=AS_OF)
+    assert fig.estimate is None and fig.n_covered == 0 and fig.n_eligible == 30
+    assert "No follow-up falls inside days 1–21" in render_note(fig.reason, enabled=False)
+
+
+def test_a_dense_schedule_recovers_the_true_rate_of_drinking_in_days_1_to_21():
+    rng = np.random.default_rng(20261206)
+    true_rate, patients = 0.40, []
+    for i in range(400):  # weekly 7-day recalls; a drinker drinks on one random day of days 1-21
+        day = int(rng.integers(1, 22)) if rng.random() < true_rate else None
+        patients.append(_patient(f"d{i}", followups=tuple(
+            fu(w, 7, 7 - (day is not None and w - 6 <= day <= w)) for w in (7, 14, 21, 28))))
+    fig = bm.use_in_window(_cohort(*patients), start_day=1, end_day=21, use="any", as_of=AS_OF)
+    assert fig.coverage == 1.0 and fig.n == 400
+    assert fig.ci_low < 100 * true_rate < fig.ci_high
 
 
 def test_heavy_drinking_day_in_21_days_uses_heavy_day_counts():

@@ -36,6 +36,7 @@ Kaplan–Meier the log-log (complementary log-log) interval with Greenwood's var
 
 from __future__ import annotations
 
+import inspect
 import math
 import tomllib
 from collections.abc import Callable
@@ -52,7 +53,7 @@ import pyarrow.compute as pc
 from analytics.engines.intervals import t_crit, wilson_ci, z_crit
 from analytics.errors import OutcomesError
 from analytics.outcomes.cohort import DROPOUT_STATUSES, Cohort, ids_in
-from analytics.privacy.counts import note_n
+from analytics.privacy.counts import note_n, note_of
 from schemas.arrow import text_array, text_codes
 from schemas.columns import ADVERSE_EVENTS
 
@@ -320,13 +321,57 @@ class ClinicFigure:
     reason: str | None = None
     conf_level: float = 0.95
     notes: tuple[str, ...] = ()
+    n_covered: int | None = None
+    bounds: tuple[Bound, ...] = ()
+
+    @property
+    def coverage(self) -> float | None:
+        """Share of eligible patients whose assessments cover the benchmark's window (None where not defined)."""
+        return self.n_covered / self.n_eligible if self.n_covered is not None and self.n_eligible else None
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The figure under one missing-data rule: ``rule`` in words, estimate with its interval, and its n."""
+
+    rule: str
+    estimate: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    events: int | None = None
+
+
+MIN_COVERAGE_SHARE = 0.7  # a window figure needs assessments covering the window for this share of eligible patients
+
+
+def _coverage_reason(n_covered: int, n_eligible: int, *, start: int, end: int, what: str, min_share: float,
+                     who: str) -> str | None:
+    """Why there is no like-for-like figure when too few eligible patients have data covering the window."""
+    if n_eligible == 0 or n_covered / n_eligible >= min_share:
+        return None
+    if n_covered == 0:
+        return (f"No follow-up falls inside days {start}–{end} for any of the {note_n(n_eligible)} eligible {who}: "
+                f"the clinic's assessment schedule cannot see {what} over that window.")
+    return (f"Assessments cover {what} over days {start}–{end} for only {note_of(n_covered, n_eligible)} eligible "
+            f"{who} ({n_covered / n_eligible:.0%}); a like-for-like figure needs {min_share:.0%} (a setting), "
+            "otherwise the figure would be decided by who happened to be assessed.")
+
+
+def _bound_prop(rule: str, success: pd.Series, conf_level: float) -> Bound:
+    n = len(success)
+    if n == 0:
+        return Bound(rule, None, None, None, 0, 0)
+    events = int(success.sum())
+    est, low, high = _wilson(events, n, conf_level)
+    return Bound(rule, est, low, high, n, events)
 
 
 def _unavailable(metric: str, unit: str, definition: str, reason: str, *, n_eligible: int = 0, attrition: int = 0,
-                 conf_level: float = 0.95, notes: tuple[str, ...] = ()) -> ClinicFigure:
+                 conf_level: float = 0.95, notes: tuple[str, ...] = (), n_covered: int | None = None) -> ClinicFigure:
     return ClinicFigure(metric=metric, estimate=None, ci_low=None, ci_high=None, n=0, n_eligible=n_eligible,
                         attrition=attrition, unit=unit, definition=definition, reason=reason,
-                        conf_level=conf_level, notes=notes)
+                        conf_level=conf_level, notes=notes, n_covered=n_covered)
 
 
 def _wilson(events: int, n: int, conf_level: float) -> tuple[float, float, float]:
@@ -551,7 +596,8 @@ def _pda_definition(start_day: int, end_day: int, substance: str | None, min_cov
 
 
 def pda_in_window(cohort: Cohort, *, start_day: int = 0, end_day: int = 180, substance: str | None = "alcohol",
-                  min_coverage: float = 0.5, as_of: Any = None, conf_level: float = 0.95) -> ClinicFigure:
+                  min_coverage: float = 0.5, min_share: float = MIN_COVERAGE_SHARE, as_of: Any = None,
+                  conf_level: float = 0.95) -> ClinicFigure:
     """Mean percent days abstinent over a fixed window after the index date, with a t interval.
 
     Parameters
@@ -565,6 +611,9 @@ def pda_in_window(cohort: Cohort, *, start_day: int = 0, end_day: int = 180, sub
         Primary substance of the patients analysed (None: all).
     min_coverage:
         Share of the window's days a patient's follow-up windows must cover; patients below it are attrition.
+    min_share:
+        Share of eligible patients who must reach ``min_coverage`` for a clinic figure at all (default 70 %);
+        below it ``reason`` says how much of the window the assessments cover.
     as_of:
         Data end; default the latest session or assessment date.
 
@@ -593,12 +642,22 @@ def pda_in_window(cohort: Cohort, *, start_day: int = 0, end_day: int = 180, sub
         return _unavailable(metric, "%", definition, f"None of the {note_n(len(ids))} eligible {_who(substance)} has "
                             f"abstinent-day counts covering {min_coverage:.0%} of days {start_day}–{end_day}.",
                             n_eligible=len(ids), attrition=len(ids), conf_level=conf_level, notes=notes)
+    why = _coverage_reason(len(ok), len(ids), start=start_day, end=end_day, what="abstinent days", min_share=min_share,
+                           who=_who(substance))
+    if why:
+        return _unavailable(metric, "%", definition, why, n_eligible=len(ids), attrition=len(ids) - len(ok),
+                            conf_level=conf_level, notes=notes, n_covered=len(ok))
     est, low, high = _t_mean(ok["pda"].to_numpy(), conf_level)
     if low is None:
         notes += ("A confidence interval needs at least 2 patients.",)
+    # missing days decide PDA: the other bound counts every day without data in the window as a day of use
+    worst = (100 * ok["abstinent"] / (end_day - start_day + 1)).to_numpy()
+    w_est, w_low, w_high = _t_mean(worst, conf_level)
+    bounds = (Bound("days with data only (as shown)", est, low, high, len(ok)),
+              Bound("days without data counted as use", w_est, w_low, w_high, len(ok)))
     return ClinicFigure(metric=metric, estimate=est, ci_low=low, ci_high=high, n=len(ok), n_eligible=len(ids),
                         attrition=len(ids) - len(ok), unit="%", definition=definition, conf_level=conf_level,
-                        notes=notes)
+                        notes=notes, n_covered=len(ok), bounds=bounds)
 
 
 def pda_difference(cohort: Cohort, *, arms: tuple[str, str] = DEFAULT_ARMS, start_day: int = 0, end_day: int = 180,
@@ -654,7 +713,8 @@ def pda_difference(cohort: Cohort, *, arms: tuple[str, str] = DEFAULT_ARMS, star
 
 def abstinence_in_window(cohort: Cohort, *, start_day: int = 21, end_day: int = 34, substance: str | None = "cocaine",
                          use: Use = "any", missing_as_use: bool = True, dropout_as_use: bool = True,
-                         as_of: Any = None, conf_level: float = 0.95) -> ClinicFigure:
+                         min_share: float = MIN_COVERAGE_SHARE, as_of: Any = None,
+                         conf_level: float = 0.95) -> ClinicFigure:
     """Share of patients abstinent over every day of a window (Wilson interval).
 
     Default: Dakwar 2019's last 2 weeks of a 5-week trial (days 21–34 after the first ketamine session),
@@ -689,15 +749,25 @@ def abstinence_in_window(cohort: Cohort, *, start_day: int = 21, end_day: int = 
         notes += ((f"{note_n((st['dropout'] & st['status'].eq('abstinent')).sum())} abstinent patient(s) dropped out "
                   "and count as failures."),)
     unknown = st["status"].eq("unknown")
+    n_known = int((~unknown).sum())
+    why = _coverage_reason(n_known, len(ids), start=start_day, end=end_day, what=f"{kind} or its absence",
+                           min_share=min_share, who=_who(substance))
+    if why:
+        return _unavailable(metric, "%", definition, why, n_eligible=len(ids), attrition=int(unknown.sum()),
+                            conf_level=conf_level, notes=notes, n_covered=n_known)
     analysed = success if missing_as_use else success[~unknown]
-    return _proportion(metric, definition, analysed, n_eligible=len(ids), attrition=int(unknown.sum()),
-                       conf_level=conf_level,
-                       notes=notes, empty_reason=f"None of the {note_n(len(ids))} eligible {_who(substance)} has "
-                                    f"follow-up data covering days {start_day}–{end_day}.")
+    fig = _proportion(metric, definition, analysed, n_eligible=len(ids), attrition=int(unknown.sum()),
+                      conf_level=conf_level,
+                      notes=notes, empty_reason=f"None of the {note_n(len(ids))} eligible {_who(substance)} has "
+                                   f"follow-up data covering days {start_day}–{end_day}.")
+    bounds = (_bound_prop("missing status counted as use", success, conf_level),
+              _bound_prop("patients with known status only", success[~unknown], conf_level))
+    return replace(fig, n_covered=n_known, bounds=bounds)
 
 
 def use_in_window(cohort: Cohort, *, start_day: int = 1, end_day: int = 21, substance: str | None = "alcohol",
-                  use: Use = "any", as_of: Any = None, conf_level: float = 0.95) -> ClinicFigure:
+                  use: Use = "any", min_share: float = MIN_COVERAGE_SHARE, as_of: Any = None,
+                  conf_level: float = 0.95) -> ClinicFigure:
     """Share of patients with any (or heavy) use in a window, among those whose status is known (Wilson interval).
 
     Default: Dakwar 2020's 21 days after the infusion (days 1–21). A patient's status is known when use is
@@ -715,10 +785,18 @@ def use_in_window(cohort: Cohort, *, start_day: int = 1, end_day: int = 21, subs
     ids, notes = eligible
     st = _window_status(cohort, ids, start_day, end_day, use)
     known = st[st["status"] != "unknown"]
-    return _proportion(metric, definition, known["status"].eq("use"), n_eligible=len(ids),
-                       attrition=len(ids) - len(known), conf_level=conf_level, notes=notes,
-                       empty_reason=f"None of the {note_n(len(ids))} eligible {_who(substance)} has follow-up data "
-                                    f"that report or rule out use on days {start_day}–{end_day}.")
+    why = _coverage_reason(len(known), len(ids), start=start_day, end=end_day, what=kind, min_share=min_share,
+                           who=_who(substance))
+    if why:
+        return _unavailable(metric, "%", definition, why, n_eligible=len(ids), attrition=len(ids) - len(known),
+                            conf_level=conf_level, notes=notes, n_covered=len(known))
+    bounds = (_bound_prop("patients with known status only (as shown)", known["status"].eq("use"), conf_level),
+              _bound_prop("missing status counted as use", st["status"].ne("abstinent"), conf_level))
+    fig = _proportion(metric, definition, known["status"].eq("use"), n_eligible=len(ids),
+                      attrition=len(ids) - len(known), conf_level=conf_level, notes=notes,
+                      empty_reason=f"None of the {note_n(len(ids))} eligible {_who(substance)} has follow-up data "
+                                   f"that report or rule out use on days {start_day}–{end_day}.")
+    return replace(fig, n_covered=len(known), bounds=bounds)
 
 
 def _first_use(cohort: Cohort, ids: pd.Index, use: Use, dropout_as_use: bool) -> pd.DataFrame:
@@ -1124,7 +1202,9 @@ COMPARISON_COLUMNS = (
     "id", "row", "metric", "group", "domain", "kind", "unit", "unit_of_analysis", "arms", "published",
     "published_low", "published_high", "published_interval", "published_qualifier", "published_text", "published_n",
     "clinic_metric", "clinic_estimate", "clinic_ci_low", "clinic_ci_high", "clinic_n", "clinic_n_eligible",
-    "clinic_attrition", "clinic_events", "clinic_definition", "clinic_reason", "clinic_notes", "citation",
+    "clinic_attrition", "clinic_events", "clinic_definition", "clinic_n_covered", "clinic_coverage",
+    *(f"clinic_bound{k}_{c}" for k in (1, 2) for c in ("rule", "estimate", "ci_low", "ci_high", "n")),
+    "clinic_reason", "clinic_notes", "citation",
     "short_citation", "link", "doi", "population", "timepoint", "definition", "cautions", "notes", "status",
     "status_label",
 )
@@ -1147,12 +1227,15 @@ class BenchmarkComparison:
 
 
 def _clinic_for(b: Benchmark, cohort: Cohort, substance: str | None, as_of: Any, arms: tuple[str, str],
-                conf_level: float, cache: dict[tuple[Any, ...], ClinicFigure]) -> ClinicFigure | None:
+                conf_level: float, cache: dict[tuple[Any, ...], ClinicFigure],
+                min_share: float = MIN_COVERAGE_SHARE) -> ClinicFigure | None:
     if b.clinic is None:
         return None
     kwargs = b.clinic.kwargs()
     if "substance" not in kwargs:
         kwargs["substance"] = substance
+    if "min_share" in inspect.signature(CLINIC_METRICS[b.clinic.function]).parameters:
+        kwargs["min_share"] = min_share
     if b.clinic.function == "pda_difference":
         kwargs["arms"] = tuple(arms)
     key = (b.clinic.function, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
@@ -1176,6 +1259,8 @@ def _row(b: Benchmark, fig: ClinicFigure | None) -> dict[str, Any]:
         "clinic_ci_high": fig.ci_high if fig else None, "clinic_n": fig.n if fig else None,
         "clinic_n_eligible": fig.n_eligible if fig else None, "clinic_attrition": fig.attrition if fig else None,
         "clinic_events": fig.events if fig else None, "clinic_definition": fig.definition if fig else None,
+        "clinic_n_covered": fig.n_covered if fig else None, "clinic_coverage": fig.coverage if fig else None,
+        **_bound_columns(fig),
         "clinic_reason": b.clinic_reason if fig is None else fig.reason,
         "clinic_notes": "\n".join(fig.notes) if fig else "",
         "citation": b.citation, "short_citation": b.short_citation, "link": b.link, "doi": b.doi,
@@ -1185,9 +1270,23 @@ def _row(b: Benchmark, fig: ClinicFigure | None) -> dict[str, Any]:
     }
 
 
+def _bound_columns(fig: ClinicFigure | None) -> dict[str, Any]:
+    """The two missing-data bounds as columns: ``clinic_bound{1,2}_{rule,estimate,ci_low,ci_high,n}``."""
+    out: dict[str, Any] = {}
+    bounds = fig.bounds if fig is not None and fig.estimate is not None else ()
+    for k in (1, 2):
+        b = bounds[k - 1] if len(bounds) >= k else None
+        out.update({f"clinic_bound{k}_rule": b.rule if b else None,
+                    f"clinic_bound{k}_estimate": b.estimate if b else None,
+                    f"clinic_bound{k}_ci_low": b.ci_low if b else None,
+                    f"clinic_bound{k}_ci_high": b.ci_high if b else None, f"clinic_bound{k}_n": b.n if b else None})
+    return out
+
+
 def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | None = None, as_of: Any = None,
             arms: tuple[str, str] = DEFAULT_ARMS, conf_level: float = 0.95,
-            registry: tuple[Benchmark, ...] | None = None) -> BenchmarkComparison:
+            registry: tuple[Benchmark, ...] | None = None,
+            min_share: float = MIN_COVERAGE_SHARE) -> BenchmarkComparison:
     """Every benchmark beside the clinic's figure computed with the same definition and window, or a reason.
 
     Parameters
@@ -1205,19 +1304,24 @@ def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | No
         The two programs compared for KARE-3 (ketamine + therapy vs ketamine + education).
     registry:
         Benchmarks to use; default :func:`load_registry`.
+    min_share:
+        Coverage a window figure needs: the share of eligible patients whose assessments cover the benchmark's
+        window (default 70 %); below it the row gives the reason instead of a figure.
 
     Returns
     -------
     BenchmarkComparison
-        One row per benchmark; see ``COMPARISON_COLUMNS``.
+        One row per benchmark; see ``COMPARISON_COLUMNS``. Rows with a clinic figure come first.
     """
     registry = registry if registry is not None else load_registry()
     chosen = [b for b in registry
               if (substance is None or b.substance in (None, substance)) and (domain is None or b.domain == domain)]
     keyed = _keyed(cohort)
     cache: dict[tuple[Any, ...], ClinicFigure] = {}
-    rows = [_row(b, _clinic_for(b, keyed, substance, as_of, arms, conf_level, cache)) for b in chosen]
+    rows = [_row(b, _clinic_for(b, keyed, substance, as_of, arms, conf_level, cache, min_share)) for b in chosen]
     table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+    has_figure = table["clinic_estimate"].notna().to_numpy()
+    table = pd.concat([table[has_figure], table[~has_figure]], ignore_index=True)  # stable: registry order within
     end = _as_of(keyed, as_of)
     notes = (
         (f"Published figures from {len({b.study for b in chosen})} sources; 'secondary source' marks figures seen only "

@@ -178,13 +178,52 @@ def _clinic(fig: go.Figure, sub: pd.DataFrame, y: pd.Series, r: int, shown: set[
     shown.add(name)
 
 
+def counts_text(row: pd.Series, cells: SuppressedCells) -> str:
+    """"clinic 45 of 60 eligible analysed, 15 missing" with the small-cell marks; "" without a clinic figure."""
+    rid = row["id"]
+    if _num(row["clinic_estimate"]) is None or ("n", rid) not in cells.values:
+        return ""
+    eligible = cells.text(("eligible", _num(row["clinic_n_eligible"])))
+    missing = cells.text(("attrition", rid)) if ("attrition", rid) in cells.values else "?"
+    return f"clinic {cells.text(('n', rid))} of {eligible} eligible analysed, {missing} missing"
+
+
+def other_bound(row: pd.Series) -> tuple[str, float, float | None, float | None] | None:
+    """The missing-data bound that is not the figure shown: (rule, estimate, ci_low, ci_high), or None."""
+    est = _num(row.get("clinic_estimate"))
+    if est is None:
+        return None
+    for k in (1, 2):
+        b = _num(row.get(f"clinic_bound{k}_estimate"))
+        if b is not None and abs(b - est) > 1e-9:
+            return (str(row[f"clinic_bound{k}_rule"]), b, _num(row.get(f"clinic_bound{k}_ci_low")),
+                    _num(row.get(f"clinic_bound{k}_ci_high")))
+    return None
+
+
 def _labels(sub: pd.DataFrame) -> list[str]:
     out = []
     for _, row in sub.iterrows():
         metric = row["metric"] if len(row["metric"]) <= 48 else row["metric"][:47] + "…"
         mark = "" if pd.notna(row["clinic_estimate"]) else " †"
-        out.append(f"<b>{row['group']}</b> · {row['id']}{mark}<br><span style='font-size:11px'>{metric}</span>")
+        counts = f"<br><span style='font-size:10px'>{row['_counts']}</span>" if row["_counts"] else ""
+        out.append(f"<b>{row['group']}</b> · {row['id']}{mark}<br><span style='font-size:11px'>{metric}</span>"
+                   + counts)
     return out
+
+
+def _bounds(fig: go.Figure, sub: pd.DataFrame, y: pd.Series, r: int, shown: set[str]) -> None:
+    s = sub[sub["_bound"].notna()]
+    if s.empty:
+        return
+    name = "This clinic, other missing-data rule"
+    fig.add_trace(go.Scatter(
+        x=[b[1] for b in s["_bound"]], y=y[s.index] - OFFSET, mode="markers", name=name, legendgroup=name,
+        showlegend=name not in shown, marker={"symbol": "circle-open", "size": 10, "color": CLINIC_COLOUR,
+                                              "line": {"width": 2}},
+        customdata=[f"{b[0]}: {fmt.ci(b[1], b[2], b[3], digits=1)}" for b in s["_bound"]],
+        hovertemplate="%{customdata}<extra></extra>"), row=r, col=1)
+    shown.add(name)
 
 
 def forest(comparison: BenchmarkComparison, *, domain: str | None = "efficacy", only_with_clinic: bool = False,
@@ -203,7 +242,9 @@ def forest(comparison: BenchmarkComparison, *, domain: str | None = "efficacy", 
     Returns
     -------
     plotly.graph_objects.Figure
-        Rows grouped by substance/outcome; ``†`` after an id marks a benchmark without a clinic figure (the
+        Rows grouped by substance/outcome, each labelled with the clinic's analysed / eligible / missing counts; where
+        missing data decide the figure, an open circle draws the other missing-data bound (its rule in the hover
+        card). ``†`` after an id marks a benchmark without a clinic figure (the
         reason is in the hover card). Differences and ratios have their own panels with a reference line at 0 or 1;
         ratio panels use a log axis. With ``min_cell``, a clinic figure with a count from 1 to ``min_cell - 1``
         behind it is not drawn (its hover card says so) and small counts show as ``"<11"``.
@@ -222,8 +263,11 @@ def forest(comparison: BenchmarkComparison, *, domain: str | None = "efficacy", 
     shown = table.apply(lambda r: clinic_shown(cells, r), axis=1).astype(bool)
     table = table.assign(_hover=table.apply(hover_text, axis=1, cells=cells), _g=table["group"].map(GROUP_ORDER.index),
                          clinic_estimate=table["clinic_estimate"].where(shown))
+    table = table.assign(_counts=[counts_text(r, cells) for _, r in table.iterrows()],
+                         _bound=[other_bound(r) for _, r in table.iterrows()])
     table = table[["id", "metric", "group", "kind", "unit", "status", "published", "published_low", "published_high",
-                   "published_interval", "clinic_estimate", "clinic_ci_low", "clinic_ci_high", "_hover", "_g"]]
+                   "published_interval", "clinic_estimate", "clinic_ci_low", "clinic_ci_high", "_hover", "_g",
+                   "_counts", "_bound"]]
     panels = _panels(table)
     panel_px = [ROW_PX * int(((table["kind"] == k) & (table["unit"] == u)).sum()) + 30 for k, u in panels]
     plot_px = sum(panel_px) + GAP_PX * (len(panels) - 1)
@@ -237,6 +281,7 @@ def forest(comparison: BenchmarkComparison, *, domain: str | None = "efficacy", 
         y = pd.Series(range(len(sub) - 1, -1, -1), index=sub.index, dtype=float)
         _published(fig, sub, y, r, shown)
         _clinic(fig, sub, y, r, shown)
+        _bounds(fig, sub, y, r, shown)
         fig.update_yaxes(tickvals=y.tolist(), ticktext=_labels(sub), range=[-0.7, len(sub) - 0.3], row=r, col=1)
         ax = "" if r == 1 else str(r)
         for boundary in y[sub["group"].ne(sub["group"].shift()).to_numpy()].iloc[1:]:
