@@ -4,7 +4,8 @@ Where
     ``$KAP_OUTCOMES_DATA_DIR/store.duckdb``; without the variable, the user's data folder
     (``~/.local/share/kap-outcomes`` on Linux, ``~/Library/Application Support/kap-outcomes`` on macOS,
     ``%LOCALAPPDATA%\\kap-outcomes`` on Windows). A folder inside the source repository is refused, so patient
-    data cannot end up in a commit. The folder is created private to the user (0700), the file 0600.
+    data cannot end up in a commit. The folder is created private to the user (0700), the file 0600; an
+    existing folder open to other users is made private on open (or refused, saying what to do).
 
 What is stored
     Per upload: an id, the SHA-256 of every file and of the whole set (the identity used for idempotency),
@@ -21,6 +22,21 @@ Transactions and concurrency
     :class:`StoreBusy`). Within one process (Streamlit sessions are threads) calls on the same file take turns
     on a lock; a write-write conflict is retried like a lock. Two sessions uploading at once therefore both
     land, one after the other.
+
+Deletion: deleted means gone
+    DuckDB does not overwrite the blocks that deleted rows leave free, so a ``DELETE`` alone would leave the
+    rows' bytes in the file. :meth:`Store.delete_upload` and :meth:`Store.delete_patient` therefore delete in
+    one transaction and then rewrite the whole database into a fresh file beside it (``store.duckdb.rewrite``,
+    ``COPY FROM DATABASE``), which replaces the old one atomically (``os.replace``) once it is complete and on
+    disk. Before the transaction a marker ``store.duckdb.rewrite-pending`` is written, and it is removed only
+    after the replacement: a crash or ``kill -9`` at any moment leaves either the old or the new complete file,
+    and the next call of any process that finds the marker redoes the rewrite (a half-written rewrite is
+    deleted first). The rewrite needs free disk space about the size of the store and takes a few seconds
+    for a large store.
+
+Locking
+    Besides DuckDB's own lock on the file, every call holds an exclusive lock on ``store.duckdb.lock`` (empty,
+    never deleted) for as long as it works, so no process can open the old file while it is being replaced.
 
 Audit
     ``audit`` rows: ``audit_id``, ``at`` (UTC), ``user``, ``action`` (``upload``, ``re-upload``,
@@ -42,7 +58,9 @@ import logging
 import math
 import os
 import random
+import re
 import secrets
+import stat
 import sys
 import threading
 import time
@@ -330,7 +348,8 @@ class Store:
 
     path: Path
     lock_timeout: float = 30.0
-    # test seam: called inside save_upload's transaction with "begin" (after BEGIN) and "before-commit"
+    # test seam: called inside save_upload's transaction with "begin" (after BEGIN) and "before-commit"; by a
+    # deletion with "deleted" (committed), "rewrite-copying" (fresh file attached) and "rewrite-copied" (old closed)
     _hook: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
 
     # ---- connections and transactions ---------------------------------------------------------------
@@ -340,15 +359,58 @@ class Store:
         deadline = time.monotonic() + self.lock_timeout
         # one connection at a time per file in this process: DuckDB's Python client can lose its pandas scan
         # when threads open and close connections to the same file at once ("pandas_scan does not exist")
+        with self._locked(deadline), self._connect_locked(deadline) as con:
+            yield con
+
+    @contextmanager
+    def _locked(self, deadline: float) -> Iterator[None]:
+        """Hold this file's thread lock and its lock file; the first (outermost) holder finishes a rewrite that
+        a crashed process left pending. Re-entrant within a thread."""
         guard = _process_lock(self.path)
         if not guard.acquire(timeout=max(self.lock_timeout, 0.001)):
             raise StoreBusy(f"The store {str(self.path)!r} stayed busy in this program for {self.lock_timeout:g} "
                             f"seconds. Try again in a moment.")
         try:
-            with self._connect_locked(deadline) as con:
-                yield con
+            held = _HELD.setdefault(str(self.path), _HeldLockFile())
+            if held.depth == 0:
+                held.fd = self._lock_file(deadline)
+            held.depth += 1
+            try:
+                if held.depth == 1:
+                    self._recover(deadline)
+                yield
+            finally:
+                held.depth -= 1
+                if held.depth == 0 and held.fd is not None:
+                    _unlock_file(held.fd)
+                    os.close(held.fd)
+                    held.fd = None
         finally:
             guard.release()
+
+    def _lock_file(self, deadline: float) -> int:
+        """Take the exclusive lock on ``<store>.lock`` shared with other processes, retrying until ``deadline``."""
+        fd = os.open(self._sidecar(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        delay = 0.005
+        while True:
+            try:
+                _try_lock_file(fd)
+                return fd
+            except OSError as err:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise self._busy() from err
+                time.sleep(delay + random.uniform(0, delay))
+                delay = min(delay * 2, 0.25)
+
+    def _busy(self) -> StoreBusy:
+        return StoreBusy(
+            f"The store {str(self.path)!r} stayed busy (locked by another program or session) for "
+            f"{self.lock_timeout:g} seconds. Try again in a moment; if it persists, close other "
+            f"copies of the dashboard or command line that use this data folder.")
+
+    def _sidecar(self, suffix: str) -> Path:
+        return self.path.with_name(self.path.name + suffix)
 
     @contextmanager
     def _connect_locked(self, deadline: float) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -361,10 +423,7 @@ class Store:
                 if not _is_lock_error(err):
                     raise
                 if time.monotonic() >= deadline:
-                    raise StoreBusy(
-                        f"The store {str(self.path)!r} stayed busy (locked by another program or session) for "
-                        f"{self.lock_timeout:g} seconds. Try again in a moment; if it persists, close other "
-                        f"copies of the dashboard or command line that use this data folder.") from err
+                    raise self._busy() from err
                 time.sleep(delay + random.uniform(0, delay))
                 delay = min(delay * 2, 0.25)
         try:
@@ -401,6 +460,80 @@ class Store:
     def _read(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         with self._connect() as con:
             return work(con)
+
+    # ---- erasing: delete, then rewrite the database into a fresh file -----------------------------------
+
+    def _erase(self, work: Callable[[duckdb.DuckDBPyConnection], int], *, always: bool) -> int:
+        """Run the deletion ``work`` in one transaction, then rewrite the file so no byte of the deleted rows is
+        left (when ``always`` or rows were deleted). The pending marker makes a crash in between recoverable."""
+        deadline = time.monotonic() + self.lock_timeout
+        marker = self._sidecar(".rewrite-pending")
+        with self._locked(deadline):
+            _touch(marker)
+            try:
+                n = self._write(work)
+            except OutcomesError:  # raised by ``work`` before any change (e.g. an unknown upload)
+                marker.unlink(missing_ok=True)
+                raise
+            if self._hook is not None:
+                self._hook("deleted")
+            if always or n:
+                try:
+                    self._rewrite(time.monotonic() + self.lock_timeout)
+                except Exception as err:
+                    raise OutcomesError(
+                        f"The rows were deleted, but the store {str(self.path)!r} could not be rewritten to erase "
+                        f"their bytes from the disk ({type(err).__name__}: {err}). Make sure the data folder has "
+                        f"free space about the size of the store; the rewrite is retried on the next use of the "
+                        f"store.") from err
+            else:
+                marker.unlink(missing_ok=True)
+        return n
+
+    def _recover(self, deadline: float) -> None:
+        """Finish a rewrite left pending by a crash; delete a half-written one. Called with the locks held."""
+        try:
+            if self._sidecar(".rewrite-pending").exists():
+                log.warning("store %s: finishing a rewrite left pending by an interrupted deletion", self.path)
+                self._rewrite(deadline)
+            else:
+                _unlink(self._sidecar(".rewrite"), self._sidecar(".rewrite.wal"))
+        except StoreBusy:
+            raise
+        except Exception as err:  # noqa: BLE001 - the store stays usable; the marker makes the next call retry
+            log.warning("store %s: the pending rewrite failed (%s); it is retried on the next call", self.path,
+                        type(err).__name__)
+
+    def _rewrite(self, deadline: float) -> None:
+        """Copy the database into a fresh file and put it in the old one's place (locks held, no connection open).
+
+        The old file is closed (checkpointed: no WAL) before the fresh, complete and synced file replaces it, so
+        the path always names one whole database; the marker is removed last.
+        """
+        tmp, tmp_wal = self._sidecar(".rewrite"), self._sidecar(".rewrite.wal")
+        _unlink(tmp, tmp_wal)
+        with self._connect_locked(deadline) as con:
+            source = con.execute("SELECT current_database()").fetchone()[0]
+            fresh = f"kap_rewrite_{secrets.token_hex(4)}"
+            con.execute(f"ATTACH {_sql_text(str(tmp))} AS {fresh}")
+            os.chmod(tmp, 0o600)
+            if self._hook is not None:
+                self._hook("rewrite-copying")
+            con.execute(f"COPY FROM DATABASE {_sql_name(source)} TO {fresh}")
+            con.execute(f"DETACH {fresh}")
+            con.execute("CHECKPOINT")
+        if self._hook is not None:
+            self._hook("rewrite-copied")
+        wal = self._sidecar(".wal")
+        if tmp_wal.exists() or wal.exists():  # never pair a WAL with the other file
+            raise OutcomesError(
+                f"The store {str(self.path)!r} could not be rewritten: DuckDB left a write-ahead log beside it. "
+                f"The deletion is recorded and its rewrite is retried on the next use of the store.")
+        _fsync(tmp)
+        os.replace(tmp, self.path)
+        _fsync_dir(self.path.parent)
+        self._sidecar(".rewrite-pending").unlink(missing_ok=True)
+        _fsync_dir(self.path.parent)
 
     def _init(self) -> None:
         def create(con: duckdb.DuckDBPyConnection) -> None:
@@ -633,7 +766,7 @@ class Store:
             self._audit(con, user, "delete upload", upload_id, f"deleted upload {upload_id} ({n} stored rows)")
             return int(n)
 
-        n = self._write(work)
+        n = self._erase(work, always=True)
         log.info("upload %s deleted (%d rows)", upload_id, n)
         return n
 
@@ -646,9 +779,12 @@ class Store:
     def delete_patient(self, patient_id: str, user: str) -> int:
         """Delete one patient's rows from every upload (and issues about them). Returns the rows deleted.
 
-        Issues are deleted when their ``patient_id`` value is the patient or their line is one of the patient's
-        accepted rows. Quarantined rows themselves are never stored. The audit entry names the patient by
-        :meth:`patient_ref`, never by id. An unknown id deletes nothing and is still audited.
+        Issues (set-aside rows) are deleted when their line is one of the patient's accepted rows, when another
+        issue on the same line of the same file has the patient's id as its ``patient_id`` value, or when their
+        ``value`` or ``reason`` names the id (as a whole word: ``a-003`` does not name ``a-0031``). Quarantined
+        rows themselves are never stored. The file is then rewritten, so no byte of the deleted rows is left
+        (module docstring). The audit entry names the patient by :meth:`patient_ref`, never by id. An unknown
+        id deletes nothing and is still audited.
         """
         pid = str(patient_id).strip()
 
@@ -659,12 +795,13 @@ class Store:
             for kind in KINDS:
                 hit = con.execute(f"SELECT DISTINCT upload_id FROM {kind} WHERE patient_id = ?", [pid]).fetchall()
                 touched |= {h[0] for h in hit}
-                con.execute(f"""DELETE FROM issues i USING {kind} k WHERE k.patient_id = ? AND
+                n += con.execute(f"""DELETE FROM issues i USING {kind} k WHERE k.patient_id = ? AND
                     i.upload_id = k.upload_id AND i.line = k.line AND
-                    (i.file = '{kind}' OR i.file LIKE '{kind}.%')""", [pid])
+                    (i.file = '{kind}' OR i.file LIKE '{kind}.%')""", [pid]).fetchone()[0]
                 n += con.execute(f"DELETE FROM {kind} WHERE patient_id = ?", [pid]).fetchone()[0]
-            n += con.execute("""DELETE FROM issues WHERE "column" = 'patient_id' AND trim(value) = ?""",
-                             [pid]).fetchone()[0]
+            named, with_issues = _delete_issues_naming(con, pid)
+            n += named
+            touched |= with_issues
             for upload_id in sorted(touched):
                 counts = {}
                 for kind in json.loads(con.execute("SELECT row_counts FROM uploads WHERE upload_id = ?",
@@ -681,7 +818,7 @@ class Store:
                         f"deleted patient ref {_ref(key, pid)}: {n} stored row(s) in {len(touched)} upload(s)")
             return int(n)
 
-        n = self._write(work)
+        n = self._erase(work, always=False)
         log.info("patient deletion: %d rows removed", n)
         return n
 
@@ -712,6 +849,112 @@ _LOCKS_GUARD = threading.Lock()
 def _process_lock(path: Path) -> threading.RLock:
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(str(path), threading.RLock())
+
+
+@dataclass
+class _HeldLockFile:
+    """This process's hold on one store's lock file: its descriptor and how many nested calls hold it (only
+    touched under the store's thread lock)."""
+
+    fd: int | None = None
+    depth: int = 0
+
+
+_HELD: dict[str, _HeldLockFile] = {}
+
+if sys.platform.startswith("win"):  # pragma: no cover
+    import msvcrt
+
+    def _try_lock_file(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+
+    def _unlock_file(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
+else:
+    import fcntl
+
+    def _try_lock_file(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock_file(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _touch(path: Path) -> None:
+    """Create ``path`` (empty, 0600) and make its entry durable."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    _fsync_dir(path.parent)
+
+
+def _unlink(*paths: Path) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":  # pragma: no cover - Windows cannot open a folder; its renames are journaled
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_name(value: str) -> str:
+    return '"' + value.replace('"', '""') + '"'
+
+
+def _delete_issues_naming(con: duckdb.DuckDBPyConnection, pid: str) -> tuple[int, set[str]]:
+    """Delete the issues about patient ``pid`` that are found by their text: those whose ``value`` or
+    ``reason`` names the id as a whole word, and every issue on a line whose ``patient_id`` issue is the id.
+
+    Returns
+    -------
+    tuple
+        Rows deleted, and the uploads they belonged to.
+    """
+    word = re.compile(rf"(?<![0-9A-Za-z]){re.escape(pid)}(?![0-9A-Za-z])")
+    candidates = con.execute("SELECT rowid, upload_id, value, reason FROM issues WHERE contains(value, ?) OR "
+                             "contains(reason, ?)", [pid, pid]).fetchall()
+    hit = {r: u for r, u, value, reason in candidates if any(t and word.search(t) for t in (value, reason))}
+    hit |= dict(con.execute("""SELECT DISTINCT i.rowid, i.upload_id FROM issues i JOIN issues j
+        ON i.upload_id = j.upload_id AND i.file = j.file AND i.line = j.line
+        WHERE j."column" = 'patient_id' AND trim(j.value) = ?""", [pid]).fetchall())
+    if hit:
+        con.execute("DELETE FROM issues WHERE list_contains(?, rowid)", [sorted(hit)])
+    return len(hit), set(hit.values())
+
+
+def _make_private(folder: Path) -> None:
+    """Make an existing data folder private to its owner (0700), or refuse it saying what to do."""
+    if os.name != "posix":  # pragma: no cover - Windows folders under %LOCALAPPDATA% are the user's own
+        return
+    mode = stat.S_IMODE(os.stat(folder).st_mode)
+    if not mode & 0o077:
+        return
+    try:
+        os.chmod(folder, 0o700)
+    except OSError as err:
+        raise OutcomesError(
+            f"The data folder {str(folder)!r} is open to other users (permissions {oct(mode)}) and could not be "
+            f"made private ({err.strerror}). Run `chmod 700 {folder}` as its owner, or set {DATA_DIR_ENV} to a "
+            f"folder of your own.") from err
+    log.info("data folder %s made private (was %s)", folder, oct(mode))
 
 
 def _now() -> datetime:
@@ -780,6 +1023,7 @@ def open_store(path: str | Path | None = None, *, lock_timeout: float = 30.0) ->
         folder = file.parent
         _refuse_repo(folder)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _make_private(folder)
     store = Store(path=file.resolve(), lock_timeout=lock_timeout)
     store._init()
     return store

@@ -5,6 +5,10 @@
     python tests/store_worker.py big DB ROWS pause|run   save one large upload; print the transaction's phases
                                                          ("begin", "before-commit") as they happen; with "pause",
                                                          stop before COMMIT until killed
+    python tests/store_worker.py delete DB PATIENT_ID PHASE
+                                                         delete a patient; print the phases ("deleted",
+                                                         "rewrite-copying", "rewrite-copied") as they happen
+                                                         and stop at PHASE until killed
 
 Also imported by the tests for :func:`make_upload`.
 """
@@ -103,11 +107,24 @@ def _big(db: str, rows: int, mode: str) -> None:
     print("saved", flush=True)
 
 
+def _delete(db: str, patient_id: str, stop_at: str) -> None:
+    def hook(phase: str) -> None:
+        print(phase, flush=True)
+        if phase == stop_at:
+            time.sleep(120)
+
+    store = dataclasses.replace(open_store(db, lock_timeout=60), _hook=hook)
+    store.delete_patient(patient_id, "worker")
+    print("done", flush=True)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "many":
         _many(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
     elif cmd == "big":
         _big(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    elif cmd == "delete":
+        _delete(sys.argv[2], sys.argv[3], sys.argv[4])
     else:  # pragma: no cover
         raise SystemExit(__doc__)
