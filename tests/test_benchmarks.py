@@ -575,8 +575,10 @@ def _induction_cohort() -> Cohort:
 
 @pytest.mark.parametrize("outcome, events", [("response", 2), ("remission", 1)])
 def test_phq9_after_induction_uses_days_14_to_31_after_the_last_induction_session(outcome, events):
-    fig = bm.phq9_after_induction(_induction_cohort(), outcome=outcome, as_of=AS_OF)
+    fig = bm.phq9_after_induction(_induction_cohort(), outcome=outcome, as_of=AS_OF, min_share=0)
     assert (fig.n, fig.n_eligible, fig.attrition, fig.events) == (2, 3, 1, events)
+    completers, missing_as_not = fig.bounds
+    assert (completers.events, completers.n) == (events, 2) and (missing_as_not.events, missing_as_not.n) == (events, 3)
     assert fig.estimate == pytest.approx(100 * events / 2)
     assert any("induction not completed" in n for n in render_notes(fig.notes, enabled=False))
 
@@ -588,9 +590,9 @@ def test_phq9_after_ten_infusions_takes_the_first_score_after_the_tenth_session(
         _patient("B", baseline=20, ketamine=weekly, followups=(_phq(92, 3),)),  # 29 days after: missing
         _patient("C", baseline=20, ketamine=weekly[:9], followups=(_phq(70, 3),)),  # 9 sessions
     )
-    response = bm.phq9_after_infusions(cohort, outcome="response", infusions=10, as_of=AS_OF)
+    response = bm.phq9_after_infusions(cohort, outcome="response", infusions=10, as_of=AS_OF, min_share=0)
     assert (response.n, response.n_eligible, response.attrition, response.events) == (1, 2, 1, 1)
-    remission = bm.phq9_after_infusions(cohort, outcome="remission", infusions=10, as_of=AS_OF)
+    remission = bm.phq9_after_infusions(cohort, outcome="remission", infusions=10, as_of=AS_OF, min_share=0)
     assert remission.events == 0
 
 
@@ -598,8 +600,26 @@ def test_phq9_within_six_weeks_counts_any_score_up_to_day_42():
     cohort = _cohort(_patient("A", baseline=20, followups=(_phq(42, 10),)),
                      _patient("B", baseline=20, followups=(_phq(20, 15), _phq(43, 5))),
                      _patient("C", baseline=20))
-    fig = bm.phq9_within_days(cohort, outcome="response", end_day=42, as_of=AS_OF)
+    fig = bm.phq9_within_days(cohort, outcome="response", end_day=42, as_of=AS_OF, min_share=0)
     assert (fig.n, fig.events, fig.n_eligible, fig.attrition) == (2, 1, 3, 1)
+    below = bm.phq9_within_days(cohort, outcome="response", end_day=42, as_of=AS_OF)  # 2 of 3 < 70 %
+    assert below.estimate is None and "Only 2 of 3 eligible patients have a PHQ-9 on days 1–42 (67%)" in render_note(
+        below.reason, enabled=False)
+
+
+def test_depression_benchmarks_of_iv_ketamine_compare_only_patients_who_started_on_iv():
+    cohort = _cohort(_patient("A", baseline=20, followups=(_phq(42, 10),)),
+                     _patient("B", baseline=20, route="im", followups=(_phq(20, 5),)),
+                     _patient("C", baseline=20, followups=(_phq(30, 4),)))
+    iv = bm.phq9_within_days(cohort, outcome="response", end_day=42, route="iv", as_of=AS_OF)
+    assert (iv.n, iv.events) == (2, 2) and "first ketamine session IV" in iv.definition  # B (IM) left out
+    im_only = _cohort(_patient("B", baseline=20, route="im", followups=(_phq(20, 5),)))
+    none = bm.phq9_within_days(im_only, outcome="response", end_day=42, route="iv", as_of=AS_OF)
+    assert none.estimate is None and "no clinic patient started on that route (routes found: im)" in none.reason
+    registry = {b.id: b for b in bm.load_registry()}
+    for rid, b in registry.items():
+        if b.clinic is not None and b.clinic.function.startswith("phq9_"):
+            assert dict(b.clinic.options).get("route") == "iv", rid
 
 
 def test_figures_computed_once_per_cohort_never_answer_for_another_cohort():
@@ -609,8 +629,8 @@ def test_figures_computed_once_per_cohort_never_answer_for_another_cohort():
     other = _cohort(_patient("A", baseline=20, followups=(_phq(30, 2),)), _patient("B", baseline=20,
                                                                                followups=(_phq(10, 3),)))
     for _ in range(2):
-        a = bm.phq9_within_days(one, outcome="response", end_day=42, as_of=AS_OF)
-        b = bm.phq9_within_days(other, outcome="response", end_day=42, as_of=AS_OF)
+        a = bm.phq9_within_days(one, outcome="response", end_day=42, as_of=AS_OF, min_share=0)
+        b = bm.phq9_within_days(other, outcome="response", end_day=42, as_of=AS_OF, min_share=0)
         assert (a.n, a.events, b.n, b.events) == (2, 1, 2, 2)
         assert bm._as_of(one, None) != bm._as_of(other, None)
 

@@ -661,8 +661,8 @@ def pda_in_window(cohort: Cohort, *, start_day: int = 0, end_day: int = 180, sub
 
 
 def pda_difference(cohort: Cohort, *, arms: tuple[str, str] = DEFAULT_ARMS, start_day: int = 0, end_day: int = 180,
-                   substance: str | None = "alcohol", min_coverage: float = 0.5, as_of: Any = None,
-                   conf_level: float = 0.95) -> ClinicFigure:
+                   substance: str | None = "alcohol", min_coverage: float = 0.5,
+                   min_share: float = MIN_COVERAGE_SHARE, as_of: Any = None, conf_level: float = 0.95) -> ClinicFigure:
     """Difference in mean PDA between two of the clinic's programs (first minus second), Welch t interval.
 
     The clinic counterpart of KARE's ketamine + therapy vs ketamine + education contrast. Programs are matched on
@@ -698,6 +698,11 @@ def pda_difference(cohort: Cohort, *, arms: tuple[str, str] = DEFAULT_ARMS, star
         notes += tuple(f"'{arm}': {s}" for s in _not_reached_note(not_reached, end_day))
         eligible, analysed = eligible + len(ids), analysed + len(ok)
         groups.append((arm, ok))
+    why = _coverage_reason(analysed, eligible, start=start_day, end=end_day, what="abstinent days",
+                           min_share=min_share, who=f"{_who(substance)} of the two programs")
+    if why:
+        return _unavailable(metric, unit, definition, why, n_eligible=eligible, attrition=eligible - analysed,
+                            conf_level=conf_level, notes=notes, n_covered=analysed)
     short = [(arm, len(v)) for arm, v in groups if len(v) < 2]
     if short:
         arm, k = short[0]
@@ -911,7 +916,7 @@ _KEYED_CACHE: dict[int, tuple[Cohort, Cohort]] = {}
 # the columns the clinic metrics read; the keyed copy keeps only these, so each of the many row selections of a
 # comparison moves a few columns, not the whole cohort table
 _USED_COLUMNS = {
-    "patients": ("patient_id", "index_date", "program", "primary_substance", "baseline_phq9"),
+    "patients": ("patient_id", "index_date", "index_route", "program", "primary_substance", "baseline_phq9"),
     "sessions": ("patient_id", "session_date", "session_type", "route", "days", "bp_systolic_max", "bp_diastolic_max",
                  "adverse_events"),
     "followups": ("patient_id", "assessment_date", "window_days", "days_abstinent", "heavy_days", "any_use",
@@ -977,18 +982,62 @@ def _ketamine_sessions(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
     return ket.loc[_member(ket["patient_id"], ids).to_numpy(), ["patient_id", "days"]]
 
 
+def _on_route(pats: pd.DataFrame, route: str | None) -> tuple[pd.DataFrame, str | None]:
+    """Patients whose first ketamine session was by ``route`` (None: all), or why there are none."""
+    if route is None:
+        return pats, None
+    routes = pats["index_route"].astype("string").str.strip().str.casefold() if "index_route" in pats else None
+    if routes is None or routes.isna().all():
+        return pats.iloc[:0], (f"The published figure is for {route.upper()} ketamine and the export records no route "
+                               "of the ketamine sessions, so the same route cannot be compared.")
+    chosen = pats[routes.eq(route.casefold()).fillna(False).to_numpy(bool)]
+    if chosen.empty:
+        found = ", ".join(sorted(set(routes.dropna())))
+        return chosen, (f"The published figure is for {route.upper()} ketamine; no clinic patient started on that "
+                        f"route (routes found: {found}), so there is no like-for-like figure.")
+    return chosen, None
+
+
+def _route_text(route: str | None) -> str:
+    return f", first ketamine session {route.upper()}" if route else ""
+
+
 def _score_outcome(metric: str, definition: str, pats: pd.DataFrame, scores: pd.Series, outcome: Outcome,
-                   n_eligible: int, conf_level: float, notes: tuple[str, ...], what: str) -> ClinicFigure:
+                   n_eligible: int, conf_level: float, notes: tuple[str, ...], what: str, *,
+                   min_share: float = MIN_COVERAGE_SHARE) -> ClinicFigure:
     base = pats.set_index("patient_id")["baseline_phq9"]
     success = _meets(scores, base.reindex(scores.index), outcome)
-    return _proportion(metric, definition, success, n_eligible=n_eligible, attrition=n_eligible - len(scores),
-                       conf_level=conf_level, notes=notes,
-                       empty_reason=f"None of the {note_n(n_eligible)} eligible patients has a PHQ-9 {what}.")
+    return _with_score_bounds(metric, definition, success, n_eligible, conf_level, notes, what, min_share)
+
+
+def _with_score_bounds(metric: str, definition: str, success: pd.Series, n_eligible: int, conf_level: float,
+                       notes: tuple[str, ...], what: str, min_share: float) -> ClinicFigure:
+    """Completers' proportion, or the coverage reason; bounds: completers and missing scores as no response."""
+    why = _coverage_reason(len(success), n_eligible, start=0, end=0, what="", min_share=min_share, who="patients")
+    if why:
+        share = len(success) / n_eligible
+        why = (f"Only {note_of(len(success), n_eligible)} eligible patients have a PHQ-9 {what} ({share:.0%}); a "
+               f"like-for-like figure needs {min_share:.0%} (a setting), otherwise it would be decided by who "
+               "happened to be assessed." if len(success) else
+               f"None of the {note_n(n_eligible)} eligible patients has a PHQ-9 {what}: the clinic's assessment "
+               "schedule cannot see this window.")
+        return _unavailable(metric, "%", definition, why, n_eligible=n_eligible, attrition=n_eligible - len(success),
+                            conf_level=conf_level, notes=notes, n_covered=len(success))
+    fig = _proportion(metric, definition, success, n_eligible=n_eligible, attrition=n_eligible - len(success),
+                      conf_level=conf_level, notes=notes,
+                      empty_reason=f"None of the {note_n(n_eligible)} eligible patients has a PHQ-9 {what}.")
+    padded = pd.concat([success.astype(bool), pd.Series(False, index=range(n_eligible - len(success)))],
+                       ignore_index=True)
+    bounds = (_bound_prop("patients with a score only (as shown)", success.astype(bool), conf_level),
+              _bound_prop("patients without a score counted as not responding", padded, conf_level))
+    return replace(fig, n_covered=len(success), bounds=bounds)
 
 
 def phq9_after_induction(cohort: Cohort, *, outcome: Outcome = "response", min_sessions: int = 4,
                          induction_days: int = 28, window: tuple[int, int] = (14, 31), min_baseline: float = 10,
-                         substance: str | None = None, as_of: Any = None, conf_level: float = 0.95) -> ClinicFigure:
+                         substance: str | None = None, route: str | None = None,
+                         min_share: float = MIN_COVERAGE_SHARE, as_of: Any = None,
+                         conf_level: float = 0.95) -> ClinicFigure:
     """PHQ-9 response or remission 14–31 days after induction (McInnes 2022), completers only.
 
     Induction = ketamine sessions in the first ``induction_days`` days (days 0–27); it is complete with at least
@@ -998,10 +1047,13 @@ def phq9_after_induction(cohort: Cohort, *, outcome: Outcome = "response", min_s
     """
     metric = "phq9_after_induction"
     definition = (f"PHQ-9 {_outcome_text(outcome)} {window[0]}–{window[1]} days after induction ({_who(substance)} "
-                  f"with baseline PHQ-9 ≥ {min_baseline:g}); induction = at least {min_sessions} ketamine sessions in "
+                  f"with baseline PHQ-9 ≥ {min_baseline:g}{_route_text(route)}); induction = at least {min_sessions} "
+                  "ketamine sessions in "
                   f"days 0–{induction_days - 1}, ending on the last of them; first PHQ-9 in the window; completers "
                   "only.")
     pats, reason = _select(cohort, substance)
+    if not reason:
+        pats, reason = _on_route(pats, route)
     if reason:
         return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
     ket = _ketamine_sessions(cohort, pd.Index(pats["patient_id"]))
@@ -1027,17 +1079,20 @@ def phq9_after_induction(cohort: Cohort, *, outcome: Outcome = "response", min_s
     rows = rows[rows["since"].between(*window)].sort_values(["patient_id", "days"])
     scores = rows.groupby("patient_id")["value"].first()
     return _score_outcome(metric, definition, pats[_member(pats["patient_id"], closed)], scores, outcome, len(closed),
-                          conf_level, notes, f"{window[0]}–{window[1]} days after induction")
+                          conf_level, notes, f"{window[0]}–{window[1]} days after induction", min_share=min_share)
 
 
 def phq9_within_days(cohort: Cohort, *, outcome: Outcome = "response", end_day: int = 42, min_baseline: float = 10,
-                     substance: str | None = None, as_of: Any = None, conf_level: float = 0.95) -> ClinicFigure:
+                     substance: str | None = None, route: str | None = None, min_share: float = MIN_COVERAGE_SHARE,
+                     as_of: Any = None, conf_level: float = 0.95) -> ClinicFigure:
     """PHQ-9 response or remission at any score on days 1–``end_day`` (Oliver 2022: within 6 weeks)."""
     metric = "phq9_within_days"
     definition = (f"PHQ-9 {_outcome_text(outcome)} at any score on days 1–{end_day} after the first ketamine session "
-                  f"({_who(substance)} with baseline PHQ-9 ≥ {min_baseline:g}); patients without a score in the "
-                  "period count as attrition.")
+                  f"({_who(substance)} with baseline PHQ-9 ≥ {min_baseline:g}{_route_text(route)}); patients without "
+                  "a score in the period count as attrition.")
     pats, reason = _select(cohort, substance)
+    if not reason:
+        pats, reason = _on_route(pats, route)
     if reason:
         return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
     pats, notes = _depressed(pats, min_baseline)
@@ -1050,14 +1105,12 @@ def phq9_within_days(cohort: Cohort, *, outcome: Outcome = "response", end_day: 
     rows = rows[rows["days"].between(1, end_day)]
     base = pats.set_index("patient_id")["baseline_phq9"]
     hit = _meets(rows["value"], rows["patient_id"].map(base), outcome).groupby(rows["patient_id"]).any()
-    return _proportion(metric, definition, hit, n_eligible=len(ids), attrition=len(ids) - len(hit),
-                       conf_level=conf_level, notes=notes,
-                       empty_reason=f"None of the {note_n(len(ids))} eligible patients has a PHQ-9 on days "
-                                    f"1–{end_day}.")
+    return _with_score_bounds(metric, definition, hit, len(ids), conf_level, notes, f"on days 1–{end_day}", min_share)
 
 
 def phq9_after_infusions(cohort: Cohort, *, outcome: Outcome = "response", infusions: int = 10, within_days: int = 28,
-                         min_baseline: float = 10, substance: str | None = None, as_of: Any = None,
+                         min_baseline: float = 10, substance: str | None = None, route: str | None = None,
+                         min_share: float = MIN_COVERAGE_SHARE, as_of: Any = None,
                          conf_level: float = 0.95) -> ClinicFigure:
     """PHQ-9 response or remission after ``infusions`` ketamine sessions (Oliver 2022: after 10 infusions).
 
@@ -1067,8 +1120,10 @@ def phq9_after_infusions(cohort: Cohort, *, outcome: Outcome = "response", infus
     metric = "phq9_after_infusions"
     definition = (f"PHQ-9 {_outcome_text(outcome)} at the first score 1–{within_days} days after the "
                   f"{infusions}th ketamine session ({_who(substance)} with baseline PHQ-9 ≥ {min_baseline:g} who "
-                  f"had {infusions} sessions); patients without such a score count as attrition.")
+                  f"had {infusions} sessions{_route_text(route)}); patients without such a score count as attrition.")
     pats, reason = _select(cohort, substance)
+    if not reason:
+        pats, reason = _on_route(pats, route)
     if reason:
         return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
     ket = _ketamine_sessions(cohort, pd.Index(pats["patient_id"]))
@@ -1090,7 +1145,8 @@ def phq9_after_infusions(cohort: Cohort, *, outcome: Outcome = "response", infus
     rows = rows[rows["since"].between(1, within_days)].sort_values(["patient_id", "days"])
     scores = rows.groupby("patient_id")["value"].first()
     return _score_outcome(metric, definition, pats[_member(pats["patient_id"], closed)], scores, outcome, len(closed),
-                          conf_level, notes, f"within {within_days} days after the {infusions}th session")
+                          conf_level, notes, f"within {within_days} days after the {infusions}th session",
+                          min_share=min_share)
 
 
 # -------------------------------------------------------------------------------------------------- safety

@@ -31,12 +31,13 @@ KIND_ORDER = ("level", "difference", "ratio")
 KIND_TITLES = {"level": "Levels", "difference": "Between-arm differences", "ratio": "Ratios"}
 PUBLISHED_COLOUR, RANGE_COLOUR, CLINIC_COLOUR = colour(0), colour(4), colour(1)
 OFFSET = 0.18
-ROW_PX, GAP_PX = 42, 85  # pixels per benchmark row; gap between panels (axis labels and next title)
+ROW_PX, GAP_PX = 54, 85  # pixels per benchmark row; gap between panels (axis labels and next title)
 
 
 def _wrap(text: str, width: int = 90) -> str:
-    lines = [textwrap.fill(part, width) for part in str(text).split("\n") if part]
-    return "<br>".join(line.replace("\n", "<br>") for line in lines)
+    """Plain ``text`` as plotly text: escaped (:func:`analytics.formatting.escape_plotly`), wrapped with ``<br>``."""
+    lines = [line for part in str(text).split("\n") if part for line in textwrap.wrap(part, width)]
+    return "<br>".join(fmt.escape_plotly(line) for line in lines)
 
 
 def _num(x: Any) -> float | None:
@@ -89,20 +90,21 @@ def _clinic_text(row: pd.Series, cells: SuppressedCells) -> str:
     if not clinic_shown(cells, row):
         return (f"Clinic: figure suppressed (small-cell rule: a count from 1 to {cells.min_cell - 1} behind it), "
                 f"{counts}<br>{_wrap(definition)}")
-    unit = "%" if row["unit"] == "%" else f" {row['unit']}"
+    unit = "%" if row["unit"] == "%" else f" {fmt.escape_plotly(row['unit'])}"
     value = fmt.ci(est, _num(row["clinic_ci_low"]), _num(row["clinic_ci_high"]), digits=1)
     return f"Clinic: {value}{unit}, {counts}<br>{_wrap(definition)}"
 
 
 def hover_text(row: pd.Series, cells: SuppressedCells | None = None) -> str:
     """The hover card of one comparison row: metric, published figure, provenance, cautions, clinic figure."""
+    esc = fmt.escape_plotly
     parts = [
-        f"<b>{row['id']}</b>: {_wrap(row['metric'])}",
-        f"Published: {row['published_text']} ({row['status_label']})",
-        f"{_wrap(row['citation'])}<br>{row['link']}",
+        f"<b>{esc(row['id'])}</b>: {_wrap(row['metric'])}",
+        f"Published: {esc(row['published_text'])} ({esc(row['status_label'])})",
+        f"{_wrap(row['citation'])}<br>{esc(row['link'])}",
         f"Population: {_wrap(row['population'])}",
-        f"Timepoint: {row['timepoint']}" + (f" · {row['unit_of_analysis']}" if isinstance(row['unit_of_analysis'],
-                                                                                         str) else ""),
+        f"Timepoint: {esc(row['timepoint'])}" + (f" · {esc(row['unit_of_analysis'])}"
+                                                 if isinstance(row['unit_of_analysis'], str) else ""),
     ]
     if row["cautions"]:
         parts.append(f"Cautions: {_wrap(row['cautions'])}")
@@ -204,10 +206,11 @@ def other_bound(row: pd.Series) -> tuple[str, float, float | None, float | None]
 def _labels(sub: pd.DataFrame) -> list[str]:
     out = []
     for _, row in sub.iterrows():
-        metric = row["metric"] if len(row["metric"]) <= 48 else row["metric"][:47] + "…"
+        metric = fmt.escape_plotly(row["metric"] if len(row["metric"]) <= 48 else row["metric"][:47] + "…")
         mark = "" if pd.notna(row["clinic_estimate"]) else " †"
         counts = f"<br><span style='font-size:10px'>{row['_counts']}</span>" if row["_counts"] else ""
-        out.append(f"<b>{row['group']}</b> · {row['id']}{mark}<br><span style='font-size:11px'>{metric}</span>"
+        out.append(f"<b>{fmt.escape_plotly(row['group'])}</b> · {fmt.escape_plotly(row['id'])}{mark}<br>"
+                   f"<span style='font-size:11px'>{metric}</span>"
                    + counts)
     return out
 
@@ -221,7 +224,7 @@ def _bounds(fig: go.Figure, sub: pd.DataFrame, y: pd.Series, r: int, shown: set[
         x=[b[1] for b in s["_bound"]], y=y[s.index] - OFFSET, mode="markers", name=name, legendgroup=name,
         showlegend=name not in shown, marker={"symbol": "circle-open", "size": 10, "color": CLINIC_COLOUR,
                                               "line": {"width": 2}},
-        customdata=[f"{b[0]}: {fmt.ci(b[1], b[2], b[3], digits=1)}" for b in s["_bound"]],
+        customdata=[f"{fmt.escape_plotly(b[0])}: {fmt.ci(b[1], b[2], b[3], digits=1)}" for b in s["_bound"]],
         hovertemplate="%{customdata}<extra></extra>"), row=r, col=1)
     shown.add(name)
 
