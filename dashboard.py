@@ -19,5 +19,7 @@ PAGES = [
     st.Page("pages/history.py", title="Upload history", icon=":material/history:", url_path="history"),
 ]
 
-require_login(PAGES)  # under [auth], a signed-out visitor gets only the sign-in page, at any of these addresses
+# Under [auth], a signed-out visitor gets only the sign-in page, at any of these addresses (and keeps no uploads or
+# downloads); without [auth], it serves this computer only (a loopback server.address) and refuses any other.
+require_login(PAGES)
 st.navigation(visible_pages(PAGES)).run()

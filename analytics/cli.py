@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +20,7 @@ from analytics.errors import OutcomesError, UnusableExport
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one sentence, exit 2
+        message = terminal_text(message)  # an option value echoed back is typed text: no control characters
         self.exit(2, f"kap-outcomes: {message}; run 'kap-outcomes {self.prog.split()[-1]} --help' for the options.\n"
                   if " " in self.prog else f"kap-outcomes: {message}; run 'kap-outcomes --help'.\n")
 
@@ -72,6 +74,27 @@ def _load(args: argparse.Namespace):
     return load_exports(args.sessions, args.followups, args.patients, preset=preset, dates=args.dates)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    c = m.group(0)
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def terminal_text(value: object) -> str:
+    """A value from the data as the terminal may show it: control characters escaped (ESC → ``\\x1b``, BEL →
+    ``\\x07``, CR → ``\\x0d``, line and bidirectional-override characters too), so that a cell of an export can
+    neither move the cursor, clear the screen, ring the bell, overwrite a line nor reorder the text it is in."""
+    return _CONTROL.sub(_escape_char, str(value))
+
+
+def json_text(obj: Any) -> str:
+    """One JSON object as text (UTF-8, numbers plain); control characters that JSON leaves raw (C1, line and
+    bidirectional-override characters) written as ``\\uXXXX`` escapes: the same JSON, harmless in a terminal."""
+    return _CONTROL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", json.dumps(_clean(obj), ensure_ascii=False))
+
+
 def _clean(obj: Any) -> Any:
     """Plain JSON: NaN/inf → null, numpy scalars → Python numbers."""
     if isinstance(obj, dict):
@@ -100,14 +123,16 @@ def _exit_code(data) -> int:
 
 def _print_report(data) -> None:
     out = sys.stdout
+    t = terminal_text
     for kind, r in data.files.items():
-        out.write(f"{kind}: {r.rows:,} rows read, {r.accepted:,} accepted, {r.quarantined:,} set aside")
-        out.write(f"; dropped identifier columns: {', '.join(r.dropped_columns)}\n" if r.dropped_columns else "\n")
+        out.write(f"{t(kind)}: {r.rows:,} rows read, {r.accepted:,} accepted, {r.quarantined:,} set aside")
+        out.write(f"; dropped identifier columns: {', '.join(map(t, r.dropped_columns))}\n" if r.dropped_columns
+                  else "\n")
     out.write(f"{data.n_patients:,} patients with accepted sessions.\n")
     if len(data.issues):
         out.write(f"\n{len(data.issues):,} problems (file, line, column, value: reason):\n")
         for i in data.issues.head(200).itertuples(index=False):
-            out.write(f"  {i.file} line {i.line}, {i.column} = '{i.value}': {i.reason}\n")
+            out.write(f"  {t(i.file)} line {i.line}, {t(i.column)} = '{t(i.value)}': {t(i.reason)}\n")
         if len(data.issues) > 200:
             out.write(f"  … and {len(data.issues) - 200:,} more; use --json for the full list.\n")
 
@@ -115,8 +140,7 @@ def _print_report(data) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     data = _load(args)
     if args.json:
-        json.dump(_clean(validation_json(data)), sys.stdout, ensure_ascii=False)
-        sys.stdout.write("\n")
+        sys.stdout.write(json_text(validation_json(data)) + "\n")
     else:
         _print_report(data)
     return _exit_code(data)
@@ -129,10 +153,11 @@ def _settings(args: argparse.Namespace):
 
 
 def _shown(sentence: str, args: argparse.Namespace) -> str:
-    """A sentence from the analytics with its counts of 1–10 masked unless --no-suppress (privacy.note_n)."""
+    """A sentence from the analytics for stderr: its counts of 1–10 masked unless --no-suppress (privacy.note_n),
+    control characters from the data escaped (:func:`terminal_text`)."""
     from analytics.privacy.suppression import render_note
 
-    return render_note(sentence, enabled=not getattr(args, "no_suppress", False))
+    return terminal_text(render_note(sentence, enabled=not getattr(args, "no_suppress", False)))
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -142,7 +167,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference)
     for sentence in problems:
         sys.stderr.write(f"kap-outcomes: note: {_shown(sentence, args)}\n")
-    text = json.dumps(_clean(result), ensure_ascii=False)
+    text = json_text(result)
     if args.json in ("-", None):
         sys.stdout.write(text + "\n")
     else:
@@ -176,7 +201,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except OSError as err:
         raise UnusableExport(f"Cannot write into {args.out} ({err.strerror}); choose a writable folder.") from None
     for p in paths.values():
-        sys.stderr.write(f"wrote {p}\n")
+        sys.stderr.write(f"wrote {terminal_text(p)}\n")
     return 0
 
 

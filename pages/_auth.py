@@ -2,7 +2,12 @@
 
 With an ``[auth]`` section in ``.streamlit/secrets.toml`` (OIDC), ``st.login`` gates the app and each signed-in
 email gets a role from the ``[roles]`` table (the roles and their rights: :mod:`analytics.privacy.access`). Without
-``[auth]`` the app runs locally for one user, ``local``, with the ``admin`` role, and says so in the sidebar.
+``[auth]`` the app runs locally for one user, ``local``, with the ``admin`` role, and says so in the sidebar; it then
+serves only an address of this computer (``server.address`` 127.0.0.1, as ``make run`` and
+``.streamlit/config.toml`` set it) and refuses to serve any other (:func:`serving_refusal`).
+
+A session that is not signed in (or signs out) keeps nothing: its session state, the files it uploaded and the
+download files it made are dropped on each of its runs (:func:`_forget_session`).
 
 Routing is dashboard.py's ``st.navigation`` only. Streamlit would otherwise serve the files of this ``pages/``
 folder by URL (``/data`` runs ``pages/data.py`` without dashboard.py, hence without the sign-in gate) until some
@@ -11,11 +16,14 @@ session first calls ``st.navigation``; see :func:`_route_through_dashboard_only`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import streamlit as st
+from streamlit import runtime
 from streamlit.errors import StreamlitAuthError, StreamlitSecretNotFoundError
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from analytics.errors import OutcomesError
 from analytics.privacy.access import (
@@ -25,9 +33,12 @@ from analytics.privacy.access import (
     UNSUPPRESS_ROLES,
     missing_sign_in_packages,
     role_for,
+    serves_this_computer_only,
 )
 
 _LOGIN_ERROR = "auth_login_error"                        # session-state key: why the last sign-in did not start
+_GATE_KEYS = frozenset({_LOGIN_ERROR, "auth_login"})      # what a signed-out session may keep: the gate's own
+_refusal_logged = False
 
 
 def _route_through_dashboard_only() -> bool:
@@ -66,14 +77,86 @@ def auth_configured() -> bool:
     return _section("auth") is not None
 
 
+def serving_refusal(address: str | None) -> str | None:
+    """The sentence refusing to serve on ``address`` (``server.address``), or None when the app may serve there.
+
+    Without sign-in the app serves this computer only: an address other than loopback needs ``[auth]``.
+    """
+    if auth_configured() or serves_this_computer_only(address):
+        return None
+    where = address.strip() if address and address.strip() else "every network interface (no server.address)"
+    return (f"KAP Outcomes refuses to serve on {where} without sign-in: configure sign-in (an [auth] section and a "
+            f"[roles] table in .streamlit/secrets.toml, see the README's \"Sign-in and roles\"), or serve this "
+            f"computer only with `make run` (server.address 127.0.0.1).")
+
+
+def check_serving_address(address: str | None) -> None:
+    """``make run``'s check before the server starts: exit with :func:`serving_refusal`'s sentence, if any."""
+    if (sentence := serving_refusal(address)) is not None:
+        raise SystemExit(sentence)
+
+
+def _server_address() -> str | None:
+    value = st.get_option("server.address")
+    return None if value is None else str(value)
+
+
+def _refuse_network_without_sign_in(pages: Sequence[Any] = ()) -> None:
+    """Without sign-in on an address other than this computer's: only the refusal, at any address; stop the run."""
+    sentence = serving_refusal(_server_address())
+    if sentence is None:
+        return
+    global _refusal_logged
+    if not _refusal_logged:  # once, for whoever started the server
+        print(sentence, file=sys.stderr, flush=True)
+        _refusal_logged = True
+    _forget_session()
+    ctx = get_script_run_ctx()
+    if not pages and ctx is not None and ctx.main_script_path.endswith("dashboard.py") \
+            and _route_through_dashboard_only():
+        st.rerun()  # a page ran without dashboard.py (a fresh server's first deep link): again, through it
+
+    def _refusal_page() -> None:
+        st.header("KAP Outcomes")
+        st.error(sentence)
+
+    if pages:
+        _show_only(_refusal_page, pages, title="Not served", url_path="not-served")
+    _refusal_page()
+    st.stop()
+
+
+def _forget_session() -> None:
+    """Drop what a session that is not signed in may still hold, on each of its runs.
+
+    Its session state (loaded exports, uploader values, settings; a session that signs out keeps its state
+    until the browser leaves), the files uploaded to it (Streamlit keeps them per session until the session
+    ends), and the download files it made: references cleared and one clean-up pass now, so Streamlit's own pass
+    at the end of this run deletes them (a download file is deleted on the second pass that finds it unused).
+    """
+    held = [key for key in st.session_state if key not in _GATE_KEYS]
+    for key in held:
+        del st.session_state[key]
+    ctx = get_script_run_ctx()
+    if ctx is None:
+        return
+    ctx.uploaded_file_mgr.remove_session_files(ctx.session_id)
+    if held and runtime.exists():  # this session was in use: its downloads go now, not after two more runs
+        media = runtime.get_instance().media_file_mgr
+        media.clear_session_refs(ctx.session_id)
+        media.remove_orphaned_files()
+
+
 def current_user() -> tuple[str, str]:
     """``(name, role)`` of whoever uses this session.
 
-    ``("local", "admin")`` without ``[auth]``. The name is the signed-in email (what the store's audit log
+    ``("local", "admin")`` without ``[auth]``, on an address of this computer only (elsewhere the run is
+    stopped with :func:`serving_refusal`'s sentence). The name is the signed-in email (what the store's audit log
     records). A signed-out visitor under ``[auth]`` never gets here through dashboard.py; if a page asks anyway
     (it was run without dashboard.py's gate), the run is restarted through dashboard.py, or stopped.
     """
     if not auth_configured():
+        _refuse_network_without_sign_in()
         return LOCAL_USER
     if not st.user.is_logged_in:
         _gate_was_bypassed()
@@ -86,9 +169,11 @@ def require_login(pages: Sequence[Any] = ()) -> tuple[str, str]:
     """The gate at the top of dashboard.py: sign-in when configured; who is here, in the sidebar.
 
     ``pages`` are dashboard.py's ``st.Page`` objects: a signed-out visitor following a link to one of them gets
-    the sign-in page at that address (no "page not found"), and no navigation. Also locks small-cell suppression
-    on for roles that may not turn it off.
+    the sign-in page at that address (no "page not found"), and no navigation. Without sign-in, on an address other
+    than this computer's, every visitor gets only the refusal. Also locks small-cell suppression on for roles that
+    may not turn it off.
     """
+    _refuse_network_without_sign_in(pages)
     if auth_configured() and not st.user.is_logged_in:
         _show_sign_in_gate(pages)
     name, role = current_user()
@@ -99,17 +184,26 @@ def require_login(pages: Sequence[Any] = ()) -> tuple[str, str]:
             st.caption(f"Signed in as **{name}** ({role}).")
             st.button("Log out", on_click=st.logout, key="auth_logout")
         else:
-            st.caption("Local mode: no sign-in is configured, so this app runs for one user (local, admin role) "
-                       "on this computer.")
+            st.caption(f"Local mode: no sign-in is configured, so this app is served to this computer only "
+                       f"({_server_address()}) and whoever opens it here is its one user (local, admin role).")
     return name, role
 
 
 def _show_sign_in_gate(pages: Sequence[Any]) -> NoReturn:
-    """Only the sign-in page, at whichever of the app's addresses was asked for; then stop the run."""
-    urls = {str(getattr(p, "url_path", "") or "") for p in pages} - {""}
-    gate = [st.Page(_sign_in_page, title="Sign in", url_path="sign-in", default=True)]
-    gate += [st.Page(_sign_in_page, title="Sign in", url_path=url) for url in sorted(urls - {"sign-in"})]
-    st.navigation(gate, position="hidden").run()
+    """Only the sign-in page, at whichever of the app's addresses was asked for; then stop the run.
+
+    Whatever the session held (uploads, data, downloads) is dropped first: a signed-out session cannot upload.
+    """
+    _forget_session()
+    _show_only(_sign_in_page, pages, title="Sign in", url_path="sign-in")
+
+
+def _show_only(render: Callable[[], None], pages: Sequence[Any], *, title: str, url_path: str) -> NoReturn:
+    """``render`` as the only page, at its own ``url_path`` and at each of ``pages``' addresses; stop the run."""
+    urls = {str(getattr(p, "url_path", "") or "") for p in pages} - {"", url_path}
+    only = [st.Page(render, title=title, url_path=url_path, default=True)]
+    only += [st.Page(render, title=title, url_path=url) for url in sorted(urls)]
+    st.navigation(only, position="hidden").run()
     st.stop()
 
 

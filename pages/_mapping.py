@@ -8,10 +8,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
+import pandas as pd
 import streamlit as st
 
 from analytics.errors import OutcomesError
 from schemas.columns import REQUIRED
+from schemas.frames import HIDDEN_VALUE
 from schemas.headers import looks_like_identifier
 from schemas.mapping import (
     Mapping,
@@ -62,11 +64,14 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
                           index=list(LAYOUTS).index(detected.layout), key=f"{key}_layout")
         if layout == "long":
             c1, c2 = st.columns(2)
-            code_options = list(headers)
+            code_options = [h for h in headers if not looks_like_identifier(h)]  # their values are listed below
+            if not code_options:
+                st.warning(f"Every column of {file_name} looks like a direct identifier; none can hold the codes.")
+                return None
             code_default = detected.code_column if detected.code_column in code_options else code_options[0]
             code_col = c1.selectbox("Column with the instrument code", code_options,
                                     index=code_options.index(code_default), key=f"{key}_code")
-            value_options = [h for h in headers if h != code_col]
+            value_options = [h for h in code_options if h != code_col]
             value_cols = c2.multiselect("Column(s) with the score (the first non-empty is used)", value_options,
                                         default=[v for v in detected.value_columns if v in value_options],
                                         key=f"{key}_value")
@@ -122,11 +127,14 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
     except OutcomesError as err:
         st.info(str(err))
         return None
+    hidden = {f for f, h in choices.items() if h and looks_like_identifier(h)}
     st.caption(f"First rows as the dashboard reads them ({shown.rows:,} rows in the file):")
-    st.dataframe(shown.table, hide_index=True, key=f"{key}_preview")
+    st.dataframe(_hide_values(shown.table, hidden), hide_index=True, key=f"{key}_preview")
     if len(shown.issues):
         st.warning(f"{len(shown.issues)} problem(s) in these rows; they would be set aside:")
-        st.dataframe(shown.issues, hide_index=True, key=f"{key}_issues")
+        issues = shown.issues.copy()
+        issues.loc[issues["column"].isin(hidden) & issues["value"].astype(str).ne(""), "value"] = HIDDEN_VALUE
+        st.dataframe(issues, hide_index=True, key=f"{key}_issues")
     else:
         st.success("These rows pass every check of this file.")
     for note in shown.notes:
@@ -135,6 +143,15 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
                        file_name=f"kap-outcomes-{kind}-mapping.toml", mime="application/toml",
                        key=f"{key}_download")
     return mapping.to_preset()
+
+
+def _hide_values(table: pd.DataFrame, columns: set[str]) -> pd.DataFrame:
+    """The preview without the values of columns filled from a header that looks like a direct identifier (kept
+    on purpose: they are read, but never shown)."""
+    out = table.copy()
+    for col in columns & set(out.columns):
+        out[col] = pd.Series(HIDDEN_VALUE, index=out.index, dtype="string").where(out[col].notna().to_numpy(), "")
+    return out
 
 
 def _with_columns(sugg: MappingSuggestions, code_col: str | None, value_cols: list[str]) -> MappingSuggestions:

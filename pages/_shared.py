@@ -6,16 +6,21 @@ across users.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from analytics.errors import OutcomesError
+from analytics.formatting import DASH, escape_markdown
 from analytics.outcomes.cohort import Cohort, build_cohort
 from analytics.outcomes.filters import Filters, apply_filters, filter_options
 from analytics.outcomes.settings import Settings
 from analytics.privacy.access import UNSUPPRESS_ROLES
+from analytics.privacy.safe_export import neutralize
 from analytics.privacy.suppression import render_note
 from pages._auth import has_role
 from schemas.frames import ValidatedExports
@@ -129,21 +134,84 @@ def cohort_or_stop() -> Cohort:
         try:
             st.session_state[Key.COHORT] = build_cohort(data, current)
         except OutcomesError as err:
-            st.warning(shown_text(str(err)))
+            show_error(err)
             st.stop()
         st.session_state[Key.COHORT_SETTINGS] = current
     return st.session_state[Key.COHORT]
 
 
 def shown_text(text: str) -> str:
-    """A sentence from the analytics as this session may see it: counts of 1–10 in it masked (privacy.note_n)."""
+    """A sentence from the analytics as this session may see it: counts of 1–10 in it masked (privacy.note_n).
+
+    Plain text, for a table cell or a chart. For ``st.markdown``/``st.caption``/``st.warning`` use
+    :func:`shown_markdown`: the sentence may quote values from the data.
+    """
     s = settings()
     return render_note(text, min_cell=s.min_cell, enabled=s.suppress)
 
 
+def shown_markdown(text: str) -> str:
+    """:func:`shown_text`, escaped so that Markdown shows it literally (values from the data quoted in it too).
+
+    The analytics write notes and error messages as plain sentences (no Markdown of their own), so the whole
+    sentence is escaped.
+    """
+    return escape_markdown(shown_text(text))
+
+
 def show_notes(notes: tuple[str, ...] | list[str]) -> None:
     for note in notes:
-        st.caption(shown_text(note))
+        st.caption(shown_markdown(note))
+
+
+def show_error(err: BaseException | str) -> None:
+    """A domain error (``OutcomesError``) as the warning the page shows in place of its result."""
+    st.warning(shown_markdown(str(err)))
+
+
+# A number as analytics.formatting writes it, e.g. "-0.512 (-0.640–-0.384)", "-5% (-9%–-1%)", "-1,234.5 per 100": it
+# starts with "-" but has no letter, function or reference a spreadsheet could run, so it is shown as it is.
+_NUMBER = r"[+-]?\d[\d,]*(?:\.\d+)?%?"
+_FORMATTED_NUMBER = re.compile(rf"{_NUMBER}(?: \({_NUMBER}{DASH}{_NUMBER}\))?(?: per 100)?")
+
+
+def _neutralize_cell(value: object) -> object:
+    if isinstance(value, str) and _FORMATTED_NUMBER.fullmatch(value.strip()):
+        return value
+    return neutralize(value)
+
+
+def screen_table(data: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``data`` whose text cannot run as a formula when the table's toolbar "Download as CSV" is opened
+    in a spreadsheet (OWASP CSV injection): text cells, column names and index labels that start with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return get a leading ``'``, by the rule of the app's own downloads
+    (:func:`analytics.privacy.safe_export.neutralize`: a text cell that is just a number is kept). Numbers as
+    :mod:`analytics.formatting` writes them (``"-0.51 (-0.64–-0.38)"``) are kept too; numeric columns are untouched.
+    """
+    out = data.copy()
+    for pos in range(out.shape[1]):
+        s = out.iloc[:, pos]
+        if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype) \
+                or pd.api.types.is_datetime64_any_dtype(s.dtype):
+            continue
+        out.isetitem(pos, s.astype(object).map(_neutralize_cell))
+    out.columns = out.columns.map(_neutralize_cell) if not isinstance(out.columns, pd.MultiIndex) else out.columns
+    if isinstance(out.index, pd.MultiIndex):
+        out.index = out.index.set_levels([level.map(_neutralize_cell) for level in out.index.levels])
+    elif not isinstance(out.index, pd.RangeIndex):
+        out.index = out.index.map(_neutralize_cell)
+    out.index.names = [_neutralize_cell(n) for n in data.index.names]
+    out.columns.names = [_neutralize_cell(n) for n in data.columns.names]
+    return out
+
+
+def show_table(data: pd.DataFrame, *, where: Any = None, **kwargs: Any) -> Any:
+    """``st.dataframe(screen_table(data), **kwargs)``, in ``where`` (a column, tab or container; default the page).
+
+    Every table of the app goes through here, so the toolbar's "Download as CSV" is as safe as the app's own
+    downloads (which use :func:`analytics.privacy.safe_export.to_safe_csv`).
+    """
+    return (where if where is not None else st).dataframe(screen_table(data), **kwargs)
 
 
 def view_filters(cohort: Cohort) -> Filters:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from analytics.errors import OutcomesError
 from analytics.outcomes import qi
-from analytics.outcomes.attention import expected_phq9
+from analytics.outcomes.attention import attention_counts, expected_phq9
 from analytics.privacy.safe_export import to_safe_csv
 from pages._auth import audit_export, require_role
 from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
@@ -29,8 +29,8 @@ except OutcomesError as err:
     st.stop()
 
 table = attention.by_patient
-st.metric("Patients flagged", f"{len(table):,}")
-counts = attention.table.groupby("reason")["patient_id"].nunique().rename("patients").reset_index()
+total, counts = attention_counts(attention.table, min_cell=cohort.settings.min_cell, enabled=cohort.settings.suppress)
+st.metric("Patients flagged", total)
 st.dataframe(counts, hide_index=True)
 st.dataframe(table, hide_index=True, width="stretch", height=420)
 st.download_button("Download the list (CSV) for the clinic's follow-up", data=to_safe_csv(table),

@@ -9,7 +9,15 @@ from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes import benchmarks
 from analytics.report.plots.benchmarks import clinic_cells, clinic_shown, forest, other_bound
-from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
+from pages._shared import (
+    show_error,
+    show_notes,
+    show_table,
+    shown_markdown,
+    shown_text,
+    sidebar_settings,
+    view_cohort,
+)
 
 sidebar_settings()
 cohort, filters = view_cohort()
@@ -35,7 +43,7 @@ try:
     with st.spinner("Computing like-for-like clinic figures…"):
         comp = benchmarks.compare(cohort, substance=substance, min_share=coverage / 100)
 except OutcomesError as err:
-    st.warning(shown_text(str(err)))
+    show_error(err)
     st.stop()
 
 everything = comp.table[comp.table["domain"] == "efficacy"]
@@ -65,7 +73,7 @@ if view == "chart":
                "reach on its own.")
 else:
     ok = [clinic_shown(cells, row) for _, row in table.iterrows()]
-    st.dataframe(pd.DataFrame({
+    show_table(pd.DataFrame({
         "benchmark": table["id"], "metric": table["metric"], "group": table["group"],
         "published": table["published_text"],
         "clinic": ["suppressed (<11)" if not k else fmt.num(e, 2) if lo is None or pd.isna(lo) else fmt.ci(e, lo, hi)
@@ -78,7 +86,7 @@ else:
         "source": table["status_label"],
     }), hide_index=True, width="stretch")
 with st.expander(f"{len(without)} published figures without a like-for-like clinic figure, and why"):
-    st.dataframe(pd.DataFrame({
+    show_table(pd.DataFrame({
         "benchmark": without["id"], "metric": without["metric"], "published": without["published_text"],
         "why no clinic figure": [shown_text(r) for r in without["clinic_reason"].fillna("")],
         "source": without["status_label"]}), hide_index=True, width="stretch")
@@ -99,9 +107,9 @@ for _, row in everything.iterrows():
         else:
             st.markdown(f"**Source:** {row['citation']}")
         if _text(row["clinic_definition"]):
-            st.markdown(f"**Clinic figure:** {shown_text(row['clinic_definition'])}")
+            st.markdown(f"**Clinic figure:** {shown_markdown(row['clinic_definition'])}")
         if _text(row["clinic_reason"]):
-            st.info(shown_text(row["clinic_reason"]))
+            st.info(shown_markdown(row["clinic_reason"]))
         for caution in _text(row["cautions"]).split("\n"):
             if caution.strip():
                 st.caption(f"Caution: {caution}")

@@ -6,22 +6,28 @@ import pandas as pd
 import streamlit as st
 
 from analytics.errors import OutcomesError
-from analytics.privacy.access import ROW_LEVEL_ROLES
+from analytics.privacy.access import ROW_LEVEL_ROLES, STORE_ROLES
 from analytics.privacy.safe_export import to_safe_csv
 from analytics.privacy.suppression import file_count_cells, issue_counts
 from analytics.store import StoreBusy, open_store
-from pages._auth import audit_export, current_user, has_role
+from pages._auth import audit_export, current_user
 from pages._mapping import mapping_step
 from pages._shared import Key, exports, set_exports, show_notes, sidebar_settings
 from schemas.presets import Preset, available_presets, combine_presets, loads_mapping
 from schemas.validate import load_exports
 
+user, role = current_user()  # a signed-out visitor never gets past this (pages._auth): no uploader for them
 sidebar_settings()
+row_level = role in ROW_LEVEL_ROLES  # sees the rows themselves, so exact counts; a director sees aggregates
 st.header("Data")
-st.write("Upload the clinic's exports. Each row is checked against the data contract; rows with a problem are "
-         "set aside with the line, column, value and what to fix. Nothing is silently dropped or changed, and "
-         "columns that look like direct identifiers (names, emails, phone numbers, dates of birth, MRNs) are "
-         "dropped on reading and never stored.")
+st.write(f"Upload the clinic's exports (up to {st.get_option('server.maxUploadSize'):,} MB per file). Each row is "
+         "checked against the data contract; rows with a problem are set aside with the line, column, value and "
+         "what to fix. Nothing is silently dropped or changed, and columns that look like direct identifiers "
+         "(names, emails, phone numbers, dates of birth, MRNs) are dropped on reading and never stored.")
+if role not in STORE_ROLES:
+    st.caption(f"As {role} you see aggregates only: an upload is checked and shown in this session but not added "
+               "to the upload history, and the column-mapping step (it shows rows) is for clinicians, analysts and "
+               "admins: use a preset or a saved mapping file.")
 
 with st.form("upload"):
     c1, c2, c3 = st.columns(3)
@@ -53,10 +59,11 @@ def _load(layout: str | Preset) -> None:
             return
     set_exports(data, "upload")
     st.session_state["just_loaded"] = True
+    if role not in STORE_ROLES:
+        st.rerun()  # a director's upload stays in this session: never added to the shared store
     options = {"preset": layout if isinstance(layout, str) else layout.to_toml(), "dates": dates}
     try:  # the upload history (pages/history.py); the session keeps the data either way
-        open_store().save_validated({k: f.getvalue() for k, f in chosen.items()}, data,
-                                    user=current_user()[0], options=options)
+        open_store().save_validated({k: f.getvalue() for k, f in chosen.items()}, data, user=user, options=options)
     except StoreBusy:
         st.session_state["store_note"] = ("Loaded, but not saved to the upload history: the store is busy with "
                                           "another upload. Load the same files again in a minute to save them.")
@@ -77,7 +84,7 @@ if submitted:
         _load(layout)
 
 uploads = {k: f for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
-if uploads:
+if uploads and row_level:  # the mapping step previews the file's rows
     with st.expander("Map columns (when no preset matches your export)"):
         kinds = st.multiselect("Map the columns of", list(uploads), key="map_kinds")
         overrides = {}
@@ -88,7 +95,7 @@ if uploads:
                 overrides[kind] = mapped
         if kinds and len(overrides) == len(kinds):
             combined = combine_presets(layout, overrides, name="clinic-mapping")
-            st.download_button("Download the mapping for all files (TOML)", data=combined.to_toml(),
+            st.download_button("Download the mapping for all files (TOML)", data=combined.to_toml,
                                file_name="kap-outcomes-mapping.toml", mime="application/toml", key="dl_all_mapping")
             if st.button("Check and load with this mapping", type="primary", key="load_mapped",
                          disabled=sessions is None or followups is None):
@@ -113,7 +120,6 @@ if st.session_state.pop("just_loaded", False):
 if note := st.session_state.pop("store_note", None):
     st.warning(note)
 st.subheader("Data-quality report" + (" (sample clinic)" if source == "sample" else ""))
-row_level = has_role(*ROW_LEVEL_ROLES)  # sees the rows themselves, so exact counts; a director sees aggregates
 shown = file_count_cells(data.files, data.n_patients, enabled=not row_level)
 cols = st.columns(len(data.files) + 1)
 for col, (kind, report) in zip(cols, data.files.items()):
@@ -144,7 +150,8 @@ elif len(data.issues):
     st.dataframe(summary, hide_index=True, width="stretch")
     st.dataframe(data.issues, hide_index=True, width="stretch", height=320,
                  column_config={"line": st.column_config.NumberColumn("line", format="%d")})
-    st.download_button("Download the issue list (CSV)", data=to_safe_csv(data.issues),
+    issues = data.issues  # the file is made on the click only (nothing waits on the server before it)
+    st.download_button("Download the issue list (CSV)", data=lambda: to_safe_csv(issues),
                        file_name="kap-outcomes-issues.csv", mime="text/csv",
                        on_click=audit_export, args=("data-quality issue list (CSV)",))
 else:

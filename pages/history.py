@@ -8,12 +8,12 @@ import pandas as pd
 import streamlit as st
 
 from analytics.errors import OutcomesError
-from analytics.privacy.access import ADMIN_ROLES, ROW_LEVEL_ROLES
+from analytics.privacy.access import ADMIN_ROLES, ROW_LEVEL_ROLES, STORE_ROLES
 from analytics.privacy.counts import mask_text
 from analytics.privacy.safe_export import to_safe_csv
 from analytics.privacy.suppression import SuppressedTable, suppress_counts
 from analytics.store import STORE_FILE, Store, compare_uploads, data_dir, open_store
-from pages._auth import current_user, has_role
+from pages._auth import current_user
 from pages._shared import set_exports, settings, sidebar_settings
 
 sidebar_settings()
@@ -65,7 +65,7 @@ if not records:
 listing = pd.DataFrame([r.summary() for r in reversed(records)])
 listing["created_at"] = listing["created_at"].map(lambda t: f"{t:%Y-%m-%d %H:%M} UTC")
 listing["patients"] = listing["patients"].map(lambda n: mask_text(n, enabled=suppress))
-if not has_role(*ROW_LEVEL_ROLES):  # row and issue counts are exact only for roles that see the rows themselves
+if role not in ROW_LEVEL_ROLES:  # row and issue counts are exact only for roles that see the rows themselves
     for c in [c for c in listing.columns if c.endswith("_rows") or c == "issues"]:
         listing[c] = listing[c].map(lambda n: mask_text(n))
 st.dataframe(listing, hide_index=True, width="stretch", key="hist_table")
@@ -73,16 +73,22 @@ ids = [r.upload_id for r in reversed(records)]
 labels = {r.upload_id: f"{r.created_at:%Y-%m-%d %H:%M} · {r.user} · {r.upload_id}" for r in records}
 
 st.subheader("Reopen an upload")
-chosen = st.selectbox("Upload", ids, format_func=labels.get, key="hist_open")
-if st.button("Reopen on every page", key="hist_reopen", type="primary"):
-    try:
-        set_exports(store.load_validated(chosen), "stored")  # type: ignore[union-attr]
-    except OutcomesError as err:
-        st.warning(str(err))
-    else:
-        st.session_state["hist_opened"] = chosen
-if st.session_state.get("hist_opened") in ids:
-    st.success(f"Every page now shows upload {st.session_state['hist_opened']}.")
+owners = {r.upload_id: r.user for r in records}
+reopenable = [i for i in ids if role in STORE_ROLES or owners[i] == user]  # a director: their own uploads only
+if not reopenable:
+    st.caption(f"As {role} you can reopen only uploads you made yourself, and none of these is yours; ask a "
+               "clinician, analyst or admin for the figures of an upload.")
+else:
+    chosen = st.selectbox("Upload", reopenable, format_func=labels.get, key="hist_open")
+    if st.button("Reopen on every page", key="hist_reopen", type="primary"):
+        try:
+            set_exports(store.load_validated(chosen), "stored")  # type: ignore[union-attr]
+        except OutcomesError as err:
+            st.warning(str(err))
+        else:
+            st.session_state["hist_opened"] = chosen
+    if st.session_state.get("hist_opened") in reopenable:
+        st.success(f"Every page now shows upload {st.session_state['hist_opened']}.")
 
 st.subheader("Compare two uploads")
 if len(ids) < 2:
@@ -108,7 +114,7 @@ else:
         for note in shown.notes:
             st.caption(note)
 
-if not has_role(*ADMIN_ROLES):
+if role not in ADMIN_ROLES:
     st.stop()
 st.subheader("Delete (admin)")
 d1, d2 = st.columns(2)
@@ -130,6 +136,6 @@ with d2:
 st.subheader("Audit log (admin)")
 audit = store.audit_log(limit=500)  # type: ignore[union-attr]
 st.dataframe(audit, hide_index=True, width="stretch", key="hist_audit")
-if st.download_button("Download the audit log (CSV)", data=to_safe_csv(audit), file_name="kap-outcomes-audit.csv",
-                      mime="text/csv", key="hist_audit_dl"):
+if st.download_button("Download the audit log (CSV)", data=lambda: to_safe_csv(audit),  # made on the click only
+                      file_name="kap-outcomes-audit.csv", mime="text/csv", key="hist_audit_dl"):
     store.log_export(user, "audit log (CSV download)")  # type: ignore[union-attr]

@@ -11,12 +11,12 @@ from analytics.privacy.counts import mask_text, rate_is_safe
 from analytics.privacy.suppression import fraction_text
 from analytics.report.plots import qi as qplots
 from pages._auth import audit_export
-from pages._shared import exports, show_notes, shown_text, sidebar_settings, view_cohort
+from pages._shared import exports, show_error, show_notes, show_table, sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()
 st.header("Overview")
-st.caption(filters.describe() + ". " + cohort.settings.describe())
+st.caption(fmt.escape_markdown(filters.describe() + ". " + cohort.settings.describe()))  # names of sites, programs
 
 r1, r2 = st.columns([1, 3])
 if r1.button("Prepare meeting report", icon=":material/description:", key="report_build",
@@ -32,7 +32,7 @@ if r1.button("Prepare meeting report", icon=":material/description:", key="repor
         state = "on" if cohort.settings.suppress else "OFF"
         audit_export(f"meeting report ({filters.describe()}; suppression {state})")
     except OutcomesError as err:
-        st.warning(shown_text(str(err)))
+        show_error(err)
     bar.empty()
 if st.session_state.get("report_html") and st.session_state.get("report_view") == (cohort.settings, filters):
     r2.download_button("Download meeting report (HTML)", data=st.session_state["report_html"],
@@ -50,7 +50,7 @@ with st.expander(f"Periods compared: {a_start:%d %b %Y}–{a_end:%d %b %Y} vs {b
 try:
     table = qi.kpis(cohort, period_a=(a_start, a_end), period_b=(b_start, b_end))
 except OutcomesError as err:
-    st.warning(shown_text(str(err)))
+    show_error(err)
     st.stop()
 
 shown = cohort.settings.suppress
@@ -99,10 +99,10 @@ try:
     cells = qplots.flow_cells(flow, min_cell=min_cell)
     losses = flow.losses.assign(n=[cells.text(("loss", s, r)) for s, r in zip(flow.losses["step"],
                                                                              flow.losses["reason"])])
-    st.dataframe(losses, hide_index=True)
+    show_table(losses, hide_index=True)
     show_notes(cells.notes if shown else ())
 except OutcomesError as err:
-    st.warning(shown_text(str(err)))
+    show_error(err)
 
 st.subheader("Signal or noise? Monthly control chart")
 labels = {k: qi.kpi_label(k) for k in qi.SPC_KPIS}
@@ -117,7 +117,7 @@ try:
                   "(small-cell rule)." if shown else ""))
     show_notes(chart.notes)
 except OutcomesError as err:
-    st.warning(shown_text(str(err)))
+    show_error(err)
 
 st.subheader("Funnel plots: clinicians and sites")
 f1, f2 = st.columns(2)
@@ -133,5 +133,5 @@ try:
                   "named under the chart (small-cell rule)." if shown else ""))
     show_notes(result.notes)
 except OutcomesError as err:
-    st.warning(shown_text(str(err)))
+    show_error(err)
 

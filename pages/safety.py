@@ -9,7 +9,7 @@ from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes import safety
 from analytics.report.plots import safety as splots
-from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
+from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()
@@ -32,7 +32,7 @@ try:
     trend = safety.safety_trend(cohort, thresholds=thresholds)
     published = safety.published_comparison(cohort, thresholds=thresholds)
 except OutcomesError as err:
-    st.warning(shown_text(str(err)))
+    show_error(err)
     st.stop()
 
 unit = st.radio("Unit of analysis", options=["session", "patient"], horizontal=True, key="sf_unit",
@@ -60,7 +60,7 @@ vt = pd.DataFrame({
     "no readings": [vc.text(k) for k in miss_keys],
 })
 st.markdown(f"**Raised vital signs** ({thresholds.describe()})")
-st.dataframe(vt, hide_index=True, width="stretch")
+show_table(vt, hide_index=True, width="stretch")
 show_notes(vitals.notes + (vc.notes if shown else ()))
 
 st.subheader("Trend over time")
@@ -71,7 +71,7 @@ st.subheader("Beside published safety figures")
 st.plotly_chart(splots.published_comparison_chart(published, min_cell=min_cell), width="stretch")
 pt = published.table
 ok = splots.published_row_shown(splots.published_cells(published, min_cell=min_cell), published)
-st.dataframe(pd.DataFrame({
+show_table(pd.DataFrame({
     "metric": pt["metric"], "unit": pt["unit_of_analysis"], "route": pt["route"],
     "clinic (95% CI)": [_pct_cell(*r) for r in zip(ok, pt["estimate"], pt["ci_low"], pt["ci_high"])],
     "published": [fmt.pct(p, 1) for p in pt["published"]], "status": pt["published_status"],

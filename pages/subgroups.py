@@ -9,7 +9,7 @@ from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes.subgroups import CAUTION, LABELS, who_benefits
 from analytics.report.plots.subgroups import level_estimable, subgroup_cells, subgroup_forest
-from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
+from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()
@@ -36,7 +36,7 @@ if st.session_state.get("sg_key") != key:
             st.session_state["sg_result"] = who_benefits(cohort, treated=treated, control=control)
             st.session_state["sg_key"] = key
     except OutcomesError as err:
-        st.warning(shown_text(str(err)))
+        show_error(err)
         st.stop()
 result = st.session_state["sg_result"]
 min_cell = cohort.settings.min_cell if cohort.settings.suppress else None
@@ -47,7 +47,7 @@ tab2.plotly_chart(subgroup_forest(result, outcome="phq9_slope_difference", min_c
 t = result.table
 cells = subgroup_cells(result, min_cell=min_cell)
 keys = list(zip(t["outcome"], t["variable"], t["level"]))
-tab3.dataframe(pd.DataFrame({
+show_table(pd.DataFrame({
     "outcome": t["outcome"].map({"relapse_hr": "return to use (HR)", "phq9_slope_difference": "PHQ-9 slope diff."}),
     "subgroup": [f"{LABELS.get(v, v)}: {lv}" for v, lv in zip(t["variable"], t["level"])],
     f"n {result.treated}": [cells.text(("n_treated", *k)) for k in keys],
@@ -57,5 +57,5 @@ tab3.dataframe(pd.DataFrame({
     "adjusted for": t["adjusted"],
     "interaction p": [fmt.p_value(p) for p in t["interaction_p"]],
     "Holm-adjusted p": [fmt.p_value(p) for p in t["interaction_p_holm"]],
-    "BH-adjusted p": [fmt.p_value(p) for p in t["interaction_p_bh"]]}), hide_index=True, width="stretch")
+    "BH-adjusted p": [fmt.p_value(p) for p in t["interaction_p_bh"]]}), where=tab3, hide_index=True, width="stretch")
 show_notes(result.notes + (cells.notes if cohort.settings.suppress else ()))

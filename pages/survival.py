@@ -9,7 +9,7 @@ from analytics.errors import OutcomesError
 from analytics.outcomes import survival
 from analytics.privacy.suppression import suppress_counts
 from analytics.report.plots.survival import forest_figure, km_figure
-from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
+from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
 
 GROUP_LABELS = {None: "No grouping (all patients)", "program": "Program", "primary_substance": "Primary substance",
                 "index_route": "Route (first ketamine session)", "site": "Site",
@@ -28,7 +28,7 @@ by = c1.selectbox("Compare by", options=[g for g in GROUP_LABELS if g is None or
 try:
     curves = survival.relapse_curves(cohort, by=by)
 except OutcomesError as err:
-    st.warning(shown_text(str(err)))
+    show_error(err)
     st.stop()
 
 st.plotly_chart(km_figure(curves), width="stretch")
@@ -58,14 +58,14 @@ milestones = curves.milestones.assign(
                                                curves.milestones["ci_high"])])
 # one under the other, full width: the four milestone columns with their CIs do not fit half the page
 st.markdown("**Median days to return to use (95% CI)**")
-st.dataframe(medians[["group", "n", "n_event", "median"]].rename(
+show_table(medians[["group", "n", "n_event", "median"]].rename(
     columns={"n": "patients", "n_event": "returned to use", "median": "median days"}), hide_index=True)
 if shown:
-    st.caption(safe.notes[0])
+    st.caption(fmt.escape_markdown(safe.notes[0]))
 st.markdown("**Still without return to use at day 30 / 90 / 180 / 365 (95% CI)**")
 if shown:
     st.caption(f"Suppressed where fewer than {min_cell} patients are still at risk (small-cell rule).")
-st.dataframe(milestones.pivot(index="group", columns="day", values="without_return")
+show_table(milestones.pivot(index="group", columns="day", values="without_return")
              .rename(columns=lambda d: f"day {d:g}"), width="stretch")
 
 if by is not None:
@@ -80,11 +80,11 @@ if by is not None:
     try:
         comp = survival.compare_groups(cohort, by=by, reference=reference, adjust=tuple(adjust))
     except OutcomesError as err:
-        st.warning(shown_text(str(err)))
+        show_error(err)
     else:
         lr = comp.logrank
         st.markdown(f"**Log-rank test:** χ² = {fmt.num(lr.chisq)} on {lr.df} df, {fmt.p_value(lr.p)}. "
-                    f"**Proportional hazards:** {comp.ph_verdict}")
+                    f"**Proportional hazards:** {fmt.escape_markdown(comp.ph_verdict)}")
         if comp.hazard_ratios is not None:
             f1, f2 = st.columns([3, 2])
             f1.plotly_chart(forest_figure(comp), width="stretch")
@@ -93,7 +93,7 @@ if by is not None:
                                                                      comp.hazard_ratios["ci_low"],
                                                                      comp.hazard_ratios["ci_high"])],
                 p_value=[fmt.p_value(p) for p in comp.hazard_ratios["p"]])
-            f2.dataframe(hr[["term", "level", "hazard_ratio", "p_value"]], hide_index=True)
+            show_table(hr[["term", "level", "hazard_ratio", "p_value"]], where=f2, hide_index=True)
             f2.caption("A hazard ratio below 1 means a lower rate of return to use than the reference group. "
                        "This is an observational comparison: groups may differ in ways the model does not adjust "
                        "for, so it shows association, not the effect of the program.")
@@ -104,12 +104,12 @@ if by is not None:
                 difference_days=[fmt.ci(e, lo, hi, 1) for e, lo, hi in zip(
                     comp.rmst_difference["estimate"], comp.rmst_difference["ci_low"],
                     comp.rmst_difference["ci_high"])])
-            st.dataframe(rm[["group", "difference_days"]], hide_index=True)
+            show_table(rm[["group", "difference_days"]], hide_index=True)
             md = comp.milestone_difference.assign(
                 difference=[fmt.pct_ci(e, lo, hi, 1) for e, lo, hi in zip(
                     comp.milestone_difference["estimate"], comp.milestone_difference["ci_low"],
                     comp.milestone_difference["ci_high"])])
-            st.dataframe(md.pivot(index="group", columns="day", values="difference"))
+            show_table(md.pivot(index="group", columns="day", values="difference"))
         show_notes([n for n in comp.notes if not n.startswith("Excluded: ")])  # the exclusions are under Methods
 
 with st.expander("Methods and exclusions", expanded=False):

@@ -9,7 +9,7 @@ from analytics.errors import OutcomesError
 from analytics.outcomes import trajectories as tr
 from analytics.privacy.counts import mask_text
 from analytics.report.plots import trajectories as tplots
-from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
+from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
 
 GROUPS = {None: "No grouping", "program": "Program", "primary_substance": "Primary substance",
           "index_route": "Route (first ketamine session)", "site": "Site", "baseline_band": "Baseline depression band"}
@@ -32,7 +32,7 @@ try:
         pred = tr.predicted_means(fit)
         lines = tr.patient_lines(cohort, measure=measure, by=by)
 except OutcomesError as err:
-    st.warning(shown_text(str(err)))
+    show_error(err)
     st.stop()
 
 shown = cohort.settings.suppress
@@ -48,17 +48,17 @@ st.markdown(
 fixed = fit.fixed.assign(estimate_ci=[fmt.ci(e, lo, hi, 3) for e, lo, hi in
                                       zip(fit.fixed["estimate"], fit.fixed["ci_low"], fit.fixed["ci_high"])],
                          p_value=[fmt.p_value(p) for p in fit.fixed["p"]])
-st.dataframe(fixed[["term", "estimate_ci", "p_value"]], hide_index=True)
+show_table(fixed[["term", "estimate_ci", "p_value"]], hide_index=True)
 st.caption("'weeks' is the average change per week; a group × weeks term is how much faster or slower a group "
            "changes than the reference group. Observational: differences between groups are associations.")
 show_notes(fit.notes)
 if st.checkbox("Compare time shapes (straight line, bend, spline) by likelihood ratio", key="traj_compare"):
     try:
         comparison = tr.compare_time_shapes(cohort, measure=measure, by=by)
-        st.dataframe(comparison.table, hide_index=True)
+        show_table(comparison.table, hide_index=True)
         st.caption(f"Best by AIC: {comparison.best}. Models fitted by maximum likelihood for the comparison.")
     except OutcomesError as err:
-        st.warning(shown_text(str(err)))
+        show_error(err)
 
 if measure == "phq9":
     st.subheader("Response and remission")
@@ -73,7 +73,7 @@ if measure == "phq9":
         st.markdown("**Baseline severity band → latest band (patients)**")
         st.plotly_chart(tplots.band_transition_heatmap(bands, min_cell=min_cell), width="stretch")
     except OutcomesError as err:
-        st.warning(shown_text(str(err)))
+        show_error(err)
 
     st.subheader("How long does a response last?")
     try:
@@ -84,7 +84,7 @@ if measure == "phq9":
             "suppressed (<11)" if min_cell is not None and 0 <= n < min_cell else fmt.pct_ci(e, lo, hi)
             for n, e, lo, hi in zip(dur.milestones["n_risk"].fillna(0), dur.milestones["estimate"],
                                     dur.milestones["ci_low"], dur.milestones["ci_high"])])
-        st.dataframe(ms[["group", "weeks", "sustained"]], hide_index=True)
+        show_table(ms[["group", "weeks", "sustained"]], hide_index=True)
         if dur.maintenance_hr:
             h = dur.maintenance_hr
             st.markdown(f"Hazard of losing response after a maintenance ketamine session vs before: "
@@ -93,7 +93,7 @@ if measure == "phq9":
                    "about 80% still in response at 4 weeks and 60% at 8 weeks without maintenance.")
         show_notes(dur.notes)
     except OutcomesError as err:
-        st.warning(shown_text(str(err)))
+        show_error(err)
 
 st.subheader("Abstinence over time (population average)")
 try:
@@ -103,4 +103,4 @@ try:
                f"{fmt.num(gee.working_correlation)}), {mask_text(gee.n_obs, enabled=shown)} windows; robust 95% CIs.")
     show_notes(gee.notes)
 except OutcomesError as err:
-    st.warning(shown_text(str(err)))
+    show_error(err)

@@ -17,6 +17,29 @@ _TRUE = {"yes", "true", "1", "y", "t"}
 _TYPED = {"date": "datetime64[ns]", "number": "float64", "integer": "float64"}
 _FALSE = {"no", "false", "0", "n", "f"}
 
+# Issue values (the ``value`` column of an issues table, and values quoted in a reason) are cut to their first
+# VALUE_CHARS characters + '…'; a value of a column that is (or looks like) a direct identifier is never shown.
+VALUE_CHARS = 60
+HIDDEN_VALUE = "(not shown: direct identifier)"
+
+
+def clip_text(text: object, limit: int = VALUE_CHARS) -> str:
+    """``text`` as shown in an issue: its first ``limit`` characters + '…' when longer; a NUL shows as ␀."""
+    s = str(text).replace("\x00", "\u2400")
+    return s if len(s) <= limit else s[:limit] + "\u2026"
+
+
+def clip_texts(values: pd.Series, limit: int = VALUE_CHARS) -> pd.Series:
+    """:func:`clip_text` on a text column (vectorised; missing values stay missing)."""
+    s = values.astype("string")
+    long = (s.str.len() > limit).fillna(False).to_numpy(dtype=bool)
+    if long.any():
+        s = s.copy()
+        s[long] = s[long].str.slice(0, limit) + "\u2026"
+    if s.str.contains("\x00", regex=False).fillna(False).any():
+        s = s.str.replace("\x00", "\u2400", regex=False)
+    return s
+
 
 def parse_bool(values: pd.Series) -> pd.Series:
     s = values.astype("string").str.strip().str.lower()

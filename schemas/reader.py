@@ -4,13 +4,18 @@ What happens here, in order:
 
 1. Refuse what is not a CSV text file (size limit, compressed or binary content, absurd line length or
    column count) with one sentence; nothing is parsed.
-2. Decode: UTF-8 with or without BOM; else Windows-1252 (the decision is reported).
+2. Decode: UTF-8 with or without BOM; else Windows-1252 (the decision is reported). Line breaks written as
+   CR only (old Mac exports) are read as lines.
 3. Sniff the delimiter (``,`` ``;`` tab) from the header line.
 4. Split into records; every record keeps its ``line`` as an editor shows it (header = line 1). Records
-   with the wrong number of fields are set aside as issues, never dropped.
+   with the wrong number of fields are set aside as issues, never dropped; the issue gives their field
+   count, never their text (a name with an unquoted comma would otherwise be stored). A double quote that
+   is never closed refuses the file with the line that opened it.
 5. Normalise headers (trim, case-insensitive), apply the preset's column renames and value maps, drop
    direct-identifier columns (reported, never stored). A value map entry may set two columns (a visit
-   type that names the route); a disagreement with the file's own column sets the row aside.
+   type that names the route); a disagreement with the file's own column sets the row aside, and so does a
+   NUL character in a kept column. Issue values are cut to their first characters, and never show a column
+   filled from an identifier-looking header (kept on purpose by a mapping).
 6. A long file (the preset has ``[followups.long]``: one row per completed questionnaire) is pivoted into
    follow-up rows per patient and day by :mod:`schemas.long_format`; every source row is accounted for.
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +39,7 @@ import pyarrow.csv as pacsv
 from schemas.arrow import map_columns, text_array, text_series
 from schemas.columns import COLUMNS, REQUIRED, read_columns
 from schemas.errors import UnusableExport
-from schemas.frames import FileReport
+from schemas.frames import HIDDEN_VALUE, VALUE_CHARS, FileReport, clip_text
 from schemas.headers import looks_like_identifier, normalise_header
 from schemas.long_format import CODE, VALUE, pivot_long
 from schemas.presets import Preset, load_preset
@@ -60,6 +66,9 @@ class RawExport:
     says where every source row that was not set aside went: ``line`` (source line), ``followup_line``
     (the follow-up's ``line``), ``column`` (the canonical column it fills), ``duplicate`` (True for an
     identical repeat merged into another row).
+
+    ``identifier_columns``: canonical columns filled from a header that looks like a direct identifier (kept
+    on purpose by a mapping's ``keep_identifiers``); issues never show their values.
     """
 
     kind: str
@@ -73,6 +82,7 @@ class RawExport:
     long_format: bool = False
     sources: pd.DataFrame | None = None
     identical_duplicates: int = 0
+    identifier_columns: tuple[str, ...] = ()
 
     def report(self, accepted: pd.DataFrame) -> FileReport:
         """Counts for the data-quality report, given the accepted rows (with ``line``) of this file.
@@ -198,6 +208,8 @@ def _split_fast(data: bytes | memoryview, delimiter: str, n_lines: int) -> tuple
         return None
     if bad or table.num_rows != n_lines:
         return None
+    if _last_line_opens_a_quote(data, delimiter):
+        return None  # Arrow ends the value at the end of the file; the general path names the line instead
     table = table.cast(pa.schema([pa.field(f.name, pa.large_string()) for f in table.schema]))
     cells = list(table.slice(0, 1).to_pylist()[0].values())
     if any(c is None for c in cells):  # a header cell that reads as a missing token ("" or "NA"): as written
@@ -216,6 +228,16 @@ def _split_fast(data: bytes | memoryview, delimiter: str, n_lines: int) -> tuple
         body[i] = col
     body.insert(0, "__line", np.arange(2, len(body) + 2, dtype="int64"))
     return header, body
+
+
+def _last_line_opens_a_quote(data: bytes | memoryview, delimiter: str) -> bool:
+    """True when the file's last line opens a double quote that the file never closes (only that line is read: a
+    quote opened on an earlier line and not closed on it makes Arrow's row count differ from the line count)."""
+    tail = bytes(data[-(4 * MAX_LINE_CHARS + 2):])
+    last = tail[tail.rfind(b"\n") + 1:]
+    if b'"' not in last:
+        return False
+    return _runaway_quote(last.decode("utf-8", errors="replace"), delimiter) is not None
 
 
 def _edge_space(column: pa.ChunkedArray) -> bool:
@@ -244,9 +266,107 @@ _BLOCK_BYTES = 1 << 20
 assert _BLOCK_BYTES > 4 * MAX_LINE_CHARS  # a UTF-8 character is at most 4 bytes
 
 
+def _delimiter_words(delimiter: str) -> str:
+    return {",": "comma (,)", ";": "semicolon (;)", "\t": "tab"}.get(delimiter, repr(delimiter))
+
+
+def _wrong_field_count(line: int, n_fields: int, n_header: int, delimiter: str) -> dict:
+    """The issue of a record that does not split into the header's columns.
+
+    Its fields cannot be matched to columns (a name with an unquoted comma shifts the birth date into the next
+    column), so no field of it is shown: the value says only how many fields it has.
+    """
+    if n_fields > n_header:
+        what = (f"a value contains the delimiter, a {_delimiter_words(delimiter)}, without quotes (for example a "
+                "name written as last name, first name); put double quotes around every value that contains the "
+                "delimiter, or remove the extra delimiter, then export again")
+    else:
+        what = ("some delimiters are missing (a cut-off line, or a stray double quote that joined two values); "
+                "complete the line or remove the stray quote, then export again")
+    return {"line": line, "column": "(whole row)", "value": f"{n_fields} fields (header has {n_header})",
+            "reason": f"this line has {n_fields} fields but the header has {n_header}: {what}"}
+
+
+_QUOTED = re.compile(r'"[^"]*+(?:""[^"]*+)*+"')
+
+
+def _runaway_quote(text: str, delimiter: str, limit: int | None = None) -> int | None:
+    """Offset of the double quote that opens a value and is never closed (or, with ``limit``, is closed only after
+    more than ``limit`` characters), by the csv module's rules: a quote opens a value only as its first character,
+    ``""`` inside it is a quote, and what follows the closing quote up to the next delimiter joins the value."""
+    rest = re.compile(f"[^{re.escape(delimiter)}\r\n]*+")
+    pos, n = 0, len(text)
+    while pos < n:
+        if text[pos] == '"':
+            m = _QUOTED.match(text, pos)
+            if m is None or (limit is not None and m.end() - pos > limit):
+                return pos
+            pos = m.end()
+        pos = rest.match(text, pos).end()  # type: ignore[union-attr]
+        if pos < n:
+            pos += 2 if text.startswith("\r\n", pos) else 1
+    return None
+
+
+def _unclosed_quote_line(lines: list[str], first_line: int, delimiter: str, limit: int | None = None) -> int | None:
+    """Editor line of the runaway quote in one record's physical ``lines`` (the first is ``first_line``)."""
+    text = "".join(lines)
+    if '"' not in text:
+        return None
+    at = _runaway_quote(text, delimiter, limit)
+    if at is None:
+        return None
+    seen = 0
+    for i, physical in enumerate(lines):
+        seen += len(physical)
+        if at < seen:
+            return first_line + i
+    return first_line + len(lines) - 1
+
+
+def _unclosed_quote(name: str, line: int, detail: str = "") -> UnusableExport:
+    return UnusableExport(
+        f"{name}: the double quote (\") opened on line {line} is never closed{detail}, so everything after it would "
+        f"be read as one value; close or remove that quote on line {line} and save the file again.")
+
+
+def _last_lines(text: str, n: int) -> list[str]:
+    """The last ``n`` physical lines of ``text`` with their line breaks (LF, CRLF or CR, as csv's line_num counts)."""
+    has_cr = "\r" in text
+    out: list[str] = []
+    pos = len(text)
+    while pos and len(out) < n:
+        k = pos
+        if text[k - 1] == "\n":
+            k -= 2 if k >= 2 and text[k - 2] == "\r" else 1
+        elif text[k - 1] == "\r":
+            k -= 1
+        begin = max(text.rfind("\n", 0, k), text.rfind("\r", 0, k) if has_cr else -1) + 1
+        out.append(text[begin:pos])
+        pos = begin
+    return out[::-1]
+
+
+def _lines_from(text: str, line: int, chars: int) -> list[str]:
+    """Physical lines of ``text`` from editor line ``line`` on, until they hold more than ``chars`` characters."""
+    out: list[str] = []
+    held = 0
+    for physical in itertools.islice(io.StringIO(text, newline=""), line - 1, None):
+        out.append(physical)
+        held += len(physical)
+        if held > chars:
+            break
+    return out
+
+
 def _split_slow(text: str, delimiter: str, name: str) -> tuple[list[str], pd.DataFrame, list[dict], int]:
-    """csv module parse keeping each record's first physical line; ragged records become issues."""
-    csv.field_size_limit(MAX_LINE_CHARS * 10)
+    """csv module parse keeping each record's first physical line; ragged records become issues.
+
+    A quote that is never closed swallows the rest of the file into the last record (csv gives no error for it),
+    or makes a value longer than the field limit: either way the file is refused with the line that opened it.
+    """
+    limit = MAX_LINE_CHARS * 10
+    csv.field_size_limit(limit)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False)
     header: list[str] | None = None
     records: list[list[str]] = []
@@ -254,6 +374,7 @@ def _split_slow(text: str, delimiter: str, name: str) -> tuple[list[str], pd.Dat
     issues: list[dict] = []
     n = 0
     start = 1
+    last = (1, 0)  # first and last physical line of the last record
     try:
         for rec in reader:
             line = start
@@ -262,20 +383,28 @@ def _split_slow(text: str, delimiter: str, name: str) -> tuple[list[str], pd.Dat
                 if not rec or all(not c.strip() for c in rec):
                     continue
                 header = rec
+                last = (line, reader.line_num)
                 continue
             if not rec or (len(rec) == 1 and not rec[0].strip()):
                 continue  # a blank line is not a record
+            last = (line, reader.line_num)
             n += 1
             if len(rec) != len(header):
-                issues.append({"line": line, "column": "(whole row)", "value": delimiter.join(rec)[:80],
-                               "reason": f"this line has {len(rec)} fields but the header has {len(header)}; "
-                                         "check for an unquoted delimiter or a stray quote in it"})
+                issues.append(_wrong_field_count(line, len(rec), len(header), delimiter))
                 continue
             records.append(rec)
             lines.append(line)
     except csv.Error as err:
+        opened = _unclosed_quote_line(_lines_from(text, start, limit + 1), start, delimiter, limit)
+        if opened is not None:
+            raise _unclosed_quote(name, opened, f" (its value runs on for more than {limit:,} characters)") from None
         raise UnusableExport(f"{name} could not be split into columns near line {start} ({err}); "
                              "check its quoting and save it again as CSV.") from None
+    if last[1]:
+        tail = _last_lines(text, reader.line_num - last[0] + 1)
+        opened = _unclosed_quote_line(tail[:last[1] - last[0] + 1], last[0], delimiter)
+        if opened is not None:
+            raise _unclosed_quote(name, opened)
     if header is None:
         raise UnusableExport(f"{name} is empty; export it again with a header row and data.")
     body = pd.DataFrame(records, columns=range(len(header)), dtype=object) if records else \
@@ -358,10 +487,12 @@ def _common_case(data: bytes) -> tuple[list[str], pd.DataFrame, str, str] | None
 
 
 def _records(source: str | Path | bytes, *, label: str, name: str | None,
-             max_bytes: int) -> tuple[str, list[str], pd.DataFrame, list[dict], int, list[str]]:
-    """Steps 1–4 of the module docstring: (name, header, body, issues, rows, notes).
+             max_bytes: int) -> tuple[str, list[str], pd.DataFrame, list[dict], int, list[str], bool]:
+    """Steps 1–4 of the module docstring: (name, header, body, issues, rows, notes, has_nul).
 
-    ``body`` has ``__line`` and one text column per header position, values trimmed, missing tokens missing."""
+    ``body`` has ``__line`` and one text column per header position, values trimmed, missing tokens missing.
+    ``has_nul``: the file holds a NUL byte (after the first 64 KiB; one there refuses the file as binary), so some
+    value does; :func:`_set_aside_nul` finds it. Line breaks written as CR only (old Mac exports) are read as lines."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         name = name or path.name
@@ -382,13 +513,17 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
         data = bytes(source)
         name = name or f"{label}.csv"
     _refuse_hostile(data, name, max_bytes)
+    has_nul = data.find(b"\x00") >= 0
     common = _common_case(data)
     if common is not None:
         header, body, encoding, delimiter = common
-        return name, header, body, [], len(body), [_read_note(name, encoding, delimiter)]
+        return name, header, body, [], len(body), [_read_note(name, encoding, delimiter)], has_nul
     text, encoding = _decode(data, name)
     if not text or text.isspace():
         raise UnusableExport(f"{name} is empty; export it again with a header row and data.")
+    cr_only = "\r" in text and "\n" not in text
+    if cr_only:  # an old Mac export: every CR ends a line (as an editor shows it)
+        text = text.replace("\r", "\n")
     first_nl = text.find("\n")
     first_line = text if first_nl < 0 else text[:first_nl]
     if len(first_line) > MAX_LINE_CHARS:
@@ -398,7 +533,7 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
     if first_line.count(delimiter) + 1 > MAX_COLUMNS:
         raise UnusableExport(f"{name} has {first_line.count(delimiter) + 1:,} columns, more than the "
                              f"{MAX_COLUMNS} a clinic export can have; check that the right file was chosen.")
-    if encoding.startswith("UTF-8"):
+    if encoding.startswith("UTF-8") and not cr_only:
         utf8 = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
     else:
         utf8 = text.encode("utf-8")
@@ -424,11 +559,12 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
         body = pd.DataFrame({"__line": body["__line"], **cleaned})
     for issue in issues:
         issue["file"] = name
-    return name, header, body, issues, rows, [_read_note(name, encoding, delimiter)]
+    return name, header, body, issues, rows, [_read_note(name, encoding, delimiter, cr_only)], has_nul
 
 
-def _read_note(name: str, encoding: str, delimiter: str) -> str:
-    return f"{name}: read as {encoding}, delimiter {'tab' if delimiter == chr(9) else repr(delimiter)}."
+def _read_note(name: str, encoding: str, delimiter: str, cr_only: bool = False) -> str:
+    ends = "; its line breaks are CR only (an old Mac export), read as lines" if cr_only else ""
+    return f"{name}: read as {encoding}, delimiter {'tab' if delimiter == chr(9) else repr(delimiter)}{ends}."
 
 
 def _missing_to_none(values: pd.Series) -> pd.Series:
@@ -469,7 +605,7 @@ def read_table(source: str | Path | bytes, *, name: str | None = None, max_bytes
 
     The mapping step uses it to show headers and values before the user has said what they mean.
     """
-    name, header, body, issues, rows, notes = _records(source, label="export", name=name, max_bytes=max_bytes)
+    name, header, body, issues, rows, notes, _nul = _records(source, label="export", name=name, max_bytes=max_bytes)
     headers: list[str] = []
     for raw_name in header:
         h = raw_name.strip() or f"column {len(headers) + 1}"
@@ -512,13 +648,13 @@ def read_export(source: str | Path | bytes, *, kind: str, name: str | None = Non
         raise UnusableExport(f"Unknown export kind '{kind}'; use sessions, followups or patients.")
     if dates not in (None, "iso", "dayfirst", "monthfirst"):
         raise UnusableExport(f"Unknown date format '{dates}'; use iso, dayfirst or monthfirst.")
-    name, header, body, issues, rows, notes = _records(source, label=kind, name=name, max_bytes=max_bytes)
-    return _name_columns(kind, name, header, body, rows, issues, preset, notes, dates)
+    name, header, body, issues, rows, notes, has_nul = _records(source, label=kind, name=name, max_bytes=max_bytes)
+    return _name_columns(kind, name, header, body, rows, issues, preset, notes, dates, has_nul=has_nul)
 
 
 def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, rows: int,
                   issues: list[dict], preset: str | Preset | None, notes: list[str],
-                  dates: str | None = None) -> RawExport:
+                  dates: str | None = None, *, has_nul: bool = False) -> RawExport:
     loaded = preset if isinstance(preset, Preset) else load_preset(preset)
     canonical = read_columns(kind)
     renames = loaded.column_map(kind)
@@ -539,8 +675,8 @@ def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, r
             if target in seen:
                 what = f"'{target}'" if target in canonical else "the same code/value column"
                 raise UnusableExport(
-                    f"{name} has two columns that both mean {what} ('{seen[target]}' and '{raw_name}'); "
-                    "remove one of them or rename it, then upload again.")
+                    f"{name} has two columns that both mean {what} ('{clip_text(seen[target])}' and "
+                    f"'{clip_text(raw_name)}'); remove one of them or rename it, then upload again.")
             seen[target] = raw_name
             out[target] = body[i]
         elif looks_like_identifier(raw_name):
@@ -549,6 +685,12 @@ def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, r
             extra.append(raw_name)
             out[f"extra:{raw_name}"] = body[i]
     frame = pd.DataFrame(out)
+    shown_as = {target: (raw if target.startswith((CODE, VALUE)) else target) for target, raw in seen.items()}
+    shown_as.update({f"extra:{h}": h for h in extra})
+    hidden = {shown_as[t] for t, raw in seen.items() if looks_like_identifier(raw)}
+    if has_nul:
+        frame = _set_aside_nul(frame, name, issues, shown_as)
+    as_written = {c: frame[c] for c in frame.columns if c in seen}  # before value maps: what reasons may quote
     frame, conflicts = loaded.apply_values(kind, frame)
     if conflicts:
         positions = frame.index.get_indexer([c["index"] for c in conflicts])
@@ -561,7 +703,7 @@ def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, r
         required += [CODE] + ([] if any(c.startswith(VALUE) for c in frame.columns) else [f"{VALUE}0"])
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        have = ", ".join(h.strip() for h in header[:12]) + (" …" if len(header) > 12 else "")
+        have = ", ".join(clip_text(h.strip()) for h in header[:12]) + (" …" if len(header) > 12 else "")
         hint = "" if loaded.name == "canonical" else f" (preset '{loaded.name}')"
         what = missing[0]
         if what == CODE:
@@ -575,18 +717,91 @@ def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, r
             "or choose the preset (or mapping) that matches your system.")
     if dropped:
         notes.append(f"{name}: dropped {len(dropped)} column(s) that look like direct identifiers "
-                     f"({', '.join(dropped)}); they are never stored or analysed.")
+                     f"({', '.join(clip_text(h) for h in dropped)}); they are never stored or analysed.")
+    identifiers = tuple(sorted(t for t, raw in seen.items() if t in canonical and looks_like_identifier(raw)))
     if layout is None:
-        return RawExport(kind=kind, name=name, frame=frame, rows=rows, issues=issues,
-                         dropped_columns=tuple(dropped), extra_columns=tuple(extra), notes=tuple(notes))
+        return RawExport(kind=kind, name=name, frame=frame, rows=rows, issues=_shown(issues, hidden, as_written),
+                         dropped_columns=tuple(dropped), extra_columns=tuple(extra), notes=tuple(notes),
+                         identifier_columns=identifiers)
     value_headers = [seen.get(f"{VALUE}{i}", v) for i, v in enumerate(layout.value)]
     result = pivot_long(frame, kind=kind, name=name, layout=layout, preset=loaded, dates=dates,
                         code_header=seen[CODE], value_headers=value_headers)
     issues.extend(result.issues)
     notes.extend(result.notes)
-    return RawExport(kind=kind, name=name, frame=result.frame, rows=rows, issues=issues,
+    if hidden & {seen.get(f"{VALUE}{i}") for i in range(len(layout.value))}:
+        hidden.add(" / ".join(value_headers))  # the column name long_format gives an issue about the value
+    return RawExport(kind=kind, name=name, frame=result.frame, rows=rows, issues=_shown(issues, hidden, as_written),
                      dropped_columns=tuple(dropped), extra_columns=tuple(extra), notes=tuple(notes),
-                     long_format=True, sources=result.sources, identical_duplicates=result.identical_duplicates)
+                     long_format=True, sources=result.sources, identical_duplicates=result.identical_duplicates,
+                     identifier_columns=identifiers)
+
+
+_NUL_REASON = ("contains a NUL character (a zero byte, shown as \u2400), which no export value holds: the file is "
+               "damaged on this line. Export the file again, or delete the character in a text editor, then upload "
+               "again")
+_MAX_REASON_CHARS = 1000
+
+
+def _set_aside_nul(frame: pd.DataFrame, name: str, issues: list[dict], shown_as: dict[str, str]) -> pd.DataFrame:
+    """Set aside the rows with a NUL character in a kept column (one issue per row, at its first such column).
+
+    Only called when the file holds a NUL byte; a NUL in a dropped identifier column does not matter."""
+    import pyarrow.compute as pc
+
+    bad = np.zeros(len(frame), dtype=bool)
+    first = np.full(len(frame), "", dtype=object)
+    for col in frame.columns:
+        if col == "line":
+            continue
+        found = pc.fill_null(pc.match_substring(text_array(frame[col]), "\x00"), False)
+        hit = np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool) & ~bad
+        first[hit] = col
+        bad |= hit
+    if not bad.any():
+        return frame
+    lines = frame["line"].to_numpy()
+    for pos in np.flatnonzero(bad):
+        col = first[pos]
+        issues.append({"file": name, "line": int(lines[pos]), "column": shown_as.get(col, col),
+                       "value": str(frame[col].iloc[pos]), "reason": _NUL_REASON})
+    return frame[~bad].reset_index(drop=True)
+
+
+def _long_values(columns: dict[str, pd.Series]) -> list[str]:
+    """Distinct values longer than VALUE_CHARS in ``columns`` (longest first): the values a reason may quote."""
+    import pyarrow.compute as pc
+
+    found: set[str] = set()
+    for values in columns.values():
+        arr = text_array(values)
+        long = pc.fill_null(pc.greater(pc.utf8_length(arr), VALUE_CHARS), False)
+        if pc.any(long).as_py():
+            found.update(v for v in pc.unique(pc.filter(arr, long)).to_pylist() if v is not None)
+    return sorted(found, key=len, reverse=True)
+
+
+def _shown(issues: list[dict], hidden: set[str], as_written: dict[str, pd.Series]) -> list[dict]:
+    """Issues as they may be stored and shown: no value of an identifier column, long values cut (also where a
+    reason quotes them: the long values of ``as_written`` are looked for, only when there are issues), no reason
+    longer than _MAX_REASON_CHARS."""
+    if not issues:
+        return issues
+    long_values = _long_values(as_written)
+    for issue in issues:
+        value = str(issue.get("value", ""))
+        if issue.get("column") in hidden and value:
+            issue["value"] = HIDDEN_VALUE
+        elif len(value) > VALUE_CHARS or "\x00" in value:
+            issue["value"] = clip_text(value)
+        reason = str(issue.get("reason", ""))
+        if len(reason) > VALUE_CHARS:
+            for long in long_values:
+                if long in reason:
+                    reason = reason.replace(long, clip_text(long))
+            if len(reason) > _MAX_REASON_CHARS:
+                reason = reason[:_MAX_REASON_CHARS] + "\u2026"
+        issue["reason"] = reason.replace("\x00", "\u2400")
+    return issues
 
 
 

@@ -23,7 +23,14 @@ from schemas.columns import ADVERSE_EVENTS, PATIENT_COLUMNS_ON_SESSIONS, read_co
 from schemas.dates import DATE_HELP, DateOrder, parse_dates
 from schemas.errors import UnusableExport
 from schemas.followups import FollowupsSchema
-from schemas.frames import FileReport, ValidatedExports, coerce_canonical, parse_bool
+from schemas.frames import (
+    HIDDEN_VALUE,
+    FileReport,
+    ValidatedExports,
+    clip_texts,
+    coerce_canonical,
+    parse_bool,
+)
 from schemas.patients import PatientsSchema
 from schemas.presets import Preset
 from schemas.reader import RawExport, read_export
@@ -65,7 +72,11 @@ def _description(kind: str, column: str) -> str:
 
 @dataclass
 class _Issues:
-    """Collects issues as parallel arrays (fast for a million rows)."""
+    """Collects issues as parallel arrays (fast for a million rows).
+
+    ``hidden``: columns filled from a header that looks like a direct identifier; their values are never shown.
+    Other values are cut to their first characters (:func:`schemas.frames.clip_texts`).
+    """
 
     file: str
     lines: list[np.ndarray]
@@ -73,10 +84,11 @@ class _Issues:
     values: list[pd.Series]
     reasons: list[str | pd.Series]
     idx: list[np.ndarray]
+    hidden: frozenset[str] = frozenset()
 
     @classmethod
-    def new(cls, file: str) -> _Issues:
-        return cls(file, [], [], [], [], [])
+    def new(cls, file: str, hidden: tuple[str, ...] | frozenset[str] = ()) -> _Issues:
+        return cls(file, [], [], [], [], [], frozenset(hidden))
 
     def add(self, frame: pd.DataFrame, mask: pd.Series | np.ndarray, column: str,
             reason: str | pd.Series | Callable[[np.ndarray], pd.Series], raw: pd.DataFrame | None = None) -> None:
@@ -86,7 +98,12 @@ class _Issues:
         if not mask.any():
             return
         source = raw if raw is not None else frame
-        vals = source[column][mask] if column in source.columns else pd.Series([""] * int(mask.sum()))
+        if column in self.hidden:
+            vals = pd.Series([HIDDEN_VALUE] * int(mask.sum()), dtype="string")
+        elif column in source.columns:
+            vals = clip_texts(source[column][mask])
+        else:
+            vals = pd.Series([""] * int(mask.sum()))
         self.idx.append(np.flatnonzero(mask))
         self.lines.append(frame["line"].to_numpy()[mask])
         self.columns.append(column)
@@ -252,7 +269,7 @@ def _line_reason(first: np.ndarray, before: str, after: str) -> Callable[[np.nda
 
 
 def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp) -> tuple[pd.DataFrame, _Issues]:
-    issues = _Issues.new(raw.name)
+    issues = _Issues.new(raw.name, raw.identifier_columns)
     frame = raw.frame.reset_index(drop=True)
     for col in frame.columns:  # Arrow-backed strings: vectorised .str methods on a million rows
         if col != "line" and frame[col].dtype != "str":
@@ -326,8 +343,10 @@ def _attribute_conflicts(sessions: pd.DataFrame, raw_frame: pd.DataFrame, patien
             mask = sessions.index.isin(values.index[differs.to_numpy()])
             where = values["patient_id"].map(ref_source)
             reason = pd.Series("", index=sessions.index, dtype="string")
+            shown = pd.Series(HIDDEN_VALUE, index=ref_val.index[differs]) if col in issues.hidden else \
+                clip_texts(ref_val[differs].astype(str))
             reason.loc[values.index[differs.to_numpy()]] = (
-                f"{col} differs for the same patient (" + ref_val[differs].astype(str) + " on "
+                f"{col} differs for the same patient (" + shown + " on "
                 + where[differs] + "); make the patient's rows agree")
             issues.add(raw_frame, mask, col, reason)
 

@@ -50,7 +50,7 @@ def test_wide_file_flags_the_ambiguous_date_and_completes_once_the_user_chooses(
     assert "Appointment Date" not in saved["sessions"]["columns"]  # unmapped: read as an extra column
     preview = at.dataframe[0].value
     assert preview["patient_id"].tolist() == ["C1", "C1", "C2"]
-    assert "extra:Notes" in preview.columns and "MRN" not in preview.columns
+    assert "extra:Notes" not in preview.columns and "MRN" not in preview.columns  # free-text notes: dropped
     issues = at.dataframe[1].value
     assert issues[["line", "column", "value"]].values.tolist() == [[4, "phq9", "31"]]
     assert len(at.get("download_button")) == 1
@@ -65,7 +65,7 @@ def test_identifier_column_is_used_only_after_the_user_confirms_it():
     at.checkbox[0].check().run()
     saved = tomllib.loads(at.session_state["mapping_toml"])
     assert saved["sessions"]["keep_identifiers"] == ["MRN"]
-    assert at.dataframe[0].value["patient_id"].tolist() == ["M1", "M1", "M2"]
+    assert at.dataframe[0].value["patient_id"].tolist() == ["(not shown: direct identifier)"] * 3
 
 
 def test_long_file_maps_codes_and_previews_followups_with_unknown_code_set_aside():

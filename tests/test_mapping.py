@@ -20,8 +20,9 @@ from schemas.reader import read_export
 from schemas.validate import load_exports
 
 UPLOAD = date(2026, 11, 25)
+# "Referral": an unmapped extra column (a free-text "Notes" column would be dropped as an identifier, issue #20)
 S_HEADERS = ["Client ID", "MRN", "Patient Name", "Visit Date", "Appointment Type", "Route of Admin", "Dose (mg)",
-             "PHQ-9 Total Score", "GAD7", "BP max", "Location", "phq9", "Notes"]
+             "PHQ-9 Total Score", "GAD7", "BP max", "Location", "phq9", "Referral"]
 S_ROWS = ["C1,M001,Ann,2025-01-01,ketamine,iv,50,20,12,150,North,19,first",
           "C1,M001,Ann,2025-01-03,psychotherapy,,,,,,North,,",
           "C2,M002,Bob,2025-01-04,ketamine,im,60,18,9,140,South,,"]
@@ -120,8 +121,8 @@ def test_unmapped_columns_are_kept_as_extra_columns_never_dropped():
     raw = read_export(_file(S_HEADERS, S_ROWS), kind="sessions", preset=mapping.to_preset())
     assert raw.frame["phq9"].fillna("").tolist() == ["20", "", "18"]
     assert raw.frame["extra:phq9"].fillna("").tolist() == ["19", "", ""]
-    assert raw.frame["extra:Notes"].fillna("").tolist() == ["first", "", ""]
-    assert set(raw.extra_columns) == {"phq9", "Notes"}
+    assert raw.frame["extra:Referral"].fillna("").tolist() == ["first", "", ""]
+    assert set(raw.extra_columns) == {"phq9", "Referral"}
     assert set(raw.dropped_columns) == {"MRN", "Patient Name"}
 
 
@@ -173,7 +174,7 @@ def test_preview_shows_parsed_rows_with_canonical_names_and_their_issues():
     assert list(t.columns[:3]) == ["line", "patient_id", "session_date"]
     assert t["session_date"].iloc[0] == pd.Timestamp("2025-01-01") and pd.isna(t["dose_mg"].iloc[1])
     assert t["phq9"].iloc[0] == 20.0 and t["extra:phq9"].iloc[0] == "19"
-    assert "extra:Notes" in t.columns and "MRN" not in " ".join(t.columns)
+    assert "extra:Referral" in t.columns and "MRN" not in " ".join(t.columns)
     issues = shown.issues
     assert set(issues["line"]) == {5}
     assert set(issues["column"]) == {"session_date", "phq9", "route"}

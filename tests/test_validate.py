@@ -138,11 +138,12 @@ def test_bom_semicolons_cp1252_and_case_insensitive_headers_are_read():
 
 
 def test_identifier_columns_are_dropped_and_reported_but_extra_columns_kept():
-    s = _csv("patient_id,First Name,Email,Phone Number,DOB,MRN,SSN,Home Address,session_date,session_type,route,note",
-             ["1,Ann,a@b.org,555,1970-01-01,M1,123,1 Road,2025-01-05,ketamine,iv,fine"])
+    s = _csv("patient_id,First Name,Email,Phone Number,DOB,MRN,SSN,Home Address,session_date,session_type,route,note,"
+             "referral", ["1,Ann,a@b.org,555,1970-01-01,M1,123,1 Road,2025-01-05,ketamine,iv,fine,self"])
     raw = read_export(s, kind="sessions")
-    assert set(raw.dropped_columns) == {"First Name", "Email", "Phone Number", "DOB", "MRN", "SSN", "Home Address"}
-    assert raw.extra_columns == ("note",)
+    assert set(raw.dropped_columns) == {"First Name", "Email", "Phone Number", "DOB", "MRN", "SSN", "Home Address",
+                                        "note"}  # free text holds names too (issue #20)
+    assert raw.extra_columns == ("referral",)
     assert not any(v in raw.frame.to_numpy().ravel().tolist() for v in ("Ann", "a@b.org", "555"))
 
 

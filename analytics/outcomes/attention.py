@@ -44,3 +44,30 @@ def expected_phq9(cohort: Cohort, *, by: str | None = "program") -> tuple[pd.Dat
     note = (f"Expected PHQ-9: the mixed model's mean course ({fit.formula}, REML) for the patient's "
             f"{by or 'clinic'} at the week of their latest score.")
     return latest[["patient_id", "days", "expected_phq9"]].reset_index(drop=True), note
+
+
+def attention_counts(table: pd.DataFrame, *, min_cell: int = 11, enabled: bool = True) -> tuple[str, pd.DataFrame]:
+    """How many patients are flagged, in all and per reason, as the small-cell rule lets them be shown.
+
+    Parameters
+    ----------
+    table:
+        ``AttentionList.table`` (one row per patient and reason).
+
+    Returns
+    -------
+    (total, counts)
+        ``total``: the number of patients flagged as text (``"<11"`` for 1–10). ``counts``: ``reason``,
+        ``patients`` (text). The reasons are parts of the total (when no patient has two, they add up to it):
+        suppressed together, so that the total minus the shown reasons does not give a small one away.
+    """
+    from analytics.privacy.suppression import suppress_cells
+
+    per = table.groupby("reason")["patient_id"].nunique() if len(table) else pd.Series(dtype=int)
+    values: dict[object, float | None] = {("reason", r): float(n) for r, n in per.items()}
+    values[("all",)] = float(table["patient_id"].nunique()) if len(table) else 0.0
+    cells = suppress_cells(values, sums=[([("reason", r) for r in per.index], ("all",))], pooled=True,
+                           min_cell=min_cell, enabled=enabled)
+    counts = pd.DataFrame({"reason": list(per.index), "patients": [cells.text(("reason", r)) for r in per.index]},
+                          columns=["reason", "patients"])
+    return cells.text(("all",)), counts

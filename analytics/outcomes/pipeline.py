@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from analytics.errors import OutcomesError
 from analytics.outcomes.cohort import Cohort, build_cohort
 from analytics.outcomes.settings import Settings
+from analytics.privacy.suppression import SuppressedCells, suppress_cells, suppress_flow, suppress_km
 from schemas.frames import ValidatedExports
 
 
@@ -53,12 +55,9 @@ def analysis_json_from_cohort(cohort: Cohort, *, by: str | None = None,
     surv, surv_err = _section(survival.survival_json, cohort, by=column, reference=reference)
     traj, traj_err = _section(trajectories.trajectories_json, cohort)
     bench, bench_err = _section(benchmarks.benchmarks_json, cohort)
-    if surv is not None and cohort.settings.suppress:
-        surv = _suppress_survival(surv, cohort.settings.min_cell)
     cohort_section = survival.cohort_json(cohort)
     if cohort.settings.suppress:
-        cohort_section = {k: (None if isinstance(v, int) and 0 < v < cohort.settings.min_cell else v)
-                          for k, v in cohort_section.items()}
+        cohort_section, surv, traj = suppress_analysis(cohort_section, surv, traj, cohort, by=column)
     out = {
         "cohort": cohort_section,
         "survival": surv,
@@ -72,15 +71,128 @@ def _small(n: object, min_cell: int) -> bool:
     return isinstance(n, (int, float)) and 0 < n < min_cell
 
 
-def _suppress_survival(section: dict, min_cell: int) -> dict:
-    """Counts 1–10 become null; KM points once fewer than ``min_cell`` patients are at risk are left out
-    (each step there would reveal a count below the threshold)."""
+def _tied(values: dict[object, float | None], cells: SuppressedCells, ties: dict[object, object]
+           ) -> tuple[list[object], list[object]]:
+    """Cells here that another output shows as ``ties[key]`` (same number): (shown there, hidden there)."""
+    known, hidden = [], []
+    for key, other in ties.items():
+        if key in values and other in cells.values and values[key] == cells.values[other]:
+            (known if cells.shown(other) else hidden).append(key)
+    return known, hidden
+
+
+def count_cells(cohort: Cohort, groups: Sequence[tuple[str, float, float]] = (), *,
+                traj_patients: float | None = None) -> SuppressedCells:
+    """The counts of the outputs (``analyze`` JSON, the meeting pack's survival table), suppressed along every margin
+    they share, the same whichever output shows them and whatever ``--by``.
+
+    Keys: ``("cohort", name)`` (``patients``, ``with_followup``, ``events``, ``censored``), ``("n", group)`` and
+    ``("events", group)`` for ``groups`` (group, patients, events), ``("traj", "n_patients")``.
+
+    Three steps, each fixing what the next takes as given: the patient flow
+    (:func:`analytics.privacy.suppression.suppress_flow`: its "Started ketamine" is ``patients`` and its
+    "Analysed: time to return to use" is ``with_followup``), then the cohort section (events + censored = with a
+    follow-up ≤ patients), then the groups (their patients add up to those with a follow-up, their events to all
+    events; a group's events are part of its patients) and the PHQ-9 model's patients (part of all patients). A
+    count shown by an earlier step is known to the reader; one it hides stays hidden. Pooled: hidden parts of a
+    shown total do not add up to 1–10 either.
+    """
+    from analytics.outcomes import qi, survival
+
+    s = cohort.settings
+    opts = {"pooled": True, "min_cell": s.min_cell, "enabled": s.suppress}
+    flow = qi.patient_flow(cohort)
+    flow_cells = suppress_flow(flow.steps, flow.losses, min_cell=s.min_cell, enabled=s.suppress)
+    top: dict[object, float | None] = {("cohort", k): v for k, v in survival.cohort_json(cohort).items()}
+    known, hidden = _tied(top, flow_cells, {("cohort", "patients"): ("step", "started"),
+                                            ("cohort", "with_followup"): ("step", "analysed_survival")})
+    top_cells = suppress_cells(top, sums=[([("cohort", "events"), ("cohort", "censored")], ("cohort", "with_followup")),
+                                          ([("cohort", "with_followup")], ("cohort", "patients"))],
+                               known=known, hidden_elsewhere=hidden, **opts)
+    values = dict(top)
+    sums: list[tuple[list[object], object]] = []
+    for g, n, e in groups:
+        values[("n", g)], values[("events", g)] = n, e
+        sums.append(([("events", g)], ("n", g)))
+    if groups:
+        sums.append(([("n", g) for g, _, _ in groups], ("cohort", "with_followup")))
+        sums.append(([("events", g) for g, _, _ in groups], ("cohort", "events")))
+    known = [k for k in top if top_cells.shown(k)]
+    hidden = [k for k in top if not top_cells.shown(k)]
+    if traj_patients is not None:
+        values[("traj", "n_patients")] = traj_patients
+        sums.append(([("traj", "n_patients")], ("cohort", "patients")))
+        k2, h2 = _tied(values, flow_cells, {("traj", "n_patients"): ("step", "analysed_phq9")})
+        known, hidden = [*known, *k2], [*hidden, *h2]
+    return suppress_cells(values, sums=sums, known=known, hidden_elsewhere=hidden, **opts)
+
+
+def suppress_analysis(cohort_section: dict, surv: dict | None, traj: dict | None, cohort: Cohort, *,
+                      by: str | None) -> tuple[dict, dict | None, dict | None]:
+    """The small-cell rule on the ``analyze`` JSON: a hidden count is written as null (cli.md).
+
+    Counts: :func:`count_cells`. A group whose n is hidden shows no median (a group of 1–10 patients: its median
+    is one patient's day) and no number at risk (the first would be its size). Kaplan–Meier points: only those a
+    chart may draw (:func:`analytics.privacy.suppression.suppress_km`, ``counts_shown="drawn"``: each drawn step
+    pools at least ``min_cell`` events, none once fewer than ``min_cell`` are at risk), and a number at risk is
+    shown only when it differs from the group's n and from the previous shown one by 0 or at least ``min_cell``.
+    """
+    min_cell = cohort.settings.min_cell
+    phq9 = (traj or {}).get("phq9") or {}
+    cells = count_cells(cohort, [(g["group"], g["n"], g["events"]) for g in (surv or {}).get("groups") or []],
+                        traj_patients=phq9.get("n_patients"))
+    cohort_section = {k: (cells.value(("cohort", k)) if isinstance(v, (int, float)) else v)
+                      for k, v in cohort_section.items()}
+    cohort_section = {k: (int(v) if isinstance(v, float) else v) for k, v in cohort_section.items()}
+    if traj is not None and isinstance(traj.get("phq9"), dict) and ("traj", "n_patients") in cells.values:
+        phq9 = dict(traj["phq9"])
+        phq9["n_patients"] = _int(cells.value(("traj", "n_patients")))
+        if _small(phq9.get("n_obs"), min_cell):
+            phq9["n_obs"] = None
+        traj = {**traj, "phq9": phq9}
+    if surv is None:
+        return cohort_section, surv, traj
+    drawn = _drawn_km(cohort, by=by, min_cell=min_cell)
     groups = []
-    for g in section.get("groups", []):
+    for g in surv.get("groups", []):
         g = dict(g)
-        for key in ("n", "events"):
-            if _small(g.get(key), min_cell):
-                g[key] = None
-        g["km"] = [p for p in g.get("km", []) if not _small(p.get("at_risk"), min_cell)]
+        n_hidden = not cells.shown(("n", g["group"]))
+        g["n"] = _int(cells.value(("n", g["group"])))
+        g["events"] = _int(cells.value(("events", g["group"])))
+        if n_hidden and cells.primary.get(("n", g["group"]), False):
+            g.update(median_days=None, median_lower=None, median_upper=None)
+        keep = drawn.get(g["group"])
+        km = [p for i, p in enumerate(g.get("km", [])) if (keep is None and not _small(p.get("at_risk"), min_cell))
+              or (keep is not None and i < len(keep) and keep[i])]
+        prev = None if n_hidden else g["n"]
+        points = []
+        for p in km:
+            p = dict(p)
+            risk = p.get("at_risk")
+            if n_hidden or _small(risk, min_cell) or (prev is not None and risk is not None
+                                                      and _small(abs(prev - risk), min_cell)):
+                p["at_risk"] = None
+            elif risk is not None:
+                prev = risk
+            points.append(p)
+        g["km"] = points
         groups.append(g)
-    return {**section, "groups": groups}
+    return cohort_section, {**surv, "groups": groups}, traj
+
+
+def _int(v: float | None) -> int | None:
+    return None if v is None else round(v)
+
+
+def _drawn_km(cohort: Cohort, *, by: str | None, min_cell: int) -> dict[str, list[bool]]:
+    """group → for each row of its Kaplan–Meier table: may the point be written (a chart would draw it)?"""
+    from analytics.outcomes import survival
+
+    try:
+        curves = survival.relapse_curves(cohort, by=by)
+    except OutcomesError:
+        return {}
+    safe = suppress_km(curves.table, counts_shown="drawn", min_cell=min_cell)
+    draw = ~safe.mask["estimate"].to_numpy(bool)
+    groups = curves.table["group"].astype(str).to_numpy()
+    return {str(g): draw[groups == str(g)].tolist() for g in dict.fromkeys(groups)}

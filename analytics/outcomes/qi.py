@@ -40,7 +40,6 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analytics.engines.intervals import poisson_exact_ci, wilson_ci
 from analytics.errors import InsufficientData, OutcomesError
@@ -71,6 +70,12 @@ def _period(value: Period, name: str) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Definitions
+
+
+def _stats():  # noqa: ANN202 - scipy.stats, imported when a funnel or chart needs it (analyze never does)
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True)
@@ -329,7 +334,7 @@ def kpis(cohort: Cohort, *, period_a: Period, period_b: Period, induction_sessio
         o = o.with_(induction_window_days=induction_window_days)
     pa, pb = _period(period_a, "Period A"), _period(period_b, "Period B")
     end = _ts(as_of) if as_of is not None else cohort.data_end_date()
-    z = float(stats.norm.ppf(0.5 + conf_level / 2))
+    z = float(_stats().norm.ppf(0.5 + conf_level / 2))
     rows: list[dict[str, object]] = []
     frames = {k: patient_kpi_frame(cohort, k, options=o, as_of=end) for k in PATIENT_KPIS}
     sessions = _session_frame(cohort)
@@ -688,7 +693,7 @@ def p_chart(numerators: Sequence[float], denominators: Sequence[float], *, label
         z = np.where(s > 0, (p - pbar) / s, 0.0)
     sigma_z = float(np.mean(np.abs(np.diff(z))) / 1.128)
     chi2 = float(np.sum(z**2))
-    disp_p = float(stats.chi2.sf(chi2, k - 1))
+    disp_p = float(_stats().chi2.sf(chi2, k - 1))
     if chart == "auto":
         used: Literal["p", "p_prime"] = "p_prime" if (disp_p < alpha and sigma_z > 1) else "p"
         rule = (f"Chart chosen automatically: Laney p′ when the over-dispersion test has p < {alpha:g} and σz > 1 "
@@ -859,9 +864,9 @@ def binomial_funnel_limits(target: float, n: object, conf_level: float) -> tuple
     nn = np.atleast_1d(np.asarray(n, dtype=float))
     out = []
     for q in ((1 - conf_level) / 2, (1 + conf_level) / 2):
-        r = stats.binom.ppf(q, nn, target)
-        f_r = stats.binom.cdf(r, nn, target)
-        pmf = stats.binom.pmf(r, nn, target)
+        r = _stats().binom.ppf(q, nn, target)
+        f_r = _stats().binom.cdf(r, nn, target)
+        pmf = _stats().binom.pmf(r, nn, target)
         with np.errstate(invalid="ignore", divide="ignore"):
             a = np.where(pmf > 0, (f_r - q) / pmf, 0.0)
             out.append(np.clip((r - a) / nn, 0.0, 1.0))
@@ -885,7 +890,7 @@ def overdispersion(x: object, n: object, target: float, *, winsor: float = 0.1) 
     zw = np.clip(z, lo, hi)
     k = len(z)
     phi = float(np.sum(zw**2) / k)
-    p = float(stats.chi2.sf(k * phi, k - 1))
+    p = float(_stats().chi2.sf(k * phi, k - 1))
     w = 1 / var
     tau2 = max(0.0, (k * phi - (k - 1)) / (w.sum() - (w**2).sum() / w.sum()))
     return phi, p, float(tau2)
@@ -939,7 +944,7 @@ def funnel_from_counts(numerators: Sequence[float], denominators: Sequence[float
     def limits_at(nn: np.ndarray, cl: float) -> tuple[np.ndarray, np.ndarray]:
         if applied == "none":
             return binomial_funnel_limits(target, nn, cl)
-        zc = float(stats.norm.ppf(0.5 + cl / 2))
+        zc = float(_stats().norm.ppf(0.5 + cl / 2))
         var = target * (1 - target) / nn
         sd = np.sqrt(phi * var) if applied == "multiplicative" else np.sqrt(var + tau2)
         return np.clip(target - zc * sd, 0, 1), np.clip(target + zc * sd, 0, 1)

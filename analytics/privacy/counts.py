@@ -17,7 +17,7 @@ from analytics import formatting
 
 OFF_NOTE = "Suppression OFF: internal use only. Counts from 1 to {hi} are shown; do not share this output."
 
-__all__ = ["OFF_NOTE", "is_small", "mask_text", "note_n", "note_of", "rate_is_safe"]
+__all__ = ["OFF_NOTE", "is_small", "mask_text", "note_below", "note_n", "note_of", "rate_is_safe"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -76,6 +76,7 @@ def mask_text(n: float | None, *, min_cell: int = 11, enabled: bool = True) -> s
 # --------------------------------------------------------------------------------------------------
 
 _MARK = re.compile("\u27e6(-?\\d+)(?:/(-?\\d+))?\u27e7")
+_BOUND = re.compile("\u27e6<(\\d+)\u27e7")
 
 
 def note_n(n: float) -> str:
@@ -90,3 +91,13 @@ def note_n(n: float) -> str:
 def note_of(numerator: float, denominator: float) -> str:
     """"45 of 60" written into a note; rendered like :func:`fraction_text` (the complement is protected too)."""
     return f"\u27e6{round(float(numerator))}/{round(float(denominator))}\u27e7"
+
+
+def note_below(k: int) -> str:
+    """A size bound written into a note: ``f"groups of fewer than {note_below(5)} patients"``.
+
+    Naming a group "with fewer than 5 patients" tells a reader it has 1–4: a tighter bound than the small-cell
+    rule's "<11". Rendered (:func:`analytics.privacy.suppression.render_note`) as ``k``, or as ``min_cell`` when
+    ``k < min_cell`` and suppression is on ("fewer than 11 patients").
+    """
+    return f"\u27e6<{int(k)}\u27e7"

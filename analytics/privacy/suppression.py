@@ -13,7 +13,9 @@ Rules (data-contract.md "Small cells"; CMS cell size suppression policy, see
 * **Complementary**: every additive relation of the table (row parts = row total, rows of a group = the margin
   row, percentage complements, risk-table chains) is an equation. No equation may have exactly one unknown
   cell: if it does, the smallest non-zero shown cell of that equation is hidden too ("next smallest"),
-  iterating to a fixed point. A final linear-algebra audit then checks that no sensitive cell is determined by
+  iterating to a fixed point. With ``pooled`` (the flow, the ``analyze`` JSON, the pack's group tables) the hidden
+  parts of a shown total must not add up to 1–10 either ("the two small programs have 7 patients between them").
+  A final linear-algebra audit then checks that no sensitive cell is determined by
   any *combination* of equations (e.g. two blocks of hidden cells joined by one cell), and hides more until
   none is. Complementary cells are chosen non-zero, so every hidden cell is positive and "not determined by the
   equations" also means "not pinned by non-negativity" (the true table lies inside the feasible region).
@@ -56,6 +58,7 @@ import pandas as pd
 
 from analytics import formatting
 from analytics.privacy.counts import (
+    _BOUND,
     _MARK,
     OFF_NOTE,
     _is_missing,
@@ -164,8 +167,9 @@ class SuppressedTable:
 class _Problem:
     """Cells (real table cells and derived virtual counts) and additive equations between them."""
 
-    def __init__(self, min_cell: int) -> None:
+    def __init__(self, min_cell: int, *, pooled: bool = False) -> None:
         self.min_cell = min_cell
+        self.pooled = pooled  # also: the hidden parts of a shown total must not add up to 1..min_cell-1
         self.value: list[float] = []
         self.real: list[bool] = []       # a shown cell of the table (may be chosen as complementary)
         self.missing: list[bool] = []    # value unknown in the input (NaN): unknown, never sensitive
@@ -241,14 +245,23 @@ class _Problem:
         """An unknown that must not be the only unknown of an equation: small, or hidden to protect one."""
         return self.hidden[i] and not self.missing[i] and (self.real[i] or self.sensitive[i])
 
+    def _is_open(self, k: int) -> bool:
+        """Equation ``k`` gives a protected count away: its only unknown is protected, or (``pooled``) its total
+        is shown and its hidden parts, one of them protected, add up to a count of 1 to ``min_cell - 1``
+        (``total - shown parts``: "the two small programs have 7 patients between them")."""
+        idx, coef = self.equations[k]
+        unknown = [int(i) for i in idx if self.hidden[i]]
+        if len(unknown) == 1 and self._protected(unknown[0]):
+            return True
+        if not self.pooled or len(unknown) < 2 or self.hidden[int(idx[-1])] or coef[-1] >= 0:
+            return False
+        if any(self.missing[i] for i in unknown) or not any(self._protected(i) for i in unknown):
+            return False
+        return is_small(sum(self.value[i] for i in unknown), min_cell=self.min_cell)
+
     def _open_equations(self) -> list[int]:
-        """Equations whose only unknown is a protected cell (it would follow from the shown cells)."""
-        out = []
-        for k, (idx, _coef) in enumerate(self.equations):
-            unknown = [i for i in idx if self.hidden[i]]
-            if len(unknown) == 1 and self._protected(unknown[0]):
-                out.append(k)
-        return out
+        """Equations that give a protected cell away (see :meth:`_is_open`)."""
+        return [k for k in range(len(self.equations)) if self._is_open(k)]
 
     def _hide_next_smallest(self, k: int) -> int | None:
         """Hide the next smallest non-zero shown cell of equation ``k``, preferring one that closes another open
@@ -285,8 +298,7 @@ class _Problem:
         pending = self._open_equations()
         while pending:
             k = pending.pop()
-            unknown = [i for i in self.equations[k][0] if self.hidden[i]]
-            if len(unknown) != 1 or not self._protected(unknown[0]):
+            if not self._is_open(k):
                 continue
             new = self._hide_next_smallest(k)
             if new is not None:
@@ -858,6 +870,8 @@ def suppress_cells(
     sums: Sequence[tuple[Sequence[object], object]] = (),
     rates: Sequence[tuple[object, object]] = (),
     known: Sequence[object] = (),
+    hidden_elsewhere: Sequence[object] = (),
+    pooled: bool = False,
     min_cell: int = 11,
     enabled: bool = True,
 ) -> SuppressedCells:
@@ -881,6 +895,15 @@ def suppress_cells(
     known:
         Cells a reader knows anyway (totals published elsewhere): never chosen as complementary cells, so the
         protection holds even though they are known. They are still hidden (and protected) when small.
+    hidden_elsewhere:
+        Cells that another output of the same numbers hides (e.g. a total that the patient-flow table shows as
+        ``"*"``): hidden here too, and protected like a hidden count (never left the only unknown of a relation),
+        so that this output does not give away what the other hides.
+    pooled:
+        Also protect the hidden parts of a shown total taken together: when ``total - shown parts`` (the sum of
+        the hidden parts, one of them small) is 1 to ``min_cell - 1``, one more part is hidden ("the two small
+        programs have 7 patients between them" is a small count too). Used for every output that prints a
+        total beside its parts (the patient flow, the ``analyze`` JSON, the meeting pack's group tables).
     min_cell, enabled:
         As in :func:`suppress_counts`.
 
@@ -896,17 +919,19 @@ def suppress_cells(
     """
     keys = list(values)
     unknown = [k for rel in sums for k in (*rel[0], rel[1])] + [k for r in rates for k in r]
-    missing = [k for k in [*unknown, *known] if k not in values]
+    missing = [k for k in [*unknown, *known, *hidden_elsewhere] if k not in values]
     if missing:
         raise ValueError(f"Relations name cells that have no value: {missing[:5]}.")
     if not enabled:
         no = dict.fromkeys(keys, False)
         return SuppressedCells(values=dict(values), hidden=no, primary=dict(no), min_cell=min_cell, enabled=False,
                                notes=(OFF_NOTE.format(hi=min_cell - 1),))
-    prob = _Problem(min_cell)
+    prob = _Problem(min_cell, pooled=pooled)
     where = {k: prob.add_real(r, "cell", values[k]) for r, k in enumerate(keys)}
     for k in known:
         prob.real[where[k]] = False  # known to the reader: not a cell that hiding would take away
+    for k in hidden_elsewhere:
+        prob.hidden[where[k]] = not prob.missing[where[k]]
     relations = [([*parts], total) for parts, total in sums] + [([num], den) for num, den in rates]
     for parts, total in relations:
         idx = list(dict.fromkeys(where[p] for p in parts))
@@ -980,14 +1005,18 @@ def fraction_text(numerator: float | None, denominator: float | None, *, min_cel
 
 
 def render_note(note: str, *, min_cell: int = 11, enabled: bool = True) -> str:
-    """The note as a reader sees it: marked counts formatted, those of 1 to ``min_cell - 1`` masked."""
+    """The note as a reader sees it: marked counts formatted, those of 1 to ``min_cell - 1`` masked; a marked bound
+    (:func:`analytics.privacy.counts.note_below`) below ``min_cell`` widened to ``min_cell``."""
     def one(m: re.Match[str]) -> str:
         a, b = int(m.group(1)), m.group(2)
         if b is None:
             return mask_text(a, min_cell=min_cell, enabled=enabled)
         num, den = fraction_text(a, int(b), min_cell=min_cell, enabled=enabled)
         return f"{num} of {den}"
-    return _MARK.sub(one, note)
+    def bound(m: re.Match[str]) -> str:
+        k = int(m.group(1))
+        return formatting.count(max(k, min_cell) if enabled else k)
+    return _MARK.sub(one, _BOUND.sub(bound, note))
 
 
 def render_notes(notes: Sequence[str], *, min_cell: int = 11, enabled: bool = True) -> tuple[str, ...]:
@@ -1002,7 +1031,9 @@ def suppress_flow(steps: pd.DataFrame, losses: pd.DataFrame, *, min_cell: int = 
     the same unit) and ``("loss", step, reason)``. Each step plus its loss is its parent, and the reasons add up to
     the loss (or less: the rest is a derived count; when they add up to more, a row with several problems, each
     reason is only checked alone). So a small step, a small loss or a small reason is hidden, and so is whatever
-    would give it away: the difference of two shown bars, or a loss minus the other reasons.
+    would give it away: the difference of two shown bars, or a loss minus the other reasons (pooled: the hidden
+    reasons of a shown loss do not add up to 1–10 either). The diagram, the pack's steps and losses tables and the
+    Overview page's losses table all show these cells.
     """
     values: dict[object, float | None] = {("step", s): n for s, n in zip(steps["step"], steps["n"])}
     for s, reason, n in zip(losses["step"], losses["reason"], losses["n"]):
@@ -1017,7 +1048,7 @@ def suppress_flow(steps: pd.DataFrame, losses: pd.DataFrame, *, min_cell: int = 
         reasons = [("loss", s, r) for r in losses.loc[losses["step"] == s, "reason"]]
         if reasons:
             sums.append((reasons, ("lost", s)))  # skipped by suppress_cells when the reasons overlap
-    return suppress_cells(values, sums=sums, min_cell=min_cell, enabled=enabled)
+    return suppress_cells(values, sums=sums, pooled=True, min_cell=min_cell, enabled=enabled)
 
 
 ALL_LABEL = "(all)"

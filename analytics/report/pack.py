@@ -25,11 +25,11 @@ from analytics.errors import OutcomesError
 from analytics.outcomes import benchmarks, qi, safety, survival, trajectories
 from analytics.outcomes.cohort import Cohort, build_cohort
 from analytics.outcomes.filters import Filters, apply_filters
-from analytics.outcomes.pipeline import group_column
+from analytics.outcomes.pipeline import count_cells, group_column
 from analytics.outcomes.settings import Settings
 from analytics.outcomes.subgroups import who_benefits
 from analytics.privacy.counts import mask_text, rate_is_safe
-from analytics.privacy.suppression import render_note
+from analytics.privacy.suppression import render_note, suppress_cells
 from analytics.report.parallel import run_all
 from analytics.report.plots import benchmarks as bplots
 from analytics.report.plots import qi as qplots
@@ -126,17 +126,74 @@ def _versions() -> str:
     return f"Python {platform.python_version()}; " + ", ".join(found)
 
 
-def _data_quality(pack: _Pack, data: ValidatedExports) -> None:
-    rows = pd.DataFrame([{"file": f"{k}.csv", "rows read": r.rows, "accepted": r.accepted,
-                          "set aside": r.quarantined, "identifier columns dropped": ", ".join(r.dropped_columns)}
+def _flow_of(cohort: Cohort, data: ValidatedExports) -> qi.FlowTable:
+    return qi.patient_flow(cohort, uploaded_rows=sum(r.rows for r in data.files.values()), quarantined=data.issues)
+
+
+def _flow_totals(pack: _Pack, cohort: Cohort, data: ValidatedExports, keys: dict[object, object]
+                 ) -> tuple[dict[object, float | None], list[object], list[object]]:
+    """Totals that the patient-flow section prints (``keys``: cell here → flow key), as the flow shows them.
+
+    Returns their values, those the flow shows (known to a reader of the pack: never hidden here to protect
+    another cell) and those it hides (hidden here too, and protected), so that a table whose rows add up to a
+    flow step gives nothing away that the flow hides, nor the flow what the table hides.
+    """
+    try:
+        flow_cells = qplots.flow_cells(_flow_of(cohort, data), min_cell=pack.chart_min_cell)
+    except OutcomesError:
+        return {}, [], []
+    values = {k: flow_cells.values.get(f) for k, f in keys.items() if f in flow_cells.values}
+    known = [k for k in values if flow_cells.shown(keys[k])]
+    hidden = [k for k in values if not flow_cells.shown(keys[k])]
+    return values, known, hidden
+
+
+def _data_quality(pack: _Pack, data: ValidatedExports, cohort: Cohort) -> None:
+    # rows read = accepted + set aside per file, and over the files the flow's "Rows uploaded" / "Rows accepted"
+    values: dict[object, float | None] = {}
+    sums: list[tuple[list[object], object]] = []
+    for k, r in data.files.items():
+        values.update({("rows", k): r.rows, ("accepted", k): r.accepted, ("aside", k): r.quarantined})
+        sums.append(([("accepted", k), ("aside", k)], ("rows", k)))
+    totals, known, hidden = _flow_totals(pack, cohort, data, {("rows",): ("step", "uploaded"),
+                                                              ("accepted",): ("step", "valid"),
+                                                              ("aside",): ("lost", "valid")})
+    values.update(totals)
+    for what in ("rows", "accepted", "aside"):
+        if (what,) in totals:
+            sums.append(([(what, k) for k in data.files], (what,)))
+    cells = suppress_cells(values, sums=sums, known=known, hidden_elsewhere=hidden, pooled=True,
+                           min_cell=pack.min_cell, enabled=pack.suppress)
+    rows = pd.DataFrame([{"file": f"{k}.csv", "rows read": cells.text(("rows", k)),
+                          "accepted": cells.text(("accepted", k)), "set aside": cells.text(("aside", k)),
+                          "identifier columns dropped": ", ".join(r.dropped_columns)}
                          for k, r in data.files.items()])
-    pack.table(rows, counts=("rows read", "accepted", "set aside"))
+    pack.table(rows)
     if len(data.issues):
-        summary = data.issues.groupby(["file", "column"]).size().rename("problems").reset_index()
         pack.p("Problems by file and column (the full list with line numbers is on the Data page and in "
                "`kap-outcomes validate`):")
-        pack.table(summary.sort_values("problems", ascending=False).head(20), counts=("problems",))
+        pack.table(_problem_counts(pack, data.issues))
     pack.notes(data.notes)
+
+
+def _problem_counts(pack: _Pack, issues: pd.DataFrame) -> pd.DataFrame:
+    """Problems per (file, column), with a total per file and one for all files, suppressed together."""
+    g = issues.groupby(["file", "column"], sort=True).size()
+    values: dict[object, float | None] = {("cell", *k): float(n) for k, n in g.items()}  # type: ignore[misc]
+    files = list(dict.fromkeys(k[0] for k in g.index))
+    sums: list[tuple[list[object], object]] = []
+    for f in files:
+        values[("file", f)] = float(g.loc[f].sum())
+        sums.append(([("cell", *k) for k in g.index if k[0] == f], ("file", f)))
+    values[("all",)] = float(g.sum())
+    sums.append(([("file", f) for f in files], ("all",)))
+    cells = suppress_cells(values, sums=sums, pooled=True, min_cell=pack.min_cell, enabled=pack.suppress)
+    rows = []
+    for f in files:
+        rows += [(f, c, cells.text(("cell", f, c))) for ff, c in g.index if ff == f]
+        rows.append((f, "(all columns)", cells.text(("file", f))))
+    rows.append(("(all files)", "", cells.text(("all",))))
+    return pd.DataFrame(rows, columns=["file", "column", "problems"])
 
 
 def _kpis(pack: _Pack, cohort: Cohort) -> None:
@@ -166,25 +223,44 @@ def _kpis(pack: _Pack, cohort: Cohort) -> None:
 
 
 def _flow(pack: _Pack, cohort: Cohort, data: ValidatedExports) -> None:
-    flow = qi.patient_flow(cohort, uploaded_rows=sum(r.rows for r in data.files.values()), quarantined=data.issues)
+    flow = _flow_of(cohort, data)
+    cells = qplots.flow_cells(flow, min_cell=pack.chart_min_cell)  # one suppression: the diagram and both tables
     pack.figure(qplots.flow_diagram(flow, min_cell=pack.chart_min_cell))
-    pack.table(flow.steps[["label", "n", "unit"]], counts=("n",))
-    pack.table(flow.losses, counts=("n",))
+    st = flow.steps
+    pack.table(pd.DataFrame({
+        "label": st["label"], "n": [cells.text(("step", s)) for s in st["step"]],
+        "lost": [cells.text(("lost", s)) if ("lost", s) in cells.values else "" for s in st["step"]],
+        "unit": st["unit"]}))
+    pack.table(pd.DataFrame({"step": flow.losses["step"], "reason": flow.losses["reason"],
+                             "n": [cells.text(("loss", s, r)) for s, r in zip(flow.losses["step"],
+                                                                              flow.losses["reason"])]},
+                            columns=["step", "reason", "n"]))
     pack.notes(flow.notes)
+    if pack.suppress:
+        pack.notes(cells.notes)
 
 
 def _survival(pack: _Pack, cohort: Cohort, by: str | None, reference: str | None) -> None:
     curves = survival.relapse_curves(cohort, by=by)
     pack.figure(svplots.km_figure(curves))
     med = curves.medians
-    pack.table(pd.DataFrame({"group": med["group"], "patients": med["n"], "returned to use": med["n_event"],
-                             "median days (95% CI)": [fmt.ci(m, lo, hi, 0) for m, lo, hi in
-                                                      zip(med["estimate"], med["ci_low"], med["ci_high"])]}),
-               counts=("patients", "returned to use"))
+    # the same cells as `kap-outcomes analyze`: the groups add up to the flow's "Analysed: time to return to use"
+    cells = count_cells(cohort, list(zip(med["group"], med["n"], med["n_event"])))
+    too_small = {g: pack.suppress and cells.primary.get(("n", g), False) for g in med["group"]}
+    pack.table(pd.DataFrame({"group": med["group"], "patients": [cells.text(("n", g)) for g in med["group"]],
+                             "returned to use": [cells.text(("events", g)) for g in med["group"]],
+                             "median days (95% CI)": [f"suppressed (<{pack.min_cell})" if too_small[g] else
+                                                      fmt.ci(m, lo, hi, 0) for g, m, lo, hi in
+                                                      zip(med["group"], med["estimate"], med["ci_low"],
+                                                          med["ci_high"])]}))
+    if pack.suppress:
+        pack.notes(cells.notes)
     ms = curves.milestones
-    pack.table(pd.DataFrame({"group": ms["group"], "day": ms["day"],
-                             "without return to use (95% CI)": [fmt.pct_ci(e, lo, hi) for e, lo, hi in
-                                                                zip(ms["estimate"], ms["ci_low"], ms["ci_high"])]}))
+    # a milestone read where fewer than min_cell are still at risk is a step of a handful of patients
+    pack.table(pd.DataFrame({"group": ms["group"], "day": ms["day"], "without return to use (95% CI)": [
+        f"suppressed (<{pack.min_cell})" if pack.suppress and (too_small[g] or 0 <= r < pack.min_cell)
+        else fmt.pct_ci(e, lo, hi) for g, r, e, lo, hi in zip(ms["group"], ms["n_risk"].fillna(0), ms["estimate"],
+                                                              ms["ci_low"], ms["ci_high"])]}))
     if by is not None:
         comp = survival.compare_groups(cohort, by=by, reference=reference)
         pack.p(f"Log-rank: chi-square {fmt.num(comp.logrank.chisq)} on {comp.logrank.df} df, "
@@ -349,7 +425,7 @@ def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters
     pack.parts.append("<nav>" + "".join(f'<a href="#{s.lower().replace(" ", "-")}">{html.escape(s)}</a>'
                                          for s in SECTIONS) + "</nav>")
     sections: list[_Section] = [
-        ("Data quality", lambda p: _data_quality(p, data), 0.0),
+        ("Data quality", lambda p: _data_quality(p, data, cohort), 0.0),
         ("Key indicators", lambda p: _kpis(p, cohort), 0.4),
         ("Patient flow", lambda p: _flow(p, cohort, data), 0.3),
         ("Time to return to use", lambda p: _survival(p, cohort, column, reference), 0.5),

@@ -337,27 +337,124 @@ def load_preset(name: str | None) -> Preset:
     return Preset.from_dict(tomllib.loads(path.read_text(encoding="utf-8")), source=path.name)
 
 
+MAX_MAPPING_BYTES = 1_000_000  # a mapping of every column and value of three exports is a few kilobytes
+MAX_MAPPING_DEPTH = 5  # [kind.values.column] value = {column = text}: the text sits 5 levels down
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """How deeply tables and lists nest in ``obj`` (stops counting past ``limit``)."""
+    todo, deepest = [(obj, 0)], 0
+    while todo:
+        item, d = todo.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            break
+        if isinstance(item, dict):
+            todo.extend((v, d + 1) for v in item.values())
+        elif isinstance(item, list):
+            todo.extend((v, d + 1) for v in item)
+    return deepest
+
+
+def _shape_error(data: dict, source: str) -> str | None:
+    """The first setting of a mapping with the wrong type (a list where a table belongs…), as a sentence."""
+    def kind_of(v: Any) -> str:
+        return {dict: "a table", list: "a list", str: "text", bool: "true/false", int: "a number",
+                float: "a number"}.get(type(v), f"a {type(v).__name__}")
+
+    if _depth(data, MAX_MAPPING_DEPTH) > MAX_MAPPING_DEPTH:
+        return f"{source} nests tables or lists more than {MAX_MAPPING_DEPTH} deep; a mapping has only " \
+               "[kind], [kind.columns], [kind.values.column] and [kind.long] sections. Save the mapping again."
+    for key in ("name", "description"):
+        if key in data and not isinstance(data[key], str):
+            return f"{source}: {key} must be text, not {kind_of(data[key])}."
+    for kind in COLUMNS:
+        section = data.get(kind, {})
+        if not isinstance(section, dict):
+            return f"{source}: [{kind}] must be a table of settings, not {kind_of(section)}."
+        checks: list[tuple[str, Any, type, type | tuple[type, ...], str]] = [
+            (f"[{kind}.columns]", section.get("columns", {}), dict, str, "text"),
+            (f"[{kind}.values]", section.get("values", {}), dict, dict, "a table"),
+            (f"[{kind}.codes]", section.get("codes", {}), dict, str, "text"),
+            (f"[{kind}.long]", section.get("long", {}), dict, (str, list), "text or a list of text"),
+            (f"{kind}.keep_identifiers", section.get("keep_identifiers", []), list, str, "text")]
+        for where, value, container, member, wanted in checks:
+            if not isinstance(value, container):
+                return (f"{source}: {where} must be {'a table' if container is dict else 'a list'}, "
+                        f"not {kind_of(value)}.")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                if not isinstance(v, member):
+                    return f"{source}: {where} entry {k!r} must be {wanted}, not {kind_of(v)}."
+        for col, mapping in section.get("values", {}).items():
+            for key, target in mapping.items():
+                if isinstance(target, dict):
+                    bad = [t for t, x in target.items() if not isinstance(x, str)]
+                    if bad:
+                        return (f"{source}: [{kind}.values.{col}] '{key}' sets {bad[0]} to {kind_of(target[bad[0]])}; "
+                                "give text.")
+                elif not isinstance(target, str):
+                    return f"{source}: [{kind}.values.{col}] '{key}' must be text or a table, not {kind_of(target)}."
+        long = section.get("long", {})
+        for key in ("code", "id"):
+            if key in long and not isinstance(long[key], str):
+                return f"{source}: [{kind}.long] {key} must be text, not {kind_of(long[key])}."
+        value = long.get("value", [])
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            return f"{source}: [{kind}.long] value must be text or a list of text."
+    return None
+
+
+def _parse_mapping(text: str, source: str) -> Preset:
+    """TOML text → Preset, every problem one :class:`UnusableExport` sentence (never another exception)."""
+    if len(text) > MAX_MAPPING_BYTES:
+        raise UnusableExport(f"The mapping file {source} is {len(text):,} characters long; a mapping is a few "
+                             "kilobytes. Choose the .toml file that the Data page saved.")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise UnusableExport(f"The mapping file {source} is not valid TOML ({err}); fix it or save it again.") from None
+    except RecursionError:
+        raise UnusableExport(f"The mapping file {source} nests lists or tables too deeply to be a mapping; "
+                             "save the mapping again.") from None
+    problem = _shape_error(data, source)
+    if problem:
+        raise UnusableExport(problem)
+    try:
+        return Preset.from_dict(data, source=source)
+    except UnusableExport:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as err:
+        raise UnusableExport(f"The mapping file {source} has a setting of the wrong type ({type(err).__name__}); "
+                             "save the mapping again from the Data page.") from None
+
+
 def load_mapping_file(path: str | Path) -> Preset:
-    """A user's saved column mapping (same format as a preset)."""
+    """A user's saved column mapping (same format as a preset); any problem is one sentence (UnusableExport)."""
     p = Path(path)
     try:
-        return Preset.from_dict(tomllib.loads(p.read_text(encoding="utf-8")), source=p.name)
+        if p.stat().st_size > MAX_MAPPING_BYTES:
+            raise UnusableExport(f"The mapping file {p.name} is {p.stat().st_size:,} bytes; a mapping is a few "
+                                 "kilobytes. Choose the .toml file that the Data page saved.")
+        with p.open("rb") as fh:
+            raw = fh.read(MAX_MAPPING_BYTES + 1)
+        return _parse_mapping(raw.decode("utf-8"), p.name)
     except FileNotFoundError:
         raise UnusableExport(f"The mapping file {p} was not found; check the path.") from None
     except IsADirectoryError:
         raise UnusableExport(f"{p} is a folder, not a mapping file; give the path of the .toml file.") from None
     except UnicodeDecodeError:
         raise UnusableExport(f"The mapping file {p.name} is not a text file; save the mapping again.") from None
-    except tomllib.TOMLDecodeError as err:
-        raise UnusableExport(f"The mapping file {p.name} is not valid TOML ({err}); fix it or save it again.") from None
+    except PermissionError:
+        raise UnusableExport(f"The mapping file {p} cannot be read (permission denied); check its "
+                             "permissions.") from None
+    except OSError as err:
+        raise UnusableExport(f"The mapping file {p} cannot be read ({err.strerror}); check the path.") from None
 
 
 def loads_mapping(text: str, *, source: str = "mapping.toml") -> Preset:
-    """A mapping from TOML text (an uploaded mapping file)."""
-    try:
-        return Preset.from_dict(tomllib.loads(text), source=source)
-    except tomllib.TOMLDecodeError as err:
-        raise UnusableExport(f"The mapping file {source} is not valid TOML ({err}); fix it or save it again.") from None
+    """A mapping from TOML text (an uploaded mapping file); any problem is one sentence (UnusableExport)."""
+    return _parse_mapping(text, source)
 
 
 def combine_presets(base: Preset | str | None, overrides: AbcMapping[str, Preset], *,

@@ -2,6 +2,10 @@
 
 One module per topic (``survival``, ``trajectories``, ``benchmarks``, ``qi``, ``safety``); this package
 holds what they share: a colour-blind-safe palette (Okabe–Ito) and the common layout.
+
+Text from the data (group, program, site, clinician names; values quoted in notes) goes into a figure through
+:func:`analytics.formatting.escape_plotly` (plotly reads HTML tags, entities and ``%{...}`` templates in every text it
+draws); a builder escapes the value first, then adds its own ``<br>``/``<b>`` around it.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import textwrap
 
 import plotly.graph_objects as go
+
+from analytics.formatting import escape_plotly
 
 # Okabe & Ito (2008) colour-blind-safe palette, black last.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
@@ -18,8 +24,9 @@ NOTE_GREY = "#6E6E6E"
 
 def note_under_axis(fig: go.Figure, text: str) -> None:
     """Grey lines under the x-axis title (e.g. what the small-cell rule left out): an axis title sits below the tick
-    labels however tall they are, and the report shows it too."""
-    lines = "<br>".join(textwrap.wrap(text, 110))
+    labels however tall they are, and the report shows it too. ``text`` is plain text (it may name units from the
+    data): it is escaped here."""
+    lines = "<br>".join(escape_plotly(line) for line in textwrap.wrap(text, 110))
     title = fig.layout.xaxis.title.text or ""
     fig.update_xaxes(title_text=f"{title}<br><span style='font-size:11px;color:{NOTE_GREY}'>{lines}</span>")
     fig.update_layout(margin={"b": 90 + 14 * lines.count("<br>")})

@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from analytics.formatting import escape_plotly
 from analytics.outcomes.qi import ControlChart, FlowTable, FunnelResult
 from analytics.privacy.counts import rate_is_safe
 from analytics.privacy.suppression import SuppressedCells, hidden_rate_points, suppress_flow
@@ -39,7 +40,7 @@ def control_chart(chart: ControlChart, *, title: str | None = None, y_title: str
     no point, no limits (they depend on the month's denominator), no hover; a note under the chart says how many.
     """
     t = chart.table.reset_index(drop=True)
-    x = [str(v) for v in t["label"]]
+    x = [escape_plotly(v) for v in t["label"]]
     hide = (hidden_rate_points(t["numerator"], t["denominator"], min_cell=min_cell) if min_cell is not None
             else np.zeros(len(t), dtype=bool))
 
@@ -69,12 +70,12 @@ def control_chart(chart: ControlChart, *, title: str | None = None, y_title: str
     if len(sig):
         why = [", ".join(name for name, on in (("outside the limits", r.outside), ("shift", r.shift),
                                                 ("trend", r.trend)) if on) for r in sig.itertuples()]
-        fig.add_trace(go.Scatter(x=[str(v) for v in sig["label"]], y=100 * sig["estimate"], mode="markers",
+        fig.add_trace(go.Scatter(x=[escape_plotly(v) for v in sig["label"]], y=100 * sig["estimate"], mode="markers",
                                  name="Signal", marker={"size": 13, "color": VERMILLION, "symbol": "diamond",
                                                         "line": {"color": "white", "width": 1}},
                                  text=why, hovertemplate="%{x}: %{y:.1f}% — %{text}<extra></extra>"))
     kind = "Laney p′ chart" if chart.chart == "p_prime" else "p-chart"
-    base_layout(fig, title=title or f"{chart.label or 'Monthly rate'}: {kind}", x_title="Month",
+    base_layout(fig, title=title or escape_plotly(f"{chart.label or 'Monthly rate'}: {kind}"), x_title="Month",
                 y_title=y_title or _y_title(chart.kpi))
     if hide.any():
         k = int(hide.sum())
@@ -138,12 +139,13 @@ def funnel_plot(result: FunnelResult, *, title: str | None = None, y_title: str 
               (f"outside {100 * levels[0]:g}% limits ({inner[k]})" if inner[k] != "within" else "within limits")
               for k in shown["unit"]]
     fig.add_trace(go.Scatter(
-        x=shown["denominator"], y=100 * shown["estimate"], mode="markers+text", text=shown["unit"],
+        x=shown["denominator"], y=100 * shown["estimate"], mode="markers+text",
+        text=[escape_plotly(v) for v in shown["unit"]],
         textposition="top center", marker={"size": 10, "color": colour, "line": {"color": "white", "width": 1}},
         name=result.unit.capitalize(), customdata=list(zip(shown["numerator"], status)),
         hovertemplate="%{text}: %{y:.1f}% (%{customdata[0]} of %{x}) — %{customdata[1]}<extra></extra>"))
     unit_word = "sessions" if result.kpi in ("ae_rate", "ae_sessions") else "patients"
-    base_layout(fig, title=title or f"{result.label} by {result.unit}: funnel plot",
+    base_layout(fig, title=title or escape_plotly(f"{result.label} by {result.unit}: funnel plot"),
                 x_title=f"Number of {unit_word} (n)", y_title=y_title or _y_title(result.kpi))
     if hide.any():
         names = ", ".join(str(v) for v in u.loc[hide, "unit"])
@@ -182,7 +184,7 @@ def flow_diagram(flow: FlowTable, *, title: str = "Patient flow", min_cell: int 
 
     def hover(step: str) -> str:
         sub = losses[losses["step"] == step]
-        return "<br>".join(f"{r}: {cells.text(('loss', step, r))}" for r in sub["reason"])
+        return "<br>".join(f"{escape_plotly(r)}: {cells.text(('loss', step, r))}" for r in sub["reason"])
 
     def label(step: str) -> str:
         text = cells.text(("step", step))
@@ -196,7 +198,7 @@ def flow_diagram(flow: FlowTable, *, title: str = "Patient flow", min_cell: int 
         if part.empty:
             continue
         names = part["step"].tolist()[::-1]
-        labels = part["label"].tolist()[::-1]
+        labels = [escape_plotly(v) for v in part["label"].tolist()[::-1]]
         ns = [cells.value(("step", s)) for s in names]
         any_hidden |= any(v is None for v in ns)
         card = [f"{lab}: {cells.text(('step', s))}" + (f"<br>{hover(s)}" if hover(s) else "")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from analytics.formatting import escape_plotly
 from analytics.outcomes.safety import ALL, AdverseEventRates, SafetyComparison, SafetyTrend, VitalSignShares
 from analytics.privacy.suppression import SuppressedCells, hidden_rate_points, suppress_cells
 from analytics.report.plots import PALETTE, base_layout, colour, note_under_axis, rgba
@@ -101,9 +102,9 @@ def adverse_events_chart(rates: AdverseEventRates, *, unit_of_analysis: Literal[
         n_hidden += int(hide.sum())
         est = (100 * sub["estimate"]).mask(hide)
         c = PALETTE[7] if route == ALL else colour(i)
+        name = "All routes" if route == ALL else route.upper() if len(route) <= 2 else route.capitalize()
         fig.add_trace(go.Bar(
-            x=sub.index, y=est, name="All routes" if route == ALL else route.upper()
-            if len(route) <= 2 else route.capitalize(), marker={"color": rgba(c, 0.85)},
+            x=[escape_plotly(e) for e in sub.index], y=est, name=escape_plotly(name), marker={"color": rgba(c, 0.85)},
             error_y={"type": "data", "symmetric": False, "array": (100 * sub["ci_high"] - est).tolist(),
                      "arrayminus": (est - 100 * sub["ci_low"]).tolist(), "color": "#333333", "thickness": 1},
             customdata=[None if h else (int(a), int(b)) for a, b, h in zip(sub["numerator"], sub["denominator"], hide)],
@@ -154,7 +155,7 @@ def vital_signs_trend(trend: SafetyTrend, *, metrics: tuple[str, ...] = ("bp_rai
                                  fill="toself", fillcolor=rgba(c, 0.15), line={"width": 0}, hoverinfo="skip",
                                  showlegend=False, legendgroup=m))
         fig.add_trace(go.Scatter(
-            x=sub["month"], y=100 * sub["estimate"], mode="lines+markers", name=METRIC_LABELS.get(m, m),
+            x=sub["month"], y=100 * sub["estimate"], mode="lines+markers", name=escape_plotly(METRIC_LABELS.get(m, m)),
             line={"color": c, "width": 2}, legendgroup=m,
             customdata=list(zip(sub["numerator"].astype(int), sub["denominator"].astype(int))),
             hovertemplate="%{x|%b %Y}: %{y:.1f}% (%{customdata[0]} of %{customdata[1]})<extra></extra>"))
@@ -196,7 +197,7 @@ def published_comparison_chart(comp: SafetyComparison, *, title: str | None = No
     t = comp.table.assign(_ok=ok).iloc[::-1]
     est = (100 * t["estimate"]).where(t["_ok"])
     def label(frame: pd.DataFrame) -> list[str]:
-        return [f"{m[:1].upper()}{m[1:]} [{pid}, per {u}]"
+        return [escape_plotly(f"{m[:1].upper()}{m[1:]} [{pid}, per {u}]")
                 for m, pid, u in zip(frame["metric"], frame["published_id"], frame["unit_of_analysis"])]
 
     labels = label(t)
@@ -216,7 +217,7 @@ def published_comparison_chart(comp: SafetyComparison, *, title: str | None = No
             fig.add_trace(go.Scatter(
                 x=100 * sub["published"], y=label(sub), mode="markers", name=name,
                 marker={"color": PALETTE[5], "size": 11, "symbol": symbol},
-                text=[f"{word}{100 * v:.1f}%, verified: {st}" for v, st in
+                text=[escape_plotly(f"{word}{100 * v:.1f}%, verified: {st}") for v, st in
                       zip(sub["published"], sub["published_status"])],
                 hovertemplate=f"%{{y}}: %{{text}}<extra>{name}</extra>"))
     units = set(t["unit_of_analysis"])

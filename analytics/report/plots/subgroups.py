@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from analytics.formatting import escape_plotly
 from analytics.outcomes.subgroups import LABELS, SubgroupForest
 from analytics.privacy.suppression import SuppressedCells, suppress_cells
 from analytics.report.plots import PALETTE, base_layout
@@ -68,12 +69,12 @@ def subgroup_forest(result: SubgroupForest, *, outcome: str = "relapse_hr", min_
     labels, est, lo, hi, text = [], [], [], [], []
     for _, r in t.iterrows():
         small = not level_estimable(cells, r)
-        labels.append(f"{LABELS.get(r['variable'], r['variable'])}: {r['level']}{_p_label(r)}")
+        labels.append(escape_plotly(f"{LABELS.get(r['variable'], r['variable'])}: {r['level']}") + _p_label(r))
         est.append(np.nan if small else r["estimate"])
         lo.append(np.nan if small else r["ci_low"])
         hi.append(np.nan if small else r["ci_high"])
         p = r["interaction_p"]
-        n = ", ".join(f"n = {cells.text((arm, outcome, r['variable'], r['level']))} ({name})"
+        n = ", ".join(f"n = {cells.text((arm, outcome, r['variable'], r['level']))} ({escape_plotly(name)})"
                       for arm, name in zip(ARMS, (result.treated, result.control)))
         text.append(("suppressed (small group)" if small else
                      f"{r['estimate']:.2f} ({r['ci_low']:.2f} to {r['ci_high']:.2f})")
@@ -91,7 +92,8 @@ def subgroup_forest(result: SubgroupForest, *, outcome: str = "relapse_hr", min_
                       annotation_text="all patients", annotation_position="top")
     title, x_title = TITLES[outcome]
     adj = "adjusted for case mix" if result.adjust and outcome == "relapse_hr" else "unadjusted"
-    base_layout(fig, title=title.format(adj=adj), x_title=x_title.format(t=result.treated, c=result.control),
+    base_layout(fig, title=title.format(adj=adj),
+                x_title=x_title.format(t=escape_plotly(result.treated), c=escape_plotly(result.control)),
                 height=max(380, 26 * len(labels) + 140))
     if outcome == "relapse_hr":
         fig.update_xaxes(type="log")

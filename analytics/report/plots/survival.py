@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analytics.formatting import ci
+from analytics.formatting import ci, escape_plotly
 from analytics.outcomes.survival import GroupComparison, SurvivalCurves
 from analytics.privacy.suppression import SuppressedTable, suppress_km
 from analytics.report.plots import base_layout, colour, rgba
@@ -93,23 +93,23 @@ def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", s
         km_all = table[table["group"] == g]
         km = km_all[km_all["_draw"]]
         c = colour(i)
-        label = g if curves.by is not None else "All patients"
+        label = escape_plotly(g) if curves.by is not None else "All patients"
         if show_ci:
             band = km_all[km_all["_band"]].dropna(subset=["ci_low", "ci_high"])
             x_hi, y_hi = _step_points(band, "ci_high")
             x_lo, y_lo = _step_points(band, "ci_low")
             fig.add_trace(go.Scatter(x=x_hi, y=y_hi, mode="lines", line={"width": 0, "shape": "hv"},
-                                     hoverinfo="skip", showlegend=False, legendgroup=g), row=1, col=1)
+                                     hoverinfo="skip", showlegend=False, legendgroup=label), row=1, col=1)
             fig.add_trace(go.Scatter(x=x_lo, y=y_lo, mode="lines", line={"width": 0, "shape": "hv"},
                                      fill="tonexty", fillcolor=rgba(c, 0.15), hoverinfo="skip",
-                                     showlegend=False, legendgroup=g, name=f"{label} {curves.conf_level:.0%} CI"),
+                                     showlegend=False, legendgroup=label, name=f"{label} {curves.conf_level:.0%} CI"),
                           row=1, col=1)
         x, y = _step_points(km, "estimate")
         cens = _censor_ticks(km_all, km, curves.min_cell)
         if curves.min_cell is not None and len(cens) and float(cens["day"].max()) > x[-1]:
             x, y = [*x, float(cens["day"].max())], [*y, y[-1]]  # the drawn steps run on, flat, to the last tick
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line={"color": c, "width": 2.5, "shape": "hv"},
-                                 name=label, legendgroup=g,
+                                 name=label, legendgroup=label,
                                  hovertemplate=f"{label}<br>Day %{{x:g}}<br>%{{y:.0%}} without return to use"
                                                "<extra></extra>"),
                       row=1, col=1)
@@ -117,7 +117,7 @@ def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", s
             fig.add_trace(go.Scatter(x=cens["day"], y=cens["estimate"], mode="markers",
                                      marker={"symbol": "line-ns-open", "size": 9, "color": c,
                                              "line": {"width": 1.5, "color": c}},
-                                     name=f"{label}: censored", legendgroup=g, showlegend=False,
+                                     name=f"{label}: censored", legendgroup=label, showlegend=False,
                                      hovertemplate=f"{label}<br>Censored on day %{{x:g}}<extra></extra>"),
                           row=1, col=1)
         in_group = (curves.risk_table["group"] == g).to_numpy()
@@ -125,9 +125,9 @@ def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", s
         fig.add_trace(go.Scatter(x=risk["day"], y=[label] * len(risk), mode="text",
                                  text=risk_text[in_group].tolist(),
                                  textfont={"color": c, "size": 12}, showlegend=False, hoverinfo="skip",
-                                 legendgroup=g),
+                                 legendgroup=label),
                       row=2, col=1)
-    labels = [g if curves.by is not None else "All patients" for g in groups]
+    labels = [escape_plotly(g) if curves.by is not None else "All patients" for g in groups]
     base_layout(fig, title=title, height=height)
     ticks = curves.risk_table["day"].drop_duplicates().sort_values().tolist()
     fig.update_yaxes(title_text=Y_TITLE, range=[0, 1.03], tickformat=".0%", row=1, col=1)
@@ -159,7 +159,7 @@ def forest_figure(comparison: GroupComparison, *, title: str | None = None, heig
         numeric adjustment. Without a Cox model the figure says so.
     """
     hr = comparison.hazard_ratios
-    title = title or f"Hazard of return to use by {comparison.by} (reference: {comparison.reference})"
+    title = title or escape_plotly(f"Hazard of return to use by {comparison.by} (reference: {comparison.reference})")
     fig = go.Figure()
     if hr is None or hr.empty:
         fig.add_annotation(text="Hazard ratios could not be estimated; see the notes.", showarrow=False,
@@ -168,8 +168,9 @@ def forest_figure(comparison: GroupComparison, *, title: str | None = None, heig
         fig.update_yaxes(visible=False)
         return base_layout(fig, title=title, height=height or 240)
     rows = hr.iloc[::-1]
-    labels = [f"{r.level} vs {comparison.reference}" if r.term == comparison.by
-              else f"{r.term} ({r.level})" if r.level and r.level.startswith("per ") else f"{r.term}: {r.level}"
+    labels = [escape_plotly(f"{r.level} vs {comparison.reference}" if r.term == comparison.by
+                            else f"{r.term} ({r.level})" if r.level and r.level.startswith("per ")
+                            else f"{r.term}: {r.level}")
               for r in rows.itertuples(index=False)]
     colours = [colour(0) if r.term == comparison.by else colour(7) for r in rows.itertuples(index=False)]
     est = rows["estimate"].to_numpy(float)

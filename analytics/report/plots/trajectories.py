@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from analytics.formatting import escape_plotly
 from analytics.outcomes.cohort import PHQ9_BANDS
 from analytics.outcomes.trajectories import (
     AXIS_TITLES,
@@ -57,8 +58,8 @@ def mean_trajectory(pred: PredictedMeans, *, lines: pd.DataFrame | None = None, 
                                  name=f"Individual patients (sample of {n_lines})",
                                  hoverinfo="skip", connectgaps=False))
     t = pred.table
-    for i, (g, sub) in enumerate(t.groupby("group", sort=False)):
-        c = colour(i)
+    for i, (group, sub) in enumerate(t.groupby("group", sort=False)):
+        c, g = colour(i), escape_plotly(group)
         fig.add_trace(go.Scatter(x=np.r_[sub["weeks"], sub["weeks"][::-1]],
                                  y=np.r_[sub["ci_high"], sub["ci_low"][::-1]], fill="toself",
                                  fillcolor=rgba(c, 0.2), line={"width": 0}, hoverinfo="skip",
@@ -92,7 +93,7 @@ def response_remission_bars(rr: ResponseRemission, *, title: str | None = None,
         for outcome in ("response", "remission"):
             sub = t[(t["group"] == g) & (t["outcome"] == outcome)]
             est = 100 * sub["estimate"]
-            name = outcome.capitalize() if len(groups) == 1 else f"{outcome.capitalize()}: {g}"
+            name = outcome.capitalize() if len(groups) == 1 else f"{outcome.capitalize()}: {escape_plotly(g)}"
             fig.add_trace(go.Bar(
                 x=[f"Week {w:g}" for w in sub["weeks"]], y=est, name=name, marker_color=colour(i),
                 error_y={"type": "data", "symmetric": False, "array": 100 * sub["ci_high"] - est,
@@ -140,8 +141,8 @@ def durability_curves(dur: ResponseDurability, *, title: str | None = None, min_
     safe = suppress_km(dur.curves, counts_shown="drawn", min_cell=min_cell or 11, enabled=min_cell is not None)
     curves = dur.curves.assign(_draw=~safe.mask["estimate"].to_numpy(), _risk=safe.text()["n_risk"].to_numpy())
     fig = go.Figure()
-    for i, (g, sub) in enumerate(curves.groupby("group", sort=False)):
-        c = colour(i)
+    for i, (group, sub) in enumerate(curves.groupby("group", sort=False)):
+        c, g = colour(i), escape_plotly(group)
         sub = sub[sub["_draw"]]
         if min_cell is not None and len(sub) and sub["day"].iloc[0] > 0:  # a step function from 100% at week 0
             sub = pd.concat([sub.iloc[:1].assign(day=0.0, estimate=1.0, ci_low=1.0, ci_high=1.0, _risk=""), sub])
@@ -163,8 +164,8 @@ def durability_curves(dur: ResponseDurability, *, title: str | None = None, min_
 def abstinence_over_time(gee: AbstinenceGEE, *, title: str | None = None) -> go.Figure:
     """Population-average probability of a fully abstinent assessment window (GEE) per group, with CI band."""
     fig = go.Figure()
-    for i, (g, sub) in enumerate(gee.predicted.groupby("group", sort=False)):
-        c = colour(i)
+    for i, (group, sub) in enumerate(gee.predicted.groupby("group", sort=False)):
+        c, g = colour(i), escape_plotly(group)
         fig.add_trace(go.Scatter(x=np.r_[sub["weeks"], sub["weeks"][::-1]],
                                  y=100 * np.r_[sub["ci_high"], sub["ci_low"][::-1]], fill="toself",
                                  fillcolor=rgba(c, 0.2), line={"width": 0}, hoverinfo="skip", showlegend=False,
