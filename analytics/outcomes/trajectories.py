@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from analytics.engines import lmm
+from analytics.engines import gee, lmm
 from analytics.engines.intervals import chi2_sf, norm_two_sided_p, wilson_ci, z_crit
 from analytics.errors import InsufficientData, ModelDidNotConverge
 from analytics.outcomes.cohort import PHQ9_BANDS, Cohort, ids_in
@@ -1231,18 +1231,15 @@ def abstinence_gee(cohort: Cohort, *, by: str | None = None, reference: str | No
 
     ``logit P(abstinent) = β0 + β1·weeks (+ group (+ group × weeks when ``interaction``))``, binomial family,
     exchangeable working
-    correlation within patient, robust (sandwich) standard errors (Liang & Zeger 1986; statsmodels GEE, which
-    matches R's geepack).
+    correlation within patient, robust (sandwich) standard errors (Liang & Zeger 1986), fitted by the exact
+    vectorised engine :func:`analytics.engines.gee.fit_gee` with statsmodels' moment estimator of the correlation
+    (equal to statsmodels ``GEE`` to rounding; to R's geepack with ``ddof=0``).
 
     Returns
     -------
     AbstinenceGEE
         ``table`` (odds ratios per term; ``weeks`` = per week), ``predicted`` probabilities by group over weeks.
     """
-    from statsmodels.genmod import families
-    from statsmodels.genmod.cov_struct import Exchangeable
-    from statsmodels.genmod.generalized_estimating_equations import GEE
-
     z = z_crit(conf_level)
     d = abstinence_frame(cohort)
     groups = _groups_of(cohort, by)
@@ -1265,16 +1262,10 @@ def abstinence_gee(cohort: Cohort, *, by: str | None = None, reference: str | No
         keep = [j for j, nm in enumerate(names) if not nm.startswith("weeks:")]
         X, names = X[:, keep], [names[j] for j in keep]
     codes, _ = pd.factorize(d["patient_id"])
-    notes: list[str] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = GEE(d["abstinent"].to_numpy(), X, groups=codes, family=families.Binomial(),
-                    cov_struct=Exchangeable())
-        res = model.fit()
-    for w in caught:
-        notes.append(f"statsmodels: {str(w.message).strip()}")
-    est = np.asarray(res.params, dtype=float)
-    se = np.asarray(res.bse, dtype=float)
+    res = gee.fit_gee(d["abstinent"].to_numpy(dtype=float), X, codes, names=tuple(names))
+    notes: list[str] = list(res.notes)
+    est = res.beta
+    se = res.se
     table = pd.DataFrame({"term": names, "estimate": est, "se": se, "odds_ratio": np.exp(est),
                           "ci_low": np.exp(est - z * se), "ci_high": np.exp(est + z * se),
                           "p": norm_two_sided_p(est / se)})
@@ -1290,7 +1281,7 @@ def abstinence_gee(cohort: Cohort, *, by: str | None = None, reference: str | No
         preds.append(pd.DataFrame({"group": g, "weeks": grid, "estimate": _expit(eta),
                                    "ci_low": _expit(eta - z * s), "ci_high": _expit(eta + z * s)}))
     rhs = (f"weeks * {by}" if interaction else f"weeks + {by}") if by else "weeks"
-    alpha = float(np.atleast_1d(model.cov_struct.dep_params)[0])
+    alpha = res.alpha
     notes.insert(0, f"GEE (binomial, logit link, exchangeable working correlation {alpha:.2f}, robust standard "
                     f"errors): abstinent ~ {rhs}; {d['patient_id'].nunique()} patients, {len(d)} assessments. "
                     "Abstinent = the whole assessment window without use and no positive urine test.")
