@@ -26,6 +26,7 @@ from streamlit.errors import StreamlitAuthError, StreamlitSecretNotFoundError
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from analytics.errors import OutcomesError
+from analytics.formatting import escape_markdown
 from analytics.privacy.access import (
     LOCAL_USER,
     PAGE_ROLES,
@@ -181,7 +182,7 @@ def require_login(pages: Sequence[Any] = ()) -> tuple[str, str]:
         st.session_state["suppress"] = True  # pages._shared.Key.SUPPRESS: locked on for this role
     with st.sidebar:
         if auth_configured():
-            st.caption(f"Signed in as **{name}** ({role}).")
+            st.caption(f"Signed in as **{escape_markdown(name)}** ({role}).")
             st.button("Log out", on_click=st.logout, key="auth_logout")
         else:
             st.caption(f"Local mode: no sign-in is configured, so this app is served to this computer only "
@@ -228,8 +229,8 @@ def _sign_in_page() -> None:
         return
     st.button("Log in", type="primary", on_click=_start_login, key="auth_login")
     if reason := st.session_state.get(_LOGIN_ERROR):
-        st.error(f"Sign-in could not start: {reason} Ask whoever runs this app to check the [auth] section of "
-                 f".streamlit/secrets.toml.")
+        st.error(f"Sign-in could not start: {escape_markdown(reason)} Ask whoever runs this app to check the [auth] "
+                 f"section of .streamlit/secrets.toml.")
 
 
 def _gate_was_bypassed() -> NoReturn:

@@ -12,6 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from analytics.errors import OutcomesError
+from analytics.formatting import escape_markdown
+from pages._shared import show_table
 from schemas.columns import REQUIRED
 from schemas.frames import HIDDEN_VALUE
 from schemas.headers import looks_like_identifier
@@ -50,11 +52,11 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
         table = read_table(file_bytes, name=file_name)
         base_preset = base if isinstance(base, Preset) else load_preset(base)
     except OutcomesError as err:
-        st.error(str(err))
+        st.error(escape_markdown(str(err)))
         return None
     headers = table.headers
     key = _key(kind, file_name, headers)
-    st.markdown(f"**Map the columns of {file_name}** ({kind})")
+    st.markdown(f"**Map the columns of {escape_markdown(file_name)}** ({kind})")
     detected = mapping_suggestions(headers, kind, base=base_preset)
     layout = detected.layout
     code_col: str | None = None
@@ -66,7 +68,8 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
             c1, c2 = st.columns(2)
             code_options = [h for h in headers if not looks_like_identifier(h)]  # their values are listed below
             if not code_options:
-                st.warning(f"Every column of {file_name} looks like a direct identifier; none can hold the codes.")
+                st.warning(escape_markdown(f"Every column of {file_name} looks like a direct identifier; none can "
+                                           "hold the codes."))
                 return None
             code_default = detected.code_column if detected.code_column in code_options else code_options[0]
             code_col = c1.selectbox("Column with the instrument code", code_options,
@@ -82,7 +85,7 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
     if layout == "long":
         sugg = _with_columns(sugg, code_col, value_cols)
     for ambiguity in sugg.ambiguous:
-        st.warning("Ambiguous: " + ambiguity.message)
+        st.warning("Ambiguous: " + escape_markdown(ambiguity.message))
 
     fields = [f for f in fields_of(kind) if layout == "wide" or f in ("patient_id", "assessment_date")]
     options = [NOT_IN_FILE] + [h for h in headers if h != code_col and h not in value_cols]
@@ -99,7 +102,7 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
     keep: list[str] = []
     for f, h in choices.items():
         if h and looks_like_identifier(h) and st.checkbox(
-                f"'{h}' looks like a direct identifier. Use it as {f} anyway (it is then kept in this session's "
+                f"'{escape_markdown(h)}' looks like a direct identifier. Use it as {f} anyway (it is then kept in this session's "
                 "memory and in the mapping file)", key=f"{key}_keep_{h}"):
             keep.append(h)
 
@@ -111,7 +114,7 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
         for i, code in enumerate(codes_in_file):
             measure, _score = sugg.codes.get(code, (None, 0.0))
             code_options = [SET_ASIDE, *measures]
-            picked = code_grid[i % 3].selectbox(f"code {code}", code_options,
+            picked = code_grid[i % 3].selectbox(f"code {escape_markdown(code)}", code_options,
                                                 index=code_options.index(measure) if measure else 0,
                                                 key=f"{key}_code_{i}")
             codes[code] = None if picked == SET_ASIDE else picked
@@ -125,21 +128,21 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
                                        description=f"Column mapping for {kind} exports like {file_name}")
         shown = preview(file_bytes, kind, mapping, n=10, dates=dates, name=file_name)
     except OutcomesError as err:
-        st.info(str(err))
+        st.info(escape_markdown(str(err)))
         return None
     hidden = {f for f, h in choices.items() if h and looks_like_identifier(h)}
     st.caption(f"First rows as the dashboard reads them ({shown.rows:,} rows in the file):")
-    st.dataframe(_hide_values(shown.table, hidden), hide_index=True, key=f"{key}_preview")
+    show_table(_hide_values(shown.table, hidden), hide_index=True, key=f"{key}_preview")
     if len(shown.issues):
         st.warning(f"{len(shown.issues)} problem(s) in these rows; they would be set aside:")
         issues = shown.issues.copy()
         issues.loc[issues["column"].isin(hidden) & issues["value"].astype(str).ne(""), "value"] = HIDDEN_VALUE
-        st.dataframe(issues, hide_index=True, key=f"{key}_issues")
+        show_table(issues, hide_index=True, key=f"{key}_issues")
     else:
         st.success("These rows pass every check of this file.")
     for note in shown.notes:
-        st.caption(note)
-    st.download_button("Download this mapping (TOML), to reuse next month", data=mapping.to_toml(),
+        st.caption(escape_markdown(note))
+    st.download_button("Download this mapping (TOML), to reuse next month", data=mapping.to_toml,  # on the click
                        file_name=f"kap-outcomes-{kind}-mapping.toml", mime="application/toml",
                        key=f"{key}_download")
     return mapping.to_preset()

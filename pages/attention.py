@@ -9,7 +9,7 @@ from analytics.outcomes import qi
 from analytics.outcomes.attention import attention_counts, expected_phq9
 from analytics.privacy.safe_export import to_safe_csv
 from pages._auth import audit_export, require_role
-from pages._shared import show_notes, shown_text, sidebar_settings, view_cohort
+from pages._shared import show_error, show_notes, show_table, shown_markdown, sidebar_settings, view_cohort
 
 require_role("admin", "analyst", "clinician")
 sidebar_settings()
@@ -25,16 +25,17 @@ try:
         expected, note = expected_phq9(cohort)
         attention = qi.patients_needing_attention(cohort, expected=expected, phq9_margin=margin)
 except OutcomesError as err:
-    st.warning(shown_text(str(err)))
+    show_error(err)
     st.stop()
 
 table = attention.by_patient
 total, counts = attention_counts(attention.table, min_cell=cohort.settings.min_cell, enabled=cohort.settings.suppress)
 st.metric("Patients flagged", total)
-st.dataframe(counts, hide_index=True)
-st.dataframe(table, hide_index=True, width="stretch", height=420)
-st.download_button("Download the list (CSV) for the clinic's follow-up", data=to_safe_csv(table),
+show_table(counts, hide_index=True)
+show_table(table, hide_index=True, width="stretch", height=420)
+st.download_button("Download the list (CSV) for the clinic's follow-up",
+                   data=lambda: to_safe_csv(table),  # made on the click only (runs on another thread)
                    file_name="kap-outcomes-attention.csv", mime="text/csv",
                    on_click=audit_export, args=("patients needing attention (CSV)",))
-st.caption(note)
+st.caption(shown_markdown(note))
 show_notes(attention.notes)

@@ -6,13 +6,14 @@ import pandas as pd
 import streamlit as st
 
 from analytics.errors import OutcomesError
+from analytics.formatting import escape_markdown
 from analytics.privacy.access import ROW_LEVEL_ROLES, STORE_ROLES
 from analytics.privacy.safe_export import to_safe_csv
 from analytics.privacy.suppression import file_count_cells, issue_counts
 from analytics.store import StoreBusy, open_store
 from pages._auth import audit_export, current_user
 from pages._mapping import mapping_step
-from pages._shared import Key, exports, set_exports, show_notes, sidebar_settings
+from pages._shared import Key, exports, set_exports, show_notes, show_table, sidebar_settings
 from schemas.presets import Preset, available_presets, combine_presets, loads_mapping
 from schemas.validate import load_exports
 
@@ -55,7 +56,7 @@ def _load(layout: str | Preset) -> None:
                                 patients.getvalue() if patients is not None else None,
                                 preset=layout, dates=dates, names=names)
         except OutcomesError as err:
-            st.error(f"{err} If your columns match no preset, map them below.")
+            st.error(escape_markdown(f"{err} If your columns match no preset, map them below."))
             return
     set_exports(data, "upload")
     st.session_state["just_loaded"] = True
@@ -72,12 +73,14 @@ def _load(layout: str | Preset) -> None:
     st.rerun()  # redraw from the top so the sample-data banner goes away
 
 
+mapping_error: str | None = None  # an unusable saved mapping file stops the load (never the preset instead)
 try:
     layout = loads_mapping(saved.getvalue().decode("utf-8", "replace"), source=saved.name) if saved else preset
 except OutcomesError as err:
-    st.error(str(err))
+    mapping_error = f"{err} Nothing is loaded until the mapping file is fixed or removed (then the preset is used)."
+    st.error(escape_markdown(mapping_error))
     layout = preset
-if submitted:
+if submitted and mapping_error is None:
     if sessions is None or followups is None:
         st.error("Choose both sessions.csv and followups.csv; patients.csv is optional.")
     else:
@@ -98,7 +101,7 @@ if uploads and row_level:  # the mapping step previews the file's rows
             st.download_button("Download the mapping for all files (TOML)", data=combined.to_toml,
                                file_name="kap-outcomes-mapping.toml", mime="application/toml", key="dl_all_mapping")
             if st.button("Check and load with this mapping", type="primary", key="load_mapped",
-                         disabled=sessions is None or followups is None):
+                         disabled=sessions is None or followups is None or mapping_error is not None):
                 _load(combined)
 
 if st.button("Use the sample clinic instead", disabled=st.session_state.get(Key.SOURCE) == "sample"):
@@ -118,7 +121,7 @@ source = st.session_state.get(Key.SOURCE)
 if st.session_state.pop("just_loaded", False):
     st.success("Loaded. Every page now shows these exports.")
 if note := st.session_state.pop("store_note", None):
-    st.warning(note)
+    st.warning(escape_markdown(note))
 st.subheader("Data-quality report" + (" (sample clinic)" if source == "sample" else ""))
 shown = file_count_cells(data.files, data.n_patients, enabled=not row_level)
 cols = st.columns(len(data.files) + 1)
@@ -126,13 +129,13 @@ for col, (kind, report) in zip(cols, data.files.items()):
     col.metric(f"{kind}.csv rows read", shown.text(("rows", kind)))
     col.write(f"**{shown.text(('accepted', kind))}** accepted · **{shown.text(('aside', kind))}** set aside")
     if report.dropped_columns:
-        col.caption("Identifier columns dropped: " + ", ".join(report.dropped_columns))
+        col.caption("Identifier columns dropped: " + escape_markdown(", ".join(report.dropped_columns)))
     if report.long_format:
         col.caption(f"One row per questionnaire: {shown.text(('out', kind))} follow-ups from "
                     f"{shown.text(('accepted', kind))} accepted rows ({shown.text(('merged', kind))} merged into a "
                     "follow-up of the same patient and day)")
     if report.extra_columns:
-        col.caption("Kept for display, not analysed: " + ", ".join(report.extra_columns))
+        col.caption("Kept for display, not analysed: " + escape_markdown(", ".join(report.extra_columns)))
 cols[-1].metric("Patients with accepted sessions", shown.text(("patients",)))
 show_notes(data.notes + (() if row_level else shown.notes))
 
@@ -141,14 +144,14 @@ if len(data.issues) and not row_level:
     st.markdown(f"**{aggregate['problems'].iloc[-1]} problems** in {data.issues['file'].nunique()} file(s), by "
                 "file, column and reason. Row values and line numbers are for clinicians, analysts and admins: ask "
                 "one of them for the list to send to whoever can fix the export.")
-    st.dataframe(aggregate, hide_index=True, width="stretch", key="dq_aggregate")
+    show_table(aggregate, hide_index=True, width="stretch", key="dq_aggregate")
 elif len(data.issues):
     st.markdown(f"**{len(data.issues):,} problems** in {data.issues['file'].nunique()} file(s). "
                 "Send this list to whoever can fix the export at the source.")
     summary = (data.issues.groupby(["file", "column"]).size().rename("problems").reset_index()
                .sort_values("problems", ascending=False))
-    st.dataframe(summary, hide_index=True, width="stretch")
-    st.dataframe(data.issues, hide_index=True, width="stretch", height=320,
+    show_table(summary, hide_index=True, width="stretch")
+    show_table(data.issues, hide_index=True, width="stretch", height=320,
                  column_config={"line": st.column_config.NumberColumn("line", format="%d")})
     issues = data.issues  # the file is made on the click only (nothing waits on the server before it)
     st.download_button("Download the issue list (CSV)", data=lambda: to_safe_csv(issues),
@@ -161,6 +164,6 @@ if not row_level:
     st.stop()  # directors see aggregates only
 with st.expander("Preview of accepted rows"):
     tab_s, tab_f, tab_p = st.tabs(["sessions", "followups", "patients"])
-    tab_s.dataframe(data.sessions.head(50), hide_index=True)
-    tab_f.dataframe(data.followups.head(50), hide_index=True)
-    tab_p.dataframe(pd.DataFrame(data.patients).head(50), hide_index=True)
+    show_table(data.sessions.head(50), where=tab_s, hide_index=True)
+    show_table(data.followups.head(50), where=tab_f, hide_index=True)
+    show_table(pd.DataFrame(data.patients).head(50), where=tab_p, hide_index=True)

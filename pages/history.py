@@ -8,13 +8,21 @@ import pandas as pd
 import streamlit as st
 
 from analytics.errors import OutcomesError
+from analytics.formatting import escape_markdown
 from analytics.privacy.access import ADMIN_ROLES, ROW_LEVEL_ROLES, STORE_ROLES
-from analytics.privacy.counts import mask_text
+from analytics.privacy.counts import is_small, mask_text
 from analytics.privacy.safe_export import to_safe_csv
-from analytics.privacy.suppression import SuppressedTable, suppress_counts
-from analytics.store import STORE_FILE, Store, compare_uploads, data_dir, open_store
+from analytics.privacy.suppression import (
+    COMPLEMENT_MARK,
+    SuppressedTable,
+    issue_counts,
+    suppress_cells,
+    suppress_counts,
+)
+from analytics.store import STORE_FILE, Store, UploadRecord, compare_uploads, data_dir, open_store
 from pages._auth import current_user
-from pages._shared import set_exports, settings, sidebar_settings
+from pages._shared import set_exports, settings, show_table, sidebar_settings
+from schemas.frames import FileReport
 
 sidebar_settings()
 st.header("Upload history")
@@ -24,7 +32,7 @@ st.write("Every accepted upload is kept in the clinic's store (accepted rows and
 user, role = current_user()
 suppress = settings().suppress
 if done := st.session_state.pop("hist_done", None):
-    st.success(done)
+    st.success(escape_markdown(done))
 
 
 def _store() -> Store | None:
@@ -33,7 +41,7 @@ def _store() -> Store | None:
             return None
         return open_store()
     except OutcomesError as err:
-        st.warning(str(err))
+        st.warning(escape_markdown(str(err)))
         st.stop()
 
 
@@ -56,6 +64,59 @@ def _suppressed_comparison(table: pd.DataFrame, *, enabled: bool) -> SuppressedT
     return out
 
 
+def _patient_texts(counts: list[tuple[object, int]], *, min_cell: int, enabled: bool) -> dict[object, str]:
+    """Patient counts (key, count) of the uploads, oldest first, as shown: a count of 1 to ``min_cell - 1`` is
+    ``"<11"``, and one that differs from a count already shown by 1 to ``min_cell - 1`` is ``"*"`` (52 beside 55
+    gives away 3)."""
+    shown: list[int] = []
+    out: dict[object, str] = {}
+    for key, n in counts:
+        if enabled and is_small(n, min_cell=min_cell):
+            out[key] = mask_text(n, min_cell=min_cell)
+        elif enabled and any(is_small(abs(n - m), min_cell=min_cell) for m in shown):
+            out[key] = COMPLEMENT_MARK
+        else:
+            out[key] = mask_text(n, enabled=False)
+            shown.append(n)
+    return out
+
+
+def _row_texts(store: Store, record: UploadRecord, *, min_cell: int) -> dict[str, str]:
+    """One upload's stored rows per file and its problem count, suppressed together with the rows read / accepted /
+    set aside that the Data page shows for the same upload (``file_count_cells``' relations; the problem total as
+    ``issue_counts`` shows it), so that no cell shown here gives away one hidden there."""
+    report = store.load_report(record.upload_id)
+    files = {}
+    for kind, fr in (report.get("files") or {}).items():
+        try:
+            files[kind] = FileReport(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in fr.items()})
+        except TypeError:  # a report from another version: its stored rows are then suppressed on their own
+            continue
+    values: dict[object, float | None] = {}
+    sums: list[tuple[list[object], object]] = []
+    for kind, rep in files.items():
+        values.update({("rows", kind): rep.rows, ("accepted", kind): rep.accepted, ("aside", kind): rep.quarantined,
+                       ("out", kind): rep.output_rows, ("merged", kind): rep.merged})
+        sums.append(([("accepted", kind), ("aside", kind)], ("rows", kind)))
+        if rep.long_format:
+            sums.append(([("out", kind), ("merged", kind)], ("accepted", kind)))
+    stored = {}
+    for kind, n in record.row_counts.items():
+        rep = files.get(kind)
+        same = ("out" if rep.long_format else "accepted", kind) if rep is not None else None
+        if same is not None and values[same] == n:
+            stored[kind] = same  # the number the Data page shows: one cell
+        else:  # rows deleted since (or no report): part of what was accepted, the deleted rest protected
+            stored[kind] = ("stored", kind)
+            values[("stored", kind)] = n
+            if same is not None:
+                sums.append(([("stored", kind)], same))
+    cells = suppress_cells(values, sums=sums, min_cell=min_cell)
+    problems = issue_counts(report["issues"], min_cell=min_cell)["problems"]
+    return {**{f"{kind}_rows": cells.text(key) for kind, key in stored.items()},
+            "issues": problems.iloc[-1] if len(problems) else "0"}
+
+
 store = _store()
 records = store.list_uploads() if store is not None else []
 if not records:
@@ -64,11 +125,21 @@ if not records:
 
 listing = pd.DataFrame([r.summary() for r in reversed(records)])
 listing["created_at"] = listing["created_at"].map(lambda t: f"{t:%Y-%m-%d %H:%M} UTC")
-listing["patients"] = listing["patients"].map(lambda n: mask_text(n, enabled=suppress))
+min_cell = settings().min_cell
+# the patients table has one row per patient: its row count is a patient count too, under the same rule
+people = _patient_texts([((r.upload_id, c), n) for r in records for c, n in (
+    ("patients", r.n_patients), ("patients_rows", r.row_counts.get("patients"))) if n is not None],
+    min_cell=min_cell, enabled=suppress)
 if role not in ROW_LEVEL_ROLES:  # row and issue counts are exact only for roles that see the rows themselves
+    texts = pd.DataFrame([_row_texts(store, r, min_cell=min_cell) for r in reversed(records)])  # type: ignore[arg-type]
     for c in [c for c in listing.columns if c.endswith("_rows") or c == "issues"]:
-        listing[c] = listing[c].map(lambda n: mask_text(n))
-st.dataframe(listing, hide_index=True, width="stretch", key="hist_table")
+        listing[c] = texts[c] if c in texts else listing[c].map(lambda n: mask_text(n, min_cell=min_cell))
+listing["patients"] = [people[(i, "patients")] for i in listing["upload_id"]]
+if suppress and "patients_rows" in listing:
+    listing["patients_rows"] = [t if t in (mask_text(1, min_cell=min_cell), COMPLEMENT_MARK)
+                                else people.get((i, "patients_rows"), "—")
+                                for i, t in zip(listing["upload_id"], listing["patients_rows"])]
+show_table(listing, hide_index=True, width="stretch", key="hist_table")
 ids = [r.upload_id for r in reversed(records)]
 labels = {r.upload_id: f"{r.created_at:%Y-%m-%d %H:%M} · {r.user} · {r.upload_id}" for r in records}
 
@@ -84,11 +155,11 @@ else:
         try:
             set_exports(store.load_validated(chosen), "stored")  # type: ignore[union-attr]
         except OutcomesError as err:
-            st.warning(str(err))
+            st.warning(escape_markdown(str(err)))
         else:
             st.session_state["hist_opened"] = chosen
     if st.session_state.get("hist_opened") in reopenable:
-        st.success(f"Every page now shows upload {st.session_state['hist_opened']}.")
+        st.success(escape_markdown(f"Every page now shows upload {st.session_state['hist_opened']}."))
 
 st.subheader("Compare two uploads")
 if len(ids) < 2:
@@ -100,19 +171,19 @@ else:
     try:
         comparison = compare_uploads(store, a, b)  # type: ignore[arg-type]
     except OutcomesError as err:
-        st.warning(str(err))
+        st.warning(escape_markdown(str(err)))
     else:
         shown = _suppressed_comparison(comparison.table, enabled=suppress)
         text = shown.text()[["metric", "a", "b"]]
         both_shown = ~shown.mask["a"] & ~shown.mask["b"]
         text["change (b − a)"] = [mask_text(d, enabled=False) if ok else "—"
                                   for d, ok in zip(comparison.table["change"], both_shown)]
-        st.dataframe(text, hide_index=True, width="stretch", key="hist_compare")
+        show_table(text, hide_index=True, width="stretch", key="hist_compare")
         for u, (first, last) in comparison.periods.items():
             if pd.notna(first):
-                st.caption(f"{u}: sessions from {first:%Y-%m-%d} to {last:%Y-%m-%d}.")
+                st.caption(escape_markdown(f"{u}: sessions from {first:%Y-%m-%d} to {last:%Y-%m-%d}."))
         for note in shown.notes:
-            st.caption(note)
+            st.caption(escape_markdown(note))
 
 if role not in ADMIN_ROLES:
     st.stop()
@@ -135,7 +206,7 @@ with d2:
 
 st.subheader("Audit log (admin)")
 audit = store.audit_log(limit=500)  # type: ignore[union-attr]
-st.dataframe(audit, hide_index=True, width="stretch", key="hist_audit")
+show_table(audit, hide_index=True, width="stretch", key="hist_audit")
 if st.download_button("Download the audit log (CSV)", data=lambda: to_safe_csv(audit),  # made on the click only
                       file_name="kap-outcomes-audit.csv", mime="text/csv", key="hist_audit_dl"):
     store.log_export(user, "audit log (CSV download)")  # type: ignore[union-attr]

@@ -35,7 +35,7 @@ if r1.button("Prepare meeting report", icon=":material/description:", key="repor
         show_error(err)
     bar.empty()
 if st.session_state.get("report_html") and st.session_state.get("report_view") == (cohort.settings, filters):
-    r2.download_button("Download meeting report (HTML)", data=st.session_state["report_html"],
+    r2.download_button("Download meeting report (HTML)", data=lambda html=st.session_state["report_html"]: html,
                        file_name="kap-outcomes-meeting-report.html", mime="text/html", key="report_download",
                        type="primary")
 

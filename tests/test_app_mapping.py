@@ -41,7 +41,7 @@ def test_wide_file_flags_the_ambiguous_date_and_completes_once_the_user_chooses(
     assert _select(at, "session_date").value == "— not in this file —"  # two equally good dates: not chosen
     assert any("'Visit Date' and 'Appointment Date' fit equally well" in w.value for w in at.warning)
     assert at.session_state["mapping_toml"] is None
-    assert any("session_date" in i.value for i in at.info)
+    assert any("session\\_date" in i.value for i in at.info)  # escaped: shown literally
 
     _select(at, "session_date").set_value("Visit Date").run()
     assert not at.exception
@@ -96,7 +96,7 @@ def test_data_page_offers_the_mapping_step_after_an_upload_that_fits_no_preset()
     at.file_uploader(key="up_sessions").set_value(("sessions.csv", sessions, "text/csv"))
     at.file_uploader(key="up_followups").set_value(("followups.csv", followups, "text/csv"))
     at.button[0].click().run()
-    assert any("has no 'patient_id' column" in e.value and "map them below" in e.value for e in at.error)
+    assert any("has no 'patient\\_id' column" in e.value and "map them below" in e.value for e in at.error)
     at.multiselect(key="map_kinds").set_value(["followups"]).run()
     _select(at, "assessment_date").set_value("When").run()
     assert not at.exception

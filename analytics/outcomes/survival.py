@@ -40,7 +40,7 @@ from analytics.engines.survival import (  # noqa: F401  (the estimators, also us
 )
 from analytics.errors import InsufficientData, ModelDidNotConverge, OutcomesError
 from analytics.formatting import p_value
-from analytics.privacy.counts import note_n
+from analytics.privacy.counts import note_below, note_n
 
 if TYPE_CHECKING:  # pragma: no cover
     from analytics.outcomes.cohort import Cohort
@@ -356,8 +356,8 @@ def _design(data: _Grouped, *, reference: int, adjust: Sequence[str]
         if rare:
             keep &= ~np.isin(codes, rare)
             notes.append(f"{note_n(n[rare].sum())} patient(s) with {a} {', '.join(str(uniques[j]) for j in rare)} are "
-                         f"left out of the adjusted Cox model (fewer than {MIN_GROUP_PATIENTS} patients or no return "
-                         "to use, so that level's hazard ratio cannot be estimated).")
+                         f"left out of the adjusted Cox model (fewer than {note_below(MIN_GROUP_PATIENTS)} patients "
+                         "or no return to use, so that level's hazard ratio cannot be estimated).")
     rows = np.flatnonzero(keep)
     code = data.code[rows]
     by = str(data.col)
@@ -472,7 +472,7 @@ def compare_groups(cohort: Cohort, *, by: str, reference: str | None = None, adj
     sizes = np.bincount(data.code, minlength=len(data.groups))
     tiny = [g for g, n in zip(data.groups, sizes) if n < MIN_GROUP_PATIENTS]
     if tiny:
-        notes.append(f"Left out of the comparison (fewer than {MIN_GROUP_PATIENTS} patients each): "
+        notes.append(f"Left out of the comparison (fewer than {note_below(MIN_GROUP_PATIENTS)} patients each): "
                      f"{', '.join(tiny)}. Merge them with other groups to include them.")
         data = data.select(sizes[data.code] >= MIN_GROUP_PATIENTS)
         sizes = np.bincount(data.code, minlength=len(data.groups))
