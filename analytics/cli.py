@@ -37,12 +37,17 @@ def _inputs(p: argparse.ArgumentParser) -> None:
 
 def _analysis_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", metavar="COLUMN", help="group survival curves and the Cox model by a patient column")
-    p.add_argument("--reference", metavar="LEVEL", help="Cox reference level (default: the largest group)")
+    p.add_argument("--reference", metavar="LEVEL",
+                   help="Cox reference level, a group of --by (default: the largest group); a level that names no "
+                        "group, or a group too small to compare, exits 2 with the list of groups")
     p.add_argument("--relapse", choices=["any", "heavy"], default="any", help="return-to-use definition")
     p.add_argument("--dropout-as-relapse", action="store_true",
                    help="count lost to follow-up / withdrew as return to use")
     p.add_argument("--no-suppress", action="store_true",
                    help="ANALYST USE ONLY: show counts from 1 to 10 (suppressed by default)")
+    p.add_argument("--time", choices=["auto", "linear", "piecewise", "spline"], default="auto",
+                   help="time shape of the PHQ-9 model (default auto: straight line, bend at week 4 or natural "
+                        "spline, whichever has the lowest AIC by maximum likelihood)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,7 +169,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from analytics.outcomes.pipeline import analysis_json
 
     data = _load(args)
-    result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference)
+    result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference, time=args.time)
     for sentence in problems:
         sys.stderr.write(f"kap-outcomes: note: {_shown(sentence, args)}\n")
     text = json_text(result)
@@ -185,7 +190,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     data = _load(args)
     try:
         write_report(data, _settings(args), Path(args.out), by=args.by, reference=args.reference,
-                     workers=default_workers())
+                     workers=default_workers(), time=args.time)
     except OSError as err:
         raise UnusableExport(f"Cannot write {args.out} ({err.strerror}); choose a writable path.") from None
     return _exit_code(data)

@@ -6,10 +6,11 @@ import streamlit as st
 
 from analytics import formatting as fmt
 from analytics.errors import OutcomesError
-from analytics.outcomes import qi
+from analytics.outcomes import qi, survival
 from analytics.privacy.counts import mask_text, rate_is_safe
 from analytics.privacy.suppression import fraction_text
 from analytics.report.plots import qi as qplots
+from analytics.report.plots.survival import dropout_keys, rules_table, sensitivity_cells
 from pages._auth import audit_export
 from pages._shared import exports, show_error, show_notes, show_table, sidebar_settings, view_cohort
 
@@ -90,6 +91,19 @@ st.caption("Each tile: the later period, its change from the earlier period, and
            "Whether a change is signal or noise: see the control charts below.")
 show_notes(table.notes)
 
+st.markdown("**Return to use, two dropout rules side by side** (Kaplan–Meier, all patients in the view)")
+try:
+    sens = survival.dropout_sensitivity(cohort)
+    cells = sensitivity_cells(cohort, sens, None, min_cell=min_cell)
+    show_table(rules_table(sens.table, sens.milestones, cells, min_cell=min_cell, keys=dropout_keys(sens),
+                           days=(90,), early=True), hide_index=True, width="stretch")
+    st.caption(fmt.escape_markdown(sens.rule.describe()) + " Dropout censored: what the observed returns to use "
+               "say; dropout = return to use: every dropout counted as a return to use (early dropouts on day "
+               f"{sens.rule.first_followup_day}, or their last session if later), a pessimistic bound. Details on "
+               "the Time to return to use page.")
+except OutcomesError as err:
+    show_error(err)
+
 st.subheader("Patient flow")
 data = exports()
 try:
@@ -104,17 +118,19 @@ try:
 except OutcomesError as err:
     show_error(err)
 
-st.subheader("Signal or noise? Monthly control chart")
+st.subheader("Signal or noise? Control chart")
 labels = {k: qi.kpi_label(k) for k in qi.SPC_KPIS}
 kpi = st.selectbox("Rate", options=list(labels), format_func=labels.get, key="ov_spc_kpi")
 try:
     chart = qi.control_chart(cohort, kpi=kpi)
     st.plotly_chart(qplots.control_chart(chart, min_cell=min_cell), width="stretch")
-    st.caption("3-sigma limits around the centre line. Flagged points break a run rule (outside the limits, 8 in a "
-               "row on one side, 6 rising or falling): look for a cause. Points inside the limits are ordinary "
-               "variation: do not react to them."
-               + (" Months with a count from 1 to 10 behind the rate (or hidden to protect one) are left out "
-                  "(small-cell rule)." if shown else ""))
+    point = chart.interval  # "month", or "quarter" when most months are too small to show
+    st.caption(("By quarter: most months have too few patients to show under the small-cell rule. "
+                if point == "quarter" else "") + "3-sigma limits around the centre line. Flagged points break a run "
+               "rule (outside the limits, 8 in a row on one side, 6 rising or falling): look for a cause. Points "
+               "inside the limits are ordinary variation: do not react to them."
+               + (f" {point.capitalize()}s with a count from 1 to 10 behind the rate (or hidden to protect one) are "
+                  "left out (small-cell rule)." if shown else ""))
     show_notes(chart.notes)
 except OutcomesError as err:
     show_error(err)

@@ -27,6 +27,7 @@ shown = cohort.settings.suppress
 min_cell = cohort.settings.min_cell if shown else None
 
 try:
+    cats = safety.safety_categories(cohort)
     rates = safety.adverse_event_rates(cohort)
     vitals = safety.vital_sign_elevations(cohort, thresholds=thresholds)
     trend = safety.safety_trend(cohort, thresholds=thresholds)
@@ -37,12 +38,34 @@ except OutcomesError as err:
 
 unit = st.radio("Unit of analysis", options=["session", "patient"], horizontal=True, key="sf_unit",
                 format_func={"session": "per session", "patient": "per patient"}.get)
-st.plotly_chart(splots.adverse_events_chart(rates, unit_of_analysis=unit, min_cell=min_cell), width="stretch")
-st.caption("Bars: share with each side effect, by route of the ketamine session; lines: Wilson 95% CIs.")
 
 
 def _pct_cell(ok: bool, e, lo, hi) -> str:
     return fmt.pct_ci(e, lo, hi, 1) if ok else "suppressed (<11)"
+
+
+st.subheader("Expected effects, events needing action, serious events")
+st.plotly_chart(splots.safety_categories_chart(cats, unit_of_analysis=unit, min_cell=min_cell), width="stretch")
+c = cats.table[cats.table["unit_of_analysis"] == unit]
+cc = splots.category_cells(cats, unit_of_analysis=unit, min_cell=min_cell)
+shown_c = [r and cc.shown(("num", k, ro)) and cc.shown(("den", ro, float(d)))
+           for r, k, ro, d in zip(c["recorded"], c["category"], c["route"], c["denominator"])]
+value = [("not recorded" if not r else "suppressed (<11)" if not ok else
+          fmt.ci(e, lo, hi, 1) if unit == "session" else fmt.pct_ci(e, lo, hi, 1))
+         for r, ok, e, lo, hi in zip(c["recorded"], shown_c, c["estimate"], c["ci_low"], c["ci_high"])]
+show_table(pd.DataFrame({"category": c["label"], "route": c["route"],
+                         ("per 100 sessions (95% CI)" if unit == "session" else "patients (95% CI)"): value}),
+           hide_index=True, width="stretch")
+ser = cats.serious.set_index("route").loc[safety.ALL]
+if not shown or ser["n_sessions"] >= min_cell:
+    st.caption(f"Serious events per 1,000 sessions: not recorded in the export. If the clinic's own records confirm "
+               f"none in these {fmt.count(ser['n_sessions'])} sessions, the exact one-sided 95% upper bound is "
+               f"{fmt.num(ser['upper_bound_if_none'], 2)} per 1,000 (rule of three: {fmt.num(ser['rule_of_three'], 2)}).")
+show_notes(cats.notes)
+
+st.subheader("Side effects by type")
+st.plotly_chart(splots.adverse_events_chart(rates, unit_of_analysis=unit, min_cell=min_cell), width="stretch")
+st.caption("Bars: share with each side effect, by route of the ketamine session; lines: Wilson 95% CIs.")
 
 
 v = vitals.table[vitals.table["unit_of_analysis"] == unit]
@@ -72,8 +95,9 @@ st.plotly_chart(splots.published_comparison_chart(published, min_cell=min_cell),
 pt = published.table
 ok = splots.published_row_shown(splots.published_cells(published, min_cell=min_cell), published)
 show_table(pd.DataFrame({
-    "metric": pt["metric"], "unit": pt["unit_of_analysis"], "route": pt["route"],
-    "clinic (95% CI)": [_pct_cell(*r) for r in zip(ok, pt["estimate"], pt["ci_low"], pt["ci_high"])],
+    "metric": pt["metric"], "unit": pt["unit_of_analysis"], "route": pt["published_route"],
+    "clinic (95% CI)": [_pct_cell(*r) if cmp else "not compared: " + why for *r, cmp, why in
+                        zip(ok, pt["estimate"], pt["ci_low"], pt["ci_high"], pt["comparable"], pt["reason"])],
     "published": [fmt.pct(p, 1) for p in pt["published"]], "status": pt["published_status"],
     "source": pt["source"], "caution": pt["caution"]}), hide_index=True, width="stretch")
 show_notes(published.notes)

@@ -8,7 +8,8 @@ from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes import survival
 from analytics.privacy.suppression import suppress_counts
-from analytics.report.plots.survival import forest_figure, km_figure
+from analytics.report.plots.survival import (dating_counts_text, dating_keys, dropout_keys, dropout_sensitivity_figure,
+                                             forest_figure, km_figure, rules_table, sensitivity_cells)
 from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
 
 GROUP_LABELS = {None: "No grouping (all patients)", "program": "Program", "primary_substance": "Primary substance",
@@ -67,6 +68,28 @@ if shown:
     st.caption(f"Suppressed where fewer than {min_cell} patients are still at risk (small-cell rule).")
 show_table(milestones.pivot(index="group", columns="day", values="without_return")
              .rename(columns=lambda d: f"day {d:g}"), width="stretch")
+
+# issue #19: the two dropout rules side by side, and how the events are dated (all patients in the view)
+sens = dating = None
+try:
+    sens = survival.dropout_sensitivity(cohort)
+    dating = survival.event_dating(cohort)
+except OutcomesError as err:
+    show_error(err)
+cells = sensitivity_cells(cohort, sens, dating, min_cell=min_cell if shown else None)
+if sens is not None:
+    st.markdown("**Dropout censored vs dropout counted as return to use (all patients in the view)**")
+    show_table(rules_table(sens.table, sens.milestones, cells, min_cell=min_cell if shown else None,
+                           keys=dropout_keys(sens), early=True), hide_index=True, width="stretch")
+    with st.expander("Sensitivity figure and how the rules differ"):
+        st.plotly_chart(dropout_sensitivity_figure(sens), width="stretch")
+        show_notes(sens.notes[1:])
+if dating is not None:
+    st.markdown("**How events are dated: at the visit vs at the interval midpoint**")
+    st.caption(fmt.escape_markdown(dating_counts_text(cells)))
+    show_table(rules_table(dating.medians, dating.milestones, cells, min_cell=min_cell if shown else None,
+                           keys=dating_keys(cells, dating)), hide_index=True, width="stretch")
+    show_notes(dating.notes[3:])
 
 if by is not None:
     st.subheader("Comparing groups")

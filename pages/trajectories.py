@@ -22,14 +22,17 @@ st.write("The average course of each measure over the weeks after the first keta
 
 c1, c2, c3 = st.columns(3)
 measure = c1.selectbox("Measure", options=list(tr.MEASURE_NAMES), format_func=tr.AXIS_TITLES.get, key="traj_measure")
-by = c2.selectbox("Compare by", options=list(GROUPS), format_func=GROUPS.get, index=1, key="traj_by")
-shape = c3.selectbox("Time shape", options=["piecewise", "linear", "spline"], key="traj_shape",
-                     format_func={"linear": "straight line", "piecewise": "bend at week 4",
-                                  "spline": "natural spline"}.get)
+by = c2.selectbox("Compare by", options=list(GROUPS), format_func=GROUPS.get, index=0, key="traj_by")
+shape = c3.selectbox("Time shape", options=list(tr.TIME_CHOICES), key="traj_shape",
+                     format_func={"auto": "chosen on the data (AIC)", "linear": "straight line",
+                                  "piecewise": "bend at week 4", "spline": "natural spline"}.get)
 try:
     with st.spinner("Fitting the mixed model…"):
-        fit = tr.fit_trajectory(cohort, measure=measure, by=by, time=shape)
+        # PHQ-9 without grouping and with the automatic shape: the very model of the report and `analyze`
+        fit = (tr.phq9_model(cohort, time=shape, by=by) if measure == "phq9"
+               else tr.fit_trajectory(cohort, measure=measure, by=by, time=shape))
         pred = tr.predicted_means(fit)
+        observed = tr.observed_means(cohort, measure=measure, by=by)
         lines = tr.patient_lines(cohort, measure=measure, by=by)
 except OutcomesError as err:
     show_error(err)
@@ -37,7 +40,7 @@ except OutcomesError as err:
 
 shown = cohort.settings.suppress
 min_cell = cohort.settings.min_cell if shown else None
-st.plotly_chart(tplots.mean_trajectory(pred, lines=lines, min_cell=min_cell), width="stretch")
+st.plotly_chart(tplots.mean_trajectory(pred, lines=lines, observed=observed, min_cell=min_cell), width="stretch")
 r = fit.random
 st.markdown(
     f"**Model:** `{fit.formula}` by {fit.method}; {mask_text(fit.n_patients, enabled=shown)} "
@@ -51,10 +54,10 @@ fixed = fit.fixed.assign(estimate_ci=[fmt.ci(e, lo, hi, 3) for e, lo, hi in
 show_table(fixed[["term", "estimate_ci", "p_value"]], hide_index=True)
 st.caption("'weeks' is the average change per week; a group × weeks term is how much faster or slower a group "
            "changes than the reference group. Observational: differences between groups are associations.")
-show_notes(fit.notes)
+show_notes(fit.notes + observed.notes)
 if st.checkbox("Compare time shapes (straight line, bend, spline) by likelihood ratio", key="traj_compare"):
     try:
-        comparison = tr.compare_time_shapes(cohort, measure=measure, by=by)
+        comparison = fit.time_comparison or tr.compare_time_shapes(cohort, measure=measure, by=by)
         show_table(comparison.table, hide_index=True)
         st.caption(f"Best by AIC: {comparison.best}. Models fitted by maximum likelihood for the comparison.")
     except OutcomesError as err:
@@ -65,9 +68,10 @@ if measure == "phq9":
     try:
         rr = tr.response_remission(cohort, by=by)
         st.plotly_chart(tplots.response_remission_bars(rr, min_cell=min_cell), width="stretch")
-        st.caption(f"Response: PHQ-9 at least 50% below baseline; remission: PHQ-9 below 5. Score nearest each "
-                   f"week within ±{rr.window_days} days; the denominator is patients with a baseline and a score "
-                   "in that window. Bars show Wilson 95% CIs.")
+        st.caption(f"Response: PHQ-9 at least 50% below baseline; remission: PHQ-9 below 5; patients with a "
+                   f"baseline PHQ-9 of at least {cohort.settings.phq9_min_baseline:g}. Score nearest each week within "
+                   f"±{rr.window_days} days; the denominator is patients with such a baseline and a score in that "
+                   "window. Bars show Wilson 95% CIs.")
         show_notes(rr.notes)
         bands = tr.band_transitions(cohort)
         st.markdown("**Baseline severity band → latest band (patients)**")

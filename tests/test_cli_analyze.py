@@ -38,8 +38,9 @@ def test_analyze_json_has_exactly_the_documented_sections_and_keys(analysis):
     assert set(s["cox"]) == {"reference", "ties", "terms", "ph_test"} and s["cox"]["ties"] == "efron"
     assert set(s["cox"]["terms"][0]) == {"term", "level", "coef", "se", "hr", "hr_lower", "hr_upper", "p"}
     t = analysis["trajectories"]["phq9"]
-    assert t["formula"] == "phq9 ~ weeks + (1 + weeks | patient_id)" and t["method"] == "REML"
-    assert [f["term"] for f in t["fixed"]] == ["Intercept", "weeks"]
+    # --time auto (default) chooses the shape on the data: the sample clinic is simulated with a bend at week 4
+    assert t["formula"] == "phq9 ~ weeks + weeks_after_4 + (1 + weeks | patient_id)" and t["method"] == "REML"
+    assert [f["term"] for f in t["fixed"]] == ["Intercept", "weeks", "weeks_after_4"]
     assert set(t["random"]) == {"sd_intercept", "sd_slope", "corr", "sd_residual"}
     assert {"id", "metric", "clinic", "published", "source"} == set(analysis["benchmarks"][0])
 

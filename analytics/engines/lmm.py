@@ -32,6 +32,10 @@ as lme4 does, by the Newton step ``H⁻¹g`` at the optimum (finite-difference H
 gradient) being small, and by the optimiser's own flag. A few Newton steps then polish θ, so that the estimates
 do not depend on the start values (to ~1e-10 relative; the deviance itself is flat to rounding there).
 
+Reduced random-slope structures (lme4's ``(1 + t || g)``, uncorrelated, and ``(0 + t | g)``, slope only) are the
+same model with entries of ``Λ`` held at 0: :func:`fit_structure` optimises the free entries only (bounded
+quasi-Newton, then Newton polishing), with the same criterion and the same checks.
+
 Designs whose every column is a patient-level value times a column of a time basis (intercept, time, group,
 group × time, baseline covariates: everything :mod:`analytics.outcomes.trajectories` builds) have a faster form: each patient
 reduces once to the sums of the basis and response (:func:`patient_moments`), any such design's blocks follow
@@ -110,6 +114,7 @@ class LMMResult:
     scaled_gradient: float
     message: str = ""
     notes: tuple[str, ...] = field(default=())
+    n_theta: int | None = None  # covariance parameters estimated (None: all q(q+1)/2 of Λ)
 
     @property
     def se(self) -> np.ndarray:
@@ -121,7 +126,8 @@ class LMMResult:
 
     @property
     def n_params(self) -> int:
-        return len(self.beta) + self.q * (self.q + 1) // 2 + 1
+        n_theta = self.q * (self.q + 1) // 2 if self.n_theta is None else self.n_theta
+        return len(self.beta) + n_theta + 1
 
     def variance_components(self) -> dict[str, float | None]:
         """``sd_intercept``, ``sd_slope``, ``corr``, ``sd_residual`` (None where the model has no such term)."""
@@ -1049,3 +1055,128 @@ def blups(result: LMMResult, y: np.ndarray, X: np.ndarray, groups: np.ndarray,
     g = np.stack([blk.b0 @ u, blk.b1 @ u], -1)[..., None]
     b = (lam @ np.linalg.solve(m, lam.T @ g))[..., 0]
     return pd.DataFrame({"intercept": b[:, 0], "slope": b[:, 1]}, index=pd.Index(labels, name="patient_id"))
+
+
+# Entries of θ = (Λ[0,0], Λ[1,0], Λ[1,1]) estimated by each random-slope structure; the others are held at 0.
+STRUCTURES: dict[str, tuple[int, ...]] = {
+    "correlated": (0, 1, 2),    # (1 + t | g): intercept and slope SDs and their correlation
+    "uncorrelated": (0, 2),     # (1 + t || g): intercept and slope SDs, correlation 0
+    "slope": (2,),              # (0 + t | g): a slope SD only, every patient starts at the population level
+}
+
+
+def fit_structure(blk: Blocks, structure: str, *, reml: bool = True,
+                  names: tuple[str, ...] | None = None) -> LMMResult:
+    """Fit a random-slope model (``blk.q == 2``) whose relative covariance factor has some entries held at 0.
+
+    ``structure``: ``"correlated"`` (every entry free: the same as :func:`fit_blocks`), ``"uncorrelated"``
+    (``Λ = diag(Λ00, Λ11)``: lme4's ``(1 + t || g)``) or ``"slope"`` (``Λ00 = Λ10 = 0``: ``(0 + t | g)``).
+
+    The free entries are found by L-BFGS-B with the analytic gradient (bounds ``Λ00, Λ11 ≥ 0``), restarted off the
+    zero saddle of a diagonal entry as in :func:`fit_blocks`, then polished by Newton steps with a finite-difference
+    Hessian; convergence is lme4's check ``|H⁻¹g| < 0.002`` on the free entries that are not at a bound. AIC and BIC
+    count only the free entries (lme4's ``df`` of ``logLik``). ``singular``: a free diagonal entry below ``1e-4``.
+    """
+    if structure == "correlated":
+        return fit_blocks(blk, reml=reml, names=names)
+    if blk.q != 2 or structure not in STRUCTURES:
+        raise ValueError(f"structure must be one of {', '.join(STRUCTURES)} on random-slope blocks (got {structure!r})")
+    from scipy import optimize
+
+    free = np.array(STRUCTURES[structure])
+    p = blk.p
+    names = names or tuple(f"x{j}" for j in range(p))
+    ws = _Workspace(blk)
+    m0 = _moment_start(blk)
+    start_full = np.array([m0[0], 0.0, math.hypot(m0[1], m0[2])])
+    theta0 = np.maximum(start_full[free], [0.05 if j == 0 else 0.05 / _time_sd(blk) for j in free])
+    scale = np.abs(theta0)
+    lb = np.zeros(len(free))  # both free diagonal entries are bounded below by 0 (Λ10 is never free here)
+    n_eval = 0
+
+    def full(phi_free: np.ndarray) -> np.ndarray:
+        th = np.zeros(3)
+        th[free] = phi_free
+        return th
+
+    def fun(phi: np.ndarray) -> tuple[float, np.ndarray]:
+        nonlocal n_eval
+        n_eval += 1
+        ev = _deviance(full(phi * scale), blk, reml, True, ws)
+        if not ev.ok:
+            return 1e300, np.zeros_like(phi)
+        return ev.deviance, ev.grad[free] * scale  # type: ignore[index]
+
+    def run(th0: np.ndarray) -> np.ndarray:
+        out = optimize.minimize(fun, th0 / scale, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(free),
+                                options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-9, "maxcor": 10})
+        return np.maximum(out.x * scale, lb)
+
+    theta = run(theta0)
+    # a diagonal entry at 0 is a stationary point of the deviance (it enters squared): try moving off it
+    for _ in range(3):
+        stuck = [k for k in range(len(free)) if theta[k] <= SINGULAR_TOL]
+        if not stuck:
+            break
+        here = _deviance(full(theta), blk, reml, False, ws).deviance
+        best = (here, theta)
+        for k in stuck:
+            for f in (3.0, 1.0, 0.3, 0.1, 0.03, 0.01):
+                cand = theta.copy()
+                cand[k] = theta0[k] * f
+                dev = _deviance(full(cand), blk, reml, False, ws).deviance
+                n_eval += 1
+                if dev < best[0] - 1e-9 * max(1.0, abs(here)):
+                    best = (dev, cand)
+        if best[1] is theta:
+            break
+        theta = run(best[1])
+    # Newton polish on the free entries not held at their bound
+    ev = _deviance(full(theta), blk, reml, True, ws)
+    scaled, pos_def = math.inf, False
+    for _ in range(6):
+        if not ev.ok or ev.grad is None:
+            break
+        g = ev.grad[free]
+        active = ~((theta <= 1e-10) & (g > 0))
+        if not active.any():
+            scaled, pos_def = 0.0, True
+            break
+        hess = _hessian(full(theta), blk, reml, ws, ev.grad)[np.ix_(free, free)][np.ix_(active, active)]
+        n_eval += 3
+        if not np.all(np.isfinite(hess)):
+            break
+        pos_def = bool(np.all(np.linalg.eigvalsh(hess) > 0))
+        step = np.zeros_like(theta)
+        step[active] = np.linalg.solve(hess, g[active])
+        scaled = float(np.max(np.abs(step[active])))
+        if not pos_def or scaled <= 1e-12 * max(1.0, float(np.max(np.abs(theta)))):
+            break
+        cand = np.maximum(theta - step, lb)
+        ev2 = _deviance(full(cand), blk, reml, True, ws)
+        n_eval += 1
+        noise = 1e-11 * max(1.0, abs(ev.deviance))
+        if not (ev2.ok and ev2.deviance <= ev.deviance + noise):
+            break
+        theta, ev = cand, ev2
+    notes: list[str] = []
+    converged = bool(ev.ok and pos_def and scaled < GRADIENT_TOL)
+    if ev.ok and not pos_def:
+        notes.append("The likelihood is not curved upwards in every direction at the optimum "
+                     "(Hessian not positive definite); the variance estimates are not trustworthy.")
+    if not converged:
+        notes.append(f"The optimiser did not converge (scaled gradient {scaled:.2g}, lme4's tolerance "
+                     f"{GRADIENT_TOL}).")
+    th = full(theta)
+    nu = blk.n_obs - p if reml else blk.n_obs
+    sigma2 = ev.r2 / nu if ev.ok else math.nan
+    lam = np.array([[th[0], 0.0], [th[1], th[2]]])
+    k = p + len(free) + 1
+    dev = float(ev.deviance)
+    return LMMResult(
+        names=tuple(names), beta=ev.beta, cov_beta=sigma2 * ev.a_inv, theta=th,
+        sigma=math.sqrt(sigma2) if sigma2 >= 0 else math.nan, cov_re=sigma2 * lam @ lam.T, deviance=dev,
+        loglik=-dev / 2.0, aic=dev + 2 * k, bic=dev + k * math.log(blk.n_obs), reml=reml, n_obs=blk.n_obs,
+        n_groups=blk.n_groups, converged=converged, singular=bool(np.any(theta < SINGULAR_TOL)),
+        n_evaluations=n_eval, scaled_gradient=scaled, message=f"L-BFGS-B and Newton steps ({structure})",
+        notes=tuple(notes), n_theta=len(free))

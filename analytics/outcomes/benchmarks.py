@@ -52,7 +52,9 @@ import pyarrow.compute as pc
 
 from analytics.engines.intervals import t_crit, wilson_ci, z_crit
 from analytics.errors import OutcomesError
+from analytics.outcomes import response as rsp
 from analytics.outcomes.cohort import DROPOUT_STATUSES, Cohort, ids_in
+from analytics.outcomes.safety import EXPECTED_ACUTE_EFFECTS, NEEDED_ACTION_NOT_RECORDED, SERIOUS_NOT_RECORDED
 from analytics.privacy.counts import note_n, note_of
 from schemas.arrow import text_array, text_codes
 from schemas.columns import ADVERSE_EVENTS
@@ -883,10 +885,11 @@ def abstinent_through_day(cohort: Cohort, *, day: int = 365, substance: str | No
 
 
 def _meets(score: pd.Series, baseline: pd.Series, outcome: Outcome) -> pd.Series:
+    """The one definition of :mod:`analytics.outcomes.response` (a baseline of 0 is never a response)."""
     if outcome == "response":
-        return score <= 0.5 * baseline
+        return rsp.is_response(score, baseline)
     if outcome == "remission":
-        return score < 5
+        return rsp.is_remission(score)
     raise ValueError(f"outcome must be 'response' or 'remission', not {outcome!r}")
 
 
@@ -902,7 +905,7 @@ def _depressed(pats: pd.DataFrame, min_baseline: float) -> tuple[pd.DataFrame, t
     if (base < min_baseline).any():
         notes += ((f"{note_n((base < min_baseline).sum())} patient(s) with baseline PHQ-9 below {min_baseline:g} "
                   "are not in the depressed population."),)
-    return pats[base >= min_baseline], notes
+    return pats[rsp.assessable(base, min_baseline)], notes
 
 
 def _phq9_rows(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
@@ -1171,19 +1174,47 @@ def _scope_text(route: str | None, start_day: int, end_day: int | None, substanc
     return f"{where}ketamine sessions in {when} ({_who(substance)})"
 
 
+def _route_reason(cohort: Cohort, route: str | None) -> str | None:
+    """Why a figure for ``route`` sessions has no like-for-like clinic figure (no ketamine session of the route)."""
+    if route is None:
+        return None
+    present: set[str] = _once(cohort, "ketamine session routes", lambda: set(
+        _all_ketamine_sessions(cohort)["route"].astype("string").str.strip().str.casefold().dropna()))
+    if route.casefold() in present:
+        return None
+    found = ", ".join(sorted(present)) or "none recorded"
+    return (f"The published figure is for {route.upper() if len(route) <= 2 else route} ketamine sessions; the clinic "
+            f"has no {route.upper() if len(route) <= 2 else route} ketamine sessions (routes found: {found}), so there "
+            "is no like-for-like figure.")
+
+
+SAFETY_CATEGORIES = ("any", "expected", "needed_action", "serious")
+
+
 def adverse_event_rate(cohort: Cohort, *, event: str | None = None, per: Literal["patient", "session"] = "patient",
                        start_day: int = 0, end_day: int | None = None, route: str | None = None,
+                       category: Literal["any", "expected", "needed_action", "serious"] = "any",
                        substance: str | None = None, as_of: Any = None, conf_level: float = 0.95) -> ClinicFigure:
     """Share of patients (or sessions) with an adverse event recorded on ketamine sessions (Wilson interval).
 
-    ``event`` is one of the contract's adverse-event names (None: any). Per patient: at least one session in the
-    window with the event; patients must have a ketamine session in the window and, for a bounded window, data up
-    to its end. A session without an ``adverse_events`` entry counts as a session without an event.
+    ``event`` is one of the contract's adverse-event names (None: any event of ``category``). ``category``:
+    ``"any"`` recorded event, ``"expected"`` acute effects (:data:`analytics.outcomes.safety.EXPECTED_ACUTE_EFFECTS`),
+    or ``"needed_action"`` / ``"serious"`` events, which the export does not record (the figure then has a reason).
+    ``route``: only sessions of that route; a clinic without any gets a reason. Per patient: at least one session in
+    the window with the event; patients must have a ketamine session in the window and, for a bounded window, data
+    up to its end. A session without an ``adverse_events`` entry counts as a session without an event.
     """
     metric = "adverse_event_rate"
-    name = f"'{event}'" if event else "any adverse event"
+    if category not in SAFETY_CATEGORIES:
+        raise ValueError(f"category must be one of {', '.join(SAFETY_CATEGORIES)} (got {category!r}).")
+    kind = {"any": "", "expected": "expected acute effect ", "needed_action": "adverse event that needed action ",
+            "serious": "serious adverse event "}[category]
+    name = f"'{event}'" if event else f"any {kind or 'adverse event '}".rstrip()
     unit_text = "patients with at least one" if per == "patient" else "sessions with"
     definition = f"Share of {unit_text} {name} recorded, over {_scope_text(route, start_day, end_day, substance)}."
+    if category in ("needed_action", "serious"):
+        return _unavailable(metric, "%", definition, NEEDED_ACTION_NOT_RECORDED if category == "needed_action"
+                            else SERIOUS_NOT_RECORDED, conf_level=conf_level)
     pats, reason = _select(cohort, substance)
     if reason:
         return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
@@ -1191,14 +1222,24 @@ def adverse_event_rate(cohort: Cohort, *, event: str | None = None, per: Literal
         return _unavailable(metric, "%", definition, "No ketamine session in the export has an adverse_events entry, "
                             "so recorded events cannot be told apart from events not recorded. Export the "
                             "adverse_events column.", conf_level=conf_level)
+    reason = _route_reason(cohort, route)
+    if reason:
+        return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
     notes: tuple[str, ...] = ()
     if end_day is not None:
         ids, not_reached = _reach(cohort, pats, as_of, end_day)
         pats, notes = pats[_member(pats["patient_id"], ids)], _not_reached_note(not_reached, end_day)
-    flag = "_ev_any" if event is None else f"_ev_{event}"
-    flagged = flag in _all_ketamine_sessions(cohort)
-    s = _session_scope(cohort, pats, route, start_day, end_day, ["patient_id", flag if flagged else "_events"])
-    has = s[flag] if flagged else s["_events"].str.contains(f";{event};", regex=False)
+    if event is None and category == "expected":
+        cols = [f"_ev_{e}" for e in EXPECTED_ACUTE_EFFECTS]
+        s = _session_scope(cohort, pats, route, start_day, end_day, ["patient_id", *cols])
+        has = s[cols].any(axis=1)
+        notes += ((f"Expected acute effects = {', '.join(EXPECTED_ACUTE_EFFECTS)} (type only: the export cannot "
+                   "tell whether an effect resolved in the session)."),)
+    else:
+        flag = "_ev_any" if event is None else f"_ev_{event}"
+        flagged = flag in _all_ketamine_sessions(cohort)
+        s = _session_scope(cohort, pats, route, start_day, end_day, ["patient_id", flag if flagged else "_events"])
+        has = s[flag] if flagged else s["_events"].str.contains(f";{event};", regex=False)
     notes += ("Sessions without an adverse_events entry count as sessions without an event.",)
     if per == "session":
         return _proportion(metric, definition, has, n_eligible=len(s), attrition=0, conf_level=conf_level,
@@ -1221,6 +1262,8 @@ def bp_elevation_rate(cohort: Cohort, *, systolic: float = 165, diastolic: float
                   f"diastolic ≥ {diastolic:g} mmHg, over {_scope_text(route, 0, None, substance)}; patients without "
                   "a reading count as attrition.")
     pats, reason = _select(cohort, substance)
+    if not reason:
+        reason = _route_reason(cohort, route)
     if reason:
         return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
     s = _session_scope(cohort, pats, route, 0, None, ["patient_id", "bp_systolic_max", "bp_diastolic_max"])

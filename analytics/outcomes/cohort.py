@@ -12,6 +12,14 @@ Definitions (data-contract.md, "Derived outcomes"; every one is a :class:`~analy
 * **Censoring**: a patient without return to use is censored at the last assessment (``days_to_event`` is that
   day, ``relapsed`` False). Patients without any follow-up have no ``days_to_event`` and are excluded from
   survival analyses (``has_followup`` False); the exclusion is counted in :attr:`Cohort.exclusions`.
+* **Early dropout** (:class:`DropoutRule`): a patient without any follow-up whose first follow-up window has closed
+  (day ``first_followup_day + grace_days``, default 30 + 14, on or before the data end date). Not "no follow-up
+  yet": :func:`dropout_outcomes` counts them as return to use (on the expected first assessment day, or their last
+  session if later) in the dropout-as-event sensitivity rule; the main (censored) rule leaves them out.
+* **Event dating** (``event_dated_by``): ``relapse_date`` when the follow-up gives one; ``visit`` when it does not,
+  so the return to use happened somewhere after the previous assessment (``event_interval_start_days``, day 0 for
+  the first) and on or before this one (interval-censored, dated at its right end); ``dropout`` when a
+  lost-to-follow-up/withdrew status is the event (``Settings.dropout_as_relapse``).
 """
 
 from __future__ import annotations
@@ -79,7 +87,9 @@ class Cohort:
         ``age``, ``age_band``, ``site``, ``clinician``, ``prior_treatments``, ``baseline_phq9``,
         ``baseline_gad7``, ``baseline_craving``, ``baseline_band``, ``n_ketamine_sessions``, ``n_sessions``,
         ``n_followups``, ``has_followup``, ``last_assessment_date``, ``last_status``, ``relapsed`` (bool),
-        ``days_to_event`` (float; NaN without follow-up), ``event_date``.
+        ``days_to_event`` (float; NaN without follow-up), ``event_date``, ``event_dated_by`` (``relapse_date``,
+        ``visit``, ``dropout``; missing when censored), ``event_interval_start_days`` (events dated by visit: the
+        previous assessment's day, at least 0; NaN otherwise).
     measures:
         Long table of repeated measures on or after the start of the baseline window: ``patient_id``,
         ``date``, ``days``, ``weeks``, ``measure`` (``phq9``, ``gad7``, ``craving``, ``pda``), ``value``,
@@ -128,6 +138,88 @@ class Cohort:
         ``as_of`` (default :attr:`data_end`)? Only such patients can be judged on that window."""
         end = self.data_end_date() if as_of is None else pd.Timestamp(as_of)
         return self.patients["index_date"] + pd.to_timedelta(window_days - 1, unit="D") <= end
+
+
+@dataclass(frozen=True)
+class DropoutRule:
+    """When a patient without any follow-up is an early dropout rather than "no follow-up yet".
+
+    Attributes
+    ----------
+    first_followup_day:
+        Day of the first scheduled follow-up assessment (day 0 = first ketamine session).
+    grace_days:
+        Days after it during which a late assessment still counts as the first follow-up (default 14, the
+        ± 14-day window of the 30-day follow-up in :class:`analytics.outcomes.qi.KpiOptions`).
+    """
+
+    first_followup_day: int = 30
+    grace_days: int = 14
+
+    @property
+    def closes_day(self) -> int:
+        """The last day of the first follow-up window."""
+        return self.first_followup_day + self.grace_days
+
+    def describe(self) -> str:
+        return (f"Early dropout = started ketamine but no follow-up assessment at all although the first follow-up "
+                f"window (day {self.first_followup_day} + {self.grace_days} days' grace, i.e. day "
+                f"{self.closes_day}) has passed by the data end date.")
+
+
+def early_dropouts(cohort: Cohort, rule: DropoutRule | None = None, *,
+                   as_of: pd.Timestamp | None = None) -> pd.Series:
+    """Per patient (aligned with ``cohort.patients``): an early dropout under ``rule`` (see :class:`DropoutRule`)?
+
+    Patients whose first follow-up window is still open, or who have a follow-up, are not."""
+    rule = rule or DropoutRule()
+    if cohort.patients.empty:
+        return pd.Series(False, index=cohort.patients.index)
+    closed = cohort.window_closed(rule.closes_day + 1, as_of=as_of)
+    return (~cohort.patients["has_followup"].astype(bool)) & closed
+
+
+def dropout_outcomes(cohort: Cohort, *, as_event: bool, rule: DropoutRule | None = None,
+                     as_of: pd.Timestamp | None = None) -> pd.DataFrame:
+    """Time to return to use under one of the two dropout rules, whatever ``Settings.dropout_as_relapse`` says.
+
+    ``as_event=False`` (dropout censored): a lost-to-follow-up/withdrew status is a censoring at that assessment;
+    patients without any follow-up are left out. ``as_event=True`` (dropout counted as return to use, the Dakwar 2019
+    "use or dropout" event): the first lost-to-follow-up/withdrew status is a return to use on that assessment's day
+    (unless use came first), and every early dropout is a return to use on the day of the expected first assessment
+    (``rule.first_followup_day``), or of their last session when that is later.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per patient of ``cohort.patients`` (same order): ``patient_id``, ``included`` (in the analysis
+        under this rule), ``days_to_event``, ``relapsed``, ``early_dropout``, ``dropout_event`` (the event is a
+        dropout, status or early).
+    """
+    rule = rule or DropoutRule()
+    p = cohort.patients
+    ids = p["patient_id"]
+    fu = cohort.followups
+    f_code = text_codes(fu["patient_id"], ids)
+    keep = f_code >= 0
+    fu, f_code = (fu, f_code) if keep.all() else (fu[keep], f_code[keep])
+    index_date = pd.Series(p["index_date"].to_numpy(), index=pd.Index(ids))
+    ev = _events(fu, f_code, index_date, cohort.settings.with_(dropout_as_relapse=as_event)).reindex(index_date.index)
+    out = pd.DataFrame({"patient_id": ids.to_numpy(),
+                        "included": p["has_followup"].to_numpy(bool),
+                        "days_to_event": ev["days_to_event"].to_numpy(float),
+                        "relapsed": ev["relapsed"].fillna(False).to_numpy(bool),
+                        "early_dropout": early_dropouts(cohort, rule, as_of=as_of).to_numpy(bool)})
+    out["dropout_event"] = (ev["event_dated_by"] == "dropout").fillna(False).to_numpy(bool)
+    if as_event:
+        early = out["early_dropout"].to_numpy(bool)
+        s = cohort.sessions
+        last_contact = s.groupby("patient_id")["days"].max() if len(s) else pd.Series(dtype=float)
+        contact = ids.map(last_contact).to_numpy(float)
+        day = np.fmax(float(rule.first_followup_day), contact)
+        out.loc[early, "days_to_event"] = day[early]
+        out.loc[early, ["relapsed", "included", "dropout_event"]] = True
+    return out
 
 
 def _first_per_patient(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -246,7 +338,8 @@ def _events(fu: pd.DataFrame, f_code: np.ndarray, index_date: pd.Series, setting
     """Per patient with a follow-up: relapsed, days_to_event, event_date, last_assessment_date, last_status.
 
     ``fu`` is sorted by patient and date; ``f_code`` is each row's patient (position in ``index_date``)."""
-    cols = ["relapsed", "days_to_event", "event_date", "last_assessment_date", "last_status"]
+    cols = ["relapsed", "days_to_event", "event_date", "last_assessment_date", "last_status", "event_dated_by",
+            "event_interval_start_days"]
     if fu.empty:
         return pd.DataFrame(columns=cols, index=index_date.index)
     flag = (fu["use_any"] if settings.relapse == "any" else fu["use_heavy"]).to_numpy(bool)
@@ -271,7 +364,27 @@ def _events(fu: pd.DataFrame, f_code: np.ndarray, index_date: pd.Series, setting
     out["event_date"] = event_date
     out["days_to_event"] = (out["event_date"] - pd.Series(index_date.to_numpy()[with_fu], index=out.index)
                             ).dt.days.astype(float)
+    dated_by = np.full(len(out), None, dtype=object)
+    dated_by[at] = np.where(by_relapse_date, "relapse_date", np.where(flagged_use, "visit", "dropout"))
+    out["event_dated_by"] = pd.Series(dated_by, index=out.index, dtype="string")
+    start = np.full(len(out), np.nan)
+    start[at] = np.where(by_relapse_date | ~flagged_use, np.nan, _previous_visit_days(fu, f_code)[first])
+    out["event_interval_start_days"] = start
     return out[cols]
+
+
+def _previous_visit_days(fu: pd.DataFrame, f_code: np.ndarray) -> np.ndarray:
+    """Per follow-up row (sorted by patient and date): the day of the patient's previous assessment on an earlier
+    date, at least day 0 (day 0 for the first one): where a return to use reported at this visit began, at the
+    earliest."""
+    days = fu["days"].to_numpy(float)
+    if not len(days):
+        return days
+    new = np.r_[True, (f_code[1:] != f_code[:-1]) | (days[1:] != days[:-1])]
+    starts = np.flatnonzero(new)
+    same_patient = np.r_[False, f_code[starts[1:]] == f_code[starts[1:] - 1]]
+    prev = np.where(same_patient, days[np.maximum(starts - 1, 0)], 0.0)
+    return np.maximum(prev, 0.0)[np.cumsum(new) - 1]
 
 
 def _measures(sess: pd.DataFrame, s_code: np.ndarray, fu: pd.DataFrame, f_code: np.ndarray, index_date: pd.Series,

@@ -38,22 +38,34 @@ def group_column(by: str | None) -> str | None:
 
 
 def analysis_json(data: ValidatedExports, settings: Settings, *, by: str | None = None,
-                  reference: str | None = None) -> tuple[dict, list[str]]:
+                  reference: str | None = None, time: str = "auto") -> tuple[dict, list[str]]:
     """The ``analyze`` object of ../shared/cli.md (cohort, survival, trajectories, benchmarks).
 
-    Returns the object and the sentences of sections that could not be estimated (their JSON is null).
+    Returns the object and the sentences of sections that could not be estimated (their JSON is null), then
+    those that say why a part of the survival section is null (:func:`analytics.outcomes.survival.survival_section`).
+    cli.md has no notes key in this JSON, so these sentences go to stderr only.
+
+    Raises
+    ------
+    UnusableExport
+        ``reference`` without ``by``, or naming no group (or a group too small to compare):
+        :func:`analytics.outcomes.survival.check_reference`.
     """
     cohort = build_cohort(data, settings)
-    return analysis_json_from_cohort(cohort, by=by, reference=reference)
+    return analysis_json_from_cohort(cohort, by=by, reference=reference, time=time)
 
 
-def analysis_json_from_cohort(cohort: Cohort, *, by: str | None = None,
-                              reference: str | None = None) -> tuple[dict, list[str]]:
+def analysis_json_from_cohort(cohort: Cohort, *, by: str | None = None, reference: str | None = None,
+                              time: str = "auto") -> tuple[dict, list[str]]:
+    """``time``: the PHQ-9 model's time shape (``auto``: chosen on the data by AIC; ``linear``, ``piecewise``,
+    ``spline``): :func:`analytics.outcomes.trajectories.phq9_model`, the model of the report and the page too."""
     from analytics.outcomes import benchmarks, survival, trajectories
 
     column = group_column(by)
-    surv, surv_err = _section(survival.survival_json, cohort, by=column, reference=reference)
-    traj, traj_err = _section(trajectories.trajectories_json, cohort)
+    reference = survival.check_reference(cohort, by=column, reference=reference)  # a bad --reference: exit 2
+    surv_part, surv_err = _section(survival.survival_section, cohort, by=column, reference=reference)
+    surv, surv_why = surv_part if surv_part is not None else (None, [])
+    traj, traj_err = _section(trajectories.trajectories_json, cohort, time=time)
     bench, bench_err = _section(benchmarks.benchmarks_json, cohort)
     cohort_section = survival.cohort_json(cohort)
     if cohort.settings.suppress:
@@ -64,7 +76,7 @@ def analysis_json_from_cohort(cohort: Cohort, *, by: str | None = None,
         "trajectories": traj if traj is not None else {"phq9": None},
         "benchmarks": bench if bench is not None else [],
     }
-    return out, [e for e in (surv_err, traj_err, bench_err) if e]
+    return out, [e for e in (surv_err, traj_err, bench_err) if e] + surv_why
 
 
 def _small(n: object, min_cell: int) -> bool:

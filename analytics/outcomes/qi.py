@@ -26,6 +26,9 @@ Definitions shared by every function here (each a field of :class:`KpiOptions`; 
   day 28), so the latest quarter shows how this quarter's due work went. ``"start"`` groups by index date
   (treatment-start cohorts). Sessions go by session date; starters by index date.
 
+* **Control-chart points** (``interval``): months, or quarters when the small-cell rule is on and most months
+  with data have a denominator from 1 to ``min_cell - 1`` (their points would not be drawn); the chart says so.
+
 Intervals: Wilson for proportions; exact (Garwood) Poisson for counts and rates; Newcombe's hybrid score
 interval for differences of proportions (Newcombe 1998, method 10); Wald for differences of rates and counts.
 """
@@ -43,7 +46,8 @@ import pandas as pd
 
 from analytics.engines.intervals import poisson_exact_ci, wilson_ci
 from analytics.errors import InsufficientData, OutcomesError
-from analytics.outcomes.cohort import Cohort, ids_in
+from analytics.outcomes import response as rsp
+from analytics.outcomes.cohort import Cohort, DropoutRule, early_dropouts, ids_in
 from analytics.outcomes.safety import VitalThresholds, session_safety_flags
 from analytics.privacy.counts import note_n
 
@@ -106,8 +110,7 @@ def kpi_label(kpi: str, options: KpiOptions | None = None) -> str:
     o = options or KpiOptions()
     labels = {
         "patients_started": "Patients starting treatment",
-        "induction_completion": f"Induction completed (≥ {o.induction_sessions} sessions in "
-                                f"{o.induction_window_days} days)",
+        "induction_completion": "Induction completed (per program/route protocol)",
         "followup_30": "Follow-up done at 30 days", "followup_90": "Follow-up done at 90 days",
         "followup_180": "Follow-up done at 180 days",
         "abstinence_90": f"No return to use by day {o.abstinence_day}",
@@ -118,6 +121,13 @@ def kpi_label(kpi: str, options: KpiOptions | None = None) -> str:
     if kpi not in labels:
         raise ValueError(f"Unknown KPI {kpi!r}; choose one of {', '.join(labels)}.")
     return labels[kpi]
+
+
+def _protocols_text(o: KpiOptions) -> str:
+    from analytics.outcomes.protocols import DEFAULT_INDUCTION_PROTOCOLS, describe_protocols, with_default
+
+    return describe_protocols(with_default(DEFAULT_INDUCTION_PROTOCOLS, o.induction_sessions,
+                                           o.induction_window_days))
 
 
 def kpi_definition(kpi: str, options: KpiOptions | None = None) -> str:
@@ -133,10 +143,8 @@ def kpi_definition(kpi: str, options: KpiOptions | None = None) -> str:
     d, w = o.abstinence_day, o.tolerance(o.abstinence_day)
     text = {
         "patients_started": "Patients whose first ketamine session falls in the period (exact Poisson interval).",
-        "induction_completion": f"Patients with at least {o.induction_sessions} ketamine sessions on different "
-                                f"days within the first {o.induction_window_days} days (days 0–"
-                                f"{o.induction_window_days - 1}, day 0 = first ketamine session), among patients "
-                                f"whose day {o.induction_window_days - 1} has passed; {due}.",
+        "induction_completion": _protocols_text(o).rstrip(".") + "; among patients whose protocol window has "
+                                "passed; " + due + ".",
         "abstinence_90": f"Patients without return to use by day {d}, among those whose status at day {d} is known "
                          f"(return to use by day {d}, or an assessment on or after day {d - w}); patients lost "
                          f"earlier are left out (completers); {due}.",
@@ -176,7 +184,7 @@ def patient_kpi_frame(cohort: Cohort, kpi: str, *, options: KpiOptions | None = 
         ``assessable`` (window closed by ``as_of``), ``counted`` (in the denominator: assessable and status
         known), ``success`` (in the numerator), ``reason`` (why not counted, else empty).
     """
-    o = options or KpiOptions()
+    o = options or KpiOptions(phq9_min_baseline=cohort.settings.phq9_min_baseline)
     if kpi not in PATIENT_KPIS:
         raise ValueError(f"Unknown patient-level KPI {kpi!r}; choose one of {', '.join(PATIENT_KPIS)}.")
     end = _ts(as_of) if as_of is not None else cohort.data_end_date()
@@ -187,10 +195,12 @@ def patient_kpi_frame(cohort: Cohort, kpi: str, *, options: KpiOptions | None = 
     known = pd.Series(True, index=p.index)
     success = pd.Series(False, index=p.index)
     reason_unknown = ""
-    if kpi == "induction_completion":
-        due_day = close_day = o.induction_window_days - 1
-        n = ids.map(_distinct_ket_days(cohort, o.induction_window_days)).fillna(0)
-        success = n >= o.induction_sessions
+    if kpi == "induction_completion":  # per program/route protocol; these options set the default protocol
+        from analytics.outcomes.protocols import induction_completed, with_default
+        table = with_default(cohort.settings.induction_protocols, o.induction_sessions, o.induction_window_days)
+        ind = induction_completed(cohort, table, as_of=end).set_axis(p.index)
+        due_day = close_day = ind["window_days"] - 1
+        success = ind["completed"]
     elif kpi.startswith("followup_"):
         due_day = int(kpi.split("_")[1])
         w = o.tolerance(due_day)
@@ -218,9 +228,9 @@ def patient_kpi_frame(cohort: Cohort, kpi: str, *, options: KpiOptions | None = 
         m = m.sort_values(["patient_id", "dist", "days"], ascending=[True, True, False])
         score = ids.map(m.drop_duplicates("patient_id").set_index("patient_id")["value"])
         base = p["baseline_phq9"].astype(float)
-        base_ok = base >= o.phq9_min_baseline
+        base_ok = pd.Series(rsp.assessable(base, o.phq9_min_baseline), index=base.index)
         known = base_ok & score.notna()
-        success = known & (score <= 0.5 * base)
+        success = known & rsp.is_response(score, base)  # the one definition: analytics.outcomes.response
         reason_unknown = (f"baseline PHQ-9 missing or below {o.phq9_min_baseline:g}, or no PHQ-9 on days "
                           f"{due_day - w}–{due_day + w}")
     out["due_date"] = p["index_date"] + pd.to_timedelta(due_day, unit="D")
@@ -451,7 +461,7 @@ def _rows_lost(quarantined: pd.DataFrame | int | None) -> tuple[int, list[tuple[
 
 def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
                  quarantined: pd.DataFrame | int | None = None, options: KpiOptions | None = None,
-                 as_of: DateLike | None = None) -> FlowTable:
+                 as_of: DateLike | None = None, dropout: DropoutRule | None = None) -> FlowTable:
     """Uploaded → valid → started ketamine → baseline measured → reached each follow-up window → analysed.
 
     Parameters
@@ -467,6 +477,8 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
         Follow-up windows (:class:`KpiOptions`).
     as_of:
         Data end date (default: latest date in the exports).
+    dropout:
+        When a patient without any follow-up is an early dropout (:class:`analytics.outcomes.cohort.DropoutRule`).
 
     Returns
     -------
@@ -480,7 +492,8 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
     most ``baseline_window_days`` before). Each follow-up window step counts, among patients with a baseline,
     those with a follow-up assessment in the window; the loss splits into "window not reached yet", "recorded as
     lost to follow-up / withdrew" and "no assessment in the window". "Analysed" steps: time to return to use
-    (at least one follow-up; from all starters) and PHQ-9 course (baseline and a later PHQ-9).
+    (at least one follow-up; from all starters; its loss splits into early dropouts -- no follow-up although the
+    first follow-up window has closed -- and "no follow-up yet") and PHQ-9 course (baseline and a later PHQ-9).
     """
     o = options or KpiOptions()
     end = _ts(as_of) if as_of is not None else cohort.data_end_date()
@@ -532,8 +545,15 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
     surv = int(p["has_followup"].sum())
     steps.append({"step": "analysed_survival", "label": "Analysed: time to return to use", "n": surv,
                   "unit": "patients", "parent": "started"})
-    if len(p) - surv:
-        losses.append({"step": "analysed_survival", "reason": "no follow-up assessment yet", "n": len(p) - surv})
+    rule = dropout or DropoutRule()
+    n_early = int(early_dropouts(cohort, rule, as_of=end).sum())
+    if n_early:
+        losses.append({"step": "analysed_survival", "n": n_early,
+                       "reason": f"early dropout: no follow-up although the first follow-up window closed (day "
+                                 f"{rule.closes_day})"})
+    if len(p) - surv - n_early:
+        losses.append({"step": "analysed_survival", "reason": "no follow-up assessment yet (first window still open)",
+                       "n": len(p) - surv - n_early})
     m = cohort.measures
     later = m.loc[(m["measure"] == "phq9") & (m["days"] > 0), "patient_id"]
     traj = ids_in(base_ids, later)
@@ -554,6 +574,9 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
                          "analysed.")
     notes.append(f"Follow-up windows: {', '.join(f'day {t} ± {o.tolerance(t)}' for t in FOLLOWUP_TARGETS)}; "
                  f"data end date {end:%Y-%m-%d}.")
+    if n_early:
+        notes.append(rule.describe() + " They are left out of the main time-to-return-to-use analysis (dropout "
+                     "censored) and counted as return to use in its sensitivity analysis (dropout = return to use).")
     return FlowTable(steps=st, losses=pd.DataFrame(losses, columns=["step", "reason", "n"]), as_of=end,
                      notes=tuple(notes))
 
@@ -592,6 +615,7 @@ class ControlChart:
     kpi: str | None = None
     label: str | None = None
     notes: tuple[str, ...] = ()
+    interval: Literal["month", "quarter"] = "month"
 
     @property
     def signals(self) -> pd.DataFrame:
@@ -727,9 +751,10 @@ def p_chart(numerators: Sequence[float], denominators: Sequence[float], *, label
 
 @dataclass(frozen=True)
 class MonthlySeries:
-    """Monthly numerators and denominators of one KPI.
+    """Monthly (or quarterly) numerators and denominators of one KPI.
 
-    ``table``: ``month`` (first day), ``label`` (``YYYY-MM``), ``numerator``, ``denominator``.
+    ``table``: ``month`` (first day of the month or quarter), ``label`` (``YYYY-MM``, or ``YYYY Qn`` by quarter),
+    ``numerator``, ``denominator``. ``interval``: ``"month"`` or ``"quarter"``.
     """
 
     table: pd.DataFrame
@@ -737,6 +762,18 @@ class MonthlySeries:
     label: str
     definition: str
     notes: tuple[str, ...] = ()
+    interval: Literal["month", "quarter"] = "month"
+
+
+Interval = Literal["auto", "month", "quarter"]
+
+
+def _mostly_small(denominators: np.ndarray, min_cell: int) -> tuple[bool, int, int]:
+    """(more than half of the months with data have a denominator of 1 … min_cell − 1, how many, of how many)."""
+    d = np.asarray(denominators, dtype=float)
+    with_data = int((d > 0).sum())
+    small = int(((d > 0) & (d < min_cell)).sum())
+    return with_data > 0 and 2 * small > with_data, small, with_data
 
 
 def _kpi_units(cohort: Cohort, kpi: str, o: KpiOptions, end: pd.Timestamp) -> tuple[pd.DataFrame, list[str]]:
@@ -759,7 +796,7 @@ def _kpi_units(cohort: Cohort, kpi: str, o: KpiOptions, end: pd.Timestamp) -> tu
 
 
 def monthly_rate(cohort: Cohort, *, kpi: str, options: KpiOptions | None = None, as_of: DateLike | None = None,
-                 period: Period | None = None) -> MonthlySeries:
+                 period: Period | None = None, interval: Interval = "month") -> MonthlySeries:
     """Monthly numerator and denominator of a proportion KPI, for :func:`p_chart`.
 
     ``kpi``: one of ``induction_completion``, ``followup_30``, ``followup_90``, ``followup_180``,
@@ -767,6 +804,11 @@ def monthly_rate(cohort: Cohort, *, kpi: str, options: KpiOptions | None = None,
     accepted and means the same). Patients go to the month their measure fell due (or started, with
     ``assign_by="start"``); only assessable, counted patients are included. Every month between the first and
     the last with data is listed (zeros included).
+
+    ``interval``: ``"month"`` (default), ``"quarter"``, or ``"auto"`` (:func:`control_chart`'s default): by quarter
+    when the cohort's small-cell rule is on, more than half of the months with data have a denominator from 1 to
+    ``min_cell - 1`` (those months would not be drawn) and there are at least 2 quarters to chart; else by month.
+    A note says why quarters are used.
 
     Returns
     -------
@@ -782,27 +824,56 @@ def monthly_rate(cohort: Cohort, *, kpi: str, options: KpiOptions | None = None,
     if units.empty:
         raise InsufficientData(f"{kpi_label(kpi, o)}: no patients or sessions can be assessed yet in the chosen "
                                "range. Widen the date range.")
-    month = units["date"].dt.to_period("M")
-    g = units.groupby(month)[["num", "den"]].sum()
-    full = pd.period_range(g.index.min(), g.index.max(), freq="M")
-    g = g.reindex(full, fill_value=0)
-    table = pd.DataFrame({"month": full.to_timestamp(), "label": full.strftime("%Y-%m"),
-                          "numerator": g["num"].to_numpy().astype(int), "denominator": g["den"].to_numpy().astype(int)})
+    if interval not in ("auto", "month", "quarter"):
+        raise ValueError(f"interval must be 'auto', 'month' or 'quarter' (got {interval!r}).")
+    table = _per_period(units, "M")
+    used: Literal["month", "quarter"] = "quarter" if interval == "quarter" else "month"
+    settings = cohort.settings
+    if interval == "auto" and settings.suppress:
+        mostly, small, with_data = _mostly_small(table["denominator"].to_numpy(), settings.min_cell)
+        if mostly and (_per_period(units, "Q")["denominator"] > 0).sum() >= 2:
+            used = "quarter"
+            notes.append(f"Aggregated by quarter: in {small} of {with_data} months with data the denominator was "
+                         f"1–{settings.min_cell - 1}, which the small-cell rule would hide, so those months could "
+                         "not be drawn. Quarters pool them.")
+    if used == "quarter":
+        table = _per_period(units, "Q")
     if kpi in PATIENT_KPIS and o.assign_by == "due":
-        notes.append("Patients are placed in the month their measure fell due; the latest months hold only "
+        notes.append(f"Patients are placed in the {used} their measure fell due; the latest {used}s hold only "
                      "patients whose window has closed.")
     return MonthlySeries(table=table, kpi=kpi, label=kpi_label(kpi, o), definition=kpi_definition(kpi, o),
-                         notes=tuple(notes))
+                         notes=tuple(notes), interval=used)
+
+
+def _per_period(units: pd.DataFrame, freq: Literal["M", "Q"]) -> pd.DataFrame:
+    """Numerator and denominator per month or quarter, every one between the first and last with data listed."""
+    per = units["date"].dt.to_period(freq)
+    g = units.groupby(per)[["num", "den"]].sum()
+    full = pd.period_range(g.index.min(), g.index.max(), freq=freq)
+    g = g.reindex(full, fill_value=0)
+    label = full.strftime("%Y-%m") if freq == "M" else pd.Index([f"{q.year} Q{q.quarter}" for q in full])
+    return pd.DataFrame({"month": full.to_timestamp(), "label": label,
+                         "numerator": g["num"].to_numpy().astype(int), "denominator": g["den"].to_numpy().astype(int)})
 
 
 def control_chart(cohort: Cohort, *, kpi: str, options: KpiOptions | None = None,
                   chart: Literal["auto", "p", "p_prime"] = "auto", as_of: DateLike | None = None,
-                  period: Period | None = None) -> ControlChart:
-    """:func:`monthly_rate` then :func:`p_chart`: the monthly control chart of one KPI."""
-    series = monthly_rate(cohort, kpi=kpi, options=options, as_of=as_of, period=period)
+                  period: Period | None = None, interval: Interval = "auto") -> ControlChart:
+    """:func:`monthly_rate` then :func:`p_chart`: the monthly (or, when monthly counts would be suppressed,
+    quarterly) control chart of one KPI; ``interval`` as in :func:`monthly_rate`."""
+    series = monthly_rate(cohort, kpi=kpi, options=options, as_of=as_of, period=period, interval=interval)
     t = series.table
-    cc = p_chart(t["numerator"], t["denominator"], labels=t["label"], chart=chart)
-    return replace(cc, kpi=kpi, label=series.label, notes=(series.definition, *series.notes, *cc.notes))
+    try:
+        cc = p_chart(t["numerator"], t["denominator"], labels=t["label"], chart=chart)
+    except InsufficientData as err:
+        if series.interval != "quarter":
+            raise
+        raise InsufficientData(f"A control chart needs at least 2 quarters with data (got {len(t)}); monthly counts "
+                               "are too small to show. Widen the date range.") from err
+    notes = cc.notes if series.interval == "month" else tuple(
+        n.replace("months", "quarters").replace("month's", "quarter's") for n in cc.notes)
+    return replace(cc, kpi=kpi, label=series.label, notes=(series.definition, *series.notes, *notes),
+                   interval=series.interval)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,16 @@ What the export can and cannot say:
 * Sessions without the readings needed to decide are left out of that measure's denominator and counted in
   ``n_missing``.
 
+Categories of what was recorded (:func:`safety_categories`):
+
+* **Expected acute effects**: the contract types ``dissociation``, ``sedation``, ``dizziness``, ``nausea`` and
+  ``hypertension`` (a blood-pressure rise charted in the session). They are expected during a ketamine session;
+  the export names the type only, so it cannot tell whether the effect resolved in the session.
+* **Adverse events that needed action** (a clinical response: medication, extended monitoring, session stopped)
+  and **serious adverse events**: the data contract has no column for either, so the export cannot tell them
+  apart. They are reported as *not recorded*, never as zero; the other recorded types (``vomiting``,
+  ``tachycardia``, ``hallucinations``, ``headache``, ``anxiety``, ``other``) are *not classifiable*.
+
 The interval helpers :func:`wilson_ci` and :func:`poisson_exact_ci` live here because :mod:`analytics.outcomes.qi`
 builds on this module.
 """
@@ -336,6 +346,214 @@ def _ae_rates(flags: pd.DataFrame, matrix: pd.DataFrame, cohort: Cohort, patient
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Categories: expected acute effects, events that needed action, serious events
+
+
+EXPECTED_ACUTE_EFFECTS = ("dissociation", "sedation", "dizziness", "nausea", "hypertension")
+CATEGORIES = ("expected", "not_classifiable", "needed_action", "serious")
+CATEGORY_LABELS = {
+    "expected": "expected acute effects recorded",
+    "not_classifiable": "other recorded events (not classifiable)",
+    "needed_action": "adverse events that needed action",
+    "serious": "serious adverse events",
+}
+NEEDED_ACTION_NOT_RECORDED = (
+    "The sessions export has no column saying whether an event needed a clinical response (medication, extended "
+    "monitoring, session stopped), so adverse events that needed action cannot be told apart from expected effects: "
+    "not recorded, not zero.")
+SERIOUS_NOT_RECORDED = (
+    "The exports have no column marking an event as serious (hospital transfer, escalation of care, lasting harm), "
+    "so serious adverse events cannot be counted: not recorded, not zero.")
+
+
+@dataclass(frozen=True)
+class SafetyCategories:
+    """Recorded adverse events split into expected acute effects and the rest, with what the export cannot say.
+
+    Attributes
+    ----------
+    table:
+        One row per (``category``, ``unit_of_analysis``, ``route``): ``category`` (:data:`CATEGORIES`), ``label``,
+        ``unit_of_analysis`` (``"session"``: events of the category per 100 ketamine sessions, each type once per
+        session, exact Poisson interval; ``"patient"``: share 0–1 of patients with at least one, Wilson interval),
+        ``route`` (a route or ``"all"``), ``recorded`` (False: the export cannot tell; counts and estimates are
+        missing, never 0), ``numerator`` (events or patients; nullable), ``denominator`` (sessions or patients),
+        ``estimate``, ``ci_low``, ``ci_high``, ``scale`` (``"per_100_sessions"`` or ``"proportion"``).
+    serious:
+        Serious events per 1,000 sessions by route: ``route``, ``n_sessions``, ``recorded``, ``n_sessions_with_event``
+        (nullable), ``per_1000_sessions``, ``ci_low``, ``ci_high`` (exact Clopper–Pearson), ``upper_bound``
+        (exact one-sided bound at ``conf_level``), and, for the case of zero events, ``upper_bound_if_none`` (the
+        exact bound the clinic would have if its own records confirm none) and ``rule_of_three`` (3 / n × 1,000).
+    """
+
+    table: pd.DataFrame
+    serious: pd.DataFrame
+    expected_types: tuple[str, ...]
+    conf_level: float
+    patient_window_days: int | None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EventBound:
+    """Sessions with an event per 1,000 sessions, with exact (Clopper–Pearson) limits.
+
+    ``upper_bound`` is one-sided at ``conf_level`` (with 0 events: 1 − (1 − conf_level)^(1/n), which the rule of
+    three, 3/n, approximates for 95%); ``rule_of_three`` is 3000/n with 0 events, else None.
+    """
+
+    events: int
+    sessions: int
+    per_1000: float
+    ci_low: float
+    ci_high: float
+    upper_bound: float
+    rule_of_three: float | None
+    conf_level: float
+
+
+def event_bound(events: int, sessions: int, *, conf_level: float = 0.95) -> EventBound:
+    """Sessions with an event per 1,000 sessions, two-sided exact interval and exact one-sided upper bound.
+
+    Notes
+    -----
+    Clopper–Pearson (exact binomial) limits: a session has the event or not. With zero events the one-sided upper
+    bound is 1 − α^(1/n) (α = 1 − conf_level); the *rule of three* (3/n) is its usual approximation for 95%
+    (Hanley & Lippman-Hand 1983). This is how JPN-AUD (published-benchmarks-2.md) reported 0/1,985 sessions: upper
+    bound 0.15% per session.
+    """
+    if sessions <= 0:
+        raise InsufficientData(f"A rate per 1,000 sessions needs at least 1 session (got {sessions}). Widen the "
+                               "date range.")
+    if not 0 <= events <= sessions:
+        raise ValueError(f"events must lie between 0 and the {sessions} sessions (got {events}).")
+    from scipy.stats import beta  # imported when needed: the dashboard's start-up never needs scipy
+
+    alpha = 1 - conf_level
+    lo = 0.0 if events == 0 else float(beta.ppf(alpha / 2, events, sessions - events + 1))
+    hi = 1.0 if events == sessions else float(beta.ppf(1 - alpha / 2, events + 1, sessions - events))
+    one_sided = (1.0 - alpha ** (1 / sessions) if events == 0 else
+                 1.0 if events == sessions else float(beta.ppf(conf_level, events + 1, sessions - events)))
+    return EventBound(events=events, sessions=sessions, per_1000=1000 * events / sessions, ci_low=1000 * lo,
+                      ci_high=1000 * hi, upper_bound=1000 * one_sided,
+                      rule_of_three=3000 / sessions if events == 0 else None, conf_level=conf_level)
+
+
+def _category_rows(counts: pd.DataFrame, route: pd.Series, unit: str, conf_level: float) -> pd.DataFrame:
+    """Rows per (category, route) from a unit × {expected, not_classifiable} frame of event counts (sessions) or
+    flags (patients)."""
+    parts = []
+    for label, sub in [(r, counts[(route == r).to_numpy()]) for r in sorted(route.unique())] + [(ALL, counts)]:
+        for cat in ("expected", "not_classifiable"):
+            col = sub[cat]
+            num = int(col.sum()) if unit == "session" else int((col > 0).sum())
+            parts.append({"category": cat, "unit_of_analysis": unit, "route": label, "recorded": True,
+                          "numerator": num, "denominator": len(sub)})
+        for cat in ("needed_action", "serious"):
+            parts.append({"category": cat, "unit_of_analysis": unit, "route": label, "recorded": False,
+                          "numerator": pd.NA, "denominator": len(sub)})
+    return pd.DataFrame(parts)
+
+
+def safety_categories(cohort: Cohort, *, expected: Sequence[str] = EXPECTED_ACUTE_EFFECTS,
+                      patient_window_days: int | None = None, period: Period | None = None,
+                      conf_level: float = 0.95, as_of: date | pd.Timestamp | None = None) -> SafetyCategories:
+    """Expected acute effects, other recorded events, events that needed action and serious events, by route.
+
+    Parameters
+    ----------
+    cohort:
+        The analysis cohort.
+    expected:
+        Adverse-event types counted as expected acute effects (default :data:`EXPECTED_ACUTE_EFFECTS`).
+    patient_window_days, period, conf_level, as_of:
+        As in :func:`adverse_event_rates`.
+
+    Returns
+    -------
+    SafetyCategories
+        ``table``: ``category``, ``label``, ``unit_of_analysis``, ``route``, ``recorded``, ``numerator``,
+        ``denominator``, ``estimate``, ``ci_low``, ``ci_high``, ``scale``; ``serious``: ``route``,
+        ``n_sessions``, ``recorded``, ``n_sessions_with_event``, ``per_1000_sessions``, ``ci_low``, ``ci_high``,
+        ``upper_bound``, ``upper_bound_if_none``, ``rule_of_three``.
+
+    Notes
+    -----
+    Per 100 sessions: events (each listed type once per session) / sessions, exact (Garwood) Poisson interval. Per
+    patient: patients with at least one event of the category / patients, Wilson interval; by route, patients with
+    a session by that route, counting events on those sessions. Serious events: exact Clopper–Pearson limits and
+    one-sided upper bound (:func:`event_bound`).
+    """
+    unknown = sorted(set(expected) - set(ADVERSE_EVENTS))
+    if unknown:
+        raise ValueError(f"Expected acute effects must be adverse-event types of the data contract; got "
+                         f"{', '.join(unknown)} (allowed: {', '.join(ADVERSE_EVENTS)}).")
+    flags, matrix = _flags_and_matrix(cohort, VitalThresholds(), period)
+    if flags.empty:
+        raise InsufficientData("Safety categories need at least 1 ketamine session (got 0 in the chosen period). "
+                               "Widen the date range.")
+    exp_cols = [t for t in matrix.columns if t in set(expected)]
+    other_cols = [t for t in matrix.columns if t not in set(expected)]
+    counts = pd.DataFrame({"expected": matrix[exp_cols].sum(axis=1).astype(int),
+                           "not_classifiable": matrix[other_cols].sum(axis=1).astype(int)}, index=matrix.index)
+    per_session = _category_rows(counts, flags["route"], "session", conf_level)
+
+    sub, window_notes = _patient_sessions(flags, cohort, patient_window_days,
+                                          None if as_of is None else pd.Timestamp(as_of))
+    keyed = counts.loc[sub.index].assign(patient_id=sub["patient_id"].to_numpy(), route=sub["route"].to_numpy())
+    by_route = keyed.groupby(["patient_id", "route"], sort=True)[["expected", "not_classifiable"]].sum().reset_index()
+    by_pat = keyed.groupby("patient_id", sort=True)[["expected", "not_classifiable"]].sum().reset_index()
+    pr = _category_rows(by_route, by_route["route"], "patient", conf_level)
+    pr = pr[pr["route"] != ALL]
+    pa = _category_rows(by_pat, pd.Series(ALL, index=by_pat.index), "patient", conf_level)
+    pa = pa.drop_duplicates(["category", "route"])
+    table = pd.concat([per_session, pr, pa], ignore_index=True)
+    table["numerator"] = table["numerator"].astype("Int64")
+    num = table["numerator"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    den = table["denominator"].to_numpy(dtype=float)
+    is_session = (table["unit_of_analysis"] == "session").to_numpy()
+    ok = ~np.isnan(num) & (den > 0)
+    est = np.where(ok, num / np.where(den > 0, den, 1), np.nan)
+    plow, phigh = poisson_exact_ci(np.nan_to_num(num), den, conf_level)
+    wlow, whigh = wilson_ci(np.nan_to_num(num), den, conf_level)
+    table["estimate"] = np.where(is_session, 100 * est, est)
+    table["ci_low"] = np.where(ok, np.where(is_session, 100 * plow, wlow), np.nan)
+    table["ci_high"] = np.where(ok, np.where(is_session, 100 * phigh, whigh), np.nan)
+    table["scale"] = np.where(is_session, "per_100_sessions", "proportion")
+    table.insert(1, "label", table["category"].map(CATEGORY_LABELS))
+
+    serious = _serious_table(flags, conf_level)
+    notes = [
+        (f"Expected acute effects = {', '.join(exp_cols) or 'none'} as listed on the session (type only: the export "
+         "cannot tell whether an effect resolved in the session or needed a response). Other recorded types ("
+         f"{', '.join(other_cols)}) are not classifiable."),
+        NEEDED_ACTION_NOT_RECORDED,
+        SERIOUS_NOT_RECORDED,
+        ("Per 100 sessions: events (each type once per session) per 100 ketamine sessions, exact Poisson interval. "
+         "Per patient: share with at least one, Wilson interval. Sessions without an adverse_events entry count as "
+         "sessions without an event."),
+        *window_notes,
+    ]
+    return SafetyCategories(table=table, serious=serious, expected_types=tuple(exp_cols), conf_level=conf_level,
+                            patient_window_days=patient_window_days, notes=tuple(notes))
+
+
+def _serious_table(flags: pd.DataFrame, conf_level: float) -> pd.DataFrame:
+    """Serious events per 1,000 sessions by route: not recorded (no contract column), with the bound the clinic
+    would have with none."""
+    rows = []
+    groups = [(r, int((flags["route"] == r).sum())) for r in sorted(flags["route"].unique())] + [(ALL, len(flags))]
+    for route, n in groups:
+        if_none = event_bound(0, n, conf_level=conf_level)
+        rows.append({"route": route, "n_sessions": n, "recorded": False, "n_sessions_with_event": pd.NA,
+                     "per_1000_sessions": np.nan, "ci_low": np.nan, "ci_high": np.nan, "upper_bound": np.nan,
+                     "upper_bound_if_none": if_none.upper_bound, "rule_of_three": if_none.rule_of_three})
+    out = pd.DataFrame(rows)
+    out["n_sessions_with_event"] = out["n_sessions_with_event"].astype("Int64")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Vital signs
 
 
@@ -496,11 +714,14 @@ class SafetyBenchmark:
     """Which clinic safety metric matches which published figure (published-benchmarks-2.md §1).
 
     ``kind`` is ``"ae"`` (``item`` = an adverse-event type or ``"any"``) or ``"vital"`` (``item`` = a
-    :data:`VITAL_MEASURES` name). ``route`` restricts the clinic's sessions (``None``: all routes).
-    ``window_days`` restricts per-patient counting to the first days after the index date. ``registry_id`` is
-    the figure's id in the benchmarks registry; ``terms`` are a fallback for registries without that id (the
-    figure of row ``published_id`` whose text holds every term). ``thresholds`` must match the clinic's
-    thresholds for a like-for-like figure.
+    :data:`VITAL_MEASURES` name). ``route`` is the route the published figure is for: the clinic figure counts only
+    sessions of that route, and a clinic without such sessions gets a reason instead of a comparison (its figure
+    over all routes is kept as context). ``category`` is what the published events were: ``"recorded"`` (any
+    charted event of the type) or ``"needed_action"`` (events that needed a clinical response; the export cannot
+    identify them, so such a row is never compared). ``window_days`` restricts per-patient counting to the first
+    days after the index date. ``registry_id`` is the figure's id in the benchmarks registry; ``terms`` are a
+    fallback for registries without that id (the figure of row ``published_id`` whose text holds every term).
+    ``thresholds`` must match the clinic's thresholds for a like-for-like figure.
     """
 
     metric: str
@@ -514,6 +735,7 @@ class SafetyBenchmark:
     terms: tuple[str, ...]
     caution: str
     thresholds: tuple[float, float] | None = None
+    category: Literal["recorded", "needed_action"] = "recorded"
 
 
 _LABEL = ("Esketamine (intranasal) with an oral antidepressant in treatment-resistant depression, spontaneous AE "
@@ -528,7 +750,7 @@ _SPR_TYPES = (("dissociation", "dissociation", "dissociation"), ("dizziness", "d
               ("hypertension", "blood-pressure-increased", "blood pressure"))
 SAFETY_BENCHMARKS: tuple[SafetyBenchmark, ...] = (
     *(SafetyBenchmark(f"patients with {t} in the first 4 weeks", "SPR-AE", f"SPR-AE/{rid}/esketamine", "ae", t,
-                      "patient", None, 28, (term,),
+                      "patient", "intranasal", 28, (term,),
                       _LABEL + (" The contract's 'hypertension' is matched to the label's 'blood pressure "
                                 "increased'." if t == "hypertension" else ""))
       for t, rid, term in _SPR_TYPES),
@@ -541,7 +763,9 @@ SAFETY_BENCHMARKS: tuple[SafetyBenchmark, ...] = (
                      ("nausea", "nausea"))),
     SafetyBenchmark("IM sessions with any adverse event", "AHU22", "AHU22", "ae", "any", "session", "im", None, (),
                     "IM racemic ketamine, outpatient clinic network, adverse events as charted in the EHR; per "
-                    "session (59 of 2,532 treatments; percentage computed from those counts)."),
+                    "session (59 of 2,532 treatments; percentage computed from those counts). A rate this far "
+                    "below that of expected effects such as dissociation means charted events that needed a "
+                    "response, not every expected effect.", category="needed_action"),
     SafetyBenchmark("sublingual patients with any side effect", "SLL23", "SLL23", "ae", "any", "patient",
                     "sublingual", None, (),
                     "At-home low-dose sublingual lozenges, telehealth, depression/anxiety; preprint; 'minor side "
@@ -560,11 +784,13 @@ class SafetyComparison:
     Attributes
     ----------
     table:
-        ``metric``, ``published_id``, ``registry_id``, ``unit_of_analysis``, ``route`` (``"all"`` or a route),
+        ``metric``, ``published_id``, ``registry_id``, ``unit_of_analysis``, ``route`` (the route of the clinic
+        figure: the published figure's route, or ``"all"`` for a context figure), ``published_route``,
         ``window_days``, ``numerator``, ``denominator``, ``estimate``, ``ci_low``, ``ci_high`` (clinic, Wilson),
-        ``published`` (proportion 0–1, NaN when not available), ``published_qualifier`` (``"="``, ``"about"``,
-        ``"<"``…; empty when not available), ``published_status`` (``yes``/``secondary``), ``source``,
-        ``caution``.
+        ``comparable`` (same route, unit of analysis and event category: the two may be drawn side by side),
+        ``reason`` (why not, else empty), ``published`` (proportion 0–1, NaN when not available),
+        ``published_qualifier`` (``"="``, ``"about"``, ``"<"``…; empty when not available), ``published_status``
+        (``yes``/``secondary``), ``source``, ``caution``.
     """
 
     table: pd.DataFrame
@@ -670,6 +896,27 @@ def _lookup(entries: list[dict[str, object]], bench: SafetyBenchmark) -> tuple[f
     return value, status, source, str(entry.get("qualifier", "="))
 
 
+def _route_word(route: str) -> str:
+    return route.upper() if len(route) <= 2 else route
+
+
+def _clinic_scope(b: SafetyBenchmark, present: Sequence[str]) -> tuple[str, str]:
+    """Route of the clinic figure for benchmark ``b`` and, when it cannot be compared, why."""
+    reasons = []
+    route = b.route or ALL
+    if b.route is not None and b.route not in present:
+        what = (f"{_route_word(b.route)} sessions" + (" (esketamine, Spravato)" if b.published_id.startswith("SPR")
+                                                      else ""))
+        reasons.append(f"{b.published_id} is for {what}; this clinic has no {_route_word(b.route)} ketamine "
+                       f"sessions (routes recorded: {', '.join(present) or 'none'}), so it is not compared. The "
+                       "clinic figure shown is over all routes, for context only.")
+        route = ALL
+    if b.category == "needed_action":
+        reasons.append(f"{b.published_id} counts adverse events that needed a clinical response. "
+                       + NEEDED_ACTION_NOT_RECORDED + " The clinic figure is every recorded event, for context only.")
+    return route, " ".join(reasons)
+
+
 def published_comparison(cohort: Cohort, *, thresholds: VitalThresholds | None = None,
                          registry_path: Path | str | None = None, conf_level: float = 0.95,
                          as_of: date | pd.Timestamp | None = None,
@@ -681,12 +928,19 @@ def published_comparison(cohort: Cohort, *, thresholds: VitalThresholds | None =
     yes/secondary and the same unit of analysis; otherwise the published column is NaN and a note says why. The
     clinic figure is always computed. The mapping clinic metric → published figure is :data:`SAFETY_BENCHMARKS`.
 
+    A row is ``comparable`` only for the same route (Spravato label rows: intranasal sessions; ROD20: IV; AHU22:
+    IM; HUL22/SLL23: sublingual), unit of analysis and kind of event (AHU22 counts events that needed action, which
+    the export cannot identify). Otherwise ``reason`` says why, and the clinic figure (over all routes when the
+    clinic has none of the published route) is context only: pages and charts do not draw it beside the
+    published figure.
+
     Returns
     -------
     SafetyComparison
         ``table``: ``metric``, ``published_id``, ``registry_id``, ``unit_of_analysis``, ``route``,
-        ``window_days``, ``numerator``, ``denominator``, ``estimate``, ``ci_low``, ``ci_high``, ``published``,
-        ``published_qualifier``, ``published_status``, ``source``, ``caution``.
+        ``published_route``, ``window_days``, ``caution``, ``comparable``, ``reason``, ``numerator``,
+        ``denominator``, ``estimate``, ``ci_low``, ``ci_high``, ``published``, ``published_qualifier``,
+        ``published_status``, ``source``.
     """
     thresholds = thresholds or VitalThresholds()
     path = Path(registry_path) if registry_path is not None else _default_registry()
@@ -700,8 +954,9 @@ def published_comparison(cohort: Cohort, *, thresholds: VitalThresholds | None =
         notes.append(f"Published figures omitted: the benchmarks registry ({path.name}) was not found or could "
                      "not be read. Clinic figures are shown alone.")
     rows = []
+    present = sorted(set(flags["route"]) - {NOT_RECORDED})
     for b in benchmarks:
-        route = b.route or ALL
+        route, reason = _clinic_scope(b, present)
         if b.kind == "ae":
             if b.window_days not in ae_cache:
                 ae_cache[b.window_days] = _ae_rates(flags, matrix, cohort, b.window_days, conf_level, as_ts)
@@ -713,8 +968,9 @@ def published_comparison(cohort: Cohort, *, thresholds: VitalThresholds | None =
             hit = t[(t["unit_of_analysis"] == b.unit_of_analysis) & (t["measure"] == b.item) & (t["route"] == route)]
         row: dict[str, object] = {"metric": b.metric, "published_id": b.published_id,
                                   "registry_id": b.registry_id, "unit_of_analysis": b.unit_of_analysis,
-                                  "route": route,
-                                  "window_days": b.window_days, "caution": b.caution}
+                                  "route": route, "published_route": b.route or ALL,
+                                  "window_days": b.window_days, "caution": b.caution,
+                                  "comparable": not reason, "reason": reason}
         if len(hit):
             h = hit.iloc[0]
             row.update({k: h[k] for k in ("numerator", "denominator", "estimate", "ci_low", "ci_high")})
@@ -736,8 +992,14 @@ def published_comparison(cohort: Cohort, *, thresholds: VitalThresholds | None =
         rows.append(row)
     table = pd.DataFrame(rows)
     table["window_days"] = table["window_days"].astype("Int64")
+    if not table["comparable"].all():
+        notes.append(f"{int((~table['comparable']).sum())} published figure(s) are not compared with the clinic: "
+                     "a published figure is drawn beside the clinic's only for the same route, unit of analysis and "
+                     "kind of event (the reason column says what differs).")
     notes.append("Per patient = share of patients with at least one session with the event (in the first "
                  "window_days days when given); clinic intervals are Wilson.")
+    notes.append("Indication: the published figures come from depression (TRD) populations; the exports have no "
+                 "diagnosis column, so the clinic's own patients are compared as they are (see each caution).")
     notes.append("The esketamine label's rise rule (≥ 40/25 mmHg over pre-dose, SPR-BP) and mean BP changes "
                  "(VAN21) need pre-dose readings the export does not have, so they are not compared.")
     return SafetyComparison(table=table, conf_level=conf_level, registry_found=entries is not None,
@@ -745,20 +1007,26 @@ def published_comparison(cohort: Cohort, *, thresholds: VitalThresholds | None =
 
 
 __all__ = [
+    "CATEGORIES",
+    "CATEGORY_LABELS",
+    "EXPECTED_ACUTE_EFFECTS",
     "SAFETY_BENCHMARKS",
     "AdverseEventRates",
+    "EventBound",
     "SafetyBenchmark",
+    "SafetyCategories",
     "SafetyComparison",
     "SafetyTrend",
     "VitalSignShares",
     "VitalThresholds",
     "adverse_event_matrix",
     "adverse_event_rates",
+    "event_bound",
     "poisson_exact_ci",
     "published_comparison",
+    "safety_categories",
     "safety_trend",
     "session_safety_flags",
     "vital_sign_elevations",
     "wilson_ci",
 ]
-

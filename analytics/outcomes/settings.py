@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from analytics.outcomes.protocols import DEFAULT_INDUCTION_PROTOCOLS, InductionProtocol
+
 RelapseDefinition = Literal["any", "heavy"]
 
 
@@ -28,6 +30,15 @@ class Settings:
         Baseline PHQ-9/GAD-7 is the last score on or before the index date, at most this many days before.
     suppress / min_cell:
         Counts from 1 to ``min_cell - 1`` are suppressed in shared outputs (default: 1–10).
+    phq9_min_baseline:
+        PHQ-9 response and remission are judged only for patients with a baseline PHQ-9 of at least this (default
+        10, as the key indicator; a baseline of 0 never counts): :mod:`analytics.outcomes.response`.
+    response_loss_rise:
+        Loss of response: two consecutive PHQ-9 scores above half the baseline, or a rise of at least this many
+        points from the response score (default 5, the PHQ-9's minimal important change).
+    induction_protocols:
+        Induction completion per program/route protocol (:mod:`analytics.outcomes.protocols`): the first entry
+        whose programs and route match a patient applies; the last entry is the default for everyone else.
     """
 
     relapse: RelapseDefinition = "any"
@@ -35,6 +46,9 @@ class Settings:
     baseline_window_days: int = 30
     suppress: bool = True
     min_cell: int = 11
+    phq9_min_baseline: float = 10.0
+    response_loss_rise: float = 5.0
+    induction_protocols: tuple[InductionProtocol, ...] = DEFAULT_INDUCTION_PROTOCOLS
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -38,12 +38,12 @@ from analytics.engines.survival import (  # noqa: F401  (the estimators, also us
     logrank,
     rmst,
 )
-from analytics.errors import InsufficientData, ModelDidNotConverge, OutcomesError
+from analytics.errors import InsufficientData, ModelDidNotConverge, OutcomesError, UnusableExport
 from analytics.formatting import p_value
 from analytics.privacy.counts import note_below, note_n
 
 if TYPE_CHECKING:  # pragma: no cover
-    from analytics.outcomes.cohort import Cohort
+    from analytics.outcomes.cohort import Cohort, DropoutRule
 
 DEFAULT_MILESTONES: tuple[int, ...] = (30, 90, 180, 365)
 GROUPING_COLUMNS: tuple[str, ...] = ("program", "primary_substance", "index_route", "site", "baseline_band",
@@ -304,6 +304,19 @@ def relapse_curves(cohort: Cohort, *, by: str | None = None, conf_level: float =
     """
     data = _grouped(cohort, by, what="draw curves")
     notes = data.notes
+    dating = _dating_note(cohort.patients[cohort.patients["has_followup"].to_numpy(bool)])
+    if dating:
+        notes.append(dating)
+    settings = cohort.settings
+    return _curves(data, conf_level=conf_level, milestones=milestones,
+                   min_cell=settings.min_cell if settings.suppress else None)
+
+
+def _curves(data: _Grouped, *, conf_level: float, milestones: Sequence[float], min_cell: int | None
+            ) -> SurvivalCurves:
+    """Kaplan–Meier per group of ``data`` (the body of :func:`relapse_curves`, also used by the sensitivity
+    analyses, whose "groups" are the rules compared)."""
+    notes = list(data.notes)
     breaks = _risk_breaks(float(data.time.max()))
     tables, med_rows, ms_tables, risk = [], [], [], []
     for i, g in enumerate(data.groups):
@@ -326,10 +339,24 @@ def relapse_curves(cohort: Cohort, *, by: str | None = None, conf_level: float =
         notes.append("No estimate past a group's last follow-up: " + "; ".join(
             f"{g} (day {', '.join(f'{d:g}' for d in sub['day'])})" for g, sub in past.groupby("group", sort=False))
             + ".")
-    settings = cohort.settings
     return SurvivalCurves(table=table, medians=pd.DataFrame(med_rows), milestones=ms,
                           risk_table=pd.concat(risk, ignore_index=True), by=data.col, conf_level=conf_level,
-                          min_cell=settings.min_cell if settings.suppress else None, notes=tuple(notes))
+                          min_cell=min_cell, notes=tuple(notes))
+
+
+def _dating_note(pts: pd.DataFrame) -> str | None:
+    """A note when most returns to use are dated by the assessment visit (no ``relapse_date``): the curve then steps
+    down on visit days, and a milestone read off it depends on when the visits happened."""
+    if "event_dated_by" not in pts.columns:
+        return None
+    by = pts.loc[pts[EVENT].to_numpy(bool), "event_dated_by"]
+    n_event, n_visit = len(by), int((by == "visit").sum())
+    if n_event == 0 or 2 * n_visit <= n_event:
+        return None
+    return (f"Most returns to use ({note_n(n_visit)} of {note_n(n_event)}) have no relapse date and are dated by the "
+            "assessment at which they were reported: each happened somewhere between the previous assessment and "
+            "that one. The curve steps down on visit days, so the medians and milestones are read off visit-day "
+            "steps and lean late; the midpoint rule (see 'How events are dated') shows how much that matters.")
 
 
 def _design(data: _Grouped, *, reference: int, adjust: Sequence[str]
@@ -588,6 +615,247 @@ def _diff_row(group: str, estimate: float, se: float, conf_level: float) -> dict
 
 
 # ----------------------------------------------------------------------------------------------------
+# Sensitivity analyses: the dropout rule and the dating of events
+# ----------------------------------------------------------------------------------------------------
+
+DROPOUT_CENSORED = "dropout censored"
+DROPOUT_EVENT = "dropout = return to use"
+DATED_AS_RECORDED = "as recorded"
+DATED_MIDPOINT = "midpoint of the interval"
+SENSITIVITY_METHOD = ("Sensitivity analysis: the same Kaplan–Meier estimate under two rules, each with its own "
+                      "patients (n); the 'groups' of this table are the rules, not groups of patients.")
+
+
+@dataclass(frozen=True)
+class DropoutSensitivity:
+    """Time to return to use under both dropout rules, side by side.
+
+    Attributes
+    ----------
+    curves:
+        :class:`SurvivalCurves` whose groups are the rules (:data:`DROPOUT_CENSORED`, :data:`DROPOUT_EVENT`).
+    table:
+        One row per rule: ``rule``, ``n`` (patients in the analysis), ``n_event``, ``n_censor``,
+        ``n_early_dropout`` (early dropouts counted as return to use), ``n_dropout_event`` (all events that are a
+        dropout: a lost-to-follow-up/withdrew status or an early dropout), ``estimate`` (median days), ``ci_low``,
+        ``ci_high``.
+    milestones:
+        ``rule``, ``day``, ``estimate``, ``se``, ``ci_low``, ``ci_high``, ``n_risk``.
+    n_early_dropout:
+        Early dropouts in the cohort (:func:`analytics.outcomes.cohort.early_dropouts`).
+    """
+
+    curves: SurvivalCurves
+    table: pd.DataFrame
+    milestones: pd.DataFrame
+    n_early_dropout: int
+    rule: DropoutRule
+    notes: tuple[str, ...] = ()
+
+
+def _rule_curves(parts: list[tuple[str, np.ndarray, np.ndarray]], *, col: str, notes: list[str], conf_level: float,
+                 milestones: Sequence[float], min_cell: int | None) -> SurvivalCurves:
+    parts = [(g, t, e) for g, t, e in parts if t.size]
+    if not parts:
+        raise InsufficientData("No patient has a follow-up assessment or has dropped out early, so time to return "
+                               "to use cannot be estimated under either rule. Upload the follow-ups export or widen "
+                               "the date range.")
+    time = np.concatenate([t for _, t, _ in parts])
+    event = np.concatenate([e for _, _, e in parts])
+    code = np.concatenate([np.full(t.size, i, dtype=np.intp) for i, (_, t, _) in enumerate(parts)])
+    data = _Grouped(time, event, code, [g for g, _, _ in parts], col, pd.DataFrame(index=range(time.size)), notes)
+    return _curves(data, conf_level=conf_level, milestones=milestones, min_cell=min_cell)
+
+
+def dropout_sensitivity(cohort: Cohort, *, rule: DropoutRule | None = None, conf_level: float = 0.95,
+                        milestones: Sequence[float] = DEFAULT_MILESTONES) -> DropoutSensitivity:
+    """Return to use with dropout censored and with dropout counted as return to use, each with its n.
+
+    Parameters
+    ----------
+    cohort:
+        The analysis cohort (its ``Settings.dropout_as_relapse`` is overridden by each rule).
+    rule:
+        When a patient without follow-up is an early dropout (:class:`analytics.outcomes.cohort.DropoutRule`).
+
+    Returns
+    -------
+    DropoutSensitivity
+        ``table`` (rule, n, n_event, n_censor, n_early_dropout, n_dropout_event, estimate, ci_low, ci_high),
+        ``milestones`` and the two ``curves``.
+
+    Notes
+    -----
+    Censored rule: a lost-to-follow-up/withdrew status is a censoring and patients without any follow-up are left
+    out; it estimates the hazard of the return to use that is observed and is unbiased only when dropping out says
+    nothing about use (non-informative censoring). As-event rule (Dakwar 2019, "use or dropout"): every such status
+    and every early dropout is a return to use, early dropouts on the day of their expected first assessment (or of
+    their last session, if later): a pessimistic bound when dropouts often return to use.
+    """
+    from analytics.outcomes.cohort import DropoutRule, dropout_outcomes
+
+    rule = rule or DropoutRule()
+    rows, parts = [], []
+    for label, as_event in ((DROPOUT_CENSORED, False), (DROPOUT_EVENT, True)):
+        o = dropout_outcomes(cohort, as_event=as_event, rule=rule)
+        o = o[o["included"].to_numpy(bool)]
+        t, e = o["days_to_event"].to_numpy(float), o["relapsed"].to_numpy(bool)
+        parts.append((label, t, e))
+        rows.append({"rule": label, "n_early_dropout": int(o["early_dropout"].sum()) if as_event else 0,
+                     "n_dropout_event": int((o["dropout_event"] & o["relapsed"]).sum())})
+    n_early = int(rows[1]["n_early_dropout"])
+    where = (f"early dropouts are counted as return to use on day {rule.first_followup_day} (their expected first "
+             "assessment), or on the day of their last session when that is later")
+    notes = [SENSITIVITY_METHOD, rule.describe(),
+             f"'{DROPOUT_CENSORED}': a lost-to-follow-up or withdrew status is a censoring at that assessment and "
+             "patients without any follow-up are left out; this estimates the hazard of the returns to use that are "
+             "observed and is right only if patients who drop out do as well as those still followed.",
+             f"'{DROPOUT_EVENT}': every lost-to-follow-up or withdrew status is a return to use at that assessment "
+             f"(unless use was reported before) and {where}; a pessimistic bound. The truth usually lies between "
+             "the two curves.",
+             f"{note_n(n_early)} early dropout(s) in this view."]
+    settings = cohort.settings
+    curves = _rule_curves(parts, col="dropout rule", notes=notes, conf_level=conf_level, milestones=milestones,
+                          min_cell=settings.min_cell if settings.suppress else None)
+    med = curves.medians.rename(columns={"group": "rule"})
+    table = med.merge(pd.DataFrame(rows), on="rule", how="left")[
+        ["rule", "n", "n_event", "n_censor", "n_early_dropout", "n_dropout_event", "estimate", "ci_low", "ci_high"]]
+    return DropoutSensitivity(curves=curves, table=table,
+                              milestones=curves.milestones.rename(columns={"group": "rule"}),
+                              n_early_dropout=n_early, rule=rule, notes=curves.notes)
+
+
+@dataclass(frozen=True)
+class EventDating:
+    """How the returns to use of the main analysis are dated, and the midpoint rule as a sensitivity analysis.
+
+    Attributes
+    ----------
+    counts:
+        ``n_event`` (returns to use), ``by_relapse_date`` (dated by the follow-up's ``relapse_date``),
+        ``by_visit`` (no relapse date: dated by the assessment at which use was reported; interval-censored
+        between the previous assessment and that one), ``by_dropout`` (a dropout status counted as the event).
+    medians:
+        One row per rule (:data:`DATED_AS_RECORDED`, :data:`DATED_MIDPOINT`): ``rule``, ``n``, ``n_event``,
+        ``estimate`` (median days), ``ci_low``, ``ci_high``.
+    milestones:
+        ``rule``, ``day``, ``estimate``, ``se``, ``ci_low``, ``ci_high``, ``n_risk``.
+    mostly_by_visit:
+        True when more than half of the events are dated by visit (the milestones then lean on visit days).
+    """
+
+    counts: dict[str, int]
+    medians: pd.DataFrame
+    milestones: pd.DataFrame
+    curves: SurvivalCurves
+    mostly_by_visit: bool
+    notes: tuple[str, ...] = ()
+
+
+def event_dating(cohort: Cohort, *, conf_level: float = 0.95,
+                 milestones: Sequence[float] = DEFAULT_MILESTONES) -> EventDating:
+    """Count events dated by ``relapse_date`` and by visit; KM median and milestones as recorded and under the
+    midpoint rule.
+
+    Returns
+    -------
+    EventDating
+        ``counts``, ``medians`` (rule, n, n_event, estimate, ci_low, ci_high), ``milestones``.
+
+    Notes
+    -----
+    A return to use reported at an assessment without a ``relapse_date`` happened after the previous assessment
+    (day 0 for the first) and on or before this one: it is interval-censored. The main analysis dates it at the
+    interval's right end (the visit), which makes the curve step down on visit days and leans late. The midpoint
+    rule dates it halfway (single midpoint imputation; Law & Brookmeyer 1992): a sensitivity analysis, not a
+    correction -- its CIs are too narrow, and a proper interval-censored estimate (Turnbull) is not done here.
+    """
+    pts = cohort.patients[cohort.patients["has_followup"].to_numpy(bool)]
+    if pts.empty:
+        raise InsufficientData("No patient has a follow-up assessment yet (0 patients with follow-up), so there are "
+                               "no returns to use to date. Upload the follow-ups export or widen the date range.")
+    t = pts[TIME].to_numpy(float)
+    e = pts[EVENT].to_numpy(bool)
+    dated = pts["event_dated_by"].astype("string").fillna("").to_numpy(object)
+    visit = e & (dated == "visit")
+    start = pts["event_interval_start_days"].to_numpy(float)
+    mid = t.copy()
+    mid[visit] = (np.nan_to_num(start[visit], nan=0.0) + t[visit]) / 2
+    counts = {"n_event": int(e.sum()), "by_relapse_date": int((e & (dated == "relapse_date")).sum()),
+              "by_visit": int(visit.sum()), "by_dropout": int((e & (dated == "dropout")).sum())}
+    mostly = counts["n_event"] > 0 and 2 * counts["by_visit"] > counts["n_event"]
+    notes = [SENSITIVITY_METHOD,
+             f"Returns to use: {note_n(counts['n_event'])}; dated by the follow-up's relapse date: "
+             f"{note_n(counts['by_relapse_date'])}; dated by the assessment at which use was reported (no relapse "
+             f"date, so the return happened between the previous assessment and that one): "
+             f"{note_n(counts['by_visit'])}"
+             + (f"; a dropout status counted as the event: {note_n(counts['by_dropout'])}" if counts["by_dropout"]
+                else "") + ".",
+             f"'{DATED_MIDPOINT}': each return to use dated by visit is moved to halfway between the previous "
+             "assessment (day 0 for the first) and that visit (single midpoint imputation, a sensitivity analysis: "
+             "its CIs are too narrow). The main analysis dates it at the visit."]
+    if mostly:
+        notes.append("Most returns to use are dated by visit: the main curve steps down on visit days, so its "
+                     "median and milestones are read off visit-day steps and lean late; read them beside the "
+                     "midpoint rule.")
+    settings = cohort.settings
+    curves = _rule_curves([(DATED_AS_RECORDED, t, e), (DATED_MIDPOINT, mid, e)], col="event dating", notes=notes,
+                          conf_level=conf_level, milestones=milestones,
+                          min_cell=settings.min_cell if settings.suppress else None)
+    med = curves.medians.rename(columns={"group": "rule"})[["rule", "n", "n_event", "estimate", "ci_low", "ci_high"]]
+    return EventDating(counts=counts, medians=med, milestones=curves.milestones.rename(columns={"group": "rule"}),
+                       curves=curves, mostly_by_visit=bool(mostly), notes=curves.notes)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The --reference option
+# ----------------------------------------------------------------------------------------------------
+
+def check_reference(cohort: Cohort, *, by: str | None, reference: str | None) -> str | None:
+    """The reference level that ``--reference`` names, spelled as in the data; None without one.
+
+    A level is matched exactly, else ignoring case and surrounding spaces when that picks one group.
+
+    Raises
+    ------
+    UnusableExport
+        ``reference`` without ``by``; a level that names no group (the message lists the groups, marking those too
+        small to compare); a group with fewer than :data:`MIN_GROUP_PATIENTS` patients with follow-up (left out of
+        every comparison, so it cannot be the reference).
+    """
+    if reference is None:
+        return None
+    if by is None:
+        raise UnusableExport(f"--reference {reference!r} needs --by: it names a level of the grouping column (e.g. "
+                             f"--by program --reference {reference!r}). Add --by or drop --reference.")
+    try:
+        data = _grouped(cohort, by, what="compare groups")
+    except InsufficientData:
+        return reference  # no groups at all: the survival section says why (null, with its sentence)
+    sizes = dict(zip(data.groups, np.bincount(data.code, minlength=len(data.groups)).tolist()))
+    col = str(data.col)
+    usable = [g for g in data.groups if sizes[g] >= MIN_GROUP_PATIENTS]
+    small = [g for g in data.groups if sizes[g] < MIN_GROUP_PATIENTS]
+    found = reference if reference in sizes else None
+    if found is None:
+        folded = [g for g in data.groups if g.strip().casefold() == reference.strip().casefold()]
+        found = folded[0] if len(folded) == 1 else None
+    if found is None:
+        listed = ", ".join(repr(g) for g in data.groups)
+        tiny = (f" ({', '.join(repr(g) for g in small)}: fewer than {note_below(MIN_GROUP_PATIENTS)} patients with "
+                "follow-up, too small to compare)") if small else ""
+        raise UnusableExport(f"--reference {reference!r} names no {col} group. The {col} groups are: {listed}{tiny}. "
+                             "Pick one of them, spelled as listed.")
+    if found in small:
+        raise UnusableExport(
+            f"--reference {reference!r} is a {col} group, but it has fewer than {note_below(MIN_GROUP_PATIENTS)} "
+            "patients with follow-up, so it is left out of the comparison and cannot be the reference. "
+            + (f"Pick one of: {', '.join(repr(g) for g in usable)}." if usable
+               else "No group is large enough to compare; drop --reference."))
+    return found
+
+
+# ----------------------------------------------------------------------------------------------------
 # JSON (cli.md `cohort` and `survival` sections)
 # ----------------------------------------------------------------------------------------------------
 
@@ -606,15 +874,28 @@ def survival_json(cohort: Cohort, *, by: str | None = None, reference: str | Non
 
     Without ``by`` there is one group, ``"all"``, and ``logrank`` and ``cox`` are None. Numbers are plain
     Python floats and ints; None where not estimable (never NaN). ``cox`` is None when the notes of
-    :func:`compare_groups` say the model could not be fitted. Counts are not suppressed here: the caller
-    applies the small-cell rule to the whole output.
+    :func:`compare_groups` say the model could not be fitted; ``logrank`` and ``cox`` are None when the groups
+    cannot be compared at all (the curves are kept). Counts are not suppressed here: the caller applies the
+    small-cell rule to the whole output. :func:`survival_section` also returns why a part is missing.
 
     Raises
     ------
     InsufficientData
-        As :func:`relapse_curves` and :func:`compare_groups`.
+        As :func:`relapse_curves`.
+    """
+    return survival_section(cohort, by=by, reference=reference, adjust=adjust)[0]
+
+
+def survival_section(cohort: Cohort, *, by: str | None = None, reference: str | None = None,
+                     adjust: Sequence[str] = ()) -> tuple[dict[str, Any], list[str]]:
+    """:func:`survival_json` and the sentences that explain each missing part (a null median, log-rank or Cox
+    model, a group left out of the comparison), for stderr of ``kap-outcomes analyze``.
+
+    When the group comparison fails (e.g. fewer than two groups large enough, or no return to use yet) the
+    Kaplan–Meier curves per group are kept and ``logrank`` and ``cox`` are None.
     """
     curves = relapse_curves(cohort, by=by)
+    reasons: list[str] = []
     groups = []
     for row in curves.medians.itertuples(index=False):
         km = curves.table[curves.table["group"] == row.group]
@@ -624,12 +905,21 @@ def survival_json(cohort: Cohort, *, by: str | None = None, reference: str | Non
             "km": [{"time": float(d), "survival": float(s), "lower": _num(lo), "upper": _num(hi), "at_risk": int(n)}
                    for d, s, lo, hi, n in zip(km["day"], km["estimate"], km["ci_low"], km["ci_high"], km["n_risk"])],
         })
+    not_reached = [str(g) for g, m in zip(curves.medians["group"], curves.medians["estimate"]) if not np.isfinite(m)]
+    if not_reached:
+        reasons.append(f"survival: median_days is null for {', '.join(not_reached)}: fewer than half had returned "
+                       "to use by the last follow-up (median not reached).")
     out: dict[str, Any] = {"groups": groups, "logrank": None, "cox": None}
-    if by is None:
-        return out
-    cmp = compare_groups(cohort, by=by, reference=reference, adjust=adjust)
+    if by is None:  # one curve by design (cli.md): nothing to explain
+        return out, reasons
+    try:
+        cmp = compare_groups(cohort, by=by, reference=reference, adjust=adjust)
+    except OutcomesError as err:
+        reasons.append(f"survival: logrank and cox are null (the Kaplan–Meier curves per group are kept): {err}")
+        return out, reasons
     lr = cmp.logrank
     out["logrank"] = {"chisq": _num(lr.chisq), "df": int(lr.df), "p": _num(lr.p)}
+    reasons += [f"survival: {n}" for n in cmp.notes if n.startswith("Left out of the comparison")]
     if cmp.hazard_ratios is not None:
         out["cox"] = {
             "reference": cmp.reference, "ties": "efron",
@@ -638,4 +928,7 @@ def survival_json(cohort: Cohort, *, by: str | None = None, reference: str | Non
                        "p": _num(r.p)} for r in cmp.hazard_ratios.itertuples(index=False)],
             "ph_test": {"p": _num(cmp.ph_test.iloc[-1]["p"]) if cmp.ph_test is not None else None},
         }
-    return out
+    else:
+        why = [n for n in cmp.notes if n.startswith("No hazard ratio")] or ["the Cox model could not be fitted."]
+        reasons.append("survival: cox is null: " + " ".join(why))
+    return out, reasons

@@ -4,13 +4,19 @@ Everything here takes a :class:`~analytics.outcomes.cohort.Cohort` and returns a
 
 * :func:`fit_trajectory` — linear mixed model ``measure ~ time (* group) (+ covariates) + (1 + weeks | patient)``
   by REML (or ML), with the fast exact engine of :mod:`analytics.engines.lmm` (checked against lme4) or statsmodels
-  ``MixedLM``; a singular or non-converged random-slope fit falls back to a random intercept and says so.
-* :func:`predicted_means` — model-based mean trajectory with a confidence band, per group.
+  ``MixedLM``. A singular (boundary) or non-converged random-slope fit is weighed by likelihood against the simpler
+  random-effect structures (uncorrelated, slope only, intercept only): the lowest AIC is reported, the boundary fit
+  included (as lme4 reports it), and the notes say what was done. ``time="auto"`` chooses the time shape on the data.
+* :func:`phq9_model` — THE PHQ-9 model of ``kap-outcomes analyze``, the meeting pack and the trajectories page.
+* :func:`predicted_means` — model-based mean trajectory with a confidence band, per group;
+  :func:`observed_means` — observed means with 95 % CIs per group and time bin, to draw beside it.
 * :func:`compare_time_shapes` — linear vs piecewise (bend at 4 weeks) vs natural spline, by ML (AIC, LR test).
 * :func:`response_remission` / :func:`band_transitions` — PHQ-9 response (≥ 50 % below baseline) and remission
-  (< 5) at fixed weeks with Wilson CIs; baseline band → latest band.
-* :func:`response_durability` — Kaplan–Meier time from first response to loss of response, by maintenance
-  ketamine sessions, plus a Cox model with maintenance as a time-varying covariate.
+  (< 5) at fixed weeks with Wilson CIs, among patients with baseline PHQ-9 ≥ ``settings.phq9_min_baseline``
+  (:mod:`analytics.outcomes.response`: one definition for every output); baseline band → latest band.
+* :func:`response_durability` — Kaplan–Meier time from first response to loss of response (two consecutive scores
+  above half the baseline, or a rise of ≥ 5 points from the response score), by maintenance ketamine sessions,
+  plus a Cox model with maintenance as a time-varying covariate.
 * :func:`abstinence_gee` — repeated binary abstinence by GEE (binomial, exchangeable): population-average odds.
 * :func:`trajectories_json` — the ``trajectories`` section of ``kap-outcomes analyze`` (../shared/cli.md).
 
@@ -20,9 +26,10 @@ window is used (``cohort.measures`` is already so filtered), so baseline scores 
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -31,20 +38,36 @@ import pandas as pd
 from analytics.engines import gee, lmm
 from analytics.engines.intervals import chi2_sf, norm_two_sided_p, wilson_ci, z_crit
 from analytics.errors import InsufficientData, ModelDidNotConverge
+from analytics.outcomes import response as rsp
 from analytics.outcomes.cohort import PHQ9_BANDS, Cohort, ids_in
 from analytics.privacy.counts import note_n, note_of
 
 TimeShape = Literal["linear", "piecewise", "spline"]
+TimeChoice = Literal["auto", "linear", "piecewise", "spline"]
+TIME_SHAPES: tuple[TimeShape, ...] = ("linear", "piecewise", "spline")
+TIME_CHOICES: tuple[TimeChoice, ...] = ("auto", "linear", "piecewise", "spline")
 Engine = Literal["fast", "statsmodels"]
+RandomStructure = Literal["correlated", "uncorrelated", "slope", "intercept"]
+RANDOM_TERMS: dict[str, str] = {"correlated": "(1 + weeks | patient_id)", "uncorrelated": "(1 + weeks || patient_id)",
+                                "slope": "(0 + weeks | patient_id)", "intercept": "(1 | patient_id)"}
+RANDOM_NAMES: dict[str, str] = {"correlated": "correlated random intercept and slope",
+                                "uncorrelated": "uncorrelated random intercept and slope",
+                                "slope": "random slope only", "intercept": "random intercept only"}
+N_THETA: dict[str, int] = {"correlated": 3, "uncorrelated": 2, "slope": 1, "intercept": 1}
 
 MEASURES = ("phq9", "gad7", "craving", "pda")
 MEASURE_NAMES = {"phq9": "PHQ-9", "gad7": "GAD-7", "craving": "craving", "pda": "percent days abstinent"}
 AXIS_TITLES = {"phq9": "PHQ-9 total (0–27)", "gad7": "GAD-7 total (0–21)", "craving": "Craving (0–10 scale)",
                "pda": "Days abstinent (% of assessment window)"}
 MIN_PATIENTS = 10          # patients with ≥ 2 scores, overall and per group
-RESPONSE_FRACTION = 0.5    # response: score ≤ 50 % of baseline
-REMISSION_BELOW = 5.0      # remission: PHQ-9 < 5
+RESPONSE_FRACTION = rsp.RESPONSE_FRACTION  # response: score ≤ 50 % of baseline
+REMISSION_BELOW = rsp.REMISSION_BELOW      # remission: PHQ-9 < 5
 ALL = "all patients"
+
+
+def _shape_words(shape: str, knot_weeks: float = 4.0) -> str:
+    return {"linear": "a straight line", "piecewise": f"a bend at week {knot_weeks:g}",
+            "spline": "a natural spline"}.get(shape, shape)
 
 
 # --------------------------------------------------------------------------------------------- design
@@ -176,15 +199,16 @@ class Design:
     def groups(self) -> tuple[str, ...]:
         return (self.reference, *self.levels) if self.by else (ALL,)  # type: ignore[return-value]
 
-    def formula(self, random_slope: bool) -> str:
+    def formula(self, random: bool | str) -> str:
+        """lme4-style formula; ``random``: a :data:`RandomStructure` (True: correlated, False: intercept)."""
         t = self.time.formula
         rhs = t
         if self.by:
             rhs = f"{t} * {self.by}" if self.time.shape != "piecewise" else f"({t}) * {self.by}"
         for cov in self.covariates:
             rhs += f" + {cov.name}"
-        re = "(1 + weeks | patient_id)" if random_slope else "(1 | patient_id)"
-        return f"{self.measure} ~ {rhs} + {re}"
+        structure = random if isinstance(random, str) else ("correlated" if random else "intercept")
+        return f"{self.measure} ~ {rhs} + {RANDOM_TERMS[structure]}"
 
     def matrix(self, weeks: np.ndarray, group: np.ndarray | None, covs: pd.DataFrame | None) -> np.ndarray:
         n = len(weeks)
@@ -256,9 +280,20 @@ class TrajectoryFit:
         One row per fixed-effect term: ``term``, ``estimate``, ``se``, ``ci_low``, ``ci_high``, ``p`` (Wald,
         normal reference distribution).
     random:
-        ``sd_intercept``, ``sd_slope`` (per week), ``corr``, ``sd_residual``; None where the model has no such term.
+        ``sd_intercept``, ``sd_slope`` (per week), ``corr``, ``sd_residual``: the reported model's values (0 where
+        its structure holds a term at 0: ``corr`` of the uncorrelated structure, ``sd_intercept`` of slope only);
+        None where the model has no such term (``corr`` when an SD is 0).
     random_slope:
-        Whether the reported model has a random slope (False after a fallback to a random intercept).
+        Whether the reported model has a random slope (False when the random-intercept model is reported).
+    random_structure:
+        ``correlated`` ``(1 + weeks | patient_id)``, ``uncorrelated`` ``(1 + weeks || patient_id)``, ``slope``
+        ``(0 + weeks | patient_id)`` or ``intercept`` ``(1 | patient_id)``.
+    structures:
+        When the random-slope fit was singular or did not converge: the structures weighed (``structure``,
+        ``formula``, ``n_theta``, ``criterion`` (REML criterion or −2 log-likelihood), ``aic``, ``converged``,
+        ``singular``, ``chosen``); else None.
+    time_comparison:
+        With ``time="auto"``: the ML comparison of the time shapes that chose the reported one; else None.
     converged, singular:
         Optimiser convergence (lme4's scaled-gradient check); boundary fit of the reported model.
     formula, method:
@@ -290,6 +325,9 @@ class TrajectoryFit:
     n_per_group: dict[str, int] = field(default_factory=dict)
     weeks_range: tuple[float, float] = (0.0, 0.0)
     notes: tuple[str, ...] = ()
+    random_structure: str = "correlated"
+    structures: pd.DataFrame | None = field(default=None, repr=False)
+    time_comparison: ModelComparison | None = field(default=None, repr=False)
 
     @property
     def time(self) -> str:
@@ -303,6 +341,21 @@ class TrajectoryFit:
 @dataclass(frozen=True)
 class PredictedMeans:
     """Model-based mean trajectory: ``group``, ``weeks``, ``estimate``, ``se``, ``ci_low``, ``ci_high``."""
+
+    table: pd.DataFrame
+    measure: str
+    conf_level: float
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ObservedMeans:
+    """Observed means per group and time bin, to draw beside the model line (a misfit shows as points off it).
+
+    ``table``: ``group``, ``bin`` (label, e.g. ``"4–6"``), ``weeks`` (mean time of the scores in the bin),
+    ``n_patients``, ``n_scores``, ``estimate`` (mean over patients of each patient's mean score in the bin),
+    ``ci_low``, ``ci_high`` (t interval over patients; NaN with fewer than 2 patients).
+    """
 
     table: pd.DataFrame
     measure: str
@@ -363,8 +416,8 @@ class ResponseDurability:
     milestones:
         ``group``, ``weeks``, ``estimate``, ``ci_low``, ``ci_high``, ``n_risk``: sustained response at 4 and 8 weeks.
     responders:
-        One row per responder: ``patient_id``, ``baseline_phq9``, ``response_day``, ``days_in_response``,
-        ``lost_response`` (True = loss observed), ``maintenance`` (a ketamine session after response and after
+        One row per responder: ``patient_id``, ``baseline_phq9``, ``response_day``, ``response_score``,
+        ``days_in_response``, ``lost_response`` (True = loss observed), ``maintenance`` (a ketamine session after response and after
         induction, before loss or censoring), ``first_maintenance_day`` (days since response).
     maintenance_hr:
         Cox hazard ratio of losing response after vs before a first maintenance session (time-varying covariate):
@@ -643,12 +696,17 @@ def _statsmodels_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, weeks: np
     return result, notes
 
 
-def _fit_one(data: _ModelData, random_slope: bool, reml: bool, names: tuple[str, ...], engine: Engine,
+def _fit_one(data: _ModelData, structure: str, reml: bool, names: tuple[str, ...], engine: Engine,
              start: np.ndarray | None = None) -> lmm.LMMResult:
+    random_slope = structure != "intercept"
     if engine == "statsmodels":
+        if structure not in ("correlated", "intercept"):
+            raise ValueError(f"The statsmodels engine fits the correlated or intercept structure only, not {structure}.")
         y, X, codes, weeks = data.arrays()
         return _statsmodels_fit(y, X, codes, weeks, random_slope, reml, names)[0]
     blk = data.blocks(random_slope)
+    if structure in ("uncorrelated", "slope"):
+        return lmm.fit_structure(blk, structure, reml=reml, names=names)
     warm = start is not None and random_slope
     res = lmm.fit_blocks(blk, reml=reml, names=names, start=start if warm else None, warm=warm)
     if not res.converged and random_slope:  # a second start before giving up on the slope
@@ -658,43 +716,89 @@ def _fit_one(data: _ModelData, random_slope: bool, reml: bool, names: tuple[str,
     return res
 
 
-def _fit_with_fallback(data: _ModelData, *, reml: bool, names: tuple[str, ...], engine: Engine, measure: str,
-                       random_slope: bool = True,
-                       start: np.ndarray | None = None) -> tuple[lmm.LMMResult, list[str]]:
+def _boundary_text(res: lmm.LMMResult) -> str:
+    """What sits on the boundary in a singular random-slope fit, in words."""
+    a, b, c = (float(v) for v in res.theta)
+    if a < lmm.SINGULAR_TOL:
+        return "the between-patient SD of the starting level was estimated as 0"
+    if c < lmm.SINGULAR_TOL and abs(b) >= lmm.SINGULAR_TOL:
+        return (f"the correlation of starting level and slope was estimated as {'−1' if a * b < 0 else '+1'}, i.e. "
+                "the slopes are a fixed multiple of the starting levels")
+    return "the between-patient SD of the weekly slope was estimated as 0"
+
+
+def _fit_random(data: _ModelData, *, reml: bool, names: tuple[str, ...], engine: Engine, measure: str,
+                random_slope: bool = True, structure: str | None = None,
+                start: np.ndarray | None = None) -> tuple[lmm.LMMResult, str, pd.DataFrame | None, list[str]]:
+    """Fit the random part: the correlated random-slope model; when it is singular or does not converge, the
+    simpler structures too, and the lowest AIC among the converged fits is reported (fixed effects are the same,
+    so REML criteria are comparable; ties go to fewer parameters). The boundary fit stays a candidate, as lme4
+    reports it. ``structure`` forces one structure (no choice); ``random_slope=False`` forces the intercept."""
     notes: list[str] = []
-    res = _fit_one(data, random_slope, reml, names, engine, start)
-    if random_slope and (res.singular or not res.converged):
-        why = ("did not converge" if not res.converged else
-               "was singular (patient-specific slopes or their correlation with the starting level cannot be "
-               "told apart from zero or ±1)")
-        alt = _fit_one(data, False, reml, names, engine)
-        if alt.converged or not res.converged:
-            notes.append(f"The model with a random slope per patient {why}; the random-intercept model is "
-                         "reported instead (standard errors of time effects may then be too small).")
-            res = alt
-        else:
-            notes.append(f"The model with a random slope per patient {why}, and the random-intercept model did not "
-                         "converge; the boundary fit is reported (a slope SD of 0 or a correlation of ±1 is not a "
-                         "finding about patients).")
-    if (not random_slope or res.q == 1) and res.singular:
-        notes.append(f"Between-patient differences in {_label(measure)} level were estimated as zero; the "
+    label = _label(measure)
+    crit = "REML criterion" if reml else "−2 log-likelihood"
+    if structure is None and not random_slope:
+        structure = "intercept"
+    if structure is not None:
+        res = _fit_one(data, structure, reml, names, engine, start)
+        table = None
+        chosen = structure
+    else:
+        res = _fit_one(data, "correlated", reml, names, engine, start)
+        chosen, table = "correlated", None
+        if res.singular or not res.converged:
+            fits = {"correlated": res}
+            others = ("uncorrelated", "slope", "intercept") if engine == "fast" else ("intercept",)
+            for other in others:
+                fits[other] = _fit_one(data, other, reml, names, engine)
+            ok = {k: r for k, r in fits.items() if math.isfinite(r.deviance)}
+            usable = {k: r for k, r in ok.items() if r.converged} or ok
+            order = list(N_THETA)  # ties: fewer parameters first, then this order
+            chosen = min(usable, key=lambda k: (round(usable[k].deviance + 2 * N_THETA[k], 9), N_THETA[k],
+                                                order.index(k)))
+            table = pd.DataFrame([{"structure": k, "formula": RANDOM_TERMS[k], "n_theta": N_THETA[k],
+                                   "criterion": r.deviance, "aic": r.deviance + 2 * N_THETA[k],
+                                   "converged": r.converged, "singular": r.singular, "chosen": k == chosen}
+                                  for k, r in fits.items()])
+            why = ("did not converge" if not res.converged else
+                   f"was singular ({_boundary_text(res)}: a boundary fit, lme4's isSingular)")
+            listing = "; ".join(f"{RANDOM_NAMES[k]} {r.deviance:.2f}" + ("" if r.converged else " (not converged)")
+                                for k, r in fits.items())
+            gap = fits[chosen].deviance - res.deviance
+            if chosen == "correlated":
+                notes.append(f"The model with a random slope per patient {why}. It is kept, as lme4 does: simpler "
+                             f"random-effect structures fit clearly worse ({crit}: {listing}; lowest AIC kept). "
+                             "Dropping the slope would make the standard errors of time effects too small.")
+            elif chosen == "intercept":
+                notes.append(f"The model with a random slope per patient {why}; by AIC the random-intercept model is "
+                             f"reported instead ({crit}: {listing}): its criterion is {gap:+.2f} from the random-slope "
+                             "model's, no evidence that patients' weekly changes differ.")
+            else:
+                notes.append(f"The model with a random slope per patient {why}; by AIC the {RANDOM_NAMES[chosen]} "
+                             f"structure {RANDOM_TERMS[chosen]} is reported instead ({crit}: {listing}): it fits "
+                             f"as well ({gap:+.2f}) with fewer parameters and keeps the patient-specific slopes.")
+            res = fits[chosen]
+    if chosen != "correlated" and chosen != "intercept" and res.singular:
+        notes.append(f"The {RANDOM_NAMES[chosen]} fit is itself on the boundary (an SD estimated as 0).")
+    if chosen == "intercept" and res.singular:
+        notes.append(f"Between-patient differences in {label} level were estimated as zero; the "
                      "model reduces to ordinary least squares.")
     if not np.all(np.isfinite(res.beta)) or not math.isfinite(res.deviance):
         raise ModelDidNotConverge(
-            f"The {_label(measure)} trajectory model could not be fitted (the likelihood could not be evaluated). "
+            f"The {label} trajectory model could not be fitted (the likelihood could not be evaluated). "
             "Check for patients with implausible scores or try fewer adjustment variables.")
     if not res.converged:
-        notes.append(f"The {_label(measure)} trajectory model did not converge; treat its numbers with caution.")
+        notes.append(f"The {label} trajectory model did not converge; treat its numbers with caution.")
     notes.extend(res.notes)
-    return res, notes
+    return res, chosen, table, notes
 
 
 # --------------------------------------------------------------------------------------------- models
 def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = None, adjust: tuple[str, ...] = (),
-                   time: TimeShape = "linear", knot_weeks: float = 4.0, spline_df: int = 3,
+                   time: TimeChoice = "linear", knot_weeks: float = 4.0, spline_df: int = 3,
                    reference: str | None = None, random_slope: bool = True, reml: bool = True,
                    engine: Engine = "fast", conf_level: float = 0.95, prepared: PreparedScores | None = None,
-                   start: np.ndarray | None = None) -> TrajectoryFit:
+                   start: np.ndarray | None = None, random_structure: RandomStructure | None = None) -> TrajectoryFit:
     """Linear mixed model of one repeated measure over weeks since the first ketamine session.
 
     Parameters
@@ -710,11 +814,15 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
         against their most common level.
     time:
         ``linear``; ``piecewise`` (extra slope after ``knot_weeks``: fast early change, then a plateau) or
-        ``spline`` (natural cubic spline with ``spline_df`` degrees of freedom, knots at quantiles of weeks).
+        ``spline`` (natural cubic spline with ``spline_df`` degrees of freedom, knots at quantiles of weeks);
+        ``auto``: the shape with the lowest AIC in :func:`compare_time_shapes` (ML fits), refitted by ``reml``.
     reference:
         Reference level of ``by`` (default: the level with most patients).
     random_slope:
-        Random intercept and slope on weeks per patient (default), else a random intercept only.
+        Random intercept and slope on weeks per patient (default; when that fit is singular or does not converge,
+        the structure is chosen by AIC, see Notes), else a random intercept only.
+    random_structure:
+        Force one random-effect structure (``correlated``, ``uncorrelated``, ``slope``, ``intercept``), no choice.
     reml:
         REML (default) or ML (needed to compare models with different fixed effects).
     engine:
@@ -744,7 +852,11 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     -----
     The model and criterion are lme4's (Bates et al. 2015, J Stat Softw 67(1)); standard errors are lme4's
     ``vcov`` (conditional on the variance estimates); p-values and intervals use the normal distribution (Wald),
-    as statsmodels does. A singular or non-converged random-slope fit falls back to a random intercept (notes).
+    as statsmodels does. A singular (boundary) or non-converged random-slope fit is not simply dropped: the
+    uncorrelated ``(1 + weeks || patient_id)``, slope-only ``(0 + weeks | patient_id)`` and random-intercept
+    structures are fitted too and the lowest AIC among the converged fits is reported, the boundary fit included
+    (lme4 reports boundary fits as they are; the fixed effects are the same, so the REML criteria are comparable).
+    The notes say what was done, and ``structures`` holds the comparison.
     """
     z = z_crit(conf_level)
     adjust = tuple(adjust)
@@ -752,6 +864,21 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
         prepared = prepare_scores(cohort, measure)
     elif prepared.measure != measure:
         raise ValueError(f"prepared holds {prepared.measure} scores, not {measure}.")
+    if time == "auto":
+        comparison = compare_time_shapes(cohort, measure=measure, by=by, adjust=adjust, knot_weeks=knot_weeks,
+                                         spline_df=spline_df, engine=engine, reference=reference,
+                                         prepared=prepared)
+        fit = fit_trajectory(cohort, measure=measure, by=by, adjust=adjust, time=comparison.best,  # type: ignore[arg-type]
+                             knot_weeks=knot_weeks, spline_df=spline_df, reference=reference,
+                             random_slope=random_slope, reml=reml, engine=engine, conf_level=conf_level,
+                             prepared=prepared, start=start, random_structure=random_structure)
+        t = comparison.table.set_index("time")
+        aics = ", ".join(f"{shape} {t.loc[shape, 'aic']:.1f}" for shape in t.index)
+        note = (f"Time shape chosen on the data: {comparison.best} ({_shape_words(comparison.best, knot_weeks)}), the lowest "
+                f"AIC of the shapes fitted by maximum likelihood ({aics}); reported refitted by "
+                f"{'REML' if reml else 'ML'}.")
+        return replace(fit, notes=(fit.notes[0], note, *fit.notes[1:], *comparison.notes[1:]),
+                       time_comparison=comparison)
     keep, pts, group, notes = _patients(cohort, prepared, by, adjust)
     analysed = np.zeros(len(prepared.patient_id), dtype=bool)
     analysed[keep] = True
@@ -777,7 +904,7 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
                                    "spline_df or time='piecewise'.")
         basis = TimeBasis("spline", knot_weeks=knot_weeks, knots=tuple(float(k) for k in knots))
     elif time not in ("linear", "piecewise"):
-        raise ValueError(f"time must be 'linear', 'piecewise' or 'spline' (got {time!r}).")
+        raise ValueError(f"time must be 'auto', 'linear', 'piecewise' or 'spline' (got {time!r}).")
     design = Design(measure=measure, time=basis, by=by, reference=ref, levels=levels,
                     covariates=_covariate_specs(pts, adjust))
     names = design.names
@@ -787,17 +914,18 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     if not _full_rank_xtx(data.blocks(random_slope).c0[:p, :p]):
         raise InsufficientData(f"The {_label(measure)} model has more terms than the data can separate (e.g. a "
                                "covariate that never varies). Drop an adjustment variable or merge groups.")
-    res, fit_notes = _fit_with_fallback(data, reml=reml, names=names, engine=engine, measure=measure,
-                                        random_slope=random_slope, start=start)
+    res, structure, structures, fit_notes = _fit_random(data, reml=reml, names=names, engine=engine,
+                                                        measure=measure, random_slope=random_slope,
+                                                        structure=random_structure, start=start)
     notes.extend(fit_notes)
     se = res.se
     est = res.beta
     fixed = pd.DataFrame({"term": list(names), "estimate": est, "se": se, "ci_low": est - z * se,
                           "ci_high": est + z * se, "p": norm_two_sided_p(est / se)})
     method = "REML" if reml else "ML"
-    has_slope = res.q == 2
+    has_slope = structure != "intercept"
     notes.insert(0, f"Linear mixed model ({method}, {'fast exact engine' if engine == 'fast' else 'statsmodels'}): "
-                    f"{design.formula(has_slope)}; {note_n(res.n_groups)} patients, {note_n(res.n_obs)} scores. Wald "
+                    f"{design.formula(structure)}; {note_n(res.n_groups)} patients, {note_n(res.n_obs)} scores. Wald "
                     f"{round(conf_level * 100)}% intervals.")
     if measure == "pda":
         notes.append("Percent days abstinent is modelled in percent (0–100).")
@@ -807,12 +935,13 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     else:
         n_per_group = {ALL: int(res.n_groups)}
     return TrajectoryFit(
-        measure=measure, formula=design.formula(has_slope), method=method, fixed=fixed,
+        measure=measure, formula=design.formula(structure), method=method, fixed=fixed,
         random=res.variance_components(), random_slope=has_slope, n_patients=res.n_groups, n_obs=res.n_obs,
         converged=res.converged, singular=res.singular, loglik=res.loglik, aic=res.aic, bic=res.bic,
         deviance=res.deviance, cov_params=pd.DataFrame(res.cov_beta, index=list(names), columns=list(names)),
         design=design, engine=engine, conf_level=conf_level, n_per_group=n_per_group,
-        weeks_range=(float(weeks.min()), float(weeks.max())), notes=tuple(notes))
+        weeks_range=(float(weeks.min()), float(weeks.max())), notes=tuple(notes), random_structure=structure,
+        structures=structures)
 
 
 def predicted_means(fit: TrajectoryFit, *, weeks: np.ndarray | list[float] | None = None,
@@ -851,14 +980,65 @@ def predicted_means(fit: TrajectoryFit, *, weeks: np.ndarray | list[float] | Non
                           notes=notes + fit.notes[1:])
 
 
+# Bins (weeks) of the observed means: the baseline window, then weekly over induction, wider later.
+WEEK_BINS: tuple[float, ...] = (-np.inf, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0, 26.0, 39.0, 52.0, np.inf)
+
+
+def observed_means(cohort: Cohort, *, measure: str = "phq9", by: str | None = None,
+                   bins: tuple[float, ...] = WEEK_BINS, conf_level: float = 0.95) -> ObservedMeans:
+    """Observed mean score per group and time bin with a t confidence interval, one value per patient and bin.
+
+    Each patient contributes the mean of their scores in a bin (so a patient scored twice in a bin does not count
+    twice); the bin's mean and interval are over those patient means. Groups as :func:`patient_lines` (missing
+    ``by`` values are left out, as the model leaves them out).
+
+    Returns
+    -------
+    ObservedMeans
+        ``table`` columns ``group``, ``bin``, ``weeks``, ``n_patients``, ``n_scores``, ``estimate``, ``ci_low``,
+        ``ci_high``.
+    """
+    from scipy import stats
+
+    d = measure_frame(cohort, measure)
+    groups = _groups_of(cohort, by)
+    d["group"] = d["patient_id"].map(groups)
+    d = d[d["group"].notna() & (d["group"] != "(missing)")] if by is not None else d[d["group"].notna()]
+    edges = np.asarray(bins, dtype=float)
+    labels = [("≤ 0" if not np.isfinite(lo) else f"> {lo:g}" if not np.isfinite(hi) else f"{lo:g}–{hi:g}")
+              for lo, hi in itertools.pairwise(edges)]
+    d["bin"] = pd.cut(d["weeks"], edges, labels=labels, right=True)
+    per_patient = (d.groupby(["group", "bin", "patient_id"], observed=True)
+                   .agg(value=("value", "mean"), weeks=("weeks", "sum"), n=("value", "size")).reset_index())
+    agg = (per_patient.groupby(["group", "bin"], observed=True)
+           .agg(n_patients=("value", "size"), n_scores=("n", "sum"), weeks_sum=("weeks", "sum"),
+                estimate=("value", "mean"), sd=("value", "std")).reset_index())
+    agg["weeks"] = agg["weeks_sum"] / agg["n_scores"]
+    n = agg["n_patients"].to_numpy(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(n >= 2, stats.t.ppf(0.5 + conf_level / 2, np.maximum(n - 1, 1)), np.nan)
+        half = t * agg["sd"].to_numpy(float) / np.sqrt(n)
+    agg["ci_low"], agg["ci_high"] = agg["estimate"] - half, agg["estimate"] + half
+    agg["bin"] = agg["bin"].astype(str)
+    table = agg[["group", "bin", "weeks", "n_patients", "n_scores", "estimate", "ci_low", "ci_high"]]
+    notes = ((f"Points: observed mean {_label(measure)} per time bin (weeks {', '.join(labels)}) with "
+              f"{round(conf_level * 100)}% t intervals; each patient counts once per bin (the mean of their "
+              "scores there). Where the points leave the model line, the time shape does not fit."),)
+    return ObservedMeans(table=table.reset_index(drop=True), measure=measure, conf_level=conf_level, notes=notes)
+
+
 def compare_time_shapes(cohort: Cohort, *, measure: str = "phq9", by: str | None = None,
                         adjust: tuple[str, ...] = (), knot_weeks: float = 4.0, spline_df: int = 3,
-                        engine: Engine = "fast") -> ModelComparison:
+                        engine: Engine = "fast", reference: str | None = None,
+                        prepared: PreparedScores | None = None) -> ModelComparison:
     """Does a bend or a spline describe the course better than a straight line?
 
     Fits the linear, piecewise (knot at ``knot_weeks``) and natural-spline models by maximum likelihood (REML
     likelihoods of models with different fixed effects are not comparable) and reports AIC, BIC and the
-    likelihood-ratio test of each against the linear model (nested: both contain the straight line).
+    likelihood-ratio test of each against the linear model (nested: both contain the straight line). All three
+    have the same random-effect structure: when the per-shape choice (:func:`fit_trajectory`) differs between
+    shapes, all are refitted with the richest structure chosen. A shape the data cannot support (too few distinct
+    times for the spline, no scores after the bend) is left out and named in the notes.
 
     Returns
     -------
@@ -869,18 +1049,27 @@ def compare_time_shapes(cohort: Cohort, *, measure: str = "phq9", by: str | None
     rows = []
     fits: dict[str, TrajectoryFit] = {}
     notes: list[str] = []
-    for shape in ("linear", "piecewise", "spline"):
-        f = fit_trajectory(cohort, measure=measure, by=by, adjust=adjust, time=shape,  # type: ignore[arg-type]
-                           knot_weeks=knot_weeks, spline_df=spline_df, reml=False, engine=engine)
-        fits[shape] = f
-    slopes = {f.random_slope for f in fits.values()}
-    if len(slopes) > 1:  # compare like with like: same random part everywhere
-        notes.append("At least one model fell back to a random intercept, so all are compared with a random "
-                     "intercept only.")
+    if prepared is None:
+        prepared = prepare_scores(cohort, measure)
+    common = {"measure": measure, "by": by, "adjust": adjust, "knot_weeks": knot_weeks, "spline_df": spline_df,
+              "reml": False, "engine": engine, "reference": reference, "prepared": prepared}
+    for shape in TIME_SHAPES:
+        try:
+            fits[shape] = fit_trajectory(cohort, time=shape, **common)  # type: ignore[arg-type]
+        except InsufficientData as err:
+            if shape == "linear":
+                raise
+            notes.append(f"The {shape} shape was not fitted: {err}")
+    structures = {f.random_structure for f in fits.values()}
+    if len(structures) > 1:  # compare like with like: the same random part everywhere
+        richest = max(structures, key=lambda k: (N_THETA[k], k != "slope"))
+        if structures == {"intercept", "slope"}:
+            richest = "uncorrelated"
+        notes.append(f"The shapes' random-effect structures differed, so all are compared with the "
+                     f"{RANDOM_NAMES[richest]} structure {RANDOM_TERMS[richest]}.")
         for shape in fits:
-            fits[shape] = fit_trajectory(cohort, measure=measure, by=by, adjust=adjust, time=shape,  # type: ignore[arg-type]
-                                         knot_weeks=knot_weeks, spline_df=spline_df, reml=False, engine=engine,
-                                         random_slope=False)
+            fits[shape] = fit_trajectory(cohort, time=shape, random_structure=richest,  # type: ignore[arg-type]
+                                         **common)
     base = fits["linear"]
     for shape, f in fits.items():
         test = lr_test(base, f) if shape != "linear" else {"chisq": math.nan, "df": 0, "p": math.nan}
@@ -888,7 +1077,10 @@ def compare_time_shapes(cohort: Cohort, *, measure: str = "phq9", by: str | None
                      "aic": f.aic, "bic": f.bic, "lr_chisq": test["chisq"], "df": int(test["df"]), "p": test["p"],
                      "converged": f.converged})
     table = pd.DataFrame(rows)
-    best = str(table.loc[table["aic"].idxmin(), "time"])
+    ok = table[table["converged"]] if table["converged"].any() else table
+    best = str(ok.loc[ok["aic"].idxmin(), "time"])
+    if not table["converged"].all():
+        notes.append("Shapes whose model did not converge were not chosen.")
     notes.insert(0, f"Fitted by maximum likelihood on {note_n(base.n_patients)} patients and {note_n(base.n_obs)} "
                     f"scores; likelihood-ratio tests against the straight line. Lowest AIC: {best}.")
     return ModelComparison(table=table, best=best, notes=tuple(notes))
@@ -896,7 +1088,7 @@ def compare_time_shapes(cohort: Cohort, *, measure: str = "phq9", by: str | None
 
 def n_parameters(fit: TrajectoryFit) -> int:
     """Fixed effects + random-effect (co)variances + residual variance (lme4's ``df`` of ``logLik``)."""
-    return len(fit.fixed) + (3 if fit.random_slope else 1) + 1
+    return len(fit.fixed) + N_THETA[fit.random_structure] + 1
 
 
 def lr_test(reduced: TrajectoryFit, full: TrajectoryFit) -> dict[str, float]:
@@ -915,14 +1107,28 @@ def lr_test(reduced: TrajectoryFit, full: TrajectoryFit) -> dict[str, float]:
     return {"chisq": chisq, "df": float(df), "p": chi2_sf(chisq, df) if df > 0 else math.nan}
 
 
-def trajectories_json(cohort: Cohort) -> dict:
-    """The ``trajectories`` section of ``kap-outcomes analyze`` (../shared/cli.md): the default PHQ-9 model.
+def phq9_model(cohort: Cohort, *, time: TimeChoice = "auto", by: str | None = None,
+               conf_level: float = 0.95) -> TrajectoryFit:
+    """THE PHQ-9 trajectory model: the one ``kap-outcomes analyze`` writes, the meeting pack prints and the
+    trajectories page shows by default (one function, so that the three always agree).
 
-    ``phq9 ~ weeks + (1 + weeks | patient_id)`` by REML on every PHQ-9 on or after the start of the baseline window;
-    when that fit is singular, the random-intercept model (its formula says so, ``sd_slope``/``corr`` null).
-    Raises :class:`InsufficientData` when too few patients have two scores (the CLI then writes null).
+    ``phq9 ~ <time> + (1 + weeks | patient_id)`` by REML on every PHQ-9 on or after the start of the baseline
+    window; ``time="auto"`` (default) takes the shape with the lowest ML AIC among the straight line, the bend at
+    week 4 and the natural spline (3 df), then refits it by REML. A singular random-slope fit is handled by
+    likelihood (:func:`fit_trajectory`, Notes).
     """
-    fit = fit_trajectory(cohort, measure="phq9")
+    return fit_trajectory(cohort, measure="phq9", by=by, time=time, conf_level=conf_level)
+
+
+def trajectories_json(cohort: Cohort, *, time: TimeChoice = "auto") -> dict:
+    """The ``trajectories`` section of ``kap-outcomes analyze`` (../shared/cli.md): :func:`phq9_model`.
+
+    ``formula`` is the reported model's (time shape and random-effect structure, e.g.
+    ``phq9 ~ weeks + weeks_after_4 + (1 + weeks | patient_id)``); ``sd_slope``/``corr`` are null for the
+    random-intercept model. Raises :class:`InsufficientData` when too few patients have two scores (the CLI then
+    writes null).
+    """
+    fit = phq9_model(cohort, time=time)
 
     def num(x: float | None) -> float | None:
         return None if x is None or not math.isfinite(float(x)) else float(x)
@@ -963,13 +1169,15 @@ def _groups_of(cohort: Cohort, by: str | None) -> pd.Series:
 
 
 def response_remission(cohort: Cohort, *, weeks: tuple[float, ...] = (4, 8, 12, 26), window_days: int = 14,
-                       by: str | None = None, min_baseline: float = 0.0,
+                       by: str | None = None, min_baseline: float | None = None,
                        conf_level: float = 0.95) -> ResponseRemission:
     """PHQ-9 response (score ≤ 50 % of baseline) and remission (score < 5) at fixed weeks.
 
     At each target week the score nearest ``7 × weeks`` days within ± ``window_days`` is used (ties: the earlier).
-    The denominator is every patient with a baseline PHQ-9 (≥ ``min_baseline``) and a score in that window, so
-    each rate says whom it describes; patients without a score there are not counted as failures.
+    The denominator is every patient with a baseline PHQ-9 ≥ ``min_baseline`` (default
+    ``cohort.settings.phq9_min_baseline``, 10; a baseline of 0 never counts: :mod:`analytics.outcomes.response`)
+    and a score in that window, so each rate says whom it describes; patients without a score there are not
+    counted as failures.
 
     Returns
     -------
@@ -977,8 +1185,9 @@ def response_remission(cohort: Cohort, *, weeks: tuple[float, ...] = (4, 8, 12, 
         ``table`` columns ``group``, ``weeks``, ``outcome``, ``n``, ``n_event``, ``estimate``, ``ci_low``,
         ``ci_high`` (Wilson score interval).
     """
+    min_baseline = cohort.settings.phq9_min_baseline if min_baseline is None else min_baseline
     d = _post_baseline_phq9(cohort)
-    d = d[d["baseline_phq9"] >= min_baseline]
+    d = d[rsp.assessable(d["baseline_phq9"], min_baseline)]
     groups = _groups_of(cohort, by)
     rows = []
     for w in weeks:
@@ -987,8 +1196,8 @@ def response_remission(cohort: Cohort, *, weeks: tuple[float, ...] = (4, 8, 12, 
         near["dist"] = (near["days"] - target).abs()
         pick = near.sort_values(["patient_id", "dist", "days"]).drop_duplicates("patient_id")
         pick["group"] = pick["patient_id"].map(groups)
-        pick["response"] = pick["value"] <= RESPONSE_FRACTION * pick["baseline_phq9"]
-        pick["remission"] = pick["value"] < REMISSION_BELOW
+        pick["response"] = rsp.is_response(pick["value"], pick["baseline_phq9"])
+        pick["remission"] = rsp.is_remission(pick["value"])
         levels = [ALL] if by is None else sorted(groups.unique())
         for g in levels:
             sub = pick[pick["group"] == g]
@@ -998,14 +1207,9 @@ def response_remission(cohort: Cohort, *, weeks: tuple[float, ...] = (4, 8, 12, 
     table = pd.DataFrame(rows, columns=["group", "weeks", "outcome", "n", "n_event"])
     est, lo, hi = _wilson(table["n_event"].to_numpy(), table["n"].to_numpy(), conf_level)
     table["estimate"], table["ci_low"], table["ci_high"] = est, lo, hi
-    notes = [(f"Response = PHQ-9 at most half the baseline score; remission = PHQ-9 below 5. At each week the "
-              f"score nearest the target day within ±{window_days} days; denominator = patients with a baseline "
-              f"score and a score in that window. Wilson {round(conf_level * 100)}% intervals.")]
-    if min_baseline > 0:
-        notes.append(f"Only patients with baseline PHQ-9 ≥ {min_baseline:g}.")
-    else:
-        notes.append("All patients with a baseline score are included, also those with little depression at "
-                     "baseline (use min_baseline=10 for the usual trial definition).")
+    notes = [(f"{rsp.definition_text(min_baseline)} At each week the score nearest the target day within "
+              f"±{window_days} days; denominator = patients with such a baseline and a score in that window. Wilson "
+              f"{round(conf_level * 100)}% intervals.")]
     return ResponseRemission(table=table, window_days=window_days, conf_level=conf_level, notes=tuple(notes))
 
 
@@ -1074,33 +1278,24 @@ def _km_at(curve: pd.DataFrame, day: float, time: np.ndarray) -> dict[str, float
             "n_risk": int(np.sum(time >= day))}
 
 
-def _responders(cohort: Cohort, min_baseline: float) -> pd.DataFrame:
+def _responders(cohort: Cohort, min_baseline: float, rise_points: float) -> pd.DataFrame:
     d = _post_baseline_phq9(cohort)
-    d = d[(d["baseline_phq9"] > 0) & (d["baseline_phq9"] >= min_baseline)].sort_values(["patient_id", "days"])
-    d["responding"] = d["value"] <= RESPONSE_FRACTION * d["baseline_phq9"]
-    first = d[d["responding"]].drop_duplicates("patient_id")[["patient_id", "days"]]
-    first = first.rename(columns={"days": "response_day"})
-    at = pd.Index(first["patient_id"]).get_indexer(d["patient_id"])
-    response_day = np.where(at >= 0, first["response_day"].to_numpy(float)[at], np.nan)
-    after = d[(at >= 0) & (d["days"].to_numpy(float) > response_day)]
-    lost = after[~after["responding"]].drop_duplicates("patient_id").set_index("patient_id")["days"]
-    last = d.groupby("patient_id")["days"].max()
-    out = first.set_index("patient_id")
-    out["baseline_phq9"] = d.drop_duplicates("patient_id").set_index("patient_id")["baseline_phq9"]
-    out["lost_response"] = out.index.isin(lost.index)
-    end = lost.reindex(out.index).fillna(last.reindex(out.index))
-    out["days_in_response"] = (end - out["response_day"]).astype(float)
-    return out.reset_index()
+    d = d[rsp.assessable(d["baseline_phq9"], min_baseline)]
+    out = rsp.response_episodes(d, rise_points=rise_points)
+    return out[["patient_id", "response_day", "baseline_phq9", "response_score", "lost_response",
+                "days_in_response"]]
 
 
 def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = (4, 8),
-                        induction_days: int = 28, min_baseline: float = 0.0,
-                        conf_level: float = 0.95) -> ResponseDurability:
+                        induction_days: int = 28, min_baseline: float | None = None,
+                        rise_points: float | None = None, conf_level: float = 0.95) -> ResponseDurability:
     """How long does a PHQ-9 response last, and does it last longer with maintenance ketamine sessions?
 
-    Responders are patients whose PHQ-9 after day 0 reached at most half their baseline score. Time runs from the
-    first such score to the first later score that is no longer at most half the baseline (loss of response); a
-    responder without loss is censored at the last PHQ-9. A *maintenance* (booster) session is a ketamine session
+    Responders are patients with baseline PHQ-9 ≥ ``min_baseline`` (default ``cohort.settings.phq9_min_baseline``)
+    whose PHQ-9 after day 0 reached at most half their baseline score. Time runs from the first such score to the
+    loss of response (:mod:`analytics.outcomes.response`): two consecutive scores above half the baseline (dated at
+    the first of the two), or a rise of at least ``rise_points`` (default ``cohort.settings.response_loss_rise``, 5)
+    from the response score; a responder without loss is censored at the last PHQ-9. A *maintenance* (booster) session is a ketamine session
     after the first response and after the induction period (day ``induction_days``), before loss or censoring:
     induction sessions that continue after an early response are not maintenance.
 
@@ -1119,7 +1314,9 @@ def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = 
     60 % at 8 weeks without maintenance.
     """
     z = z_crit(conf_level)
-    resp = _responders(cohort, min_baseline)
+    min_baseline = cohort.settings.phq9_min_baseline if min_baseline is None else min_baseline
+    rise_points = cohort.settings.response_loss_rise if rise_points is None else rise_points
+    resp = _responders(cohort, min_baseline, rise_points)
     if len(resp) < MIN_PATIENTS:
         raise InsufficientData(f"Durability of response needs at least {MIN_PATIENTS} PHQ-9 responders with a "
                                f"baseline score (got {note_n(len(resp))}). Widen the date range or add follow-up "
@@ -1149,10 +1346,11 @@ def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = 
         curves.append(c)
         for w in milestone_weeks:
             milestones.append({"group": g, "weeks": float(w), **_km_at(c, 7.0 * w, t[mask])})
-    notes = [(f"{note_n(len(resp))} responders (PHQ-9 at most half of baseline after day 0), {note_n(e.sum())} lost "
-              f"response "
-              f"(a later score above half of baseline); the others are censored at their last PHQ-9. Kaplan–Meier "
-              f"with {round(conf_level * 100)}% log-scale intervals (R survfit default)."),
+    notes = [(f"{note_n(len(resp))} responders (PHQ-9 at most half of baseline after day 0, baseline ≥ "
+              f"{min_baseline:g}), {note_n(e.sum())} lost response (two consecutive later scores above half of "
+              f"baseline, or a rise of at least {rise_points:g} points from the response score); the others are "
+              f"censored at their last PHQ-9. Kaplan–Meier with {round(conf_level * 100)}% log-scale intervals (R "
+              "survfit default)."),
              (f"Maintenance = a ketamine session after the first response and after day {induction_days} "
               "(the end of induction), before loss of response or censoring. "
               "Curves split by maintenance favour the maintenance group (patients who stay in response longer have "

@@ -220,6 +220,7 @@ def _kpis(pack: _Pack, cohort: Cohort) -> None:
         out.append(entry)
     pack.table(pd.DataFrame(out))
     pack.notes(table.notes)
+    _sensitivity(pack, cohort, days=(90,), figure=False)
 
 
 def _flow(pack: _Pack, cohort: Cohort, data: ValidatedExports) -> None:
@@ -261,8 +262,14 @@ def _survival(pack: _Pack, cohort: Cohort, by: str | None, reference: str | None
         f"suppressed (<{pack.min_cell})" if pack.suppress and (too_small[g] or 0 <= r < pack.min_cell)
         else fmt.pct_ci(e, lo, hi) for g, r, e, lo, hi in zip(ms["group"], ms["n_risk"].fillna(0), ms["estimate"],
                                                               ms["ci_low"], ms["ci_high"])]}))
+    _sensitivity(pack, cohort)
+    comp = None
     if by is not None:
-        comp = survival.compare_groups(cohort, by=by, reference=reference)
+        try:  # a comparison that cannot be made leaves the curves above in place
+            comp = survival.compare_groups(cohort, by=by, reference=reference)
+        except OutcomesError as err:
+            pack.p(f"No comparison between groups: {err} The Kaplan–Meier curves per group above are kept.", "warn")
+    if comp is not None:
         pack.p(f"Log-rank: chi-square {fmt.num(comp.logrank.chisq)} on {comp.logrank.df} df, "
                f"{fmt.p_value(comp.logrank.p)}. {comp.ph_verdict}")
         if comp.hazard_ratios is not None:
@@ -282,10 +289,39 @@ def _survival(pack: _Pack, cohort: Cohort, by: str | None, reference: str | None
     pack.notes(curves.notes)
 
 
-def _trajectories(pack: _Pack, cohort: Cohort) -> None:
-    fit = trajectories.fit_trajectory(cohort, measure="phq9", by="program")
-    pack.figure(tplots.mean_trajectory(trajectories.predicted_means(fit),
-                                       lines=trajectories.patient_lines(cohort, measure="phq9", by="program"),
+def _sensitivity(pack: _Pack, cohort: Cohort, *, days: tuple[float, ...] = (30, 90, 180, 365),
+                 figure: bool = True) -> None:
+    """Issue #19: return to use with dropout censored and counted as return to use, each with its n (and the
+    figure), then how events are dated (visit vs relapse date) with the midpoint rule beside the main one."""
+    min_cell = pack.chart_min_cell
+    sens = dating = None
+    try:
+        sens = survival.dropout_sensitivity(cohort)
+        dating = survival.event_dating(cohort) if figure else None
+    except OutcomesError as err:
+        pack.p(str(err), "warn")
+    cells = svplots.sensitivity_cells(cohort, sens, dating, min_cell=min_cell)
+    if sens is not None:
+        pack.p("Return to use, dropout censored vs dropout counted as return to use (all patients in the view):")
+        pack.table(svplots.rules_table(sens.table, sens.milestones, cells, min_cell=min_cell,
+                                       keys=svplots.dropout_keys(sens), days=days, early=True))
+        if figure:
+            pack.figure(svplots.dropout_sensitivity_figure(sens))
+        pack.notes(sens.notes[2:] if figure else sens.notes[2:3])
+    if dating is not None:
+        pack.p("How returns to use are dated: at the assessment visit (as recorded) vs the midpoint of the interval "
+               "since the previous assessment:")
+        pack.p(svplots.dating_counts_text(cells), "note")
+        pack.table(svplots.rules_table(dating.medians, dating.milestones, cells, min_cell=min_cell,
+                                       keys=svplots.dating_keys(cells, dating), days=days))
+        pack.notes(dating.notes[3:])
+
+
+def _trajectories(pack: _Pack, cohort: Cohort, time: str = "auto") -> None:
+    fit = trajectories.phq9_model(cohort, time=time)  # type: ignore[arg-type]  # the model of `analyze`
+    observed = trajectories.observed_means(cohort, measure="phq9")
+    pack.figure(tplots.mean_trajectory(trajectories.predicted_means(fit), observed=observed,
+                                       lines=trajectories.patient_lines(cohort, measure="phq9"),
                                        min_cell=pack.chart_min_cell))
     r = fit.random
     pack.p(f"Model {fit.formula} by {fit.method}: {pack.count(fit.n_patients)} patients, "
@@ -296,7 +332,7 @@ def _trajectories(pack: _Pack, cohort: Cohort) -> None:
     pack.table(pd.DataFrame({"term": fx["term"], "estimate (95% CI)": [
         fmt.ci(e, lo, hi, 3) for e, lo, hi in zip(fx["estimate"], fx["ci_low"], fx["ci_high"])],
         "p": [fmt.p_value(p) for p in fx["p"]]}))
-    pack.notes(fit.notes)
+    pack.notes(fit.notes + observed.notes)
     rr = trajectories.response_remission(cohort)
     pack.figure(tplots.response_remission_bars(rr, min_cell=pack.chart_min_cell))
     t = rr.table
@@ -403,7 +439,7 @@ def _run_sections(sections: list[_Section], pack: _Pack, workers: int,
 
 
 def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters | None = None,
-                 by: str | None = "program", reference: str | None = None,
+                 by: str | None = "program", reference: str | None = None, time: str = "auto",
                  title: str = "KAP Outcomes: quality-improvement meeting pack",
                  progress: Callable[[float, str], None] | None = None, workers: int = 1) -> str:
     """The whole meeting pack as one HTML string (every section; a section that cannot be computed says why).
@@ -414,6 +450,7 @@ def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters
     filters = filters or Filters()
     cohort = apply_filters(build_cohort(data, settings), filters)
     column = group_column(by)
+    reference = survival.check_reference(cohort, by=column, reference=reference)  # --reference: a group, or exit 2
     pack = _Pack(parts=[], suppress=settings.suppress, min_cell=settings.min_cell)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     pack.parts.append(f"<h1>{html.escape(title)}</h1>")
@@ -429,7 +466,7 @@ def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters
         ("Key indicators", lambda p: _kpis(p, cohort), 0.4),
         ("Patient flow", lambda p: _flow(p, cohort, data), 0.3),
         ("Time to return to use", lambda p: _survival(p, cohort, column, reference), 0.5),
-        ("Symptom trajectories", lambda p: _trajectories(p, cohort), 2.3),
+        ("Symptom trajectories", lambda p: _trajectories(p, cohort, time), 2.3),
         ("Versus published", lambda p: _benchmarks(p, cohort), 1.9),
         ("Session safety", lambda p: _safety(p, cohort), 1.2),
         ("Who benefits", lambda p: _subgroups(p, cohort), 1.4),
@@ -452,9 +489,10 @@ def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters
 
 
 def write_report(data: ValidatedExports, settings: Settings, out: Path, *, filters: Filters | None = None,
-                 by: str | None = "program", reference: str | None = None, workers: int = 1) -> Path:
+                 by: str | None = "program", reference: str | None = None, workers: int = 1,
+                 time: str = "auto") -> Path:
     """Write :func:`build_report` to ``out`` (UTF-8)."""
-    text = build_report(data, settings, filters=filters, by=by, reference=reference, workers=workers)
+    text = build_report(data, settings, filters=filters, by=by, reference=reference, workers=workers, time=time)
     out = Path(out)
     out.write_text(text, encoding="utf-8")
     return out

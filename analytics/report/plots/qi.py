@@ -32,7 +32,10 @@ def _y_title(kpi: str | None) -> str:
 
 def control_chart(chart: ControlChart, *, title: str | None = None, y_title: str | None = None,
                   min_cell: int | None = None) -> go.Figure:
-    """Monthly p- or p′-chart: points, centre line, control limits, signals highlighted.
+    """Monthly (or quarterly) p- or p′-chart: points, centre line, control limits, signals highlighted.
+
+    A chart aggregated by quarter (``chart.interval``, chosen when monthly counts would be suppressed) says so in its
+    title and on its x-axis.
 
     Signal points (outside a limit, a shift, or a trend) are drawn as large vermillion diamonds whose hover text
     names the rule. With ``min_cell``, a month whose numerator, denominator or complement is 1 to
@@ -75,11 +78,15 @@ def control_chart(chart: ControlChart, *, title: str | None = None, y_title: str
                                                         "line": {"color": "white", "width": 1}},
                                  text=why, hovertemplate="%{x}: %{y:.1f}% — %{text}<extra></extra>"))
     kind = "Laney p′ chart" if chart.chart == "p_prime" else "p-chart"
-    base_layout(fig, title=title or escape_plotly(f"{chart.label or 'Monthly rate'}: {kind}"), x_title="Month",
-                y_title=y_title or _y_title(chart.kpi))
+    quarterly = getattr(chart, "interval", "month") == "quarter"
+    if quarterly:
+        kind += ", by quarter (monthly counts would be suppressed)"
+    unit = "quarter" if quarterly else "month"
+    base_layout(fig, title=title or escape_plotly(f"{chart.label or 'Monthly rate'}: {kind}"),
+                x_title=unit.capitalize(), y_title=y_title or _y_title(chart.kpi))
     if hide.any():
         k = int(hide.sum())
-        note_under_axis(fig, f"{k} month{'s' if k != 1 else ''} not drawn (small-cell rule: a count from 1 to "
+        note_under_axis(fig, f"{k} {unit}{'s' if k != 1 else ''} not drawn (small-cell rule: a count from 1 to "
                              f"{min_cell - 1} behind the rate, or hidden so that one cannot be worked out)."
                         + ("" if total_safe else " Centre line not shown: its counts are small."))
     fig.update_yaxes(rangemode="tozero")

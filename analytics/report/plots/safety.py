@@ -17,7 +17,15 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analytics.formatting import escape_plotly
-from analytics.outcomes.safety import ALL, AdverseEventRates, SafetyComparison, SafetyTrend, VitalSignShares
+from analytics.outcomes.safety import (
+    ALL,
+    CATEGORY_LABELS,
+    AdverseEventRates,
+    SafetyCategories,
+    SafetyComparison,
+    SafetyTrend,
+    VitalSignShares,
+)
 from analytics.privacy.suppression import SuppressedCells, hidden_rate_points, suppress_cells
 from analytics.report.plots import PALETTE, base_layout, colour, note_under_axis, rgba
 
@@ -124,6 +132,78 @@ def adverse_events_chart(rates: AdverseEventRates, *, unit_of_analysis: Literal[
     return fig
 
 
+def category_cells(cats: SafetyCategories, *, unit_of_analysis: Literal["session", "patient"] = "session",
+                   min_cell: int | None = None) -> SuppressedCells:
+    """The recorded categories' counts after suppression (keys ``("num", category, route)`` and
+    ``("den", route, value)``, as in :func:`route_rate_cells`).
+
+    Per patient the counts are patients with / without (a share: its complement is protected too). Per session the
+    numerator counts events, not sessions, so there is no complement; routes still add up to ``"all"``.
+    """
+    t = cats.table[(cats.table["unit_of_analysis"] == unit_of_analysis) & cats.table["recorded"]]
+    t = t.assign(numerator=t["numerator"].astype(int))
+    if unit_of_analysis == "patient":
+        return route_rate_cells(t, by="category", min_cell=min_cell)
+    values: dict[object, float | None] = {}
+    sums: list[tuple[list[object], object]] = []
+    for cat, sub in t.groupby("category", sort=False):
+        parts = {r: (("num", cat, r), ("den", r, float(d))) for r, d in zip(sub["route"], sub["denominator"])}
+        for r, n in zip(sub["route"], sub["numerator"]):
+            values[parts[r][0]] = float(n)
+            values[parts[r][1]] = float(parts[r][1][2])
+        routes = [r for r in parts if r != ALL]
+        if ALL in parts and routes:
+            for k in (0, 1):
+                sums.append(([parts[r][k] for r in routes], parts[ALL][k]))
+    return suppress_cells(values, sums=sums, min_cell=min_cell or 11, enabled=min_cell is not None)
+
+
+def safety_categories_chart(cats: SafetyCategories, *, unit_of_analysis: Literal["session", "patient"] = "session",
+                            title: str | None = None, min_cell: int | None = None) -> go.Figure:
+    """Grouped bars by route: expected acute effects and other recorded events, per 100 sessions (exact Poisson
+    interval) or % of patients (Wilson). Categories the export does not record (needed action, serious) are named
+    under the axis, never drawn as zero. With ``min_cell``, bars with a hidden count (:func:`category_cells`) are
+    not drawn."""
+    cells = category_cells(cats, unit_of_analysis=unit_of_analysis, min_cell=min_cell)
+    t = cats.table[cats.table["unit_of_analysis"] == unit_of_analysis]
+    rec = t[t["recorded"]]
+    scale = 1.0 if unit_of_analysis == "session" else 100.0
+    routes = [r for r in dict.fromkeys(rec["route"]) if r != ALL] + [ALL]
+    fig = go.Figure()
+    n_hidden = 0
+    for i, route in enumerate(routes):
+        sub = rec[rec["route"] == route]
+        hide = np.array([not (cells.shown(("num", c, route)) and cells.shown(("den", route, float(d))))
+                         for c, d in zip(sub["category"], sub["denominator"])], dtype=bool)
+        n_hidden += int(hide.sum())
+        est = (scale * sub["estimate"]).mask(hide)
+        c = PALETTE[7] if route == ALL else colour(i)
+        name = "All routes" if route == ALL else route.upper() if len(route) <= 2 else route.capitalize()
+        fig.add_trace(go.Bar(
+            x=[escape_plotly(CATEGORY_LABELS[k]) for k in sub["category"]], y=est, name=escape_plotly(name),
+            marker={"color": rgba(c, 0.85)},
+            error_y={"type": "data", "symmetric": False, "array": (scale * sub["ci_high"] - est).tolist(),
+                     "arrayminus": (est - scale * sub["ci_low"]).tolist(), "color": "#333333", "thickness": 1},
+            customdata=[None if h else (int(a), int(b)) for a, b, h in
+                        zip(sub["numerator"], sub["denominator"], hide)],
+            hovertemplate="%{x}: %{y:.1f} (%{customdata[0]} of %{customdata[1]})<extra>%{fullData.name}</extra>"))
+    if unit_of_analysis == "session":
+        y, default = "Events per 100 ketamine sessions", "Recorded events per 100 ketamine sessions, by route"
+    else:
+        window = f" in the first {cats.patient_window_days} days" if cats.patient_window_days else ""
+        y, default = f"Patients with ≥ 1 such event{window} (%)", "Patients with recorded events, by route"
+    base_layout(fig, title=title or default, x_title="Category", y_title=y)
+    missing = [CATEGORY_LABELS[k] for k in dict.fromkeys(t.loc[~t["recorded"], "category"])]
+    if missing:
+        note_under_axis(fig, f"Not recorded in the export (no column), so not drawn; not zero: {', '.join(missing)}."
+                        + (" " + _small_note(n_hidden, "bar", min_cell) if n_hidden else ""))
+    elif n_hidden:
+        note_under_axis(fig, _small_note(n_hidden, "bar", min_cell))
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
 def trend_hidden_months(trend: SafetyTrend, *, metrics: tuple[str, ...] = ("bp_raised", "hr_raised"),
                         min_cell: int | None = None) -> set[pd.Timestamp]:
     """Months not drawn by :func:`vital_signs_trend`: for any of ``metrics``, a count from 1 to ``min_cell - 1``
@@ -191,9 +271,14 @@ def published_comparison_chart(comp: SafetyComparison, *, title: str | None = No
                                min_cell: int | None = None) -> go.Figure:
     """Clinic figure (with Wilson CI) beside the published figure, one row per metric, same unit of analysis.
 
-    With ``min_cell``, a clinic figure with a hidden count (:func:`published_cells`) is not drawn (the published
-    figure still is)."""
-    ok = np.array(published_row_shown(published_cells(comp, min_cell=min_cell), comp), dtype=bool)
+    Only rows that are ``comparable`` (same route, unit of analysis and kind of event) get a clinic point; the other
+    rows show the published figure alone and the figure says how many were not compared. With ``min_cell``, a
+    clinic figure with a hidden count (:func:`published_cells`) is not drawn either (the published figure still
+    is)."""
+    small_ok = np.array(published_row_shown(published_cells(comp, min_cell=min_cell), comp), dtype=bool)
+    comparable = (comp.table["comparable"].to_numpy(bool) if "comparable" in comp.table
+                  else np.ones(len(comp.table), dtype=bool))
+    ok = small_ok & comparable
     t = comp.table.assign(_ok=ok).iloc[::-1]
     est = (100 * t["estimate"]).where(t["_ok"])
     def label(frame: pd.DataFrame) -> list[str]:
@@ -217,8 +302,10 @@ def published_comparison_chart(comp: SafetyComparison, *, title: str | None = No
             fig.add_trace(go.Scatter(
                 x=100 * sub["published"], y=label(sub), mode="markers", name=name,
                 marker={"color": PALETTE[5], "size": 11, "symbol": symbol},
-                text=[escape_plotly(f"{word}{100 * v:.1f}%, verified: {st}") for v, st in
-                      zip(sub["published"], sub["published_status"])],
+                text=[escape_plotly(f"{word}{100 * v:.1f}%, verified: {st}"
+                                    + ("" if cmp else " (not compared with this clinic)"))
+                      for v, st, cmp in zip(sub["published"], sub["published_status"],
+                                            sub["comparable"] if "comparable" in sub else [True] * len(sub))],
                 hovertemplate=f"%{{y}}: %{{text}}<extra>{name}</extra>"))
     units = set(t["unit_of_analysis"])
     unit = ("per patient" if units == {"patient"} else "per session" if units == {"session"}
@@ -227,12 +314,20 @@ def published_comparison_chart(comp: SafetyComparison, *, title: str | None = No
         unit, "Patients or sessions with the event (%), as each row says")
     base_layout(fig, title=title or f"Safety: this clinic beside published figures ({unit})", x_title=x_title,
                 height=max(360, 34 * len(t) + 160))
-    if not ok.all():
-        note_under_axis(fig, _small_note(int((~ok).sum()), "clinic figure", min_cell))
+    below = []
+    if not comparable.all():
+        k = int((~comparable).sum())
+        below.append(f"{k} published figure{'s' if k != 1 else ''} not compared (route, unit or kind of event "
+                     "differs: see the table).")
+    if not small_ok[comparable].all():
+        below.append(_small_note(int((~small_ok[comparable]).sum()), "clinic figure", min_cell))
+    if below:
+        note_under_axis(fig, " ".join(below))
     fig.update_xaxes(range=[-2, 100])
     fig.update_layout(margin={"l": 330}, showlegend=True)
     return fig
 
 
-__all__ = ["adverse_event_cells", "adverse_events_chart", "published_cells", "published_comparison_chart",
-           "published_row_shown", "route_rate_cells", "trend_hidden_months", "vital_sign_cells", "vital_signs_trend"]
+__all__ = ["adverse_event_cells", "adverse_events_chart", "category_cells", "published_cells",
+           "published_comparison_chart", "published_row_shown", "route_rate_cells", "safety_categories_chart",
+           "trend_hidden_months", "vital_sign_cells", "vital_signs_trend"]

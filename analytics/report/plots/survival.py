@@ -19,9 +19,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analytics.formatting import ci, escape_plotly
-from analytics.outcomes.survival import GroupComparison, SurvivalCurves
-from analytics.privacy.suppression import SuppressedTable, suppress_km
+from analytics.formatting import ci, escape_plotly, pct_ci
+from analytics.outcomes.cohort import Cohort
+from analytics.outcomes.survival import DropoutSensitivity, EventDating, GroupComparison, SurvivalCurves
+from analytics.privacy.suppression import SuppressedCells, SuppressedTable, suppress_cells, suppress_km
 from analytics.report.plots import base_layout, colour, rgba
 
 X_TITLE = "Days since first ketamine session"
@@ -140,6 +141,20 @@ def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", s
     return fig
 
 
+def dropout_sensitivity_figure(sensitivity: DropoutSensitivity, *, height: int = 520) -> go.Figure:
+    """The sensitivity figure of the dropout rule: one Kaplan–Meier curve with dropout censored, one with dropout
+    (recorded, and early dropouts) counted as return to use, each with its number at risk; the small-cell rule as
+    :func:`km_figure`. The truth usually lies between the two curves."""
+    return km_figure(sensitivity.curves, title="Return to use under two dropout rules", height=height)
+
+
+def event_dating_figure(dating: EventDating, *, height: int = 520) -> go.Figure:
+    """Kaplan–Meier with returns to use dated as recorded and at the midpoint of their interval (events without a
+    relapse date), as :func:`km_figure`."""
+    return km_figure(dating.curves, title="Return to use: events dated at the visit vs the interval midpoint",
+                     height=height)
+
+
 def forest_figure(comparison: GroupComparison, *, title: str | None = None, height: int | None = None) -> go.Figure:
     """Hazard ratios with CIs on a log axis, with the no-difference line at 1.
 
@@ -190,3 +205,129 @@ def forest_figure(comparison: GroupComparison, *, title: str | None = None, heig
     fig.update_xaxes(type="log", range=span)
     fig.update_layout(margin={"b": 80})  # room for the two-line axis title
     return fig
+
+
+# ----------------------------------------------------------------------------------------------------
+# The sensitivity tables (dropout rule, event dating): the same cells on the pages and in the meeting pack
+# ----------------------------------------------------------------------------------------------------
+
+EARLY_REASON_PREFIX = "early dropout"
+
+
+def sensitivity_cells(cohort: Cohort, sensitivity: DropoutSensitivity | None, dating: EventDating | None, *,
+                      min_cell: int | None) -> SuppressedCells:
+    """The counts of the two sensitivity tables after small-cell suppression (``min_cell`` None: off).
+
+    Keys: ``("n", rule)``, ``("events", rule)``, ``("early",)`` (early dropouts counted as return to use),
+    ``("dated", kind)`` for ``kind`` in ``relapse_date``, ``visit``, ``dropout``, ``all``. Relations: the as-event
+    rule's patients are the censored rule's plus the early dropouts; its events are the censored rule's plus some
+    (a derived count, protected); the dated events add up to all events. The censored rule's patients and the early
+    dropouts are the patient flow's "Analysed: time to return to use" and its early-dropout loss: hidden here when
+    the flow hides them, and never chosen to protect another cell.
+    """
+    from analytics.outcomes.qi import patient_flow
+    from analytics.outcomes.survival import DROPOUT_CENSORED, DROPOUT_EVENT
+
+    values: dict[object, float | None] = {}
+    sums: list[tuple[list[object], object]] = []
+    if sensitivity is not None:
+        t = sensitivity.table.set_index("rule")
+        for rule in t.index:
+            values[("n", rule)] = float(t.at[rule, "n"])
+            values[("events", rule)] = float(t.at[rule, "n_event"])
+        values[("early",)] = float(sensitivity.n_early_dropout)
+        if DROPOUT_CENSORED in t.index and DROPOUT_EVENT in t.index:
+            sums += [([("n", DROPOUT_CENSORED), ("early",)], ("n", DROPOUT_EVENT)),
+                     ([("events", DROPOUT_CENSORED)], ("events", DROPOUT_EVENT))]
+    if dating is not None:
+        total: object = ("dated", "all")
+        if sensitivity is not None and not cohort.settings.dropout_as_relapse and ("events", DROPOUT_CENSORED) in values:
+            total = ("events", DROPOUT_CENSORED)  # the same number: one cell
+        values[total] = float(dating.counts["n_event"])
+        for kind in ("relapse_date", "visit", "dropout"):
+            values[("dated", kind)] = float(dating.counts[f"by_{kind}" if kind != "relapse_date" else "by_relapse_date"])
+        sums.append(([("dated", k) for k in ("relapse_date", "visit", "dropout")], total))
+        if total == ("dated", "all"):
+            values[("dated", "n")] = float(dating.medians["n"].iloc[0])
+            sums.append(([("dated", "all")], ("dated", "n")))
+    known: list[object] = []
+    hidden: list[object] = []
+    if min_cell is not None and values:
+        try:
+            flow = patient_flow(cohort)
+        except Exception:  # noqa: BLE001 - no flow, no ties
+            flow = None
+        if flow is not None:
+            from analytics.privacy.suppression import suppress_flow
+
+            fc = suppress_flow(flow.steps, flow.losses, min_cell=min_cell)
+            early_keys = [k for k in fc.values if k[0] == "loss" and k[1] == "analysed_survival"
+                          and str(k[2]).startswith(EARLY_REASON_PREFIX)]
+            ties = {("n", DROPOUT_CENSORED): ("step", "analysed_survival")}
+            if early_keys:
+                ties[("early",)] = early_keys[0]
+            for mine, theirs in ties.items():
+                if mine in values and theirs in fc.values and values[mine] == fc.values[theirs]:
+                    (known if fc.shown(theirs) else hidden).append(mine)
+    return suppress_cells(values, sums=sums, known=known, hidden_elsewhere=hidden, pooled=True,
+                          min_cell=min_cell or 11, enabled=min_cell is not None)
+
+
+def _milestone_text(ms: pd.DataFrame, rule: str, day: float, *, hidden_n: bool, min_cell: int | None) -> str:
+    row = ms[(ms["rule"] == rule) & (ms["day"] == day)]
+    if row.empty:
+        return ""
+    r = row.iloc[0]
+    risk = 0 if pd.isna(r["n_risk"]) else float(r["n_risk"])
+    if min_cell is not None and (hidden_n or 0 <= risk < min_cell):
+        return f"suppressed (<{min_cell})"
+    return pct_ci(r["estimate"], r["ci_low"], r["ci_high"])
+
+
+def rules_table(medians: pd.DataFrame, milestones: pd.DataFrame, cells: SuppressedCells, *,
+                min_cell: int | None, keys: dict[str, tuple[object, object]],
+                days: tuple[float, ...] = (30, 90, 180, 365), early: bool = False) -> pd.DataFrame:
+    """One display row per rule: patients (n), returned to use, [early dropouts counted], median days (95% CI) and
+    the proportion without return to use at ``days``.
+
+    ``keys``: rule → (key of its n, key of its events) in ``cells`` (:func:`sensitivity_cells`). Counts as ``cells``
+    shows them; a median or milestone of a hidden n, or one read where fewer than ``min_cell`` are at risk, is
+    suppressed (``min_cell`` None: suppression off)."""
+    from analytics.outcomes.survival import DROPOUT_EVENT
+
+    rows = []
+    for r in medians.itertuples(index=False):
+        n_key, e_key = keys[r.rule]
+        hidden_n = not cells.shown(n_key)
+        row: dict[str, object] = {"rule": r.rule, "patients": cells.text(n_key), "returned to use": cells.text(e_key)}
+        if early:
+            row["early dropouts counted"] = cells.text(("early",)) if r.rule == DROPOUT_EVENT else "—"
+        row["median days (95% CI)"] = (f"suppressed (<{min_cell})" if min_cell is not None and hidden_n
+                                       else ci(r.estimate, r.ci_low, r.ci_high, 0))
+        for d in days:
+            row[f"day {d:g}"] = _milestone_text(milestones, r.rule, d, hidden_n=hidden_n, min_cell=min_cell)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def dropout_keys(sensitivity: DropoutSensitivity) -> dict[str, tuple[object, object]]:
+    """:func:`rules_table` keys of the dropout-rule table."""
+    return {r: (("n", r), ("events", r)) for r in sensitivity.table["rule"]}
+
+
+def dating_keys(cells: SuppressedCells, dating: EventDating) -> dict[str, tuple[object, object]]:
+    """:func:`rules_table` keys of the event-dating table: both rows are the main analysis (same patients, same
+    events), one cell with the dropout-censored rule's when that is the main rule (:func:`sensitivity_cells`)."""
+    from analytics.outcomes.survival import DROPOUT_CENSORED
+
+    keys: tuple[object, object] = ((("dated", "n"), ("dated", "all")) if ("dated", "n") in cells.values
+                                   else (("n", DROPOUT_CENSORED), ("events", DROPOUT_CENSORED)))
+    return {r: keys for r in dating.medians["rule"]}
+
+
+def dating_counts_text(cells: SuppressedCells) -> str:
+    """"Returns to use dated by relapse date: 167; by visit: 65; by a dropout status: 0", as ``cells`` shows them."""
+    return (f"Returns to use dated by the follow-up's relapse date: {cells.text(('dated', 'relapse_date'))}; by the "
+            f"assessment visit (no relapse date; interval-censored between the previous assessment and that visit): "
+            f"{cells.text(('dated', 'visit'))}; by a dropout status counted as the event: "
+            f"{cells.text(('dated', 'dropout'))}.")

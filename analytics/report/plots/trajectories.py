@@ -23,6 +23,7 @@ from analytics.outcomes.trajectories import (
     MEASURE_NAMES,
     AbstinenceGEE,
     BandTransitions,
+    ObservedMeans,
     PredictedMeans,
     ResponseDurability,
     ResponseRemission,
@@ -39,12 +40,17 @@ def _pct(conf_level: float) -> str:
     return f"{round(conf_level * 100)}%"
 
 
-def mean_trajectory(pred: PredictedMeans, *, lines: pd.DataFrame | None = None, title: str | None = None,
+def mean_trajectory(pred: PredictedMeans, *, lines: pd.DataFrame | None = None,
+                    observed: ObservedMeans | None = None, title: str | None = None,
                     y_title: str | None = None, min_cell: int | None = None) -> go.Figure:
-    """Model-based mean per group with its confidence band, over thin grey individual courses.
+    """Model-based mean per group with its confidence band, over thin grey individual courses, with the observed
+    means per time bin beside it.
 
     ``lines`` is :func:`analytics.outcomes.trajectories.patient_lines` (columns ``line``, ``group``, ``weeks``, ``value``);
     it is drawn first, behind the means, as one trace per group (gaps between patients), hidden from hover.
+    ``observed`` is :func:`analytics.outcomes.trajectories.observed_means`: points with CI error bars in the group's
+    colour, so that a time shape that misses the data is visible. With ``min_cell``, a bin of fewer patients is not
+    drawn (its mean would be a handful of patients' scores).
     """
     fig = go.Figure()
     if lines is not None and len(lines):
@@ -69,10 +75,29 @@ def mean_trajectory(pred: PredictedMeans, *, lines: pd.DataFrame | None = None, 
                                  customdata=np.c_[sub["ci_low"], sub["ci_high"]],
                                  hovertemplate="Week %{x:.1f}: %{y:.1f} (%{customdata[0]:.1f}–%{customdata[1]:.1f})"
                                                f"<extra>{g}</extra>"))
+    if observed is not None:
+        _observed_points(fig, observed, list(dict.fromkeys(t["group"])), min_cell)
     label = MEASURE_NAMES.get(pred.measure, pred.measure)
     base_layout(fig, title=title or f"Mean {label} over time (model-based, {_pct(pred.conf_level)} CI)",
                 x_title=WEEKS_TITLE, y_title=y_title or AXIS_TITLES.get(pred.measure, label))
     return fig
+
+
+def _observed_points(fig: go.Figure, observed: ObservedMeans, groups: list[str], min_cell: int | None) -> None:
+    """Observed means (markers, CI error bars) in the colour of each group's model line."""
+    t = observed.table
+    t = t[t["n_patients"] >= max(2, min_cell or 0)]
+    for group, sub in t.groupby("group", sort=False):
+        i = groups.index(group) if group in groups else len(groups)
+        c, g = colour(i), escape_plotly(group)
+        fig.add_trace(go.Scatter(
+            x=sub["weeks"], y=sub["estimate"], mode="markers", name=f"{g}: observed mean ({_pct(observed.conf_level)} CI)",
+            legendgroup=str(g), marker={"color": c, "size": 7, "symbol": "circle-open", "line": {"width": 2}},
+            error_y={"type": "data", "symmetric": False, "array": sub["ci_high"] - sub["estimate"],
+                     "arrayminus": sub["estimate"] - sub["ci_low"], "color": c, "thickness": 1.2},
+            customdata=np.c_[sub["bin"], sub["ci_low"], sub["ci_high"], sub["n_patients"]],
+            hovertemplate="Weeks %{customdata[0]}: observed %{y:.1f} (%{customdata[1]:.1f}–%{customdata[2]:.1f}), "
+                          "%{customdata[3]} patients" f"<extra>{g}</extra>"))
 
 
 def response_remission_bars(rr: ResponseRemission, *, title: str | None = None,

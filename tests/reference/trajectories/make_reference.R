@@ -31,6 +31,58 @@ ctrl <- lmerControl(optimizer = "bobyqa", optCtrl = list(rhobeg = 2e-3, rhoend =
 ref <- list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),
             geepack = as.character(packageVersion("geepack")))
 
+# 7. Boundary (singular) random-slope fits, for the random-effects choice of analytics/outcomes/trajectories.py
+#    (tests/test_trajectory_models.py). Written to boundary.json and boundary_*.csv, apart from reference.json, so
+#    that adding them left every earlier number as it was. Run this section alone with
+#      KAP_REFERENCE_SECTION=boundary Rscript tests/reference/trajectories/make_reference.R
+#    Two clinics of 40 patients with 3-5 PHQ-9-like scores over 12 weeks and a true patient-specific slope (SD 0.45/wk):
+#    a) "boundary_corr": starting level = -3 x slope (correlation -1): lme4's fit sits on the boundary (Lambda[1,1] = 0,
+#       correlation -1, isSingular TRUE) yet its REML criterion is ~56 below the random-intercept model's, whose
+#       weeks SE is ~36% too small; the boundary fit is the one to report.
+#    b) "boundary_slope": no between-patient difference in starting level: lme4's (weeks | id) fit is singular, and
+#       (0 + weeks | id) reaches almost the same criterion with 2 fewer parameters (lowest AIC).
+#    Every structure's fit is frozen: (weeks | id), (weeks || id), (0 + weeks | id), (1 | id), REML, plus the ML fits.
+structure_summary <- function(m) {
+  vc <- as.data.frame(VarCorr(m))
+  re <- vc[vc$grp != "Residual", ]
+  sd_of <- function(v) { r <- re[is.na(re$var2) & re$var1 == v, "sdcor"]; if (length(r)) r[1] else NULL }
+  corr <- re[!is.na(re$var2), "sdcor"]
+  fe <- fixef(m); se <- sqrt(diag(as.matrix(vcov(m))))
+  list(fixed = setNames(as.list(unname(fe)), names(fe)), se = setNames(as.list(unname(se)), names(fe)),
+       sd_intercept = sd_of("(Intercept)"), sd_slope = sd_of("weeks"), corr = if (length(corr)) corr else NULL,
+       sd_residual = sigma(m), theta = as.list(unname(getME(m, "theta"))),
+       loglik = as.numeric(logLik(m)), aic = AIC(m), bic = BIC(m), df = attr(logLik(m), "df"),
+       criterion = unname(if (isREML(m)) getME(m, "devcomp")$cmp["REML"] else deviance(m)),
+       reml = isREML(m), singular = isSingular(m), n_obs = nobs(m), n_groups = unname(ngrps(m)[1]))
+}
+boundary_reference <- function() {
+  out <- list(R = R.version.string, lme4 = as.character(packageVersion("lme4")))
+  for (kind in c("corr", "slope")) {
+    set.seed(5)
+    d <- do.call(rbind, lapply(1:40, function(i) {
+      w <- sort(c(0, round(runif(sample(2:4, 1), 0.5, 12), 1)))
+      b1 <- rnorm(1, 0, 0.45)
+      b0 <- if (kind == "corr") -3 * b1 else 0
+      data.frame(id = sprintf("b%02d", i), weeks = w,
+                 y = round(18 + b0 - 0.8 * w + b1 * w + rnorm(length(w), 0, 2), 3))
+    }))
+    name <- paste0("boundary_", kind)
+    write.csv(d, file.path(out_dir, paste0(name, ".csv")), row.names = FALSE)
+    forms <- list(correlated = y ~ weeks + (weeks | id), uncorrelated = y ~ weeks + (weeks || id),
+                  slope = y ~ weeks + (0 + weeks | id), intercept = y ~ weeks + (1 | id))
+    out[[name]] <- list(
+      reml = lapply(forms, function(f) structure_summary(lmer(f, d, control = ctrl))),
+      ml = lapply(forms, function(f) structure_summary(lmer(f, d, REML = FALSE, control = ctrl))))
+  }
+  writeLines(toJSON(out, auto_unbox = TRUE, digits = I(15), pretty = TRUE, null = "null"),
+             file.path(out_dir, "boundary.json"))
+  cat("wrote", file.path(out_dir, "boundary.json"), "\n")
+}
+if (identical(Sys.getenv("KAP_REFERENCE_SECTION"), "boundary")) {
+  boundary_reference()
+  quit(save = "no")
+}
+
 # 1. sleepstudy (Belenky et al. 2003), the lme4 textbook example.
 data(sleepstudy, package = "lme4")
 write.csv(sleepstudy, file.path(out_dir, "sleepstudy.csv"), row.names = FALSE)
@@ -149,4 +201,5 @@ ref$gee_clinic <- gee_summary(geeglm(abstinent ~ weeks * program, id = id, data 
 
 writeLines(toJSON(ref, auto_unbox = TRUE, digits = I(15), pretty = TRUE, null = "null"),
            file.path(out_dir, "reference.json"))
+boundary_reference()  # section 7 (boundary.json)
 cat("wrote", file.path(out_dir, "reference.json"), "\n")
