@@ -291,14 +291,16 @@ def rules_table(medians: pd.DataFrame, milestones: pd.DataFrame, cells: Suppress
     the proportion without return to use at ``days``.
 
     ``keys``: rule → (key of its n, key of its events) in ``cells`` (:func:`sensitivity_cells`). Counts as ``cells``
-    shows them; a median or milestone of a hidden n, or one read where fewer than ``min_cell`` are at risk, is
-    suppressed (``min_cell`` None: suppression off)."""
+    shows them; a median or milestone of an n of 1 to ``min_cell - 1``, or one read where fewer than ``min_cell``
+    are at risk, is suppressed (``min_cell`` None: suppression off)."""
     from analytics.outcomes.survival import DROPOUT_EVENT
 
     rows = []
     for r in medians.itertuples(index=False):
         n_key, e_key = keys[r.rule]
-        hidden_n = not cells.shown(n_key)
+        # an estimate hides only behind a small n (1 to min_cell - 1): an n hidden as a complement ("*") still
+        # describes a large group, and its median or milestones give no small count away
+        hidden_n = bool(cells.primary.get(n_key, False)) if cells.enabled else False
         row: dict[str, object] = {"rule": r.rule, "patients": cells.text(n_key), "returned to use": cells.text(e_key)}
         if early:
             row["early dropouts counted"] = cells.text(("early",)) if r.rule == DROPOUT_EVENT else "—"

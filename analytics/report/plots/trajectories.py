@@ -79,7 +79,9 @@ def mean_trajectory(pred: PredictedMeans, *, lines: pd.DataFrame | None = None,
         _observed_points(fig, observed, list(dict.fromkeys(t["group"])), min_cell)
     label = MEASURE_NAMES.get(pred.measure, pred.measure)
     base_layout(fig, title=title or f"Mean {label} over time (model-based, {_pct(pred.conf_level)} CI)",
-                x_title=WEEKS_TITLE, y_title=y_title or AXIS_TITLES.get(pred.measure, label))
+                x_title=WEEKS_TITLE, y_title=y_title or AXIS_TITLES.get(pred.measure, label), height=560)
+    # model lines, observed means and the patient sample make a long legend: below the plot, never over the title
+    fig.update_layout(legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0}, margin={"b": 150})
     return fig
 
 
