@@ -24,8 +24,12 @@ st.write("How long patients stay without returning to use after their first keta
          "(Kaplan–Meier), and whether that differs between groups.")
 
 c1, c2, c3 = st.columns([1, 1, 2])
-by = c1.selectbox("Compare by", options=[g for g in GROUP_LABELS if g is None or g in survival.GROUPING_COLUMNS],
-                  format_func=GROUP_LABELS.get, index=1, key="surv_by")
+group_options = [g for g in GROUP_LABELS if g is None or g in survival.GROUPING_COLUMNS]
+default_by = survival.default_grouping(cohort)
+by = c1.selectbox("Compare by", options=group_options, format_func=GROUP_LABELS.get,
+                  index=group_options.index(default_by), key="surv_by",
+                  help="Opens split by primary substance when the clinic treats several (return to use differs by "
+                       "substance, and one curve over a mix hides it); otherwise by program.")
 try:
     curves = survival.relapse_curves(cohort, by=by)
 except OutcomesError as err:

@@ -369,3 +369,22 @@ def test_relapse_hazard_ratio_is_recovered_from_sample_clinic():
     assert therapy["ci_low"] < TRUE_EFFECTS.hr_therapy < therapy["ci_high"]
     assert abs(np.log(therapy["estimate"] / TRUE_EFFECTS.hr_therapy)) < 0.1
     assert cmp.ph_holds is True  # the sample's hazards are proportional by construction
+
+
+def test_the_page_opens_split_by_substance_where_the_clinic_treats_several():
+    from dataclasses import replace
+    from pathlib import Path
+
+    from analytics.outcomes.cohort import build_cohort as _build
+    from analytics.outcomes.survival import default_grouping
+    from schemas.validate import load_exports
+
+    root = Path(__file__).resolve().parents[1] / "sample_data"
+
+    cohort = _build(load_exports(root / "sessions.csv", root / "followups.csv", root / "patients.csv"))
+    assert default_grouping(cohort) == "primary_substance"
+    one = cohort.patients["primary_substance"].value_counts().index[0]
+    only = replace(cohort, patients=cohort.patients[cohort.patients["primary_substance"] == one])
+    assert default_grouping(only) == "program"
+    single = replace(only, patients=only.patients[only.patients["program"] == only.patients["program"].iloc[0]])
+    assert default_grouping(single) is None

@@ -270,6 +270,17 @@ def _risk_rows(group: str, km: pd.DataFrame, breaks: np.ndarray) -> pd.DataFrame
                          "n_censor": np.r_[0, np.cumsum(km["n_censor"].to_numpy())][upto].astype(np.int64)})
 
 
+def default_grouping(cohort: Cohort) -> str | None:
+    """The grouping a page opens with: primary substance when at least two substances each have
+    ``MIN_GROUP_PATIENTS`` or more patients with follow-up (return to use differs by substance, and one curve over
+    a mix hides it), else program on the same rule, else None (one curve)."""
+    pts = cohort.survival_patients
+    for col in ("primary_substance", "program"):
+        if col in pts.columns and (pts[col].value_counts() >= MIN_GROUP_PATIENTS).sum() >= 2:
+            return col
+    return None
+
+
 def relapse_curves(cohort: Cohort, *, by: str | None = None, conf_level: float = 0.95,
                    milestones: Sequence[float] = DEFAULT_MILESTONES) -> SurvivalCurves:
     """Kaplan–Meier curves of time to first return to use, overall or per group.
