@@ -15,7 +15,6 @@ import argparse
 import gc
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,8 @@ def _child(data_dir: str) -> None:
         t0 = time.perf_counter()
         data = load_exports(d / "sessions.csv", d / "followups.csv", d / "patients.csv")
         times.append(time.perf_counter() - t0)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with open("/proc/self/status") as f:  # this process image's peak; ru_maxrss would start at the parent's (vfork)
+        peak_mb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
     print(json.dumps({"first": times[0], "second": times[1], "peak_mb": peak_mb,
                       "rows": {k: r.rows for k, r in data.files.items()},
                       "quarantined": {k: r.quarantined for k, r in data.files.items()}}))

@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from schemas.arrow import map_columns, text_array, text_series
+from schemas.arrow import map_columns, release_unused_memory, text_array, text_series
 from schemas.columns import COLUMNS, REQUIRED, read_columns
 from schemas.errors import UnusableExport
 from schemas.frames import HIDDEN_VALUE, VALUE_CHARS, FileReport, clip_text
@@ -649,6 +649,7 @@ def read_export(source: str | Path | bytes, *, kind: str, name: str | None = Non
     if dates not in (None, "iso", "dayfirst", "monthfirst"):
         raise UnusableExport(f"Unknown date format '{dates}'; use iso, dayfirst or monthfirst.")
     name, header, body, issues, rows, notes, has_nul = _records(source, label=kind, name=name, max_bytes=max_bytes)
+    release_unused_memory()  # what splitting the file allocated and let go
     return _name_columns(kind, name, header, body, rows, issues, preset, notes, dates, has_nul=has_nul)
 
 

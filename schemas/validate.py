@@ -18,7 +18,7 @@ import pandera.pandas as pa
 import pyarrow as pa_
 import pyarrow.compute as pc
 
-from schemas.arrow import map_columns, text_array, text_codes, text_series
+from schemas.arrow import map_columns, release_unused_memory, text_array, text_codes, text_series
 from schemas.columns import ADVERSE_EVENTS, PATIENT_COLUMNS_ON_SESSIONS, read_columns
 from schemas.dates import DATE_HELP, DateOrder, parse_dates
 from schemas.errors import UnusableExport
@@ -140,8 +140,22 @@ def _convert(text: pd.Series, ctype: str, order: DateOrder) -> pd.Series | tuple
     if ctype == "list":
         return _parse_events(text)
     if ctype == "category":
-        return text.str.lower()
+        return text if _no_upper_case(text) else text.str.lower()
     return text
+
+
+def _no_upper_case(text: pd.Series) -> bool:
+    """True when lower-casing cannot change the column: no byte of its text is an ASCII capital or non-ASCII
+    (read from Arrow's own buffers). Then the column itself is the parsed column: no second copy of its text."""
+    arr = text_array(text)
+    for chunk in arr.chunks if isinstance(arr, pa_.ChunkedArray) else [arr]:
+        data = chunk.buffers()[2]
+        if data is None:
+            continue
+        chars = np.frombuffer(data, dtype=np.uint8)
+        if np.any((chars - np.uint8(65)) < 26) or np.any(chars >= 128):  # uint8 wraps below 65
+            return False
+    return True
 
 
 def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
@@ -193,6 +207,9 @@ def _parse_events(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     rows = pc.filter(pc.list_parent_indices(tokens), unknown).to_numpy(zero_copy_only=False)
     mask = np.zeros(len(values), dtype=bool)
     mask[rows] = True
+    written = text_array(values)
+    if text.null_count == written.null_count and pc.all(pc.equal(text, written.cast(text.type))).as_py() in (True, None):
+        return values, mask  # already as the contract writes it: the file's own column, no second copy
     return text_series(text, values.index), mask
 
 
@@ -236,9 +253,25 @@ def _row_codes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
         if bound * width >= 1 << 62:
             key, seen = pd.factorize(key)
             bound = len(seen)
-        key = key * width + (np.asarray(codes, dtype=np.int64) + 1)
+        key *= width  # in place: no temporary key-sized arrays
+        key += codes
+        key += 1
+        del codes, uniques
         bound *= width
     return key
+
+
+def _repeated(key: np.ndarray) -> np.ndarray:
+    """True where the value occurs more than once in ``key`` (``duplicated(keep=False)``): one sorted copy and a hash
+    of the repeated values only, in place of a hash table of every value (a third of the memory, and faster)."""
+    ordered = np.sort(key)
+    same = ordered[1:] == ordered[:-1]
+    again = np.unique(ordered[1:][same])
+    del ordered, same
+    if not again.size:
+        return np.zeros(len(key), dtype=bool)
+    found = pc.is_in(pa_.array(key), value_set=pa_.array(again))
+    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _first_line_of(frame: pd.DataFrame, keys: list[str],
@@ -251,7 +284,7 @@ def _first_line_of(frame: pd.DataFrame, keys: list[str],
     first = np.zeros(len(frame), dtype=np.int64)
     rows = np.arange(len(frame))
     if prefilter:
-        rows = np.flatnonzero(pd.Series(_row_codes(frame, prefilter)).duplicated(keep=False).to_numpy())
+        rows = np.flatnonzero(_repeated(_row_codes(frame, prefilter)))
         if not rows.size:
             return dup, first
     codes, _ = pd.factorize(_row_codes(frame.take(rows) if prefilter else frame, keys))
@@ -268,14 +301,49 @@ def _line_reason(first: np.ndarray, before: str, after: str) -> Callable[[np.nda
     return lambda mask: before + pd.Series(first[mask]).astype(str) + after
 
 
-def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp) -> tuple[pd.DataFrame, _Issues]:
-    issues = _Issues.new(raw.name, raw.identifier_columns)
-    frame = raw.frame.reset_index(drop=True)
+# Text columns of a read file that rules after the per-column checks quote (besides ``line`` and the dates)
+_QUOTED_LATER = {
+    "sessions": frozenset({"patient_id", "route", *PATIENT_COLUMNS_ON_SESSIONS}),
+    "followups": frozenset({"patient_id", "assessment_date", "relapse_date", "days_abstinent", "heavy_days"}),
+    "patients": frozenset({"patient_id"}),
+}
+
+
+def _text_frame(raw: RawExport, release: bool) -> pd.DataFrame:
+    """The read file's text columns, as Arrow-backed strings on a 0…n-1 index. With ``release`` (the caller made
+    ``raw`` and hands it over), the file's own frame, so that columns dropped from it free their memory."""
+    frame = raw.frame
+    if not release:
+        frame = frame.reset_index(drop=True)
+    elif not frame.index.equals(pd.RangeIndex(len(frame))):
+        frame.index = pd.RangeIndex(len(frame))
     for col in frame.columns:  # Arrow-backed strings: vectorised .str methods on a million rows
         if col != "line" and frame[col].dtype != "str":
             frame[col] = frame[col].astype("str")
+    return frame
+
+
+def _release_text(frame: pd.DataFrame, keep: frozenset[str] | set[str] = frozenset()) -> None:
+    """Drop the text columns no later rule quotes (all but ``keep`` and ``line``), in place."""
+    for col in [c for c in frame.columns if c != "line" and c not in keep]:
+        del frame[col]
+
+
+def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp,
+                   release: bool = False) -> tuple[pd.DataFrame, _Issues]:
+    """Parse and check one file's rows on their own. With ``release``, text columns are dropped from ``raw.frame``
+    as soon as no rule will quote them (after the per-column checks, all but the dates and :data:`_QUOTED_LATER`)."""
+    issues = _Issues.new(raw.name, raw.identifier_columns)
+    frame = _text_frame(raw, release)
+    if release:
+        _release_text(frame, set(read_columns(raw.kind)))  # extra columns: never checked, never quoted
     typed, unparsed = _parse(frame, raw.kind, order, issues)
+    release_unused_memory()
     _pandera_issues(typed, frame, raw.kind, issues, skip=unparsed)
+    if release:
+        dates = {c for c, t in read_columns(raw.kind).items() if t == "date"}
+        _release_text(frame, _QUOTED_LATER[raw.kind] | dates)
+    release_unused_memory()
     for col, ctype in read_columns(raw.kind).items():
         if ctype == "date" and col in typed.columns:
             future = (typed[col] > today).fillna(False).to_numpy()
@@ -313,14 +381,30 @@ def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp) -> tup
         dup, first = _first_line_of(typed, ["patient_id"])
         issues.add(frame, dup & typed["patient_id"].notna().to_numpy(), "patient_id",
                    _line_reason(first, "patient listed twice (first on line ", "); keep one row per patient"))
+    release_unused_memory()
     return typed, issues
 
 
+def _keep(issues: _Issues, n: int) -> np.ndarray:
+    """Rows without an issue."""
+    keep = np.ones(n, dtype=bool)
+    keep[issues.bad_positions()] = False
+    return keep
+
+
 def _split(typed: pd.DataFrame, issues: _Issues) -> tuple[pd.DataFrame, np.ndarray]:
-    bad = issues.bad_positions()
-    keep = np.ones(len(typed), dtype=bool)
-    keep[bad] = False
+    keep = _keep(issues, len(typed))
     return typed[keep], keep
+
+
+def _take_rows(typed: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """``typed[keep]``, emptying ``typed`` column by column as it goes (only one column is ever held twice)."""
+    if keep.all():
+        return typed
+    out = pd.DataFrame(index=typed.index[keep])
+    for col in list(typed.columns):
+        out[col] = typed.pop(col)[keep]
+    return out
 
 
 def _attribute_conflicts(sessions: pd.DataFrame, raw_frame: pd.DataFrame, patients: pd.DataFrame | None,
@@ -360,15 +444,46 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
     ValidatedExports
         Accepted rows (typed, with ``line``), ``issues`` (file, line, column, value, reason), per-file counts.
     """
+    return _validate_exports(sessions, followups, patients, dates=dates, upload_date=upload_date)
+
+
+@dataclass
+class _Checked:
+    """One file after its own rules (:func:`_validate_file`): the read export, its typed rows, their issues."""
+
+    raw: RawExport
+    typed: pd.DataFrame
+    issues: _Issues
+
+
+def _check(raw: RawExport | None, dates: DateOrder, today: pd.Timestamp, release: bool) -> _Checked | None:
+    if raw is None:
+        return None
+    return _Checked(raw, *_validate_file(raw, dates, today, release))
+
+
+def _validate_exports(sessions: RawExport, followups: RawExport, patients: RawExport | None = None, *,
+                      dates: DateOrder = "iso", upload_date: date | None = None) -> ValidatedExports:
     today = pd.Timestamp(upload_date or date.today())
-    s_typed, s_issues = _validate_file(sessions, dates, today)
-    f_typed, f_issues = _validate_file(followups, dates, today)
-    p_typed, p_issues = (None, None)
-    if patients is not None:
-        p_typed, p_issues = _validate_file(patients, dates, today)
+    return _cross_file(_check(sessions, dates, today, False), _check(followups, dates, today, False),  # type: ignore[arg-type]
+                       _check(patients, dates, today, False), release=False)
+
+
+def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool) -> ValidatedExports:
+    """The rules between files, then accepted rows and the issue table. With ``release`` (the exports were read by
+    :func:`load_exports` and handed over) the text columns of each ``RawExport.frame`` are dropped as soon as no rule
+    quotes them, and typed rows become accepted rows column by column: peak memory stays a small multiple of the
+    file size."""
+    sessions, followups, patients = s.raw, f.raw, (p.raw if p is not None else None)
+    s_typed, s_issues, f_typed, f_issues = s.typed, s.issues, f.typed, f.issues
+    p_typed, p_issues = (p.typed, p.issues) if p is not None else (None, None)
     p_ok = _split(p_typed, p_issues)[0] if p_typed is not None and p_issues is not None else None
-    _attribute_conflicts(s_typed, sessions.frame.reset_index(drop=True), p_ok, s_issues)
-    s_ok, s_keep = _split(s_typed, s_issues)
+    s_text = _text_frame(sessions, release)
+    _attribute_conflicts(s_typed, s_text, p_ok, s_issues)
+    del s_text
+    if release:
+        _release_text(sessions.frame)
+    s_keep = _keep(s_issues, len(s_typed))
 
     # follow-ups need an accepted ketamine session on or before them (patients as integer codes: no text joins)
     s_codes, s_ids = pd.factorize(s_typed["patient_id"])
@@ -380,7 +495,11 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
     mins = pd.Series(session_day[ok_ket]).groupby(s_codes[ok_ket]).min()
     first_ket[mins.index.to_numpy()] = mins.to_numpy()
     rejected_ket = (np.bincount(s_codes[ket], minlength=len(s_ids) + 1) > 0) & np.isnat(first_ket)
-    ff = followups.frame.reset_index(drop=True)
+    del s_codes, ket, ok_ket, session_day, mins
+    s_ok = _take_rows(s_typed, s_keep) if release else s_typed[s_keep]
+    del s_typed
+    release_unused_memory()
+    ff = _text_frame(followups, release)
     f_codes = text_codes(f_typed["patient_id"], pd.Series(s_ids))
     idx = pd.Series(first_ket[f_codes], index=f_typed.index, dtype="datetime64[ns]")
     no_ket = f_typed["patient_id"].notna() & idx.isna()
@@ -397,13 +516,20 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
         early = (f_typed["relapse_date"] < idx).fillna(False)
         f_issues.add(ff, early.to_numpy(), "relapse_date",
                      "is before the patient's first ketamine session; a return to use is counted from it")
-    f_ok, _ = _split(f_typed, f_issues)
+    if release:
+        _release_text(followups.frame)
+    f_keep = _keep(f_issues, len(f_typed))
+    f_ok = _take_rows(f_typed, f_keep) if release else f_typed[f_keep]
+    del f_typed
 
     if p_typed is not None and p_issues is not None:
-        pf = patients.frame.reset_index(drop=True)  # type: ignore[union-attr]
+        pf = _text_frame(patients, release)  # type: ignore[arg-type]
         orphan = p_typed["patient_id"].notna().to_numpy() & (text_codes(p_typed["patient_id"], pd.Series(s_ids)) < 0)
         p_issues.add(pf, orphan, "patient_id",
                      "this patient has no sessions in " + sessions.name + "; check the patient number")
+        del pf
+        if release:
+            _release_text(patients.frame)  # type: ignore[union-attr]
         p_ok, _ = _split(p_typed, p_issues)
 
     patients_table = _patients_table(s_ok, p_ok)
@@ -452,8 +578,13 @@ def load_exports(sessions: str | Path | bytes, followups: str | Path | bytes,
     if dates not in ("iso", "dayfirst", "monthfirst"):
         raise UnusableExport(f"Unknown date format '{dates}'; use iso, dayfirst or monthfirst.")
     names = names or {}
-    s = read_export(sessions, kind="sessions", name=names.get("sessions"), preset=preset, dates=dates)
-    f = read_export(followups, kind="followups", name=names.get("followups"), preset=preset, dates=dates)
-    p = read_export(patients, kind="patients", name=names.get("patients"), preset=preset, dates=dates) \
-        if patients is not None else None
-    return validate_exports(s, f, p, dates=dates, upload_date=upload_date)
+    today = pd.Timestamp(upload_date or date.today())
+    # each file is checked on its own as soon as it is read (the next file is not yet in memory), and the read
+    # exports are ours alone: validation drops their text columns as it goes (release)
+    s = _check(read_export(sessions, kind="sessions", name=names.get("sessions"), preset=preset, dates=dates),
+               dates, today, True)
+    f = _check(read_export(followups, kind="followups", name=names.get("followups"), preset=preset, dates=dates),
+               dates, today, True)
+    p = _check(read_export(patients, kind="patients", name=names.get("patients"), preset=preset, dates=dates),
+               dates, today, True) if patients is not None else None
+    return _cross_file(s, f, p, release=True)  # type: ignore[arg-type]

@@ -347,20 +347,40 @@ def _trajectories(pack: _Pack, cohort: Cohort, time: str = "auto") -> None:
 
 
 def _benchmarks(pack: _Pack, cohort: Cohort) -> None:
+    """Rows with a like-for-like clinic figure first (chart and table, both missing-data bounds and the eligible /
+    analysed / missing counts); the others folded away with the reason for each."""
     comp = benchmarks.compare(cohort)
-    pack.figure(bplots.forest(comp, domain="efficacy", min_cell=pack.chart_min_cell))
+    pack.figure(bplots.forest(comp, domain="efficacy", min_cell=pack.chart_min_cell, only_with_clinic=True))
     t = comp.table[comp.table["domain"] == "efficacy"]
     cells = bplots.clinic_cells(comp.table, min_cell=pack.chart_min_cell)
-    shown = [bplots.clinic_shown(cells, row) for _, row in t.iterrows()]
+    with_fig, without = t[t["clinic_estimate"].notna()], t[t["clinic_estimate"].isna()]
+    shown = [bplots.clinic_shown(cells, row) for _, row in with_fig.iterrows()]
+
+    def other(row: pd.Series, ok: bool) -> str:
+        b = bplots.other_bound(row) if ok else None
+        return "—" if b is None else f"{fmt.ci(b[1], b[2], b[3]) if b[2] is not None else fmt.num(b[1], 1)} ({b[0]})"
+
+    def count(key: tuple[str, object]) -> str:
+        return cells.text(key) if key in cells.values else "—"
+
     pack.table(pd.DataFrame({
-        "id": t["id"], "metric": t["metric"], "published": t["published_text"], "status": t["status_label"],
-        "clinic (95% CI)": [("suppressed" if not ok else fmt.ci(e, lo, hi)) if pd.notna(e) else ""
-                            for e, lo, hi, ok in zip(t["clinic_estimate"], t["clinic_ci_low"], t["clinic_ci_high"],
-                                                     shown)],
-        "clinic n": [cells.text(("n", i)) if ("n", i) in cells.values else "—" for i in t["id"]],
-        "why no clinic figure": t["clinic_reason"],
-        "population": t["population"], "timepoint": t["timepoint"], "source": t["citation"],
-        "cautions": t["cautions"]}))
+        "id": with_fig["id"], "metric": with_fig["metric"], "published": with_fig["published_text"],
+        "status": with_fig["status_label"],
+        "clinic (95% CI)": [fmt.ci(e, lo, hi) if ok else "suppressed" for e, lo, hi, ok in zip(
+            with_fig["clinic_estimate"], with_fig["clinic_ci_low"], with_fig["clinic_ci_high"], shown)],
+        "other missing-data bound": [other(r, ok) for (_, r), ok in zip(with_fig.iterrows(), shown)],
+        "eligible": [count(("eligible", float(e))) if pd.notna(e) else "—" for e in with_fig["clinic_n_eligible"]],
+        "analysed": [count(("n", i)) for i in with_fig["id"]],
+        "missing": [count(("attrition", i)) for i in with_fig["id"]],
+        "population": with_fig["population"], "timepoint": with_fig["timepoint"], "source": with_fig["citation"],
+        "cautions": with_fig["cautions"]}))
+    pack.parts.append(f"<details><summary>{len(without)} published figures without a like-for-like clinic figure, "
+                      "and why</summary>")
+    pack.table(pd.DataFrame({
+        "id": without["id"], "metric": without["metric"], "published": without["published_text"],
+        "status": without["status_label"], "why no clinic figure": without["clinic_reason"],
+        "population": without["population"], "timepoint": without["timepoint"], "source": without["citation"]}))
+    pack.parts.append("</details>")
     pack.notes(comp.notes)
 
 
