@@ -33,6 +33,12 @@ def _inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mapping", metavar="FILE", help="a saved column mapping (TOML), instead of a preset")
     p.add_argument("--dates", choices=["iso", "dayfirst", "monthfirst"], default="iso",
                    help="date order in the files (default iso: yyyy-mm-dd); ambiguous dates are never guessed")
+    p.add_argument("--timezone", metavar="ZONE",
+                   help="the clinic's timezone (e.g. America/New_York): date-times written in UTC (ending Z) are "
+                        "read as that zone's date; default: every date-time keeps the date written")
+    p.add_argument("--keep-prefixes", action="store_true",
+                   help="do not remove a patient-id prefix such as 'Patient/' that only one file writes (by default "
+                        "it is removed when unambiguous, with a note)")
 
 
 def _analysis_options(p: argparse.ArgumentParser) -> None:
@@ -76,7 +82,8 @@ def _load(args: argparse.Namespace):
     from schemas.validate import load_exports
 
     preset = load_mapping_file(args.mapping) if getattr(args, "mapping", None) else args.preset
-    return load_exports(args.sessions, args.followups, args.patients, preset=preset, dates=args.dates)
+    return load_exports(args.sessions, args.followups, args.patients, preset=preset, dates=args.dates,
+                        timezone=args.timezone, prefixes="suggest" if args.keep_prefixes else "apply")
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -134,6 +141,10 @@ def _print_report(data) -> None:
         out.write(f"; dropped identifier columns: {', '.join(map(t, r.dropped_columns))}\n" if r.dropped_columns
                   else "\n")
     out.write(f"{data.n_patients:,} patients with accepted sessions.\n")
+    for note in data.notes:
+        if " read as " in note and "delimiter" in note:
+            continue  # the encoding and delimiter of each file: --json callers and the Data page show them
+        out.write(f"note: {t(note)}\n")
     if len(data.issues):
         out.write(f"\n{len(data.issues):,} problems (file, line, column, value: reason):\n")
         for i in data.issues.head(200).itertuples(index=False):

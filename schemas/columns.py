@@ -14,18 +14,40 @@ URINE_TOX = ("positive", "negative", "not_done")
 STATUSES = ("active", "completed", "lost_to_follow_up", "withdrew", "deceased")
 SUBSTANCES = ("alcohol", "opioids", "cocaine", "methamphetamine", "cannabis", "other")
 SEXES = ("female", "male", "other", "unknown")
+# contract v2: sessions.csv ``status`` (only attended rows are sessions) and followups.csv ``observation_status``
+SESSION_STATUSES = ("attended", "no_show", "cancelled", "scheduled", "entered_in_error")
+OBSERVATION_STATUSES = ("final", "amended", "entered_in_error")
+# other spellings read as the contract's status values (after lower-casing and turning spaces and '-' into '_'):
+# FHIR Appointment/Encounter/Observation status codes and common EHR words
+STATUS_ALIASES: dict[tuple[str, str], dict[str, str]] = {
+    ("sessions", "status"): {"canceled": "cancelled", "noshow": "no_show", "did_not_attend": "no_show", "dna": "no_show",
+               "completed": "attended", "arrived": "attended", "fulfilled": "attended", "finished": "attended",
+               "checked_out": "attended", "checked_in": "attended", "seen": "attended", "booked": "scheduled",
+               "planned": "scheduled", "pending": "scheduled", "proposed": "scheduled", "error": "entered_in_error"},
+    ("followups", "observation_status"): {"corrected": "amended", "error": "entered_in_error"},
+}
+# adverse-event words read as the contract's events (each item of a list; a mapping's value map adds more)
+ADVERSE_EVENT_ALIASES: dict[str, str] = {
+    "dizzy": "dizziness", "lightheaded": "dizziness", "light-headed": "dizziness", "vertigo": "dizziness",
+    "nauseous": "nausea", "nauseated": "nausea", "vomit": "vomiting", "vomited": "vomiting", "emesis": "vomiting",
+    "high blood pressure": "hypertension", "elevated blood pressure": "hypertension", "elevated bp": "hypertension",
+    "high bp": "hypertension", "hypertensive": "hypertension", "fast heart rate": "tachycardia",
+    "elevated heart rate": "tachycardia", "hallucination": "hallucinations", "dissociative": "dissociation",
+    "dissociated": "dissociation", "headaches": "headache", "anxious": "anxiety", "drowsy": "sedation",
+    "drowsiness": "sedation", "somnolence": "sedation", "sleepy": "sedation", "sedated": "sedation"}
 
 # kind: text | date | category | number | integer | boolean | list
 SESSIONS: dict[str, str] = {
     "patient_id": "text", "session_date": "date", "session_type": "category", "route": "category",
     "dose_mg": "number", "weight_kg": "number", "phq9": "integer", "gad7": "integer", "craving": "number",
     "bp_systolic_max": "integer", "bp_diastolic_max": "integer", "heart_rate_max": "integer",
-    "adverse_events": "list", "site": "text", "clinician": "text",
+    "adverse_events": "list", "site": "text", "clinician": "text", "status": "category",
 }
 FOLLOWUPS: dict[str, str] = {
     "patient_id": "text", "assessment_date": "date", "window_days": "integer", "days_abstinent": "integer",
     "heavy_days": "integer", "any_use": "boolean", "relapse_date": "date", "phq9": "integer",
     "gad7": "integer", "craving": "number", "urine_tox": "category", "status": "category",
+    "observation_status": "category",
 }
 PATIENTS: dict[str, str] = {
     "patient_id": "text", "primary_substance": "category", "program": "text", "sex": "category",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from schemas.columns import STATUSES, URINE_TOX
+from schemas.columns import OBSERVATION_STATUSES, STATUSES, URINE_TOX
 
 
 class FollowupsSchema(pa.DataFrameModel):
@@ -14,7 +14,7 @@ class FollowupsSchema(pa.DataFrameModel):
     patient_id: Series[str] = pa.Field(nullable=False, str_length={"min_value": 1},
                                        description="The clinic's patient number; the patient must have a ketamine session. Required.")
     assessment_date: Series[pa.DateTime] = pa.Field(nullable=False,
-                                                    description="Date of the assessment; on or after the first ketamine session. Required.")
+                                                    description="Date of the assessment. Required. One before the first ketamine session is a pre-treatment assessment (its scores can be the baseline; its use answers are never a return to use).")
     window_days: Series[float] = pa.Field(nullable=True, ge=1, le=365,
                                           description="Days the use questions cover (1–365; 30 when empty).")
     days_abstinent: Series[float] = pa.Field(nullable=True, ge=0, le=365,
@@ -32,6 +32,9 @@ class FollowupsSchema(pa.DataFrameModel):
                                       description="Urine drug screen: positive, negative or not_done.")
     status: Series[str] = pa.Field(nullable=True, isin=list(STATUSES),
                                    description="active, completed, lost_to_follow_up, withdrew or deceased.")
+
+    observation_status: Series[str] = pa.Field(nullable=True, isin=list(OBSERVATION_STATUSES),
+                                               description="final (when empty), amended (replaces the earlier value of the same measure and day) or entered_in_error (dropped, counted).")
 
     class Config:
         strict = False

@@ -115,7 +115,11 @@ class FileReport:
     = rows`` always. A long file (one row per questionnaire, ``long_format``) is pivoted into follow-ups:
     its ``accepted`` counts the source rows that went into accepted follow-ups, and ``merged`` those of
     them that joined a follow-up started by another row (same patient and day, including identical
-    repeats), so the accepted follow-up rows are ``accepted - merged`` (:attr:`output_rows`).
+    repeats), so the accepted follow-up rows are ``accepted - merged`` (:attr:`output_rows`). An ``amended``
+    follow-up merged into the earlier row of its day counts in ``merged`` too.
+
+    ``not_analysed``: accepted rows that are counted but are not data (contract v2): sessions by ``status``
+    (``no_show``, ``cancelled``, ``scheduled``, ``entered_in_error``), follow-ups ``entered_in_error``.
     """
 
     rows: int
@@ -125,11 +129,14 @@ class FileReport:
     extra_columns: tuple[str, ...] = ()
     merged: int = 0
     long_format: bool = False
+    not_analysed: dict[str, int] = field(default_factory=dict)
 
     @property
     def output_rows(self) -> int:
-        """Rows of accepted data this file gave (follow-ups for a long file; ``accepted`` otherwise)."""
-        return self.accepted - self.merged
+        """Rows of accepted data this file gave (follow-ups for a long file; ``accepted`` otherwise), without the
+        accepted rows that are counted but not analysed (:attr:`not_analysed`: sessions that were not attended,
+        follow-ups entered in error)."""
+        return self.accepted - self.merged - sum(self.not_analysed.values())
 
 
 @dataclass(frozen=True)

@@ -365,6 +365,8 @@ class Mapping:
     values: dict[str, dict[str, Any]] = field(default_factory=dict)
     name: str = "clinic-mapping"
     description: str = ""
+    strip_prefix: tuple[str, ...] = ()
+    window_days: int | None = None
 
     @classmethod
     def from_choices(cls, kind: str, choices: AbcMapping[str, str | None], headers: Sequence[str], *,
@@ -441,7 +443,10 @@ class Mapping:
         section = preset.data.get(kind, {})
         long = section.get("long", {})
         value = long.get("value", [])
+        prefix = section.get("strip_prefix", ())
         return cls(kind=kind, columns=dict(section.get("columns", {})),
+                   strip_prefix=(prefix,) if isinstance(prefix, str) else tuple(prefix),
+                   window_days=section.get("window_days"),
                    keep_identifiers=tuple(section.get("keep_identifiers", [])),
                    code_column=long.get("code"), value_columns=tuple([value] if isinstance(value, str) else value),
                    codes=dict(section.get("codes", {})), values=dict(section.get("values", {})),
@@ -452,6 +457,10 @@ class Mapping:
         if self.keep_identifiers:
             section["keep_identifiers"] = list(self.keep_identifiers)
         section["columns"] = dict(self.columns)
+        if self.strip_prefix:
+            section["strip_prefix"] = self.strip_prefix[0] if len(self.strip_prefix) == 1 else list(self.strip_prefix)
+        if self.window_days is not None:
+            section["window_days"] = int(self.window_days)
         if self.code_column:
             section["long"] = {"code": self.code_column, "value": list(self.value_columns)}
             section["codes"] = dict(self.codes)

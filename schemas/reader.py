@@ -25,6 +25,7 @@ Values stay text here; :mod:`schemas.validate` parses and checks them.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import itertools
 import re
@@ -359,7 +360,8 @@ def _lines_from(text: str, line: int, chars: int) -> list[str]:
     return out
 
 
-def _split_slow(text: str, delimiter: str, name: str) -> tuple[list[str], pd.DataFrame, list[dict], int]:
+def _split_slow(text: str, delimiter: str, name: str,
+                skipped: dict[str, list] | None = None) -> tuple[list[str], pd.DataFrame, list[dict], int]:
     """csv module parse keeping each record's first physical line; ragged records become issues.
 
     A quote that is never closed swallows the rest of the file into the last record (csv gives no error for it),
@@ -385,9 +387,16 @@ def _split_slow(text: str, delimiter: str, name: str) -> tuple[list[str], pd.Dat
                 header = rec
                 last = (line, reader.line_num)
                 continue
-            if not rec or (len(rec) == 1 and not rec[0].strip()):
-                continue  # a blank line is not a record
+            if not rec or all(not c.strip() for c in rec):
+                if skipped is not None:
+                    skipped["blank"].append(line)
+                continue  # a blank line (or a row of delimiters only) is not a record
             last = (line, reader.line_num)
+            if skipped is not None:
+                label = next((c.strip() for c in rec if c.strip()), "")
+                if _FOOTER.match(label):
+                    skipped["footer"].append((line, label))
+                    continue  # a report's total line is not a record
             n += 1
             if len(rec) != len(header):
                 issues.append(_wrong_field_count(line, len(rec), len(header), delimiter))
@@ -486,8 +495,123 @@ def _common_case(data: bytes) -> tuple[list[str], pd.DataFrame, str, str] | None
     return fast[0], fast[1], "UTF-8 (with BOM)" if start else "UTF-8", delimiter
 
 
-def _records(source: str | Path | bytes, *, label: str, name: str | None,
-             max_bytes: int) -> tuple[str, list[str], pd.DataFrame, list[dict], int, list[str], bool]:
+_FOOTER = re.compile(r"(?i)^\s*(?:(?:grand|sub)[\s-]*)?totals?\b|^\s*(?:end of (?:report|file)|record count|row count)\b")
+_FOOTER_ARROW = r"(?i)^\s*(?:(?:grand|sub)[\s-]*)?totals?\b|^\s*(?:end of (?:report|file)|record count|row count)\b"
+_BANNER_LINES = 30  # a header row is looked for on the first lines of a file
+
+
+@functools.lru_cache(maxsize=1)
+def _known_headers() -> frozenset[str]:
+    """Normalised headers that mark a header row: the contract's columns, every preset's headers, the synonyms."""
+    import tomllib
+
+    from schemas.presets import PRESET_DIR, available_presets
+
+    known = {c for kind in COLUMNS for c in read_columns(kind)}
+    for preset in available_presets():
+        p = load_preset(preset)
+        for kind in COLUMNS:
+            known.update(k for k, v in p.column_map(kind).items() if v != "extra")
+    syn = tomllib.loads((PRESET_DIR / "_synonyms.toml").read_text(encoding="utf-8"))
+    for kind in syn.get("fields", {}).values():
+        for spellings in kind.values():
+            known.update(normalise_header(x) for x in spellings)
+    known.discard("")
+    return frozenset(known)
+
+
+def _header_score(line: str, known: frozenset[str]) -> int:
+    best = 0
+    for d in (",", ";", "\t"):
+        if d not in line:
+            continue
+        cells = next(csv.reader([line], delimiter=d), [])
+        best = max(best, len({normalise_header(c) for c in cells} & known))
+    return best
+
+
+def _skip_banner(data: bytes, preset: Preset | None) -> tuple[bytes, int, list[str]]:
+    """Lines before the header row (a report's title, "printed on …"): (data from the header on, lines skipped,
+    the skipped lines). The header is the first of the first lines that names at least two known columns; when the
+    first line does, or no line does, nothing is skipped."""
+    bom = b"\xef\xbb\xbf" if data.startswith(b"\xef\xbb\xbf") else b""
+    head = data[len(bom):len(bom) + 65536]
+    if b"\n" not in head:
+        return data, 0, []
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        text = head[:err.start].decode("utf-8") if err.start > len(head) - 8 else head.decode("cp1252", errors="replace")
+    lines = text.split("\n")[:_BANNER_LINES]
+    known = _known_headers()
+    if preset is not None:
+        known = known | {k for kind in COLUMNS for k, v in preset.column_map(kind).items() if v != "extra"}
+    first = _header_score(lines[0].rstrip("\r"), known)
+    if first >= 2:
+        return data, 0, []
+    for i, line in enumerate(lines[1:-1], start=1):
+        if _header_score(line.rstrip("\r"), known) >= max(2, first + 1):
+            cut = 0
+            for _ in range(i):
+                cut = head.index(b"\n", cut) + 1
+            skipped = [x.rstrip("\r") for x in lines[:i]]
+            return bom + data[len(bom) + cut:], i, skipped
+    return data, 0, []
+
+
+def _drop_non_records(body: pd.DataFrame, n_cols: int) -> tuple[pd.DataFrame, list[int], list[tuple[int, str]]]:
+    """Rows that are no records: every value missing (a row of delimiters), or a report's total line (``TOTAL``,
+    ``Grand total``, ``Total: 42`` as its first value). (body without them, their lines, footer lines and labels).
+    Arrow kernels on the first column; the other columns only for rows whose first value is missing."""
+    import pyarrow.compute as pc
+
+    if not len(body) or not n_cols:
+        return body, [], []
+    first = text_array(body[0])
+    missing = np.asarray(pc.is_null(first).to_numpy(zero_copy_only=False), dtype=bool)
+    footer = np.asarray(pc.fill_null(pc.match_substring_regex(first, _FOOTER_ARROW), False)
+                        .to_numpy(zero_copy_only=False), dtype=bool)
+    blank = np.zeros(len(body), dtype=bool)
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        sub = body.iloc[rows]
+        label = pc.coalesce(*[text_array(sub[i]) for i in range(n_cols)]) if n_cols > 1 else text_array(sub[0])
+        blank[rows] = np.asarray(pc.is_null(label).to_numpy(zero_copy_only=False), dtype=bool)
+        footer[rows] = np.asarray(pc.fill_null(pc.match_substring_regex(label, _FOOTER_ARROW), False)
+                                  .to_numpy(zero_copy_only=False), dtype=bool)
+    drop = blank | footer
+    if not drop.any():
+        return body, [], []
+    lines = body["__line"].to_numpy()
+    footers = []
+    for pos in np.flatnonzero(footer):
+        row = body.iloc[pos]
+        footers.append((int(lines[pos]), next(str(row[i]) for i in range(n_cols) if row[i] is not None
+                                              and not pd.isna(row[i]))))
+    return body[~drop].reset_index(drop=True), [int(x) for x in lines[blank]], footers
+
+
+def _non_record_notes(name: str, banner: list[str], header_line: int, blank: list[int],
+                      footers: list[tuple[int, str]]) -> list[str]:
+    """One note each for a banner, empty rows and footer rows (never one issue per line)."""
+    notes = []
+    if banner:
+        shown = " | ".join(clip_text(x.strip()) for x in banner if x.strip()) or "empty lines"
+        notes.append(f"{name}: line{'s 1–' + str(len(banner)) if len(banner) > 1 else ' 1'} before the header row "
+                     f"(line {header_line}) {'are' if len(banner) > 1 else 'is'} a report banner, skipped: {shown}.")
+    if blank:
+        notes.append(f"{name}: {len(blank):,} empty row(s) skipped (line{'s' if len(blank) > 1 else ''} "
+                     f"{_list_lines(blank)}); they hold no values and are not counted as rows.")
+    if footers:
+        shown = "; ".join(f"line {line}: '{clip_text(label, 40)}'" for line, label in footers[:5])
+        more = f" and {len(footers) - 5} more" if len(footers) > 5 else ""
+        notes.append(f"{name}: {len(footers):,} total/footer row(s) of a report skipped ({shown}{more}); they are "
+                     "not records and are not counted as rows.")
+    return notes
+
+
+def _records(source: str | Path | bytes, *, label: str, name: str | None, max_bytes: int,
+             preset: Preset | None = None) -> tuple[str, list[str], pd.DataFrame, list[dict], int, list[str], bool]:
     """Steps 1–4 of the module docstring: (name, header, body, issues, rows, notes, has_nul).
 
     ``body`` has ``__line`` and one text column per header position, values trimmed, missing tokens missing.
@@ -514,10 +638,17 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
         name = name or f"{label}.csv"
     _refuse_hostile(data, name, max_bytes)
     has_nul = data.find(b"\x00") >= 0
+    data, offset, banner = _skip_banner(data, preset)
     common = _common_case(data)
     if common is not None:
         header, body, encoding, delimiter = common
-        return name, header, body, [], len(body), [_read_note(name, encoding, delimiter)], has_nul
+        body, blank, footers = _drop_non_records(body, len(header))
+        if offset:
+            body["__line"] += offset
+            blank = [x + offset for x in blank]
+            footers = [(x + offset, t) for x, t in footers]
+        notes = [_read_note(name, encoding, delimiter)] + _non_record_notes(name, banner, offset + 1, blank, footers)
+        return name, header, body, [], len(body), notes, has_nul
     text, encoding = _decode(data, name)
     if not text or text.isspace():
         raise UnusableExport(f"{name} is empty; export it again with a header row and data.")
@@ -550,16 +681,29 @@ def _records(source: str | Path | bytes, *, label: str, name: str | None,
         fast = _split_fast(memoryview(utf8)[:end], delimiter, n_lines)  # no copy of the file
     del utf8, u8
     issues: list[dict]
+    skipped: dict[str, list] = {"blank": [], "footer": []}
     if fast is not None:
         header, body = fast
         issues, rows = [], len(body)
     else:
-        header, body, issues, rows = _split_slow(text, delimiter, name)
+        header, body, issues, rows = _split_slow(text, delimiter, name, skipped)
         cleaned = _missing_to_none_all({i: body[i] for i in range(len(header))})
         body = pd.DataFrame({"__line": body["__line"], **cleaned})
+    body, blank, footers = _drop_non_records(body, len(header))
+    rows -= len(blank) + len(footers)
+    last = int(body["__line"].max()) if len(body) else 0
+    blank = sorted(set(blank) | {x for x in skipped["blank"] if x < last})  # blank lines at the end are no news
+    footers = sorted(footers + skipped["footer"])
+    if offset:
+        body["__line"] += offset
+        blank = [x + offset for x in blank]
+        footers = [(x + offset, t) for x, t in footers]
     for issue in issues:
         issue["file"] = name
-    return name, header, body, issues, rows, [_read_note(name, encoding, delimiter, cr_only)], has_nul
+        issue["line"] += offset
+    notes = [_read_note(name, encoding, delimiter, cr_only)] + _non_record_notes(name, banner, offset + 1, blank,
+                                                                                 footers)
+    return name, header, body, issues, rows, notes, has_nul
 
 
 def _read_note(name: str, encoding: str, delimiter: str, cr_only: bool = False) -> str:
@@ -648,9 +792,11 @@ def read_export(source: str | Path | bytes, *, kind: str, name: str | None = Non
         raise UnusableExport(f"Unknown export kind '{kind}'; use sessions, followups or patients.")
     if dates not in (None, "iso", "dayfirst", "monthfirst"):
         raise UnusableExport(f"Unknown date format '{dates}'; use iso, dayfirst or monthfirst.")
-    name, header, body, issues, rows, notes, has_nul = _records(source, label=kind, name=name, max_bytes=max_bytes)
+    loaded = preset if isinstance(preset, Preset) else load_preset(preset)
+    name, header, body, issues, rows, notes, has_nul = _records(source, label=kind, name=name, max_bytes=max_bytes,
+                                                                preset=loaded)
     release_unused_memory()  # what splitting the file allocated and let go
-    return _name_columns(kind, name, header, body, rows, issues, preset, notes, dates, has_nul=has_nul)
+    return _name_columns(kind, name, header, body, rows, issues, loaded, notes, dates, has_nul=has_nul)
 
 
 def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, rows: int,
@@ -686,6 +832,10 @@ def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, r
             extra.append(raw_name)
             out[f"extra:{raw_name}"] = body[i]
     frame = pd.DataFrame(out)
+    _strip_prefixes(frame, loaded.strip_prefix.get(kind, ()), name, notes)
+    window = loaded.window_days.get(kind)
+    if window is not None and layout is None:
+        frame = _fill_window(frame, window, name, notes)
     shown_as = {target: (raw if target.startswith((CODE, VALUE)) else target) for target, raw in seen.items()}
     shown_as.update({f"extra:{h}": h for h in extra})
     hidden = {shown_as[t] for t, raw in seen.items() if looks_like_identifier(raw)}
@@ -735,6 +885,43 @@ def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, r
                      dropped_columns=tuple(dropped), extra_columns=tuple(extra), notes=tuple(notes),
                      long_format=True, sources=result.sources, identical_duplicates=result.identical_duplicates,
                      identifier_columns=identifiers)
+
+
+def _strip_prefixes(frame: pd.DataFrame, prefixes: tuple[str, ...], name: str, notes: list[str]) -> None:
+    """Remove a mapping's ``strip_prefix`` (``Patient/``) from the start of patient ids that have it, in place."""
+    if not prefixes or "patient_id" not in frame.columns:
+        return
+    import pyarrow.compute as pc
+
+    arr = text_array(frame["patient_id"])
+    total = 0
+    for prefix in prefixes:  # longest first
+        has = pc.fill_null(pc.starts_with(arr, prefix), False)
+        n = int(pc.sum(has).as_py() or 0)
+        if n:
+            arr = pc.if_else(has, pc.utf8_replace_slice(arr, 0, len(prefix), ""), arr)
+            total += n
+    if total:
+        frame["patient_id"] = text_series(arr, frame.index)
+        notes.append(f"{name}: the prefix {' / '.join(repr(p) for p in prefixes)} was removed from {total:,} patient "
+                     "id(s), as the mapping says (strip_prefix).")
+
+
+def _fill_window(frame: pd.DataFrame, window: int, name: str, notes: list[str]) -> pd.DataFrame:
+    """The mapping's ``window_days`` for the rows that do not give their own."""
+    text = str(int(window))
+    if "window_days" in frame.columns:
+        empty = frame["window_days"].isna()
+        n = int(empty.sum())
+        if n:
+            frame["window_days"] = frame["window_days"].where(~empty, text)
+    else:
+        n = len(frame)
+        frame["window_days"] = text_series(pa.repeat(pa.scalar(text, pa.large_string()), n), frame.index)
+    if n:
+        notes.append(f"{name}: window_days = {window} (from the mapping) for {n:,} row(s) that do not give their own: "
+                     f"their use questions cover {window} days.")
+    return frame
 
 
 _NUL_REASON = ("contains a NUL character (a zero byte, shown as \u2400), which no export value holds: the file is "

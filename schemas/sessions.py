@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from schemas.columns import ROUTES, SESSION_TYPES
+from schemas.columns import ROUTES, SESSION_STATUSES, SESSION_TYPES
 
 
 class SessionsSchema(pa.DataFrameModel):
@@ -34,6 +34,9 @@ class SessionsSchema(pa.DataFrameModel):
                                            description="Side effects, separated by ';': dizziness, nausea, vomiting, hypertension, tachycardia, hallucinations, dissociation, headache, anxiety, sedation, other.")
     site: Series[str] = pa.Field(nullable=True, description="Clinic site (optional).")
     clinician: Series[str] = pa.Field(nullable=True, description="Clinician (optional).")
+
+    status: Series[str] = pa.Field(nullable=True, isin=list(SESSION_STATUSES),
+                                   description="attended (when empty), no_show, cancelled, scheduled or entered_in_error. Only attended rows count as sessions; the others are counted and reported.")
 
     class Config:
         strict = False

@@ -7,10 +7,12 @@ value as written, and a reason a clinic user can act on. Nothing is silently dro
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -18,15 +20,22 @@ import pandera.pandas as pa
 import pyarrow as pa_
 import pyarrow.compute as pc
 
-from schemas.arrow import map_columns, release_unused_memory, text_array, text_codes, text_series
-from schemas.columns import ADVERSE_EVENTS, PATIENT_COLUMNS_ON_SESSIONS, read_columns
-from schemas.dates import DATE_HELP, DateOrder, parse_dates
+from schemas.arrow import map_columns, release_unused_memory, text_array, text_codes, text_isin, text_series
+from schemas.columns import (
+    ADVERSE_EVENT_ALIASES,
+    ADVERSE_EVENTS,
+    PATIENT_COLUMNS_ON_SESSIONS,
+    STATUS_ALIASES,
+    read_columns,
+)
+from schemas.dates import DateOrder, ParsedDates, check_timezone, parse_date_column, utc_note
 from schemas.errors import UnusableExport
 from schemas.followups import FollowupsSchema
 from schemas.frames import (
     HIDDEN_VALUE,
     FileReport,
     ValidatedExports,
+    clip_text,
     clip_texts,
     coerce_canonical,
     parse_bool,
@@ -39,6 +48,9 @@ from schemas.sessions import SessionsSchema
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
     "sessions": SessionsSchema, "followups": FollowupsSchema, "patients": PatientsSchema}
 ISSUE_COLUMNS = ["file", "line", "column", "value", "reason"]
+# how many days before the first ketamine session an assessment may lie and still be read (pre-treatment, a possible
+# baseline): the contract's baseline window; earlier ones are set aside with a sentence
+PRETREATMENT_DAYS = 30
 
 
 
@@ -85,10 +97,28 @@ class _Issues:
     reasons: list[str | pd.Series]
     idx: list[np.ndarray]
     hidden: frozenset[str] = frozenset()
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def new(cls, file: str, hidden: tuple[str, ...] | frozenset[str] = ()) -> _Issues:
         return cls(file, [], [], [], [], [], frozenset(hidden))
+
+    def waive(self, rows: np.ndarray, *, except_columns: tuple[str, ...] = ()) -> None:
+        """Withdraw the issues of the rows in ``rows`` (a mask), but those of ``except_columns``."""
+        if not rows.any():
+            return
+        for k, (col, positions) in enumerate(zip(self.columns, self.idx)):
+            if col in except_columns:
+                continue
+            gone = rows[positions]
+            if not gone.any():
+                continue
+            keep = ~gone
+            self.idx[k] = positions[keep]
+            self.lines[k] = self.lines[k][keep]
+            self.values[k] = self.values[k][keep].reset_index(drop=True)
+            if isinstance(self.reasons[k], pd.Series):
+                self.reasons[k] = self.reasons[k][keep].reset_index(drop=True)
 
     def add(self, frame: pd.DataFrame, mask: pd.Series | np.ndarray, column: str,
             reason: str | pd.Series | Callable[[np.ndarray], pd.Series], raw: pd.DataFrame | None = None) -> None:
@@ -128,11 +158,14 @@ class _Issues:
 
 
 
-def _convert(text: pd.Series, ctype: str, order: DateOrder) -> pd.Series | tuple[pd.Series, np.ndarray]:
+def _convert(text: pd.Series, ctype: str, order: DateOrder, timezone: str | None = None,
+             column: tuple[str, str] = ("", "")) -> pd.Series | tuple | ParsedDates:
     """One text column → its typed values (NaN/NaT/NA where not parseable); an event list also gives the rows
-    naming an event that is not on the list."""
+    naming an event that is not on the list; a date column gives its :class:`ParsedDates`."""
     if ctype == "date":
-        return parse_dates(text, order)
+        return parse_date_column(text, order, timezone=timezone)
+    if column in STATUS_ALIASES:
+        return _status(text, STATUS_ALIASES[column])  # type: ignore[index]
     if ctype in ("number", "integer"):
         return _to_float(text, decimal_comma=ctype == "number")
     if ctype == "boolean":
@@ -142,6 +175,15 @@ def _convert(text: pd.Series, ctype: str, order: DateOrder) -> pd.Series | tuple
     if ctype == "category":
         return text if _no_upper_case(text) else text.str.lower()
     return text
+
+
+def _status(text: pd.Series, aliases: dict[str, str]) -> pd.Series:
+    """A status column: lower case, spaces and '-' as '_' (``No Show``, ``entered-in-error``), aliases mapped."""
+    arr = pc.replace_substring_regex(pc.utf8_lower(text_array(text)), r"[\s\-]+", "_")
+    keys = pa_.array(list(aliases), type=arr.type)
+    at = pc.index_in(arr, value_set=keys)
+    mapped = pc.take(pa_.array(list(aliases.values()), type=arr.type), at)
+    return text_series(pc.coalesce(mapped, arr), text.index)
 
 
 def _no_upper_case(text: pd.Series) -> bool:
@@ -159,21 +201,30 @@ def _no_upper_case(text: pd.Series) -> bool:
 
 
 def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
-           issues: _Issues) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+           issues: _Issues, timezone: str | None = None) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Text → typed columns; unparseable values become issues (and the row is quarantined).
 
     Also returns, per column, the cells that could not be parsed, so checks do not report them twice. The columns
     are converted in threads (Arrow's casts release the GIL); the issues are then added in column order.
     """
     columns = [(col, ctype, raw[col]) for col, ctype in read_columns(kind).items() if col in raw.columns]
-    converted = map_columns(lambda item: _convert(item[2], item[1], order), columns, len(raw))
+    converted = map_columns(lambda item: _convert(item[2], item[1], order, timezone, (kind, item[0])), columns,
+                            len(raw))
     typed = pd.DataFrame({"line": raw["line"].to_numpy()}, index=raw.index)
     unparsed: dict[str, np.ndarray] = {}
     for (col, ctype, text), parsed in zip(columns, converted):
         before = len(issues.idx)
         present = text.notna().to_numpy()
         if ctype == "date":
-            issues.add(raw, present & parsed.isna().to_numpy(), col, f"not a valid date: {DATE_HELP[order]}")
+            detail: ParsedDates = parsed
+            parsed = detail.dates
+            bad = present & parsed.isna().to_numpy()
+            if bad.any():
+                why = detail.reasons.reindex(raw.index)
+                issues.add(raw, bad, col, why.fillna("not a valid date").astype(object))
+            note = utc_note(issues.file, col, detail, timezone)
+            if note:
+                issues.notes.append(note)
         elif ctype in ("number", "integer"):
             bad = present & parsed.isna().to_numpy()
             issues.add(raw, bad, col, f"not a number; {_description(kind, col)}")
@@ -184,9 +235,20 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
             issues.add(raw, present & parsed.isna().to_numpy(), col,
                        "not a yes/no answer; write yes or no (true/false and 1/0 are read too)")
         elif ctype == "list":
-            parsed, unknown = parsed
+            parsed, unknown, dropped_at = parsed
+            line_of = raw["line"].to_numpy()
+            dropped = {item: [int(x) for x in line_of[pos]] for item, pos in dropped_at.items()}
             issues.add(raw, unknown, col, "contains an adverse event that is not on the list; use only: "
-                       + ", ".join(ADVERSE_EVENTS) + " (separated by ';')")
+                       + ", ".join(ADVERSE_EVENTS) + " (separated by ';' or ',')")
+            if dropped:
+                shown = "; ".join(f"'{clip_text(item)}' (line{'s' if len(lines) > 1 else ''} "
+                                  f"{', '.join(map(str, lines[:5]))}{' …' if len(lines) > 5 else ''})"
+                                  for item, lines in list(dropped.items())[:10])
+                issues.notes.append(
+                    f"{issues.file}: {sum(len(v) for v in dropped.values()):,} {col} item(s) are not on the list and "
+                    f"were left out; their sessions are kept with their other events: {shown}. To count them, map "
+                    f"each to an event of the list in the mapping ([sessions.values.{col}], e.g. \"drowsy\" = "
+                    "\"sedation\").")
         typed[col] = parsed
         mask = np.zeros(len(raw), dtype=bool)
         for positions in issues.idx[before:]:
@@ -195,22 +257,48 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
     return typed, unparsed
 
 
-def _parse_events(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """``dizziness; Nausea`` → ``dizziness;nausea``, and the rows naming an event that is not on the list."""
+def _parse_events(values: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, np.ndarray]]:
+    """``Dizziness, drowsy`` → ``dizziness;sedation``: items split on ``;`` ``,`` ``|``, each read through
+    :data:`~schemas.columns.ADVERSE_EVENT_ALIASES`. Returns the events, the rows whose items are all unknown (set
+    aside), and the unknown items of the rows that are kept with their known items (item → row positions)."""
     text = pc.utf8_lower(text_array(values))
     text = pc.utf8_trim(pc.replace_substring_regex(text, r"\s*[;,|]\s*", ";"), ";")
+    text = pc.utf8_trim_whitespace(text)
     text = pc.if_else(pc.equal(text, ""), pa_.scalar(None, type=text.type), text)
     tokens = pc.split_pattern(text, ";")
     flat = pc.list_flatten(tokens)
-    unknown = pc.invert(pc.is_in(flat, value_set=pa_.array(list(ADVERSE_EVENTS), type=flat.type)))
-    unknown = pc.and_(unknown, pc.not_equal(flat, ""))
-    rows = pc.filter(pc.list_parent_indices(tokens), unknown).to_numpy(zero_copy_only=False)
-    mask = np.zeros(len(values), dtype=bool)
-    mask[rows] = True
+    parents = pc.list_parent_indices(tokens).to_numpy(zero_copy_only=False)
+    alias_at = pc.index_in(flat, value_set=pa_.array(list(ADVERSE_EVENT_ALIASES), type=flat.type))
+    flat = pc.coalesce(pc.take(pa_.array(list(ADVERSE_EVENT_ALIASES.values()), type=flat.type), alias_at), flat)
+    known = np.asarray(pc.is_in(flat, value_set=pa_.array(list(ADVERSE_EVENTS), type=flat.type))
+                       .to_numpy(zero_copy_only=False), dtype=bool)
+    blank = np.asarray(pc.equal(flat, "").to_numpy(zero_copy_only=False), dtype=bool)
+    unknown = ~known & ~blank
+    n = len(values)
+    n_known = np.bincount(parents[known], minlength=n)
+    n_unknown = np.bincount(parents[unknown], minlength=n)
+    mask = (n_unknown > 0) & (n_known == 0)
+    dropped: dict[str, np.ndarray] = {}
+    partial = unknown & (n_known[parents] > 0)
+    if partial.any():
+        items = np.asarray(flat.filter(pa_.array(partial)).to_pylist(), dtype=object)
+        at = parents[partial]
+        for item in dict.fromkeys(items):
+            dropped[str(item)] = at[items == item]
     written = text_array(values)
-    if text.null_count == written.null_count and pc.all(pc.equal(text, written.cast(text.type))).as_py() in (True, None):
-        return values, mask  # already as the contract writes it: the file's own column, no second copy
-    return text_series(text, values.index), mask
+    if not unknown.any() and alias_at.null_count == len(alias_at) and text.null_count == written.null_count \
+            and pc.all(pc.equal(text, written.cast(text.type))).as_py() in (True, None):
+        return values, mask, dropped  # already as the contract writes it: the file's own column, no second copy
+    keep = known
+    counts = np.bincount(parents[keep], minlength=n)
+    offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
+    kept = flat.filter(pa_.array(keep))
+    if isinstance(kept, pa_.ChunkedArray):
+        kept = kept.combine_chunks()
+    lists = pa_.ListArray.from_arrays(pa_.array(offsets), kept.cast(pa_.string()))
+    joined = pc.binary_join(lists, ";")
+    joined = pc.if_else(pc.equal(joined, ""), pa_.scalar(None, type=pa_.string()), joined)
+    return text_series(joined, values.index), mask, dropped
 
 
 def _pandera_issues(typed: pd.DataFrame, raw: pd.DataFrame, kind: str, issues: _Issues,
@@ -329,39 +417,56 @@ def _release_text(frame: pd.DataFrame, keep: frozenset[str] | set[str] = frozens
         del frame[col]
 
 
+def _status_mask(typed: pd.DataFrame, column: str, value: str) -> np.ndarray:
+    if column not in typed.columns:
+        return np.zeros(len(typed), dtype=bool)
+    return typed[column].eq(value).fillna(False).to_numpy(dtype=bool)
+
+
+def _not_attended(typed: pd.DataFrame) -> np.ndarray:
+    """Sessions rows whose status says they are not attended sessions (no_show, cancelled, scheduled, …)."""
+    if "status" not in typed.columns:
+        return np.zeros(len(typed), dtype=bool)
+    return (typed["status"].notna() & typed["status"].ne("attended")).fillna(False).to_numpy(dtype=bool)
+
+
 def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp,
-                   release: bool = False) -> tuple[pd.DataFrame, _Issues]:
+                   release: bool = False, *, timezone: str | None = None) -> tuple[pd.DataFrame, _Issues]:
     """Parse and check one file's rows on their own. With ``release``, text columns are dropped from ``raw.frame``
     as soon as no rule will quote them (after the per-column checks, all but the dates and :data:`_QUOTED_LATER`)."""
     issues = _Issues.new(raw.name, raw.identifier_columns)
     frame = _text_frame(raw, release)
     if release:
         _release_text(frame, set(read_columns(raw.kind)))  # extra columns: never checked, never quoted
-    typed, unparsed = _parse(frame, raw.kind, order, issues)
+    typed, unparsed = _parse(frame, raw.kind, order, issues, timezone)
     release_unused_memory()
     _pandera_issues(typed, frame, raw.kind, issues, skip=unparsed)
     if release:
         dates = {c for c, t in read_columns(raw.kind).items() if t == "date"}
         _release_text(frame, _QUOTED_LATER[raw.kind] | dates)
     release_unused_memory()
+    # sessions that did not take place (a scheduled visit may lie ahead; a no-show has no route)
+    off = _not_attended(typed) if raw.kind == "sessions" else np.zeros(len(typed), dtype=bool)
     for col, ctype in read_columns(raw.kind).items():
         if ctype == "date" and col in typed.columns:
-            future = (typed[col] > today).fillna(False).to_numpy()
+            future = (typed[col] > today).fillna(False).to_numpy() & ~off
             issues.add(frame, future, col, f"is after the upload date ({today.date()}); check the year")
     if raw.kind == "sessions":
-        ket = typed["session_type"].eq("ketamine").fillna(False).to_numpy()
+        ket = typed["session_type"].eq("ketamine").fillna(False).to_numpy() & ~off
         no_route = ket & (typed["route"].isna().to_numpy() if "route" in typed else True)
         issues.add(frame, no_route, "route", "is empty on a ketamine session; write the route "
                    "(iv, im, sublingual, intranasal or oral)")
         keys = [c for c in typed.columns if c != "line"]
         dup, first = _first_line_of(typed, keys, prefilter=["patient_id", "session_date"])
+        dup &= typed["session_date"].notna().to_numpy()  # two rows whose dates could not be read are no duplicates
         issues.add(frame, dup, "patient_id", _line_reason(first, "exact duplicate of line ", "; remove the repeated row"))
     if raw.kind == "followups":
         window = typed["window_days"].fillna(30) if "window_days" in typed else pd.Series(30.0, index=typed.index)
         if "days_abstinent" in typed:
             too_many = (typed["days_abstinent"] > window).fillna(False).to_numpy()
-            issues.add(frame, too_many, "days_abstinent",
-                       "is more than the days the window covers (window_days, 30 when empty)")
+            issues.add(frame, too_many, "days_abstinent", lambda mask: (
+                "is more than the days the window covers (window_days " + window[mask].astype(int).astype(str)
+                + "; 30 when neither the row nor the mapping gives one)").to_numpy())
             if "heavy_days" in typed:
                 over = (typed["heavy_days"] > window - typed["days_abstinent"].fillna(0)).fillna(False).to_numpy()
                 over = over & ~too_many
@@ -373,10 +478,22 @@ def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp,
             after = (typed["relapse_date"] > typed["assessment_date"]).fillna(False).to_numpy()
             issues.add(frame, after, "relapse_date", "is after this assessment's date; a relapse date must be on "
                        "or before the assessment that reports it")
-        dup, first = _first_line_of(typed, ["patient_id", "assessment_date"])
+        # an amended row replaces values of an earlier row of its day; an entered-in-error row is dropped
+        plain = ~(_status_mask(typed, "observation_status", "amended")
+                  | _status_mask(typed, "observation_status", "entered_in_error"))
+        dup = np.zeros(len(typed), dtype=bool)
+        first = np.zeros(len(typed), dtype=np.int64)
+        rows = np.flatnonzero(plain)
+        d_sub, f_sub = _first_line_of(typed.iloc[rows] if not plain.all() else typed, ["patient_id", "assessment_date"])
+        dup[rows], first[rows] = d_sub, f_sub
         issues.add(frame, dup & typed["assessment_date"].notna().to_numpy(), "assessment_date",
                    _line_reason(first, "second assessment for this patient on the same day (first on line ",
-                                "); keep one row per assessment"))
+                                "); keep one row per assessment, or mark the correction observation_status = "
+                                "amended"))
+    # an entered-in-error row is dropped whatever it holds: only a problem with its status sets it aside
+    error_col = {"sessions": "status", "followups": "observation_status"}.get(raw.kind)
+    if error_col:
+        issues.waive(_status_mask(typed, error_col, "entered_in_error"), except_columns=(error_col,))
     if raw.kind == "patients":
         dup, first = _first_line_of(typed, ["patient_id"])
         issues.add(frame, dup & typed["patient_id"].notna().to_numpy(), "patient_id",
@@ -436,15 +553,35 @@ def _attribute_conflicts(sessions: pd.DataFrame, raw_frame: pd.DataFrame, patien
 
 
 def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExport | None = None, *,
-                     dates: DateOrder = "iso", upload_date: date | None = None) -> ValidatedExports:
+                     dates: DateOrder = "iso", upload_date: date | None = None, timezone: str | None = None,
+                     prefixes: Prefixes = "suggest",
+                     pretreatment_days: int | None = PRETREATMENT_DAYS) -> ValidatedExports:
     """Apply every rule of data-contract.md to the three read exports.
+
+    Parameters
+    ----------
+    timezone:
+        The clinic's IANA timezone (``America/New_York``): UTC date-times (``Z``) become that zone's date. ``None``
+        (default): every date-time keeps the date written (a UTC value its UTC date; the notes count them).
+    prefixes:
+        ``suggest`` (default): when one file writes patient ids with a prefix (``Patient/<id>``) and another does
+        not, a note says so and offers ``strip_prefix`` for the mapping. ``apply``: also remove it, when
+        unambiguous (:func:`match_prefixes`), with a note. ``off``: neither.
+    pretreatment_days:
+        How many days before the first ketamine session an assessment is read as a pre-treatment assessment
+        (default 30, the contract's baseline window); earlier ones are set aside. ``None``: every one is read.
 
     Returns
     -------
     ValidatedExports
         Accepted rows (typed, with ``line``), ``issues`` (file, line, column, value, reason), per-file counts.
     """
-    return _validate_exports(sessions, followups, patients, dates=dates, upload_date=upload_date)
+    timezone = check_timezone(timezone)
+    today = pd.Timestamp(upload_date or date.today())
+    checked = [_check(r, dates, today, False, timezone) for r in (sessions, followups, patients)]
+    prefix_notes = match_prefixes(checked, prefixes)
+    return _cross_file(checked[0], checked[1], checked[2], release=False,  # type: ignore[arg-type]
+                       pretreatment_days=pretreatment_days, notes=prefix_notes)
 
 
 @dataclass
@@ -456,20 +593,84 @@ class _Checked:
     issues: _Issues
 
 
-def _check(raw: RawExport | None, dates: DateOrder, today: pd.Timestamp, release: bool) -> _Checked | None:
+def _check(raw: RawExport | None, dates: DateOrder, today: pd.Timestamp, release: bool,
+           timezone: str | None = None) -> _Checked | None:
     if raw is None:
         return None
-    return _Checked(raw, *_validate_file(raw, dates, today, release))
+    return _Checked(raw, *_validate_file(raw, dates, today, release, timezone=timezone))
 
 
-def _validate_exports(sessions: RawExport, followups: RawExport, patients: RawExport | None = None, *,
-                      dates: DateOrder = "iso", upload_date: date | None = None) -> ValidatedExports:
-    today = pd.Timestamp(upload_date or date.today())
-    return _cross_file(_check(sessions, dates, today, False), _check(followups, dates, today, False),  # type: ignore[arg-type]
-                       _check(patients, dates, today, False), release=False)
+_PREFIX_RE = r"^(?P<p>[A-Za-z][A-Za-z0-9_.\-]*/)"
 
 
-def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool) -> ValidatedExports:
+def _prefix_profile(ids: pd.Series) -> tuple[int, dict[str, int]]:
+    """(ids present, prefix → how many ids start with it) for a patient_id column (Arrow regex, no Python loop)."""
+    arr = text_array(ids.dropna())
+    n = len(arr)
+    if not n:
+        return 0, {}
+    found = pc.extract_regex(arr, _PREFIX_RE)
+    if isinstance(found, pa_.ChunkedArray):
+        found = found.combine_chunks()
+    prefix = pc.struct_field(found, ["p"]) if len(found) else pa_.array([], type=pa_.string())
+    prefix = prefix.filter(pc.is_valid(found))
+    counts = pc.value_counts(prefix).to_pylist()
+    return n, {str(c["values"]): int(c["counts"]) for c in counts}
+
+
+def match_prefixes(checked: list[_Checked | None], mode: Prefixes = "suggest") -> tuple[str, ...]:
+    """Find reference prefixes that keep patient ids from matching across files (``Patient/<id>`` against ``<id>``).
+
+    Unambiguous when every id of some files starts with one prefix, no id of the other files has a prefix, and
+    removing it makes ids of the two sides match. Then a note says so and offers ``strip_prefix`` for the mapping;
+    with ``mode="apply"`` the prefix is also removed (in the typed rows; issues keep the value as written).
+    """
+    if mode == "off":
+        return ()
+    files = [c for c in checked if c is not None and "patient_id" in c.typed.columns]
+    profiles = [_prefix_profile(c.typed["patient_id"]) for c in files]
+    prefixed = [(c, prof) for c, prof in zip(files, profiles) if prof[1]]
+    bare = [c for c, prof in zip(files, profiles) if prof[0] and not prof[1]]
+    if not prefixed or not bare:
+        return ()
+    found = {p for _, prof in prefixed for p in prof[1]}
+    whole = all(len(prof[1]) == 1 and next(iter(prof[1].values())) == prof[0] for _, prof in prefixed)
+    if len(found) != 1 or not whole:
+        names = ", ".join(c.raw.name for c, _ in prefixed)
+        return ((f"{names}: some patient ids start with a reference prefix ({', '.join(sorted(found))}) and "
+                f"{', '.join(c.raw.name for c in bare)} has bare ids; the prefix is not the same on every id, so it "
+                "was not removed. Set strip_prefix in the mapping for the file that writes it."),)
+    prefix = found.pop()
+    bare_ids = pd.concat([c.typed["patient_id"].dropna() for c in bare])
+    notes = []
+    for c, _ in prefixed:
+        ids = c.typed["patient_id"]
+        stripped = text_series(pc.utf8_replace_slice(text_array(ids), 0, len(prefix), ""), ids.index)
+        ok = stripped.notna() & text_isin(stripped, bare_ids)
+        n_ok = int(ok.sum())
+        n = int(ids.notna().sum())
+        kind = c.raw.kind
+        if not n_ok:
+            continue
+        if mode == "apply":
+            c.typed["patient_id"] = stripped
+            notes.append(f"{c.raw.name} writes patient ids as '{prefix}<id>' and {bare[0].raw.name} as bare ids: "
+                         f"the prefix '{prefix}' was removed from its {n:,} ids ({n_ok:,} rows then match a patient "
+                         f"of {bare[0].raw.name}). To make this explicit, put strip_prefix = \"{prefix}\" under "
+                         f"[{kind}] in the mapping.")
+        else:
+            notes.append(f"{c.raw.name} writes patient ids as '{prefix}<id>' and {bare[0].raw.name} as bare ids, so "
+                         f"they do not match; {n_ok:,} of its {n:,} rows would match once '{prefix}' is removed. Add "
+                         f"strip_prefix = \"{prefix}\" under [{kind}] in the mapping (the command line removes it by "
+                         "itself when it is this unambiguous).")
+    return tuple(notes)
+
+
+Prefixes = Literal["suggest", "apply", "off"]
+
+
+def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool,
+                pretreatment_days: int | None = PRETREATMENT_DAYS, notes: tuple[str, ...] = ()) -> ValidatedExports:
     """The rules between files, then accepted rows and the issue table. With ``release`` (the exports were read by
     :func:`load_exports` and handed over) the text columns of each ``RawExport.frame`` are dropped as soon as no rule
     quotes them, and typed rows become accepted rows column by column: peak memory stays a small multiple of the
@@ -480,14 +681,16 @@ def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool) 
     p_ok = _split(p_typed, p_issues)[0] if p_typed is not None and p_issues is not None else None
     s_text = _text_frame(sessions, release)
     _attribute_conflicts(s_typed, s_text, p_ok, s_issues)
+    s_issues.waive(_status_mask(s_typed, "status", "entered_in_error"), except_columns=("status",))
     del s_text
     if release:
         _release_text(sessions.frame)
     s_keep = _keep(s_issues, len(s_typed))
+    s_off = _not_attended(s_typed)  # counted, never a session: index date, counts and safety use attended rows
 
-    # follow-ups need an accepted ketamine session on or before them (patients as integer codes: no text joins)
+    # follow-ups need an accepted ketamine session (patients as integer codes: no text joins)
     s_codes, s_ids = pd.factorize(s_typed["patient_id"])
-    ket = s_typed["session_type"].eq("ketamine").fillna(False).to_numpy() & (s_codes >= 0)
+    ket = s_typed["session_type"].eq("ketamine").fillna(False).to_numpy() & (s_codes >= 0) & ~s_off
     ok_ket = ket & s_keep
     # per patient code, plus a last slot for "not in the sessions file" (code -1 indexes it)
     first_ket = np.full(len(s_ids) + 1, np.datetime64("NaT"), dtype="datetime64[ns]")
@@ -496,7 +699,9 @@ def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool) 
     first_ket[mins.index.to_numpy()] = mins.to_numpy()
     rejected_ket = (np.bincount(s_codes[ket], minlength=len(s_ids) + 1) > 0) & np.isnat(first_ket)
     del s_codes, ket, ok_ket, session_day, mins
-    s_ok = _take_rows(s_typed, s_keep) if release else s_typed[s_keep]
+    s_status = s_typed["status"][s_keep & s_off].value_counts() if s_off.any() else pd.Series(dtype="int64")
+    s_all = int(s_keep.sum())
+    s_ok = _take_rows(s_typed, s_keep & ~s_off) if release else s_typed[s_keep & ~s_off]
     del s_typed
     release_unused_memory()
     ff = _text_frame(followups, release)
@@ -508,19 +713,36 @@ def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool) 
         set_aside[mask],
         "this patient's ketamine session rows were set aside (see the " + sessions.name + " issues); fix those first",
         "has no ketamine session in " + sessions.name + "; check the patient number or add their sessions"))
+    # a pre-treatment assessment (before the first ketamine session) is no error: its scores can be the baseline,
+    # its use answers are never a return to use; one earlier than the baseline window is of no use and set aside
     before = (f_typed["assessment_date"] < idx).fillna(False)
-    f_issues.add(ff, before.to_numpy(), "assessment_date",
-                 lambda mask: "is before the patient's first ketamine session ("
-                 + idx[mask].dt.strftime("%Y-%m-%d").fillna("") + "); follow-ups start on or after it")
+    ahead = (idx - f_typed["assessment_date"]).dt.days
+    too_early = before & (ahead > pretreatment_days).fillna(False) if pretreatment_days is not None else before & False
+    f_issues.add(ff, too_early.to_numpy(), "assessment_date",
+                 lambda mask: "is " + ahead[mask].astype("Int64").astype(str) + " days before the patient's first "
+                 "ketamine session (" + idx[mask].dt.strftime("%Y-%m-%d").fillna("") + f"), earlier than the "
+                 f"{pretreatment_days}-day baseline window: too early to be the baseline, and follow-ups start on or "
+                 "after the first session; check the date")
+    pre = (before & ~too_early).to_numpy()
+    if pre.any():
+        notes = (*notes, (f"{followups.name}: {int(pre.sum()):,} assessment(s) before the patient's first ketamine "
+                 f"session are read as pre-treatment assessments (within {pretreatment_days} days before it): their "
+                 "scores can be the baseline; their use answers describe use before treatment and are never a "
+                 "return to use."))
     if "relapse_date" in f_typed:
-        early = (f_typed["relapse_date"] < idx).fillna(False)
+        early = (f_typed["relapse_date"] < idx).fillna(False) & ~before
         f_issues.add(ff, early.to_numpy(), "relapse_date",
                      "is before the patient's first ketamine session; a return to use is counted from it")
     if release:
         _release_text(followups.frame)
+    f_issues.waive(_status_mask(f_typed, "observation_status", "entered_in_error"),
+                   except_columns=("observation_status",))
     f_keep = _keep(f_issues, len(f_typed))
-    f_ok = _take_rows(f_typed, f_keep) if release else f_typed[f_keep]
+    f_error = _status_mask(f_typed, "observation_status", "entered_in_error") & f_keep
+    f_all = int(f_keep.sum())
+    f_ok = _take_rows(f_typed, f_keep & ~f_error) if release else f_typed[f_keep & ~f_error]
     del f_typed
+    f_ok, n_amended = _apply_amendments(f_ok)
 
     if p_typed is not None and p_issues is not None:
         pf = _text_frame(patients, release)  # type: ignore[arg-type]
@@ -534,6 +756,24 @@ def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool) 
 
     patients_table = _patients_table(s_ok, p_ok)
     files = {"sessions": _report(sessions, s_ok, s_issues), "followups": _report(followups, f_ok, f_issues)}
+    if s_off.any() and len(s_status):
+        counts = {str(k): int(v) for k, v in s_status.items()}
+        files["sessions"] = dataclasses.replace(files["sessions"], accepted=s_all,
+                                                quarantined=files["sessions"].rows - s_all, not_analysed=counts)
+        notes = (*notes, f"{sessions.name}: {sum(counts.values()):,} row(s) are not attended sessions ("
+                 + ", ".join(f"{v:,} {k}" for k, v in counts.items()) + "): counted, not analysed (the index date, "
+                 "session counts and safety use attended sessions only).")
+    n_error = int(f_error.sum())
+    if (n_error or n_amended) and followups.sources is None:
+        files["followups"] = dataclasses.replace(
+            files["followups"], accepted=f_all, quarantined=files["followups"].rows - f_all, merged=n_amended,
+            not_analysed={"entered_in_error": n_error} if n_error else {})
+    if n_error:
+        notes = (*notes, (f"{followups.name}: {n_error:,} row(s) marked entered_in_error were dropped (counted, not "
+                 "analysed)."))
+    if n_amended:
+        notes = (*notes, (f"{followups.name}: {n_amended:,} amended row(s) replaced the earlier values of the same "
+                 "measures on the same day."))
     tables = [sessions.explain_issues(s_issues.table()), followups.explain_issues(f_issues.table())]
     if patients is not None and p_issues is not None and p_ok is not None:
         files["patients"] = _report(patients, p_ok, p_issues)
@@ -543,10 +783,38 @@ def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool) 
     issues_table = pd.concat([t for t in tables + raw_issue_frames if len(t)], ignore_index=True) \
         if any(len(t) for t in tables + raw_issue_frames) else pd.DataFrame(columns=ISSUE_COLUMNS)
     issues_table = issues_table.sort_values(["file", "line"], kind="stable").reset_index(drop=True)
-    notes = tuple(n for r in (sessions, followups, patients) if r is not None for n in r.notes)
+    notes = tuple(n for r in (sessions, followups, patients) if r is not None for n in r.notes) + tuple(
+        n for i in (s_issues, f_issues, p_issues) if i is not None for n in i.notes) + tuple(notes)
     return ValidatedExports(
         sessions=_finish(s_ok, "sessions"), followups=_finish(f_ok, "followups"), patients=patients_table,
         issues=issues_table, files=files, notes=notes)
+
+
+_MEASURE_COLUMNS_SKIP = ("line", "patient_id", "assessment_date", "observation_status")
+
+
+def _apply_amendments(f_ok: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Merge each accepted ``amended`` follow-up into the earlier row of the same patient and day: every value it
+    gives replaces that row's value of the same measure (later amendments win). (frame, amended rows merged)."""
+    amended = _status_mask(f_ok, "observation_status", "amended")
+    if not amended.any():
+        return f_ok, 0
+    key = f_ok["patient_id"].astype(str) + "\x00" + f_ok["assessment_date"].astype(str)
+    groups = key.isin(key[amended])
+    sub = f_ok[groups.to_numpy()].assign(__amended=amended[groups.to_numpy()], __key=key[groups])
+    sub = sub.sort_values(["__amended", "line"], kind="stable")
+    merged = sub.groupby("__key", sort=False).last()  # last non-missing value of each column, amendments last
+    base = sub.groupby("__key", sort=False)["line"].min()
+    merged["line"] = base
+    merged["observation_status"] = "amended"
+    n_merged = int(len(sub) - len(merged))
+    out = pd.concat([f_ok[~groups.to_numpy()], merged.reset_index(drop=True).drop(columns="__amended")],
+                    ignore_index=False)
+    out = out.sort_values("line", kind="stable").reset_index(drop=True)
+    for col in f_ok.columns:
+        if out[col].dtype != f_ok[col].dtype:
+            out[col] = out[col].astype(f_ok[col].dtype)
+    return out[list(f_ok.columns)], n_merged
 
 
 def _finish(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -573,18 +841,28 @@ def _report(raw: RawExport, accepted: pd.DataFrame, issues: _Issues) -> FileRepo
 def load_exports(sessions: str | Path | bytes, followups: str | Path | bytes,
                  patients: str | Path | bytes | None = None, *, preset: str | Preset | None = None,
                  dates: DateOrder = "iso", upload_date: date | None = None,
-                 names: dict[str, str] | None = None) -> ValidatedExports:
-    """Read and validate the exports in one call (CLI, dashboard and report share it)."""
+                 names: dict[str, str] | None = None, timezone: str | None = None,
+                 prefixes: Prefixes = "suggest",
+                 pretreatment_days: int | None = PRETREATMENT_DAYS) -> ValidatedExports:
+    """Read and validate the exports in one call (CLI, dashboard and report share it).
+
+    ``timezone``, ``prefixes`` and ``pretreatment_days``: see :func:`validate_exports`.
+    """
     if dates not in ("iso", "dayfirst", "monthfirst"):
         raise UnusableExport(f"Unknown date format '{dates}'; use iso, dayfirst or monthfirst.")
+    if prefixes not in ("suggest", "apply", "off"):
+        raise UnusableExport(f"Unknown prefix setting '{prefixes}'; use suggest, apply or off.")
+    timezone = check_timezone(timezone)
     names = names or {}
     today = pd.Timestamp(upload_date or date.today())
     # each file is checked on its own as soon as it is read (the next file is not yet in memory), and the read
     # exports are ours alone: validation drops their text columns as it goes (release)
     s = _check(read_export(sessions, kind="sessions", name=names.get("sessions"), preset=preset, dates=dates),
-               dates, today, True)
+               dates, today, True, timezone)
     f = _check(read_export(followups, kind="followups", name=names.get("followups"), preset=preset, dates=dates),
-               dates, today, True)
+               dates, today, True, timezone)
     p = _check(read_export(patients, kind="patients", name=names.get("patients"), preset=preset, dates=dates),
-               dates, today, True) if patients is not None else None
-    return _cross_file(s, f, p, release=True)  # type: ignore[arg-type]
+               dates, today, True, timezone) if patients is not None else None
+    prefix_notes = match_prefixes([s, f, p], prefixes)
+    return _cross_file(s, f, p, release=True, pretreatment_days=pretreatment_days,  # type: ignore[arg-type]
+                       notes=prefix_notes)

@@ -2,7 +2,13 @@
 
 Definitions (data-contract.md, "Derived outcomes"; every one is a :class:`~analytics.outcomes.settings.Settings` field):
 
-* **Index date** (day 0): the patient's first ketamine session. Patients without one are not in the cohort.
+* **Index date** (day 0): the patient's first attended ketamine session. Patients without one are not in the
+  cohort. Only attended sessions are sessions (contract v2 ``status``): a row whose status is ``no_show``,
+  ``cancelled``, ``scheduled`` or ``entered_in_error`` never sets the index date or counts as a session.
+* **Pre-treatment assessments** (contract v2): a follow-up dated before the index date. Its scores can be the
+  baseline (within the baseline window); its use answers describe use before treatment and are never a return to
+  use. It is not a follow-up: :attr:`Cohort.followups`, ``n_followups``, censoring and events leave it out; it is
+  kept in :attr:`Cohort.pretreatment`.
 * **Day** of an event: calendar days since the index date; **weeks** = days / 7.
 * **Assessment window**: a follow-up with ``window_days = w`` on date ``d`` covers the ``w`` days that end on
   ``d`` (first day ``d - w + 1``). Counts of abstinent or heavy days say something certain about use after
@@ -101,6 +107,9 @@ class Cohort:
         Accepted sessions of cohort patients with ``days`` since the index date.
     exclusions:
         Reason → number of patients (e.g. sessions without any ketamine session).
+    pretreatment:
+        Accepted assessments dated before the patient's index date (same columns as ``followups``; use flags
+        all False, ``pda`` missing): their scores are in ``measures`` and can be the baseline.
     """
 
     patients: pd.DataFrame
@@ -110,6 +119,7 @@ class Cohort:
     settings: Settings
     exclusions: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    pretreatment: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def survival_patients(self) -> pd.DataFrame:
@@ -239,7 +249,11 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
         Outcome definitions; defaults are the contract's.
     """
     settings = settings or Settings()
-    sessions = data.sessions.sort_values(["patient_id", "session_date"], kind="stable")
+    sessions = data.sessions
+    if "status" in sessions.columns:  # only attended rows are sessions (validation already keeps only those)
+        attended = (sessions["status"].isna() | sessions["status"].eq("attended")).fillna(True).to_numpy(bool)
+        sessions = sessions if attended.all() else sessions[attended]
+    sessions = sessions.sort_values(["patient_id", "session_date"], kind="stable")
     ket = sessions[sessions["session_type"] == "ketamine"]
     index = ket.groupby("patient_id", sort=True)["session_date"].min().rename("index_date")
     all_ids = pd.Index(sessions["patient_id"].unique())
@@ -280,8 +294,15 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
         exclusions["follow-ups of patients without a ketamine session"] = n_fu_orphans
         fu, f_code = fu[f_code >= 0], f_code[f_code >= 0]
     fu = _derive_followup_flags(fu, _at(index_date, f_code, fu.index))
+    pre = (fu["days"] < 0).to_numpy(bool)
+    if pre.any():  # pre-treatment assessments: scores only (baseline); use answers never count
+        fu.loc[pre, ["use_any", "use_heavy", "dropout"]] = False
+        fu.loc[pre, "pda"] = np.nan
 
     measures, base = _measures(sess, s_code, fu, f_code, index_date, settings)
+    pre_fu = fu[pre].reset_index(drop=True)
+    if pre.any():
+        fu, f_code = fu[~pre], f_code[~pre]
     for m in MEASURES:
         patients[f"baseline_{m}"] = base[m]
     patients["baseline_band"] = phq9_band(patients["baseline_phq9"])
@@ -294,9 +315,14 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
     if n_no_fu:
         exclusions["patients without any follow-up (not in survival analyses)"] = n_no_fu
     patients = patients.reset_index()
-    notes = (settings.describe(),)
+    notes: tuple[str, ...] = (settings.describe(),)
+    if len(pre_fu):
+        notes += ((f"{len(pre_fu):,} pre-treatment assessment(s) (before the first ketamine session): their scores "
+                  f"can be the baseline (within {settings.baseline_window_days} days before day 0); their use answers "
+                  "describe use before treatment and never count as a return to use."),)
     return Cohort(patients=patients, measures=measures, followups=fu.reset_index(drop=True),
-                  sessions=sess.reset_index(drop=True), settings=settings, exclusions=exclusions, notes=notes)
+                  sessions=sess.reset_index(drop=True), settings=settings, exclusions=exclusions, notes=notes,
+                  pretreatment=pre_fu)
 
 
 def _at(per_patient: pd.Series, codes: np.ndarray, index: pd.Index) -> pd.Series:

@@ -31,6 +31,12 @@ each in its own section (``sessions``, ``followups``, ``patients``)::
     [followups.codes]               # instrument code → canonical follow-up column
     "44261-6" = "phq9"
 
+    [sessions]
+    strip_prefix = "Patient/"       # patient ids written as references: "Patient/8f3c…" is patient "8f3c…"
+
+    [followups]
+    window_days = 28                # the days the use questions cover, for rows that do not say (default 30)
+
 Headers, values and codes are matched after trimming and lower-casing (headers and codes also ignore
 punctuation), so a file lists each spelling once. Files whose name starts with ``_`` are data for the
 mapping step (header synonyms, known codes), not presets.
@@ -56,7 +62,7 @@ from schemas.errors import UnusableExport
 PRESET_DIR = Path(__file__).parent
 EXTRA = "extra"  # mapping target: keep the column for display, never analyse it
 LONG_KINDS = ("followups",)
-_SECTION_KEYS = ("columns", "values", "keep_identifiers", "long", "codes")
+_SECTION_KEYS = ("columns", "values", "keep_identifiers", "long", "codes", "strip_prefix", "window_days")
 
 ValueTarget = str | dict[str, str]
 
@@ -102,6 +108,8 @@ class Preset:
     long: dict[str, LongLayout] = field(default_factory=dict)
     keep_identifiers: dict[str, frozenset[str]] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    strip_prefix: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    window_days: dict[str, int] = field(default_factory=dict)
 
     def column_map(self, kind: str) -> dict[str, str]:
         return self.columns.get(kind, {})
@@ -128,15 +136,18 @@ class Preset:
         """
         maps = self.values.get(kind, {})
         originals = {col: frame[col].copy() for col in maps if col in frame.columns}
+        lists = {c for c, t in read_columns(kind).items() if t == "list"}
         for col, mapping in maps.items():  # plain entries first, each from the column's own values
             plain = {k: v for k, v in mapping.items() if isinstance(v, str)}
-            if col in originals and plain:
+            if col in originals and plain and col in lists:  # a list: each item is mapped (``drowsy; dizzy``)
+                frame[col] = map_list_items(originals[col], plain)
+            elif col in originals and plain:
                 mapped = originals[col].str.lower().map(plain)
                 frame[col] = mapped.where(mapped.notna(), frame[col])
         conflicts: list[dict] = []
         for col, mapping in maps.items():
             tables = {k: v for k, v in mapping.items() if isinstance(v, dict)}
-            if col not in originals or not tables:
+            if col not in originals or not tables or col in lists:
                 continue
             low = originals[col].str.lower()
             targets = pd.DataFrame.from_dict(tables, orient="index")
@@ -168,6 +179,8 @@ class Preset:
         values: dict[str, dict[str, dict[str, ValueTarget]]] = {}
         long: dict[str, LongLayout] = {}
         keep: dict[str, frozenset[str]] = {}
+        prefixes: dict[str, tuple[str, ...]] = {}
+        windows: dict[str, int] = {}
         for kind in COLUMNS:
             section = data.get(kind, {})
             if not isinstance(section, dict):
@@ -192,17 +205,56 @@ class Preset:
                     raise UnusableExport(f"{source}: '{header}' is mapped twice ({cols[_norm(header)]} and {target}); "
                                          "keep one.")
                 cols[_norm(header)] = target
+            if "strip_prefix" in section:
+                given = section["strip_prefix"]
+                given = [given] if isinstance(given, str) else given
+                if not isinstance(given, list) or not all(isinstance(x, str) and x for x in given):
+                    raise UnusableExport(f"{source}: [{kind}] strip_prefix must be text such as \"Patient/\" (or a "
+                                         "list of such texts).")
+                prefixes[kind] = tuple(sorted(given, key=len, reverse=True))
+            if "window_days" in section:
+                w = section["window_days"]
+                if kind != "followups" or isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= 365:
+                    raise UnusableExport(f"{source}: window_days = {w!r} under [{kind}]: it belongs under [followups] "
+                                         "and is a whole number of days from 1 to 365 (the days the use questions "
+                                         "cover, e.g. 28).")
+                windows[kind] = int(w)
             columns[kind] = cols  # several spellings of one column are allowed; a file may carry only one
             values[kind] = _parse_values(section.get("values", {}), kind, source)
             if "long" in section or "codes" in section:
                 long[kind] = _parse_long(section, kind, source, cols)
         name = str(data.get("name", Path(source).stem))
         return cls(name=name, description=str(data.get("description", "")), columns=columns, values=values,
-                   long=long, keep_identifiers=keep, data=copy.deepcopy(data))
+                   long=long, keep_identifiers=keep, data=copy.deepcopy(data), strip_prefix=prefixes,
+                   window_days=windows)
 
     def to_toml(self) -> str:
         """The preset as a TOML file (what :func:`load_mapping_file` reads)."""
         return dumps_toml(self.data if self.data else {"name": self.name, "description": self.description})
+
+
+def map_list_items(values: pd.Series, mapping: dict[str, str]) -> pd.Series:
+    """A list column (``drowsy; Dizzy``) with each item mapped (keys lower-case): items split on ``;`` ``,`` ``|``,
+    trimmed, looked up case-insensitively, joined again with ``;``. Arrow kernels only."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from schemas.arrow import text_array, text_series
+
+    written = text_array(values)
+    text = pc.utf8_trim(pc.replace_substring_regex(written, r"\s*[;,|]\s*", ";"), ";")
+    tokens = pc.split_pattern(text, ";")
+    flat = pc.list_flatten(tokens)
+    at = pc.index_in(pc.utf8_lower(pc.utf8_trim_whitespace(flat)), value_set=pa.array(list(mapping), type=flat.type))
+    if at.null_count == len(at):
+        return values
+    flat = pc.coalesce(pc.take(pa.array(list(mapping.values()), type=flat.type), at), flat)
+    if isinstance(flat, pa.ChunkedArray):
+        flat = flat.combine_chunks()
+    if isinstance(tokens, pa.ChunkedArray):
+        tokens = tokens.combine_chunks()
+    rebuilt = pa.ListArray.from_arrays(tokens.offsets, flat.cast(pa.string()), mask=pc.is_null(tokens))
+    return text_series(pc.binary_join(rebuilt, ";"), values.index)
 
 
 def _parse_values(section: dict, kind: str, source: str) -> dict[str, dict[str, ValueTarget]]:
