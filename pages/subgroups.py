@@ -9,7 +9,7 @@ from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes.subgroups import CAUTION, LABELS, who_benefits
 from analytics.report.plots.subgroups import level_estimable, subgroup_cells, subgroup_forest
-from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
+from pages._shared import Key, show_error, show_notes, show_table, sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()
@@ -29,16 +29,20 @@ treated = c1.selectbox("Program", options=programs,
                        index=programs.index("ketamine + therapy") if "ketamine + therapy" in programs else 0,
                        key="sg_treated")
 control = c2.selectbox("compared with", options=[p for p in programs if p != treated], key="sg_control")
+# remembered per session (never in a shared cache) for the last few views: same upload (the very cohort object),
+# settings, view filters and programs; narrowing the view and widening it again refits nothing
 key = ("who_benefits", cohort.settings, filters, treated, control)
-if st.session_state.get("sg_key") != key:
+base = st.session_state.get(Key.COHORT)
+kept = [e for e in st.session_state.get("sg_results", []) if e[1] is base]
+result = next((r for k, _, r in kept if k == key), None)
+if result is None:
     try:
         with st.spinner("Fitting a Cox model and a mixed model in every subgroup…"):
-            st.session_state["sg_result"] = who_benefits(cohort, treated=treated, control=control)
-            st.session_state["sg_key"] = key
+            result = who_benefits(cohort, treated=treated, control=control)
     except OutcomesError as err:
         show_error(err)
         st.stop()
-result = st.session_state["sg_result"]
+    st.session_state["sg_results"] = [*kept, (key, base, result)][-4:]
 min_cell = cohort.settings.min_cell if cohort.settings.suppress else None
 
 tab1, tab2, tab3 = st.tabs(["Return to use", "PHQ-9 change", "Table"])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import streamlit as st
 
 from analytics import formatting as fmt
@@ -9,10 +12,27 @@ from analytics.errors import OutcomesError
 from analytics.outcomes import trajectories as tr
 from analytics.privacy.counts import mask_text
 from analytics.report.plots import trajectories as tplots
-from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
+from pages._shared import Key, show_error, show_notes, show_table, sidebar_settings, view_cohort
 
 GROUPS = {None: "No grouping", "program": "Program", "primary_substance": "Primary substance",
           "index_route": "Route (first ketamine session)", "site": "Site", "baseline_band": "Baseline depression band"}
+
+KEEP = 4  # views remembered per session: narrowing the view and widening it again costs no refit
+
+
+def remembered(what: str, options: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()``, or its result from an earlier run of this session for the same data, settings, view filters
+    and ``options`` (session state only: patient data never enters a cache shared between sessions)."""
+    key = (what, cohort.settings, filters, options)
+    base = st.session_state.get(Key.COHORT)  # a new upload is a new object: never a stale result
+    store = [e for e in st.session_state.get("traj_results", []) if e[1] is base]
+    for k, _, value in store:
+        if k == key:
+            return value
+    value = compute()
+    st.session_state["traj_results"] = [*store, (key, base, value)][-KEEP * 8:]
+    return value
+
 
 sidebar_settings()
 cohort, filters = view_cohort()
@@ -29,11 +49,11 @@ shape = c3.selectbox("Time shape", options=list(tr.TIME_CHOICES), key="traj_shap
 try:
     with st.spinner("Fitting the mixed model…"):
         # PHQ-9 without grouping and with the automatic shape: the very model of the report and `analyze`
-        fit = (tr.phq9_model(cohort, time=shape, by=by) if measure == "phq9"
-               else tr.fit_trajectory(cohort, measure=measure, by=by, time=shape))
+        fit = remembered("fit", (measure, by, shape), lambda: tr.phq9_model(cohort, time=shape, by=by)
+                         if measure == "phq9" else tr.fit_trajectory(cohort, measure=measure, by=by, time=shape))
         pred = tr.predicted_means(fit)
-        observed = tr.observed_means(cohort, measure=measure, by=by)
-        lines = tr.patient_lines(cohort, measure=measure, by=by)
+        observed = remembered("observed", (measure, by), lambda: tr.observed_means(cohort, measure=measure, by=by))
+        lines = remembered("lines", (measure, by), lambda: tr.patient_lines(cohort, measure=measure, by=by))
 except OutcomesError as err:
     show_error(err)
     st.stop()
@@ -57,7 +77,8 @@ st.caption("'weeks' is the average change per week; a group × weeks term is how
 show_notes(fit.notes + observed.notes)
 if st.checkbox("Compare time shapes (straight line, bend, spline) by likelihood ratio", key="traj_compare"):
     try:
-        comparison = fit.time_comparison or tr.compare_time_shapes(cohort, measure=measure, by=by)
+        comparison = fit.time_comparison or remembered(
+            "shapes", (measure, by), lambda: tr.compare_time_shapes(cohort, measure=measure, by=by))
         show_table(comparison.table, hide_index=True)
         st.caption(f"Best by AIC: {comparison.best}. Models fitted by maximum likelihood for the comparison.")
     except OutcomesError as err:
@@ -66,14 +87,14 @@ if st.checkbox("Compare time shapes (straight line, bend, spline) by likelihood 
 if measure == "phq9":
     st.subheader("Response and remission")
     try:
-        rr = tr.response_remission(cohort, by=by)
+        rr = remembered("response", (by,), lambda: tr.response_remission(cohort, by=by))
         st.plotly_chart(tplots.response_remission_bars(rr, min_cell=min_cell), width="stretch")
         st.caption(f"Response: PHQ-9 at least 50% below baseline; remission: PHQ-9 below 5; patients with a "
                    f"baseline PHQ-9 of at least {cohort.settings.phq9_min_baseline:g}. Score nearest each week within "
                    f"±{rr.window_days} days; the denominator is patients with such a baseline and a score in that "
                    "window. Bars show Wilson 95% CIs.")
         show_notes(rr.notes)
-        bands = tr.band_transitions(cohort)
+        bands = remembered("bands", (), lambda: tr.band_transitions(cohort))
         st.markdown("**Baseline severity band → latest band (patients)**")
         st.plotly_chart(tplots.band_transition_heatmap(bands, min_cell=min_cell), width="stretch")
     except OutcomesError as err:
@@ -81,7 +102,7 @@ if measure == "phq9":
 
     st.subheader("How long does a response last?")
     try:
-        dur = tr.response_durability(cohort)
+        dur = remembered("durability", (), lambda: tr.response_durability(cohort))
         st.plotly_chart(tplots.durability_curves(dur, min_cell=min_cell), width="stretch")
         # read where fewer than min_cell are still in response: a step of a handful of patients, not shown
         ms = dur.milestones.assign(sustained=[
@@ -101,7 +122,7 @@ if measure == "phq9":
 
 st.subheader("Abstinence over time (population average)")
 try:
-    gee = tr.abstinence_gee(cohort, by=by)
+    gee = remembered("gee", (by,), lambda: tr.abstinence_gee(cohort, by=by))
     st.plotly_chart(tplots.abstinence_over_time(gee), width="stretch")
     st.caption(f"Share of assessment windows fully abstinent, GEE (binomial, exchangeable working correlation "
                f"{fmt.num(gee.working_correlation)}), {mask_text(gee.n_obs, enabled=shown)} windows; robust 95% CIs.")

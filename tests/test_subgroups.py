@@ -151,3 +151,56 @@ def test_the_forest_says_lower_hazard_with_never_favours_and_prints_the_interact
     assert "lower hazard of return to use with ketamine + therapy" in x_title and "favour" not in x_title
     assert "adjusted for case mix" in fig.layout.title.text
     assert any("interaction p" in str(label) and "Holm" in str(label) for label in fig.data[0].y)
+
+
+def _case_mix_by_hand(sub: pd.DataFrame, without: str) -> pd.DataFrame:
+    """The module's case mix, written out plainly with pandas (as the plain path did before the speed-ups)."""
+    design = {}
+    for name in ("age", "sex", "primary_substance", "baseline_phq9", "site"):
+        if name == without:
+            continue
+        if name in ("age", "baseline_phq9"):
+            x = pd.to_numeric(sub[name], errors="coerce").to_numpy(dtype=float)
+            seen = np.isfinite(x)
+            if seen.sum() < 5 or np.nanstd(x[seen]) == 0:
+                continue
+            design[name] = np.where(seen, x, x[seen].mean())
+            if (~seen).sum() >= 5:
+                design[f"{name} missing"] = (~seen).astype(float)
+        else:
+            text = sub[name].astype("string")
+            for level in [v for v, n in text.value_counts().items() if n >= 5][1:]:
+                design[f"{name}={level}"] = (text == level).fillna(False).to_numpy(dtype=float)
+    return pd.DataFrame(design, index=range(len(sub)))
+
+
+@pytest.mark.parametrize("variable", ["primary_substance", "sex"])
+def test_relapse_rows_with_case_mix_equal_plain_cox_fits_of_each_level_and_the_interaction(cohort, adjusted, variable):
+    # who_benefits sorts the patients once (shared risk sets, subsets as masks), codes the case mix once and starts
+    # the interaction model from the main-effects fit: none of that may change a number. Plain path: every model
+    # built with pandas and fitted from β = 0 on its own rows.
+    pts = cohort.survival_patients
+    pts = pts[pts["program"].isin([TREATED, CONTROL])].reset_index(drop=True)
+    got = adjusted.table.query("outcome == 'relapse_hr' and variable == @variable").set_index("level")
+    usable = []
+    for level, row in got.iterrows():
+        sub = pts[pts[variable].astype("string") == level].reset_index(drop=True)
+        treated = (sub["program"] == TREATED).to_numpy(dtype=float)
+        if min(treated.sum(), len(sub) - treated.sum()) < 10:
+            assert np.isnan(row["estimate"])
+            continue
+        usable.append(level)
+        design = pd.concat([pd.DataFrame({"treated": treated}), _case_mix_by_hand(sub, variable)], axis=1)
+        fit = survival.cox_ph(sub["days_to_event"], sub["relapsed"], design, ph_transform=None)
+        for col in ("estimate", "ci_low", "ci_high"):
+            assert row[col] == pytest.approx(float(fit.table[col].iloc[0]), rel=1e-10), (level, col)
+    d = pts[pts[variable].astype("string").isin(usable)].reset_index(drop=True)
+    t = (d["program"] == TREATED).to_numpy(dtype=float)
+    level = d[variable].astype("string")
+    main = pd.DataFrame({"treated": t, **{f"lv:{lv}": (level == lv).to_numpy(dtype=float) for lv in usable[1:]}})
+    main = pd.concat([main, _case_mix_by_hand(d, variable)], axis=1)
+    full = main.assign(**{f"int:{lv}": main[f"lv:{lv}"] * t for lv in usable[1:]})
+    l0 = survival.cox_ph(d["days_to_event"], d["relapsed"], main, ph_transform=None).loglik[1]
+    l1 = survival.cox_ph(d["days_to_event"], d["relapsed"], full, ph_transform=None).loglik[1]
+    p = stats.chi2.sf(2 * (l1 - l0), df=len(usable) - 1)
+    assert got["interaction_p"].iloc[0] == pytest.approx(p, rel=1e-10)

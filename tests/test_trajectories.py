@@ -130,6 +130,39 @@ def test_durability_kaplan_meier_has_known_steps(durability_clinic):
     assert res.maintenance_hr["n_events"] == 6
 
 
+def test_maintenance_hazard_ratio_equals_r_coxph_on_the_counting_process_rows(durability_clinic):
+    # the project's Cox engine with entry times replaced statsmodels' PHReg (faster; and PHReg counts an interval
+    # that starts on an event day as at risk that day, which R's (start, stop] does not). Frozen from R 4.2 /
+    # survival 3.5.3 on the 18 rows (start, stop, event, maintenance) this clinic gives:
+    #   coxph(Surv(start, stop, event) ~ m, ties = "efron", control = coxph.control(eps = 1e-14))
+    h = trajectories.response_durability(durability_clinic).maintenance_hr
+    assert h["hr"] == pytest.approx(0.404889618967943, rel=1e-10)
+    assert math.log(h["ci_high"] / h["hr"]) / 1.959963984540054 == pytest.approx(0.868711960545024, rel=1e-10)
+    assert h["p"] == pytest.approx(0.297976189185043, rel=1e-10)
+
+
+def test_trajectories_page_refits_nothing_when_the_view_comes_back(monkeypatch):
+    # the page keeps its results in the session, keyed by the data, settings, view filters and choices: a rerun (or
+    # a filter removed again) shows the kept model, with its comparison of the three ML time shapes, and kept
+    # durability; nothing is fitted twice
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    calls: list[str] = []
+    for name in ("phq9_model", "compare_time_shapes", "response_durability"):
+        real = getattr(trajectories, name)
+        monkeypatch.setattr(trajectories, name,
+                            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard.py"), default_timeout=120)
+    at.switch_page("pages/trajectories.py").run()
+    at.checkbox(key="traj_compare").check().run()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert calls.count("phq9_model") == 1 and calls.count("response_durability") == 1
+    assert calls.count("compare_time_shapes") == 1  # inside phq9_model: the fit carries the comparison it made
+
+
 def test_durability_needs_ten_responders(small_clinic):
     with pytest.raises(InsufficientData, match=r"at least 10 PHQ-9 responders .*\(got ⟦4⟧\)"):
         trajectories.response_durability(small_clinic)

@@ -19,7 +19,8 @@ and the frozen numbers are in ``tests/reference/survival/``):
 * Log-rank: R ``survdiff`` (groups with no expected events are left out, df = groups − 1), p from the
   chi-square survival function (never ``1 − cdf``, which rounds to 0 for large statistics).
 * Cox proportional hazards with Efron's tie correction, Newton–Raphson from 0 (R ``coxph`` default);
-  Wald CIs and p-values.
+  Wald CIs and p-values; also on counting-process ``(entry, time]`` data (time-varying covariates), with R's
+  risk sets for ``Surv(start, stop, event)`` (``tests/test_survival_counting_golden.py``).
 * Proportional-hazards test: score test for ``β(t) = β + θ·g(t)`` (Grambsch & Therneau 1994) per term and
   global, exactly as R ``cox.zph`` in survival ≥ 3.0, with its default time transform ``"km"``:
   ``g(t) = 1 − S(t−)`` from the pooled Kaplan–Meier, centred at its mean over events.
@@ -29,7 +30,14 @@ The Cox engine and the KM and log-rank arithmetic are vectorised NumPy rather th
 its 3.4 s building risk sets in a per-patient Python loop (R's ``coxph``: 2.4 s; this engine with the PH test:
 under 0.7 s; ``perf/bench_survival.py``); the PH test needs Efron risk-set moments that ``PHReg`` does not
 expose; ``SurvfuncRight`` reports event days only (no censoring counts); ``survdiff`` returns ``1 − cdf`` and
-fails when a group has no expected events. The tests check these functions against statsmodels as well as R.
+fails when a group has no expected events; ``PHReg`` with entry times counts an interval that starts on an event
+day as at risk on that day (R's ``(start, stop]`` does not). The tests check these functions against statsmodels as
+well as R.
+
+The Cox engine never forms per-event-time second moments: the information is one weighted Gram matrix
+``Xᵀ diag(w) X`` and the risk-set sums are reverse cumulative sums over time-sorted rows (:class:`_Efron`), and
+the sort itself (:class:`RiskSets`) can be made once and shared by many models on subsets of the same patients
+(``analytics.outcomes.subgroups``). At 50,000 patients and 20 covariates a fit takes about 0.15 s (before: 0.8 s).
 
 References: Kaplan & Meier (1958); Greenwood (1926); Efron (1977); Grambsch & Therneau (1994),
 Biometrika 81:515–526; Therneau & Grambsch (2000), *Modeling Survival Data*; Royston & Parmar (2013)
@@ -46,7 +54,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from analytics.engines import blocksum
 from analytics.engines.intervals import chi2_sf, norm_two_sided_p, z_crit
 from analytics.errors import InsufficientData, ModelDidNotConverge, OutcomesError
 
@@ -325,89 +332,190 @@ def _logrank_codes(t: np.ndarray, e: np.ndarray, code: np.ndarray, labels: Seque
 # Array-level: Cox (Efron) and the PH test
 # ----------------------------------------------------------------------------------------------------
 
-class _Efron:
-    """Tie-grouped, time-sorted arrays shared by the Newton–Raphson fit and the PH test (built once)."""
+class RiskSets:
+    """Who is at risk at each event time: the time-sorted tie structure of one data set, without covariates.
 
-    def __init__(self, time: np.ndarray, event: np.ndarray, x: np.ndarray) -> None:
-        self.n, self.p = x.shape
-        self.day, inv = _time_index(time)
-        order = _stable_order(inv, self.day.size)
-        counts = np.bincount(inv, minlength=self.day.size)
+    Built once per set of patients (a sort by exit time) and shared by every Cox model on them or on subsets of
+    them (:meth:`subset` keeps the sort: no model sorts again). With ``entry`` the data are counting-process
+    ``(entry, time]`` intervals: a row is at risk at the event times ``t`` with ``entry < t ≤ time`` (R
+    ``Surv(start, stop, event)``).
+    """
+
+    def __init__(self, time: Any, event: Any, entry: Any | None = None) -> None:
+        t, e = _arrays(time, event)
+        start = None if entry is None else _entry_array(entry, t)
+        day, inv = _time_index(t)
+        order = _stable_order(inv, day.size)
+        self._build(order, inv[order], day, e[order], None if start is None else start[order])
+
+    def _build(self, order: np.ndarray, inv: np.ndarray, day: np.ndarray, ev: np.ndarray,
+               entry: np.ndarray | None) -> None:
+        counts = np.bincount(inv, minlength=day.size)
+        present = counts > 0
+        if not present.all():  # a subset: drop the days nobody in it has
+            day, inv, counts = day[present], (np.cumsum(present) - 1)[inv], counts[present]
+        self.order, self.inv, self.day, self.event, self.entry = order, inv, day, ev, entry
+        self.n = int(order.size)
+        self.counts = counts
         self.starts = np.r_[0, np.cumsum(counts)[:-1]]
-        inv = inv[order]
-        xs = (x - x.mean(axis=0))[order]  # centred, as R does, for stable variances
-        ev = event[order]
-        self.iu = np.triu_indices(self.p)
-        self.q = np.hstack([np.ones((self.n, 1)), xs, xs[:, self.iu[0]] * xs[:, self.iu[1]]])
-        self.x = xs
-        deaths = np.bincount(inv, weights=ev, minlength=self.day.size).astype(np.int64)
-        self.counts, self.deaths_all = counts, deaths
+        deaths = np.bincount(inv, weights=ev, minlength=day.size).astype(np.int64)
+        self.deaths_all = deaths
         self.ev_k = np.flatnonzero(deaths > 0)
-        d = deaths[self.ev_k]
-        self.d = d
+        self.d = deaths[self.ev_k]
+        self.n_event = int(self.d.sum())
         self.dead = np.flatnonzero(ev)
-        self.dptr = np.r_[0, np.cumsum(d)]
-        self.xd = self._per_time(np.ones(self.dead.size), xs, self.dptr, self.dead)
-        ke = d.size
-        self.k_rows = np.repeat(np.arange(ke), d)
-        self.frac = (np.arange(d.sum()) - self.dptr[self.k_rows]) / d[self.k_rows]
-        self.n_event = int(d.sum())
+        self.dptr = np.r_[0, np.cumsum(self.d)]
+        self.k_rows = np.repeat(np.arange(self.d.size), self.d)
+        self.frac = (np.arange(self.n_event) - self.dptr[self.k_rows]) / self.d[self.k_rows]
+        self.first = self.starts[self.ev_k]  # first sorted row still at risk (by exit) at each event time
+        self.hi = np.cumsum(deaths > 0)[inv]  # event times at or before each row's exit: at risk at k < hi
+        if entry is not None:
+            self.lo = np.searchsorted(day[self.ev_k], entry, side="right")  # ... and not at k < lo (entry ≥ t_k)
+            self.entry_order = np.argsort(self.lo, kind="stable")
+            self.entry_blocks, self.entry_starts = np.unique(self.lo[self.entry_order], return_index=True)
 
-    @staticmethod
-    def _per_time(weights: np.ndarray, values: np.ndarray, indptr: np.ndarray,
-                  rows: np.ndarray | None = None) -> np.ndarray:
-        """Weighted sums of blocks of ``values`` rows (all rows, or ``rows``): block ``k`` holds rows
-        ``rows[indptr[k]:indptr[k + 1]]``. One sparse product for large data (~15× faster than ``np.add.reduceat`` on
-        the n × q array and no n × q temporary), ``bincount`` for small data (:mod:`analytics.engines.blocksum`)."""
-        n_blocks = indptr.size - 1
-        if not blocksum.use_sparse(weights.size, values.shape[1]):
-            blocks = np.repeat(np.arange(n_blocks), np.diff(indptr))
-            return blocksum.sum_by_block(values if rows is None else values[rows], blocks, n_blocks, weights)
-        from scipy import sparse
+    def subset(self, mask: np.ndarray) -> RiskSets:
+        """The risk sets of the rows where ``mask`` (over the original rows) is True, rows numbered as in
+        ``time[mask]``; the same as ``RiskSets(time[mask], event[mask], ...)`` without sorting again."""
+        mask = np.asarray(mask, dtype=bool)
+        keep = mask[self.order]
+        local = np.cumsum(mask) - 1
+        out = RiskSets.__new__(RiskSets)
+        out._build(local[self.order[keep]], self.inv[keep], self.day, self.event[keep],
+                   None if self.entry is None else self.entry[keep])
+        return out
 
-        cols = np.arange(weights.size) if rows is None else rows
-        g = sparse.csr_matrix((weights, cols, indptr), shape=(n_blocks, values.shape[0]))
-        return np.asarray(g @ values)
 
-    def evaluate(self, beta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        """Log partial likelihood, score and per-event-time information (packed upper triangles)."""
-        p = self.p
-        eta = self.x @ beta
+# NumPy's BLAS (OpenBLAS) splits a product over its threads when it is large; for the thin products here (p × n
+# times n, p × n times n × p with p small and n large) the threads cost more than they save, and on a busy machine
+# (2 cores shared) far more: measured at 46,000 × 21 under load, 8 ms for one product vs 0.7 ms in column blocks,
+# each below OpenBLAS's threading threshold. Summing the blocks' results changes only the rounding.
+_BLOCK = 8192
+
+
+def _chunked_gemv(beta: np.ndarray, xt: np.ndarray) -> np.ndarray:
+    """``beta @ xt`` in column blocks (see above)."""
+    n = xt.shape[1]
+    out = np.empty(n)
+    for i in range(0, n, _BLOCK):
+        np.matmul(beta, xt[:, i:i + _BLOCK], out=out[i:i + _BLOCK])
+    return out
+
+
+def _chunked_gram(xt: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``(xt * w) @ xt.T`` in column blocks small enough for one thread (see above)."""
+    p, n = xt.shape
+    step = max(256, min(_BLOCK, 1_000_000 // max(p * p, 1)))
+    out = np.zeros((p, p))
+    for i in range(0, n, step):
+        block = xt[:, i:i + step]
+        out += (block * w[i:i + step]) @ block.T
+    return out
+
+
+def _reverse_cumsum(a: np.ndarray) -> np.ndarray:
+    """Sums over the later columns: ``out[:, k] = a[:, k:].sum(axis=1)``."""
+    return np.cumsum(a[:, ::-1], axis=1)[:, ::-1]
+
+
+def _entry_array(entry: Any, t: np.ndarray) -> np.ndarray:
+    start = np.asarray(entry, dtype=float)
+    if start.shape != t.shape:
+        raise ValueError("entry must be a 1-d array of the same length as time")
+    if np.isnan(start).any():
+        raise ValueError("entry has missing values; drop them first")
+    if (start >= t).any():
+        raise ValueError("every interval must end after it starts (entry < time)")
+    return start
+
+
+@dataclass(frozen=True)
+class _Moments:
+    """Risk-set moments of one β: what the information matrix (of any event-time weighting) is made of."""
+
+    r: np.ndarray        # exp(η − shift) per sorted row
+    s1: np.ndarray       # per event time: Σ r·x over the risk set
+    d1: np.ndarray       # per event time: Σ r·x over the rows with the event
+    coef: np.ndarray     # per event time: Efron's a, b, c, cd, f (sums over the tied events' 1/den etc.)
+    resid: np.ndarray    # per event time: Σx of the events − Σ of their expected x (score residuals)
+
+
+class _Efron:
+    """One design on shared :class:`RiskSets`: log partial likelihood, score and information (Efron ties).
+
+    The information is assembled without per-event-time second moments: ``Σ_k h_k a_k Σ_{i∈R_k} r_i x_i x_iᵀ``
+    equals ``Xᵀ diag(r_i Σ_{k: i∈R_k} h_k a_k) X``, one weighted Gram matrix (BLAS), and the risk-set first
+    moments are reverse cumulative sums over the exit-sorted rows (minus those over the entry-sorted rows for
+    counting-process data). No n × p² array and no sparse matrix is built.
+    """
+
+    def __init__(self, risk: RiskSets, x: np.ndarray) -> None:
+        self.risk = risk
+        self.n, self.p = x.shape
+        xt = np.ascontiguousarray(x.T)  # a design from a DataFrame is column-major already: no copy
+        self.qt = np.empty((self.p + 1, self.n))  # [1, x]ᵀ: rows contiguous, so sums over patients run fast
+        self.qt[0] = 1.0
+        np.take(xt, risk.order, axis=1, out=self.qt[1:])
+        self.qt[1:] -= xt.mean(axis=1)[:, None]  # centred, as R does, for stable variances
+        self.xt = self.qt[1:]
+        self.qt_dead = self.qt[:, risk.dead]
+        self.xd = (np.add.reduceat(self.qt_dead[1:], risk.dptr[:-1], axis=1).T if risk.n_event
+                   else np.zeros((0, self.p)))
+        self.n_event = risk.n_event
+
+    def evaluate(self, beta: np.ndarray) -> tuple[float, np.ndarray, _Moments]:
+        """Log partial likelihood, score and the risk-set moments at ``beta``."""
+        rs = self.risk
+        eta = _chunked_gemv(beta, self.xt)
         shift = float(eta.max()) if eta.size else 0.0
         r = np.exp(eta - shift)
-        per_time = self._per_time(r, self.q, np.r_[self.starts, self.n])
-        s = np.cumsum(per_time[::-1], axis=0)[::-1][self.ev_k]
-        dd = self._per_time(r[self.dead], self.q, self.dptr, self.dead)
-        den = s[self.k_rows, 0] - self.frac * dd[self.k_rows, 0]
-        ke = self.d.size
+        rq = self.qt * r
+        # rows exiting between event times k and k + 1 (sorted by exit) are at risk up to k: block sums, then
+        # sums over the later blocks
+        s = _reverse_cumsum(np.add.reduceat(rq, rs.first, axis=1))
+        if rs.entry is not None:  # not yet entered at t_k: rows with lo > k
+            blocks = np.zeros((rq.shape[0], rs.d.size + 1))
+            blocks[:, rs.entry_blocks] = np.add.reduceat(rq[:, rs.entry_order], rs.entry_starts, axis=1)
+            s = s - _reverse_cumsum(blocks[:, 1:])
+        dd = np.add.reduceat(self.qt_dead * r[rs.dead], rs.dptr[:-1], axis=1)
+        den = s[0, rs.k_rows] - rs.frac * dd[0, rs.k_rows]
+        ke = rs.d.size
         inv = 1.0 / den
-        a = np.bincount(self.k_rows, inv, ke)
-        b = np.bincount(self.k_rows, self.frac * inv, ke)
-        c = np.bincount(self.k_rows, inv * inv, ke)
-        cd = np.bincount(self.k_rows, self.frac * inv * inv, ke)
-        f = np.bincount(self.k_rows, self.frac ** 2 * inv * inv, ke)
-        loglik = float((eta[self.dead] - shift).sum() - np.log(den).sum())
-        s1, d1 = s[:, 1:1 + p], dd[:, 1:1 + p]
-        s2, d2 = s[:, 1 + p:], dd[:, 1 + p:]
-        self.resid = self.xd - (s1 * a[:, None] - d1 * b[:, None])  # per event time: Σx − Σ mean
-        score = self.resid.sum(axis=0)
-        i, j = self.iu
-        info_k = (s2 * a[:, None] - d2 * b[:, None] - s1[:, i] * s1[:, j] * c[:, None]
-                  + (s1[:, i] * d1[:, j] + d1[:, i] * s1[:, j]) * cd[:, None] - d1[:, i] * d1[:, j] * f[:, None])
-        return loglik, score, info_k
+        coef = np.vstack([np.bincount(rs.k_rows, w, ke) for w in
+                          (inv, rs.frac * inv, inv * inv, rs.frac * inv * inv, rs.frac ** 2 * inv * inv)])
+        loglik = float((eta[rs.dead] - shift).sum() - np.log(den).sum())
+        s1, d1 = s[1:].T, dd[1:].T
+        resid = self.xd - (s1 * coef[0][:, None] - d1 * coef[1][:, None])  # per event time: Σx − Σ mean
+        return loglik, resid.sum(axis=0), _Moments(r=r, s1=s1, d1=d1, coef=coef, resid=resid)
 
-    def unpack(self, packed: np.ndarray) -> np.ndarray:
-        m = np.zeros((self.p, self.p))
-        m[self.iu] = packed
-        return m + np.triu(m, 1).T
+    def information(self, m: _Moments, h: np.ndarray | None = None) -> np.ndarray:
+        """``Σ_k h_k I_k``: the information summed over event times with weights ``h`` (default 1)."""
+        rs = self.risk
+        a, b, c, cd, f = m.coef if h is None else m.coef * h
+        cum = np.r_[0.0, np.cumsum(a)]  # cum[j] = Σ_{k<j} a_k
+        w = m.r * cum[rs.hi]
+        if rs.entry is not None:
+            w -= m.r * cum[rs.lo]
+        w[rs.dead] -= m.r[rs.dead] * b[rs.k_rows]
+        s1, d1 = m.s1, m.d1
+        out = _chunked_gram(self.xt, w)
+        cross = s1.T @ (d1 * cd[:, None])
+        out -= s1.T @ (s1 * c[:, None]) - cross - cross.T + d1.T @ (d1 * f[:, None])
+        return (out + out.T) / 2
 
-    def fit(self, *, max_iter: int = 30) -> tuple[np.ndarray, np.ndarray, tuple[float, float], int, np.ndarray]:
-        """Newton–Raphson with step halving; returns β, its covariance, (null, final) loglik, iterations, info."""
+    def fit(self, *, max_iter: int = 30, start: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray, tuple[float, float], int, _Moments]:
+        """Newton–Raphson with step halving from 0 (or ``start``); returns β, its covariance, (null, final)
+        loglik, iterations and the moments at β̂."""
         beta = np.zeros(self.p)
-        loglik, score, info_k = self.evaluate(beta)
+        loglik, score, moments = self.evaluate(beta)
         loglik0 = loglik
+        if start is not None:
+            ll, sc, mo = self.evaluate(np.asarray(start, dtype=float))
+            if np.isfinite(ll) and ll >= loglik:
+                beta, loglik, score, moments = np.asarray(start, dtype=float), ll, sc, mo
         for it in range(1, max_iter + 1):
-            info = self.unpack(info_k.sum(axis=0))
+            info = self.information(moments)
             try:
                 step = np.linalg.solve(info, score)
             except np.linalg.LinAlgError as err:
@@ -415,18 +523,18 @@ class _Efron:
                     "The Cox model's terms are collinear (one is a combination of others), so their hazard "
                     "ratios cannot be separated. Remove an adjustment or merge groups.") from err
             new = beta + step
-            new_ll, new_score, new_info = self.evaluate(new)
+            new_ll, new_score, new_mo = self.evaluate(new)
             halvings = 0
             while (not np.isfinite(new_ll) or new_ll < loglik - 1e-12 * abs(loglik)) and halvings < 40:
                 new = (beta + new) / 2
-                new_ll, new_score, new_info = self.evaluate(new)
+                new_ll, new_score, new_mo = self.evaluate(new)
                 halvings += 1
             done = (np.max(np.abs(new - beta)) <= 1e-11 * max(1.0, float(np.max(np.abs(new))))
                     or abs(new_ll - loglik) <= 1e-13 * abs(new_ll))
-            beta, loglik, score, info_k = new, new_ll, new_score, new_info
+            beta, loglik, score, moments = new, new_ll, new_score, new_mo
             if done and halvings == 0:
-                vcov = np.linalg.inv(self.unpack(info_k.sum(axis=0)))
-                return beta, vcov, (loglik0, loglik), it, info_k
+                vcov = np.linalg.inv(self.information(moments))
+                return beta, vcov, (loglik0, loglik), it, moments
         raise ModelDidNotConverge(
             f"The Cox model did not converge in {max_iter} iterations; a hazard ratio is probably infinite (a "
             "group or covariate level where everyone, or no one, returned to use). Merge small groups or drop "
@@ -434,35 +542,36 @@ class _Efron:
 
     def transform(self, kind: Transform) -> np.ndarray:
         """g(t) per event time, centred at its mean over events (R cox.zph)."""
-        day = self.day
+        rs = self.risk
+        day = rs.day
         if kind == "km":
-            n_risk = np.cumsum(self.counts[::-1])[::-1]
-            surv = np.cumprod(1.0 - self.deaths_all / n_risk)
+            n_risk = np.cumsum(rs.counts[::-1])[::-1]
+            surv = np.cumprod(1.0 - rs.deaths_all / n_risk)
             g_all = 1.0 - np.r_[1.0, surv[:-1]]
         elif kind == "identity":
             g_all = day.astype(float)
         elif kind == "rank":
-            below = np.cumsum(self.counts) - self.counts
-            g_all = below + (self.counts + 1) / 2.0
+            below = np.cumsum(rs.counts) - rs.counts
+            g_all = below + (rs.counts + 1) / 2.0
         elif kind == "log":
-            if (day[self.ev_k] <= 0).any():
+            if (day[rs.ev_k] <= 0).any():
                 raise OutcomesError("The log time transform needs event days after day 0. Use \"km\".")
             with np.errstate(divide="ignore"):
                 g_all = np.log(day)
         else:
             raise OutcomesError(f"Unknown PH-test time transform {kind!r}. Use km, identity, rank or log.")
-        g = g_all[self.ev_k]
-        return g - float((g * self.d).sum() / self.n_event)
+        g = g_all[rs.ev_k]
+        return g - float((g * rs.d).sum() / self.n_event)
 
-    def ph_test(self, info_k: np.ndarray, terms: Mapping[str, Sequence[int]],
+    def ph_test(self, moments: _Moments, terms: Mapping[str, Sequence[int]],
                 transform: Transform) -> pd.DataFrame:
         g = self.transform(transform)
         p = self.p
-        u2 = (g[:, None] * self.resid).sum(axis=0)
+        u2 = (g[:, None] * moments.resid).sum(axis=0)
         imat = np.zeros((2 * p, 2 * p))
-        imat[:p, :p] = self.unpack(info_k.sum(axis=0))
-        imat[:p, p:] = imat[p:, :p] = self.unpack((g[:, None] * info_k).sum(axis=0))
-        imat[p:, p:] = self.unpack((g[:, None] ** 2 * info_k).sum(axis=0))
+        imat[:p, :p] = self.information(moments)
+        imat[:p, p:] = imat[p:, :p] = self.information(moments, g)
+        imat[p:, p:] = self.information(moments, g ** 2)
         rows = []
         for name, cols in list(terms.items()) + [("GLOBAL", list(range(p)))]:
             kk = list(range(p)) + [p + c for c in cols]
@@ -474,7 +583,8 @@ class _Efron:
 
 def cox_ph(time: Any, event: Any, design: pd.DataFrame, *, terms: Mapping[str, Sequence[str]] | None = None,
            levels: Mapping[str, tuple[str, str]] | None = None, conf_level: float = 0.95,
-           ph_transform: Transform | None = "km") -> CoxFit:
+           ph_transform: Transform | None = "km", entry: Any | None = None, risk_sets: RiskSets | None = None,
+           start: np.ndarray | None = None) -> CoxFit:
     """Cox proportional-hazards model with Efron ties and the Grambsch–Therneau PH test.
 
     Parameters
@@ -494,6 +604,16 @@ def cox_ph(time: Any, event: Any, design: pd.DataFrame, *, terms: Mapping[str, S
     ph_transform:
         Time transform of the PH test (``"km"``, R's default; ``"identity"``, ``"rank"``, ``"log"``), or None
         to skip it.
+    entry:
+        Counting-process data: the start of each row's interval; the row is at risk at event times ``t`` with
+        ``entry < t ≤ time`` (R ``coxph(Surv(entry, time, event) ~ ...)``), e.g. one row per patient and value of a
+        time-varying covariate. The PH test is not available with entry times (pass ``ph_transform=None``).
+    risk_sets:
+        ``RiskSets(time, event, entry)`` of these very rows (e.g. ``RiskSets(...).subset(mask)`` when many
+        models are fitted to subsets of the same patients): spares the sort; the fit is the same.
+    start:
+        Start values of β for Newton–Raphson (used when their log-likelihood is not below that of β = 0; the
+        maximum is the same, only fewer iterations), e.g. a smaller model's estimates padded with zeros.
 
     Returns
     -------
@@ -504,8 +624,10 @@ def cox_ph(time: Any, event: Any, design: pd.DataFrame, *, terms: Mapping[str, S
     Notes
     -----
     Newton–Raphson from β = 0 to full convergence, variance = inverse information at the estimate (R
-    ``coxph``). The PH test is R ``cox.zph``'s score test (survival ≥ 3.0): the score for adding ``x·g(t)``
-    terms at (β̂, 0) against the full 2p×2p information matrix (Grambsch & Therneau 1994).
+    ``coxph``); with entry times the risk sets are R's for ``Surv(start, stop, event)``
+    (``tests/test_survival_counting_golden.py``). The PH test is R ``cox.zph``'s score test (survival ≥ 3.0): the
+    score for adding ``x·g(t)`` terms at (β̂, 0) against the full 2p×2p information matrix (Grambsch & Therneau
+    1994).
     """
     t, e = _arrays(time, event)
     x = design.to_numpy(dtype=float)
@@ -515,9 +637,16 @@ def cox_ph(time: Any, event: Any, design: pd.DataFrame, *, terms: Mapping[str, S
         raise ValueError("design has missing values; drop incomplete rows first")
     if not e.any():
         raise InsufficientData("A Cox model needs at least one return to use (got 0 events).")
+    if entry is not None and ph_transform is not None:
+        raise ValueError("The PH test is not available for counting-process (entry, time] data; pass "
+                         "ph_transform=None.")
+    if risk_sets is None:
+        risk_sets = RiskSets(t, e, entry)
+    elif risk_sets.n != t.size or risk_sets.n_event != int(e.sum()):
+        raise ValueError("risk_sets were built from other rows than time and event")
     cols = [str(c) for c in design.columns]
-    engine = _Efron(t, e, x)
-    beta, vcov, loglik, iterations, info_k = engine.fit()
+    engine = _Efron(risk_sets, x)
+    beta, vcov, loglik, iterations, moments = engine.fit(start=start)
     se = np.sqrt(np.diag(vcov))
     z = beta / se
     zc = _z(conf_level)
@@ -532,7 +661,7 @@ def cox_ph(time: Any, event: Any, design: pd.DataFrame, *, terms: Mapping[str, S
     if ph_transform is not None:
         term_map = terms or {c: [c] for c in cols}
         index = {c: i for i, c in enumerate(cols)}
-        ph = engine.ph_test(info_k, {k: [index[c] for c in v] for k, v in term_map.items()}, ph_transform)
+        ph = engine.ph_test(moments, {k: [index[c] for c in v] for k, v in term_map.items()}, ph_transform)
     return CoxFit(table=table, vcov=vcov, loglik=loglik, n=int(t.size), n_event=engine.n_event,
                   iterations=iterations, conf_level=conf_level, ph_test=ph, ph_transform=ph_transform)
 

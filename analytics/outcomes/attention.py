@@ -8,6 +8,7 @@ import pandas as pd
 from analytics.errors import OutcomesError
 from analytics.outcomes import trajectories
 from analytics.outcomes.cohort import Cohort
+from analytics.outcomes.memo import once
 
 
 def expected_phq9(cohort: Cohort, *, by: str | None = "program") -> tuple[pd.DataFrame | None, str]:
@@ -20,8 +21,14 @@ def expected_phq9(cohort: Cohort, *, by: str | None = "program") -> tuple[pd.Dat
     -------
     (table, note)
         ``table`` has ``patient_id``, ``days``, ``expected_phq9`` (None when the model cannot be fitted; the note
-        says why and the caller falls back to the baseline).
+        says why and the caller falls back to the baseline). Fitted once per cohort and ``by`` (the page's
+        reruns, e.g. a new margin, reuse it).
     """
+    table, note = once(cohort, ("attention", "expected phq9", by), lambda: _expected_phq9(cohort, by))
+    return (None if table is None else table.copy(deep=False)), note
+
+
+def _expected_phq9(cohort: Cohort, by: str | None) -> tuple[pd.DataFrame | None, str]:
     phq = cohort.measures[(cohort.measures["measure"] == "phq9") & (cohort.measures["days"] > 0)]
     if phq.empty:
         return None, "No PHQ-9 after day 0: expectation = baseline."

@@ -54,6 +54,7 @@ from analytics.engines.intervals import t_crit, wilson_ci, z_crit
 from analytics.errors import OutcomesError
 from analytics.outcomes import response as rsp
 from analytics.outcomes.cohort import DROPOUT_STATUSES, Cohort, ids_in
+from analytics.outcomes.memo import once
 from analytics.outcomes.safety import EXPECTED_ACUTE_EFFECTS, NEEDED_ACTION_NOT_RECORDED, SERIOUS_NOT_RECORDED
 from analytics.privacy.counts import note_n, note_of
 from schemas.arrow import text_array, text_codes
@@ -440,21 +441,9 @@ def _km_at(time: np.ndarray, event: np.ndarray, day: float,
 def _once(cohort: Cohort, name: str, compute: Callable[[], Any]) -> Any:
     """``compute()`` once per cohort (the data end, the PHQ-9 rows, …: many metrics ask for the same).
 
-    Each entry holds the tables it was computed from and is used only for those very tables (sessions of the
-    dashboard run in threads: an entry of another cohort is never returned, at worst recomputed)."""
-    owner = (cohort.patients, cohort.sessions, cohort.followups, cohort.measures)
-    hit = _ONCE_CACHE.get(name)
-    if hit is not None and all(a is b for a, b in zip(hit[0], owner)):
-        return hit[1]
-    value = compute()
-    for other, (held, _) in list(_ONCE_CACHE.items()):  # list(): one step, safe while other threads write
-        if any(a is not b for a, b in zip(held, owner)):
-            _ONCE_CACHE.pop(other, None)  # one cohort at a time: no patient data kept beyond the current one
-    _ONCE_CACHE[name] = (owner, value)
-    return value
-
-
-_ONCE_CACHE: dict[str, tuple[tuple[pd.DataFrame, ...], Any]] = {}
+    Kept on the cohort object itself (:func:`analytics.outcomes.memo.once`): never shared with another cohort or
+    session, and gone with the cohort."""
+    return once(cohort, ("benchmarks", name), compute)
 
 
 def _as_of(cohort: Cohort, as_of: Any) -> pd.Timestamp | None:
@@ -915,7 +904,6 @@ def _phq9_rows(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
     return m[_member(m["patient_id"], ids).to_numpy()]
 
 
-_KEYED_CACHE: dict[int, tuple[Cohort, Cohort]] = {}
 # the columns the clinic metrics read; the keyed copy keeps only these, so each of the many row selections of a
 # comparison moves a few columns, not the whole cohort table
 _USED_COLUMNS = {
@@ -934,25 +922,24 @@ def _keyed(cohort: Cohort) -> Cohort:
 
     The clinic metrics only match, group and count patients, never show an id; on integer keys the many
     membership tests, group-bys and look-ups of a comparison run on NumPy instead of hashing text ids each time.
-    Computed once per cohort object (its settings included), one at a time.
+    Computed once per cohort object (its settings included).
     """
-    hit = _KEYED_CACHE.get(id(cohort))
-    if hit is not None and hit[0] is cohort:
-        return hit[1]
     keys = cohort.patients["patient_id"]
     if pd.api.types.is_integer_dtype(keys.dtype):
         return cohort
+    return _once(cohort, "keyed copy", lambda: _keyed_copy(cohort))
+
+
+def _keyed_copy(cohort: Cohort) -> Cohort:
+    keys = cohort.patients["patient_id"]
 
     def recode(table: str) -> pd.DataFrame:
         frame = getattr(cohort, table)
         frame = frame[[c for c in _USED_COLUMNS[table] if c in frame.columns]]
         return frame.assign(patient_id=text_codes(frame["patient_id"], keys)) if "patient_id" in frame else frame
 
-    keyed = replace(cohort, patients=recode("patients").assign(patient_id=np.arange(len(keys), dtype=np.int64)),
-                    sessions=recode("sessions"), followups=recode("followups"), measures=recode("measures"))
-    _KEYED_CACHE.clear()
-    _KEYED_CACHE[id(cohort)] = (cohort, keyed)
-    return keyed
+    return replace(cohort, patients=recode("patients").assign(patient_id=np.arange(len(keys), dtype=np.int64)),
+                   sessions=recode("sessions"), followups=recode("followups"), measures=recode("measures"))
 
 
 def _all_ketamine_sessions(cohort: Cohort) -> pd.DataFrame:
@@ -985,17 +972,26 @@ def _ketamine_sessions(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
     return ket.loc[_member(ket["patient_id"], ids).to_numpy(), ["patient_id", "days"]]
 
 
+def _normalised(values: pd.Series) -> pd.Series:
+    """``values.astype("string").str.strip().str.casefold()``, worked out once per distinct value (routes: a few
+    values in hundreds of thousands of rows)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    norm = pd.Series(uniques, dtype=object).astype("string").str.strip().str.casefold()
+    table = np.array([*norm.to_numpy(dtype=object), pd.NA], dtype=object)  # code -1 (missing) → the last: NA
+    return pd.Series(table[codes], index=values.index, dtype="string")
+
+
 def _on_route(pats: pd.DataFrame, route: str | None) -> tuple[pd.DataFrame, str | None]:
     """Patients whose first ketamine session was by ``route`` (None: all), or why there are none."""
     if route is None:
         return pats, None
-    routes = pats["index_route"].astype("string").str.strip().str.casefold() if "index_route" in pats else None
+    routes = _normalised(pats["index_route"]) if "index_route" in pats else None
     if routes is None or routes.isna().all():
         return pats.iloc[:0], (f"The published figure is for {route.upper()} ketamine and the export records no route "
                                "of the ketamine sessions, so the same route cannot be compared.")
     chosen = pats[routes.eq(route.casefold()).fillna(False).to_numpy(bool)]
     if chosen.empty:
-        found = ", ".join(sorted(set(routes.dropna())))
+        found = ", ".join(sorted(set(routes.dropna().unique())))
         return chosen, (f"The published figure is for {route.upper()} ketamine; no clinic patient started on that "
                         f"route (routes found: {found}), so there is no like-for-like figure.")
     return chosen, None
@@ -1179,7 +1175,7 @@ def _route_reason(cohort: Cohort, route: str | None) -> str | None:
     if route is None:
         return None
     present: set[str] = _once(cohort, "ketamine session routes", lambda: set(
-        _all_ketamine_sessions(cohort)["route"].astype("string").str.strip().str.casefold().dropna()))
+        _normalised(_all_ketamine_sessions(cohort)["route"]).dropna().unique()))
     if route.casefold() in present:
         return None
     found = ", ".join(sorted(present)) or "none recorded"

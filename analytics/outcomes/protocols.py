@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from analytics.errors import OutcomesError
+from analytics.outcomes.memo import once
 
 DateLike = date | pd.Timestamp | str
 
@@ -175,6 +176,32 @@ def assign_protocols(patients: pd.DataFrame, protocols: Sequence[InductionProtoc
     return which
 
 
+def _ketamine_dates(cohort: Cohort) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ketamine sessions on day ≥ 0 of patients of ``cohort.patients``, sorted by (patient, session date):
+    ``(patient position, session date as int64, day)``. Kept once per cohort (:func:`analytics.outcomes.memo.once`)."""
+    from schemas.arrow import text_codes
+
+    s = cohort.sessions
+    keep = (s["session_type"] == "ketamine").to_numpy(bool) & (s["days"] >= 0).to_numpy(bool)
+    ket = s.loc[keep, ["patient_id", "session_date", "days"]]
+    pos = text_codes(ket["patient_id"], cohort.patients["patient_id"])
+    dates = ket["session_date"].to_numpy().view(np.int64)
+    days = ket["days"].to_numpy(float)
+    known = (pos >= 0) & ~np.isnat(ket["session_date"].to_numpy())  # sessions of patients not in the table are not counted (as before: a look-up by id)
+    pos, dates, days = pos[known], dates[known], days[known]
+    order = np.lexsort((dates, pos))
+    return pos[order], dates[order], days[order]
+
+
+def _distinct_dates_within(sessions: tuple[np.ndarray, np.ndarray, np.ndarray], window: np.ndarray) -> np.ndarray:
+    """Per patient: ketamine sessions on distinct dates on days 0 … window − 1 (``window`` per patient)."""
+    pos, dates, days = sessions
+    inside = days < window[pos]
+    pos, dates = pos[inside], dates[inside]
+    first = np.r_[True, (pos[1:] != pos[:-1]) | (dates[1:] != dates[:-1])] if len(pos) else np.zeros(0, bool)
+    return np.bincount(pos[first], minlength=len(window)).astype(int)
+
+
 def induction_completed(cohort: Cohort, protocols: Sequence[InductionProtocol] | None = None, *,
                         as_of: DateLike | None = None) -> pd.DataFrame:
     """Per patient: the induction protocol that applies and whether it was completed.
@@ -204,23 +231,19 @@ def induction_completed(cohort: Cohort, protocols: Sequence[InductionProtocol] |
     """
     table = check_protocols(protocols if protocols is not None else cohort.settings.induction_protocols)
     p = cohort.patients
-    which = assign_protocols(p, table)
-    required = np.array([table[i].sessions for i in which], dtype=int)
-    window = np.array([table[i].window_days for i in which], dtype=int)
-    s = cohort.sessions
-    ket = s.loc[(s["session_type"] == "ketamine").to_numpy(bool) & (s["days"] >= 0).to_numpy(bool),
-                ["patient_id", "session_date", "days"]]
-    limit = pd.Series(window, index=p["patient_id"].to_numpy())
-    ket = ket[(ket["days"].to_numpy(float) < ket["patient_id"].map(limit).to_numpy(float))]
-    n = ket.groupby("patient_id", sort=False, observed=True)["session_date"].nunique()
-    n_sessions = p["patient_id"].map(n).fillna(0).astype(int).to_numpy()
+    which = once(cohort, ("protocols", "assigned", table), lambda: assign_protocols(p, table))
+    required = np.array([t.sessions for t in table], dtype=int)[which]
+    window = np.array([t.window_days for t in table], dtype=int)[which]
+    n_sessions = _distinct_dates_within(once(cohort, ("protocols", "ketamine dates"), lambda: _ketamine_dates(cohort)),
+                                        window)
+    names = [t.name for t in table]
     end = pd.Timestamp(as_of) if as_of is not None else cohort.data_end_date()  # type: ignore[arg-type]
     close = p["index_date"] + pd.to_timedelta(window - 1, unit="D")
     return pd.DataFrame({
         "patient_id": p["patient_id"].to_numpy(),
         "program": p["program"].to_numpy() if "program" in p else pd.NA,
         "route": p["index_route"].to_numpy() if "index_route" in p else pd.NA,
-        "protocol": [table[i].name for i in which],
+        "protocol": [names[i] for i in which],
         "required": required,
         "window_days": window,
         "n_sessions": n_sessions,

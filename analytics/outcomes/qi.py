@@ -43,11 +43,14 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from analytics.engines.intervals import poisson_exact_ci, wilson_ci
 from analytics.errors import InsufficientData, OutcomesError
 from analytics.outcomes import response as rsp
 from analytics.outcomes.cohort import Cohort, DropoutRule, early_dropouts, ids_in
+from analytics.outcomes.memo import once
 from analytics.outcomes.safety import VitalThresholds, session_safety_flags
 from analytics.privacy.counts import note_n
 
@@ -188,6 +191,12 @@ def patient_kpi_frame(cohort: Cohort, kpi: str, *, options: KpiOptions | None = 
     if kpi not in PATIENT_KPIS:
         raise ValueError(f"Unknown patient-level KPI {kpi!r}; choose one of {', '.join(PATIENT_KPIS)}.")
     end = _ts(as_of) if as_of is not None else cohort.data_end_date()
+    # tiles, control charts and funnels all ask for the same frames: computed once per cohort, KPI and options
+    frame = once(cohort, ("qi", "patient kpi frame", kpi, o, end), lambda: _patient_kpi_frame(cohort, kpi, o, end))
+    return frame.copy(deep=False)  # copy-on-write: the caller's changes never reach the kept frame
+
+
+def _patient_kpi_frame(cohort: Cohort, kpi: str, o: KpiOptions, end: pd.Timestamp) -> pd.DataFrame:
     p = cohort.patients
     ids = p["patient_id"]
     out = pd.DataFrame({"patient_id": ids, "site": p["site"], "clinician": p["clinician"],
@@ -1131,8 +1140,19 @@ class AttentionList:
         t = self.table
         if t.empty:
             return pd.DataFrame(columns=["patient_id", "reasons", "n_reasons"])
-        return (t.groupby("patient_id", sort=True)
-                .agg(reasons=("detail", "; ".join), n_reasons=("reason", "size")).reset_index())
+        if t["detail"].isna().any() or t["patient_id"].isna().any():  # the general (slow) path
+            return (t.groupby("patient_id", sort=True)
+                    .agg(reasons=("detail", "; ".join), n_reasons=("reason", "size")).reset_index())
+        # patients in sorted order, each patient's details in table order, joined by Arrow (no Python loop)
+        codes, patients = pd.factorize(t["patient_id"], sort=True)
+        order = np.argsort(codes, kind="stable")
+        counts = np.bincount(codes, minlength=len(patients))
+        offsets = pa.array(np.r_[0, np.cumsum(counts)].astype(np.int32))
+        details = pa.array(t["detail"].to_numpy(dtype=object)[order], type=pa.string())
+        joined = pc.binary_join(pa.ListArray.from_arrays(offsets, details), "; ")
+        return pd.DataFrame({"patient_id": pd.Series(patients, name="patient_id").array,
+                             "reasons": pd.Series(joined.to_pylist(), dtype="str").array,
+                             "n_reasons": counts.astype(np.int64)})
 
 
 def _expected_phq9(latest: pd.DataFrame, expected: pd.DataFrame | None, base: pd.Series) -> tuple[pd.Series, str]:

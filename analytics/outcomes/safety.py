@@ -42,6 +42,7 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -50,8 +51,10 @@ import pandas as pd
 
 from analytics.engines.intervals import poisson_exact_ci, wilson_ci
 from analytics.errors import InsufficientData
-from analytics.outcomes.cohort import Cohort, ids_in
+from analytics.outcomes.cohort import Cohort
+from analytics.outcomes.memo import once
 from analytics.privacy.counts import note_n
+from schemas.arrow import text_codes
 from schemas.columns import ADVERSE_EVENTS
 
 ALL = "all"
@@ -145,11 +148,86 @@ def adverse_event_matrix(sessions: pd.DataFrame) -> pd.DataFrame:
     return _parse_adverse_events(sessions)[0]
 
 
-def _vital_flags(ket: pd.DataFrame, thresholds: VitalThresholds) -> pd.DataFrame:
-    """``bp_raised``, ``hr_raised``, ``bp_or_hr_raised``: nullable booleans (NA = cannot tell)."""
-    def num(col: str) -> pd.Series:
-        return pd.to_numeric(ket[col], errors="coerce") if col in ket.columns else pd.Series(
-            np.nan, index=ket.index)
+@dataclass(frozen=True)
+class _KetamineSessions:
+    """The ketamine sessions of a cohort (optionally of one period) as arrays: what every safety figure counts.
+
+    Built once per cohort (:func:`analytics.outcomes.memo.once`): routes and patients are integer codes and the
+    adverse events a boolean matrix, so each figure is a few NumPy counts instead of text-column group-bys."""
+
+    frame: pd.DataFrame  # the sessions' rows (route filled with NOT_RECORDED), with the index of cohort.sessions
+    types: tuple[str, ...]  # adverse-event types: the contract's, then any other found
+    matrix: np.ndarray  # session × type, bool
+    text: np.ndarray  # normalised ``;``-joined types per session (object)
+    routes: tuple[str, ...]  # distinct routes, sorted
+    route: np.ndarray  # per session: position in ``routes``
+    patient: np.ndarray  # per session: position in cohort.patients (patients not in it numbered after them)
+    order: np.ndarray  # session positions sorted by (patient, route)
+    days: np.ndarray  # per session: days since the index date
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def n_events(self) -> np.ndarray:
+        return self.matrix.sum(axis=1).astype(int)
+
+    def route_counts(self, mask: np.ndarray | None = None) -> np.ndarray:
+        code = self.route if mask is None else self.route[mask]
+        return np.bincount(code, minlength=len(self.routes))
+
+
+def _ketamine_table(cohort: Cohort, frame: pd.DataFrame) -> _KetamineSessions:
+    matrix, text = _parse_adverse_events(frame)
+    codes, uniques = pd.factorize(frame["route"])
+    labels = [str(u) for u in uniques]
+    routes = sorted(labels)
+    remap = np.array([routes.index(u) for u in labels], dtype=np.int64)
+    route = remap[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+    patient = text_codes(frame["patient_id"], cohort.patients["patient_id"])
+    outside = patient < 0
+    if outside.any():  # not in cohort.patients: numbered after them, one code per patient
+        patient[outside] = len(cohort.patients) + pd.factorize(frame["patient_id"][outside])[0]
+    return _KetamineSessions(frame=frame, types=tuple(matrix.columns), matrix=matrix.to_numpy(dtype=bool),
+                             text=text, routes=tuple(routes), route=route, patient=patient,
+                             order=np.lexsort((route, patient)), days=frame["days"].to_numpy())
+
+
+def _period_bounds(period: Period) -> tuple[pd.Timestamp, pd.Timestamp]:
+    return _timestamp(period[0]), _timestamp(period[1])
+
+
+def _ketamine_of_period(base: _KetamineSessions, start: pd.Timestamp, end: pd.Timestamp) -> _KetamineSessions:
+    dates = base.frame["session_date"]
+    keep = ((dates >= start) & (dates <= end)).to_numpy(bool)
+    n_contract = len(ADVERSE_EVENTS)
+    matrix = base.matrix[keep]
+    # the types are the contract's and the others found in these sessions (as parsing them alone would give)
+    cols = [j for j in range(len(base.types)) if j < n_contract or matrix[:, j].any()]
+    route, patient = base.route[keep], base.patient[keep]
+    return _KetamineSessions(frame=base.frame[keep], types=tuple(base.types[j] for j in cols),
+                             matrix=matrix[:, cols], text=base.text[keep], routes=base.routes, route=route,
+                             patient=patient, order=np.lexsort((route, patient)), days=base.days[keep])
+
+
+def _ketamine(cohort: Cohort, period: Period | None = None) -> _KetamineSessions:
+    """The cohort's ketamine sessions (of ``period`` when given), computed once per cohort and period."""
+    base = once(cohort, ("safety", "ketamine sessions"),
+                lambda: _ketamine_table(cohort, _ketamine_sessions(cohort)))
+    if period is None:
+        return base
+    start, end = _period_bounds(period)
+    return once(cohort, ("safety", "ketamine sessions", start, end), lambda: _ketamine_of_period(base, start, end))
+
+
+def _vital_codes(ks: _KetamineSessions, thresholds: VitalThresholds) -> np.ndarray:
+    """Session × :data:`VITAL_MEASURES`: 1 raised, 0 not raised, -1 cannot tell (readings missing)."""
+    ket = ks.frame
+
+    def num(col: str) -> np.ndarray:
+        if col not in ket.columns:
+            return np.full(len(ket), np.nan)
+        return pd.to_numeric(ket[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
     sys_, dia, hr = num("bp_systolic_max"), num("bp_diastolic_max"), num("heart_rate_max")
     if thresholds.rule == "rise":
@@ -166,31 +244,45 @@ def _vital_flags(ket: pd.DataFrame, thresholds: VitalThresholds) -> pd.DataFrame
     else:
         sys_v, dia_v = sys_, dia
         s_cut, d_cut = thresholds.systolic_mmhg, thresholds.diastolic_mmhg
-    bp_hi = (sys_v >= s_cut) | (dia_v >= d_cut)
-    bp_lo = (sys_v < s_cut) & (dia_v < d_cut)
-    hr_hi = hr >= thresholds.heart_rate_bpm
-    hr_lo = hr < thresholds.heart_rate_bpm
+    with np.errstate(invalid="ignore"):
+        bp_hi = (sys_v >= s_cut) | (dia_v >= d_cut)
+        bp_lo = (sys_v < s_cut) & (dia_v < d_cut)
+        hr_hi = hr >= thresholds.heart_rate_bpm
+        hr_lo = hr < thresholds.heart_rate_bpm
 
-    def tri(hi: pd.Series, lo: pd.Series) -> pd.Series:
-        out = pd.Series(pd.NA, index=ket.index, dtype="boolean")
-        out[lo.to_numpy()] = False
-        out[hi.to_numpy()] = True
-        return out
+    def tri(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        return np.where(hi, 1, np.where(lo, 0, -1)).astype(np.int8)
 
-    return pd.DataFrame({"bp_raised": tri(bp_hi, bp_lo), "hr_raised": tri(hr_hi, hr_lo),
-                         "bp_or_hr_raised": tri(bp_hi | hr_hi, bp_lo & hr_lo)}, index=ket.index)
+    return np.column_stack([tri(bp_hi, bp_lo), tri(hr_hi, hr_lo), tri(bp_hi | hr_hi, bp_lo & hr_lo)])
 
 
-def _flags_and_matrix(cohort: Cohort, thresholds: VitalThresholds,
-                      period: Period | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    ket = _ketamine_sessions(cohort, period)
-    matrix, text = _parse_adverse_events(ket)
-    out = ket[["patient_id", "session_date", "days", "route", "site", "clinician"]].copy()
-    out["n_events"] = matrix.to_numpy().sum(axis=1).astype(int)
+def _vitals(cohort: Cohort, ks: _KetamineSessions, thresholds: VitalThresholds,
+            period: Period | None) -> np.ndarray:
+    key = None if period is None else _period_bounds(period)
+    return once(cohort, ("safety", "vital codes", thresholds, key), lambda: _vital_codes(ks, thresholds))
+
+
+def _vital_flags(ket: pd.DataFrame, thresholds: VitalThresholds) -> pd.DataFrame:
+    """``bp_raised``, ``hr_raised``, ``bp_or_hr_raised``: nullable booleans (NA = cannot tell)."""
+    codes = _vital_codes(_KetamineSessions(frame=ket, types=(), matrix=np.zeros((len(ket), 0), bool),
+                                           text=np.zeros(0, object), routes=(), route=np.zeros(0, np.int64),
+                                           patient=np.zeros(0, np.int64), order=np.zeros(0, np.int64),
+                                           days=np.zeros(0)), thresholds)
+    return pd.DataFrame({m: _nullable(codes[:, j]) for j, m in enumerate(VITAL_MEASURES)}, index=ket.index)
+
+
+def _nullable(codes: np.ndarray) -> pd.arrays.BooleanArray:
+    return pd.arrays.BooleanArray(codes == 1, codes < 0)
+
+
+def _flags_frame(ks: _KetamineSessions, codes: np.ndarray) -> pd.DataFrame:
+    out = ks.frame[["patient_id", "session_date", "days", "route", "site", "clinician"]].copy()
+    out["n_events"] = ks.n_events
     out["has_ae"] = out["n_events"] > 0
-    out["events"] = text
-    out = out.join(_vital_flags(ket, thresholds))
-    return out.reset_index(drop=True), matrix.reset_index(drop=True)
+    out["events"] = ks.text
+    for j, m in enumerate(VITAL_MEASURES):
+        out[m] = _nullable(codes[:, j])
+    return out.reset_index(drop=True)
 
 
 def session_safety_flags(cohort: Cohort, *, thresholds: VitalThresholds | None = None,
@@ -203,8 +295,44 @@ def session_safety_flags(cohort: Cohort, *, thresholds: VitalThresholds | None =
         ``patient_id``, ``session_date``, ``days``, ``route``, ``site``, ``clinician``, ``has_ae`` (bool),
         ``n_events`` (distinct event types listed), ``events`` (``;``-joined types), ``bp_raised``,
         ``hr_raised``, ``bp_or_hr_raised`` (nullable booleans: NA when the readings needed are missing).
+        A new frame on every call (computed once per cohort, thresholds and period).
     """
-    return _flags_and_matrix(cohort, thresholds or VitalThresholds(), period)[0]
+    thresholds = thresholds or VitalThresholds()
+    ks = _ketamine(cohort, period)
+    key = None if period is None else _period_bounds(period)
+    frame = once(cohort, ("safety", "flags", thresholds, key),
+                 lambda: _flags_frame(ks, _vitals(cohort, ks, thresholds, period)))
+    return frame.copy(deep=False)  # copy-on-write: the caller's changes never reach the kept frame
+
+
+def _group_any(ks: _KetamineSessions, values: np.ndarray,
+               mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (patient, route) and per patient: is any of the (selected) sessions' ``values`` true?
+
+    Returns ``(by_route, route_of_row, by_patient)``: a (patient, route) × column and a patient × column boolean
+    matrix (only pairs and patients with a selected session), and each pair's route code."""
+    order = ks.order if mask is None else ks.order[mask[ks.order]]
+    width = values.shape[1]
+    if not len(order):
+        return np.zeros((0, width), bool), np.zeros(0, np.int64), np.zeros((0, width), bool)
+    pk, rk, v = ks.patient[order], ks.route[order], values[order]
+    new_patient = np.r_[True, pk[1:] != pk[:-1]]
+    pair_starts = np.flatnonzero(new_patient | np.r_[True, rk[1:] != rk[:-1]])
+    by_route = np.logical_or.reduceat(v, pair_starts, axis=0)
+    by_patient = np.logical_or.reduceat(by_route, np.flatnonzero(new_patient[pair_starts]), axis=0)
+    return by_route, rk[pair_starts], by_patient
+
+
+def _counts_by_route(values: np.ndarray, route: np.ndarray, n_routes: int) -> np.ndarray:
+    """Route × column sums (int64) of a boolean or integer row × column matrix; ``route`` codes its rows."""
+    width = values.shape[1]
+    rows, cols = np.nonzero(values)
+    where = route[rows] * width + cols
+    if values.dtype == bool:
+        counts = np.bincount(where, minlength=n_routes * width)
+    else:
+        counts = np.bincount(where, weights=values[rows, cols].astype(float), minlength=n_routes * width)
+    return np.rint(counts).astype(np.int64).reshape(n_routes, width)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -234,16 +362,21 @@ class AdverseEventRates:
     notes: tuple[str, ...] = ()
 
 
-def _proportion_rows(ind: pd.DataFrame, group: pd.Series, unit: str, conf_level: float) -> pd.DataFrame:
-    """Rows of numerator/denominator per (type, group) + group "all" from a unit × type indicator frame."""
-    ind = ind.copy()
-    ind["any"] = ind.any(axis=1)
-    parts = []
-    for label, mask in [(g, (group == g).to_numpy()) for g in sorted(group.unique())] + [(ALL, None)]:
-        sub = ind if mask is None else ind[mask]
-        num = sub.sum(axis=0)
-        parts.append(pd.DataFrame({"unit_of_analysis": unit, "event_type": num.index, "route": label,
-                                   "numerator": num.to_numpy().astype(int), "denominator": len(sub)}))
+def _groups(counts: np.ndarray, dens: np.ndarray, labels: Sequence[str]) -> list[tuple[str, np.ndarray, int]]:
+    """(label, per-column counts, denominator) of each group with a unit in it, in label order, then "all"."""
+    present = [(labels[g], counts[g], int(dens[g])) for g in np.argsort(np.asarray(labels, dtype=object), kind="stable")
+               if dens[g] > 0] if len(labels) else []
+    return present + [(ALL, counts.sum(axis=0), int(dens.sum()))]
+
+
+def _proportion_rows(counts: np.ndarray, dens: np.ndarray, labels: Sequence[str], columns: Sequence[str],
+                     unit: str, conf_level: float) -> pd.DataFrame:
+    """Rows of numerator/denominator per (column, group) + group "all" from group × column counts of units with
+    the event (``dens``: units per group)."""
+    index = pd.Index(list(columns))
+    parts = [pd.DataFrame({"unit_of_analysis": unit, "event_type": index, "route": label,
+                           "numerator": num.astype(int), "denominator": den})
+             for label, num, den in _groups(counts, dens, labels)]
     table = pd.concat(parts, ignore_index=True)
     table["estimate"] = table["numerator"] / table["denominator"].where(table["denominator"] > 0)
     table["ci_low"], table["ci_high"] = wilson_ci(table["numerator"], table["denominator"], conf_level)
@@ -254,20 +387,23 @@ def _observed_patients(cohort: Cohort, window_days: int, as_of: pd.Timestamp) ->
     return pd.Index(cohort.patients.loc[cohort.window_closed(window_days, as_of=as_of), "patient_id"])
 
 
-
-def _patient_sessions(flags: pd.DataFrame, cohort: Cohort, patient_window_days: int | None,
-                      as_of: pd.Timestamp | None) -> tuple[pd.DataFrame, list[str]]:
+def _patient_sessions(ks: _KetamineSessions, cohort: Cohort, patient_window_days: int | None,
+                      as_of: pd.Timestamp | None) -> tuple[np.ndarray | None, list[str]]:
+    """Which sessions per-patient figures count (None: all) and the note saying so."""
     notes: list[str] = []
     if patient_window_days is None:
-        return flags, notes
+        return None, notes
     as_of = as_of if as_of is not None else cohort.data_end_date()
-    keep = _observed_patients(cohort, patient_window_days, as_of)
-    sub = flags[(flags["days"] < patient_window_days) & ids_in(flags["patient_id"], keep)]
-    n_out = int(cohort.patients["patient_id"].nunique() - len(keep))
+    closed = cohort.window_closed(patient_window_days, as_of=as_of).to_numpy(bool)
+    followed = np.zeros(len(ks), dtype=bool)
+    known = ks.patient < len(closed)
+    followed[known] = closed[ks.patient[known]]
+    mask = (ks.days < patient_window_days) & followed
+    n_out = int(cohort.patients["patient_id"].nunique() - len(_observed_patients(cohort, patient_window_days, as_of)))
     notes.append(f"Per patient: sessions on days 0–{patient_window_days - 1} after the first ketamine session, "
                  f"among patients whose first {patient_window_days} days had passed by {as_of:%Y-%m-%d} "
                  f"({note_n(n_out)} more recent starters left out).")
-    return sub, notes
+    return mask, notes
 
 
 def adverse_event_rates(cohort: Cohort, *, patient_window_days: int | None = None, period: Period | None = None,
@@ -301,32 +437,39 @@ def adverse_event_rates(cohort: Cohort, *, patient_window_days: int | None = Non
     Per-session and per-patient shares: Wilson score intervals. All events per 100 sessions: exact Poisson
     (Garwood) interval. Sessions without an ``adverse_events`` entry count as sessions without an event.
     """
-    flags, matrix = _flags_and_matrix(cohort, VitalThresholds(), period)
-    return _ae_rates(flags, matrix, cohort, patient_window_days, conf_level,
+    return _ae_rates(_ketamine(cohort, period), cohort, patient_window_days, conf_level,
                      None if as_of is None else pd.Timestamp(as_of))
 
 
-def _ae_rates(flags: pd.DataFrame, matrix: pd.DataFrame, cohort: Cohort, patient_window_days: int | None,
+def _ae_rates(ks: _KetamineSessions, cohort: Cohort, patient_window_days: int | None,
               conf_level: float, as_of: pd.Timestamp | None) -> AdverseEventRates:
-    if flags.empty:
+    if not len(ks):
         raise InsufficientData("Adverse-event rates need at least 1 ketamine session (got 0 in the chosen "
                                "period). Widen the date range.")
-    per_session = _proportion_rows(matrix, flags["route"], "session", conf_level)
+    n_routes = len(ks.routes)
+    ind = np.column_stack([ks.matrix, ks.matrix.any(axis=1)])
+    columns = [*ks.types, "any"]
+    per_session = _proportion_rows(_counts_by_route(ind, ks.route, n_routes), ks.route_counts(), ks.routes,
+                                   columns, "session", conf_level)
 
-    sub, notes = _patient_sessions(flags, cohort, patient_window_days, as_of)
-    sub_matrix = matrix.loc[sub.index]
-    keyed = sub_matrix.assign(patient_id=sub["patient_id"].to_numpy(), route=sub["route"].to_numpy())
-    by_route = keyed.groupby(["patient_id", "route"], sort=True).any().reset_index()
-    by_pat = keyed.drop(columns="route").groupby("patient_id", sort=True).any()
-    pr = _proportion_rows(by_route.drop(columns=["patient_id", "route"]), by_route["route"], "patient", conf_level)
+    mask, notes = _patient_sessions(ks, cohort, patient_window_days, as_of)
+    by_route, route_of, by_pat = _group_any(ks, ind, mask)
+    pr = _proportion_rows(_counts_by_route(by_route, route_of, n_routes), np.bincount(route_of, minlength=n_routes),
+                          ks.routes, columns, "patient", conf_level)
     pr = pr[pr["route"] != ALL]
-    pa = _proportion_rows(by_pat.reset_index(drop=True), pd.Series(ALL, index=range(len(by_pat))), "patient",
-                          conf_level)
+    pa = _proportion_rows(by_pat.sum(axis=0, dtype=np.int64)[None, :], np.array([len(by_pat)]), [ALL], columns,
+                          "patient", conf_level)
     pa = pa.drop_duplicates(["event_type", "route"])
     table = pd.concat([per_session, pr, pa], ignore_index=True)
 
-    ev = flags.groupby("route", sort=True).agg(n_sessions=("n_events", "size"), n_events=("n_events", "sum"))
-    ev.loc[ALL] = [len(flags), int(flags["n_events"].sum())]
+    n_events = ks.n_events
+    n_sessions = ks.route_counts()
+    events = np.bincount(ks.route, weights=n_events, minlength=n_routes)
+    present = [g for g in np.argsort(np.asarray(ks.routes, dtype=object), kind="stable") if n_sessions[g] > 0]
+    ev = pd.DataFrame({"n_sessions": n_sessions[present].astype(np.int64),
+                       "n_events": np.rint(events[present]).astype(np.int64)},
+                      index=pd.Index([ks.routes[g] for g in present], dtype=ks.frame["route"].dtype, name="route"))
+    ev.loc[ALL] = [len(ks), int(n_events.sum())]
     ev = ev.reset_index()
     ev["per_100_sessions"] = 100 * ev["n_events"] / ev["n_sessions"]
     low, high = poisson_exact_ci(ev["n_events"], ev["n_sessions"], conf_level)
@@ -439,20 +582,18 @@ def event_bound(events: int, sessions: int, *, conf_level: float = 0.95) -> Even
                       rule_of_three=3000 / sessions if events == 0 else None, conf_level=conf_level)
 
 
-def _category_rows(counts: pd.DataFrame, route: pd.Series, unit: str, conf_level: float) -> pd.DataFrame:
-    """Rows per (category, route) from a unit × {expected, not_classifiable} frame of event counts (sessions) or
-    flags (patients)."""
-    parts = []
-    for label, sub in [(r, counts[(route == r).to_numpy()]) for r in sorted(route.unique())] + [(ALL, counts)]:
-        for cat in ("expected", "not_classifiable"):
-            col = sub[cat]
-            num = int(col.sum()) if unit == "session" else int((col > 0).sum())
+def _category_rows(counts: np.ndarray, dens: np.ndarray, labels: Sequence[str], unit: str) -> list[dict[str, object]]:
+    """Rows per (category, route) from group × {expected, not_classifiable} numerators (events per session, or
+    patients with one) and units per group."""
+    parts: list[dict[str, object]] = []
+    for label, num, den in _groups(counts, dens, labels):
+        for j, cat in enumerate(("expected", "not_classifiable")):
             parts.append({"category": cat, "unit_of_analysis": unit, "route": label, "recorded": True,
-                          "numerator": num, "denominator": len(sub)})
+                          "numerator": int(num[j]), "denominator": den})
         for cat in ("needed_action", "serious"):
             parts.append({"category": cat, "unit_of_analysis": unit, "route": label, "recorded": False,
-                          "numerator": pd.NA, "denominator": len(sub)})
-    return pd.DataFrame(parts)
+                          "numerator": pd.NA, "denominator": den})
+    return parts
 
 
 def safety_categories(cohort: Cohort, *, expected: Sequence[str] = EXPECTED_ACUTE_EFFECTS,
@@ -488,26 +629,28 @@ def safety_categories(cohort: Cohort, *, expected: Sequence[str] = EXPECTED_ACUT
     if unknown:
         raise ValueError(f"Expected acute effects must be adverse-event types of the data contract; got "
                          f"{', '.join(unknown)} (allowed: {', '.join(ADVERSE_EVENTS)}).")
-    flags, matrix = _flags_and_matrix(cohort, VitalThresholds(), period)
-    if flags.empty:
+    ks = _ketamine(cohort, period)
+    if not len(ks):
         raise InsufficientData("Safety categories need at least 1 ketamine session (got 0 in the chosen period). "
                                "Widen the date range.")
-    exp_cols = [t for t in matrix.columns if t in set(expected)]
-    other_cols = [t for t in matrix.columns if t not in set(expected)]
-    counts = pd.DataFrame({"expected": matrix[exp_cols].sum(axis=1).astype(int),
-                           "not_classifiable": matrix[other_cols].sum(axis=1).astype(int)}, index=matrix.index)
-    per_session = _category_rows(counts, flags["route"], "session", conf_level)
+    exp_idx = [j for j, t in enumerate(ks.types) if t in set(expected)]
+    other_idx = [j for j, t in enumerate(ks.types) if t not in set(expected)]
+    exp_cols, other_cols = [ks.types[j] for j in exp_idx], [ks.types[j] for j in other_idx]
+    counts = np.column_stack([ks.matrix[:, exp_idx].sum(axis=1), ks.matrix[:, other_idx].sum(axis=1)]).astype(int)
+    n_routes = len(ks.routes)
+    per_session = _category_rows(_counts_by_route(counts, ks.route, n_routes), ks.route_counts(), ks.routes,
+                                 "session")
 
-    sub, window_notes = _patient_sessions(flags, cohort, patient_window_days,
-                                          None if as_of is None else pd.Timestamp(as_of))
-    keyed = counts.loc[sub.index].assign(patient_id=sub["patient_id"].to_numpy(), route=sub["route"].to_numpy())
-    by_route = keyed.groupby(["patient_id", "route"], sort=True)[["expected", "not_classifiable"]].sum().reset_index()
-    by_pat = keyed.groupby("patient_id", sort=True)[["expected", "not_classifiable"]].sum().reset_index()
-    pr = _category_rows(by_route, by_route["route"], "patient", conf_level)
+    mask, window_notes = _patient_sessions(ks, cohort, patient_window_days,
+                                           None if as_of is None else pd.Timestamp(as_of))
+    by_route, route_of, by_pat = _group_any(ks, counts > 0, mask)
+    pr = pd.DataFrame(_category_rows(_counts_by_route(by_route, route_of, n_routes),
+                                     np.bincount(route_of, minlength=n_routes), ks.routes, "patient"))
     pr = pr[pr["route"] != ALL]
-    pa = _category_rows(by_pat, pd.Series(ALL, index=by_pat.index), "patient", conf_level)
+    pa = pd.DataFrame(_category_rows(by_pat.sum(axis=0, dtype=np.int64)[None, :], np.array([len(by_pat)]), [ALL],
+                                     "patient"))
     pa = pa.drop_duplicates(["category", "route"])
-    table = pd.concat([per_session, pr, pa], ignore_index=True)
+    table = pd.concat([pd.DataFrame(per_session), pr, pa], ignore_index=True)
     table["numerator"] = table["numerator"].astype("Int64")
     num = table["numerator"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
     den = table["denominator"].to_numpy(dtype=float)
@@ -522,7 +665,7 @@ def safety_categories(cohort: Cohort, *, expected: Sequence[str] = EXPECTED_ACUT
     table["scale"] = np.where(is_session, "per_100_sessions", "proportion")
     table.insert(1, "label", table["category"].map(CATEGORY_LABELS))
 
-    serious = _serious_table(flags, conf_level)
+    serious = _serious_table(ks, conf_level)
     notes = [
         (f"Expected acute effects = {', '.join(exp_cols) or 'none'} as listed on the session (type only: the export "
          "cannot tell whether an effect resolved in the session or needed a response). Other recorded types ("
@@ -538,11 +681,13 @@ def safety_categories(cohort: Cohort, *, expected: Sequence[str] = EXPECTED_ACUT
                             patient_window_days=patient_window_days, notes=tuple(notes))
 
 
-def _serious_table(flags: pd.DataFrame, conf_level: float) -> pd.DataFrame:
+def _serious_table(ks: _KetamineSessions, conf_level: float) -> pd.DataFrame:
     """Serious events per 1,000 sessions by route: not recorded (no contract column), with the bound the clinic
     would have with none."""
     rows = []
-    groups = [(r, int((flags["route"] == r).sum())) for r in sorted(flags["route"].unique())] + [(ALL, len(flags))]
+    n_sessions = ks.route_counts()
+    groups = [(label, n) for label, _, n in _groups(np.zeros((len(ks.routes), 0), dtype=np.int64), n_sessions,
+                                                   ks.routes)]
     for route, n in groups:
         if_none = event_bound(0, n, conf_level=conf_level)
         rows.append({"route": route, "n_sessions": n, "recorded": False, "n_sessions_with_event": pd.NA,
@@ -579,16 +724,18 @@ class VitalSignShares:
 VITAL_MEASURES = ("bp_raised", "hr_raised", "bp_or_hr_raised")
 
 
-def _vital_rows(frame: pd.DataFrame, unit: str, conf_level: float) -> pd.DataFrame:
+def _vital_rows(raised: np.ndarray, known: np.ndarray, units: np.ndarray, labels: Sequence[str], unit: str,
+                conf_level: float) -> pd.DataFrame:
+    """Rows per (measure, route) + route "all" from group × measure counts of raised and decided units, and the
+    units per group."""
     rows = []
-    groups = [(r, frame[frame["route"] == r]) for r in sorted(frame["route"].unique())] + [(ALL, frame)]
-    for route, sub in groups:
-        for m in VITAL_MEASURES:
-            values = sub[m].astype("Float64")
-            known = values.notna()
+    per_group = np.column_stack([raised, known])
+    n_measures = len(VITAL_MEASURES)
+    for route, num, den in _groups(np.column_stack([per_group, units]), units, labels):
+        for j, m in enumerate(VITAL_MEASURES):
             rows.append({"unit_of_analysis": unit, "measure": m, "route": route,
-                         "numerator": int((values[known] > 0).sum()), "denominator": int(known.sum()),
-                         "n_missing": int((~known).sum())})
+                         "numerator": int(num[j]), "denominator": int(num[n_measures + j]),
+                         "n_missing": int(den - num[n_measures + j])})
     table = pd.DataFrame(rows)
     table["estimate"] = table["numerator"] / table["denominator"].where(table["denominator"] > 0)
     table["ci_low"], table["ci_high"] = wilson_ci(table["numerator"], table["denominator"], conf_level)
@@ -615,27 +762,31 @@ def vital_sign_elevations(cohort: Cohort, *, thresholds: VitalThresholds | None 
     Wilson score intervals. Thresholds: :class:`VitalThresholds`.
     """
     thresholds = thresholds or VitalThresholds()
-    flags = session_safety_flags(cohort, thresholds=thresholds, period=period)
-    return _vital_shares(flags, cohort, thresholds, patient_window_days, conf_level,
-                         None if as_of is None else pd.Timestamp(as_of))
+    ks = _ketamine(cohort, period)
+    return _vital_shares(ks, _vitals(cohort, ks, thresholds, period), cohort, thresholds, patient_window_days,
+                         conf_level, None if as_of is None else pd.Timestamp(as_of))
 
 
-def _vital_shares(flags: pd.DataFrame, cohort: Cohort, thresholds: VitalThresholds, patient_window_days: int | None,
-                  conf_level: float, as_of: pd.Timestamp | None) -> VitalSignShares:
-    if flags.empty:
+def _vital_shares(ks: _KetamineSessions, codes: np.ndarray, cohort: Cohort, thresholds: VitalThresholds,
+                  patient_window_days: int | None, conf_level: float, as_of: pd.Timestamp | None) -> VitalSignShares:
+    if not len(ks):
         raise InsufficientData("Blood-pressure and heart-rate shares need at least 1 ketamine session (got 0 in "
                                "the chosen period). Widen the date range.")
-    per_session = _vital_rows(flags, "session", conf_level)
-    sub, notes = _patient_sessions(flags, cohort, patient_window_days, as_of)
-    as_float = sub[["patient_id", "route"]].assign(
-        **{m: sub[m].astype("Float64").astype(float) for m in VITAL_MEASURES})
-    # max skips NaN: a patient is raised with any raised session, unknown only when no session decides
-    by_route = as_float.groupby(["patient_id", "route"], sort=True)[list(VITAL_MEASURES)].max().reset_index()
-    by_pat = as_float.groupby("patient_id", sort=True)[list(VITAL_MEASURES)].max().reset_index()
-    by_pat["route"] = ALL
-    pr = _vital_rows(by_route, "patient", conf_level)
+    n_routes = len(ks.routes)
+    per_session = _vital_rows(_counts_by_route(codes == 1, ks.route, n_routes),
+                              _counts_by_route(codes >= 0, ks.route, n_routes), ks.route_counts(), ks.routes,
+                              "session", conf_level)
+    mask, notes = _patient_sessions(ks, cohort, patient_window_days, as_of)
+    # a patient is raised with any raised session, unknown only when no session decides
+    by_route, route_of, by_pat = _group_any(ks, np.column_stack([codes == 1, codes >= 0]), mask)
+    k = len(VITAL_MEASURES)
+    pairs = _counts_by_route(by_route, route_of, n_routes)
+    pr = _vital_rows(pairs[:, :k], pairs[:, k:], np.bincount(route_of, minlength=n_routes), ks.routes, "patient",
+                     conf_level)
     pr = pr[pr["route"] != ALL]
-    pa = _vital_rows(by_pat, "patient", conf_level).drop_duplicates(["measure", "route"])
+    totals = by_pat.sum(axis=0, dtype=np.int64)[None, :]
+    pa = _vital_rows(totals[:, :k], totals[:, k:], np.array([len(by_pat)]), [ALL], "patient",
+                     conf_level).drop_duplicates(["measure", "route"])
     table = pd.concat([per_session, pr, pa], ignore_index=True)
     notes = [thresholds.describe(),
              ("Readings are the highest of the session; sessions missing the readings a measure needs are left out "
@@ -676,23 +827,32 @@ def safety_trend(cohort: Cohort, *, thresholds: VitalThresholds | None = None, p
         ``table``: ``month``, ``metric``, ``numerator``, ``denominator``, ``estimate``, ``ci_low``, ``ci_high``.
     """
     thresholds = thresholds or VitalThresholds()
-    flags = session_safety_flags(cohort, thresholds=thresholds, period=period)
-    if flags.empty:
+    ks = _ketamine(cohort, period)
+    if not len(ks):
         raise InsufficientData("A safety trend needs at least 1 ketamine session (got 0 in the chosen period). "
                                "Widen the date range.")
-    flags["month"] = flags["session_date"].dt.to_period("M").dt.to_timestamp()
-    months = pd.date_range(flags["month"].min(), flags["month"].max(), freq="MS")
-    bp = flags["bp_raised"].astype("Float64")
-    hr = flags["hr_raised"].astype("Float64")
-    g = pd.DataFrame({"month": flags["month"], "n": 1, "has_ae": flags["has_ae"].astype(int),
-                      "n_events": flags["n_events"], "bp_num": (bp > 0).fillna(False).astype(int),
-                      "bp_den": bp.notna().astype(int), "hr_num": (hr > 0).fillna(False).astype(int),
-                      "hr_den": hr.notna().astype(int)}).groupby("month").sum().reindex(months, fill_value=0)
+    dates = ks.frame["session_date"]
+    month = dates.to_numpy().astype("datetime64[M]").astype(np.int64)
+    first, last = int(month.min()), int(month.max())
+    ends = dates.iloc[[int(month.argmin()), int(month.argmax())]].dt.to_period("M").dt.to_timestamp()
+    months = pd.date_range(ends.iloc[0], ends.iloc[1], freq="MS")
+    at = month - first
+    size = last - first + 1
+    codes = _vitals(cohort, ks, thresholds, period)
+    n_events = ks.n_events
+
+    def per_month(values: np.ndarray | None = None) -> np.ndarray:
+        sums = np.bincount(at, minlength=size) if values is None else np.bincount(at, weights=values, minlength=size)
+        return np.rint(sums).astype(np.int64)
+
+    g = {"n": per_month(), "has_ae": per_month((n_events > 0).astype(float)), "n_events": per_month(n_events),
+         "bp_num": per_month((codes[:, 0] == 1).astype(float)), "bp_den": per_month((codes[:, 0] >= 0).astype(float)),
+         "hr_num": per_month((codes[:, 1] == 1).astype(float)), "hr_den": per_month((codes[:, 1] >= 0).astype(float))}
     parts = []
     for metric, num, den in [("ae_sessions", "has_ae", "n"), ("ae_per_session", "n_events", "n"),
                              ("bp_raised", "bp_num", "bp_den"), ("hr_raised", "hr_num", "hr_den")]:
-        parts.append(pd.DataFrame({"month": months, "metric": metric, "numerator": g[num].to_numpy().astype(int),
-                                   "denominator": g[den].to_numpy().astype(int)}))
+        parts.append(pd.DataFrame({"month": months, "metric": metric, "numerator": g[num].astype(int),
+                                   "denominator": g[den].astype(int)}))
     table = pd.concat(parts, ignore_index=True)
     table["estimate"] = table["numerator"] / table["denominator"].where(table["denominator"] > 0)
     low, high = wilson_ci(table["numerator"], table["denominator"], conf_level)
@@ -806,7 +966,19 @@ def _default_registry() -> Path:
 
 
 def _registry_entries(path: Path) -> list[dict[str, object]] | None:
-    """Figures of the registry (TOML ``[[figures]]`` or a JSON list), each with ``source`` filled in."""
+    """Figures of the registry (TOML ``[[figures]]`` or a JSON list), each with ``source`` filled in.
+
+    Read once per version of the file (published figures, no patient data); callers only read the entries."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _read_registry(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _read_registry(name: str, mtime_ns: int, size: int) -> list[dict[str, object]] | None:
+    path = Path(name)
     if not path.exists():
         return None
     try:
@@ -947,19 +1119,19 @@ def published_comparison(cohort: Cohort, *, thresholds: VitalThresholds | None =
     entries = _registry_entries(path)
     as_ts = pd.Timestamp(as_of) if as_of is not None else cohort.data_end_date()
     ae_cache: dict[int | None, AdverseEventRates] = {}
-    flags, matrix = _flags_and_matrix(cohort, thresholds, None)
-    vit = _vital_shares(flags, cohort, thresholds, None, conf_level, as_ts)
+    ks = _ketamine(cohort)
+    vit = _vital_shares(ks, _vitals(cohort, ks, thresholds, None), cohort, thresholds, None, conf_level, as_ts)
     notes: list[str] = []
     if entries is None:
         notes.append(f"Published figures omitted: the benchmarks registry ({path.name}) was not found or could "
                      "not be read. Clinic figures are shown alone.")
     rows = []
-    present = sorted(set(flags["route"]) - {NOT_RECORDED})
+    present = sorted(r for r, n in zip(ks.routes, ks.route_counts()) if n and r != NOT_RECORDED)
     for b in benchmarks:
         route, reason = _clinic_scope(b, present)
         if b.kind == "ae":
             if b.window_days not in ae_cache:
-                ae_cache[b.window_days] = _ae_rates(flags, matrix, cohort, b.window_days, conf_level, as_ts)
+                ae_cache[b.window_days] = _ae_rates(ks, cohort, b.window_days, conf_level, as_ts)
             t = ae_cache[b.window_days].table
             hit = t[(t["unit_of_analysis"] == b.unit_of_analysis) & (t["event_type"] == b.item)
                     & (t["route"] == route)]

@@ -24,19 +24,24 @@ covariate × time terms in the mixed model; the notes say so).
 
 Speed (50,000 patients in about a second): the PHQ-9 scores are reduced to per-patient sums once
 (:func:`analytics.outcomes.trajectories.prepare_scores`) and shared by the seven mixed models, each of which starts from the
-overall model's variance parameters (a few Newton steps instead of a full quasi-Newton run); the Cox models work on
-arrays and level masks. None of this changes a number (tests/test_subgroups.py compares with the plain path).
+overall model's variance parameters (a few Newton steps instead of a full quasi-Newton run). The Cox models share
+one sort of the patients by time (:class:`analytics.engines.survival.RiskSets`; a level or the interaction model's
+patients are a mask over it), the case-mix covariates are coded once (numbers and integer codes, not text), and
+each interaction model starts Newton–Raphson from its main-effects fit (interactions at 0). None of this changes a
+number beyond rounding (tests/test_subgroups.py compares every row with plain fits, to 1e-10).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
 from analytics.engines.intervals import chi2_sf, z_crit
+from analytics.engines.survival import RiskSets
 from analytics.errors import InsufficientData, OutcomesError
 from analytics.outcomes import survival, trajectories
 from analytics.outcomes.cohort import Cohort, ids_in
@@ -99,33 +104,41 @@ def _arms(cohort: Cohort, treated: str | None, control: str | None) -> tuple[str
 
 @dataclass(frozen=True)
 class _Survival:
-    """Time to return to use of the patients in either program, as arrays (subsets are boolean masks)."""
+    """Time to return to use of the patients in either program, as arrays (subsets are boolean masks).
+
+    ``risk`` holds the patients' risk sets (sorted by time once); every Cox model on a subset takes
+    ``risk.subset(mask)`` instead of sorting again (the same fit: ``tests/test_subgroups.py``)."""
 
     days: np.ndarray
     relapsed: np.ndarray
     treated: np.ndarray
     covariates: pd.DataFrame  # the case-mix columns of the same patients (may have none)
+    risk: RiskSets
 
     @classmethod
     def of(cls, pts: pd.DataFrame, treated: str, adjust: Sequence[str] = ()) -> _Survival:
-        return cls(days=pts["days_to_event"].to_numpy(dtype=float), relapsed=pts["relapsed"].to_numpy(dtype=bool),
-                   treated=(pts["program"] == treated).to_numpy(dtype=bool),
-                   covariates=pts[[c for c in adjust if c in pts.columns]].reset_index(drop=True))
+        days, relapsed = pts["days_to_event"].to_numpy(dtype=float), pts["relapsed"].to_numpy(dtype=bool)
+        return cls(days=days, relapsed=relapsed, treated=(pts["program"] == treated).to_numpy(dtype=bool),
+                   covariates=pts[[c for c in adjust if c in pts.columns]].reset_index(drop=True),
+                   risk=RiskSets(days, relapsed))
 
-    def cox(self, mask: np.ndarray, design: pd.DataFrame) -> survival.CoxFit:
-        return survival.cox_ph(self.days[mask], self.relapsed[mask], design, ph_transform=None)
+    def cox(self, mask: np.ndarray, design: pd.DataFrame, *, risk: RiskSets | None = None,
+            start: np.ndarray | None = None) -> survival.CoxFit:
+        """Cox model of the patients in ``mask`` (``risk``: ``self.risk.subset(mask)`` if already made; ``start``:
+        Newton start values, e.g. a nested model's estimates; neither changes the fit)."""
+        return survival.cox_ph(self.days[mask], self.relapsed[mask], design, ph_transform=None,
+                               risk_sets=self.risk.subset(mask) if risk is None else risk, start=start)
 
     def case_mix(self, mask: np.ndarray, *, without: str) -> tuple[pd.DataFrame, list[str]]:
         """Design columns of the case-mix covariates within ``mask`` (see the module notes) and their names."""
         cols: dict[str, np.ndarray] = {}
         used: list[str] = []
-        for name in self.covariates.columns:
+        for name, (values, levels) in self.coded.items():
             if name == without:
                 continue
-            values = self.covariates[name][mask]
             before = len(cols)
-            if name in _NUMERIC:
-                x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+            if levels is None:  # numeric
+                x = values[mask]
                 seen = np.isfinite(x)
                 if seen.sum() < MIN_LEVEL or np.nanstd(x[seen]) == 0:
                     continue
@@ -133,14 +146,34 @@ class _Survival:
                 if (~seen).sum() >= MIN_LEVEL:
                     cols[f"{name} missing"] = (~seen).astype(float)
             else:
-                text = values.astype("string")
-                counts = text.value_counts()
-                common = [str(v) for v, n in counts.items() if n >= MIN_LEVEL]
-                for level in common[1:]:  # the most common level (and rare or missing ones) is the reference
-                    cols[f"{name}={level}"] = (text == level).fillna(False).to_numpy(dtype=float)
+                codes = values[mask]
+                for code in _common_codes(codes, len(levels))[1:]:  # the most common level (and rare or
+                    cols[f"{name}={levels[code]}"] = (codes == code).astype(float)  # missing ones): reference
             if len(cols) > before:
                 used.append(name)
         return pd.DataFrame(cols), used
+
+    @cached_property
+    def coded(self) -> dict[str, tuple[np.ndarray, list[str] | None]]:
+        """Each case-mix covariate once for all subsets: numeric ones as floats (NaN where missing), the others
+        as integer codes of their text (−1 where missing) and the level of each code."""
+        out: dict[str, tuple[np.ndarray, list[str] | None]] = {}
+        for name in self.covariates.columns:
+            if name in _NUMERIC:
+                out[name] = (pd.to_numeric(self.covariates[name], errors="coerce").to_numpy(dtype=float), None)
+            else:
+                codes, uniques = pd.factorize(self.covariates[name].astype("string"))
+                out[name] = (codes, [str(u) for u in uniques])
+        return out
+
+
+def _common_codes(codes: np.ndarray, n_levels: int) -> list[int]:
+    """Codes with at least ``MIN_LEVEL`` rows, most common first, ties in order of first appearance: the order of
+    ``value_counts()`` on the text."""
+    counts = np.bincount(codes[codes >= 0], minlength=n_levels)
+    common = [int(c) for c in np.flatnonzero(counts >= MIN_LEVEL)]
+    first = {c: int(np.argmax(codes == c)) for c in common}
+    return sorted(common, key=lambda c: (-counts[c], first[c]))
 
 
 def _level_masks(values: pd.Series, levels: list[str]) -> dict[str, np.ndarray]:
@@ -162,12 +195,13 @@ def _cox_rows(surv: _Survival, masks: dict[str, np.ndarray], variable: str, leve
                "n_event": n_event, "estimate": np.nan, "ci_low": np.nan, "ci_high": np.nan, "adjusted": ""}
         if min(n_t, n_c) >= MIN_PER_ARM and n_event > 0:
             mix, used = surv.case_mix(mask, without=variable)
+            risk = surv.risk.subset(mask)
             for design, names in ((pd.concat([pd.DataFrame({"treated": t.astype(float)}), mix], axis=1), used),
                                   (pd.DataFrame({"treated": t.astype(float)}), [])):
                 if names == [] and design.shape[1] > 1:
                     continue
                 try:
-                    fit = surv.cox(mask, design)
+                    fit = surv.cox(mask, design, risk=risk)
                     b, se = float(fit.table["coef"].iloc[0]), float(fit.table["se"].iloc[0])
                     if not (np.isfinite(b) and np.isfinite(se)):
                         continue
@@ -195,9 +229,13 @@ def _cox_interaction_p(surv: _Survival, masks: dict[str, np.ndarray], levels: li
     full = main.copy()
     for lv in usable[1:]:
         full[f"int:{lv}"] = full[f"lv:{lv}"] * t
+    risk = surv.risk.subset(keep)
     try:
-        l0 = surv.cox(keep, main).loglik[1]
-        l1 = surv.cox(keep, full).loglik[1]
+        fit0 = surv.cox(keep, main, risk=risk)
+        l0 = fit0.loglik[1]
+        # the interaction model starts from the main-effects estimates (interactions at 0): fewer Newton steps
+        start = np.r_[fit0.table["coef"].to_numpy(dtype=float), np.zeros(full.shape[1] - main.shape[1])]
+        l1 = surv.cox(keep, full, risk=risk, start=start).loglik[1]
     except (OutcomesError, np.linalg.LinAlgError):
         return np.nan
     return chi2_sf(max(2 * (l1 - l0), 0.0), len(usable) - 1)

@@ -37,7 +37,8 @@ import pandas as pd
 
 from analytics.engines import gee, lmm
 from analytics.engines.intervals import chi2_sf, norm_two_sided_p, wilson_ci, z_crit
-from analytics.errors import InsufficientData, ModelDidNotConverge
+from analytics.engines.survival import cox_ph
+from analytics.errors import InsufficientData, ModelDidNotConverge, OutcomesError
 from analytics.outcomes import response as rsp
 from analytics.outcomes.cohort import PHQ9_BANDS, Cohort, ids_in
 from analytics.privacy.counts import note_n, note_of
@@ -1310,8 +1311,9 @@ def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = 
     Loss is only seen when a score is recorded, so times are as coarse as the scoring schedule. Splitting the
     curves by "had a maintenance session" favours the maintenance group (immortal-time bias: patients who stay in
     response longer have more time to receive a session); the time-varying Cox model (counting-process data,
-    statsmodels PHReg, Efron ties) avoids that bias. McInnes et al. 2022 report about 80 % sustained at 4 weeks and
-    60 % at 8 weeks without maintenance.
+    :func:`analytics.engines.survival.cox_ph` with entry times, Efron ties, as R ``coxph(Surv(start, stop,
+    event) ~ ...)``) avoids that bias. McInnes et al. 2022 report about 80 % sustained at 4 weeks and 60 % at
+    8 weeks without maintenance.
     """
     z = z_crit(conf_level)
     min_baseline = cohort.settings.phq9_min_baseline if min_baseline is None else min_baseline
@@ -1362,8 +1364,9 @@ def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = 
 
 
 def _maintenance_cox(resp: pd.DataFrame, z: float, notes: list[str]) -> dict[str, float] | None:
-    from statsmodels.duration.hazard_regression import PHReg
-
+    """Cox model of loss of response with maintenance as a time-varying covariate: counting-process rows
+    ``(start, stop]`` before and after the first maintenance session (:func:`analytics.engines.survival.cox_ph` with
+    ``entry``; R ``coxph(Surv(start, stop, event) ~ maintenance)``, Efron ties)."""
     end = resp["days_in_response"].to_numpy(float)
     m = resp["first_maintenance_day"].to_numpy(float)
     lost = resp["lost_response"].to_numpy(bool)
@@ -1381,13 +1384,13 @@ def _maintenance_cox(resp: pd.DataFrame, z: float, notes: list[str]) -> dict[str
         notes.append("The maintenance hazard ratio is not estimable (too few events or no patients in one "
                      "of the two states).")
         return None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = PHReg(cp["stop"].to_numpy(), cp[["maintenance"]].to_numpy(), status=cp["event"].to_numpy(int),
-                    entry=cp["start"].to_numpy(), ties="efron").fit()
-    for w in caught:
-        notes.append(f"statsmodels: {str(w.message).strip()}")
-    b, se = float(res.params[0]), float(res.bse[0])
+    try:
+        fit = cox_ph(cp["stop"].to_numpy(), cp["event"].to_numpy(bool), cp[["maintenance"]],
+                     entry=cp["start"].to_numpy(), ph_transform=None)
+    except OutcomesError as err:
+        notes.append(f"The maintenance hazard ratio is not estimable: {err}")
+        return None
+    b, se = float(fit.table["coef"].iloc[0]), float(fit.table["se"].iloc[0])
     notes.append("Hazard ratio: Cox model of loss of response with maintenance as a time-varying covariate "
                  "(after vs before the first maintenance session), Efron ties.")
     return {"hr": math.exp(b), "ci_low": math.exp(b - z * se), "ci_high": math.exp(b + z * se),
