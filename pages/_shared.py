@@ -20,6 +20,7 @@ from analytics.outcomes.cohort import Cohort, build_cohort
 from analytics.outcomes.filters import Filters, apply_filters, filter_options
 from analytics.outcomes.settings import Settings
 from analytics.privacy.access import UNSUPPRESS_ROLES
+from analytics.privacy.counts import note_n
 from analytics.privacy.safe_export import neutralize
 from analytics.privacy.suppression import render_note
 from pages._auth import has_role
@@ -45,6 +46,9 @@ class Key(StrEnum):
     F_SUBSTANCE = "f_substance"
     F_ROUTE = "f_route"
     F_CLINICIAN = "f_clinician"
+    JUST_LOADED = "just_loaded"
+    STORE_NOTE = "store_note"
+    LOAD_LAYOUT = "load_layout"  # the preset or mapping of the session's last upload (for a re-load)
 
 
 _FILTER_KEYS = {"site": Key.F_SITE, "program": Key.F_PROGRAM, "substance": Key.F_SUBSTANCE,
@@ -76,6 +80,54 @@ def set_exports(data: ValidatedExports, source: str) -> None:
     st.session_state[Key.SOURCE] = source
     st.session_state.pop(Key.COHORT, None)
     st.session_state.pop(Key.COHORT_SETTINGS, None)
+
+
+def timezone_options() -> list[str]:
+    """"" (dates as written in the file) then the IANA zones a clinic could be in, sorted (a searchable selectbox)."""
+    from zoneinfo import available_timezones
+
+    legacy = ("Etc/", "SystemV/", "posix/", "right/", "US/", "Canada/", "Mexico/", "Brazil/", "Chile/")
+    zones = sorted(z for z in available_timezones() if "/" in z and not z.startswith(legacy))
+    return ["", "UTC", *zones]
+
+
+_PREFIX_OFFER = re.compile(r"would match once '([^']+)' is removed")
+
+
+def prefix_offer(notes: tuple[str, ...] | list[str]) -> str | None:
+    """The patient-id prefix (``Patient/``) a load's notes offer to remove (``prefixes="suggest"``), or None."""
+    for note in notes:
+        if m := _PREFIX_OFFER.search(note):
+            return m.group(1)
+    return None
+
+
+def empty_load_reason(data: ValidatedExports) -> str | None:
+    """Why a load gave no session to analyse (a sentence with its counts marked, :func:`note_n`), or None.
+
+    A load with no accepted session is not made the session's data nor saved: every page would be empty.
+    """
+    if not data.sessions.empty:
+        return None
+    report = data.files.get("sessions")
+    name = "sessions.csv"
+    issues = data.issues[data.issues["file"].astype(str).str.startswith("sessions")] if len(data.issues) else \
+        data.issues
+    if len(issues):
+        name = str(issues["file"].iloc[0])
+    if report is None or report.rows == 0:
+        return f"Nothing was loaded: {name} has no session rows. Check that the right file was chosen."
+    if report.accepted > 0:  # accepted, but none attended (no_show, cancelled…)
+        counts = ", ".join(f"{note_n(v)} {k}" for k, v in report.not_analysed.items())
+        return (f"Nothing was loaded: none of the {note_n(report.accepted)} accepted rows of {name} is an attended "
+                f"session ({counts}). Check the status column, or export attended sessions too.")
+    rows = issues.groupby("column", sort=False)["line"].nunique().sort_values(ascending=False, kind="stable")
+    column = str(rows.index[0])
+    example = issues.loc[issues["column"] == column, "reason"].value_counts().index[0]
+    return (f"Nothing was loaded: every one of the {note_n(report.rows)} session rows of {name} was set aside, so "
+            f"there is no session to analyse. The most common problem is {column} ({note_n(rows.iloc[0])} rows), "
+            f"for example: {example}. Fix the export (or choose the date format or column mapping it uses) and "
+            "load it again; the data already loaded stays in place.")
 
 
 def settings() -> Settings:

@@ -9,11 +9,22 @@ from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
 from analytics.privacy.access import ROW_LEVEL_ROLES, STORE_ROLES
 from analytics.privacy.safe_export import to_safe_csv
-from analytics.privacy.suppression import file_count_cells, issue_counts
+from analytics.privacy.suppression import file_count_cells, issue_counts, render_note
 from analytics.store import StoreBusy, open_store
 from pages._auth import audit_export, current_user
 from pages._mapping import mapping_step
-from pages._shared import Key, exports, set_exports, show_notes, show_table, sidebar_settings
+from pages._shared import (
+    Key,
+    empty_load_reason,
+    exports,
+    prefix_offer,
+    set_exports,
+    show_notes,
+    show_table,
+    shown_markdown,
+    sidebar_settings,
+    timezone_options,
+)
 from schemas.presets import Preset, available_presets, combine_presets, loads_mapping
 from schemas.validate import load_exports
 
@@ -44,32 +55,46 @@ with st.form("upload"):
                      format_func={"iso": "2026-11-25 (ISO)", "dayfirst": "25/11/2026 (day first)",
                                   "monthfirst": "11/25/2026 (month first)"}.get,
                      help="Ambiguous dates are never guessed: choose how your system writes them.")
+    timezone = st.selectbox("Clinic timezone", options=timezone_options(), key="up_timezone",
+                            format_func=lambda z: z or "As written in the file",
+                            help="Date-times written in UTC (ending Z or +00:00) take their date in this zone. "
+                                 "Type to search, e.g. 'New_York'. Default: each date as written.")
     submitted = st.form_submit_button("Check and load", type="primary")
 
 
-def _load(layout: str | Preset) -> None:
+def _load(layout: str | Preset, prefixes: str = "suggest") -> None:
     chosen = {k: f for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
     names = {k: f.name for k, f in chosen.items()}
     with st.spinner("Checking every row…"):
         try:
             data = load_exports(sessions.getvalue(), followups.getvalue(),  # type: ignore[union-attr]
                                 patients.getvalue() if patients is not None else None,
-                                preset=layout, dates=dates, names=names)
+                                preset=layout, dates=dates, names=names, timezone=timezone or None,
+                                prefixes=prefixes)  # type: ignore[arg-type]
         except OutcomesError as err:
             st.error(escape_markdown(f"{err} If your columns match no preset, map them below."))
             return
+    if (why := empty_load_reason(data)) is not None:  # never "Loaded", never stored, the old data stays
+        st.error(escape_markdown(render_note(why, enabled=not row_level)))
+        show_notes(data.notes)
+        if len(data.issues):
+            show_table(issue_counts(data.issues, enabled=not row_level), hide_index=True, width="stretch",
+                       key="refused_issues")
+        return
     set_exports(data, "upload")
-    st.session_state["just_loaded"] = True
+    st.session_state[Key.JUST_LOADED] = True
+    st.session_state[Key.LOAD_LAYOUT] = layout
     if role not in STORE_ROLES:
         st.rerun()  # a director's upload stays in this session: never added to the shared store
-    options = {"preset": layout if isinstance(layout, str) else layout.to_toml(), "dates": dates}
+    options = {"preset": layout if isinstance(layout, str) else layout.to_toml(), "dates": dates,
+               "timezone": timezone, "prefixes": prefixes}
     try:  # the upload history (pages/history.py); the session keeps the data either way
         open_store().save_validated({k: f.getvalue() for k, f in chosen.items()}, data, user=user, options=options)
     except StoreBusy:
-        st.session_state["store_note"] = ("Loaded, but not saved to the upload history: the store is busy with "
+        st.session_state[Key.STORE_NOTE] = ("Loaded, but not saved to the upload history: the store is busy with "
                                           "another upload. Load the same files again in a minute to save them.")
     except OutcomesError as err:
-        st.session_state["store_note"] = f"Loaded, but not saved to the upload history: {err}"
+        st.session_state[Key.STORE_NOTE] = f"Loaded, but not saved to the upload history: {err}"
     st.rerun()  # redraw from the top so the sample-data banner goes away
 
 
@@ -118,10 +143,18 @@ if data is None:
     st.stop()
 
 source = st.session_state.get(Key.SOURCE)
-if st.session_state.pop("just_loaded", False):
+if st.session_state.pop(Key.JUST_LOADED, False):
     st.success("Loaded. Every page now shows these exports.")
-if note := st.session_state.pop("store_note", None):
+if note := st.session_state.pop(Key.STORE_NOTE, None):
     st.warning(escape_markdown(note))
+load_notes = data.notes
+if source == "upload" and (prefix := prefix_offer(data.notes)) is not None:
+    offer = next(n for n in data.notes if prefix_offer([n]) == prefix)
+    load_notes = tuple(n for n in data.notes if n != offer)
+    st.warning(shown_markdown(offer))
+    if st.button(f"Remove the '{prefix}' prefix", key="apply_prefix", disabled=sessions is None or followups is None,
+                 help="Loads the same files again with the prefix removed from the patient ids that carry it."):
+        _load(st.session_state.get(Key.LOAD_LAYOUT, layout), prefixes="apply")
 st.subheader("Data-quality report" + (" (sample clinic)" if source == "sample" else ""))
 shown = file_count_cells(data.files, data.n_patients, enabled=not row_level)
 cols = st.columns(len(data.files) + 1)
@@ -137,7 +170,7 @@ for col, (kind, report) in zip(cols, data.files.items()):
     if report.extra_columns:
         col.caption("Kept for display, not analysed: " + escape_markdown(", ".join(report.extra_columns)))
 cols[-1].metric("Patients with accepted sessions", shown.text(("patients",)))
-show_notes(data.notes + (() if row_level else shown.notes))
+show_notes(load_notes + (() if row_level else shown.notes))
 
 if len(data.issues) and not row_level:
     aggregate = issue_counts(data.issues)

@@ -8,8 +8,16 @@ from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes import survival
 from analytics.privacy.suppression import suppress_counts
-from analytics.report.plots.survival import (dating_counts_text, dating_keys, dropout_keys, dropout_sensitivity_figure,
-                                             forest_figure, km_figure, rules_table, sensitivity_cells)
+from analytics.report.plots.survival import (
+    dating_counts_text,
+    dating_keys,
+    dropout_keys,
+    dropout_sensitivity_figure,
+    forest_figure,
+    km_figure,
+    rules_table,
+    sensitivity_cells,
+)
 from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
 
 GROUP_LABELS = {None: "No grouping (all patients)", "program": "Program", "primary_substance": "Primary substance",
