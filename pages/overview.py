@@ -36,7 +36,9 @@ if r1.button("Prepare meeting report", icon=":material/description:", key="repor
         show_error(err)
     bar.empty()
 if st.session_state.get("report_html") and st.session_state.get("report_view") == (cohort.settings, filters):
-    r2.download_button("Download meeting report (HTML)", data=lambda html=st.session_state["report_html"]: html,
+    # the pack is already built (in this session only): plain bytes, registered for this session and removed on
+    # sign-out; a callable here made the browser's download depend on a second round trip that could stall
+    r2.download_button("Download meeting report (HTML)", data=st.session_state["report_html"],
                        file_name="kap-outcomes-meeting-report.html", mime="text/html", key="report_download",
                        type="primary")
 
