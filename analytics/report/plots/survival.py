@@ -89,7 +89,11 @@ def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", s
     risk_safe = safe_risk_table(curves.risk_table, min_cell=curves.min_cell)
     risk_text = risk_safe.text()["n_risk"]
     table = curves.table.assign(_draw=~safe.mask["estimate"], _band=~(safe.mask["ci_low"] | safe.mask["ci_high"]))
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.78, 0.22], vertical_spacing=0.06)
+    # the number-at-risk table gets ~24 px per group (a fixed share cramped six groups into 120 px)
+    risk_px = 40 + 24 * max(len(groups), 1)
+    height = max(height, 430 + risk_px)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06,
+                        row_heights=[1 - risk_px / (height - 130), risk_px / (height - 130)])
     for i, g in enumerate(groups):
         km_all = table[table["group"] == g]
         km = km_all[km_all["_draw"]]
