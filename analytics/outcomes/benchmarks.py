@@ -997,6 +997,12 @@ def _on_route(pats: pd.DataFrame, route: str | None) -> tuple[pd.DataFrame, str 
     return chosen, None
 
 
+def _select_on_route(cohort: Cohort, substance: str | None, route: str | None) -> tuple[pd.DataFrame, str | None]:
+    """Patients of the substance group whose first ketamine session was by ``route``, or why there are none."""
+    pats, reason = _select(cohort, substance)
+    return (pats, reason) if reason else _on_route(pats, route)
+
+
 def _route_text(route: str | None) -> str:
     return f", first ketamine session {route.upper()}" if route else ""
 
@@ -1050,9 +1056,7 @@ def phq9_after_induction(cohort: Cohort, *, outcome: Outcome = "response", min_s
                   "ketamine sessions in "
                   f"days 0–{induction_days - 1}, ending on the last of them; first PHQ-9 in the window; completers "
                   "only.")
-    pats, reason = _select(cohort, substance)
-    if not reason:
-        pats, reason = _on_route(pats, route)
+    pats, reason = _select_on_route(cohort, substance, route)
     if reason:
         return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
     ket = _ketamine_sessions(cohort, pd.Index(pats["patient_id"]))
@@ -1089,9 +1093,7 @@ def phq9_within_days(cohort: Cohort, *, outcome: Outcome = "response", end_day: 
     definition = (f"PHQ-9 {_outcome_text(outcome)} at any score on days 1–{end_day} after the first ketamine session "
                   f"({_who(substance)} with baseline PHQ-9 ≥ {min_baseline:g}{_route_text(route)}); patients without "
                   "a score in the period count as attrition.")
-    pats, reason = _select(cohort, substance)
-    if not reason:
-        pats, reason = _on_route(pats, route)
+    pats, reason = _select_on_route(cohort, substance, route)
     if reason:
         return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
     pats, notes = _depressed(pats, min_baseline)
@@ -1120,9 +1122,7 @@ def phq9_after_infusions(cohort: Cohort, *, outcome: Outcome = "response", infus
     definition = (f"PHQ-9 {_outcome_text(outcome)} at the first score 1–{within_days} days after the "
                   f"{infusions}th ketamine session ({_who(substance)} with baseline PHQ-9 ≥ {min_baseline:g} who "
                   f"had {infusions} sessions{_route_text(route)}); patients without such a score count as attrition.")
-    pats, reason = _select(cohort, substance)
-    if not reason:
-        pats, reason = _on_route(pats, route)
+    pats, reason = _select_on_route(cohort, substance, route)
     if reason:
         return _unavailable(metric, "%", definition, reason, conf_level=conf_level)
     ket = _ketamine_sessions(cohort, pd.Index(pats["patient_id"]))
