@@ -6,7 +6,6 @@ across users.
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,12 @@ import pandas as pd
 import streamlit as st
 
 from analytics.errors import OutcomesError
-from analytics.formatting import DASH, escape_markdown
+from analytics.formatting import escape_markdown
 from analytics.outcomes.cohort import Cohort, build_cohort
 from analytics.outcomes.filters import Filters, apply_filters, filter_options
 from analytics.outcomes.settings import Settings
 from analytics.privacy.access import UNSUPPRESS_ROLES
-from analytics.privacy.counts import note_n
-from analytics.privacy.safe_export import neutralize
+from analytics.privacy.safe_export import screen_table
 from analytics.privacy.suppression import render_note
 from pages._auth import has_role
 from schemas.frames import ValidatedExports
@@ -80,54 +78,6 @@ def set_exports(data: ValidatedExports, source: str) -> None:
     st.session_state[Key.SOURCE] = source
     st.session_state.pop(Key.COHORT, None)
     st.session_state.pop(Key.COHORT_SETTINGS, None)
-
-
-def timezone_options() -> list[str]:
-    """"" (dates as written in the file) then the IANA zones a clinic could be in, sorted (a searchable selectbox)."""
-    from zoneinfo import available_timezones
-
-    legacy = ("Etc/", "SystemV/", "posix/", "right/", "US/", "Canada/", "Mexico/", "Brazil/", "Chile/")
-    zones = sorted(z for z in available_timezones() if "/" in z and not z.startswith(legacy))
-    return ["", "UTC", *zones]
-
-
-_PREFIX_OFFER = re.compile(r"would match once '([^']+)' is removed")
-
-
-def prefix_offer(notes: tuple[str, ...] | list[str]) -> str | None:
-    """The patient-id prefix (``Patient/``) a load's notes offer to remove (``prefixes="suggest"``), or None."""
-    for note in notes:
-        if m := _PREFIX_OFFER.search(note):
-            return m.group(1)
-    return None
-
-
-def empty_load_reason(data: ValidatedExports) -> str | None:
-    """Why a load gave no session to analyse (a sentence with its counts marked, :func:`note_n`), or None.
-
-    A load with no accepted session is not made the session's data nor saved: every page would be empty.
-    """
-    if not data.sessions.empty:
-        return None
-    report = data.files.get("sessions")
-    name = "sessions.csv"
-    issues = data.issues[data.issues["file"].astype(str).str.startswith("sessions")] if len(data.issues) else \
-        data.issues
-    if len(issues):
-        name = str(issues["file"].iloc[0])
-    if report is None or report.rows == 0:
-        return f"Nothing was loaded: {name} has no session rows. Check that the right file was chosen."
-    if report.accepted > 0:  # accepted, but none attended (no_show, cancelled…)
-        counts = ", ".join(f"{note_n(v)} {k}" for k, v in report.not_analysed.items())
-        return (f"Nothing was loaded: none of the {note_n(report.accepted)} accepted rows of {name} is an attended "
-                f"session ({counts}). Check the status column, or export attended sessions too.")
-    rows = issues.groupby("column", sort=False)["line"].nunique().sort_values(ascending=False, kind="stable")
-    column = str(rows.index[0])
-    example = issues.loc[issues["column"] == column, "reason"].value_counts().index[0]
-    return (f"Nothing was loaded: every one of the {note_n(report.rows)} session rows of {name} was set aside, so "
-            f"there is no session to analyse. The most common problem is {column} ({note_n(rows.iloc[0])} rows), "
-            f"for example: {example}. Fix the export (or choose the date format or column mapping it uses) and "
-            "load it again; the data already loaded stays in place.")
 
 
 def settings() -> Settings:
@@ -219,42 +169,6 @@ def show_notes(notes: tuple[str, ...] | list[str]) -> None:
 def show_error(err: BaseException | str) -> None:
     """A domain error (``OutcomesError``) as the warning the page shows in place of its result."""
     st.warning(shown_markdown(str(err)))
-
-
-# A number as analytics.formatting writes it, e.g. "-0.512 (-0.640–-0.384)", "-5% (-9%–-1%)", "-1,234.5 per 100": it
-# starts with "-" but has no letter, function or reference a spreadsheet could run, so it is shown as it is.
-_NUMBER = r"[+-]?\d[\d,]*(?:\.\d+)?%?"
-_FORMATTED_NUMBER = re.compile(rf"{_NUMBER}(?: \({_NUMBER}{DASH}{_NUMBER}\))?(?: per 100)?")
-
-
-def _neutralize_cell(value: object) -> object:
-    if isinstance(value, str) and _FORMATTED_NUMBER.fullmatch(value.strip()):
-        return value
-    return neutralize(value)
-
-
-def screen_table(data: pd.DataFrame) -> pd.DataFrame:
-    """A copy of ``data`` whose text cannot run as a formula when the table's toolbar "Download as CSV" is opened
-    in a spreadsheet (OWASP CSV injection): text cells, column names and index labels that start with ``=``, ``+``,
-    ``-``, ``@``, a tab or a carriage return get a leading ``'``, by the rule of the app's own downloads
-    (:func:`analytics.privacy.safe_export.neutralize`: a text cell that is just a number is kept). Numbers as
-    :mod:`analytics.formatting` writes them (``"-0.51 (-0.64–-0.38)"``) are kept too; numeric columns are untouched.
-    """
-    out = data.copy()
-    for pos in range(out.shape[1]):
-        s = out.iloc[:, pos]
-        if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype) \
-                or pd.api.types.is_datetime64_any_dtype(s.dtype):
-            continue
-        out.isetitem(pos, s.astype(object).map(_neutralize_cell))
-    out.columns = out.columns.map(_neutralize_cell) if not isinstance(out.columns, pd.MultiIndex) else out.columns
-    if isinstance(out.index, pd.MultiIndex):
-        out.index = out.index.set_levels([level.map(_neutralize_cell) for level in out.index.levels])
-    elif not isinstance(out.index, pd.RangeIndex):
-        out.index = out.index.map(_neutralize_cell)
-    out.index.names = [_neutralize_cell(n) for n in data.index.names]
-    out.columns.names = [_neutralize_cell(n) for n in data.columns.names]
-    return out
 
 
 def show_table(data: pd.DataFrame, *, where: Any = None, **kwargs: Any) -> Any:

@@ -7,24 +7,14 @@ import streamlit as st
 
 from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
+from analytics.outcomes.pipeline import empty_load_reason, prefix_offer, timezone_options
 from analytics.privacy.access import ROW_LEVEL_ROLES, STORE_ROLES
 from analytics.privacy.safe_export import to_safe_csv
 from analytics.privacy.suppression import file_count_cells, issue_counts, render_note
 from analytics.store import StoreBusy, open_store
 from pages._auth import audit_export, current_user
 from pages._mapping import mapping_step
-from pages._shared import (
-    Key,
-    empty_load_reason,
-    exports,
-    prefix_offer,
-    set_exports,
-    show_notes,
-    show_table,
-    shown_markdown,
-    sidebar_settings,
-    timezone_options,
-)
+from pages._shared import Key, exports, set_exports, show_notes, show_table, shown_markdown, sidebar_settings
 from schemas.presets import Preset, available_presets, combine_presets, loads_mapping
 from schemas.validate import load_exports
 

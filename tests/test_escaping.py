@@ -236,7 +236,7 @@ def test_the_builders_own_markup_is_kept_around_escaped_values(figures):
 # --------------------------------------------------------------------------------------------------------------
 
 def test_the_table_helper_neutralises_formula_like_text_cells_column_names_and_index_labels():
-    from pages._shared import screen_table
+    from analytics.privacy.safe_export import screen_table
 
     table = pd.DataFrame({
         "group": ['=HYPERLINK("https://evil.example","x")', "-1+2", "@SUM(A1:A9)", "+1+cmd|' /C calc'!A0",
@@ -258,7 +258,7 @@ def test_the_table_helper_neutralises_formula_like_text_cells_column_names_and_i
 
 
 def test_a_pivot_table_keeps_its_numeric_columns_and_neutralises_its_group_labels():
-    from pages._shared import screen_table
+    from analytics.privacy.safe_export import screen_table
 
     pivot = pd.DataFrame({"group": ["=evil", "=evil", "ok", "ok"], "day": [30, 90, 30, 90],
                           "value": ["@x", "1%", "2%", "3%"]}).pivot(index="group", columns="day", values="value")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from analytics.errors import OutcomesError
 from analytics.outcomes.cohort import Cohort, build_cohort
 from analytics.outcomes.settings import Settings
+from analytics.privacy.counts import note_n
 from analytics.privacy.suppression import SuppressedCells, suppress_cells, suppress_flow, suppress_km
 from schemas.frames import ValidatedExports
 
@@ -208,3 +210,53 @@ def _drawn_km(cohort: Cohort, *, by: str | None, min_cell: int) -> dict[str, lis
     draw = ~safe.mask["estimate"].to_numpy(bool)
     groups = curves.table["group"].astype(str).to_numpy()
     return {str(g): draw[groups == str(g)].tolist() for g in dict.fromkeys(groups)}
+
+
+# ------------------------------------------------------------------------------ what a load says to the user
+
+def timezone_options() -> list[str]:
+    """"" (dates as written in the file) then the IANA zones a clinic could be in, sorted (a searchable selectbox)."""
+    from zoneinfo import available_timezones
+
+    legacy = ("Etc/", "SystemV/", "posix/", "right/", "US/", "Canada/", "Mexico/", "Brazil/", "Chile/")
+    zones = sorted(z for z in available_timezones() if "/" in z and not z.startswith(legacy))
+    return ["", "UTC", *zones]
+
+
+_PREFIX_OFFER = re.compile(r"would match once '([^']+)' is removed")
+
+
+def prefix_offer(notes: tuple[str, ...] | list[str]) -> str | None:
+    """The patient-id prefix (``Patient/``) a load's notes offer to remove (``prefixes="suggest"``), or None."""
+    for note in notes:
+        if m := _PREFIX_OFFER.search(note):
+            return m.group(1)
+    return None
+
+
+def empty_load_reason(data: ValidatedExports) -> str | None:
+    """Why a load gave no session to analyse (a sentence with its counts marked, :func:`note_n`), or None.
+
+    A load with no accepted session is not made the session's data nor saved: every page would be empty.
+    """
+    if not data.sessions.empty:
+        return None
+    report = data.files.get("sessions")
+    name = "sessions.csv"
+    issues = data.issues[data.issues["file"].astype(str).str.startswith("sessions")] if len(data.issues) else \
+        data.issues
+    if len(issues):
+        name = str(issues["file"].iloc[0])
+    if report is None or report.rows == 0:
+        return f"Nothing was loaded: {name} has no session rows. Check that the right file was chosen."
+    if report.accepted > 0:  # accepted, but none attended (no_show, cancelled…)
+        counts = ", ".join(f"{note_n(v)} {k}" for k, v in report.not_analysed.items())
+        return (f"Nothing was loaded: none of the {note_n(report.accepted)} accepted rows of {name} is an attended "
+                f"session ({counts}). Check the status column, or export attended sessions too.")
+    rows = issues.groupby("column", sort=False)["line"].nunique().sort_values(ascending=False, kind="stable")
+    column = str(rows.index[0])
+    example = issues.loc[issues["column"] == column, "reason"].value_counts().index[0]
+    return (f"Nothing was loaded: every one of the {note_n(report.rows)} session rows of {name} was set aside, so "
+            f"there is no session to analyse. The most common problem is {column} ({note_n(rows.iloc[0])} rows), "
+            f"for example: {example}. Fix the export (or choose the date format or column mapping it uses) and "
+            "load it again; the data already loaded stays in place.")

@@ -12,7 +12,9 @@ import re
 
 import pandas as pd
 
-__all__ = ["FORMULA_TRIGGERS", "neutralize", "neutralize_frame", "to_safe_csv"]
+from analytics.formatting import DASH
+
+__all__ = ["FORMULA_TRIGGERS", "neutralize", "neutralize_frame", "screen_table", "to_safe_csv"]
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 # also the full-width forms some spreadsheets accept as formula starts
@@ -68,3 +70,39 @@ def to_safe_csv(df: pd.DataFrame, *, index: bool = False) -> bytes:
     safe = neutralize_frame(df.reset_index() if index else df)
     text = safe.to_csv(index=False, lineterminator="\r\n")
     return text.encode("utf-8-sig")
+
+
+# A number as analytics.formatting writes it, e.g. "-0.512 (-0.640–-0.384)", "-5% (-9%–-1%)", "-1,234.5 per 100": it
+# starts with "-" but has no letter, function or reference a spreadsheet could run, so it is shown as it is.
+_NUMBER = r"[+-]?\d[\d,]*(?:\.\d+)?%?"
+_FORMATTED_NUMBER = re.compile(rf"{_NUMBER}(?: \({_NUMBER}{DASH}{_NUMBER}\))?(?: per 100)?")
+
+
+def _neutralize_cell(value: object) -> object:
+    if isinstance(value, str) and _FORMATTED_NUMBER.fullmatch(value.strip()):
+        return value
+    return neutralize(value)
+
+
+def screen_table(data: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``data`` whose text cannot run as a formula when the table's toolbar "Download as CSV" is opened
+    in a spreadsheet (OWASP CSV injection): text cells, column names and index labels that start with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return get a leading ``'``, by the rule of the app's own downloads
+    (:func:`analytics.privacy.safe_export.neutralize`: a text cell that is just a number is kept). Numbers as
+    :mod:`analytics.formatting` writes them (``"-0.51 (-0.64–-0.38)"``) are kept too; numeric columns are untouched.
+    """
+    out = data.copy()
+    for pos in range(out.shape[1]):
+        s = out.iloc[:, pos]
+        if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype) \
+                or pd.api.types.is_datetime64_any_dtype(s.dtype):
+            continue
+        out.isetitem(pos, s.astype(object).map(_neutralize_cell))
+    out.columns = out.columns.map(_neutralize_cell) if not isinstance(out.columns, pd.MultiIndex) else out.columns
+    if isinstance(out.index, pd.MultiIndex):
+        out.index = out.index.set_levels([level.map(_neutralize_cell) for level in out.index.levels])
+    elif not isinstance(out.index, pd.RangeIndex):
+        out.index = out.index.map(_neutralize_cell)
+    out.index.names = [_neutralize_cell(n) for n in data.index.names]
+    out.columns.names = [_neutralize_cell(n) for n in data.columns.names]
+    return out
