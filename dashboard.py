@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from pages import _preload  # noqa: F401  (starts importing the analysis libraries in the background, once)
 from pages._auth import require_login, visible_pages
 
 st.set_page_config(page_title="KAP Outcomes", page_icon="📈", layout="wide")

@@ -15,6 +15,7 @@ import streamlit as st
 
 from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
+from analytics.outcomes import warmup
 from analytics.outcomes.cohort import Cohort, build_cohort
 from analytics.outcomes.filters import Filters, apply_filters, filter_options
 from analytics.outcomes.settings import Settings
@@ -74,10 +75,17 @@ def exports() -> ValidatedExports | None:
 
 
 def set_exports(data: ValidatedExports, source: str) -> None:
+    """The session's data from now on; its cohort is built now (every page needs it) and the slow analyses of the
+    first views start in the background (analytics.outcomes.warmup)."""
     st.session_state[Key.EXPORTS] = data
     st.session_state[Key.SOURCE] = source
     st.session_state.pop(Key.COHORT, None)
     st.session_state.pop(Key.COHORT_SETTINGS, None)
+    if not data.sessions.empty:
+        try:
+            _build(data, settings())
+        except OutcomesError:
+            pass  # the first analysis page builds it again and says why it cannot
 
 
 def settings() -> Settings:
@@ -134,12 +142,17 @@ def cohort_or_stop() -> Cohort:
     current = settings()
     if st.session_state.get(Key.COHORT_SETTINGS) != current or Key.COHORT not in st.session_state:
         try:
-            st.session_state[Key.COHORT] = build_cohort(data, current)
+            _build(data, current)
         except OutcomesError as err:
             show_error(err)
             st.stop()
-        st.session_state[Key.COHORT_SETTINGS] = current
     return st.session_state[Key.COHORT]
+
+
+def _build(data: ValidatedExports, current: Settings) -> None:
+    cohort = build_cohort(data, current)
+    st.session_state[Key.COHORT], st.session_state[Key.COHORT_SETTINGS] = cohort, current
+    warmup.start(cohort)
 
 
 def shown_text(text: str) -> str:

@@ -8,20 +8,29 @@ cohorts or between the sessions of the dashboard, and everything goes when the c
 
 Rules for a value kept here: it depends only on the cohort and on the key (put every option into the key); callers
 never change it in place (return copies of tables a caller may modify); and computing it twice gives the same value
-(two threads asking at the same moment may both compute it; the first stored wins, dict operations are atomic).
+(a second thread asking for a key being computed waits for that result).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import threading
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
 _SLOT = "_derived_once"  # an instance attribute of the cohort (as functools.cached_property stores its values)
+_LOCKS = "_derived_once_locks"  # one lock per key being computed
+_GUARD = threading.Lock()  # makes the creation of a key's lock atomic
 
 
 def once(cohort: Any, key: Hashable, compute: Callable[[], _T]) -> _T:
     """``compute()`` the first time ``key`` is asked of this very cohort object; its stored value afterwards.
+
+    While one thread computes a key (the background warm-up of :mod:`analytics.outcomes.warmup`, or a page), a second
+    thread asking for the same key waits for that result instead of computing it again; different keys never wait
+    for each other. An exception is not stored: the next caller computes again (and meets it itself).
 
     Parameters
     ----------
@@ -39,12 +48,39 @@ def once(cohort: Any, key: Hashable, compute: Callable[[], _T]) -> _T:
         return store[key]
     except KeyError:
         pass
-    return store.setdefault(key, compute())
+    locks: dict[Hashable, threading.Lock] = cohort.__dict__.setdefault(_LOCKS, {})
+    with _GUARD:
+        lock = locks.setdefault(key, threading.Lock())
+    with lock:
+        try:
+            return store[key]
+        except KeyError:
+            return store.setdefault(key, compute())
+
+
+def per_cohort(function: Callable[..., _T]) -> Callable[..., _T]:
+    """Decorator: ``function(cohort, **options)`` computed once per cohort object and options (:func:`once`).
+
+    For analyses whose result callers only read (frozen dataclasses of tables nobody changes in place); the options
+    must be hashable. The pages, the background warm-up and the report then share one computation per cohort.
+    """
+
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def wrapper(cohort: Any, *args: Any, **options: Any) -> _T:
+        bound = signature.bind(cohort, *args, **options)
+        bound.apply_defaults()  # f(c) and f(c, by=None) are one computation
+        key = (function.__module__, function.__qualname__, tuple(bound.arguments.items())[1:])
+        return once(cohort, key, lambda: function(cohort, *args, **options))
+
+    return wrapper
 
 
 def forget(cohort: Any) -> None:
     """Drop every value kept for ``cohort`` (tests; a caller that changed the cohort's tables in place)."""
     cohort.__dict__.pop(_SLOT, None)
+    cohort.__dict__.pop(_LOCKS, None)
 
 
-__all__ = ["forget", "once"]
+__all__ = ["forget", "once", "per_cohort"]

@@ -41,6 +41,7 @@ from analytics.engines.survival import cox_ph
 from analytics.errors import InsufficientData, ModelDidNotConverge, OutcomesError
 from analytics.outcomes import response as rsp
 from analytics.outcomes.cohort import PHQ9_BANDS, Cohort, ids_in
+from analytics.outcomes.memo import once, per_cohort
 from analytics.privacy.counts import note_n, note_of
 
 TimeShape = Literal["linear", "piecewise", "spline"]
@@ -462,11 +463,15 @@ def measure_frame(cohort: Cohort, measure: str) -> pd.DataFrame:
     """Scores of one measure: ``patient_id``, ``days``, ``weeks``, ``value`` (PDA in percent)."""
     if measure not in MEASURES:
         raise InsufficientData(f"Unknown measure '{measure}'; choose one of {', '.join(MEASURES)}.")
-    m = cohort.measures
-    d = m.loc[(m["measure"] == measure) & m["value"].notna(), ["patient_id", "days", "weeks", "value"]].copy()
-    d["value"] = d["value"].astype(float) * (100.0 if measure == "pda" else 1.0)
-    d["weeks"] = d["weeks"].astype(float)
-    return d.reset_index(drop=True)
+
+    def compute() -> pd.DataFrame:
+        m = cohort.measures
+        d = m.loc[(m["measure"] == measure) & m["value"].notna(), ["patient_id", "days", "weeks", "value"]].copy()
+        d["value"] = d["value"].astype(float) * (100.0 if measure == "pda" else 1.0)
+        d["weeks"] = d["weeks"].astype(float)
+        return d.reset_index(drop=True)
+
+    return once(cohort, ("measure frame", measure), compute).copy()  # a copy: callers add columns to it
 
 
 @dataclass(frozen=True, eq=False)
@@ -1003,14 +1008,22 @@ def observed_means(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
 
     d = measure_frame(cohort, measure)
     groups = _groups_of(cohort, by)
-    d["group"] = d["patient_id"].map(groups)
-    d = d[d["group"].notna() & (d["group"] != "(missing)")] if by is not None else d[d["group"].notna()]
+    # integer codes for patients (their row in ``groups``) and groups: grouping on text ids is several times slower
+    patient = groups.index.get_indexer(d["patient_id"])
+    level_code, levels = pd.factorize(groups.to_numpy(), sort=True)
+    group = np.where(patient >= 0, level_code[np.maximum(patient, 0)], -1)
+    keep = (patient >= 0) & (group >= 0)
+    if by is not None and "(missing)" in levels:
+        keep &= group != levels.get_loc("(missing)")
     edges = np.asarray(bins, dtype=float)
     labels = [("≤ 0" if not np.isfinite(lo) else f"> {lo:g}" if not np.isfinite(hi) else f"{lo:g}–{hi:g}")
               for lo, hi in itertools.pairwise(edges)]
+    d = pd.DataFrame({"group": group[keep], "patient": patient[keep], "weeks": d["weeks"].to_numpy(float)[keep],
+                      "value": d["value"].to_numpy(float)[keep]})
     d["bin"] = pd.cut(d["weeks"], edges, labels=labels, right=True)
-    per_patient = (d.groupby(["group", "bin", "patient_id"], observed=True)
+    per_patient = (d.groupby(["group", "bin", "patient"], observed=True)
                    .agg(value=("value", "mean"), weeks=("weeks", "sum"), n=("value", "size")).reset_index())
+    per_patient["group"] = np.asarray(levels, dtype=object)[per_patient["group"].to_numpy()]
     agg = (per_patient.groupby(["group", "bin"], observed=True)
            .agg(n_patients=("value", "size"), n_scores=("n", "sum"), weeks_sum=("weeks", "sum"),
                 estimate=("value", "mean"), sd=("value", "std")).reset_index())
@@ -1108,6 +1121,7 @@ def lr_test(reduced: TrajectoryFit, full: TrajectoryFit) -> dict[str, float]:
     return {"chisq": chisq, "df": float(df), "p": chi2_sf(chisq, df) if df > 0 else math.nan}
 
 
+@per_cohort
 def phq9_model(cohort: Cohort, *, time: TimeChoice = "auto", by: str | None = None,
                conf_level: float = 0.95) -> TrajectoryFit:
     """THE PHQ-9 trajectory model: the one ``kap-outcomes analyze`` writes, the meeting pack prints and the
@@ -1152,12 +1166,18 @@ def _wilson(k: np.ndarray, n: np.ndarray, conf_level: float) -> tuple[np.ndarray
 
 
 def _post_baseline_phq9(cohort: Cohort) -> pd.DataFrame:
-    d = measure_frame(cohort, "phq9")
-    d = d[d["days"] > 0]
-    base = cohort.patients.drop_duplicates("patient_id").set_index("patient_id")["baseline_phq9"].dropna()
-    at = base.index.get_indexer(d["patient_id"])  # one hash look-up of the ids (a merge on text ids is slower)
-    d = d[at >= 0].assign(baseline_phq9=base.to_numpy()[at[at >= 0]])
-    return d.reset_index(drop=True)
+    """PHQ-9 scores after day 0 of patients with a baseline, with that baseline; formed once per cohort (response,
+    bands and durability all start from it). Callers filter it into new frames and never change it in place."""
+
+    def compute() -> pd.DataFrame:
+        d = measure_frame(cohort, "phq9")
+        d = d[d["days"] > 0]
+        base = cohort.patients.drop_duplicates("patient_id").set_index("patient_id")["baseline_phq9"].dropna()
+        at = base.index.get_indexer(d["patient_id"])  # one hash look-up of the ids (a merge on text ids is slower)
+        d = d[at >= 0].assign(baseline_phq9=base.to_numpy()[at[at >= 0]])
+        return d.reset_index(drop=True)
+
+    return once(cohort, ("post-baseline phq9",), compute)
 
 
 def _groups_of(cohort: Cohort, by: str | None) -> pd.Series:
@@ -1169,6 +1189,7 @@ def _groups_of(cohort: Cohort, by: str | None) -> pd.Series:
     return p[by].astype("string").fillna("(missing)").astype(str)
 
 
+@per_cohort
 def response_remission(cohort: Cohort, *, weeks: tuple[float, ...] = (4, 8, 12, 26), window_days: int = 14,
                        by: str | None = None, min_baseline: float | None = None,
                        conf_level: float = 0.95) -> ResponseRemission:
@@ -1214,6 +1235,7 @@ def response_remission(cohort: Cohort, *, weeks: tuple[float, ...] = (4, 8, 12, 
     return ResponseRemission(table=table, window_days=window_days, conf_level=conf_level, notes=tuple(notes))
 
 
+@per_cohort
 def band_transitions(cohort: Cohort, *, by: str | None = None) -> BandTransitions:
     """Baseline PHQ-9 severity band → band of the latest score after day 0.
 
@@ -1287,6 +1309,7 @@ def _responders(cohort: Cohort, min_baseline: float, rise_points: float) -> pd.D
                 "days_in_response"]]
 
 
+@per_cohort
 def response_durability(cohort: Cohort, *, milestone_weeks: tuple[float, ...] = (4, 8),
                         induction_days: int = 28, min_baseline: float | None = None,
                         rise_points: float | None = None, conf_level: float = 0.95) -> ResponseDurability:
@@ -1426,6 +1449,7 @@ def abstinence_frame(cohort: Cohort) -> pd.DataFrame:
     return out.dropna(subset=["abstinent"]).reset_index(drop=True)
 
 
+@per_cohort
 def abstinence_gee(cohort: Cohort, *, by: str | None = None, reference: str | None = None,
                    interaction: bool = True, conf_level: float = 0.95) -> AbstinenceGEE:
     """Repeated binary abstinence per assessment window by GEE (population-average view).

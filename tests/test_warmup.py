@@ -1,0 +1,85 @@
+"""The background warm-up (issue 21): it computes exactly what the pages ask for, once, and a page asking while it
+computes waits for that result instead of computing it again."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from analytics.outcomes import memo, trajectories, warmup
+from analytics.outcomes.cohort import build_cohort
+from analytics.outcomes.settings import Settings
+from analytics.sample import generate_clinic
+from schemas.frames import ValidatedExports
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    frames = generate_clinic(600, seed=11)
+    return build_cohort(ValidatedExports.from_frames(frames["sessions"], frames["followups"], frames["patients"]),
+                        Settings())
+
+
+def test_a_page_reads_what_the_warmup_computed(cohort):
+    memo.forget(cohort)
+    warmup.start(cohort).join(timeout=120)
+    calls = []
+    original = trajectories.fit_trajectory
+    try:
+        trajectories.fit_trajectory = lambda *a, **k: calls.append(1) or original(*a, **k)
+        # the trajectories page's default calls (pages/trajectories.py) find the warm results
+        fit = trajectories.phq9_model(cohort, time="auto", by=None)
+        assert trajectories.phq9_model(cohort) is fit  # defaults spelled out or not: one computation
+        trajectories.response_durability(cohort)
+    finally:
+        trajectories.fit_trajectory = original
+    assert calls == []
+    # and they are the numbers a fresh computation gives
+    memo.forget(cohort)
+    again = trajectories.phq9_model(cohort)
+    assert again is not fit
+    assert again.fixed["estimate"].tolist() == pytest.approx(fit.fixed["estimate"].tolist(), rel=1e-12)
+
+
+def test_a_second_thread_waits_for_the_first_instead_of_computing_again():
+    class Box:
+        pass
+
+    box, runs = Box(), []
+
+    def slow():
+        runs.append(threading.current_thread().name)
+        time.sleep(0.3)
+        return 42
+
+    threads = [threading.Thread(target=lambda: memo.once(box, "k", slow), name=f"t{i}") for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(runs) == 1 and memo.once(box, "k", slow) == 42
+
+
+def test_a_failure_is_not_kept():
+    class Box:
+        pass
+
+    box, tries = Box(), []
+
+    def fails():
+        tries.append(1)
+        raise ValueError("no")
+
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            memo.once(box, "k", fails)
+    assert len(tries) == 2
+
+
+def test_the_warmup_survives_an_analysis_that_cannot_run(cohort, monkeypatch):
+    monkeypatch.setattr(warmup, "first_views", lambda c: [lambda: 1 / 0, lambda: trajectories.band_transitions(c)])
+    memo.forget(cohort)
+    warmup.run(cohort)
+    assert any("band_transitions" in str(k) for k in cohort.__dict__[memo._SLOT])
