@@ -54,7 +54,7 @@ from analytics.engines.intervals import t_crit, wilson_ci, z_crit
 from analytics.errors import OutcomesError
 from analytics.outcomes import response as rsp
 from analytics.outcomes.cohort import DROPOUT_STATUSES, Cohort, ids_in
-from analytics.outcomes.memo import once
+from analytics.outcomes.memo import once, per_cohort
 from analytics.outcomes.safety import EXPECTED_ACUTE_EFFECTS, NEEDED_ACTION_NOT_RECORDED, SERIOUS_NOT_RECORDED
 from analytics.privacy.counts import note_n, note_of
 from schemas.arrow import text_array, text_codes
@@ -1378,6 +1378,7 @@ def _bound_columns(fig: ClinicFigure | None) -> dict[str, Any]:
     return out
 
 
+@per_cohort
 def compare(cohort: Cohort, *, substance: str | None = None, domain: Domain | None = None, as_of: Any = None,
             arms: tuple[str, str] = DEFAULT_ARMS, conf_level: float = 0.95,
             registry: tuple[Benchmark, ...] | None = None,

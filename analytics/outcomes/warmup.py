@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from analytics.outcomes import trajectories
+from analytics.outcomes import benchmarks, trajectories
 from analytics.outcomes.cohort import Cohort
 
 
@@ -26,6 +26,7 @@ def first_views(cohort: Cohort) -> list[Callable[[], object]]:
         lambda: trajectories.band_transitions(cohort),
         lambda: trajectories.response_durability(cohort),
         lambda: trajectories.abstinence_gee(cohort, by=None),
+        lambda: benchmarks.compare(cohort, substance=None, min_share=benchmarks.MIN_COVERAGE_SHARE),
     ]
 
 
