@@ -26,9 +26,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _inputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sessions", required=True, metavar="FILE", help="sessions.csv export")
-    p.add_argument("--followups", required=True, metavar="FILE", help="followups.csv export")
-    p.add_argument("--patients", metavar="FILE", help="patients.csv export (optional)")
+    several = ("; repeat the option, or give a folder or a pattern such as 'sessions_*.csv', to read several files of "
+               "this kind as one (e.g. one per year or site; CSV or Parquet)")
+    p.add_argument("--sessions", required=True, action="append", metavar="FILE",
+                   help="sessions.csv export" + several)
+    p.add_argument("--followups", required=True, action="append", metavar="FILE",
+                   help="followups.csv export" + several.replace("sessions_", "followups_"))
+    p.add_argument("--patients", action="append", metavar="FILE",
+                   help="patients.csv export (optional)" + several.replace("sessions_", "patients_"))
     p.add_argument("--preset", metavar="NAME", help="column preset of the export layout (default: canonical)")
     p.add_argument("--mapping", metavar="FILE", help="a saved column mapping (TOML), instead of a preset")
     p.add_argument("--dates", choices=["iso", "dayfirst", "monthfirst"], default="iso",
@@ -79,11 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace):
     from schemas.presets import load_mapping_file
+    from schemas.reader import expand_paths
     from schemas.validate import load_exports
 
     preset = load_mapping_file(args.mapping) if getattr(args, "mapping", None) else args.preset
-    return load_exports(args.sessions, args.followups, args.patients, preset=preset, dates=args.dates,
-                        timezone=args.timezone, prefixes="suggest" if args.keep_prefixes else "apply")
+    files = {kind: expand_paths(given, kind=kind) for kind in ("sessions", "followups", "patients")
+             if (given := getattr(args, kind)) is not None}
+    # files on disk have no size limit (the limit is the browser upload's); memory is the limit
+    return load_exports(files["sessions"], files["followups"], files.get("patients"), preset=preset,
+                        dates=args.dates, timezone=args.timezone,
+                        prefixes="suggest" if args.keep_prefixes else "apply", max_bytes=sys.maxsize)
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
