@@ -187,10 +187,14 @@ def _shown(sentence: str, args: argparse.Namespace) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from analytics.outcomes.pipeline import analysis_json
+    from analytics.outcomes.cohort import build_cohort
+    from analytics.outcomes.pipeline import analysis_json_from_cohort
 
     data = _load(args)
-    result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference, time=args.time)
+    code = _exit_code(data)
+    cohort = build_cohort(data, _settings(args))
+    del data  # the cohort holds what the analyses use: the accepted frames are freed (GBs at a million patients)
+    result, problems = analysis_json_from_cohort(cohort, by=args.by, reference=args.reference, time=args.time)
     for sentence in problems:
         sys.stderr.write(f"kap-outcomes: note: {_shown(sentence, args)}\n")
     text = json_text(result)
@@ -201,7 +205,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
         except OSError as err:
             raise UnusableExport(f"Cannot write {args.json} ({err.strerror}); choose a writable path.") from None
-    return _exit_code(data)
+    return code
 
 
 def cmd_report(args: argparse.Namespace) -> int:

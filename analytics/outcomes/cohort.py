@@ -433,26 +433,30 @@ def _measures(sess: pd.DataFrame, s_code: np.ndarray, fu: pd.DataFrame, f_code: 
         for m in columns:
             value = pd.to_numeric(frame[m], errors="coerce").to_numpy(float)
             ok = ~np.isnan(value)
-            parts.append((pcode[ok], np.full(ok.sum(), names.index(m)), date[ok], value[ok], source))
+            parts.append((pcode[ok].astype(np.int32), np.full(ok.sum(), names.index(m), dtype=np.int8), date[ok],
+                          value[ok], source))
     base = {m: np.full(len(pids), np.nan) for m in MEASURES}
     if not parts:
         return pd.DataFrame({"patient_id": pd.Series(dtype=pids.dtype), "date": pd.Series(dtype="datetime64[ns]"),
                              "days": pd.Series(dtype=np.int64), "weeks": pd.Series(dtype=float),
                              "measure": pd.Series(dtype="str"), "value": pd.Series(dtype=float),
                              "source": pd.Series(dtype="str")}), base
+    # narrow codes, and each array put in order as soon as it is made (the unordered one is freed at once): at a
+    # million patients the long table has tens of millions of rows, and every full-length copy costs GBs
     pcode = np.concatenate([p[0] for p in parts])
     mcode = np.concatenate([p[1] for p in parts])
     date = np.concatenate([p[2] for p in parts])
-    value = np.concatenate([p[3] for p in parts])
-    src = np.concatenate([np.full(len(p[0]), p[4], dtype=np.int8) for p in parts])
     # rows in the order of the former long table: sessions then follow-ups (then PDA), each measure by measure;
     # a stable sort keeps that order among same-day duplicates, so "last" is the follow-up's
     order = _order(pcode, mcode, date, len(names))
-    pcode, mcode, date, value, src = pcode[order], mcode[order], date[order], value[order], src[order]
-    new = np.ones(len(order), dtype=bool)
+    pcode, mcode, date = pcode[order], mcode[order], date[order]
+    value = np.concatenate([p[3] for p in parts])[order]
+    src = np.concatenate([np.full(len(p[0]), p[4], dtype=np.int8) for p in parts])[order]
+    del parts, order
+    new = np.ones(len(pcode), dtype=bool)
     new[1:] = (pcode[1:] != pcode[:-1]) | (mcode[1:] != mcode[:-1]) | (date[1:] != date[:-1])
     start = np.flatnonzero(new)
-    end = np.r_[start[1:], len(order)]
+    end = np.r_[start[1:], len(pcode)]
     mean = np.add.reduceat(value, start) / (end - start)
     first_day = index_date.to_numpy("datetime64[ns]")
     days = ((date[start] - first_day[pcode[start]]) // np.timedelta64(1, "D")).astype(np.int64)  # floor, as .dt.days
@@ -464,11 +468,17 @@ def _measures(sess: pd.DataFrame, s_code: np.ndarray, fu: pd.DataFrame, f_code: 
     for m in MEASURES:
         mine = last[measure[last] == names.index(m)]
         base[m][patient[mine]] = mean[mine]
-    return pd.DataFrame({
-        "patient_id": pids.take(patient).to_series(index=pd.RangeIndex(len(start))).astype(sess["patient_id"].dtype),
-        "date": date[start], "days": days, "weeks": days / 7.0,
-        "measure": _labels(names, measure), "value": mean,
-        "source": _labels(["session", "followup"], src[end - 1])}), base
+    rows = pd.RangeIndex(len(start))
+    source = src[end - 1]
+    del src, end, value
+    ids = pids.take(patient).to_series(index=rows)
+    columns = {"patient_id": ids if ids.dtype == sess["patient_id"].dtype else ids.astype(sess["patient_id"].dtype),
+               "date": date[start], "days": days, "weeks": days / 7.0,
+               "measure": _labels(names, measure), "value": mean, "source": _labels(["session", "followup"], source)}
+    out = pd.DataFrame(index=rows)
+    for k, v in columns.items():  # one block per column: no consolidation copy of the float columns into one block
+        out[k] = v
+    return out, base
 
 
 def _order(pcode: np.ndarray, mcode: np.ndarray, date: np.ndarray, n_measures: int) -> np.ndarray:
@@ -486,4 +496,5 @@ def _order(pcode: np.ndarray, mcode: np.ndarray, date: np.ndarray, n_measures: i
 
 def _labels(names: list[str], codes: np.ndarray) -> pd.Series:
     """A text column from a few labels and one code per row (Arrow take: no Python string per row)."""
-    return text_series(pc.take(pa.array(names, type=pa.string()), pa.array(codes)), pd.RangeIndex(len(codes)))
+    # large_string: the Arrow type of pandas' text columns, so the column is not cast (copied) into it
+    return text_series(pc.take(pa.array(names, type=pa.large_string()), pa.array(codes)), pd.RangeIndex(len(codes)))
