@@ -19,6 +19,11 @@ What happens here, in order:
 6. A long file (the preset has ``[followups.long]``: one row per completed questionnaire) is pivoted into
    follow-up rows per patient and day by :mod:`schemas.long_format`; every source row is accounted for.
 
+A Parquet file (:func:`is_parquet`) skips steps 1–4: its columns are read with pyarrow and written as text, as a
+CSV export of the same table would hold them (``line`` = row + 1, its line in that CSV). Several files of one kind
+(one per year or site) are read one by one and stacked into one export by :func:`read_exports`, which refuses a
+file whose columns differ from the first file's and keeps each row's file for the issues.
+
 Values stay text here; :mod:`schemas.validate` parses and checks them.
 """
 
