@@ -192,7 +192,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     data = _load(args)
     code = _exit_code(data)
-    cohort = build_cohort(data, _settings(args))
+    cohort = build_cohort(data, _settings(args), consume=True)
     del data  # the cohort holds what the analyses use: the accepted frames are freed (GBs at a million patients)
     result, problems = analysis_json_from_cohort(cohort, by=args.by, reference=args.reference, time=args.time)
     for sentence in problems:

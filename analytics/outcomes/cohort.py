@@ -238,13 +238,17 @@ def _first_per_patient(frame: pd.DataFrame, column: str) -> pd.Series:
     return sub.drop_duplicates("patient_id").set_index("patient_id")[column]
 
 
-def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Cohort:
+def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, consume: bool = False) -> Cohort:
     """Derive the cohort from accepted rows.
 
     Parameters
     ----------
     data:
         Accepted rows of the three exports (:func:`schemas.validate.validate_exports`).
+    consume:
+        The caller hands ``data`` over (the command line): the columns of ``data.sessions`` are removed as the
+        cohort's sessions are made from them, so that the accepted rows and the cohort's copy are never both held
+        (at a million patients each is GBs).
     settings:
         Outcome definitions; defaults are the contract's.
     """
@@ -254,7 +258,8 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
         attended = (sessions["status"].isna() | sessions["status"].eq("attended")).fillna(True).to_numpy(bool)
         sessions = sessions if attended.all() else sessions[attended]
     sessions = sessions.sort_values(["patient_id", "session_date"], kind="stable")
-    ket = sessions[sessions["session_type"] == "ketamine"]
+    ket_cols = ["patient_id", "session_date", *[c for c in ("route", "clinician", "site") if c in sessions.columns]]
+    ket = sessions.loc[(sessions["session_type"] == "ketamine").to_numpy(bool), ket_cols]  # the columns used below
     index = ket.groupby("patient_id", sort=True)["session_date"].min().rename("index_date")
     all_ids = pd.Index(sessions["patient_id"].unique())
     exclusions: dict[str, int] = {}
@@ -283,7 +288,7 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
     is_ket = (sessions["session_type"] == "ketamine").to_numpy(bool)
     patients["n_ketamine_sessions"] = np.bincount(s_code[in_cohort & is_ket], minlength=len(patients))
     patients["n_sessions"] = np.bincount(s_code[in_cohort], minlength=len(patients))
-    sess = sessions if in_cohort.all() else sessions[in_cohort]
+    sess = sessions if in_cohort.all() else _rows_of(sessions, in_cohort, data.sessions if consume else None)
     s_code = s_code[in_cohort]
     sess = sess.assign(days=(sess["session_date"] - _at(index_date, s_code, sess.index)).dt.days)
 
@@ -323,6 +328,21 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
     return Cohort(patients=patients, measures=measures, followups=fu.reset_index(drop=True),
                   sessions=sess.reset_index(drop=True), settings=settings, exclusions=exclusions, notes=notes,
                   pretreatment=pre_fu)
+
+
+def _rows_of(frame: pd.DataFrame, keep: np.ndarray, handed_over: pd.DataFrame | None) -> pd.DataFrame:
+    """``frame[keep]``; with ``handed_over`` (the accepted rows the caller gave up, which ``frame`` may share
+    columns with), built column by column, each column removed from both as soon as it is copied."""
+    if handed_over is None:
+        return frame[keep]
+    out = pd.DataFrame(index=frame.index[keep])
+    for col in list(frame.columns):
+        values = frame.pop(col)
+        if col in handed_over.columns:
+            del handed_over[col]
+        out[col] = values[keep]
+        del values
+    return out
 
 
 def _at(per_patient: pd.Series, codes: np.ndarray, index: pd.Index) -> pd.Series:
