@@ -1043,33 +1043,43 @@ def _parquet_records(source: Source, *, label: str, name: str | None
         name = name or f"{label}.parquet"
         where = pa.BufferReader(pa.py_buffer(bytes(source) if not isinstance(source, bytes) else source))
     try:
-        table = pq.read_table(where, memory_map=isinstance(where, Path))
+        pf = pq.ParquetFile(where, memory_map=isinstance(where, Path))
+        header = [str(c) for c in pf.schema_arrow.names]
+        n_rows = pf.metadata.num_rows
     except PermissionError:
         raise UnusableExport(f"{name} cannot be read (permission denied); check the file's permissions.") from None
     except (pa.ArrowException, OSError) as err:
         raise UnusableExport(f"{name} is not a readable Parquet file ({clip_text(str(err), 120)}); export it again "
                              "(or as CSV).") from None
-    if table.num_columns == 0:
+    if not header:
         raise UnusableExport(f"{name} is empty; export it again with its columns and data.")
-    if table.num_columns > MAX_COLUMNS:
-        raise UnusableExport(f"{name} has {table.num_columns:,} columns, more than the {MAX_COLUMNS} a clinic "
+    if len(header) > MAX_COLUMNS:
+        raise UnusableExport(f"{name} has {len(header):,} columns, more than the {MAX_COLUMNS} a clinic "
                              "export can have; check that the right file was chosen.")
-    header = [str(c) for c in table.column_names]
-    cols: dict[object, pd.Series] = {"__line": pd.Series(np.arange(2, table.num_rows + 2, dtype="int64"))}
+    whole = pf.read() if len(set(header)) < len(header) else None  # repeated names: read at once, by position
+    rows = pd.RangeIndex(n_rows)
+    cols: dict[object, pd.Series] = {"__line": pd.Series(np.arange(2, n_rows + 2, dtype="int64"))}
     has_nul = False
-    for i, h in enumerate(header):
+    for i, h in enumerate(header):  # one typed column in memory at a time, beside the text ones
         try:
-            text = _parquet_text(table.column(i))
+            typed = whole.column(i) if whole is not None else pf.read(columns=[h]).column(0)
+            text = _parquet_text(typed)
         except UnusableExport as err:
             raise UnusableExport(f"{name}: column '{clip_text(h)}' cannot be read ({err}); export it as text, "
                                  "numbers or dates.") from None
+        except (pa.ArrowException, OSError) as err:
+            raise UnusableExport(f"{name}: column '{clip_text(h)}' cannot be read ({clip_text(str(err), 120)}); "
+                                 "export the file again (or as CSV).") from None
+        t = typed.type
+        del typed
         has_nul = has_nul or bool(pc.any(pc.match_substring(text, "\x00")).as_py() or False)
-        cols[i] = text_series(text, pd.RangeIndex(table.num_rows))
-    del table
+        column = text_series(text, rows)
+        del text
+        # integers, dates and booleans written as text hold no white space or missing token: nothing to clean
+        exact = pa.types.is_integer(t) or pa.types.is_temporal(t) or pa.types.is_boolean(t)
+        cols[i] = column if exact else _missing_to_none(column)
+    del whole
     body = pd.DataFrame(cols)
-    cleaned = _missing_to_none_all({i: body[i] for i in range(len(header))})
-    for i, col in cleaned.items():
-        body[i] = col
     body, blank, footers = _drop_non_records(body, len(header))
     notes = [f"{name}: read as Parquet; line numbers are those of the same table written as CSV (row + 1)."]
     return name, header, body, len(body), notes + _non_record_notes(name, [], 1, blank, footers), has_nul
