@@ -26,9 +26,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _inputs(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sessions", required=True, metavar="FILE", help="sessions.csv export")
-    p.add_argument("--followups", required=True, metavar="FILE", help="followups.csv export")
-    p.add_argument("--patients", metavar="FILE", help="patients.csv export (optional)")
+    several = ("; repeat the option, or give a folder or a pattern such as 'sessions_*.csv', to read several files of "
+               "this kind as one (e.g. one per year or site; CSV or Parquet)")
+    p.add_argument("--sessions", required=True, action="append", metavar="FILE",
+                   help="sessions.csv export" + several)
+    p.add_argument("--followups", required=True, action="append", metavar="FILE",
+                   help="followups.csv export" + several.replace("sessions_", "followups_"))
+    p.add_argument("--patients", action="append", metavar="FILE",
+                   help="patients.csv export (optional)" + several.replace("sessions_", "patients_"))
     p.add_argument("--preset", metavar="NAME", help="column preset of the export layout (default: canonical)")
     p.add_argument("--mapping", metavar="FILE", help="a saved column mapping (TOML), instead of a preset")
     p.add_argument("--dates", choices=["iso", "dayfirst", "monthfirst"], default="iso",
@@ -79,11 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace):
     from schemas.presets import load_mapping_file
+    from schemas.reader import expand_paths
     from schemas.validate import load_exports
 
     preset = load_mapping_file(args.mapping) if getattr(args, "mapping", None) else args.preset
-    return load_exports(args.sessions, args.followups, args.patients, preset=preset, dates=args.dates,
-                        timezone=args.timezone, prefixes="suggest" if args.keep_prefixes else "apply")
+    files = {kind: expand_paths(given, kind=kind) for kind in ("sessions", "followups", "patients")
+             if (given := getattr(args, kind)) is not None}
+    # files on disk have no size limit (the limit is the browser upload's); memory is the limit
+    return load_exports(files["sessions"], files["followups"], files.get("patients"), preset=preset,
+                        dates=args.dates, timezone=args.timezone,
+                        prefixes="suggest" if args.keep_prefixes else "apply", max_bytes=sys.maxsize)
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -177,10 +187,14 @@ def _shown(sentence: str, args: argparse.Namespace) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from analytics.outcomes.pipeline import analysis_json
+    from analytics.outcomes.cohort import build_cohort
+    from analytics.outcomes.pipeline import analysis_json_from_cohort
 
     data = _load(args)
-    result, problems = analysis_json(data, _settings(args), by=args.by, reference=args.reference, time=args.time)
+    code = _exit_code(data)
+    cohort = build_cohort(data, _settings(args), consume=True)
+    del data  # the cohort holds what the analyses use: the accepted frames are freed (GBs at a million patients)
+    result, problems = analysis_json_from_cohort(cohort, by=args.by, reference=args.reference, time=args.time)
     for sentence in problems:
         sys.stderr.write(f"kap-outcomes: note: {_shown(sentence, args)}\n")
     text = json_text(result)
@@ -191,7 +205,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             Path(args.json).write_text(text + "\n", encoding="utf-8")
         except OSError as err:
             raise UnusableExport(f"Cannot write {args.json} ({err.strerror}); choose a writable path.") from None
-    return _exit_code(data)
+    return code
 
 
 def cmd_report(args: argparse.Namespace) -> int:

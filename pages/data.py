@@ -7,6 +7,7 @@ import streamlit as st
 
 from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
+from analytics.outcomes import pipeline
 from analytics.outcomes.pipeline import empty_load_reason, prefix_offer, timezone_options
 from analytics.privacy.access import ROW_LEVEL_ROLES, STORE_ROLES
 from analytics.privacy.safe_export import to_safe_csv
@@ -33,9 +34,13 @@ if role not in STORE_ROLES:
 
 with st.form("upload"):
     c1, c2, c3 = st.columns(3)
-    sessions = c1.file_uploader("sessions.csv (required)", type=["csv", "txt", "tsv"], key="up_sessions")
-    followups = c2.file_uploader("followups.csv (required)", type=["csv", "txt", "tsv"], key="up_followups")
-    patients = c3.file_uploader("patients.csv (optional)", type=["csv", "txt", "tsv"], key="up_patients")
+    several = "Several files of one kind (one per year or site, CSV or Parquet) are read as one export."
+    sessions = c1.file_uploader("sessions.csv (required)", type=pipeline.UPLOAD_TYPES, key="up_sessions",
+                                accept_multiple_files=True, help=several)
+    followups = c2.file_uploader("followups.csv (required)", type=pipeline.UPLOAD_TYPES, key="up_followups",
+                                 accept_multiple_files=True, help=several)
+    patients = c3.file_uploader("patients.csv (optional)", type=pipeline.UPLOAD_TYPES, key="up_patients",
+                                accept_multiple_files=True, help=several)
     presets = available_presets()
     p1, p2, p3 = st.columns(3)
     preset = p1.selectbox("Export layout (preset)", options=list(presets), format_func=lambda k: f"{k}: {presets[k]}")
@@ -53,12 +58,10 @@ with st.form("upload"):
 
 
 def _load(layout: str | Preset, prefixes: str = "suggest") -> None:
-    chosen = {k: f for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
-    names = {k: f.name for k, f in chosen.items()}
+    chosen, names, stored = pipeline.upload_sources({"sessions": sessions, "followups": followups, "patients": patients})
     with st.spinner("Checking every row…"):
         try:
-            data = load_exports(sessions.getvalue(), followups.getvalue(),  # type: ignore[union-attr]
-                                patients.getvalue() if patients is not None else None,
+            data = load_exports(chosen["sessions"], chosen["followups"], chosen.get("patients"),
                                 preset=layout, dates=dates, names=names, timezone=timezone or None,
                                 prefixes=prefixes)  # type: ignore[arg-type]
         except OutcomesError as err:
@@ -79,7 +82,7 @@ def _load(layout: str | Preset, prefixes: str = "suggest") -> None:
     options = {"preset": layout if isinstance(layout, str) else layout.to_toml(), "dates": dates,
                "timezone": timezone, "prefixes": prefixes}
     try:  # the upload history (pages/history.py); the session keeps the data either way
-        open_store().save_validated({k: f.getvalue() for k, f in chosen.items()}, data, user=user, options=options)
+        open_store().save_validated(stored, data, user=user, options=options)
     except StoreBusy:
         st.session_state[Key.STORE_NOTE] = ("Loaded, but not saved to the upload history: the store is busy with "
                                           "another upload. Load the same files again in a minute to save them.")
@@ -96,12 +99,12 @@ except OutcomesError as err:
     st.error(escape_markdown(mapping_error))
     layout = preset
 if submitted and mapping_error is None:
-    if sessions is None or followups is None:
+    if not sessions or not followups:
         st.error("Choose both sessions.csv and followups.csv; patients.csv is optional.")
     else:
         _load(layout)
 
-uploads = {k: f for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
+uploads = {k: f[0] for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
 if uploads and row_level:  # the mapping step previews the file's rows
     with st.expander("Map columns (when no preset matches your export)"):
         kinds = st.multiselect("Map the columns of", list(uploads), key="map_kinds")
@@ -116,7 +119,7 @@ if uploads and row_level:  # the mapping step previews the file's rows
             st.download_button("Download the mapping for all files (TOML)", data=combined.to_toml,
                                file_name="kap-outcomes-mapping.toml", mime="application/toml", key="dl_all_mapping")
             if st.button("Check and load with this mapping", type="primary", key="load_mapped",
-                         disabled=sessions is None or followups is None or mapping_error is not None):
+                         disabled=not sessions or not followups or mapping_error is not None):
                 _load(combined)
 
 if st.button("Use the sample clinic instead", disabled=st.session_state.get(Key.SOURCE) == "sample"):
@@ -142,7 +145,7 @@ if source == "upload" and (prefix := prefix_offer(data.notes)) is not None:
     offer = next(n for n in data.notes if prefix_offer([n]) == prefix)
     load_notes = tuple(n for n in data.notes if n != offer)
     st.warning(shown_markdown(offer))
-    if st.button(f"Remove the '{prefix}' prefix", key="apply_prefix", disabled=sessions is None or followups is None,
+    if st.button(f"Remove the '{prefix}' prefix", key="apply_prefix", disabled=not sessions or not followups,
                  help="Loads the same files again with the prefix removed from the patient ids that carry it."):
         _load(st.session_state.get(Key.LOAD_LAYOUT, layout), prefixes="apply")
 st.subheader("Data-quality report" + (" (sample clinic)" if source == "sample" else ""))

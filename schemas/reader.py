@@ -19,6 +19,11 @@ What happens here, in order:
 6. A long file (the preset has ``[followups.long]``: one row per completed questionnaire) is pivoted into
    follow-up rows per patient and day by :mod:`schemas.long_format`; every source row is accounted for.
 
+A Parquet file (:func:`is_parquet`) skips steps 1–4: its columns are read with pyarrow and written as text, as a
+CSV export of the same table would hold them (``line`` = row + 1, its line in that CSV). Several files of one kind
+(one per year or site) are read one by one and stacked into one export by :func:`read_exports`, which refuses a
+file whose columns differ from the first file's and keeps each row's file for the issues.
+
 Values stay text here; :mod:`schemas.validate` parses and checks them.
 """
 
@@ -29,6 +34,7 @@ import functools
 import io
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +55,10 @@ MAX_BYTES = 512 * 1024 * 1024
 MAX_COLUMNS = 500
 MAX_LINE_CHARS = 100_000
 MISSING_TOKENS = frozenset({"", "na", "n/a", "null", "-", "none", "nan"})
+# Several files of one kind read as one (:func:`read_exports`): a row's ``line`` is (file number + 1) * LINE_STRIDE +
+# its line in its own file, until the issues are written (:meth:`RawExport.explain_issues` names file and line)
+LINE_STRIDE = 10**12
+_LONG_LINE = re.compile(r"(?<![\d.])(\d{13,})(?![\d.])")
 
 # Header tokens that mark a direct identifier (HIPAA Safe Harbor style). Matched on whole tokens of
 # the normalised header, so ``site`` or ``session_type`` never match.
@@ -84,6 +94,13 @@ class RawExport:
     sources: pd.DataFrame | None = None
     identical_duplicates: int = 0
     identifier_columns: tuple[str, ...] = ()
+    parts: tuple[str, ...] = ()  # several files of one kind read as one (:func:`read_exports`): their names
+
+    def source_of(self, line: int) -> tuple[str, int]:
+        """(file name, line as an editor shows it) of a row's ``line`` (several files: see :func:`read_exports`)."""
+        if not self.parts or line < LINE_STRIDE:
+            return self.name, int(line)
+        return self.parts[int(line) // LINE_STRIDE - 1], int(line) % LINE_STRIDE
 
     def report(self, accepted: pd.DataFrame) -> FileReport:
         """Counts for the data-quality report, given the accepted rows (with ``line``) of this file.
@@ -109,7 +126,7 @@ class RawExport:
         source lines of the follow-up, which are set aside with it.
         """
         if self.sources is None or issues.empty:
-            return issues
+            return self._localise(issues)
         src = self.sources
         mine = issues["file"].eq(self.name) & issues["line"].isin(src["followup_line"].to_numpy())
         if not mine.any():
@@ -130,7 +147,33 @@ class RawExport:
             reasons.append(str(out.at[idx, "reason"]) + extra)
         out.loc[mine, "reason"] = reasons
         out.loc[mine, "line"] = new_line.to_numpy()
+        return self._localise(out)
+
+    def _localise(self, issues: pd.DataFrame) -> pd.DataFrame:
+        """Issues of several files read as one: each names its own file and line (also where a reason quotes the
+        line of another row, e.g. the first copy of a duplicate: ``line 12 of sessions_2024.csv``)."""
+        if not self.parts or issues.empty:
+            return issues
+        mine = issues["file"].eq(self.name).to_numpy()
+        if not mine.any():
+            return issues
+        out = issues.copy()
+        lines = out.loc[mine, "line"].to_numpy(dtype="int64")
+        part = lines // LINE_STRIDE - 1
+        names = np.asarray(self.parts, dtype=object)
+        out.loc[mine, "file"] = names[part]
+        out.loc[mine, "line"] = lines % LINE_STRIDE
+        out["line"] = out["line"].astype("int64")
+        out.loc[mine, "reason"] = [_LONG_LINE.sub(functools.partial(self._quoted_line, own=own), str(r))
+                                   for r, own in zip(out.loc[mine, "reason"], names[part])]
         return out
+
+    def _quoted_line(self, m: re.Match[str], own: str) -> str:
+        line = int(m.group(1))
+        if not LINE_STRIDE <= line < (len(self.parts) + 1) * LINE_STRIDE:
+            return m.group(0)
+        name, local = self.source_of(line)
+        return f"{local}" if name == own else f"{local} of {name}"
 
 
 def _list_lines(lines: list[int], limit: int = 8) -> str:
@@ -771,7 +814,7 @@ def read_export(source: str | Path | bytes, *, kind: str, name: str | None = Non
     Parameters
     ----------
     source:
-        A path, or the file's bytes (an upload).
+        A path, or the file's bytes (an upload): a CSV text file, or a Parquet file (:func:`is_parquet`).
     kind:
         ``sessions``, ``followups`` or ``patients``.
     name:
@@ -793,10 +836,253 @@ def read_export(source: str | Path | bytes, *, kind: str, name: str | None = Non
     if dates not in (None, "iso", "dayfirst", "monthfirst"):
         raise UnusableExport(f"Unknown date format '{dates}'; use iso, dayfirst or monthfirst.")
     loaded = preset if isinstance(preset, Preset) else load_preset(preset)
+    if is_parquet(source):
+        name, header, body, rows, notes, has_nul = _parquet_records(source, label=kind, name=name)
+        return _name_columns(kind, name, header, body, rows, [], loaded, notes, dates, has_nul=has_nul)
     name, header, body, issues, rows, notes, has_nul = _records(source, label=kind, name=name, max_bytes=max_bytes,
                                                                 preset=loaded)
     release_unused_memory()  # what splitting the file allocated and let go
     return _name_columns(kind, name, header, body, rows, issues, loaded, notes, dates, has_nul=has_nul)
+
+
+Source = str | Path | bytes
+
+
+def read_exports(sources: Source | Sequence[Source], *, kind: str, names: Sequence[str | None] | str | None = None,
+                 preset: str | Preset | None = None, dates: str | None = None,
+                 max_bytes: int = MAX_BYTES) -> RawExport:
+    """Read one or several files of one kind (one sessions file per year or per site) as one export.
+
+    One source: :func:`read_export` (nothing changes). Several: each is read on its own (CSV or Parquet, with the
+    same preset), then they are checked to have the same contract columns after mapping (else
+    :class:`UnusableExport` names the file that differs and how) and stacked in the order given. Each row's
+    ``line`` becomes ``(file number + 1) * LINE_STRIDE + line``, so that rules across rows (duplicates, a patient's
+    rows that must agree) see every file, and :meth:`RawExport.explain_issues` writes each issue with its own file
+    and line; ``parts`` holds the file names, ``name`` names them together (for notes and messages).
+
+    ``names``: the file names used in messages (one per source; default: each path's name, or ``<kind>.csv``).
+    Two paths with the same name (``2023/sessions.csv``, ``2024/sessions.csv``) are named by their paths.
+    """
+    many = [sources] if isinstance(sources, (str, Path, bytes, bytearray, memoryview)) else list(sources)
+    given = [names] if isinstance(names, str) or names is None else list(names)
+    given = given + [None] * (len(many) - len(given)) if len(many) > 1 or given else [None]
+    if not many:
+        raise UnusableExport(f"No {kind} file was given; give at least one.")
+    if len(many) == 1:
+        return read_export(many[0], kind=kind, name=given[0], preset=preset, dates=dates, max_bytes=max_bytes)
+    labels = _part_names(many, given, kind)
+    loaded = preset if isinstance(preset, Preset) else load_preset(preset)
+    parts: list[RawExport] = []
+    for src, label in zip(many, labels):
+        part = read_export(src, kind=kind, name=label, preset=loaded, dates=dates, max_bytes=max_bytes)
+        if parts:
+            _check_same_columns(parts[0], part, kind)
+        parts.append(part)
+    return _stack(parts, kind)
+
+
+EXPORT_SUFFIXES = (".csv", ".txt", ".tsv", ".parquet", ".pq")
+
+
+def expand_paths(values: Sequence[str | Path], *, kind: str) -> list[Path]:
+    """The files named by command-line values for one kind: a path as given, a folder's export files (``.csv``,
+    ``.txt``, ``.tsv``, ``.parquet``; sorted by name), or a glob pattern (``sessions_*.csv``; sorted). A folder or
+    pattern that finds no file is refused with a sentence; a missing plain path is left to the reader's message."""
+    import glob
+
+    out: list[Path] = []
+    for value in values:
+        path = Path(value)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in EXPORT_SUFFIXES)
+            if not found:
+                raise UnusableExport(f"The folder {path} given for {kind} holds no export file (.csv, .tsv, .txt or "
+                                     ".parquet); give the files, or the folder that holds them.")
+            out += found
+        elif not path.exists() and glob.has_magic(str(value)):
+            found = sorted(Path(p) for p in glob.glob(str(value)) if Path(p).is_file())
+            if not found:
+                raise UnusableExport(f"No file matches {value} (given for {kind}); check the pattern and the folder.")
+            out += found
+        else:
+            out.append(path)
+    return list(dict.fromkeys(out))
+
+
+def _part_names(sources: list[Source], given: list[str | None], kind: str) -> list[str]:
+    names = []
+    for i, (src, name) in enumerate(zip(sources, given)):
+        names.append(name or (Path(src).name if isinstance(src, (str, Path)) else f"{kind} file {i + 1}"))
+    repeated = {n for n in names if names.count(n) > 1}
+    names = [str(src) if n in repeated and isinstance(src, (str, Path)) else n for n, src in zip(names, sources)]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):  # still the same (two uploads of one name): numbered
+        seen[name] = seen.get(name, 0) + 1
+        if names.count(name) > 1:
+            names[i] = f"{name} ({seen[name]})"
+    return names
+
+
+def _contract_columns(raw: RawExport) -> list[str]:
+    return [c for c in raw.frame.columns if c != "line" and not c.startswith("extra:")]
+
+
+def _check_same_columns(first: RawExport, other: RawExport, kind: str) -> None:
+    """Refuse a file of one kind whose contract columns (after mapping) differ from the first file's."""
+    a, b = _contract_columns(first), _contract_columns(other)
+    if set(a) == set(b) and first.long_format == other.long_format:
+        return
+    lacks = [c for c in a if c not in b]
+    adds = [c for c in b if c not in a]
+    how = "; ".join(x for x in (
+        f"it has no {', '.join(repr(c) for c in lacks)}" if lacks else "",
+        f"it has {', '.join(repr(c) for c in adds)}, which {first.name} has not" if adds else "",
+        "one file has one row per questionnaire and the other not" if not (lacks or adds) else "") if x)
+    raise UnusableExport(
+        f"{other.name} does not have the same columns as {first.name}, the first {kind} file ({how}). Files of one "
+        f"kind are read as one export, so they must have the same columns: export them with the same layout (or "
+        f"mapping), or load them separately.")
+
+
+def _joined_name(names: Sequence[str], kind: str) -> str:
+    if len(names) <= 3:
+        return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
+    return f"{names[0]}, {names[1]} and {len(names) - 2} more {kind} files"
+
+
+def _stack(parts: list[RawExport], kind: str) -> RawExport:
+    """Several read files of one kind as one :class:`RawExport` (see :func:`read_exports`); each part's frame is
+    released as it is copied in."""
+    frames, sources = [], []
+    for k, part in enumerate(parts, start=1):
+        frame = part.frame
+        frame["line"] = frame["line"].to_numpy(dtype="int64") + k * LINE_STRIDE
+        frames.append(frame)
+        if part.sources is not None:
+            src = part.sources.copy()
+            src["line"] += k * LINE_STRIDE
+            src["followup_line"] += k * LINE_STRIDE
+            sources.append(src)
+    columns = list(dict.fromkeys(c for f in frames for c in f.columns))
+    frame = pd.concat(frames, ignore_index=True)[columns] if len(frames) > 1 else frames[0]
+    del frames
+    for part in parts:
+        for col in list(part.frame.columns):
+            del part.frame[col]
+    release_unused_memory()
+    names = [p.name for p in parts]
+    return RawExport(
+        kind=kind, name=_joined_name(names, kind), frame=frame, rows=sum(p.rows for p in parts),
+        issues=[i for p in parts for i in p.issues],
+        dropped_columns=tuple(dict.fromkeys(c for p in parts for c in p.dropped_columns)),
+        extra_columns=tuple(dict.fromkeys(c for p in parts for c in p.extra_columns)),
+        notes=tuple(n for p in parts for n in p.notes), long_format=parts[0].long_format,
+        sources=pd.concat(sources, ignore_index=True) if sources else None,
+        identical_duplicates=sum(p.identical_duplicates for p in parts),
+        identifier_columns=tuple(sorted({c for p in parts for c in p.identifier_columns})), parts=tuple(names))
+
+
+# ------------------------------------------------------------------------------------------------ Parquet files
+
+_PARQUET_MAGIC = b"PAR1"
+
+
+def is_parquet(source: Source) -> bool:
+    """A Parquet file: its name ends ``.parquet``, or its bytes start and end with Parquet's ``PAR1`` mark."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return True
+        try:
+            with path.open("rb") as f:
+                return f.read(4) == _PARQUET_MAGIC
+        except OSError:
+            return False
+    data = bytes(source[:4]) + bytes(source[-4:]) if len(source) >= 8 else b""
+    return data == _PARQUET_MAGIC * 2
+
+
+def _parquet_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A Parquet column as text, as a CSV export would write it: dates ``yyyy-mm-dd``, date-times ISO (``Z`` when
+    in UTC), numbers in their shortest form, booleans ``true``/``false``."""
+    import pyarrow.compute as pc
+
+    t = column.type
+    if pa.types.is_dictionary(t):
+        column = column.cast(t.value_type)
+        t = column.type
+    if pa.types.is_timestamp(t) and t.tz is not None:
+        column = column.cast(pa.timestamp(t.unit, tz="UTC"))
+    if pa.types.is_large_string(t):
+        return column
+    if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return column.cast(pa.large_string())  # UTF-8 is checked by the cast
+    try:
+        return pc.cast(column, pa.large_string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise UnusableExport(f"a column of type {t} cannot be read as text") from None
+
+
+def _parquet_records(source: Source, *, label: str, name: str | None
+                     ) -> tuple[str, list[str], pd.DataFrame, int, list[str], bool]:
+    """A Parquet file as (name, header, body, rows, notes, has_nul), like :func:`_records` gives a CSV file: every
+    column as text (the contract's types are applied in validation, as for a CSV), missing tokens missing, and
+    ``line`` = row number + 1, the line the row has in the same table written as CSV (header = line 1)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        name = name or path.name
+        where: object = path
+        if not path.exists():
+            raise UnusableExport(f"{name} was not found at {path}; check the path and try again.")
+        if path.is_dir():
+            raise UnusableExport(f"{path} is a folder, not a file; give the path of the {label} export.")
+    else:
+        name = name or f"{label}.parquet"
+        where = pa.BufferReader(pa.py_buffer(bytes(source) if not isinstance(source, bytes) else source))
+    try:
+        pf = pq.ParquetFile(where, memory_map=isinstance(where, Path))
+        header = [str(c) for c in pf.schema_arrow.names]
+        n_rows = pf.metadata.num_rows
+    except PermissionError:
+        raise UnusableExport(f"{name} cannot be read (permission denied); check the file's permissions.") from None
+    except (pa.ArrowException, OSError) as err:
+        raise UnusableExport(f"{name} is not a readable Parquet file ({clip_text(str(err), 120)}); export it again "
+                             "(or as CSV).") from None
+    if not header:
+        raise UnusableExport(f"{name} is empty; export it again with its columns and data.")
+    if len(header) > MAX_COLUMNS:
+        raise UnusableExport(f"{name} has {len(header):,} columns, more than the {MAX_COLUMNS} a clinic "
+                             "export can have; check that the right file was chosen.")
+    whole = pf.read() if len(set(header)) < len(header) else None  # repeated names: read at once, by position
+    rows = pd.RangeIndex(n_rows)
+    cols: dict[object, pd.Series] = {"__line": pd.Series(np.arange(2, n_rows + 2, dtype="int64"))}
+    has_nul = False
+    for i, h in enumerate(header):  # one typed column in memory at a time, beside the text ones
+        try:
+            typed = whole.column(i) if whole is not None else pf.read(columns=[h]).column(0)
+            text = _parquet_text(typed)
+        except UnusableExport as err:
+            raise UnusableExport(f"{name}: column '{clip_text(h)}' cannot be read ({err}); export it as text, "
+                                 "numbers or dates.") from None
+        except (pa.ArrowException, OSError) as err:
+            raise UnusableExport(f"{name}: column '{clip_text(h)}' cannot be read ({clip_text(str(err), 120)}); "
+                                 "export the file again (or as CSV).") from None
+        t = typed.type
+        del typed
+        has_nul = has_nul or bool(pc.any(pc.match_substring(text, "\x00")).as_py() or False)
+        column = text_series(text, rows)
+        del text
+        # integers, dates and booleans written as text hold no white space or missing token: nothing to clean
+        exact = pa.types.is_integer(t) or pa.types.is_temporal(t) or pa.types.is_boolean(t)
+        cols[i] = column if exact else _missing_to_none(column)
+    del whole
+    body = pd.DataFrame(cols)
+    body, blank, footers = _drop_non_records(body, len(header))
+    notes = [f"{name}: read as Parquet; line numbers are those of the same table written as CSV (row + 1)."]
+    return name, header, body, len(body), notes + _non_record_notes(name, [], 1, blank, footers), has_nul
 
 
 def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, rows: int,

@@ -8,10 +8,9 @@ value as written, and a reason a clinic user can act on. Nothing is silently dro
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -42,7 +41,7 @@ from schemas.frames import (
 )
 from schemas.patients import PatientsSchema
 from schemas.presets import Preset
-from schemas.reader import RawExport, read_export
+from schemas.reader import MAX_BYTES, RawExport, Source, read_exports
 from schemas.sessions import SessionsSchema
 
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
@@ -838,14 +837,17 @@ def _report(raw: RawExport, accepted: pd.DataFrame, issues: _Issues) -> FileRepo
     return raw.report(accepted)  # counts source rows, also for a long file pivoted into follow-ups
 
 
-def load_exports(sessions: str | Path | bytes, followups: str | Path | bytes,
-                 patients: str | Path | bytes | None = None, *, preset: str | Preset | None = None,
+def load_exports(sessions: Source | Sequence[Source], followups: Source | Sequence[Source],
+                 patients: Source | Sequence[Source] | None = None, *, preset: str | Preset | None = None,
                  dates: DateOrder = "iso", upload_date: date | None = None,
-                 names: dict[str, str] | None = None, timezone: str | None = None,
+                 names: Mapping[str, str | Sequence[str]] | None = None, timezone: str | None = None,
                  prefixes: Prefixes = "suggest",
-                 pretreatment_days: int | None = PRETREATMENT_DAYS) -> ValidatedExports:
+                 pretreatment_days: int | None = PRETREATMENT_DAYS, max_bytes: int = MAX_BYTES) -> ValidatedExports:
     """Read and validate the exports in one call (CLI, dashboard and report share it).
 
+    Each kind may be one file or several (a list: one sessions file per year or per site, CSV or Parquet), read as
+    one export by :func:`schemas.reader.read_exports`; ``names`` gives each kind's file name(s) for messages.
+    ``max_bytes``: the size limit of one file (an upload's; the command line reads files on disk without one).
     ``timezone``, ``prefixes`` and ``pretreatment_days``: see :func:`validate_exports`.
     """
     if dates not in ("iso", "dayfirst", "monthfirst"):
@@ -855,14 +857,15 @@ def load_exports(sessions: str | Path | bytes, followups: str | Path | bytes,
     timezone = check_timezone(timezone)
     names = names or {}
     today = pd.Timestamp(upload_date or date.today())
+
+    def read(source: Source | Sequence[Source], kind: str) -> RawExport:
+        return read_exports(source, kind=kind, names=names.get(kind), preset=preset, dates=dates, max_bytes=max_bytes)
+
     # each file is checked on its own as soon as it is read (the next file is not yet in memory), and the read
     # exports are ours alone: validation drops their text columns as it goes (release)
-    s = _check(read_export(sessions, kind="sessions", name=names.get("sessions"), preset=preset, dates=dates),
-               dates, today, True, timezone)
-    f = _check(read_export(followups, kind="followups", name=names.get("followups"), preset=preset, dates=dates),
-               dates, today, True, timezone)
-    p = _check(read_export(patients, kind="patients", name=names.get("patients"), preset=preset, dates=dates),
-               dates, today, True, timezone) if patients is not None else None
+    s = _check(read(sessions, "sessions"), dates, today, True, timezone)
+    f = _check(read(followups, "followups"), dates, today, True, timezone)
+    p = _check(read(patients, "patients"), dates, today, True, timezone) if patients is not None else None
     prefix_notes = match_prefixes([s, f, p], prefixes)
     return _cross_file(s, f, p, release=True, pretreatment_days=pretreatment_days,  # type: ignore[arg-type]
                        notes=prefix_notes)

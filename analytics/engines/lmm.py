@@ -229,6 +229,10 @@ class Moments:
         return Moments(s=self.s[:, :1], su=self.su, tu=np.empty((len(self.s), 0)), uu=self.uu)
 
 
+# rows summed at once by patient_moments (one chunk below it: the same sums, bit for bit, as before chunking)
+MOMENT_CHUNK_ROWS = 2_000_000
+
+
 def patient_moments(y: np.ndarray, basis: np.ndarray, groups: np.ndarray, time: np.ndarray | None) -> Moments:
     """Reduce observations to per-patient :class:`Moments` (sums by patient: :mod:`analytics.engines.blocksum`).
 
@@ -256,28 +260,37 @@ def patient_moments(y: np.ndarray, basis: np.ndarray, groups: np.ndarray, time: 
     il, im = np.triu_indices(r1)
     n_pairs = len(il)
     slope = time is not None
-    # one row per observation: u, packed u u', 1 (and t, t², t·u); summed per patient by one sparse product
+    t_all = np.asarray(time, dtype=float) if slope else None
+    # one row per observation: u, packed u u', 1 (and t, t², t·u); summed per patient by one sparse product, over
+    # chunks of rows when there are many (a million patients' scores × the row width would be GBs at once)
     width = r1 + n_pairs + 1 + (2 + r1 if slope else 0)
-    vals = np.empty((n, width))
-    vals[:, :r] = basis
-    vals[:, r] = y
-    u = vals[:, :r1]
-    for k, (a, b) in enumerate(zip(il, im)):
-        np.multiply(u[:, a], u[:, b], out=vals[:, r1 + k])
     k = r1 + n_pairs
-    vals[:, k] = 1.0
-    if slope:
-        t = np.asarray(time, dtype=float)
-        vals[:, k + 1] = t
-        np.multiply(t, t, out=vals[:, k + 2])
-        np.multiply(u, t[:, None], out=vals[:, k + 3:])
-    if blocksum.use_sparse(n, width):
-        from scipy import sparse
+    sums = None
+    for lo in range(0, max(n, 1), MOMENT_CHUNK_ROWS):
+        hi = min(n, lo + MOMENT_CHUNK_ROWS)
+        m = hi - lo
+        vals = np.empty((m, width))
+        vals[:, :r] = basis[lo:hi]
+        vals[:, r] = y[lo:hi]
+        u = vals[:, :r1]
+        for j, (a, b) in enumerate(zip(il, im)):
+            np.multiply(u[:, a], u[:, b], out=vals[:, r1 + j])
+        vals[:, k] = 1.0
+        if t_all is not None:
+            t = t_all[lo:hi]
+            vals[:, k + 1] = t
+            np.multiply(t, t, out=vals[:, k + 2])
+            np.multiply(u, t[:, None], out=vals[:, k + 3:])
+        if blocksum.use_sparse(m, width):
+            from scipy import sparse
 
-        g = sparse.csc_matrix((np.ones(n), groups, np.arange(n + 1)), shape=(n_groups, n))
-        sums = np.asarray(g @ vals)
-    else:
-        sums = blocksum.sum_by_block(vals, groups, n_groups)
+            g = sparse.csc_matrix((np.ones(m), groups[lo:hi], np.arange(m + 1)), shape=(n_groups, m))
+            part = np.asarray(g @ vals)
+        else:
+            part = blocksum.sum_by_block(vals, groups[lo:hi], n_groups)
+        del vals
+        sums = part if sums is None else sums + part
+    assert sums is not None
     packed = sums[:, r1:k]
     uu = np.empty((n_groups, r1, r1))
     uu[:, il, im] = packed

@@ -238,13 +238,17 @@ def _first_per_patient(frame: pd.DataFrame, column: str) -> pd.Series:
     return sub.drop_duplicates("patient_id").set_index("patient_id")[column]
 
 
-def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Cohort:
+def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, consume: bool = False) -> Cohort:
     """Derive the cohort from accepted rows.
 
     Parameters
     ----------
     data:
         Accepted rows of the three exports (:func:`schemas.validate.validate_exports`).
+    consume:
+        The caller hands ``data`` over (the command line): the columns of ``data.sessions`` are removed as the
+        cohort's sessions are made from them, so that the accepted rows and the cohort's copy are never both held
+        (at a million patients each is GBs).
     settings:
         Outcome definitions; defaults are the contract's.
     """
@@ -254,7 +258,8 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
         attended = (sessions["status"].isna() | sessions["status"].eq("attended")).fillna(True).to_numpy(bool)
         sessions = sessions if attended.all() else sessions[attended]
     sessions = sessions.sort_values(["patient_id", "session_date"], kind="stable")
-    ket = sessions[sessions["session_type"] == "ketamine"]
+    ket_cols = ["patient_id", "session_date", *[c for c in ("route", "clinician", "site") if c in sessions.columns]]
+    ket = sessions.loc[(sessions["session_type"] == "ketamine").to_numpy(bool), ket_cols]  # the columns used below
     index = ket.groupby("patient_id", sort=True)["session_date"].min().rename("index_date")
     all_ids = pd.Index(sessions["patient_id"].unique())
     exclusions: dict[str, int] = {}
@@ -283,7 +288,7 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
     is_ket = (sessions["session_type"] == "ketamine").to_numpy(bool)
     patients["n_ketamine_sessions"] = np.bincount(s_code[in_cohort & is_ket], minlength=len(patients))
     patients["n_sessions"] = np.bincount(s_code[in_cohort], minlength=len(patients))
-    sess = sessions if in_cohort.all() else sessions[in_cohort]
+    sess = sessions if in_cohort.all() else _rows_of(sessions, in_cohort, data.sessions if consume else None)
     s_code = s_code[in_cohort]
     sess = sess.assign(days=(sess["session_date"] - _at(index_date, s_code, sess.index)).dt.days)
 
@@ -323,6 +328,21 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None) -> Co
     return Cohort(patients=patients, measures=measures, followups=fu.reset_index(drop=True),
                   sessions=sess.reset_index(drop=True), settings=settings, exclusions=exclusions, notes=notes,
                   pretreatment=pre_fu)
+
+
+def _rows_of(frame: pd.DataFrame, keep: np.ndarray, handed_over: pd.DataFrame | None) -> pd.DataFrame:
+    """``frame[keep]``; with ``handed_over`` (the accepted rows the caller gave up, which ``frame`` may share
+    columns with), built column by column, each column removed from both as soon as it is copied."""
+    if handed_over is None:
+        return frame[keep]
+    out = pd.DataFrame(index=frame.index[keep])
+    for col in list(frame.columns):
+        values = frame.pop(col)
+        if col in handed_over.columns:
+            del handed_over[col]
+        out[col] = values[keep]
+        del values
+    return out
 
 
 def _at(per_patient: pd.Series, codes: np.ndarray, index: pd.Index) -> pd.Series:
@@ -433,26 +453,30 @@ def _measures(sess: pd.DataFrame, s_code: np.ndarray, fu: pd.DataFrame, f_code: 
         for m in columns:
             value = pd.to_numeric(frame[m], errors="coerce").to_numpy(float)
             ok = ~np.isnan(value)
-            parts.append((pcode[ok], np.full(ok.sum(), names.index(m)), date[ok], value[ok], source))
+            parts.append((pcode[ok].astype(np.int32), np.full(ok.sum(), names.index(m), dtype=np.int8), date[ok],
+                          value[ok], source))
     base = {m: np.full(len(pids), np.nan) for m in MEASURES}
     if not parts:
         return pd.DataFrame({"patient_id": pd.Series(dtype=pids.dtype), "date": pd.Series(dtype="datetime64[ns]"),
                              "days": pd.Series(dtype=np.int64), "weeks": pd.Series(dtype=float),
                              "measure": pd.Series(dtype="str"), "value": pd.Series(dtype=float),
                              "source": pd.Series(dtype="str")}), base
+    # narrow codes, and each array put in order as soon as it is made (the unordered one is freed at once): at a
+    # million patients the long table has tens of millions of rows, and every full-length copy costs GBs
     pcode = np.concatenate([p[0] for p in parts])
     mcode = np.concatenate([p[1] for p in parts])
     date = np.concatenate([p[2] for p in parts])
-    value = np.concatenate([p[3] for p in parts])
-    src = np.concatenate([np.full(len(p[0]), p[4], dtype=np.int8) for p in parts])
     # rows in the order of the former long table: sessions then follow-ups (then PDA), each measure by measure;
     # a stable sort keeps that order among same-day duplicates, so "last" is the follow-up's
     order = _order(pcode, mcode, date, len(names))
-    pcode, mcode, date, value, src = pcode[order], mcode[order], date[order], value[order], src[order]
-    new = np.ones(len(order), dtype=bool)
+    pcode, mcode, date = pcode[order], mcode[order], date[order]
+    value = np.concatenate([p[3] for p in parts])[order]
+    src = np.concatenate([np.full(len(p[0]), p[4], dtype=np.int8) for p in parts])[order]
+    del parts, order
+    new = np.ones(len(pcode), dtype=bool)
     new[1:] = (pcode[1:] != pcode[:-1]) | (mcode[1:] != mcode[:-1]) | (date[1:] != date[:-1])
     start = np.flatnonzero(new)
-    end = np.r_[start[1:], len(order)]
+    end = np.r_[start[1:], len(pcode)]
     mean = np.add.reduceat(value, start) / (end - start)
     first_day = index_date.to_numpy("datetime64[ns]")
     days = ((date[start] - first_day[pcode[start]]) // np.timedelta64(1, "D")).astype(np.int64)  # floor, as .dt.days
@@ -464,11 +488,17 @@ def _measures(sess: pd.DataFrame, s_code: np.ndarray, fu: pd.DataFrame, f_code: 
     for m in MEASURES:
         mine = last[measure[last] == names.index(m)]
         base[m][patient[mine]] = mean[mine]
-    return pd.DataFrame({
-        "patient_id": pids.take(patient).to_series(index=pd.RangeIndex(len(start))).astype(sess["patient_id"].dtype),
-        "date": date[start], "days": days, "weeks": days / 7.0,
-        "measure": _labels(names, measure), "value": mean,
-        "source": _labels(["session", "followup"], src[end - 1])}), base
+    rows = pd.RangeIndex(len(start))
+    source = src[end - 1]
+    del src, end, value
+    ids = pids.take(patient).to_series(index=rows)
+    columns = {"patient_id": ids if ids.dtype == sess["patient_id"].dtype else ids.astype(sess["patient_id"].dtype),
+               "date": date[start], "days": days, "weeks": days / 7.0,
+               "measure": _labels(names, measure), "value": mean, "source": _labels(["session", "followup"], source)}
+    out = pd.DataFrame(index=rows)
+    for k, v in columns.items():  # one block per column: no consolidation copy of the float columns into one block
+        out[k] = v
+    return out, base
 
 
 def _order(pcode: np.ndarray, mcode: np.ndarray, date: np.ndarray, n_measures: int) -> np.ndarray:
@@ -486,4 +516,5 @@ def _order(pcode: np.ndarray, mcode: np.ndarray, date: np.ndarray, n_measures: i
 
 def _labels(names: list[str], codes: np.ndarray) -> pd.Series:
     """A text column from a few labels and one code per row (Arrow take: no Python string per row)."""
-    return text_series(pc.take(pa.array(names, type=pa.string()), pa.array(codes)), pd.RangeIndex(len(codes)))
+    # large_string: the Arrow type of pandas' text columns, so the column is not cast (copied) into it
+    return text_series(pc.take(pa.array(names, type=pa.large_string()), pa.array(codes)), pd.RangeIndex(len(codes)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from analytics.errors import OutcomesError
@@ -213,6 +213,29 @@ def _drawn_km(cohort: Cohort, *, by: str | None, min_cell: int) -> dict[str, lis
 
 
 # ------------------------------------------------------------------------------ what a load says to the user
+
+UPLOAD_TYPES = ["csv", "txt", "tsv", "parquet"]  # the Data page's file types (CSV text or Parquet, several per kind)
+
+
+def upload_sources(uploads: Mapping[str, Any]) -> tuple[dict[str, list[bytes]], dict[str, list[str]],
+                                                         dict[str, bytes]]:
+    """The Data page's uploaded files (kind → one uploaded file or a list of them, each with ``name`` and
+    ``getvalue()``) as :func:`schemas.validate.load_exports` takes them: (kind → bytes of each file, kind → their
+    names, and the files as the upload history stores them: one file of a kind under the kind's name, several as
+    ``sessions 1``, ``sessions 2`` … in the order given). Kinds without a file are left out."""
+    sources: dict[str, list[bytes]] = {}
+    names: dict[str, list[str]] = {}
+    stored: dict[str, bytes] = {}
+    for kind, given in uploads.items():
+        files = [f for f in (given if isinstance(given, (list, tuple)) else [given]) if f is not None]
+        if not files:
+            continue
+        sources[kind] = [f.getvalue() for f in files]
+        names[kind] = [str(f.name) for f in files]
+        for i, data in enumerate(sources[kind], start=1):
+            stored[kind if len(files) == 1 else f"{kind} {i}"] = data
+    return sources, names, stored
+
 
 def timezone_options() -> list[str]:
     """"" (dates as written in the file) then the IANA zones a clinic could be in, sorted (a searchable selectbox)."""
