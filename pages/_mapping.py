@@ -14,6 +14,7 @@ import streamlit as st
 from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
 from pages._shared import show_table
+from pages._value_map import value_step
 from schemas.columns import REQUIRED
 from schemas.frames import HIDDEN_VALUE
 from schemas.headers import looks_like_identifier
@@ -81,7 +82,9 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
     codes_in_file: list[str] = []
     if layout == "long" and code_col:
         codes_in_file = [str(c) for c in table.frame[code_col].dropna().str.strip().value_counts().index[:60]]
-    sugg = mapping_suggestions(headers, kind, base=base_preset, layout=layout, codes_in_file=codes_in_file)
+    samples = {h: table.frame[h].dropna().unique()[:50].tolist() for h in headers if "status" in h.lower()}
+    sugg = mapping_suggestions(headers, kind, base=base_preset, layout=layout, codes_in_file=codes_in_file,
+                               samples=samples)
     if layout == "long":
         sugg = _with_columns(sugg, code_col, value_cols)
     for ambiguity in sugg.ambiguous:
@@ -120,12 +123,17 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
             codes[code] = None if picked == SET_ASIDE else picked
 
     section = base_preset.data.get(kind, {})
+    scale, window = _units(kind, sugg, choices, section, key)
     try:
         mapping = Mapping.from_choices(kind, choices, headers, keep_identifiers=keep,
                                        code_column=code_col if layout == "long" else None,
                                        value_columns=value_cols if layout == "long" else (),
                                        codes=codes, values=section.get("values"), name=f"{kind}-mapping",
-                                       description=f"Column mapping for {kind} exports like {file_name}")
+                                       description=f"Column mapping for {kind} exports like {file_name}",
+                                       window_days=window, scale=scale, dates=dates,
+                                       strip_prefix=base_preset.strip_prefix.get(kind, ()))
+        values = value_step(kind, table.frame, mapping.columns, section.get("values"), key)
+        mapping = dataclasses.replace(mapping, values={**mapping.values, **values})
         shown = preview(file_bytes, kind, mapping, n=10, dates=dates, name=file_name)
     except OutcomesError as err:
         st.info(escape_markdown(str(err)))
@@ -146,6 +154,25 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
                        file_name=f"kap-outcomes-{kind}-mapping.toml", mime="application/toml",
                        key=f"{key}_download")
     return mapping.to_preset()
+
+
+def _units(kind: str, sugg: MappingSuggestions, choices: dict[str, str | None], section: dict,
+           key: str) -> tuple[dict[str, float], int | None]:
+    """Unit conversions offered by the suggestions (pounds → kg, a 0-100 scale → 0-10) and the recall window."""
+    scale = dict(section.get("scale", {}))
+    for f, (header, factor, why) in sugg.conversions.items():
+        if choices.get(f) in (None, header) and st.checkbox(f"{escape_markdown(why)}", value=f in scale,
+                                                            key=f"{key}_conv_{f}"):
+            choices[f], scale[f] = header, factor
+        elif choices.get(f) == header:
+            scale.pop(f, None)
+    window = None
+    if kind == "followups":
+        window = int(st.number_input(
+            "Days the use questions cover (recall window), for rows without window_days", min_value=1,
+            max_value=365, value=int(section.get("window_days", 30)), key=f"{key}_window",
+            help="e.g. 28 for a 28-day timeline follow-back; days_abstinent equal to it is never a return to use."))
+    return scale, (window if window != 30 or "window_days" in section else None)
 
 
 def _hide_values(table: pd.DataFrame, columns: set[str]) -> pd.DataFrame:

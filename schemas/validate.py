@@ -246,9 +246,9 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
                                   for item, lines in list(dropped.items())[:10])
                 issues.notes.append(
                     f"{issues.file}: {sum(len(v) for v in dropped.values()):,} {col} item(s) are not on the list and "
-                    f"were left out; their sessions are kept with their other events: {shown}. To count them, map "
-                    f"each to an event of the list in the mapping ([sessions.values.{col}], e.g. \"drowsy\" = "
-                    "\"sedation\").")
+                    f"were read as 'other'; their sessions are kept: {shown}. To count them as a listed event, map "
+                    f"each to it in the mapping's value step ([sessions.values.{col}], e.g. \"itchy\" = \"other\", "
+                    "\"drowsy\" = \"sedation\").")
         typed[col] = parsed
         mask = np.zeros(len(raw), dtype=bool)
         for positions in issues.idx[before:]:
@@ -259,8 +259,9 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
 
 def _parse_events(values: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, np.ndarray]]:
     """``Dizziness, drowsy`` → ``dizziness;sedation``: items split on ``;`` ``,`` ``|``, each read through
-    :data:`~schemas.columns.ADVERSE_EVENT_ALIASES`. Returns the events, the rows whose items are all unknown (set
-    aside), and the unknown items of the rows that are kept with their known items (item → row positions)."""
+    :data:`~schemas.columns.ADVERSE_EVENT_ALIASES`. An item not on the list is read as ``other`` (an event was
+    recorded; the session is never set aside for it). Returns the events, the rows to set aside (none), and the
+    unknown items (item → row positions), which the caller names in a note."""
     text = pc.utf8_lower(text_array(values))
     text = pc.utf8_trim(pc.replace_substring_regex(text, r"\s*[;,|]\s*", ";"), ";")
     text = pc.utf8_trim_whitespace(text)
@@ -277,19 +278,20 @@ def _parse_events(values: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, n
     n = len(values)
     n_known = np.bincount(parents[known], minlength=n)
     n_unknown = np.bincount(parents[unknown], minlength=n)
-    mask = (n_unknown > 0) & (n_known == 0)
+    mask = np.zeros(n, dtype=bool)
+    del n_known, n_unknown
     dropped: dict[str, np.ndarray] = {}
-    partial = unknown & (n_known[parents] > 0)
-    if partial.any():
-        items = np.asarray(flat.filter(pa_.array(partial)).to_pylist(), dtype=object)
-        at = parents[partial]
+    if unknown.any():
+        items = np.asarray(flat.filter(pa_.array(unknown)).to_pylist(), dtype=object)
+        at = parents[unknown]
         for item in dict.fromkeys(items):
             dropped[str(item)] = at[items == item]
     written = text_array(values)
     if not unknown.any() and alias_at.null_count == len(alias_at) and text.null_count == written.null_count \
             and pc.all(pc.equal(text, written.cast(text.type))).as_py() in (True, None):
         return values, mask, dropped  # already as the contract writes it: the file's own column, no second copy
-    keep = known
+    keep = known | unknown
+    flat = pc.if_else(pa_.array(unknown), pa_.scalar("other", type=flat.type), flat)
     counts = np.bincount(parents[keep], minlength=n)
     offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
     kept = flat.filter(pa_.array(keep))

@@ -107,8 +107,8 @@ def test_ehr_only_attended_rows_are_sessions_and_the_others_are_counted(ehr):
 
 def test_ehr_adverse_event_lists_are_split_mapped_and_an_unknown_item_keeps_its_session(ehr):
     events = dict(zip(ehr.sessions["line"], ehr.sessions["adverse_events"]))
-    assert events[5] == "sedation;dizziness" and events[8] == "nausea;headache" and events[12] == "nausea"
-    assert "'itchy' (line 12)" in _note(ehr, "not on the list")
+    assert events[5] == "sedation;dizziness" and events[8] == "nausea;headache" and events[12] == "other;nausea"
+    assert "'itchy' (line 12)" in _note(ehr, "not on the list")  # read as 'other', named, the session kept
 
 
 def test_ehr_cohort_index_dates_baselines_and_events_match_hand_computed_truth(ehr):

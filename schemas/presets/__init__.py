@@ -62,7 +62,8 @@ from schemas.errors import UnusableExport
 PRESET_DIR = Path(__file__).parent
 EXTRA = "extra"  # mapping target: keep the column for display, never analyse it
 LONG_KINDS = ("followups",)
-_SECTION_KEYS = ("columns", "values", "keep_identifiers", "long", "codes", "strip_prefix", "window_days")
+_SECTION_KEYS = ("columns", "values", "keep_identifiers", "long", "codes", "strip_prefix", "window_days", "scale")
+DATE_ORDERS = ("iso", "dayfirst", "monthfirst")
 
 ValueTarget = str | dict[str, str]
 
@@ -110,6 +111,8 @@ class Preset:
     data: dict[str, Any] = field(default_factory=dict)
     strip_prefix: dict[str, tuple[str, ...]] = field(default_factory=dict)
     window_days: dict[str, int] = field(default_factory=dict)
+    scale: dict[str, dict[str, float]] = field(default_factory=dict)
+    dates: str | None = None
 
     def column_map(self, kind: str) -> dict[str, str]:
         return self.columns.get(kind, {})
@@ -138,7 +141,7 @@ class Preset:
         originals = {col: frame[col].copy() for col in maps if col in frame.columns}
         lists = {c for c, t in read_columns(kind).items() if t == "list"}
         for col, mapping in maps.items():  # plain entries first, each from the column's own values
-            plain = {k: v for k, v in mapping.items() if isinstance(v, str)}
+            plain = {k: v for k, v in mapping.items() if isinstance(v, str) and v}  # "" keeps the value as written
             if col in originals and plain and col in lists:  # a list: each item is mapped (``drowsy; dizzy``)
                 frame[col] = map_list_items(originals[col], plain)
             elif col in originals and plain:
@@ -169,7 +172,17 @@ class Preset:
                         "reason": f"'{originals[col][idx]}' in {col} means {target} {new[idx]}, but {target} says "
                                   f"'{current[idx]}'; correct one of the two"})
                 frame[target] = current.where(~given | current.notna(), new)
-        return frame, conflicts
+        return self._scaled(kind, frame), conflicts
+
+    def _scaled(self, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """Apply ``[kind.scale]`` (column → factor: pounds to kg, a 0-100 scale to 0-10) to the text of number
+        columns; a value that is not a number stays as written (and is set aside by validation)."""
+        for col, factor in self.scale.get(kind, {}).items():
+            if col in frame.columns:
+                number = pd.to_numeric(frame[col], errors="coerce")
+                scaled = (number * factor).round(9).map(lambda x: f"{x:.12g}", na_action="ignore").astype("string")
+                frame[col] = scaled.where(number.notna(), frame[col])
+        return frame
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "preset") -> Preset:
@@ -181,6 +194,10 @@ class Preset:
         keep: dict[str, frozenset[str]] = {}
         prefixes: dict[str, tuple[str, ...]] = {}
         windows: dict[str, int] = {}
+        scales: dict[str, dict[str, float]] = {}
+        dates = data.get("dates")
+        if dates is not None and dates not in DATE_ORDERS:
+            raise UnusableExport(f"{source}: dates = {dates!r}; use one of: {', '.join(DATE_ORDERS)}.")
         for kind in COLUMNS:
             section = data.get(kind, {})
             if not isinstance(section, dict):
@@ -219,6 +236,12 @@ class Preset:
                                          "and is a whole number of days from 1 to 365 (the days the use questions "
                                          "cover, e.g. 28).")
                 windows[kind] = int(w)
+            for col, factor in section.get("scale", {}).items():
+                if known.get(col) not in ("number", "integer") or isinstance(factor, bool) \
+                        or not isinstance(factor, (int, float)) or not 0 < factor < 1000:
+                    raise UnusableExport(f"{source}: [{kind}.scale] {col} = {factor!r}: a factor (e.g. 0.45359237 for "
+                                         "pounds to kg, 0.1 for a 0-100 scale to 0-10) of a number column.")
+                scales.setdefault(kind, {})[col] = float(factor)
             columns[kind] = cols  # several spellings of one column are allowed; a file may carry only one
             values[kind] = _parse_values(section.get("values", {}), kind, source)
             if "long" in section or "codes" in section:
@@ -226,7 +249,7 @@ class Preset:
         name = str(data.get("name", Path(source).stem))
         return cls(name=name, description=str(data.get("description", "")), columns=columns, values=values,
                    long=long, keep_identifiers=keep, data=copy.deepcopy(data), strip_prefix=prefixes,
-                   window_days=windows)
+                   window_days=windows, scale=scales, dates=dates)
 
     def to_toml(self) -> str:
         """The preset as a TOML file (what :func:`load_mapping_file` reads)."""
@@ -417,7 +440,7 @@ def _shape_error(data: dict, source: str) -> str | None:
     if _depth(data, MAX_MAPPING_DEPTH) > MAX_MAPPING_DEPTH:
         return f"{source} nests tables or lists more than {MAX_MAPPING_DEPTH} deep; a mapping has only " \
                "[kind], [kind.columns], [kind.values.column] and [kind.long] sections. Save the mapping again."
-    for key in ("name", "description"):
+    for key in ("name", "description", "dates"):
         if key in data and not isinstance(data[key], str):
             return f"{source}: {key} must be text, not {kind_of(data[key])}."
     for kind in COLUMNS:
@@ -428,6 +451,7 @@ def _shape_error(data: dict, source: str) -> str | None:
             (f"[{kind}.columns]", section.get("columns", {}), dict, str, "text"),
             (f"[{kind}.values]", section.get("values", {}), dict, dict, "a table"),
             (f"[{kind}.codes]", section.get("codes", {}), dict, str, "text"),
+            (f"[{kind}.scale]", section.get("scale", {}), dict, (int, float), "a number"),
             (f"[{kind}.long]", section.get("long", {}), dict, (str, list), "text or a list of text"),
             (f"{kind}.keep_identifiers", section.get("keep_identifiers", []), list, str, "text")]
         for where, value, container, member, wanted in checks:
@@ -527,6 +551,8 @@ def combine_presets(base: Preset | str | None, overrides: AbcMapping[str, Preset
         else:
             data.pop(kind, None)
     data["name"] = name or (base_preset.name if not overrides else f"{base_preset.name}+mapping")
+    if dates := next((p.dates for p in overrides.values() if p.dates), None):  # the date format is saved too
+        data["dates"] = dates
     parts = [base_preset.description] + [p.description for p in overrides.values() if p.description]
     data["description"] = "; ".join(d for d in parts if d)
     return Preset.from_dict(data, source=data["name"])
