@@ -123,7 +123,7 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
             codes[code] = None if picked == SET_ASIDE else picked
 
     section = base_preset.data.get(kind, {})
-    scale, window = _units(kind, sugg, choices, section, key)
+    scale, window, items = _units(kind, sugg, choices, section, key)
     try:
         mapping = Mapping.from_choices(kind, choices, headers, keep_identifiers=keep,
                                        code_column=code_col if layout == "long" else None,
@@ -131,7 +131,7 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
                                        codes=codes, values=section.get("values"), name=f"{kind}-mapping",
                                        description=f"Column mapping for {kind} exports like {file_name}",
                                        window_days=window, scale=scale, dates=dates,
-                                       strip_prefix=base_preset.strip_prefix.get(kind, ()))
+                                       strip_prefix=base_preset.strip_prefix.get(kind, ()), items=items)
         values = value_step(kind, table.frame, mapping.columns, section.get("values"), key)
         mapping = dataclasses.replace(mapping, values={**mapping.values, **values})
         shown = preview(file_bytes, kind, mapping, n=10, dates=dates, name=file_name)
@@ -157,9 +157,18 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
 
 
 def _units(kind: str, sugg: MappingSuggestions, choices: dict[str, str | None], section: dict,
-           key: str) -> tuple[dict[str, float], int | None]:
-    """Unit conversions offered by the suggestions (pounds → kg, a 0-100 scale → 0-10) and the recall window."""
+           key: str) -> tuple[dict[str, float], int | None, dict[str, tuple[str, ...]]]:
+    """Unit conversions offered by the suggestions (pounds → kg, a 0-100 scale → 0-10), questionnaire items summed
+    into totals, and the recall window."""
     scale = dict(section.get("scale", {}))
+    items = {m: tuple(h) for m, h in section.get("items", {}).items()}
+    for m, headers in sugg.items.items():
+        if st.checkbox(f"Sum the {m} items {escape_markdown(', '.join(headers[:2]))} … {escape_markdown(headers[-1])} "
+                       "into the total (one missing item: prorated, sum x n/(n-1), rounded; more: no total)",
+                       value=True, key=f"{key}_items_{m}"):
+            items[m] = headers
+        else:
+            items.pop(m, None)
     for f, (header, factor, why) in sugg.conversions.items():
         if choices.get(f) in (None, header) and st.checkbox(f"{escape_markdown(why)}", value=f in scale,
                                                             key=f"{key}_conv_{f}"):
@@ -172,7 +181,7 @@ def _units(kind: str, sugg: MappingSuggestions, choices: dict[str, str | None], 
             "Days the use questions cover (recall window), for rows without window_days", min_value=1,
             max_value=365, value=int(section.get("window_days", 30)), key=f"{key}_window",
             help="e.g. 28 for a 28-day timeline follow-back; days_abstinent equal to it is never a return to use."))
-    return scale, (window if window != 30 or "window_days" in section else None)
+    return scale, (window if window != 30 or "window_days" in section else None), items
 
 
 def _hide_values(table: pd.DataFrame, columns: set[str]) -> pd.DataFrame:

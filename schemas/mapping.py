@@ -101,6 +101,24 @@ def ruled_out(header: str, kind: str, column: str, values: Sequence[str] | None 
     return None
 
 
+_ITEM_RE = {"phq9": re.compile(r"^phq_?9_?(?:items?_?|q_?|question_?|i_?)?([1-9])$"),
+            "gad7": re.compile(r"^gad_?7_?(?:items?_?|q_?|question_?|i_?)?([1-7])$")}
+
+
+def detect_items(headers: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """PHQ-9 items 1-9 / GAD-7 items 1-7 written as columns (``phq9_q1``, ``PHQ-9 Item 3``, ``gad7_7``): instrument →
+    its item headers in order, when every item of the instrument has exactly one column."""
+    from schemas.presets import ITEM_COUNTS
+
+    found: dict[str, dict[int, list[str]]] = {m: {} for m in _ITEM_RE}
+    for h in headers:
+        for measure, pattern in _ITEM_RE.items():
+            if hit := pattern.match(_norm(h)):
+                found[measure].setdefault(int(hit.group(1)), []).append(h)
+    return {m: tuple(items[i][0] for i in range(1, ITEM_COUNTS[m] + 1)) for m, items in found.items()
+            if set(items) == set(range(1, ITEM_COUNTS[m] + 1)) and all(len(v) == 1 for v in items.values())}
+
+
 def conversion(header: str, column: str) -> tuple[float, str] | None:
     """A unit conversion a header asks for: (factor, sentence), e.g. pounds to weight_kg."""
     tokens = _tokens(header)
@@ -228,6 +246,7 @@ class MappingSuggestions:
     codes: dict[str, tuple[str | None, float]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     conversions: dict[str, tuple[str, float, str]] = field(default_factory=dict)
+    items: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def detect_long(headers: Sequence[str], kind: str = "followups") -> tuple[str | None, tuple[str, ...]]:
@@ -304,6 +323,8 @@ def mapping_suggestions(headers: Sequence[str], kind: str, *, codes_in_file: Seq
         code_col, value_cols = None, ()
     special = {code_col, *value_cols} if chosen_layout == "long" else set()
     detected_code = detect_long(headers, kind)[0]
+    items = detect_items(headers) if chosen_layout == "wide" else {}
+    special |= {h for hs in items.values() for h in hs}  # items are summed into totals, never a field themselves
     identifiers = tuple(h for h in headers if looks_like_identifier(h))
     base_map = base_preset.column_map(kind) if base_preset is not None else {}
     candidates: dict[str, list[tuple[float, str]]] = {}
@@ -346,7 +367,7 @@ def mapping_suggestions(headers: Sequence[str], kind: str, *, codes_in_file: Seq
                               table=pd.DataFrame(rows), identifiers=identifiers,
                               code_column=code_col if chosen_layout == "long" else None,
                               value_columns=tuple(value_cols) if chosen_layout == "long" else (),
-                              codes=codes, notes=tuple(notes), conversions=conversions)
+                              codes=codes, notes=tuple(notes), conversions=conversions, items=items)
 
 
 def _resolve(candidates: dict[str, list[tuple[float, str]]], fields: Sequence[str],
@@ -442,6 +463,7 @@ class Mapping:
     window_days: int | None = None
     scale: dict[str, float] = field(default_factory=dict)
     dates: str | None = None
+    items: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_choices(cls, kind: str, choices: AbcMapping[str, str | None], headers: Sequence[str], *,
@@ -450,7 +472,8 @@ class Mapping:
                      values: AbcMapping[str, dict[str, Any]] | None = None, name: str = "clinic-mapping",
                      description: str = "", window_days: int | None = None,
                      scale: AbcMapping[str, float] | None = None, dates: str | None = None,
-                     strip_prefix: Sequence[str] = ()) -> Mapping:
+                     strip_prefix: Sequence[str] = (),
+                     items: AbcMapping[str, Sequence[str]] | None = None) -> Mapping:
         """Build and check a mapping from the user's choices (field → header, or None for "not in this file").
 
         Every header of the file not chosen for a field keeps its data as an extra column; one whose name
@@ -514,7 +537,8 @@ class Mapping:
                    code_column=code_column, value_columns=tuple(value_columns), codes=code_map,
                    values={k: dict(v) for k, v in (values or {}).items()}, name=name, description=description,
                    window_days=window_days, scale={k: float(v) for k, v in (scale or {}).items() if k in picked},
-                   dates=dates, strip_prefix=tuple(strip_prefix))
+                   dates=dates, strip_prefix=tuple(strip_prefix),
+                   items={m: tuple(h) for m, h in (items or {}).items()})
 
     @classmethod
     def from_preset(cls, preset: Preset, kind: str) -> Mapping:
@@ -530,7 +554,7 @@ class Mapping:
                    code_column=long.get("code"), value_columns=tuple([value] if isinstance(value, str) else value),
                    codes=dict(section.get("codes", {})), values=dict(section.get("values", {})),
                    name=preset.name, description=preset.description, scale=dict(section.get("scale", {})),
-                   dates=preset.dates)
+                   dates=preset.dates, items={m: tuple(h) for m, h in section.get("items", {}).items()})
 
     def to_dict(self) -> dict[str, Any]:
         section: dict[str, Any] = {}
@@ -548,6 +572,8 @@ class Mapping:
             section["values"] = {k: dict(v) for k, v in self.values.items()}
         if self.scale:
             section["scale"] = dict(self.scale)
+        if self.items:
+            section["items"] = {m: list(h) for m, h in self.items.items()}
         out: dict[str, Any] = {"name": self.name}
         if self.description:
             out["description"] = self.description

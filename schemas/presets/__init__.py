@@ -62,7 +62,11 @@ from schemas.errors import UnusableExport
 PRESET_DIR = Path(__file__).parent
 EXTRA = "extra"  # mapping target: keep the column for display, never analyse it
 LONG_KINDS = ("followups",)
-_SECTION_KEYS = ("columns", "values", "keep_identifiers", "long", "codes", "strip_prefix", "window_days", "scale")
+_SECTION_KEYS = ("columns", "values", "keep_identifiers", "long", "codes", "strip_prefix", "window_days", "scale",
+                 "items")
+# questionnaire items summed into totals: instrument → (number of items, highest item score)
+ITEM_COUNTS = {"phq9": 9, "gad7": 7}
+ITEM_MAX = 3
 DATE_ORDERS = ("iso", "dayfirst", "monthfirst")
 
 ValueTarget = str | dict[str, str]
@@ -113,6 +117,7 @@ class Preset:
     window_days: dict[str, int] = field(default_factory=dict)
     scale: dict[str, dict[str, float]] = field(default_factory=dict)
     dates: str | None = None
+    items: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def column_map(self, kind: str) -> dict[str, str]:
         return self.columns.get(kind, {})
@@ -172,13 +177,61 @@ class Preset:
                         "reason": f"'{originals[col][idx]}' in {col} means {target} {new[idx]}, but {target} says "
                                   f"'{current[idx]}'; correct one of the two"})
                 frame[target] = current.where(~given | current.notna(), new)
-        return self._scaled(kind, frame), conflicts
+        frame = self._scaled(kind, frame)
+        frame, item_conflicts = self._item_totals(kind, frame)
+        return frame, conflicts + item_conflicts
+
+    def _item_totals(self, kind: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+        """Sum ``[kind.items]`` (instrument → its item headers in order) into the instrument's total.
+
+        Each item is 0-3 (another value sets the row aside, naming the item). The total is the sum when every item
+        is answered; with one item missing it is prorated (sum x n/(n-1), rounded half up), as the PHQ scoring
+        guidance does; with more missing it stays missing, and the count is reported. A total written in the file
+        is kept (items fill it only where it is empty). Notes go to ``frame.attrs["notes"]``.
+        """
+        conflicts: list[dict] = []
+        notes: list[str] = list(frame.attrs.get("notes", []))
+        by_norm = {_norm(c[len("extra:"):]): c for c in frame.columns if str(c).startswith("extra:")}
+        for measure, headers in self.items.get(kind, {}).items():
+            cols = [by_norm.get(_norm(h)) for h in headers]
+            absent = [h for h, c in zip(headers, cols) if c is None]
+            if absent:
+                notes.append(f"{measure} items: the file has no column {', '.join(repr(h) for h in absent[:3])}; "
+                             f"{measure} totals are not computed from items.")
+                continue
+            raw = pd.DataFrame({h: frame[c] for h, c in zip(headers, cols)})
+            nums = raw.apply(pd.to_numeric, errors="coerce")
+            bad = (raw.notna() & ~nums.isin(range(ITEM_MAX + 1))).to_numpy()
+            for i, j in zip(*bad.nonzero()):
+                conflicts.append({"index": frame.index[i], "column": headers[j], "value": str(raw.iat[i, j]),
+                                  "reason": f"is not a {measure} item score (0-{ITEM_MAX}); correct the answer"})
+            n = ITEM_COUNTS[measure]
+            missing = nums.isna().sum(axis=1)
+            total = nums.sum(axis=1, min_count=1)
+            total = total.where(missing == 0, np.floor(total * n / (n - 1) + 0.5).where(missing == 1))
+            current = frame[measure] if measure in frame.columns else pd.Series(pd.NA, index=frame.index,
+                                                                               dtype="string")
+            fill = current.isna() & total.notna() & ~pd.Series(bad.any(axis=1), index=frame.index)
+            frame[measure] = current.astype("string").where(~fill, total.map(
+                lambda x: f"{x:.0f}", na_action="ignore").astype("string"))
+            prorated = int((fill & (missing == 1)).sum())
+            short = int((current.isna() & (missing > 1) & (missing < n)).sum())
+            notes.append(f"{measure} totals computed from items {', '.join(headers[:2])} … {headers[-1]} for "
+                         f"{int(fill.sum()):,} row(s) (each item 0-{ITEM_MAX}; {prorated:,} with one item missing "
+                         f"prorated: sum x {n}/{n - 1}, rounded)" + (
+                             f"; {short:,} row(s) with two or more items missing have no {measure} total"
+                             if short else "") + ".")
+        if notes:
+            frame.attrs["notes"] = notes
+        return frame, conflicts
 
     def _scaled(self, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
         """Apply ``[kind.scale]`` (column → factor: pounds to kg, a 0-100 scale to 0-10) to the text of number
         columns; a value that is not a number stays as written (and is set aside by validation)."""
         for col, factor in self.scale.get(kind, {}).items():
             if col in frame.columns:
+                frame.attrs["notes"] = [*frame.attrs.get("notes", []),
+                                        f"{col} read x {factor:g} as the mapping says (a unit or scale conversion)."]
                 number = pd.to_numeric(frame[col], errors="coerce")
                 scaled = (number * factor).round(9).map(lambda x: f"{x:.12g}", na_action="ignore").astype("string")
                 frame[col] = scaled.where(number.notna(), frame[col])
@@ -195,6 +248,7 @@ class Preset:
         prefixes: dict[str, tuple[str, ...]] = {}
         windows: dict[str, int] = {}
         scales: dict[str, dict[str, float]] = {}
+        item_sets: dict[str, dict[str, tuple[str, ...]]] = {}
         dates = data.get("dates")
         if dates is not None and dates not in DATE_ORDERS:
             raise UnusableExport(f"{source}: dates = {dates!r}; use one of: {', '.join(DATE_ORDERS)}.")
@@ -242,6 +296,16 @@ class Preset:
                     raise UnusableExport(f"{source}: [{kind}.scale] {col} = {factor!r}: a factor (e.g. 0.45359237 for "
                                          "pounds to kg, 0.1 for a 0-100 scale to 0-10) of a number column.")
                 scales.setdefault(kind, {})[col] = float(factor)
+            for measure, headers in section.get("items", {}).items():
+                n = ITEM_COUNTS.get(measure)
+                if n is None or not isinstance(headers, list) or len(headers) != n \
+                        or not all(isinstance(h, str) and h for h in headers):
+                    raise UnusableExport(f"{source}: [{kind}.items] {measure}: list the {n or 'PHQ-9 (9) or GAD-7 (7)'} "
+                                         "item columns in order, e.g. phq9 = [\"phq9_q1\", …, \"phq9_q9\"].")
+                if any(_norm(h) in cols for h in headers):
+                    raise UnusableExport(f"{source}: a {measure} item column is also in [{kind}.columns]; keep it "
+                                         "in one place.")
+                item_sets.setdefault(kind, {})[measure] = tuple(headers)
             columns[kind] = cols  # several spellings of one column are allowed; a file may carry only one
             values[kind] = _parse_values(section.get("values", {}), kind, source)
             if "long" in section or "codes" in section:
@@ -249,7 +313,7 @@ class Preset:
         name = str(data.get("name", Path(source).stem))
         return cls(name=name, description=str(data.get("description", "")), columns=columns, values=values,
                    long=long, keep_identifiers=keep, data=copy.deepcopy(data), strip_prefix=prefixes,
-                   window_days=windows, scale=scales, dates=dates)
+                   window_days=windows, scale=scales, dates=dates, items=item_sets)
 
     def to_toml(self) -> str:
         """The preset as a TOML file (what :func:`load_mapping_file` reads)."""
@@ -452,6 +516,7 @@ def _shape_error(data: dict, source: str) -> str | None:
             (f"[{kind}.values]", section.get("values", {}), dict, dict, "a table"),
             (f"[{kind}.codes]", section.get("codes", {}), dict, str, "text"),
             (f"[{kind}.scale]", section.get("scale", {}), dict, (int, float), "a number"),
+            (f"[{kind}.items]", section.get("items", {}), dict, list, "a list of column names"),
             (f"[{kind}.long]", section.get("long", {}), dict, (str, list), "text or a list of text"),
             (f"{kind}.keep_identifiers", section.get("keep_identifiers", []), list, str, "text")]
         for where, value, container, member, wanted in checks:
