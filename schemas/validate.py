@@ -50,7 +50,8 @@ SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
 ISSUE_COLUMNS = ["file", "line", "column", "value", "reason"]
 # how many days before the first ketamine session an assessment may lie and still be read (pre-treatment, a possible
 # baseline): the contract's baseline window; earlier ones are set aside with a sentence
-PRETREATMENT_DAYS = 30
+BASELINE_WINDOW_DAYS = 30  # the contract's default baseline window (named in the pre-treatment note)
+PRETREATMENT_DAYS: int | None = None  # contract v2: every pre-treatment assessment is kept
 
 
 
@@ -571,7 +572,8 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
         unambiguous (:func:`match_prefixes`), with a note. ``off``: neither.
     pretreatment_days:
         How many days before the first ketamine session an assessment is read as a pre-treatment assessment
-        (default 30, the contract's baseline window); earlier ones are set aside. ``None``: every one is read.
+        (and earlier ones set aside). ``None`` (default, contract v2): every one is kept as a pre-treatment
+        assessment; the cohort takes the baseline from those within its baseline window.
 
     Returns
     -------
@@ -727,10 +729,17 @@ def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool,
                  "after the first session; check the date")
     pre = (before & ~too_early).to_numpy()
     if pre.any():
+        scored = pd.Series(False, index=f_typed.index)
+        for measure in ("phq9", "gad7"):
+            if measure in f_typed:
+                scored |= f_typed[measure].notna()
+        old = (ahead > BASELINE_WINDOW_DAYS).fillna(False).to_numpy() & pre
+        within = f"within {pretreatment_days} days before it" if pretreatment_days is not None else "kept"
         notes = (*notes, (f"{followups.name}: {int(pre.sum()):,} assessment(s) before the patient's first ketamine "
-                 f"session are read as pre-treatment assessments (within {pretreatment_days} days before it): their "
-                 "scores can be the baseline; their use answers describe use before treatment and are never a "
-                 "return to use."))
+                 f"session are read as pre-treatment assessments ({within}; {int((scored.to_numpy() & pre).sum()):,} "
+                 f"with a PHQ-9 or GAD-7 score, {int(old.sum()):,} more than {BASELINE_WINDOW_DAYS} days before it): "
+                 "scores within the baseline window can be the baseline, older ones are kept as pre-treatment "
+                 "scores; their use answers describe use before treatment and are never a return to use."))
     if "relapse_date" in f_typed:
         early = (f_typed["relapse_date"] < idx).fillna(False) & ~before
         f_issues.add(ff, early.to_numpy(), "relapse_date",
