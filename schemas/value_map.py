@@ -70,7 +70,7 @@ _WORDS: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
         (("not", "detected"), "negative"), (("none", "detected"), "negative"),
         (("negative", "neg"), "negative"), (("positive", "pos", "detected"), "positive")),
     "sex": ((("f", "female", "woman"), "female"), (("m", "male", "man"), "male"),
-            (("nonbinary", "non", "x", "intersex"), "other"), (("u", "unknown", "unk", "declined"), "unknown")),
+            (("nonbinary", "non", "x", "o", "intersex"), "other"), (("u", "unknown", "unk", "declined"), "unknown")),
     "primary_substance": (
         (("alcohol", "aud", "etoh"), "alcohol"), (("opioid", "opioids", "oud", "heroin", "fentanyl"), "opioids"),
         (("cocaine", "crack"), "cocaine"), (("methamphetamine", "meth", "amphetamine"), "methamphetamine"),
@@ -99,6 +99,17 @@ def _words(value: str) -> list[str]:
 
 def _canonical_text(value: str) -> str:
     return re.sub(r"[\s\-]+", "_", value.strip().lower())
+
+
+def reads_as_is(kind: str, column: str, value: str) -> bool:
+    """True when validation reads ``value`` as a contract value without a mapping (lower-cased; status columns
+    also with spaces and '-' as '_', and their aliases)."""
+    allowed = ALLOWED.get((kind, column), ())
+    low = value.strip().lower()
+    if (kind, column) in STATUS_ALIASES:
+        low = _canonical_text(value)
+        return low in allowed or low in STATUS_ALIASES[(kind, column)]
+    return low in allowed
 
 
 def suggest_value(kind: str, column: str, value: str) -> dict[str, str] | None:
@@ -176,7 +187,7 @@ def value_table(text: AbcMapping[str, pd.Series], kind: str, saved: AbcMapping[s
             if entry is not None:
                 target = {} if entry == "" else (dict(entry) if isinstance(entry, dict) else {column: str(entry)})
                 status = "kept" if entry == "" else "saved"
-            elif allowed is not None and _canonical_text(value) in allowed:
+            elif allowed is not None and reads_as_is(kind, column, value):
                 target, status = {column: _canonical_text(value)}, "canonical"
             elif (suggestion := suggest_value(kind, column, value)) is not None:
                 target, status = suggestion, "suggested"
