@@ -350,7 +350,7 @@ def _items(total: pd.Series, n: int) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def _ehr(c: dict[str, pd.DataFrame]) -> dict[str, bytes]:
+def _layout_ehr(c: dict[str, pd.DataFrame]) -> dict[str, bytes]:
     """EHR appointment report: month-first 12-hour date-times, visit-type text carrying route, weight in pounds,
     appointment statuses (plus a no-show and a cancelled visit per 100 patients, not sessions), UDS words."""
     s = c["sessions"]
@@ -376,10 +376,10 @@ def _ehr(c: dict[str, pd.DataFrame]) -> dict[str, bytes]:
                                                          "not_done": "Not Done"}),
                        "Episode Status": f["status"].str.replace("_", " ").str.title()})
     fu["Date of Relapse"] = _us_datetime(f["relapse_date"], "12:00 PM").where(f["relapse_date"].notna())
-    return {"sessions": _csv_bytes(out), "followups": _csv_bytes(fu), "patients": _patients(c)}
+    return {"sessions": _csv_bytes(out), "followups": _csv_bytes(fu), "patients": _layout_patients(c)}
 
 
-def _patients(c: dict[str, pd.DataFrame], prefix: str = "") -> bytes:
+def _layout_patients(c: dict[str, pd.DataFrame], prefix: str = "") -> bytes:
     p = c["patients"]
     return _csv_bytes(pd.DataFrame({
         "Pt ID": prefix + p["patient_id"], "Primary Substance": p["primary_substance"].str.title(),
@@ -387,7 +387,7 @@ def _patients(c: dict[str, pd.DataFrame], prefix: str = "") -> bytes:
         "Prior Treatments": p["prior_treatments"]}))
 
 
-def _redcap(c: dict[str, pd.DataFrame]) -> dict[str, bytes]:
+def _layout_redcap(c: dict[str, pd.DataFrame]) -> dict[str, bytes]:
     """REDCap record: day-first dates, radio labels for visit type (route inside), PHQ-9 and GAD-7 as items, a
     0-100 craving scale, 1/0 answers and the instruments' completion-status columns."""
     s = c["sessions"]
@@ -415,10 +415,10 @@ def _redcap(c: dict[str, pd.DataFrame]) -> dict[str, bytes]:
     fu["urine_tox"] = f["urine_tox"]
     fu["treatment_status"] = f["status"]
     fu["phq9_complete"] = 2
-    return {"sessions": _csv_bytes(ses), "followups": _csv_bytes(fu), "patients": _patients(c)}
+    return {"sessions": _csv_bytes(ses), "followups": _csv_bytes(fu), "patients": _layout_patients(c)}
 
 
-def _fhir(c: dict[str, pd.DataFrame]) -> dict[str, bytes]:
+def _layout_fhir(c: dict[str, pd.DataFrame]) -> dict[str, bytes]:
     """FHIR resources flattened to CSV: 'Patient/<id>' references, ISO date-times in UTC, visits as Encounters with a
     status, assessments as one Observation per row with LOINC codes for the PHQ-9 and GAD-7 totals."""
     s = c["sessions"]
@@ -446,7 +446,7 @@ def _fhir(c: dict[str, pd.DataFrame]) -> dict[str, bytes]:
     obs = pd.concat(parts).sort_values("row", kind="stable").drop(columns="row").reset_index(drop=True)
     obs.insert(0, "status", "final")
     obs.insert(0, "id", [f"obs-{i}" for i in range(len(obs))])
-    return {"sessions": _csv_bytes(enc), "followups": _csv_bytes(obs), "patients": _patients(c, "Patient/")}
+    return {"sessions": _csv_bytes(enc), "followups": _csv_bytes(obs), "patients": _layout_patients(c, "Patient/")}
 
 
 def _through_the_mapping(files: dict[str, bytes], *, dates: str, overrides: dict[str, dict[str, str]],
@@ -493,9 +493,9 @@ def generated():
 
 
 LAYOUTS = {
-    "ehr": (_ehr, "monthfirst", {}, ""),
-    "redcap": (_redcap, "dayfirst", {}, ""),
-    "fhir": (_fhir, "iso", {}, "Patient/"),
+    "ehr": (_layout_ehr, "monthfirst", {}, ""),
+    "redcap": (_layout_redcap, "dayfirst", {}, ""),
+    "fhir": (_layout_fhir, "iso", {}, "Patient/"),
 }
 
 
