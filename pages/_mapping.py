@@ -26,7 +26,7 @@ from schemas.mapping import (
     mapping_suggestions,
     preview,
 )
-from schemas.presets import Preset, load_preset
+from schemas.presets import ITEM_TARGETS, Preset, load_preset
 from schemas.reader import read_table
 
 NOT_IN_FILE = "— not in this file —"
@@ -116,7 +116,7 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
         code_grid = st.columns(3)
         for i, code in enumerate(codes_in_file):
             measure, _score = sugg.codes.get(code, (None, 0.0))
-            code_options = [SET_ASIDE, *measures]
+            code_options = [SET_ASIDE, *measures, *ITEM_TARGETS]
             picked = code_grid[i % 3].selectbox(f"code {escape_markdown(code)}", code_options,
                                                 index=code_options.index(measure) if measure else 0,
                                                 key=f"{key}_code_{i}")

@@ -265,12 +265,20 @@ def detect_long(headers: Sequence[str], kind: str = "followups") -> tuple[str | 
 
 def suggest_codes(codes: Sequence[str], kind: str = "followups") -> dict[str, tuple[str | None, float]]:
     """Each instrument code → (canonical measure or None, score): known codes first, then name similarity."""
+    from schemas.presets import ITEM_CODES
+
     known = {norm_code(k): v for k, v in _synonyms().get("codes", {}).items()}
+    known.update({norm_code(k): v for k, v in ITEM_CODES.items()})
     measures = [c for c in fields_of(kind) if c not in ("patient_id", "assessment_date")]
     out: dict[str, tuple[str | None, float]] = {}
     for code in codes:
         if norm_code(code) in known:
             out[code] = (known[norm_code(code)], 1.0)
+            continue
+        item = next(((m, hit.group(1)) for m, pattern in _ITEM_RE.items() if (hit := pattern.match(_norm(code)))),
+                    None)
+        if item is not None:  # PHQ-9 item 3 written as a code: summed into the total
+            out[code] = (f"{item[0]}_item{item[1]}", 1.0)
             continue
         scored = sorted(((field_score(code, kind, m), m) for m in measures), reverse=True)
         top = scored[0] if scored else (0.0, None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import tomllib
 from datetime import date
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -102,3 +103,31 @@ def test_mapping_step_offers_to_sum_the_items_and_saves_the_choice():
     assert tomllib.loads(at.session_state["toml"])["followups"]["items"]["phq9"] == PHQ
     next(b for b in boxes if "gad7" in b.label).uncheck().run()
     assert "gad7" not in tomllib.loads(at.session_state["toml"])["followups"]["items"]
+
+
+PHQ_LOINC = ["44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3", "44260-8"]
+
+
+def test_item_rows_of_a_long_file_are_summed_into_the_total_with_the_same_rule():
+    rows = ["client_id,date,code,value"]
+    rows += [f"P1,2025-02-01,{c},2" for c in PHQ_LOINC]  # 18
+    rows += [f"P1,2025-03-01,{c},1" for c in PHQ_LOINC[:8]]  # item 9 missing: 8 -> 9
+    rows += [f"P2,2025-02-01,PHQ-9 Item {i},1" for i in range(1, 8)]  # two missing: no total
+    rows += ["P2,2025-02-01,70274-6,6", "P2,2025-03-01,PHQ-9 Item 1,4", "P2,2025-03-01,44261-6,12"]
+    data_bytes = ("\n".join(rows) + "\n").encode()
+    table = read_table(data_bytes)
+    sugg = mapping_suggestions(table.headers, "followups", codes_in_file=table.frame["code"].unique().tolist())
+    codes = {c: m for c, (m, _) in sugg.codes.items()}
+    assert codes["44250-9"] == "phq9_item1" and codes["44260-8"] == "phq9_item9" and codes["PHQ-9 Item 3"] == \
+        "phq9_item3" and codes["44261-6"] == "phq9"
+    mapping = Mapping.from_choices("followups", {"patient_id": "client_id", "assessment_date": "date"}, table.headers,
+                                   code_column="code", value_columns=["value"], codes=codes)
+    data = load_exports(SESSIONS, data_bytes, preset=mapping.to_preset(), upload_date=date(2026, 1, 1))
+    f = data.followups.sort_values(["patient_id", "assessment_date"]).reset_index(drop=True)
+    assert f["phq9"].tolist()[:2] == [18.0, 9.0] and pd.isna(f["phq9"].iloc[2]) and f["gad7"].iloc[2] == 6.0
+    # line 27: an item scored 4 is set aside with its line; the day's written total (12) stays
+    assert data.issues[["line", "column", "value"]].values.tolist() == [[27, "phq9_item1", "4"]]
+    assert f["phq9"].iloc[3] == 12.0
+    note = next(n for n in data.notes if "phq9 totals computed from items coded one per row" in n)
+    assert "for 2 row(s)" in note and "1 with one item missing prorated" in note
+    assert "1 row(s) with two or more items missing have no phq9 total" in note

@@ -67,6 +67,30 @@ _SECTION_KEYS = ("columns", "values", "keep_identifiers", "long", "codes", "stri
 # questionnaire items summed into totals: instrument → (number of items, highest item score)
 ITEM_COUNTS = {"phq9": 9, "gad7": 7}
 ITEM_MAX = 3
+# long files: a code may fill one item (``44250-9`` = "phq9_item1"); the items are summed into the total
+ITEM_TARGETS = {f"{m}_item{i}": m for m, n in ITEM_COUNTS.items() for i in range(1, n + 1)}
+# LOINC codes of the PHQ-9 and GAD-7 items, in item order
+ITEM_CODES = {
+    **{c: f"phq9_item{i}" for i, c in enumerate(("44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2",
+                                                   "44252-5", "44253-3", "44260-8"), start=1)},
+    **{c: f"gad7_item{i}" for i, c in enumerate(("69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8",
+                                                   "69736-7"), start=1)},
+}
+
+
+def sum_items(items: pd.DataFrame, n: int) -> pd.Series:
+    """Totals of ``n`` item columns (numbers, missing as NaN): the sum when every item is answered, the sum x n/(n-1)
+    rounded half up when one is missing (PHQ scoring guidance), missing otherwise."""
+    missing = items.isna().sum(axis=1)
+    total = items.sum(axis=1, min_count=1)
+    return total.where(missing == 0, np.floor(total * n / (n - 1) + 0.5).where(missing == 1))
+
+
+def item_note(measure: str, how: str, filled: int, prorated: int, short: int) -> str:
+    n = ITEM_COUNTS[measure]
+    return (f"{measure} totals computed from items {how} for {filled:,} row(s) (each item 0-{ITEM_MAX}; {prorated:,} "
+            f"with one item missing prorated: sum x {n}/{n - 1}, rounded)"
+            + (f"; {short:,} row(s) with two or more items missing have no {measure} total" if short else "") + ".")
 DATE_ORDERS = ("iso", "dayfirst", "monthfirst")
 
 ValueTarget = str | dict[str, str]
@@ -207,8 +231,7 @@ class Preset:
                                   "reason": f"is not a {measure} item score (0-{ITEM_MAX}); correct the answer"})
             n = ITEM_COUNTS[measure]
             missing = nums.isna().sum(axis=1)
-            total = nums.sum(axis=1, min_count=1)
-            total = total.where(missing == 0, np.floor(total * n / (n - 1) + 0.5).where(missing == 1))
+            total = sum_items(nums, n)
             current = frame[measure] if measure in frame.columns else pd.Series(pd.NA, index=frame.index,
                                                                                dtype="string")
             fill = current.isna() & total.notna() & ~pd.Series(bad.any(axis=1), index=frame.index)
@@ -216,11 +239,8 @@ class Preset:
                 lambda x: f"{x:.0f}", na_action="ignore").astype("string"))
             prorated = int((fill & (missing == 1)).sum())
             short = int((current.isna() & (missing > 1) & (missing < n)).sum())
-            notes.append(f"{measure} totals computed from items {', '.join(headers[:2])} … {headers[-1]} for "
-                         f"{int(fill.sum()):,} row(s) (each item 0-{ITEM_MAX}; {prorated:,} with one item missing "
-                         f"prorated: sum x {n}/{n - 1}, rounded)" + (
-                             f"; {short:,} row(s) with two or more items missing have no {measure} total"
-                             if short else "") + ".")
+            notes.append(item_note(measure, f"{', '.join(headers[:2])} … {headers[-1]}", int(fill.sum()), prorated,
+                                   short))
         if notes:
             frame.attrs["notes"] = notes
         return frame, conflicts
@@ -381,6 +401,9 @@ def _parse_long(section: dict, kind: str, source: str, cols: dict[str, str]) -> 
     known = read_columns(kind)
     attributes = set(cols.values())
     for c, target in section.get("codes", {}).items():
+        if target in ITEM_TARGETS:
+            codes[norm_code(c)] = str(target)
+            continue
         if target not in known or target in ("patient_id", "assessment_date"):
             raise UnusableExport(f"{source}: code '{c}' maps to '{target}', which is not a {kind} measure; "
                                  f"use one of: {', '.join(k for k in known if k not in ('patient_id', 'assessment_date'))}.")
