@@ -142,3 +142,27 @@ def test_mapping_step_opens_before_any_load_stays_open_and_previews_the_effect_o
     next(b for b in at.button if b.key == "load_mapped").click().run()
     assert not at.exception and at.session_state["source"] == "upload"
     assert at.session_state["exports"].sessions["route"].tolist() == ["iv", "intranasal"]
+
+
+def test_a_saved_mapping_loads_with_its_own_date_format():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sessions = b"Client,Seen,Visit Type\n001,25/01/2025,Spravato 84mg\n002,26/01/2025,Ketamine Infusion\n"
+    followups = b"Client,Seen,PHQ-9\n001,25/02/2025,12\n002,27/02/2025,14\n"
+    saved = (b'name = "clinic-mapping"\ndates = "dayfirst"\n[sessions.columns]\n"Client" = "patient_id"\n'
+             b'"Seen" = "session_date"\n"Visit Type" = "session_type"\n[sessions.values.session_type]\n'
+             b'"Spravato 84mg" = { session_type = "ketamine", route = "intranasal", dose_mg = "84" }\n'
+             b'"Ketamine Infusion" = { session_type = "ketamine", route = "iv" }\n[followups.columns]\n'
+             b'"Client" = "patient_id"\n"Seen" = "assessment_date"\n"PHQ-9" = "phq9"\n')
+    at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/data.py").run()
+    at.file_uploader(key="up_sessions").set_value(("sessions.csv", sessions, "text/csv"))
+    at.file_uploader(key="up_followups").set_value(("followups.csv", followups, "text/csv"))
+    at.file_uploader(key="up_mapping").set_value(("mapping.toml", saved, "application/toml"))
+    at.button[0].click().run()  # the radio still says ISO: the mapping's own format wins
+    assert not at.exception and at.session_state["source"] == "upload"
+    data = at.session_state["exports"]
+    assert data.sessions["session_date"].dt.strftime("%Y-%m-%d").tolist() == ["2025-01-25", "2025-01-26"]
+    assert data.sessions["dose_mg"].tolist()[0] == 84.0 and data.issues.empty
