@@ -14,7 +14,7 @@ import streamlit as st
 from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
 from pages._shared import show_table
-from pages._value_map import value_step
+from pages._value_map import units_step, value_step
 from schemas.columns import REQUIRED
 from schemas.frames import HIDDEN_VALUE
 from schemas.headers import looks_like_identifier
@@ -123,7 +123,7 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
             codes[code] = None if picked == SET_ASIDE else picked
 
     section = base_preset.data.get(kind, {})
-    scale, window, items = _units(kind, sugg, choices, section, key)
+    scale, window, items = units_step(kind, sugg, choices, section, key)
     try:
         mapping = Mapping.from_choices(kind, choices, headers, keep_identifiers=keep,
                                        code_column=code_col if layout == "long" else None,
@@ -154,34 +154,6 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
                        file_name=f"kap-outcomes-{kind}-mapping.toml", mime="application/toml",
                        key=f"{key}_download")
     return mapping.to_preset()
-
-
-def _units(kind: str, sugg: MappingSuggestions, choices: dict[str, str | None], section: dict,
-           key: str) -> tuple[dict[str, float], int | None, dict[str, tuple[str, ...]]]:
-    """Unit conversions offered by the suggestions (pounds → kg, a 0-100 scale → 0-10), questionnaire items summed
-    into totals, and the recall window."""
-    scale = dict(section.get("scale", {}))
-    items = {m: tuple(h) for m, h in section.get("items", {}).items()}
-    for m, headers in sugg.items.items():
-        if st.checkbox(f"Sum the {m} items {escape_markdown(', '.join(headers[:2]))} … {escape_markdown(headers[-1])} "
-                       "into the total (one missing item: prorated, sum x n/(n-1), rounded; more: no total)",
-                       value=True, key=f"{key}_items_{m}"):
-            items[m] = headers
-        else:
-            items.pop(m, None)
-    for f, (header, factor, why) in sugg.conversions.items():
-        if choices.get(f) in (None, header) and st.checkbox(f"{escape_markdown(why)}", value=f in scale,
-                                                            key=f"{key}_conv_{f}"):
-            choices[f], scale[f] = header, factor
-        elif choices.get(f) == header:
-            scale.pop(f, None)
-    window = None
-    if kind == "followups":
-        window = int(st.number_input(
-            "Days the use questions cover (recall window), for rows without window_days", min_value=1,
-            max_value=365, value=int(section.get("window_days", 30)), key=f"{key}_window",
-            help="e.g. 28 for a 28-day timeline follow-back; days_abstinent equal to it is never a return to use."))
-    return scale, (window if window != 30 or "window_days" in section else None), items
 
 
 def _hide_values(table: pd.DataFrame, columns: set[str]) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from analytics.formatting import escape_markdown
+from schemas.mapping import MappingSuggestions
 from schemas.value_map import describe_target, mapped_text, target_options, value_table, values_section
 
 SHOWN = 40  # values with a choice per column (the most frequent); the rest keep the suggestion
@@ -61,3 +62,31 @@ def value_step(kind: str, frame: pd.DataFrame, columns: AbcMapping[str, str],
                 st.caption(f"{len(open_values) - SHOWN} rarer value(s) keep their suggestion; edit the saved "
                            "mapping file to change them.")
     return values_section(chosen)
+
+
+def units_step(kind: str, sugg: MappingSuggestions, choices: dict[str, str | None], section: dict,
+           key: str) -> tuple[dict[str, float], int | None, dict[str, tuple[str, ...]]]:
+    """Unit conversions offered by the suggestions (pounds → kg, a 0-100 scale → 0-10), questionnaire items summed
+    into totals, and the recall window."""
+    scale = dict(section.get("scale", {}))
+    items = {m: tuple(h) for m, h in section.get("items", {}).items()}
+    for m, headers in sugg.items.items():
+        if st.checkbox(f"Sum the {m} items {escape_markdown(', '.join(headers[:2]))} … {escape_markdown(headers[-1])} "
+                       "into the total (one missing item: prorated, sum x n/(n-1), rounded; more: no total)",
+                       value=True, key=f"{key}_items_{m}"):
+            items[m] = headers
+        else:
+            items.pop(m, None)
+    for f, (header, factor, why) in sugg.conversions.items():
+        if choices.get(f) in (None, header) and st.checkbox(f"{escape_markdown(why)}", value=f in scale,
+                                                            key=f"{key}_conv_{f}"):
+            choices[f], scale[f] = header, factor
+        elif choices.get(f) == header:
+            scale.pop(f, None)
+    window = None
+    if kind == "followups":
+        window = int(st.number_input(
+            "Days the use questions cover (recall window), for rows without window_days", min_value=1,
+            max_value=365, value=int(section.get("window_days", 30)), key=f"{key}_window",
+            help="e.g. 28 for a 28-day timeline follow-back; days_abstinent equal to it is never a return to use."))
+    return scale, (window if window != 30 or "window_days" in section else None), items

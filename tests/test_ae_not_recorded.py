@@ -14,7 +14,7 @@ from analytics.outcomes import qi
 from analytics.outcomes.cohort import build_cohort
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_app_honest_loads import _without  # noqa: E402
+from test_app_honest_loads import _without
 
 ROOT = Path(__file__).resolve().parents[1]
 ZERO_RATE = re.compile(r"\b0(\.0+)? per 100\b")

@@ -318,11 +318,11 @@ def test_cli_validate_reads_the_ehr_report_with_its_banner_and_footer(tmp_path: 
 #    rows and the same cohort as the canonical files, so the true hazard ratio and PHQ-9 change are recovered alike
 # ---------------------------------------------------------------------------------------------------------------
 
-from analytics.sample import DEFAULT_UPLOAD, TRUE_EFFECTS, generate_clinic  # noqa: E402
-from schemas.mapping import Mapping, mapping_suggestions  # noqa: E402
-from schemas.presets import combine_presets  # noqa: E402
-from schemas.reader import read_table  # noqa: E402
-from schemas.value_map import mapped_text, value_table, values_section  # noqa: E402
+from analytics.sample import DEFAULT_UPLOAD, TRUE_EFFECTS, generate_clinic
+from schemas.mapping import Mapping, mapping_suggestions
+from schemas.presets import combine_presets
+from schemas.reader import read_table
+from schemas.value_map import mapped_text, value_table, values_section
 
 N_LAYOUT = 1200
 ROUTE_TEXT = {"iv": "Ketamine Infusion", "im": "IM Ketamine", "sublingual": "Ketamine troche (sublingual)",
@@ -517,7 +517,7 @@ def test_generated_clinic_in_a_real_layout_loads_through_the_mapping_and_keeps_i
 
     clinic, canonical, truth_cohort = generated
     write, dates, overrides, prefix = LAYOUTS[layout]
-    data, picked = _through_the_mapping(write(clinic), dates=dates, overrides=overrides, prefix=prefix)
+    data, _picked = _through_the_mapping(write(clinic), dates=dates, overrides=overrides, prefix=prefix)
     assert not overrides  # the suggestions found every column
     _balanced(data)
     s, f = data.files["sessions"], data.files["followups"]
