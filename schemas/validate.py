@@ -868,12 +868,53 @@ def load_exports(sessions: str | Path | bytes, followups: str | Path | bytes,
     today = pd.Timestamp(upload_date or date.today())
     # each file is checked on its own as soon as it is read (the next file is not yet in memory), and the read
     # exports are ours alone: validation drops their text columns as it goes (release)
-    s = _check(read_export(sessions, kind="sessions", name=names.get("sessions"), preset=preset, dates=dates),
-               dates, today, True, timezone)
+    s_raw = read_export(sessions, kind="sessions", name=names.get("sessions"), preset=preset, dates=dates)
+    also = _also_contacts(s_raw)
+    s = _check(s_raw, dates, today, True, timezone)
+    del s_raw
     f = _check(read_export(followups, kind="followups", name=names.get("followups"), preset=preset, dates=dates),
                dates, today, True, timezone)
     p = _check(read_export(patients, kind="patients", name=names.get("patients"), preset=preset, dates=dates),
                dates, today, True, timezone) if patients is not None else None
     prefix_notes = match_prefixes([s, f, p], prefixes)
-    return _cross_file(s, f, p, release=True, pretreatment_days=pretreatment_days,  # type: ignore[arg-type]
+    data = _cross_file(s, f, p, release=True, pretreatment_days=pretreatment_days,  # type: ignore[arg-type]
                        notes=prefix_notes)
+    return _add_also_contacts(data, also, names.get("sessions") or "sessions.csv")
+
+
+def _also_contacts(raw: RawExport) -> dict[int, str]:
+    """Lines whose visit type a mapping says is also another contact (``also``), taken out of the frame."""
+    from schemas.presets import ALSO_COLUMN
+
+    if ALSO_COLUMN not in raw.frame.columns:
+        return {}
+    col = raw.frame.pop(ALSO_COLUMN)
+    have = col.notna().to_numpy()
+    return dict(zip(raw.frame["line"].to_numpy()[have].tolist(), col[have].astype(str).tolist()))
+
+
+_CONTACT_ONLY = ("route", "dose_mg", "weight_kg", "phq9", "gad7", "craving", "bp_systolic_max", "bp_diastolic_max",
+                 "heart_rate_max", "adverse_events")
+
+
+def _add_also_contacts(data: ValidatedExports, also: dict[int, str], name: str) -> ValidatedExports:
+    """Each accepted session whose visit type is also another contact (a KAP session: ketamine and psychotherapy)
+    gives a second session row of that type on the same day and line, without the dose, scores, vitals and events
+    (they belong to the first); the note counts them."""
+    if not also or data.sessions.empty:
+        return data
+    sessions = data.sessions
+    lines = sessions["line"].map(also)
+    extra = sessions[lines.notna().to_numpy()].copy()
+    if extra.empty:
+        return data
+    extra["session_type"] = lines[lines.notna()].astype(sessions["session_type"].dtype).to_numpy()
+    for column in _CONTACT_ONLY:
+        if column in extra.columns:
+            extra[column] = sessions[column].iloc[:0].reindex(extra.index)  # missing, in the column's own type
+    out = pd.concat([sessions, extra]).sort_index(kind="stable").reset_index(drop=True)
+    counts = extra["session_type"].astype(str).value_counts()
+    note = (f"{name}: {len(extra):,} session row(s) also count as another contact, as the mapping says ("
+            + ", ".join(f"{v:,} {k}" for k, v in counts.items()) + "), each a second session on the same day and "
+            "line without the dose, scores, vital signs or events of the first.")
+    return dataclasses.replace(data, sessions=out, notes=(*data.notes, note))

@@ -150,6 +150,8 @@ def suggest_value(kind: str, column: str, value: str) -> dict[str, str] | None:
                 break
         if dose := _DOSE.search(value.lower()):
             out["dose_mg"] = dose.group(1)
+        if "kap" in words or ("assisted" in words and {"psychotherapy", "therapy"} & set(words)):
+            out["also"] = "psychotherapy"  # ketamine-assisted psychotherapy: also a psychotherapy contact
     return out or None
 
 
@@ -236,4 +238,5 @@ def target_options(kind: str, column: str, suggested: AbcMapping[str, str] | Non
 
 def describe_target(target: AbcMapping[str, str]) -> str:
     """``session_type ketamine, route intranasal, dose_mg 84`` (what a value sets, for the page)."""
-    return ", ".join(f"{c} {v}" for c, v in target.items()) or "kept as written"
+    return ", ".join(f"also a {v} contact" if c == "also" else f"{c} {v}" for c, v in target.items()) \
+        or "kept as written"

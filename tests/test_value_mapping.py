@@ -32,7 +32,9 @@ COLUMNS = {"Client ID": "patient_id", "Visit Date": "session_date", "Visit Type"
 
 @pytest.mark.parametrize(("column", "value", "meaning"), [
     ("session_type", "Spravato 84mg", {"session_type": "ketamine", "route": "intranasal", "dose_mg": "84"}),
-    ("session_type", "KAP Session", {"session_type": "ketamine"}),
+    ("session_type", "KAP Session", {"session_type": "ketamine", "also": "psychotherapy"}),
+    ("session_type", "Ketamine-assisted psychotherapy (IM)", {"session_type": "ketamine", "route": "im",
+                                                              "also": "psychotherapy"}),
     ("session_type", "Ketamine Infusion", {"session_type": "ketamine", "route": "iv"}),
     ("session_type", "G2082", {"session_type": "ketamine", "route": "intranasal", "dose_mg": "56"}),
     ("session_type", "90837", {"session_type": "psychotherapy"}),
@@ -179,3 +181,38 @@ def test_adverse_events_written_as_lists_are_split_and_an_unknown_item_never_set
                                                         "other;nausea"]
     note = next(n for n in data.notes if "not on the list" in n)
     assert "'itchy' (line 4)" in note and "'rash' (line 5)" in note and "read as 'other'" in note
+
+
+def test_a_kap_session_is_a_ketamine_session_and_also_a_psychotherapy_contact():
+    sessions = (b"Client ID,Visit Date,Visit Type,Dose\nC1,2025-01-02,KAP Session IM,60\n"
+                b"C1,2025-01-09,KAP Session IM,70\nC1,2025-01-16,Individual Therapy,\n")
+    followups = b"Client ID,Assessment Date\nC1,2025-02-01\n"
+    table = read_table(sessions)
+    columns = {"Client ID": "patient_id", "Visit Date": "session_date", "Visit Type": "session_type",
+               "Dose": "dose_mg"}
+    values = values_section(value_table(mapped_text(table.frame, columns), "sessions"))
+    assert values["session_type"]["KAP Session IM"] == {"session_type": "ketamine", "route": "im",
+                                                        "also": "psychotherapy"}
+    mapping = Mapping.from_choices("sessions", {f: h for h, f in columns.items()}, table.headers, values=values)
+    fu = Mapping.from_choices("followups", {"patient_id": "Client ID", "assessment_date": "Assessment Date"},
+                              ["Client ID", "Assessment Date"])
+    data = load_exports(sessions, followups, preset=combine_presets(mapping.to_preset(), {"followups": fu.to_preset()}),
+                        upload_date=date(2026, 1, 1))
+    report = data.files["sessions"]
+    assert (report.rows, report.accepted, report.quarantined) == (3, 3, 0)
+    s = data.sessions
+    assert list(zip(s["line"], s["session_type"], s["dose_mg"].fillna(0))) == [
+        (2, "ketamine", 60.0), (2, "psychotherapy", 0), (3, "ketamine", 70.0), (3, "psychotherapy", 0),
+        (4, "psychotherapy", 0)]
+    assert s.loc[s["session_type"] == "psychotherapy", "route"].isna().all()
+    assert any("2 session row(s) also count as another contact, as the mapping says (2 psychotherapy)" in n
+               for n in data.notes)
+    text = mapping.to_toml()
+    assert 'also = "psychotherapy"' in text and loads_mapping(text).values["sessions"]["session_type"][
+        "kap session im"]["also"] == "psychotherapy"
+
+
+def test_also_outside_a_visit_type_or_naming_no_session_type_is_refused():
+    bad = ('name = "x"\n[sessions.values.session_type]\n"KAP" = { session_type = "ketamine", also = "massage" }\n')
+    with pytest.raises(Exception, match="'also' belongs to a sessions visit type"):
+        loads_mapping(bad)

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from schemas.columns import COLUMNS, read_columns
+from schemas.columns import COLUMNS, SESSION_TYPES, read_columns
 from schemas.errors import UnusableExport
 
 PRESET_DIR = Path(__file__).parent
@@ -94,6 +94,8 @@ def item_note(measure: str, how: str, filled: int, prorated: int, short: int) ->
 DATE_ORDERS = ("iso", "dayfirst", "monthfirst")
 
 ValueTarget = str | dict[str, str]
+ALSO = "also"  # in a visit-type table: the visit is also a contact of this type (KAP Session: also psychotherapy)
+ALSO_COLUMN = "extra:also counts as"  # where the reader keeps it until schemas.validate adds the contacts
 
 
 def _norm(name: str) -> str:
@@ -188,6 +190,9 @@ class Preset:
             for target in targets.columns:
                 new = aligned[target].astype("string")
                 given = new.notna()
+                if target == ALSO:
+                    frame[ALSO_COLUMN] = new
+                    continue
                 if target == col:
                     frame[col] = new.where(given, frame[col])
                     continue
@@ -374,7 +379,13 @@ def _parse_values(section: dict, kind: str, source: str) -> dict[str, dict[str, 
         entries: dict[str, ValueTarget] = {}
         for key, target in mapping.items():
             if isinstance(target, dict):
-                bad = [t for t in target if t not in known]
+                also = target.get(ALSO)
+                if also is not None and (kind, col) != ("sessions", "session_type") or also not in (
+                        None, *SESSION_TYPES):
+                    raise UnusableExport(f"{source}: the value '{key}' of {kind} column {col} sets also = {also!r}; "
+                                         "'also' belongs to a sessions visit type and names another session type "
+                                         "(e.g. also = \"psychotherapy\").")
+                bad = [t for t in target if t not in known and t != ALSO]
                 if bad:
                     raise UnusableExport(f"{source}: the value '{key}' of {kind} column {col} sets '{bad[0]}', which "
                                          f"is not a {kind} column; use one of: {', '.join(known)}.")
