@@ -14,6 +14,7 @@ import streamlit as st
 from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
 from pages._shared import show_table
+from pages._value_map import units_step, value_step
 from schemas.columns import REQUIRED
 from schemas.frames import HIDDEN_VALUE
 from schemas.headers import looks_like_identifier
@@ -25,7 +26,7 @@ from schemas.mapping import (
     mapping_suggestions,
     preview,
 )
-from schemas.presets import Preset, load_preset
+from schemas.presets import ITEM_TARGETS, Preset, load_preset
 from schemas.reader import read_table
 
 NOT_IN_FILE = "— not in this file —"
@@ -81,7 +82,9 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
     codes_in_file: list[str] = []
     if layout == "long" and code_col:
         codes_in_file = [str(c) for c in table.frame[code_col].dropna().str.strip().value_counts().index[:60]]
-    sugg = mapping_suggestions(headers, kind, base=base_preset, layout=layout, codes_in_file=codes_in_file)
+    samples = {h: table.frame[h].dropna().unique()[:50].tolist() for h in headers if "status" in h.lower()}
+    sugg = mapping_suggestions(headers, kind, base=base_preset, layout=layout, codes_in_file=codes_in_file,
+                               samples=samples)
     if layout == "long":
         sugg = _with_columns(sugg, code_col, value_cols)
     for ambiguity in sugg.ambiguous:
@@ -113,19 +116,24 @@ def mapping_step(kind: str, file_bytes: bytes, file_name: str, *, base: str | Pr
         code_grid = st.columns(3)
         for i, code in enumerate(codes_in_file):
             measure, _score = sugg.codes.get(code, (None, 0.0))
-            code_options = [SET_ASIDE, *measures]
+            code_options = [SET_ASIDE, *measures, *ITEM_TARGETS]
             picked = code_grid[i % 3].selectbox(f"code {escape_markdown(code)}", code_options,
                                                 index=code_options.index(measure) if measure else 0,
                                                 key=f"{key}_code_{i}")
             codes[code] = None if picked == SET_ASIDE else picked
 
     section = base_preset.data.get(kind, {})
+    scale, window, items = units_step(kind, sugg, choices, section, key)
     try:
         mapping = Mapping.from_choices(kind, choices, headers, keep_identifiers=keep,
                                        code_column=code_col if layout == "long" else None,
                                        value_columns=value_cols if layout == "long" else (),
                                        codes=codes, values=section.get("values"), name=f"{kind}-mapping",
-                                       description=f"Column mapping for {kind} exports like {file_name}")
+                                       description=f"Column mapping for {kind} exports like {file_name}",
+                                       window_days=window, scale=scale, dates=dates,
+                                       strip_prefix=base_preset.strip_prefix.get(kind, ()), items=items)
+        values = value_step(kind, table.frame, mapping.columns, section.get("values"), key)
+        mapping = dataclasses.replace(mapping, values={**mapping.values, **values})
         shown = preview(file_bytes, kind, mapping, n=10, dates=dates, name=file_name)
     except OutcomesError as err:
         st.info(escape_markdown(str(err)))

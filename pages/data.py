@@ -14,9 +14,10 @@ from analytics.privacy.safe_export import to_safe_csv
 from analytics.privacy.suppression import file_count_cells, issue_counts, render_note
 from analytics.store import StoreBusy, open_store
 from pages._auth import audit_export, current_user
-from pages._mapping import mapping_step
+from pages._map_section import OPEN as MAP_OPEN
+from pages._map_section import mapping_section
 from pages._shared import Key, exports, set_exports, show_notes, show_table, shown_markdown, sidebar_settings
-from schemas.presets import Preset, available_presets, combine_presets, loads_mapping
+from schemas.presets import Preset, available_presets, loads_mapping
 from schemas.validate import load_exports
 
 user, role = current_user()  # a signed-out visitor never gets past this (pages._auth): no uploader for them
@@ -54,7 +55,10 @@ with st.form("upload"):
                             format_func=lambda z: z or "As written in the file",
                             help="Date-times written in UTC (ending Z or +00:00) take their date in this zone. "
                                  "Type to search, e.g. 'New_York'. Default: each date as written.")
-    submitted = st.form_submit_button("Check and load", type="primary")
+    b1, b2 = st.columns(2)
+    submitted = b1.form_submit_button("Check and load", type="primary")
+    if b2.form_submit_button("Map columns first", help="Open the mapping step for these files without loading"):
+        st.session_state[MAP_OPEN] = True
 
 
 def _load(layout: str | Preset, prefixes: str = "suggest") -> None:
@@ -98,6 +102,8 @@ except OutcomesError as err:
     mapping_error = f"{err} Nothing is loaded until the mapping file is fixed or removed (then the preset is used)."
     st.error(escape_markdown(mapping_error))
     layout = preset
+if isinstance(layout, Preset) and layout.dates:  # a saved mapping keeps its date format
+    dates = layout.dates
 if submitted and mapping_error is None:
     if not sessions or not followups:
         st.error("Choose both sessions.csv and followups.csv; patients.csv is optional.")
@@ -106,21 +112,8 @@ if submitted and mapping_error is None:
 
 uploads = {k: f[0] for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
 if uploads and row_level:  # the mapping step previews the file's rows
-    with st.expander("Map columns (when no preset matches your export)"):
-        kinds = st.multiselect("Map the columns of", list(uploads), key="map_kinds")
-        overrides = {}
-        for kind in kinds:
-            with st.container(border=True):
-                mapped = mapping_step(kind, uploads[kind].getvalue(), uploads[kind].name, base=layout, dates=dates)
-            if mapped is not None:
-                overrides[kind] = mapped
-        if kinds and len(overrides) == len(kinds):
-            combined = combine_presets(layout, overrides, name="clinic-mapping")
-            st.download_button("Download the mapping for all files (TOML)", data=combined.to_toml,
-                               file_name="kap-outcomes-mapping.toml", mime="application/toml", key="dl_all_mapping")
-            if st.button("Check and load with this mapping", type="primary", key="load_mapped",
-                         disabled=not sessions or not followups or mapping_error is not None):
-                _load(combined)
+    mapping_section(uploads, layout, dates, timezone or None, _load,
+                    disabled=not sessions or not followups or mapping_error is not None)
 
 if st.button("Use the sample clinic instead", disabled=st.session_state.get(Key.SOURCE) == "sample"):
     from pages._shared import load_sample

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import streamlit as st
 
 from analytics import formatting as fmt
@@ -66,7 +68,7 @@ def _value(row) -> str:
     if shown and not rate_is_safe(row["numerator"], row["denominator"], complement=row["scale"] == "proportion"):
         return "suppressed (<11)"
     if row["scale"] == "per_100_sessions":
-        return f"{fmt.num(row['estimate'], 1)} per 100"
+        return "not recorded" if math.isnan(float(row["estimate"])) else f"{fmt.num(row['estimate'], 1)} per 100"
     return fmt.pct(row["estimate"])
 
 

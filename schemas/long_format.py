@@ -34,7 +34,7 @@ import pandera.pandas as pa
 
 from schemas.columns import read_columns
 from schemas.frames import parse_bool
-from schemas.presets import LongLayout, Preset
+from schemas.presets import ITEM_COUNTS, ITEM_MAX, ITEM_TARGETS, LongLayout, Preset, item_note, sum_items
 
 CODE = "__code"
 VALUE = "__value"
@@ -163,8 +163,9 @@ def _parse_measure(texts: pd.Series, column: str, kind: str, preset: Preset, dat
     """
     from schemas.dates import parse_dates  # validate imports the reader, which imports this module
 
-    ctype = read_columns(kind)[column]
-    desc = _description(kind, column)
+    ctype = read_columns(kind).get(column, "integer")  # an item of a questionnaire (phq9_item3): 0-3
+    desc = _description(kind, column) if column not in ITEM_TARGETS else \
+        f"a {ITEM_TARGETS[column]} item score, a whole number from 0 to {ITEM_MAX}"
     n = len(mask_of)
     out = texts.astype("string")
     key = out.str.strip()
@@ -186,6 +187,9 @@ def _parse_measure(texts: pd.Series, column: str, kind: str, preset: Preset, dat
             flag(frac, f"must be a whole number; {desc}")
         key = num.map(repr).astype("string")
         typed = num
+        if column in ITEM_TARGETS:
+            flag(num.notna() & ~num.isin(range(ITEM_MAX + 1)), f"is not {desc}")
+            typed = None
     elif ctype == "boolean":
         b = parse_bool(texts)
         flag(b.isna(), "not a yes/no answer; write yes or no (true/false and 1/0 are read too)")
@@ -340,7 +344,33 @@ def pivot_long(frame: pd.DataFrame, *, kind: str, name: str, layout: LongLayout,
         dup &= ~flags.bad
 
     ok = ~flags.bad
-    return _assemble(frame, work, ok, dup, attributes, renamed, flags, name)
+    return _items_to_totals(_assemble(frame, work, ok, dup, attributes, renamed, flags, name), name)
+
+
+def _items_to_totals(result: LongResult, name: str) -> LongResult:
+    """Item rows (codes mapped to ``phq9_item1`` …) summed into the instrument's total where the follow-up has no
+    total of its own (one missing item prorated; see :func:`schemas.presets.sum_items`); the item columns go."""
+    frame, notes = result.frame, list(result.notes)
+    for measure, n in ITEM_COUNTS.items():
+        cols = [f"{measure}_item{i}" for i in range(1, n + 1)]
+        present = [c for c in cols if c in frame.columns]
+        if not present:
+            continue
+        nums = pd.DataFrame({c: pd.to_numeric(frame[c], errors="coerce") if c in frame.columns
+                             else pd.Series(np.nan, index=frame.index) for c in cols})
+        answered = nums.notna().any(axis=1)
+        total = sum_items(nums, n)
+        current = frame[measure] if measure in frame.columns else pd.Series(pd.NA, index=frame.index, dtype="string")
+        fill = current.isna() & total.notna()
+        frame[measure] = current.astype("string").where(~fill, total.map(lambda x: f"{x:.0f}", na_action="ignore")
+                                                         .astype("string"))
+        missing = nums.isna().sum(axis=1)
+        notes.append(f"{name}: " + item_note(measure, "coded one per row", int(fill.sum()),
+                                             int((fill & (missing == 1)).sum()),
+                                             int((current.isna() & answered & (missing > 1)).sum())))
+        frame = frame.drop(columns=present)
+    return LongResult(frame=frame, issues=result.issues, sources=result.sources,
+                      identical_duplicates=result.identical_duplicates, notes=tuple(notes))
 
 
 def _conflict_reasons(rows: pd.DataFrame) -> np.ndarray:

@@ -51,7 +51,82 @@ from schemas.reader import read_export, read_table
 THRESHOLD = 0.6
 MARGIN = 0.02
 _FILLER = frozenset({"total", "score", "the", "of", "number", "no", "nr", "num", "code", "id"})
-_DATE_WORDS = frozenset({"date", "dt", "datetime", "time", "timestamp", "day", "on", "when"})
+_DATE_WORDS = frozenset({"date", "dt", "datetime", "time", "timestamp", "day", "on", "when", "start", "end", "period"})
+# conservative suggestions: words that rule a header out of a field, whatever its similarity
+_POUNDS = frozenset({"lb", "lbs", "pound", "pounds"})
+_NOT_EVENT_DATE = frozenset({"due", "assigned", "scheduled", "sent", "created", "requested", "expires", "expiry",
+                             "expiration", "next", "planned", "booked", "reminder"})
+_NOT_PATIENT = frozenset({"loinc", "instrument", "questionnaire", "measure", "scale", "observation", "encounter",
+                          "appointment", "visit", "episode", "order", "provider", "practitioner", "location"})
+_NOT_TREATMENT_STATUS = frozenset({"complete", "completed", "completion", "questionnaire", "survey", "form",
+                                   "observation", "response", "record", "appointment", "visit", "order"})
+_RECORD_STATUSES = frozenset({"completed", "complete", "final", "amended", "corrected", "preliminary", "in_progress",
+                              "entered_in_error", "incomplete", "unverified", "registered", "cancelled", "0", "1",
+                              "2"})
+_OBSERVATION_STATUS_VALUES = frozenset({"final", "amended", "corrected", "preliminary", "entered_in_error",
+                                        "registered", "cancelled"})
+POUNDS_TO_KG = 0.45359237
+
+
+def _tokens(header: str) -> set[str]:
+    return set(_norm(header).split("_"))
+
+
+def ruled_out(header: str, kind: str, column: str, values: Sequence[str] | None = None) -> str | None:
+    """Why ``header`` is never suggested for ``column`` (a sentence), or None.
+
+    Pounds are never kilograms, a period's start or end and a questionnaire's code are never the patient, an
+    assigned or due date is never a return to use or an assessment, and a questionnaire's or record's "Completed"
+    is never a treatment status (nor is a column whose values are only record statuses such as final/amended).
+    """
+    tokens = _tokens(header)
+    if column == "weight_kg" and tokens & _POUNDS:
+        return f"'{header}' is in pounds, not kg: convert it (x {POUNDS_TO_KG}) instead"
+    if column == "craving" and "100" in tokens:
+        return f"'{header}' is on a 0-100 scale, not 0-10: rescale it (x 0.1) instead"
+    if column == "patient_id" and (tokens & (_NOT_PATIENT | _DATE_WORDS)):
+        return f"'{header}' names a date, code or other record, not the patient"
+    if column in ("relapse_date", "assessment_date") and tokens & _NOT_EVENT_DATE:
+        return f"'{header}' is a planned or assigned date, not the day it happened"
+    if kind == "followups" and column == "status":
+        if tokens & _NOT_TREATMENT_STATUS:
+            return f"'{header}' is the status of a form or record, not of the treatment"
+        seen = {re.sub(r"[\s\-]+", "_", str(v).strip().lower()) for v in (values or ()) if str(v).strip()}
+        if seen and seen <= _RECORD_STATUSES:
+            return f"the values of '{header}' are record statuses ({', '.join(sorted(seen)[:4])}), not treatment ones"
+    if kind == "followups" and column == "observation_status":
+        seen = {re.sub(r"[\s\-]+", "_", str(v).strip().lower()) for v in (values or ()) if str(v).strip()}
+        if not seen or not seen <= (_OBSERVATION_STATUS_VALUES | {"final"}):
+            return f"'{header}' does not hold observation statuses (final, amended, entered in error)"
+    return None
+
+
+_ITEM_RE = {"phq9": re.compile(r"^phq_?9_?(?:items?_?|q_?|question_?|i_?)?([1-9])$"),
+            "gad7": re.compile(r"^gad_?7_?(?:items?_?|q_?|question_?|i_?)?([1-7])$")}
+
+
+def detect_items(headers: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """PHQ-9 items 1-9 / GAD-7 items 1-7 written as columns (``phq9_q1``, ``PHQ-9 Item 3``, ``gad7_7``): instrument →
+    its item headers in order, when every item of the instrument has exactly one column."""
+    from schemas.presets import ITEM_COUNTS
+
+    found: dict[str, dict[int, list[str]]] = {m: {} for m in _ITEM_RE}
+    for h in headers:
+        for measure, pattern in _ITEM_RE.items():
+            if hit := pattern.match(_norm(h)):
+                found[measure].setdefault(int(hit.group(1)), []).append(h)
+    return {m: tuple(items[i][0] for i in range(1, ITEM_COUNTS[m] + 1)) for m, items in found.items()
+            if set(items) == set(range(1, ITEM_COUNTS[m] + 1)) and all(len(v) == 1 for v in items.values())}
+
+
+def conversion(header: str, column: str) -> tuple[float, str] | None:
+    """A unit conversion a header asks for: (factor, sentence), e.g. pounds to weight_kg."""
+    tokens = _tokens(header)
+    if column == "weight_kg" and tokens & _POUNDS and tokens & {"weight", "wt"}:
+        return POUNDS_TO_KG, f"'{header}' is in pounds: read it as weight_kg (x {POUNDS_TO_KG} kg per lb)"
+    if column == "craving" and "100" in tokens and "craving" in tokens:
+        return 0.1, f"'{header}' is a 0-100 scale: read it as craving 0-10 (x 0.1)"
+    return None
 Layout = Literal["wide", "long"]
 MAPPING_HEADER = ("KAP Outcomes column mapping (same format as schemas/presets/*.toml).\n"
                   "Use it with: kap-outcomes validate --sessions S.csv --followups F.csv --mapping THIS.toml\n"
@@ -170,6 +245,8 @@ class MappingSuggestions:
     value_columns: tuple[str, ...] = ()
     codes: dict[str, tuple[str | None, float]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    conversions: dict[str, tuple[str, float, str]] = field(default_factory=dict)
+    items: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def detect_long(headers: Sequence[str], kind: str = "followups") -> tuple[str | None, tuple[str, ...]]:
@@ -188,12 +265,20 @@ def detect_long(headers: Sequence[str], kind: str = "followups") -> tuple[str | 
 
 def suggest_codes(codes: Sequence[str], kind: str = "followups") -> dict[str, tuple[str | None, float]]:
     """Each instrument code → (canonical measure or None, score): known codes first, then name similarity."""
+    from schemas.presets import ITEM_CODES
+
     known = {norm_code(k): v for k, v in _synonyms().get("codes", {}).items()}
+    known.update({norm_code(k): v for k, v in ITEM_CODES.items()})
     measures = [c for c in fields_of(kind) if c not in ("patient_id", "assessment_date")]
     out: dict[str, tuple[str | None, float]] = {}
     for code in codes:
         if norm_code(code) in known:
             out[code] = (known[norm_code(code)], 1.0)
+            continue
+        item = next(((m, hit.group(1)) for m, pattern in _ITEM_RE.items() if (hit := pattern.match(_norm(code)))),
+                    None)
+        if item is not None:  # PHQ-9 item 3 written as a code: summed into the total
+            out[code] = (f"{item[0]}_item{item[1]}", 1.0)
             continue
         scored = sorted(((field_score(code, kind, m), m) for m in measures), reverse=True)
         top = scored[0] if scored else (0.0, None)
@@ -204,7 +289,8 @@ def suggest_codes(codes: Sequence[str], kind: str = "followups") -> dict[str, tu
 
 def mapping_suggestions(headers: Sequence[str], kind: str, *, codes_in_file: Sequence[str] = (),
                         base: Preset | str | None = None, layout: Layout | None = None,
-                        threshold: float = THRESHOLD, margin: float = MARGIN) -> MappingSuggestions:
+                        threshold: float = THRESHOLD, margin: float = MARGIN,
+                        samples: AbcMapping[str, Sequence[str]] | None = None) -> MappingSuggestions:
     """Suggest a header for each field of ``kind``; flag ambiguities instead of choosing.
 
     Parameters
@@ -217,6 +303,13 @@ def mapping_suggestions(headers: Sequence[str], kind: str, *, codes_in_file: Seq
         A preset whose column names count as exact matches (score 1.0), e.g. the preset the user picked.
     layout:
         ``wide`` or ``long``; detected from the headers when not given (long needs a code and a value column).
+    samples:
+        Distinct values of some headers (used to rule out a record status as a treatment status).
+
+    Notes
+    -----
+    Suggestions are conservative (:func:`ruled_out`): such a header is never chosen, whatever its similarity;
+    a unit conversion it asks for (pounds → kg, 0-100 → 0-10) is offered in ``conversions`` instead.
 
     Returns
     -------
@@ -237,18 +330,27 @@ def mapping_suggestions(headers: Sequence[str], kind: str, *, codes_in_file: Seq
     if chosen_layout == "long" and not code_col:
         code_col, value_cols = None, ()
     special = {code_col, *value_cols} if chosen_layout == "long" else set()
+    detected_code = detect_long(headers, kind)[0]
+    items = detect_items(headers) if chosen_layout == "wide" else {}
+    special |= {h for hs in items.values() for h in hs}  # items are summed into totals, never a field themselves
     identifiers = tuple(h for h in headers if looks_like_identifier(h))
     base_map = base_preset.column_map(kind) if base_preset is not None else {}
     candidates: dict[str, list[tuple[float, str]]] = {}
+    conversions: dict[str, tuple[str, float, str]] = {}
+    samples = samples or {}
     for f in fields:
         if chosen_layout == "long" and kind == "followups" and f not in ("patient_id", "assessment_date"):
             candidates[f] = []  # measures come from codes; other columns of a long file stay extra
             continue
         scored = []
         for h in headers:
-            if h in special or h in identifiers:
+            if h in special or h in identifiers or (f == "patient_id" and h == detected_code):
                 continue
             s = 1.0 if base_map.get(normalise_header(h)) == f else field_score(h, kind, f)
+            if base_map.get(normalise_header(h)) != f and ruled_out(h, kind, f, samples.get(h)):
+                if (conv := conversion(h, f)) is not None and f not in conversions:
+                    conversions[f] = (h, *conv)
+                continue
             if s >= threshold:
                 scored.append((s, h))
         candidates[f] = sorted(scored, key=lambda x: (-x[0], headers.index(x[1])))
@@ -273,7 +375,7 @@ def mapping_suggestions(headers: Sequence[str], kind: str, *, codes_in_file: Seq
                               table=pd.DataFrame(rows), identifiers=identifiers,
                               code_column=code_col if chosen_layout == "long" else None,
                               value_columns=tuple(value_cols) if chosen_layout == "long" else (),
-                              codes=codes, notes=tuple(notes))
+                              codes=codes, notes=tuple(notes), conversions=conversions, items=items)
 
 
 def _resolve(candidates: dict[str, list[tuple[float, str]]], fields: Sequence[str],
@@ -367,13 +469,19 @@ class Mapping:
     description: str = ""
     strip_prefix: tuple[str, ...] = ()
     window_days: int | None = None
+    scale: dict[str, float] = field(default_factory=dict)
+    dates: str | None = None
+    items: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_choices(cls, kind: str, choices: AbcMapping[str, str | None], headers: Sequence[str], *,
                      keep_identifiers: Sequence[str] = (), code_column: str | None = None,
                      value_columns: Sequence[str] = (), codes: AbcMapping[str, str | None] | None = None,
                      values: AbcMapping[str, dict[str, Any]] | None = None, name: str = "clinic-mapping",
-                     description: str = "") -> Mapping:
+                     description: str = "", window_days: int | None = None,
+                     scale: AbcMapping[str, float] | None = None, dates: str | None = None,
+                     strip_prefix: Sequence[str] = (),
+                     items: AbcMapping[str, Sequence[str]] | None = None) -> Mapping:
         """Build and check a mapping from the user's choices (field → header, or None for "not in this file").
 
         Every header of the file not chosen for a field keeps its data as an extra column; one whose name
@@ -435,7 +543,10 @@ class Mapping:
         return cls(kind=kind, columns=columns,
                    keep_identifiers=tuple(h for h in picked.values() if normalise_header(h) in keep),
                    code_column=code_column, value_columns=tuple(value_columns), codes=code_map,
-                   values={k: dict(v) for k, v in (values or {}).items()}, name=name, description=description)
+                   values={k: dict(v) for k, v in (values or {}).items()}, name=name, description=description,
+                   window_days=window_days, scale={k: float(v) for k, v in (scale or {}).items() if k in picked},
+                   dates=dates, strip_prefix=tuple(strip_prefix),
+                   items={m: tuple(h) for m, h in (items or {}).items()})
 
     @classmethod
     def from_preset(cls, preset: Preset, kind: str) -> Mapping:
@@ -450,7 +561,8 @@ class Mapping:
                    keep_identifiers=tuple(section.get("keep_identifiers", [])),
                    code_column=long.get("code"), value_columns=tuple([value] if isinstance(value, str) else value),
                    codes=dict(section.get("codes", {})), values=dict(section.get("values", {})),
-                   name=preset.name, description=preset.description)
+                   name=preset.name, description=preset.description, scale=dict(section.get("scale", {})),
+                   dates=preset.dates, items={m: tuple(h) for m, h in section.get("items", {}).items()})
 
     def to_dict(self) -> dict[str, Any]:
         section: dict[str, Any] = {}
@@ -466,9 +578,15 @@ class Mapping:
             section["codes"] = dict(self.codes)
         if self.values:
             section["values"] = {k: dict(v) for k, v in self.values.items()}
+        if self.scale:
+            section["scale"] = dict(self.scale)
+        if self.items:
+            section["items"] = {m: list(h) for m, h in self.items.items()}
         out: dict[str, Any] = {"name": self.name}
         if self.description:
             out["description"] = self.description
+        if self.dates:
+            out["dates"] = self.dates
         out[self.kind] = section
         return out
 

@@ -1129,6 +1129,7 @@ def _name_columns(kind: str, name: str, header: list[str], body: pd.DataFrame, r
         frame = _set_aside_nul(frame, name, issues, shown_as)
     as_written = {c: frame[c] for c in frame.columns if c in seen}  # before value maps: what reasons may quote
     frame, conflicts = loaded.apply_values(kind, frame)
+    notes.extend(f"{name}: {n}" for n in frame.attrs.pop("notes", []))  # item totals, unit conversions
     if conflicts:
         positions = frame.index.get_indexer([c["index"] for c in conflicts])
         for c, pos in zip(conflicts, positions):

@@ -49,7 +49,8 @@ SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
 ISSUE_COLUMNS = ["file", "line", "column", "value", "reason"]
 # how many days before the first ketamine session an assessment may lie and still be read (pre-treatment, a possible
 # baseline): the contract's baseline window; earlier ones are set aside with a sentence
-PRETREATMENT_DAYS = 30
+BASELINE_WINDOW_DAYS = 30  # the contract's default baseline window (named in the pre-treatment note)
+PRETREATMENT_DAYS: int | None = None  # contract v2: every pre-treatment assessment is kept
 
 
 
@@ -245,9 +246,9 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
                                   for item, lines in list(dropped.items())[:10])
                 issues.notes.append(
                     f"{issues.file}: {sum(len(v) for v in dropped.values()):,} {col} item(s) are not on the list and "
-                    f"were left out; their sessions are kept with their other events: {shown}. To count them, map "
-                    f"each to an event of the list in the mapping ([sessions.values.{col}], e.g. \"drowsy\" = "
-                    "\"sedation\").")
+                    f"were read as 'other'; their sessions are kept: {shown}. To count them as a listed event, map "
+                    f"each to it in the mapping's value step ([sessions.values.{col}], e.g. \"itchy\" = \"other\", "
+                    "\"drowsy\" = \"sedation\").")
         typed[col] = parsed
         mask = np.zeros(len(raw), dtype=bool)
         for positions in issues.idx[before:]:
@@ -258,8 +259,9 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
 
 def _parse_events(values: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, np.ndarray]]:
     """``Dizziness, drowsy`` → ``dizziness;sedation``: items split on ``;`` ``,`` ``|``, each read through
-    :data:`~schemas.columns.ADVERSE_EVENT_ALIASES`. Returns the events, the rows whose items are all unknown (set
-    aside), and the unknown items of the rows that are kept with their known items (item → row positions)."""
+    :data:`~schemas.columns.ADVERSE_EVENT_ALIASES`. An item not on the list is read as ``other`` (an event was
+    recorded; the session is never set aside for it). Returns the events, the rows to set aside (none), and the
+    unknown items (item → row positions), which the caller names in a note."""
     text = pc.utf8_lower(text_array(values))
     text = pc.utf8_trim(pc.replace_substring_regex(text, r"\s*[;,|]\s*", ";"), ";")
     text = pc.utf8_trim_whitespace(text)
@@ -276,19 +278,20 @@ def _parse_events(values: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, n
     n = len(values)
     n_known = np.bincount(parents[known], minlength=n)
     n_unknown = np.bincount(parents[unknown], minlength=n)
-    mask = (n_unknown > 0) & (n_known == 0)
+    mask = np.zeros(n, dtype=bool)
+    del n_known, n_unknown
     dropped: dict[str, np.ndarray] = {}
-    partial = unknown & (n_known[parents] > 0)
-    if partial.any():
-        items = np.asarray(flat.filter(pa_.array(partial)).to_pylist(), dtype=object)
-        at = parents[partial]
+    if unknown.any():
+        items = np.asarray(flat.filter(pa_.array(unknown)).to_pylist(), dtype=object)
+        at = parents[unknown]
         for item in dict.fromkeys(items):
             dropped[str(item)] = at[items == item]
     written = text_array(values)
     if not unknown.any() and alias_at.null_count == len(alias_at) and text.null_count == written.null_count \
             and pc.all(pc.equal(text, written.cast(text.type))).as_py() in (True, None):
         return values, mask, dropped  # already as the contract writes it: the file's own column, no second copy
-    keep = known
+    keep = known | unknown
+    flat = pc.if_else(pa_.array(unknown), pa_.scalar("other", type=flat.type), flat)
     counts = np.bincount(parents[keep], minlength=n)
     offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
     kept = flat.filter(pa_.array(keep))
@@ -568,7 +571,8 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
         unambiguous (:func:`match_prefixes`), with a note. ``off``: neither.
     pretreatment_days:
         How many days before the first ketamine session an assessment is read as a pre-treatment assessment
-        (default 30, the contract's baseline window); earlier ones are set aside. ``None``: every one is read.
+        (and earlier ones set aside). ``None`` (default, contract v2): every one is kept as a pre-treatment
+        assessment; the cohort takes the baseline from those within its baseline window.
 
     Returns
     -------
@@ -724,10 +728,17 @@ def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool,
                  "after the first session; check the date")
     pre = (before & ~too_early).to_numpy()
     if pre.any():
+        scored = pd.Series(False, index=f_typed.index)
+        for measure in ("phq9", "gad7"):
+            if measure in f_typed:
+                scored |= f_typed[measure].notna()
+        old = (ahead > BASELINE_WINDOW_DAYS).fillna(False).to_numpy() & pre
+        within = f"within {pretreatment_days} days before it" if pretreatment_days is not None else "kept"
         notes = (*notes, (f"{followups.name}: {int(pre.sum()):,} assessment(s) before the patient's first ketamine "
-                 f"session are read as pre-treatment assessments (within {pretreatment_days} days before it): their "
-                 "scores can be the baseline; their use answers describe use before treatment and are never a "
-                 "return to use."))
+                 f"session are read as pre-treatment assessments ({within}; {int((scored.to_numpy() & pre).sum()):,} "
+                 f"with a PHQ-9 or GAD-7 score, {int(old.sum()):,} more than {BASELINE_WINDOW_DAYS} days before it): "
+                 "scores within the baseline window can be the baseline, older ones are kept as pre-treatment "
+                 "scores; their use answers describe use before treatment and are never a return to use."))
     if "relapse_date" in f_typed:
         early = (f_typed["relapse_date"] < idx).fillna(False) & ~before
         f_issues.add(ff, early.to_numpy(), "relapse_date",
@@ -863,9 +874,53 @@ def load_exports(sessions: Source | Sequence[Source], followups: Source | Sequen
 
     # each file is checked on its own as soon as it is read (the next file is not yet in memory), and the read
     # exports are ours alone: validation drops their text columns as it goes (release)
-    s = _check(read(sessions, "sessions"), dates, today, True, timezone)
+    s_raw = read(sessions, "sessions")
+    also = _also_contacts(s_raw)
+    s = _check(s_raw, dates, today, True, timezone)
+    del s_raw
     f = _check(read(followups, "followups"), dates, today, True, timezone)
     p = _check(read(patients, "patients"), dates, today, True, timezone) if patients is not None else None
     prefix_notes = match_prefixes([s, f, p], prefixes)
-    return _cross_file(s, f, p, release=True, pretreatment_days=pretreatment_days,  # type: ignore[arg-type]
+    data = _cross_file(s, f, p, release=True, pretreatment_days=pretreatment_days,  # type: ignore[arg-type]
                        notes=prefix_notes)
+    written = names.get("sessions")  # one name, or one per file
+    written = written if isinstance(written, str) else ", ".join(written) if written else "sessions.csv"
+    return _add_also_contacts(data, also, written)
+
+
+def _also_contacts(raw: RawExport) -> dict[int, str]:
+    """Lines whose visit type a mapping says is also another contact (``also``), taken out of the frame."""
+    from schemas.presets import ALSO_COLUMN
+
+    if ALSO_COLUMN not in raw.frame.columns:
+        return {}
+    col = raw.frame.pop(ALSO_COLUMN)
+    have = col.notna().to_numpy()
+    return dict(zip(raw.frame["line"].to_numpy()[have].tolist(), col[have].astype(str).tolist()))
+
+
+_CONTACT_ONLY = ("route", "dose_mg", "weight_kg", "phq9", "gad7", "craving", "bp_systolic_max", "bp_diastolic_max",
+                 "heart_rate_max", "adverse_events")
+
+
+def _add_also_contacts(data: ValidatedExports, also: dict[int, str], name: str) -> ValidatedExports:
+    """Each accepted session whose visit type is also another contact (a KAP session: ketamine and psychotherapy)
+    gives a second session row of that type on the same day and line, without the dose, scores, vitals and events
+    (they belong to the first); the note counts them."""
+    if not also or data.sessions.empty:
+        return data
+    sessions = data.sessions
+    lines = sessions["line"].map(also)
+    extra = sessions[lines.notna().to_numpy()].copy()
+    if extra.empty:
+        return data
+    extra["session_type"] = lines[lines.notna()].astype(sessions["session_type"].dtype).to_numpy()
+    for column in _CONTACT_ONLY:
+        if column in extra.columns:
+            extra[column] = sessions[column].iloc[:0].reindex(extra.index)  # missing, in the column's own type
+    out = pd.concat([sessions, extra]).sort_index(kind="stable").reset_index(drop=True)
+    counts = extra["session_type"].astype(str).value_counts()
+    note = (f"{name}: {len(extra):,} session row(s) also count as another contact, as the mapping says ("
+            + ", ".join(f"{v:,} {k}" for k, v in counts.items()) + "), each a second session on the same day and "
+            "line without the dose, scores, vital signs or events of the first.")
+    return dataclasses.replace(data, sessions=out, notes=(*data.notes, note))

@@ -97,6 +97,7 @@ def test_data_page_offers_the_mapping_step_after_an_upload_that_fits_no_preset()
     at.file_uploader(key="up_followups").set_value(("followups.csv", followups, "text/csv"))
     at.button[0].click().run()
     assert any("has no 'patient\\_id' column" in e.value and "map them below" in e.value for e in at.error)
+    at.toggle(key="map_open").set_value(True).run()
     at.multiselect(key="map_kinds").set_value(["followups"]).run()
     _select(at, "assessment_date").set_value("When").run()
     assert not at.exception
@@ -107,3 +108,61 @@ def test_data_page_offers_the_mapping_step_after_an_upload_that_fits_no_preset()
     assert (report.rows, report.accepted, report.quarantined, report.merged) == (5, 4, 1, 2)
     assert data.followups["phq9"].tolist() == [12.0, 14.0] and data.followups["gad7"].iloc[0] == 8.0
     assert data.issues[["line", "value"]].values.tolist() == [[6, "AUDIT-C"]]
+
+
+def test_mapping_step_opens_before_any_load_stays_open_and_previews_the_effect_on_every_row():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sessions = (b"Client,Seen,Visit Type,Route\n001,2025-01-01,Ketamine Infusion,\n002,2025-01-02,Spravato 56mg,\n"
+                b"002,2025-01-09,Massage,\n")
+    followups = b"Client,Seen,PHQ-9\n001,2025-02-01,12\n002,2025-02-03,14\n"
+    at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/data.py").run()
+    at.file_uploader(key="up_sessions").set_value(("sessions.csv", sessions, "text/csv"))
+    at.file_uploader(key="up_followups").set_value(("followups.csv", followups, "text/csv"))
+    next(b for b in at.button if b.label == "Map columns first").click().run()
+    assert not at.exception and at.toggle(key="map_open").value is True
+    assert at.session_state["source"] != "upload"  # nothing loaded
+    at.multiselect(key="map_kinds").set_value(["sessions", "followups"]).run()
+    selects = [s for s in at.selectbox if s.label.startswith("session_date")]
+    selects[0].set_value("Seen").run()
+    next(s for s in at.selectbox if s.label.startswith("assessment_date")).set_value("Seen").run()
+    assert at.toggle(key="map_open").value is True  # every choice reruns the page; the step stays open
+    assert _select(at, "Spravato 56mg · 1 (suggested)").value == "session_type ketamine, route intranasal, dose_mg 56"
+    next(b for b in at.button if b.key == "map_effect").click().run()
+    assert not at.exception
+    effect = next(d.value for d in at.dataframe if "set_aside" in d.value.columns)
+    # Massage has no meaning (set aside); the infusion's route comes from its visit type
+    assert effect[["file", "rows", "accepted", "set_aside"]].values.tolist() == [
+        ["sessions", 3, 2, 1], ["followups", 2, 2, 0]]
+    assert "session_type" in effect["most_common_problem"].iloc[0]
+    assert at.session_state["source"] != "upload"
+    next(b for b in at.button if b.key == "load_mapped").click().run()
+    assert not at.exception and at.session_state["source"] == "upload"
+    assert at.session_state["exports"].sessions["route"].tolist() == ["iv", "intranasal"]
+
+
+def test_a_saved_mapping_loads_with_its_own_date_format():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sessions = b"Client,Seen,Visit Type\n001,25/01/2025,Spravato 84mg\n002,26/01/2025,Ketamine Infusion\n"
+    followups = b"Client,Seen,PHQ-9\n001,25/02/2025,12\n002,27/02/2025,14\n"
+    saved = (b'name = "clinic-mapping"\ndates = "dayfirst"\n[sessions.columns]\n"Client" = "patient_id"\n'
+             b'"Seen" = "session_date"\n"Visit Type" = "session_type"\n[sessions.values.session_type]\n'
+             b'"Spravato 84mg" = { session_type = "ketamine", route = "intranasal", dose_mg = "84" }\n'
+             b'"Ketamine Infusion" = { session_type = "ketamine", route = "iv" }\n[followups.columns]\n'
+             b'"Client" = "patient_id"\n"Seen" = "assessment_date"\n"PHQ-9" = "phq9"\n')
+    at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/data.py").run()
+    at.file_uploader(key="up_sessions").set_value(("sessions.csv", sessions, "text/csv"))
+    at.file_uploader(key="up_followups").set_value(("followups.csv", followups, "text/csv"))
+    at.file_uploader(key="up_mapping").set_value(("mapping.toml", saved, "application/toml"))
+    at.button[0].click().run()  # the radio still says ISO: the mapping's own format wins
+    assert not at.exception and at.session_state["source"] == "upload"
+    data = at.session_state["exports"]
+    assert data.sessions["session_date"].dt.strftime("%Y-%m-%d").tolist() == ["2025-01-25", "2025-01-26"]
+    assert data.sessions["dose_mg"].tolist()[0] == 84.0 and data.issues.empty

@@ -56,7 +56,6 @@ def test_clean_exports_are_all_accepted_and_ids_keep_leading_zeros():
     ("00125,2025-01-05,ketamine,iv,5000,,,ketamine only", "dose_mg", "5000", "at most 1000"),
     ("00125,2025-01-05,ketamine,iv,50,28,,ketamine only", "phq9", "28", "0–27"),
     ("00125,2025-01-05,ketamine,iv,50,12.5,,ketamine only", "phq9", "12.5", "whole number"),
-    ("00125,2025-01-05,ketamine,iv,50,,itching,ketamine only", "adverse_events", "itching", "not on the list"),
     ("00125,2027-01-05,ketamine,iv,50,,,ketamine only", "session_date", "2027-01-05", "after the upload date"),
     ("00125,05/01/2025,ketamine,iv,50,,,ketamine only", "session_date", "05/01/2025", "day-first"),
     (",2025-01-05,ketamine,iv,50,,,ketamine only", "patient_id", "", "required"),
@@ -74,7 +73,6 @@ def test_bad_session_row_is_quarantined_with_its_line_column_value_and_reason(ro
 
 @pytest.mark.parametrize("row, column, reason_part", [
     ("00999,2025-02-03,30,30,0,no,,,active", "patient_id", "no ketamine session"),
-    ("00123,2024-12-01,30,30,0,no,,,active", "assessment_date", "before the patient's first ketamine session"),
     ("00123,2025-03-03,30,30,0,yes,2025-03-10,,active", "relapse_date", "after this assessment"),
     ("00123,2025-03-03,30,30,0,yes,2024-12-10,,active", "relapse_date", "before the patient's first ketamine"),
     ("00123,2025-03-03,30,31,0,no,,,active", "days_abstinent", "more than the days"),
@@ -91,6 +89,25 @@ def test_bad_followup_row_is_quarantined_with_its_line_column_and_reason(row, co
     assert issue["line"] == 4 and issue["column"] == column
     assert reason_part in issue["reason"]
     _balanced(data)
+
+
+def test_an_assessment_long_before_the_first_ketamine_session_is_kept_as_a_pre_treatment_score():
+    from analytics.outcomes.cohort import build_cohort
+
+    # 00123's first ketamine session is 2025-01-03: 2024-12-01 is 33 days before (outside the 30-day baseline
+    # window), 2024-12-20 is 14 days before; contract v2 keeps both as pre-treatment assessments, never errors
+    header = F_HEADER + ",phq9"
+    rows = [r + "," for r in F_GOOD] + ["00123,2024-12-01,30,10,0,yes,,,active,22",
+                                        "00123,2024-12-20,30,30,0,no,,,active,"]
+    data = load_exports(_csv(S_HEADER, S_GOOD), _csv(header, rows), upload_date=UPLOAD)
+    assert data.issues.empty and data.files["followups"].accepted == 4
+    note = next(n for n in data.notes if "pre-treatment assessments" in n)
+    assert "2 assessment(s)" in note and "1 with a PHQ-9 or GAD-7 score, 1 more than 30 days before it" in note
+    cohort = build_cohort(data)
+    assert len(cohort.pretreatment) == 2 and not cohort.pretreatment["use_any"].any()
+    patient = cohort.patients.set_index("patient_id").loc["00123"]
+    assert not patient["relapsed"]  # the 'yes' of 2024-12-01 is use before treatment
+    assert patient["baseline_phq9"] == 20  # the intake score of 2025-01-01, not the older pre-treatment 22
 
 
 def test_followups_of_a_patient_whose_ketamine_rows_were_set_aside_say_so():

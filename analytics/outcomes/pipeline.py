@@ -283,3 +283,35 @@ def empty_load_reason(data: ValidatedExports) -> str | None:
             f"there is no session to analyse. The most common problem is {column} ({note_n(rows.iloc[0])} rows), "
             f"for example: {example}. Fix the export (or choose the date format or column mapping it uses) and "
             "load it again; the data already loaded stays in place.")
+
+
+def mapping_effect(files: dict[str, bytes], preset: Any, *, dates: str = "iso", names: dict[str, str] | None = None,
+                   timezone: str | None = None) -> tuple[Any, str | None]:
+    """What loading ``files`` with ``preset`` would do, before anything is loaded: a table per file (``file``,
+    ``rows``, ``accepted``, ``set_aside``, ``most_common_problem``) and the sentence of a load that would be
+    refused (or of a file that cannot be read), nothing stored.
+
+    The mapping step shows it so the user sees the effect of a mapping on every row, not only the first ones.
+    """
+    import pandas as pd
+
+    from schemas.validate import load_exports
+
+    if "sessions" not in files or "followups" not in files:
+        return None, "Choose sessions.csv and followups.csv to preview the effect on every row."
+    try:
+        data = load_exports(files["sessions"], files["followups"], files.get("patients"), preset=preset,
+                            dates=dates, names=names, timezone=timezone)  # type: ignore[arg-type]
+    except OutcomesError as err:
+        return None, str(err)
+    rows = []
+    for kind, report in data.files.items():
+        mine = data.issues[data.issues["file"] == (names or {}).get(kind, f"{kind}.csv")] if len(data.issues) else None
+        top = ""
+        if mine is not None and len(mine):
+            counts = mine.groupby(["column", "reason"]).size().sort_values(ascending=False)
+            (column, reason), n = counts.index[0], int(counts.iloc[0])
+            top = f"{column}: {reason} ({n:,} row(s))"
+        rows.append({"file": kind, "rows": report.rows, "accepted": report.accepted,
+                     "set_aside": report.quarantined, "most_common_problem": top})
+    return pd.DataFrame(rows), empty_load_reason(data)

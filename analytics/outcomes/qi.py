@@ -253,6 +253,10 @@ def _patient_kpi_frame(cohort: Cohort, kpi: str, o: KpiOptions, end: pd.Timestam
     return out.reset_index(drop=True)
 
 
+AE_NOT_RECORDED = ("Adverse events per 100 sessions: not recorded in this export (no session lists an adverse event, "
+                   "or the file has no adverse_events column), so no rate is shown; it is not 0.")
+
+
 def _session_frame(cohort: Cohort) -> pd.DataFrame:
     flags = session_safety_flags(cohort)
     return flags[["patient_id", "session_date", "route", "site", "clinician", "has_ae", "n_events"]].rename(
@@ -380,6 +384,9 @@ def kpis(cohort: Cohort, *, period_a: Period, period_b: Period, induction_sessio
                      "estimate": 100 * ev / n if n else np.nan, "ci_low": 100 * lo, "ci_high": 100 * hi,
                      "scale": "per_100_sessions", "not_yet_assessable": 0, "excluded": 0})
     table = pd.DataFrame(rows)
+    ae_recorded = "adverse_events" in cohort.sessions and bool(cohort.sessions["adverse_events"].notna().any())
+    if not ae_recorded:  # no session lists an event: not recorded in this export, never "0 per 100"
+        table.loc[table["kpi"] == "ae_rate", ["estimate", "ci_low", "ci_high"]] = np.nan
     table["label"] = table["kpi"].map(lambda k: kpi_label(k, o))
     table["definition"] = table["kpi"].map(lambda k: kpi_definition(k, o))
     table["kpi"] = pd.Categorical(table["kpi"], categories=KPI_ORDER, ordered=True)
@@ -419,6 +426,8 @@ def kpis(cohort: Cohort, *, period_a: Period, period_b: Period, induction_sessio
          "proportions), Wald (differences of counts and rates). A change whose interval includes 0 is within "
          "what chance alone could produce; the control charts show whether a month is a signal."),
     ]
+    if not ae_recorded:
+        notes.append(AE_NOT_RECORDED)
     open_b = table[(table["period"] == "b") & (table["not_yet_assessable"] > 0)]
     for _, r in open_b.iterrows():
         notes.append(f"{r['label']}: {note_n(r['not_yet_assessable'])} patients in period B could not be assessed "

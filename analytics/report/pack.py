@@ -208,6 +208,8 @@ def _kpis(pack: _Pack, cohort: Cohort) -> None:
             r = rows.loc[per]
             if r["scale"] == "count":
                 entry[name] = pack.count(r["estimate"])
+            elif r["scale"] == "per_100_sessions" and pd.isna(r["estimate"]) and r["kpi"] == "ae_rate":
+                entry[name] = "not recorded"
             elif r["scale"] == "per_100_sessions":
                 entry[name] = pack.rate(r["numerator"], r["denominator"],
                                         f"{fmt.num(r['estimate'], 1)} per 100 ({pack.count(r['numerator'])} events / "

@@ -56,15 +56,46 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from schemas.columns import COLUMNS, read_columns
+from schemas.columns import COLUMNS, SESSION_TYPES, read_columns
 from schemas.errors import UnusableExport
 
 PRESET_DIR = Path(__file__).parent
 EXTRA = "extra"  # mapping target: keep the column for display, never analyse it
 LONG_KINDS = ("followups",)
-_SECTION_KEYS = ("columns", "values", "keep_identifiers", "long", "codes", "strip_prefix", "window_days")
+_SECTION_KEYS = ("columns", "values", "keep_identifiers", "long", "codes", "strip_prefix", "window_days", "scale",
+                 "items")
+# questionnaire items summed into totals: instrument → (number of items, highest item score)
+ITEM_COUNTS = {"phq9": 9, "gad7": 7}
+ITEM_MAX = 3
+# long files: a code may fill one item (``44250-9`` = "phq9_item1"); the items are summed into the total
+ITEM_TARGETS = {f"{m}_item{i}": m for m, n in ITEM_COUNTS.items() for i in range(1, n + 1)}
+# LOINC codes of the PHQ-9 and GAD-7 items, in item order
+ITEM_CODES = {
+    **{c: f"phq9_item{i}" for i, c in enumerate(("44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2",
+                                                   "44252-5", "44253-3", "44260-8"), start=1)},
+    **{c: f"gad7_item{i}" for i, c in enumerate(("69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8",
+                                                   "69736-7"), start=1)},
+}
+
+
+def sum_items(items: pd.DataFrame, n: int) -> pd.Series:
+    """Totals of ``n`` item columns (numbers, missing as NaN): the sum when every item is answered, the sum x n/(n-1)
+    rounded half up when one is missing (PHQ scoring guidance), missing otherwise."""
+    missing = items.isna().sum(axis=1)
+    total = items.sum(axis=1, min_count=1)
+    return total.where(missing == 0, np.floor(total * n / (n - 1) + 0.5).where(missing == 1))
+
+
+def item_note(measure: str, how: str, filled: int, prorated: int, short: int) -> str:
+    n = ITEM_COUNTS[measure]
+    return (f"{measure} totals computed from items {how} for {filled:,} row(s) (each item 0-{ITEM_MAX}; {prorated:,} "
+            f"with one item missing prorated: sum x {n}/{n - 1}, rounded)"
+            + (f"; {short:,} row(s) with two or more items missing have no {measure} total" if short else "") + ".")
+DATE_ORDERS = ("iso", "dayfirst", "monthfirst")
 
 ValueTarget = str | dict[str, str]
+ALSO = "also"  # in a visit-type table: the visit is also a contact of this type (KAP Session: also psychotherapy)
+ALSO_COLUMN = "extra:also counts as"  # where the reader keeps it until schemas.validate adds the contacts
 
 
 def _norm(name: str) -> str:
@@ -110,6 +141,9 @@ class Preset:
     data: dict[str, Any] = field(default_factory=dict)
     strip_prefix: dict[str, tuple[str, ...]] = field(default_factory=dict)
     window_days: dict[str, int] = field(default_factory=dict)
+    scale: dict[str, dict[str, float]] = field(default_factory=dict)
+    dates: str | None = None
+    items: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def column_map(self, kind: str) -> dict[str, str]:
         return self.columns.get(kind, {})
@@ -138,7 +172,7 @@ class Preset:
         originals = {col: frame[col].copy() for col in maps if col in frame.columns}
         lists = {c for c, t in read_columns(kind).items() if t == "list"}
         for col, mapping in maps.items():  # plain entries first, each from the column's own values
-            plain = {k: v for k, v in mapping.items() if isinstance(v, str)}
+            plain = {k: v for k, v in mapping.items() if isinstance(v, str) and v}  # "" keeps the value as written
             if col in originals and plain and col in lists:  # a list: each item is mapped (``drowsy; dizzy``)
                 frame[col] = map_list_items(originals[col], plain)
             elif col in originals and plain:
@@ -156,6 +190,9 @@ class Preset:
             for target in targets.columns:
                 new = aligned[target].astype("string")
                 given = new.notna()
+                if target == ALSO:
+                    frame[ALSO_COLUMN] = new
+                    continue
                 if target == col:
                     frame[col] = new.where(given, frame[col])
                     continue
@@ -169,7 +206,61 @@ class Preset:
                         "reason": f"'{originals[col][idx]}' in {col} means {target} {new[idx]}, but {target} says "
                                   f"'{current[idx]}'; correct one of the two"})
                 frame[target] = current.where(~given | current.notna(), new)
+        frame = self._scaled(kind, frame)
+        frame, item_conflicts = self._item_totals(kind, frame)
+        return frame, conflicts + item_conflicts
+
+    def _item_totals(self, kind: str, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+        """Sum ``[kind.items]`` (instrument → its item headers in order) into the instrument's total.
+
+        Each item is 0-3 (another value sets the row aside, naming the item). The total is the sum when every item
+        is answered; with one item missing it is prorated (sum x n/(n-1), rounded half up), as the PHQ scoring
+        guidance does; with more missing it stays missing, and the count is reported. A total written in the file
+        is kept (items fill it only where it is empty). Notes go to ``frame.attrs["notes"]``.
+        """
+        conflicts: list[dict] = []
+        notes: list[str] = list(frame.attrs.get("notes", []))
+        by_norm = {_norm(c[len("extra:"):]): c for c in frame.columns if str(c).startswith("extra:")}
+        for measure, headers in self.items.get(kind, {}).items():
+            cols = [by_norm.get(_norm(h)) for h in headers]
+            absent = [h for h, c in zip(headers, cols) if c is None]
+            if absent:
+                notes.append(f"{measure} items: the file has no column {', '.join(repr(h) for h in absent[:3])}; "
+                             f"{measure} totals are not computed from items.")
+                continue
+            raw = pd.DataFrame({h: frame[c] for h, c in zip(headers, cols)})
+            nums = raw.apply(pd.to_numeric, errors="coerce")
+            bad = (raw.notna() & ~nums.isin(range(ITEM_MAX + 1))).to_numpy()
+            for i, j in zip(*bad.nonzero()):
+                conflicts.append({"index": frame.index[i], "column": headers[j], "value": str(raw.iat[i, j]),
+                                  "reason": f"is not a {measure} item score (0-{ITEM_MAX}); correct the answer"})
+            n = ITEM_COUNTS[measure]
+            missing = nums.isna().sum(axis=1)
+            total = sum_items(nums, n)
+            current = frame[measure] if measure in frame.columns else pd.Series(pd.NA, index=frame.index,
+                                                                               dtype="string")
+            fill = current.isna() & total.notna() & ~pd.Series(bad.any(axis=1), index=frame.index)
+            frame[measure] = current.astype("string").where(~fill, total.map(
+                lambda x: f"{x:.0f}", na_action="ignore").astype("string"))
+            prorated = int((fill & (missing == 1)).sum())
+            short = int((current.isna() & (missing > 1) & (missing < n)).sum())
+            notes.append(item_note(measure, f"{', '.join(headers[:2])} … {headers[-1]}", int(fill.sum()), prorated,
+                                   short))
+        if notes:
+            frame.attrs["notes"] = notes
         return frame, conflicts
+
+    def _scaled(self, kind: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """Apply ``[kind.scale]`` (column → factor: pounds to kg, a 0-100 scale to 0-10) to the text of number
+        columns; a value that is not a number stays as written (and is set aside by validation)."""
+        for col, factor in self.scale.get(kind, {}).items():
+            if col in frame.columns:
+                frame.attrs["notes"] = [*frame.attrs.get("notes", []),
+                                        f"{col} read x {factor:g} as the mapping says (a unit or scale conversion)."]
+                number = pd.to_numeric(frame[col], errors="coerce")
+                scaled = (number * factor).round(9).map(lambda x: f"{x:.12g}", na_action="ignore").astype("string")
+                frame[col] = scaled.where(number.notna(), frame[col])
+        return frame
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str = "preset") -> Preset:
@@ -181,6 +272,11 @@ class Preset:
         keep: dict[str, frozenset[str]] = {}
         prefixes: dict[str, tuple[str, ...]] = {}
         windows: dict[str, int] = {}
+        scales: dict[str, dict[str, float]] = {}
+        item_sets: dict[str, dict[str, tuple[str, ...]]] = {}
+        dates = data.get("dates")
+        if dates is not None and dates not in DATE_ORDERS:
+            raise UnusableExport(f"{source}: dates = {dates!r}; use one of: {', '.join(DATE_ORDERS)}.")
         for kind in COLUMNS:
             section = data.get(kind, {})
             if not isinstance(section, dict):
@@ -219,6 +315,22 @@ class Preset:
                                          "and is a whole number of days from 1 to 365 (the days the use questions "
                                          "cover, e.g. 28).")
                 windows[kind] = int(w)
+            for col, factor in section.get("scale", {}).items():
+                if known.get(col) not in ("number", "integer") or isinstance(factor, bool) \
+                        or not isinstance(factor, (int, float)) or not 0 < factor < 1000:
+                    raise UnusableExport(f"{source}: [{kind}.scale] {col} = {factor!r}: a factor (e.g. 0.45359237 for "
+                                         "pounds to kg, 0.1 for a 0-100 scale to 0-10) of a number column.")
+                scales.setdefault(kind, {})[col] = float(factor)
+            for measure, headers in section.get("items", {}).items():
+                n = ITEM_COUNTS.get(measure)
+                if n is None or not isinstance(headers, list) or len(headers) != n \
+                        or not all(isinstance(h, str) and h for h in headers):
+                    raise UnusableExport(f"{source}: [{kind}.items] {measure}: list the {n or 'PHQ-9 (9) or GAD-7 (7)'} "
+                                         "item columns in order, e.g. phq9 = [\"phq9_q1\", …, \"phq9_q9\"].")
+                if any(_norm(h) in cols for h in headers):
+                    raise UnusableExport(f"{source}: a {measure} item column is also in [{kind}.columns]; keep it "
+                                         "in one place.")
+                item_sets.setdefault(kind, {})[measure] = tuple(headers)
             columns[kind] = cols  # several spellings of one column are allowed; a file may carry only one
             values[kind] = _parse_values(section.get("values", {}), kind, source)
             if "long" in section or "codes" in section:
@@ -226,7 +338,7 @@ class Preset:
         name = str(data.get("name", Path(source).stem))
         return cls(name=name, description=str(data.get("description", "")), columns=columns, values=values,
                    long=long, keep_identifiers=keep, data=copy.deepcopy(data), strip_prefix=prefixes,
-                   window_days=windows)
+                   window_days=windows, scale=scales, dates=dates, items=item_sets)
 
     def to_toml(self) -> str:
         """The preset as a TOML file (what :func:`load_mapping_file` reads)."""
@@ -267,7 +379,13 @@ def _parse_values(section: dict, kind: str, source: str) -> dict[str, dict[str, 
         entries: dict[str, ValueTarget] = {}
         for key, target in mapping.items():
             if isinstance(target, dict):
-                bad = [t for t in target if t not in known]
+                also = target.get(ALSO)
+                if also is not None and (kind, col) != ("sessions", "session_type") or also not in (
+                        None, *SESSION_TYPES):
+                    raise UnusableExport(f"{source}: the value '{key}' of {kind} column {col} sets also = {also!r}; "
+                                         "'also' belongs to a sessions visit type and names another session type "
+                                         "(e.g. also = \"psychotherapy\").")
+                bad = [t for t in target if t not in known and t != ALSO]
                 if bad:
                     raise UnusableExport(f"{source}: the value '{key}' of {kind} column {col} sets '{bad[0]}', which "
                                          f"is not a {kind} column; use one of: {', '.join(known)}.")
@@ -294,6 +412,9 @@ def _parse_long(section: dict, kind: str, source: str, cols: dict[str, str]) -> 
     known = read_columns(kind)
     attributes = set(cols.values())
     for c, target in section.get("codes", {}).items():
+        if target in ITEM_TARGETS:
+            codes[norm_code(c)] = str(target)
+            continue
         if target not in known or target in ("patient_id", "assessment_date"):
             raise UnusableExport(f"{source}: code '{c}' maps to '{target}', which is not a {kind} measure; "
                                  f"use one of: {', '.join(k for k in known if k not in ('patient_id', 'assessment_date'))}.")
@@ -417,7 +538,7 @@ def _shape_error(data: dict, source: str) -> str | None:
     if _depth(data, MAX_MAPPING_DEPTH) > MAX_MAPPING_DEPTH:
         return f"{source} nests tables or lists more than {MAX_MAPPING_DEPTH} deep; a mapping has only " \
                "[kind], [kind.columns], [kind.values.column] and [kind.long] sections. Save the mapping again."
-    for key in ("name", "description"):
+    for key in ("name", "description", "dates"):
         if key in data and not isinstance(data[key], str):
             return f"{source}: {key} must be text, not {kind_of(data[key])}."
     for kind in COLUMNS:
@@ -428,6 +549,8 @@ def _shape_error(data: dict, source: str) -> str | None:
             (f"[{kind}.columns]", section.get("columns", {}), dict, str, "text"),
             (f"[{kind}.values]", section.get("values", {}), dict, dict, "a table"),
             (f"[{kind}.codes]", section.get("codes", {}), dict, str, "text"),
+            (f"[{kind}.scale]", section.get("scale", {}), dict, (int, float), "a number"),
+            (f"[{kind}.items]", section.get("items", {}), dict, list, "a list of column names"),
             (f"[{kind}.long]", section.get("long", {}), dict, (str, list), "text or a list of text"),
             (f"{kind}.keep_identifiers", section.get("keep_identifiers", []), list, str, "text")]
         for where, value, container, member, wanted in checks:
@@ -527,6 +650,8 @@ def combine_presets(base: Preset | str | None, overrides: AbcMapping[str, Preset
         else:
             data.pop(kind, None)
     data["name"] = name or (base_preset.name if not overrides else f"{base_preset.name}+mapping")
+    if dates := next((p.dates for p in overrides.values() if p.dates), None):  # the date format is saved too
+        data["dates"] = dates
     parts = [base_preset.description] + [p.description for p in overrides.values() if p.description]
     data["description"] = "; ".join(d for d in parts if d)
     return Preset.from_dict(data, source=data["name"])
