@@ -27,8 +27,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sessions", required=True, metavar="FILE", help="sessions.csv export")
-    p.add_argument("--followups", required=True, metavar="FILE", help="followups.csv export")
+    p.add_argument("--followups", metavar="FILE", help="followups.csv export (required unless --daily-use is given)")
     p.add_argument("--patients", metavar="FILE", help="patients.csv export (optional)")
+    p.add_argument("--daily-use", metavar="FILE",
+                   help="daily_use.csv, a daily use log (optional): days abstinent, heavy days and the first day of "
+                        "use are derived from it exactly; with it, --followups is optional")
     p.add_argument("--preset", metavar="NAME", help="column preset of the export layout (default: canonical)")
     p.add_argument("--mapping", metavar="FILE", help="a saved column mapping (TOML), instead of a preset")
     p.add_argument("--dates", choices=["iso", "dayfirst", "monthfirst"], default="iso",
@@ -82,8 +85,11 @@ def _load(args: argparse.Namespace):
     from schemas.validate import load_exports
 
     preset = load_mapping_file(args.mapping) if getattr(args, "mapping", None) else args.preset
+    if args.followups is None and args.daily_use is None:
+        raise UnusableExport("No follow-up export: give --followups FILE (or a daily use log with --daily-use FILE).")
     return load_exports(args.sessions, args.followups, args.patients, preset=preset, dates=args.dates,
-                        timezone=args.timezone, prefixes="suggest" if args.keep_prefixes else "apply")
+                        timezone=args.timezone, prefixes="suggest" if args.keep_prefixes else "apply",
+                        daily_use=args.daily_use)
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")

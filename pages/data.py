@@ -7,7 +7,7 @@ import streamlit as st
 
 from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
-from analytics.outcomes.pipeline import empty_load_reason, prefix_offer, timezone_options
+from analytics.outcomes.pipeline import empty_load_reason, prefix_offer, timezone_options, upload_problem
 from analytics.privacy.access import ROW_LEVEL_ROLES, STORE_ROLES
 from analytics.privacy.safe_export import to_safe_csv
 from analytics.privacy.suppression import file_count_cells, issue_counts, render_note
@@ -32,10 +32,12 @@ if role not in STORE_ROLES:
                "admins: use a preset or a saved mapping file.")
 
 with st.form("upload"):
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     sessions = c1.file_uploader("sessions.csv (required)", type=["csv", "txt", "tsv"], key="up_sessions")
-    followups = c2.file_uploader("followups.csv (required)", type=["csv", "txt", "tsv"], key="up_followups")
+    followups = c2.file_uploader("followups.csv (required without a daily log)", type=["csv", "txt", "tsv"],
+                                 key="up_followups")
     patients = c3.file_uploader("patients.csv (optional)", type=["csv", "txt", "tsv"], key="up_patients")
+    daily = c4.file_uploader("daily_use.csv (optional daily use log)", type=["csv", "txt", "tsv"], key="up_daily")
     presets = available_presets()
     p1, p2, p3 = st.columns(3)
     preset = p1.selectbox("Export layout (preset)", options=list(presets), format_func=lambda k: f"{k}: {presets[k]}")
@@ -54,13 +56,13 @@ with st.form("upload"):
 
 def _load(layout: str | Preset, prefixes: str = "suggest") -> None:
     chosen = {k: f for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
-    names = {k: f.name for k, f in chosen.items()}
+    names = {k: f.name for k, f in [*chosen.items(), ("daily_use", daily)] if f}
     with st.spinner("Checking every row…"):
         try:
-            data = load_exports(sessions.getvalue(), followups.getvalue(),  # type: ignore[union-attr]
-                                patients.getvalue() if patients is not None else None,
+            data = load_exports(sessions.getvalue(), *(f.getvalue() if f else None  # type: ignore[union-attr]
+                                                       for f in (followups, patients)),
                                 preset=layout, dates=dates, names=names, timezone=timezone or None,
-                                prefixes=prefixes)  # type: ignore[arg-type]
+                                prefixes=prefixes, daily_use=daily.getvalue() if daily else None)  # type: ignore
         except OutcomesError as err:
             st.error(escape_markdown(f"{err} If your columns match no preset, map them below."))
             return
@@ -96,8 +98,8 @@ except OutcomesError as err:
     st.error(escape_markdown(mapping_error))
     layout = preset
 if submitted and mapping_error is None:
-    if sessions is None or followups is None:
-        st.error("Choose both sessions.csv and followups.csv; patients.csv is optional.")
+    if (why := upload_problem(sessions is not None, followups is not None, daily is not None)) is not None:
+        st.error(why)
     else:
         _load(layout)
 
@@ -116,7 +118,7 @@ if uploads and row_level:  # the mapping step previews the file's rows
             st.download_button("Download the mapping for all files (TOML)", data=combined.to_toml,
                                file_name="kap-outcomes-mapping.toml", mime="application/toml", key="dl_all_mapping")
             if st.button("Check and load with this mapping", type="primary", key="load_mapped",
-                         disabled=sessions is None or followups is None or mapping_error is not None):
+                         disabled=upload_problem(sessions, followups, daily) is not None or mapping_error is not None):
                 _load(combined)
 
 if st.button("Use the sample clinic instead", disabled=st.session_state.get(Key.SOURCE) == "sample"):
@@ -142,7 +144,8 @@ if source == "upload" and (prefix := prefix_offer(data.notes)) is not None:
     offer = next(n for n in data.notes if prefix_offer([n]) == prefix)
     load_notes = tuple(n for n in data.notes if n != offer)
     st.warning(shown_markdown(offer))
-    if st.button(f"Remove the '{prefix}' prefix", key="apply_prefix", disabled=sessions is None or followups is None,
+    if st.button(f"Remove the '{prefix}' prefix", key="apply_prefix",
+                 disabled=upload_problem(sessions, followups, daily) is not None,
                  help="Loads the same files again with the prefix removed from the patient ids that carry it."):
         _load(st.session_state.get(Key.LOAD_LAYOUT, layout), prefixes="apply")
 st.subheader("Data-quality report" + (" (sample clinic)" if source == "sample" else ""))
