@@ -45,3 +45,83 @@ def test_daily_use_log_rows_are_checked_and_followups_become_optional():
         ["1", "alcohol", False, 0.0], ["2", "alcohol", True, 6.0]]
     assert set(v.files) == {"sessions", "daily_use"} and v.followups.empty
     assert v.files["daily_use"].rows == 6 and v.files["daily_use"].accepted == 2
+
+
+# --- cohort derivation (analytics/outcomes/cohort.py) ---------------------------------------------------------------
+
+from analytics.outcomes.cohort import build_cohort  # noqa: E402
+from analytics.outcomes.settings import Settings  # noqa: E402
+
+S3 = (b"patient_id,session_date,session_type,route,sex\n1,2025-01-01,ketamine,iv,female\n"
+      b"1,2025-03-25,ketamine,iv,female\n2,2025-01-01,ketamine,iv,male\n3,2025-01-01,ketamine,iv,male\n"
+      b"4,2025-01-01,ketamine,iv,female\n")
+F3 = (b"patient_id,assessment_date,urine_substances,urine_tox,any_use,phq9\n"
+      b"1,2025-01-31,buprenorphine,positive,no,\n1,2025-03-30,ketamine,positive,no,\n"
+      b"1,2025-04-30,cocaine;buprenorphine,positive,no,\n2,2025-01-31,,positive,no,\n"
+      b"2,2025-03-01,buprenorphine,positive,no,\n3,2025-03-15,,,no,7\n4,2025-01-20,ketamine,positive,no,\n")
+P3 = b"patient_id,prescribed\n1,buprenorphine\n2,\n3,\n4,\n"
+D3 = (b"patient_id,date,substance,used,amount\n3,2025-01-01,alcohol,yes,6\n3,2025-01-02,alcohol,no,0\n"
+      b"3,2025-01-03,alcohol,yes,4\n3,2025-01-04,alcohol,yes,5\n3,2025-02-04,alcohol,no,0\n"
+      b"4,2025-01-02,alcohol,yes,4\n")
+
+
+def _cohort(**settings):
+    return build_cohort(load_exports(S3, F3, P3, daily_use=D3), Settings(**settings))
+
+
+def test_positive_urine_only_for_prescribed_or_in_treatment_ketamine_is_not_a_return_to_use():
+    c = _cohort()
+    fu = c.followups.set_index(["patient_id", "days"])
+    assert not fu.loc[("1", 30), "urine_use"] and fu.loc[("1", 30), "urine_excluded"] == "buprenorphine"
+    assert not fu.loc[("1", 88), "urine_use"]  # ketamine 4 days after the session of day 83
+    assert fu.loc[("1", 119), "urine_use"]  # cocaine is not prescribed
+    assert fu.loc[("2", 30), "urine_use"]  # no substance list: urine_tox counts
+    assert fu.loc[("2", 59), "urine_use"]  # buprenorphine is not prescribed to patient 2
+    p = c.patients.set_index("patient_id")
+    assert p.loc["1", "days_to_event"] == 119 and p.loc["2", "days_to_event"] == 30
+    assert all(p.loc[["1", "2"], "event_dated_by"] == "visit")
+    assert "prescribed medicines" in c.settings.describe()
+
+
+def test_ketamine_in_urine_more_than_7_days_after_a_session_counts_as_use():
+    c = _cohort(ketamine_urine_days=3)
+    assert c.followups.set_index(["patient_id", "days"]).loc[("1", 88), "urine_use"]  # 5 days > 3
+
+
+def test_daily_log_gives_the_exact_first_use_day_and_wins_over_follow_ups():
+    any_use, heavy = _cohort(), _cohort(relapse="heavy")
+    p, h = any_use.patients.set_index("patient_id"), heavy.patients.set_index("patient_id")
+    # patient 3 (male): day 0 is not after day 0; day 2 has 4 drinks (use, not heavy), day 3 has 5 (heavy)
+    assert (p.loc["3", "days_to_event"], p.loc["3", "event_dated_by"]) == (2, "daily_log")
+    assert h.loc["3", "days_to_event"] == 3
+    # patient 4 (female): 4 drinks on day 1 is heavy; her follow-up's in-treatment ketamine urine is not use
+    assert h.loc["4", "days_to_event"] == 1 and h.loc["4", "event_dated_by"] == "daily_log"
+    assert heavy.settings.with_(heavy_drinks_women=5).heavy_drinks_women == 5
+    h5 = _cohort(relapse="heavy", heavy_drinks_women=5).patients.set_index("patient_id")
+    assert not h5.loc["4", "relapsed"] and h5.loc["4", "days_to_event"] == 19  # censored at her assessment
+
+
+def test_daily_log_windows_and_it_is_never_a_follow_up_assessment():
+    c = _cohort(relapse="heavy")
+    w = c.log_windows.set_index(["patient_id", "window"])
+    assert w.loc[("3", 1), ["days_recorded", "days_abstinent", "heavy_days"]].tolist() == [3, 1, 1]
+    assert w.loc[("3", 2), ["start_day", "end_day", "days_recorded", "days_abstinent"]].tolist() == [31, 60, 1, 1]
+    p = c.patients.set_index("patient_id")
+    assert p.loc["3", "n_followups"] == 1 and p.loc["3", "has_daily_log"]
+    assert set(c.measures["source"]) <= {"session", "followup"} and len(c.measures[c.measures["measure"] == "phq9"]) == 1
+
+
+def test_log_only_patient_is_followed_without_any_follow_up_file():
+    c = build_cohort(load_exports(S3, None, P3, daily_use=D3))
+    p = c.patients.set_index("patient_id")
+    assert p.loc["3", "has_followup"] and p.loc["3", "days_to_event"] == 2
+    assert not p.loc["1", "has_followup"]
+
+
+def test_cli_validate_takes_a_daily_log_instead_of_follow_ups(tmp_path):
+    from analytics.cli import main
+
+    (tmp_path / "s.csv").write_bytes(S3)
+    (tmp_path / "d.csv").write_bytes(D3)
+    assert main(["validate", "--sessions", str(tmp_path / "s.csv"), "--daily-use", str(tmp_path / "d.csv")]) == 0
+    assert main(["validate", "--sessions", str(tmp_path / "s.csv")]) == 2
