@@ -482,29 +482,29 @@ def _log_events(events: pd.DataFrame, log: pd.DataFrame, fu: pd.DataFrame, f_cod
     sub[["use_any", "use_heavy"]] = False  # the log decides use
     status_only = _events(sub, f_code[mine], index_date, settings) if len(sub) else None
     flag = log["used" if settings.relapse == "any" else "heavy"].to_numpy(bool) & (log["days"].to_numpy() >= 1)
-    first = log[flag].groupby("patient_id")["days"].min()
-    last_log = log.groupby("patient_id")["days"].max()
-    out = events.copy()
-    for pid in ids[on_log]:
-        base = status_only.loc[pid] if status_only is not None and pid in status_only.index and \
-            pd.notna(status_only.loc[pid, "last_assessment_date"]) else None
-        last_fu = float((base["last_assessment_date"] - index_date[pid]).days) if base is not None else -np.inf
-        censor = max(float(last_log.get(pid, 0)), last_fu)
-        use_day = float(first[pid]) if pid in first.index else np.inf
-        drop_day = float(base["days_to_event"]) if base is not None and bool(base["relapsed"]) else np.inf
-        row = {"last_assessment_date": base["last_assessment_date"] if base is not None else pd.NaT,
-               "last_status": base["last_status"] if base is not None else pd.NA,
-               "event_interval_start_days": np.nan}
-        if use_day <= drop_day and np.isfinite(use_day):
-            row.update(relapsed=True, days_to_event=use_day, event_dated_by="daily_log")
-        elif np.isfinite(drop_day):
-            row.update(relapsed=True, days_to_event=drop_day, event_dated_by="dropout")
-        else:
-            row.update(relapsed=False, days_to_event=censor, event_dated_by=pd.NA)
-        row["event_date"] = index_date[pid] + pd.Timedelta(days=row["days_to_event"])
-        for k, v in row.items():
-            out.loc[pid, k] = v
+    mine_ids = ids[on_log]
+    use_day = log[flag].groupby("patient_id")["days"].min().reindex(mine_ids).to_numpy(float)
+    last_log = log.groupby("patient_id")["days"].max().reindex(mine_ids).to_numpy(float)
+    cols = ["relapsed", "days_to_event", "last_assessment_date", "last_status"]
+    base = status_only[cols].reindex(mine_ids) if status_only is not None else \
+        pd.DataFrame({c: pd.Series(np.nan, index=mine_ids, dtype=object) for c in cols})
+    day0 = pd.Series(index_date.reindex(mine_ids).to_numpy(), index=mine_ids)
+    last_fu = (pd.to_datetime(base["last_assessment_date"]) - day0).dt.days.to_numpy(float)
+    dropped = base["relapsed"].eq(True).fillna(False).to_numpy(bool)
+    drop_day = np.where(dropped, base["days_to_event"].to_numpy(float), np.inf)
+    by_log = ~np.isnan(use_day) & (use_day <= drop_day)
+    by_drop = ~by_log & dropped
+    days = np.where(by_log, use_day, np.where(by_drop, drop_day, np.fmax(last_log, np.nan_to_num(last_fu, nan=-1))))
+    dated = np.where(by_log, "daily_log", np.where(by_drop, "dropout", None)).astype(object)
+    out = events.reindex(events.index.union(mine_ids))
     out["relapsed"] = out["relapsed"].astype("boolean")
+    out.loc[mine_ids, "relapsed"] = by_log | by_drop
+    out.loc[mine_ids, "days_to_event"] = days
+    out.loc[mine_ids, "event_date"] = (day0 + pd.to_timedelta(days, unit="D")).to_numpy()
+    out.loc[mine_ids, "last_assessment_date"] = pd.to_datetime(base["last_assessment_date"]).to_numpy()
+    out["event_dated_by"] = out["event_dated_by"].astype("string")
+    out.loc[mine_ids, "event_dated_by"] = pd.array(dated, dtype="string")
+    out.loc[mine_ids, "event_interval_start_days"] = np.nan
     return out
 
 
