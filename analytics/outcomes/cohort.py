@@ -151,12 +151,14 @@ class Cohort:
 
     @cached_property
     def data_end(self) -> pd.Timestamp | None:
-        """The latest session or assessment date in the cohort: "today" for the data; None without any date.
+        """The latest session, assessment or daily-log date in the cohort: "today" for the data; None without any date.
 
         Computed once per cohort (a filtered cohort is a new :class:`Cohort` and computes its own)."""
         dates = [self.sessions["session_date"].max()] if len(self.sessions) else []
         if len(self.followups):
             dates.append(self.followups["assessment_date"].max())
+        if len(self.daily_use):
+            dates.append(self.daily_use["date"].max())
         dates = [d for d in dates if pd.notna(d)]
         return pd.Timestamp(max(dates)) if dates else None
 
