@@ -32,13 +32,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from analytics import formatting as fmt
 from analytics.engines.intervals import t_crit, wilson_ci
 from analytics.errors import InsufficientData
 from analytics.outcomes import trajectories as tr
 from analytics.outcomes.benchmarks import _covered_days
 from analytics.outcomes.cohort import Cohort, ids_in
 from analytics.outcomes.memo import once
-from analytics.privacy.counts import note_n
+from analytics.privacy.counts import mask_text, note_n
+from analytics.privacy.suppression import suppress_counts
 from schemas.columns import URINE_SUBSTANCES
 
 MIN_LOG_DAYS = 15  # a log window counts when at least half of its 30 days are logged
@@ -412,3 +414,51 @@ def _courses(cohort: Cohort, by: str | None, conf_level: float) -> Courses:
                   "Lower is better except BAM protective factors.")
     return Courses(table=table, missing=missing, definition=definition, conf_level=conf_level,
                    notes=tuple(missing.values()))
+
+
+# ------------------------------------------------------------------------------- tables as shown (suppressed)
+
+
+def _pct_text(e: float, lo: float, hi: float, hidden: bool) -> str:
+    if hidden:
+        return "hidden (a count of 1–10)"
+    return fmt.pct_ci(e / 100, lo / 100, hi / 100, 0) if pd.notna(e) else "—"
+
+
+def abstinence_table(cab: ContinuousAbstinence, *, min_cell: int = 11, enabled: bool = True) -> pd.DataFrame:
+    """:class:`ContinuousAbstinence` as shown: counts with small-cell suppression (the group rows add up to
+    'All patients' within a month), both bounds as ``% (CI)``, hidden with their counts."""
+    t = cab.table.assign(n_known=cab.table["n_abstinent"] + cab.table["n_use"])
+    margin = ("group", "All patients") if (t["group"] == "All patients").any() and t["group"].nunique() > 1 else None
+    s = suppress_counts(t, count_columns=["n_abstinent", "n_use", "n_missing"], total_columns=["n_eligible"],
+                        rate_columns={"missing_as_use_pct": ("n_abstinent", "n_eligible")}, margin=margin,
+                        by=["month"], min_cell=min_cell, enabled=enabled)
+    text = s.text()
+    hide_all = s.mask["missing_as_use_pct"].to_numpy(bool)
+    hide_comp = s.mask["n_abstinent"].to_numpy(bool) | s.mask["n_use"].to_numpy(bool)
+    return pd.DataFrame({
+        "group": t["group"], "month": t["month"], "days": [f"{d - 29}–{d}" for d in t["mark_day"]],
+        "eligible": text["n_eligible"], "abstinent": text["n_abstinent"], "use": text["n_use"],
+        "missing": text["n_missing"],
+        "missing = use, % (95% CI)": [_pct_text(*r, h) for *r, h in zip(
+            t["missing_as_use_pct"], t["missing_as_use_low"], t["missing_as_use_high"], hide_all)],
+        "completers only, % (95% CI)": [_pct_text(*r, h) for *r, h in zip(
+            t["completers_pct"], t["completers_low"], t["completers_high"], hide_comp)],
+    })
+
+
+def urine_table(ur: UrineResults, *, group: str, min_cell: int = 11, enabled: bool = True) -> pd.DataFrame:
+    """One group's urine results as shown: tests, negative and % (CI) hidden when small (the positives, tests minus
+    negatives, protected too); excluded results masked when 1–10."""
+    t = ur.table[ur.table["group"] == group].reset_index(drop=True)
+    s = suppress_counts(t, count_columns=["n_negative"], total_columns=["n_tests"],
+                        rate_columns={"estimate": ("n_negative", "n_tests")}, min_cell=min_cell, enabled=enabled)
+    text = s.text()
+    return pd.DataFrame({
+        "substance": t["substance"], "time window": t["window"], "tests": text["n_tests"],
+        "negative": text["n_negative"],
+        "negative, % (95% CI)": [_pct_text(*r, h) for *r, h in zip(t["estimate"], t["ci_low"], t["ci_high"],
+                                                                    s.mask["estimate"].to_numpy(bool))],
+        "excluded (prescribed / in-treatment ketamine)": [mask_text(n, min_cell=min_cell, enabled=enabled)
+                                                          for n in t["n_excluded"]],
+    })
