@@ -110,3 +110,32 @@ def test_no_use_data_is_a_sentence_not_an_exception():
         su.use_course(c, measure="pda")
     with pytest.raises(InsufficientData, match="not recorded in this export"):
         su.urine_results(c)
+
+
+def test_shown_tables_hide_counts_of_1_to_10_and_what_would_reveal_them():
+    t = pd.DataFrame({"group": ["a", "b", "All patients"], "month": 6, "mark_day": 180, "n_eligible": [60, 40, 100],
+                      "n_abstinent": [30, 5, 35], "n_use": [20, 20, 40], "n_missing": [10, 15, 25]})
+    for name in ("missing_as_use", "completers"):
+        for part in ("pct", "low", "high"):
+            t[f"{name}_{part}"] = 50.0
+    cab = su.ContinuousAbstinence(table=t, definition="", conf_level=0.95)
+    shown = su.abstinence_table(cab).set_index("group")
+    assert shown.loc["b", "abstinent"] == "<11" and shown.loc["a", "missing"] == "<11"
+    assert "hidden" in shown.loc["b", "missing = use, % (95% CI)"]
+    assert "hidden" in shown.loc["b", "completers only, % (95% CI)"]
+    # the margin row must not give the hidden cells away: a complementary cell is hidden too
+    assert (shown.loc[["a", "All patients"], "abstinent"] == "*").any()
+    off = su.abstinence_table(cab, enabled=False).set_index("group")
+    assert off.loc["b", "abstinent"] == "5"
+
+
+def test_pack_section_shows_every_part_on_the_sample_clinic(cohort):
+    from analytics.report.pack import _Pack, _substance_use
+
+    pack = _Pack(parts=[], suppress=True, min_cell=11)
+    _substance_use(pack, cohort)
+    html = "\n".join(pack.parts)
+    for text in ("Percent days abstinent (PDA)", "heavy-drinking", "30-day continuous abstinence at 6 / 12 months",
+                 "missing = use, % (95% CI)", "Urine tests negative", "AUDIT-C (0–12)", "excluded as prescribed"):
+        assert text in html, text
+    assert 'class="warn"' not in html
