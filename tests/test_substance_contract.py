@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from schemas.validate import load_exports
 
 SESSIONS = b"patient_id,session_date,session_type,route\n1,2025-01-01,ketamine,iv\n2,2025-01-01,ketamine,iv\n"
@@ -125,3 +127,13 @@ def test_cli_validate_takes_a_daily_log_instead_of_follow_ups(tmp_path):
     (tmp_path / "d.csv").write_bytes(D3)
     assert main(["validate", "--sessions", str(tmp_path / "s.csv"), "--daily-use", str(tmp_path / "d.csv")]) == 0
     assert main(["validate", "--sessions", str(tmp_path / "s.csv")]) == 2
+
+
+def test_a_day_with_several_substances_is_one_use_day_naming_them():
+    d = (b"patient_id,date,substance,used,amount\n3,2025-01-05,cocaine,yes,\n3,2025-01-05,alcohol,yes,2\n"
+         b"3,2025-01-06,alcohol,no,0\n3,2025-01-06,cannabis,no,\n")
+    c = build_cohort(load_exports(S3, None, P3, daily_use=d))
+    log = c.daily_use.set_index("days")
+    assert log.loc[4, "substances"] == "alcohol;cocaine" and log.loc[4, "used"] and log.loc[4, "heavy"]
+    assert not log.loc[5, "used"] and pd.isna(log.loc[5, "substances"])
+    assert c.log_windows[["days_recorded", "days_abstinent", "heavy_days"]].values.tolist() == [[2, 1, 1]]

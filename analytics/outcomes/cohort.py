@@ -451,10 +451,17 @@ def daily_log(log: pd.DataFrame | None, index_date: pd.Series, sex: pd.Series, s
     day = pd.DataFrame({"patient_id": log["patient_id"].to_numpy(), "date": log["date"].to_numpy(),
                         "used": used, "heavy": heavy,
                         "substance": np.where(used, log["substance"].astype(object).to_numpy(), "")})
-    g = day.groupby(["patient_id", "date"], sort=True)
-    out = g.agg(used=("used", "any"), heavy=("heavy", "any")).reset_index()
-    out["substances"] = g["substance"].agg(lambda s: ";".join(sorted({x for x in s if x}))).to_numpy()
-    out["substances"] = out["substances"].replace("", pd.NA).astype("string")
+    out = day.groupby(["patient_id", "date"], sort=True).agg(used=("used", "any"), heavy=("heavy", "any")).reset_index()
+    # substances used that day: one row per day is the rule, so only days with several substances are joined
+    taken = day[used].drop_duplicates(["patient_id", "date", "substance"]).sort_values(["patient_id", "date",
+                                                                                          "substance"])
+    several = taken.duplicated(["patient_id", "date"], keep=False).to_numpy(bool)
+    single = taken[~several].set_index(["patient_id", "date"])["substance"]
+    joined = taken[several].groupby(["patient_id", "date"])["substance"].agg(";".join) if several.any() else \
+        pd.Series(dtype=object)
+    names = pd.concat([single, joined])
+    key = pd.MultiIndex.from_frame(out[["patient_id", "date"]])
+    out["substances"] = pd.Series(names.reindex(key).to_numpy(), index=out.index).astype("string")
     out["days"] = (out["date"] - out["patient_id"].map(index_date)).dt.days.astype("int64")
     out["patient_id"] = out["patient_id"].astype("string")
     return out[cols]

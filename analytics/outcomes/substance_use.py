@@ -179,7 +179,15 @@ def _use_course(cohort: Cohort, measure: str, by: str | None, conf_level: float)
     pts = cohort.patients
     if by is not None and pts[by].notna().sum() == 0:
         keep_by = None
-    fit = tr.fit_trajectory(view, measure="pda", by=keep_by, time="auto", conf_level=conf_level)
+    fallback: tuple[str, ...] = ()
+    try:
+        fit = tr.fit_trajectory(view, measure="pda", by=keep_by, time="auto", conf_level=conf_level)
+    except InsufficientData as err:
+        if keep_by is None:
+            raise
+        fallback = (f"Not split by {GROUPINGS.get(keep_by, keep_by)}: {err} The model is fitted over all patients.",)
+        keep_by = None
+        fit = tr.fit_trajectory(view, measure="pda", by=None, time="auto", conf_level=conf_level)
     pm = tr.predicted_means(fit)
     label = "pda" if measure == "pda" else "heavy_pct"
     formula = fit.formula.replace("pda", label, 1)
@@ -190,6 +198,7 @@ def _use_course(cohort: Cohort, measure: str, by: str | None, conf_level: float)
              .replace(fit.formula, formula) for n in fit.notes]
     notes.append(f"Use windows: {', '.join(f'{note_n(v)} from {k}' for k, v in sources.items())}; points are "
                  "observed means per time window (each patient once per window) with t intervals.")
+    notes.extend(fallback)
     return UseCourse(measure=measure, by=keep_by, predicted=pm.table[["group", "weeks", "estimate", "ci_low",
                                                                        "ci_high"]],
                      observed=obs, fixed=fit.fixed, formula=formula, n_patients=int(fit.n_patients),
