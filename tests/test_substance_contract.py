@@ -137,3 +137,12 @@ def test_a_day_with_several_substances_is_one_use_day_naming_them():
     assert log.loc[4, "substances"] == "alcohol;cocaine" and log.loc[4, "used"] and log.loc[4, "heavy"]
     assert not log.loc[5, "used"] and pd.isna(log.loc[5, "substances"])
     assert c.log_windows[["days_recorded", "days_abstinent", "heavy_days"]].values.tolist() == [[2, 1, 1]]
+
+
+def test_a_mapping_maps_the_daily_log_columns_and_values():
+    from schemas.presets import loads_mapping
+
+    m = loads_mapping('name = "x"\n[daily_use.columns]\n"Client" = "patient_id"\n"Day" = "date"\n"Drug" = "substance"\n'
+                      '"Used?" = "used"\n"Drinks" = "amount"\n[daily_use.values.substance]\n"Beer" = "alcohol"\n')
+    v = load_exports(S3, None, daily_use=b"Client,Day,Drug,Used?,Drinks\n3,2025-01-02,Beer,yes,3\n", preset=m)
+    assert v.issues.empty and v.daily_use[["substance", "amount"]].values.tolist() == [["alcohol", 3.0]]
