@@ -21,7 +21,8 @@ Definitions (data-contract.md, "Derived outcomes"; every one is a :class:`~analy
   names the substances left out. Without ``urine_substances`` a row's ``urine_tox = positive`` counts.
 * **Daily use log** (contract v2 ``daily_use.csv``, :attr:`Cohort.daily_use`): a day is recorded when the log has a
   row for it, a use day when any row says ``used``, a heavy day when alcohol reaches ``heavy_drinks_women`` /
-  ``heavy_drinks_men`` standard drinks (other or unknown sex: the women's threshold) or another drug is used.
+  ``heavy_drinks_men`` standard drinks (other or unknown sex: the women's threshold; an alcohol day without an
+  amount is a use day, not a heavy one) or another drug is used.
   :attr:`Cohort.log_windows` holds days abstinent and heavy days per 30-day window (days 1–30, 31–60, …, as a
   30-day follow-up on day 30, 60, … covers them). The log is never a follow-up assessment (no scores). For a
   patient with a log, the log decides use: the first logged use (heavy) day after day 0 is the return to use, exact
