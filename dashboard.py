@@ -13,6 +13,7 @@ PAGES = [
     st.Page("pages/survival.py", title="Time to return to use", icon=":material/timeline:", url_path="survival"),
     st.Page("pages/trajectories.py", title="Symptom trajectories", icon=":material/show_chart:",
             url_path="trajectories"),
+    st.Page("pages/substance_use.py", title="Substance use", icon=":material/local_bar:", url_path="substance-use"),
     st.Page("pages/benchmarks.py", title="Versus published", icon=":material/balance:", url_path="published"),
     st.Page("pages/safety.py", title="Session safety", icon=":material/health_and_safety:", url_path="safety"),
     st.Page("pages/subgroups.py", title="Who benefits", icon=":material/groups:", url_path="who-benefits"),

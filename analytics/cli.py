@@ -30,10 +30,15 @@ def _inputs(p: argparse.ArgumentParser) -> None:
                "this kind as one (e.g. one per year or site; CSV or Parquet)")
     p.add_argument("--sessions", required=True, action="append", metavar="FILE",
                    help="sessions.csv export" + several)
-    p.add_argument("--followups", required=True, action="append", metavar="FILE",
-                   help="followups.csv export" + several.replace("sessions_", "followups_"))
+    p.add_argument("--followups", action="append", metavar="FILE",
+                   help="followups.csv export (required unless --daily-use is given)"
+                        + several.replace("sessions_", "followups_"))
     p.add_argument("--patients", action="append", metavar="FILE",
                    help="patients.csv export (optional)" + several.replace("sessions_", "patients_"))
+    p.add_argument("--daily-use", action="append", metavar="FILE",
+                   help="daily_use.csv, a daily use log (optional): days abstinent, heavy days and the first day of "
+                        "use are derived from it exactly; with it, --followups is optional"
+                        + several.replace("sessions_", "daily_use_"))
     p.add_argument("--preset", metavar="NAME", help="column preset of the export layout (default: canonical)")
     p.add_argument("--mapping", metavar="FILE", help="a saved column mapping (TOML), instead of a preset")
     p.add_argument("--dates", choices=["iso", "dayfirst", "monthfirst"], default="iso",
@@ -88,12 +93,15 @@ def _load(args: argparse.Namespace):
     from schemas.validate import load_exports
 
     preset = load_mapping_file(args.mapping) if getattr(args, "mapping", None) else args.preset
-    files = {kind: expand_paths(given, kind=kind) for kind in ("sessions", "followups", "patients")
+    if args.followups is None and args.daily_use is None:
+        raise UnusableExport("No follow-up export: give --followups FILE (or a daily use log with --daily-use FILE).")
+    files = {kind: expand_paths(given, kind=kind) for kind in ("sessions", "followups", "patients", "daily_use")
              if (given := getattr(args, kind)) is not None}
     # files on disk have no size limit (the limit is the browser upload's); memory is the limit
-    return load_exports(files["sessions"], files["followups"], files.get("patients"), preset=preset,
+    return load_exports(files["sessions"], files.get("followups"), files.get("patients"), preset=preset,
                         dates=args.dates, timezone=args.timezone,
-                        prefixes="suggest" if args.keep_prefixes else "apply", max_bytes=sys.maxsize)
+                        prefixes="suggest" if args.keep_prefixes else "apply", max_bytes=sys.maxsize,
+                        daily_use=files.get("daily_use"))
 
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")

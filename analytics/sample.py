@@ -76,8 +76,11 @@ SESSION_COLUMNS = ("patient_id", "session_date", "session_type", "route", "dose_
                    "gad7", "craving", "bp_systolic_max", "bp_diastolic_max", "heart_rate_max",
                    "adverse_events", "site", "clinician")
 FOLLOWUP_COLUMNS = ("patient_id", "assessment_date", "window_days", "days_abstinent", "heavy_days", "any_use",
-                    "relapse_date", "phq9", "gad7", "craving", "urine_tox", "status")
-PATIENT_COLUMNS = ("patient_id", "primary_substance", "program", "sex", "age", "site", "prior_treatments")
+                    "relapse_date", "phq9", "gad7", "craving", "urine_tox", "status",
+                    "urine_substances", "audit_c", "bam_use", "bam_risk", "bam_protective")  # contract v2 (#22)
+PATIENT_COLUMNS = ("patient_id", "primary_substance", "program", "sex", "age", "site", "prior_treatments",
+                   "prescribed")  # contract v2 (#22)
+DAILY_USE_COLUMNS = ("patient_id", "date", "substance", "used", "amount")
 
 
 def _ro(mapping: dict) -> Mapping:  # type: ignore[type-arg]
@@ -132,6 +135,52 @@ class Trajectory:
                 after: self.late_slope_per_week - self.slope_per_week, "therapy": 0.0,
                 "weeks:therapy": self.therapy_slope_per_week,
                 f"{after}:therapy": self.therapy_late_slope_per_week - self.therapy_slope_per_week}
+
+
+@dataclass(frozen=True)
+class SubstanceEffects:
+    """True parameters of the contract-v2 substance-use fields (drawn from their own random stream, so every other
+    column of the clinic is the same with or without them).
+
+    * **Prescribed medicines** (patients ``prescribed``): a share of opioid patients take buprenorphine or methadone,
+      a share of alcohol patients benzodiazepines; every urine test done finds them (never a return to use).
+    * **Urine by substance** (follow-ups ``urine_substances``, on tests done): the primary substance's analyte
+      (alcohol → alcohol, opioids → opioids (+ fentanyl in a share), cocaine, methamphetamine → amphetamines,
+      cannabis, other) exactly when ``urine_tox`` is positive (use in the last 3 days, as before); cannabis as well
+      on a share of those positive tests of non-cannabis patients, by program (co-use only when using, so return to
+      use is unchanged); ketamine in a share of tests within 7 days after a ketamine session; prescribed medicines.
+      So the urine-negative share of the primary substance (prescribed and in-treatment ketamine excluded) equals
+      the ``urine_tox`` negative share, and e.g. the cannabis-positive share among primary-positive tests is
+      ``cannabis_couse_by_program``.
+    * **AUDIT-C** (alcohol patients, follow-ups): ``round(2 + 8 · (1 − PDA) + N(0, 1.5²))`` clipped to 0–12, so it
+      falls as days abstinent rise (PDA = days_abstinent / window_days of the same follow-up).
+    * **BAM** (follow-ups): use = ``round(10 · (1 − PDA) + N(0, 1))`` (0–12); risk = ``round(12 − 4 · min(day, 180)
+      / 180 − 2 · therapy + N(0, 2.5²))`` (0–24); protective = ``round(10 + 4 · min(day, 180) / 180 + 2 · therapy +
+      N(0, 2.5²))`` (0–24).
+    * **Daily use log** (daily_use.csv) for a share of started alcohol patients: one row per day from day 0 to the
+      earlier of leaving, the upload date and day 365; no use before the true relapse day, use on it, then use on
+      each day with the patient's ``use_share``; a use day is heavy with the patient's ``heavy_share``
+      (drinks = heavy threshold (4 women, other and unknown sex; 5 men) + Poisson(2)), else 1 … threshold − 1.
+    """
+
+    opioid_prescribed_share: float = 0.50
+    opioid_medicine_share: Mapping[str, float] = field(default_factory=lambda: _ro(
+        {"buprenorphine": 0.70, "methadone": 0.30}))
+    alcohol_benzodiazepine_share: float = 0.10
+    fentanyl_share: float = 0.40  # of opioid-positive tests
+    cannabis_couse_by_program: Mapping[str, float] = field(default_factory=lambda: _ro(
+        {"ketamine + therapy": 0.15, "ketamine only": 0.30}))
+    ketamine_detected_within_7_days: float = 0.90
+    audit_c: tuple[float, float, float] = (2.0, 8.0, 1.5)  # intercept, per (1 − PDA), residual SD
+    audit_c_recorded: float = 0.80  # of alcohol patients' follow-ups
+    bam_recorded: float = 0.60  # of follow-ups
+    bam_use: tuple[float, float] = (10.0, 1.0)  # per (1 − PDA), residual SD
+    bam_risk: tuple[float, float, float, float] = (12.0, -4.0, -2.0, 2.5)  # intercept, by day 180, therapy, SD
+    bam_protective: tuple[float, float, float, float] = (10.0, 4.0, 2.0, 2.5)
+    daily_log_share: float = 0.40  # of started alcohol patients
+    daily_log_last_day: int = 365
+    heavy_drinks_women: int = 4
+    heavy_drinks_men: int = 5
 
 
 @dataclass(frozen=True)
@@ -253,6 +302,7 @@ class TrueEffects:
     gad7_given_phq9: float = 0.85
     craving_recorded: Mapping[str, float] = field(default_factory=lambda: _ro(
         {"assessment": 0.90, "ketamine": 0.60, "psychotherapy": 0.0, "integration": 0.0, "followup": 0.85}))
+    substance_use: SubstanceEffects = SubstanceEffects()  # contract-v2 fields (#22), their own random stream
 
     @property
     def therapy_share(self) -> float:
@@ -350,7 +400,7 @@ def write_clinic(out_dir: str | Path, n_patients: int, seed: int = DEFAULT_SEED)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
-    for name in ("sessions", "followups", "patients"):
+    for name in ("sessions", "followups", "patients", "daily_use"):
         paths[name] = out / f"{name}.csv"
         _write_csv(frames[name], paths[name])
     return paths
@@ -478,7 +528,31 @@ def true_effects_table(effects: TrueEffects = TRUE_EFFECTS) -> pd.DataFrame:
     add("repeated measures", "GAD-7 and craving recorded",
         f"GAD-7 with {fx.gad7_given_phq9:.0%} of PHQ-9 scores; craving at "
         + ", ".join(f"{k} {v:.0%}" for k, v in fx.craving_recorded.items() if v))
+    _substance_rows(fx.substance_use, add)
     return pd.DataFrame(rows, columns=["group", "parameter", "value"])
+
+
+def _substance_rows(su: SubstanceEffects, add) -> None:  # type: ignore[no-untyped-def]
+    """The contract-v2 substance-use parameters (:class:`SubstanceEffects`) as rows of the true-effects table."""
+    g = "substance use (contract v2)"
+    add(g, "prescribed", f"opioid patients {su.opioid_prescribed_share:.0%} ("
+        + ", ".join(f"{k} {v:.0%}" for k, v in su.opioid_medicine_share.items())
+        + f"); alcohol patients benzodiazepines {su.alcohol_benzodiazepine_share:.0%}; found on every urine test done")
+    add(g, "urine_substances", "primary substance's analyte exactly when urine_tox is positive; fentanyl on "
+        f"{su.fentanyl_share:.0%} of opioid-positive tests; cannabis on positive tests of non-cannabis patients: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in su.cannabis_couse_by_program.items())
+        + f"; ketamine on {su.ketamine_detected_within_7_days:.0%} of tests within 7 days after a ketamine session")
+    a0, a1, asd = su.audit_c
+    add(g, "audit_c", f"alcohol patients, {su.audit_c_recorded:.0%} of follow-ups: round({a0:g} + {a1:g}·(1 − PDA) "
+        f"+ N(0, {asd:g}²)), 0–12")
+    add(g, "bam_use / bam_risk / bam_protective", f"{su.bam_recorded:.0%} of follow-ups: use round("
+        f"{su.bam_use[0]:g}·(1 − PDA) + N(0, {su.bam_use[1]:g}²)); risk {su.bam_risk[0]:g} {su.bam_risk[1]:+g}·"
+        f"min(day,180)/180 {su.bam_risk[2]:+g}·therapy + N(0, {su.bam_risk[3]:g}²); protective "
+        f"{su.bam_protective[0]:g} {su.bam_protective[1]:+g}·min(day,180)/180 {su.bam_protective[2]:+g}·therapy + "
+        f"N(0, {su.bam_protective[3]:g}²)")
+    add(g, "daily use log", f"{su.daily_log_share:.0%} of started alcohol patients, day 0 to the earlier of leaving, "
+        f"the upload date and day {su.daily_log_last_day}; first use on the true relapse day; heavy day = "
+        f"{su.heavy_drinks_women}+ drinks (women, other, unknown) / {su.heavy_drinks_men}+ (men)")
 
 
 def true_effects_markdown(effects: TrueEffects = TRUE_EFFECTS) -> str:
@@ -539,6 +613,7 @@ class _Simulation:
     def __init__(self, n: int, *, seed: int, start: date, end: date, fx: TrueEffects) -> None:
         self.n, self.fx, self.start, self.end = n, fx, start, end
         self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.epoch = np.datetime64(start, "D")
         self.upload_day = (end - start).days  # days since the start date
 
@@ -881,11 +956,108 @@ class _Simulation:
         followups = self.followups()
         sessions = self.sessions()
         self.measures(sessions, followups)
+        patients = self.patients_frame()
+        daily_use = _SubstanceUse(self).add(followups, patients)  # own random stream: the rest is unchanged
         out = {"sessions": sessions[list(SESSION_COLUMNS)], "followups": followups[list(FOLLOWUP_COLUMNS)],
-               "patients": self.patients_frame()}
+               "patients": patients[list(PATIENT_COLUMNS)], "daily_use": daily_use}
         if with_truth:
             out["truth"] = self.truth()
         return out
+
+
+class _SubstanceUse:
+    """The contract-v2 substance-use fields of a simulated clinic (:class:`SubstanceEffects`), from the random stream
+    ``default_rng([seed, 22])``: drawing them never changes another column."""
+
+    def __init__(self, sim: _Simulation) -> None:
+        self.sim, self.fx = sim, sim.fx.substance_use
+        self.rng = np.random.default_rng([sim.seed, 22])
+
+    def add(self, followups: pd.DataFrame, patients: pd.DataFrame) -> pd.DataFrame:
+        """Adds ``prescribed`` to ``patients`` and the urine/AUDIT-C/BAM columns to ``followups`` (in place); returns
+        the daily use log."""
+        sim, fx, rng = self.sim, self.fx, self.rng
+        n = sim.n
+        opioid, alcohol = sim.substance == SUBSTANCES.index("opioids"), sim.substance == SUBSTANCES.index("alcohol")
+        meds = list(fx.opioid_medicine_share)
+        med = np.array(meds, dtype=object)[_choice(rng, fx.opioid_medicine_share, n)]
+        rx = np.where(opioid & (rng.random(n) < fx.opioid_prescribed_share), med, None)
+        rx = np.where(alcohol & (rng.random(n) < fx.alcohol_benzodiazepine_share), "benzodiazepines", rx)
+        patients["prescribed"] = _text(rx.astype(object), pd.notna(rx))
+        pi, day = sim.fu_records
+        self._urine(followups, pi, day, rx)
+        self._scores(followups, pi, day, alcohol)
+        return self._daily_log(alcohol)
+
+    def _urine(self, followups: pd.DataFrame, pi: np.ndarray, day: np.ndarray, rx: np.ndarray) -> None:
+        sim, fx, rng = self.sim, self.fx, self.rng
+        m = len(pi)
+        tox = followups["urine_tox"].to_numpy(object)
+        done = np.isin(tox, ["positive", "negative"])
+        positive = tox == "positive"
+        analyte = np.array(["alcohol", "opioids", "cocaine", "amphetamines", "cannabis", "other"], dtype=object)
+        primary = analyte[sim.substance[pi]]
+        fentanyl = positive & (primary == "opioids") & (rng.random(m) < fx.fentanyl_share)
+        couse_p = np.where(sim.therapy[pi], fx.cannabis_couse_by_program[THERAPY], fx.cannabis_couse_by_program[
+            KETAMINE_ONLY])
+        couse = positive & (primary != "cannabis") & (rng.random(m) < couse_p)
+        spid, sday, stype = sim.s_records
+        ket = stype == _KET
+        key = spid[ket].astype(np.int64) * 100_000 + sday[ket]
+        order = np.sort(key)
+        at = np.searchsorted(order, pi.astype(np.int64) * 100_000 + day, side="right") - 1
+        last_ket = np.where(at >= 0, order[np.maximum(at, 0)], -1)
+        recent_ket = (last_ket // 100_000 == pi) & (day - last_ket % 100_000 <= 7) & (at >= 0)
+        ketamine = done & recent_ket & (rng.random(m) < fx.ketamine_detected_within_7_days)
+        items = []
+        for i in range(m):
+            if not done[i]:
+                items.append(None)
+                continue
+            found = [primary[i]] if positive[i] else []
+            found += ["fentanyl"] * bool(fentanyl[i]) + ["cannabis"] * bool(couse[i]) + ["ketamine"] * bool(ketamine[i])
+            found += [rx[pi[i]]] if rx[pi[i]] is not None else []
+            items.append(";".join(dict.fromkeys(found)) or None)
+        values = np.array(items, dtype=object)
+        followups["urine_substances"] = _text(values, pd.notna(values))
+
+    def _scores(self, followups: pd.DataFrame, pi: np.ndarray, day: np.ndarray, alcohol: np.ndarray) -> None:
+        sim, fx, rng = self.sim, self.fx, self.rng
+        m = len(pi)
+        pda = (followups["days_abstinent"].astype("Float64") / followups["window_days"].astype("Float64")).to_numpy(
+            float, na_value=np.nan)
+        a0, a1, asd = fx.audit_c
+        audit = np.clip(np.round(a0 + a1 * (1 - pda) + rng.normal(0, asd, m)), 0, 12)
+        on = alcohol[pi] & (rng.random(m) < fx.audit_c_recorded) & ~np.isnan(pda)
+        followups["audit_c"] = _nullable_int(np.where(on, audit, 0), on)
+        bam_on = rng.random(m) < fx.bam_recorded
+        use = np.clip(np.round(fx.bam_use[0] * (1 - pda) + rng.normal(0, fx.bam_use[1], m)), 0, 12)
+        followups["bam_use"] = _nullable_int(np.where(bam_on & ~np.isnan(pda), use, 0), bam_on & ~np.isnan(pda))
+        frac = np.minimum(day, 180) / 180.0
+        for name, (b0, b_day, b_ther, sd) in (("bam_risk", fx.bam_risk), ("bam_protective", fx.bam_protective)):
+            score = np.clip(np.round(b0 + b_day * frac + b_ther * sim.therapy[pi] + rng.normal(0, sd, m)), 0, 24)
+            followups[name] = _nullable_int(score, bam_on)
+
+    def _daily_log(self, alcohol: np.ndarray) -> pd.DataFrame:
+        sim, fx, rng = self.sim, self.fx, self.rng
+        who = np.flatnonzero(alcohol & sim.started & (rng.random(sim.n) < fx.daily_log_share))
+        last = np.minimum(np.minimum(sim.leave_day[who], sim.admin_day[who]), fx.daily_log_last_day)
+        who, last = who[last >= 0], last[last >= 0]
+        owner, d = _expand(last + 1)
+        p = who[owner]
+        r = sim.relapse_day[p]
+        used = (d == r) | ((d > r) & (rng.random(len(d)) < sim.use_share[p]))
+        heavy = used & (rng.random(len(d)) < sim.heavy_share[p])
+        limit = np.where(sim.sex[p] == SEXES.index("male"), fx.heavy_drinks_men, fx.heavy_drinks_women)
+        light = 1 + np.floor(rng.random(len(d)) * (limit - 1)).astype(np.int64)
+        drinks = np.where(heavy, limit + rng.poisson(2.0, len(d)), np.where(used, light, 0))
+        return pd.DataFrame({
+            "patient_id": _text(sim.ids[p]),
+            "date": _text(sim._dates(sim.index_day[p] + d)) if len(d) else _text(np.array([], dtype=object)),
+            "substance": _text(np.full(len(d), "alcohol", dtype=object)),
+            "used": _text(np.where(used, "yes", "no").astype(object)),
+            "amount": _nullable_int(drinks),
+        })[list(DAILY_USE_COLUMNS)]
 
 
 def _main() -> None:  # pragma: no cover - `python -m analytics.sample OUT [N] [SEED]`

@@ -90,7 +90,7 @@ APP_DIR = "kap-outcomes"
 SCHEMA_VERSION = "1"
 KINDS = ("sessions", "followups", "patients")
 ISSUE_COLUMNS = ("file", "line", "column", "value", "reason")
-_SQL_TYPES = {"text": "VARCHAR", "category": "VARCHAR", "list": "VARCHAR", "date": "DATE",
+_SQL_TYPES = {"text": "VARCHAR", "category": "VARCHAR", "list": "VARCHAR", "substances": "VARCHAR", "date": "DATE",
               "number": "DOUBLE", "integer": "DOUBLE", "boolean": "BOOLEAN"}
 
 __all__ = [

@@ -55,11 +55,12 @@ _FILTER_KEYS = {"site": Key.F_SITE, "program": Key.F_PROGRAM, "substance": Key.F
 
 
 def load_sample() -> ValidatedExports | None:
-    files = {k: SAMPLE_DIR / f"{k}.csv" for k in ("sessions", "followups", "patients")}
+    files = {k: SAMPLE_DIR / f"{k}.csv" for k in ("sessions", "followups", "patients", "daily_use")}
     if not files["sessions"].exists() or not files["followups"].exists():
         return None
     return load_exports(files["sessions"], files["followups"],
-                        files["patients"] if files["patients"].exists() else None)
+                        files["patients"] if files["patients"].exists() else None,
+                        daily_use=files["daily_use"] if files["daily_use"].exists() else None)
 
 
 def exports() -> ValidatedExports | None:

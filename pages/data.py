@@ -8,7 +8,7 @@ import streamlit as st
 from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
 from analytics.outcomes import pipeline
-from analytics.outcomes.pipeline import empty_load_reason, prefix_offer, timezone_options
+from analytics.outcomes.pipeline import empty_load_reason, prefix_offer, timezone_options, upload_problem
 from analytics.privacy.access import ROW_LEVEL_ROLES, STORE_ROLES
 from analytics.privacy.safe_export import to_safe_csv
 from analytics.privacy.suppression import file_count_cells, issue_counts, render_note
@@ -34,14 +34,16 @@ if role not in STORE_ROLES:
                "admins: use a preset or a saved mapping file.")
 
 with st.form("upload"):
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     several = "Several files of one kind (one per year or site, CSV or Parquet) are read as one export."
     sessions = c1.file_uploader("sessions.csv (required)", type=pipeline.UPLOAD_TYPES, key="up_sessions",
                                 accept_multiple_files=True, help=several)
-    followups = c2.file_uploader("followups.csv (required)", type=pipeline.UPLOAD_TYPES, key="up_followups",
-                                 accept_multiple_files=True, help=several)
+    followups = c2.file_uploader("followups.csv (required without a daily log)", type=pipeline.UPLOAD_TYPES,
+                                 key="up_followups", accept_multiple_files=True, help=several)
     patients = c3.file_uploader("patients.csv (optional)", type=pipeline.UPLOAD_TYPES, key="up_patients",
                                 accept_multiple_files=True, help=several)
+    daily = c4.file_uploader("daily_use.csv (optional daily use log)", type=pipeline.UPLOAD_TYPES, key="up_daily",
+                             accept_multiple_files=True, help=several)
     presets = available_presets()
     p1, p2, p3 = st.columns(3)
     preset = p1.selectbox("Export layout (preset)", options=list(presets), format_func=lambda k: f"{k}: {presets[k]}")
@@ -62,12 +64,13 @@ with st.form("upload"):
 
 
 def _load(layout: str | Preset, prefixes: str = "suggest") -> None:
-    chosen, names, stored = pipeline.upload_sources({"sessions": sessions, "followups": followups, "patients": patients})
+    chosen, names, stored = pipeline.upload_sources({"sessions": sessions, "followups": followups, "patients": patients,
+                                                     "daily_use": daily})
     with st.spinner("Checking every row…"):
         try:
-            data = load_exports(chosen["sessions"], chosen["followups"], chosen.get("patients"),
+            data = load_exports(chosen["sessions"], chosen.get("followups"), chosen.get("patients"),
                                 preset=layout, dates=dates, names=names, timezone=timezone or None,
-                                prefixes=prefixes)  # type: ignore[arg-type]
+                                prefixes=prefixes, daily_use=chosen.get("daily_use"))  # type: ignore
         except OutcomesError as err:
             st.error(escape_markdown(f"{err} If your columns match no preset, map them below."))
             return
@@ -105,15 +108,15 @@ except OutcomesError as err:
 if isinstance(layout, Preset) and layout.dates:  # a saved mapping keeps its date format
     dates = layout.dates
 if submitted and mapping_error is None:
-    if not sessions or not followups:
-        st.error("Choose both sessions.csv and followups.csv; patients.csv is optional.")
+    if (why := upload_problem(sessions, followups, daily)) is not None:
+        st.error(why)
     else:
         _load(layout)
 
 uploads = {k: f[0] for k, f in (("sessions", sessions), ("followups", followups), ("patients", patients)) if f}
 if uploads and row_level:  # the mapping step previews the file's rows
     mapping_section(uploads, layout, dates, timezone or None, _load,
-                    disabled=not sessions or not followups or mapping_error is not None)
+                    disabled=upload_problem(sessions, followups, daily) is not None or mapping_error is not None)
 
 if st.button("Use the sample clinic instead", disabled=st.session_state.get(Key.SOURCE) == "sample"):
     from pages._shared import load_sample
@@ -138,7 +141,8 @@ if source == "upload" and (prefix := prefix_offer(data.notes)) is not None:
     offer = next(n for n in data.notes if prefix_offer([n]) == prefix)
     load_notes = tuple(n for n in data.notes if n != offer)
     st.warning(shown_markdown(offer))
-    if st.button(f"Remove the '{prefix}' prefix", key="apply_prefix", disabled=not sessions or not followups,
+    if st.button(f"Remove the '{prefix}' prefix", key="apply_prefix",
+                 disabled=upload_problem(sessions, followups, daily) is not None,
                  help="Loads the same files again with the prefix removed from the patient ids that carry it."):
         _load(st.session_state.get(Key.LOAD_LAYOUT, layout), prefixes="apply")
 st.subheader("Data-quality report" + (" (sample clinic)" if source == "sample" else ""))

@@ -14,6 +14,10 @@ URINE_TOX = ("positive", "negative", "not_done")
 STATUSES = ("active", "completed", "lost_to_follow_up", "withdrew", "deceased")
 SUBSTANCES = ("alcohol", "opioids", "cocaine", "methamphetamine", "cannabis", "other")
 SEXES = ("female", "male", "other", "unknown")
+# contract v2: urine results by substance (followups ``urine_substances``) and prescribed medicines (patients
+# ``prescribed``), both ``;``-separated lists of these (``alcohol`` = EtG/EtS)
+URINE_SUBSTANCES = ("alcohol", "opioids", "fentanyl", "buprenorphine", "methadone", "cocaine", "amphetamines",
+                    "benzodiazepines", "cannabis", "ketamine", "other")
 # contract v2: sessions.csv ``status`` (only attended rows are sessions) and followups.csv ``observation_status``
 SESSION_STATUSES = ("attended", "no_show", "cancelled", "scheduled", "entered_in_error")
 OBSERVATION_STATUSES = ("final", "amended", "entered_in_error")
@@ -36,7 +40,8 @@ ADVERSE_EVENT_ALIASES: dict[str, str] = {
     "dissociated": "dissociation", "headaches": "headache", "anxious": "anxiety", "drowsy": "sedation",
     "drowsiness": "sedation", "somnolence": "sedation", "sleepy": "sedation", "sedated": "sedation"}
 
-# kind: text | date | category | number | integer | boolean | list
+# kind: text | date | category | number | integer | boolean | list | substances (a list of URINE_SUBSTANCES;
+# an unknown item sets the row aside)
 SESSIONS: dict[str, str] = {
     "patient_id": "text", "session_date": "date", "session_type": "category", "route": "category",
     "dose_mg": "number", "weight_kg": "number", "phq9": "integer", "gad7": "integer", "craving": "number",
@@ -48,17 +53,26 @@ FOLLOWUPS: dict[str, str] = {
     "heavy_days": "integer", "any_use": "boolean", "relapse_date": "date", "phq9": "integer",
     "gad7": "integer", "craving": "number", "urine_tox": "category", "status": "category",
     "observation_status": "category",
+    # contract v2
+    "urine_substances": "substances", "audit_c": "integer", "bam_use": "number", "bam_risk": "number",
+    "bam_protective": "number",
 }
 PATIENTS: dict[str, str] = {
     "patient_id": "text", "primary_substance": "category", "program": "text", "sex": "category",
     "age": "integer", "site": "text", "prior_treatments": "integer",
+    "prescribed": "substances",  # contract v2
+}
+# contract v2: daily_use.csv (optional), one row per patient, day and substance (timeline follow-back, diary)
+DAILY_USE: dict[str, str] = {
+    "patient_id": "text", "date": "date", "substance": "category", "used": "boolean", "amount": "number",
 }
 REQUIRED = {
     "sessions": ("patient_id", "session_date", "session_type"),
     "followups": ("patient_id", "assessment_date"),
     "patients": ("patient_id",),
+    "daily_use": ("patient_id", "date", "substance", "used"),
 }
-COLUMNS = {"sessions": SESSIONS, "followups": FOLLOWUPS, "patients": PATIENTS}
+COLUMNS = {"sessions": SESSIONS, "followups": FOLLOWUPS, "patients": PATIENTS, "daily_use": DAILY_USE}
 # patient attributes that may also appear on sessions rows (data-contract.md)
 PATIENT_COLUMNS_ON_SESSIONS = ("primary_substance", "program", "sex", "age", "prior_treatments")
 

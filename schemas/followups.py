@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from schemas.columns import OBSERVATION_STATUSES, STATUSES, URINE_TOX
+from schemas.columns import OBSERVATION_STATUSES, STATUSES, URINE_SUBSTANCES, URINE_TOX
 
 
 class FollowupsSchema(pa.DataFrameModel):
@@ -35,6 +35,16 @@ class FollowupsSchema(pa.DataFrameModel):
 
     observation_status: Series[str] = pa.Field(nullable=True, isin=list(OBSERVATION_STATUSES),
                                                description="final (when empty), amended (replaces the earlier value of the same measure and day) or entered_in_error (dropped, counted).")
+    # contract v2
+    urine_substances: Series[str] = pa.Field(nullable=True,
+                                             description="Substances the urine test found, separated by ';': " + ", ".join(URINE_SUBSTANCES) + " (alcohol = EtG/EtS). Empty when none was found or no test was done. A positive result only for prescribed medicines, or for ketamine within 7 days after a ketamine session, is not a return to use.")
+    audit_c: Series[float] = pa.Field(nullable=True, ge=0, le=12, description="AUDIT-C total, whole number 0–12.")
+    bam_use: Series[float] = pa.Field(nullable=True, ge=0, le=12,
+                                      description="Brief Addiction Monitor use subscale (items 4–6), 0–12.")
+    bam_risk: Series[float] = pa.Field(nullable=True, ge=0, le=24,
+                                       description="Brief Addiction Monitor risk-factor subscale, 0–24.")
+    bam_protective: Series[float] = pa.Field(nullable=True, ge=0, le=24,
+                                             description="Brief Addiction Monitor protective-factor subscale, 0–24.")
 
     class Config:
         strict = False

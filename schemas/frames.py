@@ -79,7 +79,7 @@ def coerce_canonical(frame: pd.DataFrame, kind: str, *, parsed: bool = False) ->
             out[col] = pd.to_numeric(values, errors="coerce").astype("float64")
         elif ctype == "boolean":
             out[col] = values if values.dtype == "boolean" else parse_bool(values)
-        elif ctype in ("category", "list"):
+        elif ctype in ("category", "list", "substances"):
             out[col] = values.astype("string").str.strip().str.lower()
         else:
             out[col] = values.astype("string").str.strip()
@@ -155,17 +155,20 @@ class ValidatedExports:
         columns=["file", "line", "column", "value", "reason"]))
     files: dict[str, FileReport] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    daily_use: pd.DataFrame | None = None  # contract v2 daily_use.csv (optional): patient_id, date, substance, used, amount
 
     @classmethod
     def from_frames(cls, sessions: pd.DataFrame, followups: pd.DataFrame,
-                    patients: pd.DataFrame | None = None) -> ValidatedExports:
+                    patients: pd.DataFrame | None = None,
+                    daily_use: pd.DataFrame | None = None) -> ValidatedExports:
         """Wrap hand-built, already-valid canonical frames (for tests and the sample generator)."""
         s = coerce_canonical(sessions, "sessions")
         f = coerce_canonical(followups, "followups")
         if patients is None:
             patients = pd.DataFrame({"patient_id": s["patient_id"].unique()})
         p = coerce_canonical(patients, "patients")
-        return cls(sessions=s, followups=f, patients=p)
+        return cls(sessions=s, followups=f, patients=p,
+                   daily_use=coerce_canonical(daily_use, "daily_use") if daily_use is not None else None)
 
     @property
     def n_patients(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from schemas.columns import SEXES, SUBSTANCES
+from schemas.columns import SEXES, SUBSTANCES, URINE_SUBSTANCES
 
 
 class PatientsSchema(pa.DataFrameModel):
@@ -19,6 +19,8 @@ class PatientsSchema(pa.DataFrameModel):
     site: Series[str] = pa.Field(nullable=True, description="Clinic site (optional).")
     prior_treatments: Series[float] = pa.Field(nullable=True, ge=0,
                                                description="Number of earlier treatment episodes (0 or more).")
+    prescribed: Series[str] = pa.Field(nullable=True,  # contract v2
+                                       description="Medicines prescribed to the patient that a urine test finds, separated by ';' (e.g. buprenorphine; methadone; benzodiazepines), from: " + ", ".join(URINE_SUBSTANCES) + ". A urine result positive only for these is not a return to use.")
 
     class Config:
         strict = False

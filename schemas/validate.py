@@ -25,8 +25,10 @@ from schemas.columns import (
     ADVERSE_EVENTS,
     PATIENT_COLUMNS_ON_SESSIONS,
     STATUS_ALIASES,
+    URINE_SUBSTANCES,
     read_columns,
 )
+from schemas.daily_use import DailyUseSchema
 from schemas.dates import DateOrder, ParsedDates, check_timezone, parse_date_column, utc_note
 from schemas.errors import UnusableExport
 from schemas.followups import FollowupsSchema
@@ -45,7 +47,8 @@ from schemas.reader import MAX_BYTES, RawExport, Source, read_exports
 from schemas.sessions import SessionsSchema
 
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
-    "sessions": SessionsSchema, "followups": FollowupsSchema, "patients": PatientsSchema}
+    "sessions": SessionsSchema, "followups": FollowupsSchema, "patients": PatientsSchema,
+    "daily_use": DailyUseSchema}
 ISSUE_COLUMNS = ["file", "line", "column", "value", "reason"]
 # how many days before the first ketamine session an assessment may lie and still be read (pre-treatment, a possible
 # baseline): the contract's baseline window; earlier ones are set aside with a sentence
@@ -172,6 +175,8 @@ def _convert(text: pd.Series, ctype: str, order: DateOrder, timezone: str | None
         return parse_bool(text)
     if ctype == "list":
         return _parse_events(text)
+    if ctype == "substances":
+        return _parse_substances(text)
     if ctype == "category":
         return text if _no_upper_case(text) else text.str.lower()
     return text
@@ -249,6 +254,9 @@ def _parse(raw: pd.DataFrame, kind: str, order: DateOrder,
                     f"were read as 'other'; their sessions are kept: {shown}. To count them as a listed event, map "
                     f"each to it in the mapping's value step ([sessions.values.{col}], e.g. \"itchy\" = \"other\", "
                     "\"drowsy\" = \"sedation\").")
+        elif ctype == "substances":
+            parsed, reasons = parsed
+            issues.add(raw, reasons.notna().to_numpy(), col, reasons.fillna("").astype(object))
         typed[col] = parsed
         mask = np.zeros(len(raw), dtype=bool)
         for positions in issues.idx[before:]:
@@ -301,6 +309,31 @@ def _parse_events(values: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, n
     joined = pc.binary_join(lists, ";")
     joined = pc.if_else(pc.equal(joined, ""), pa_.scalar(None, type=pa_.string()), joined)
     return text_series(joined, values.index), mask, dropped
+
+
+def _parse_substances(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """``Buprenorphine; EtG``-style lists (contract v2 ``urine_substances``, ``prescribed``) → ``buprenorphine;…``:
+    items split on ``;`` ``,`` ``|``, lower case, each one of :data:`~schemas.columns.URINE_SUBSTANCES`. Returns the
+    normalised lists (missing when empty) and, per row, the reason it is set aside (missing when it is fine): an item
+    that is not on the list is named."""
+    allowed = frozenset(URINE_SUBSTANCES)
+    text = values.astype("string").str.lower().str.replace(r"\s*[;,|]\s*", ";", regex=True).str.strip(" ;")
+    text = text.mask(text.eq("").fillna(False))
+    out = pd.Series(pd.NA, index=values.index, dtype="string")
+    reasons = pd.Series(pd.NA, index=values.index, dtype="string")
+    present = text.notna().to_numpy()
+    if not present.any():
+        return out, reasons
+    for value in pd.unique(text[present]):
+        items = [i.strip() for i in str(value).split(";") if i.strip()]
+        unknown = [i for i in items if i not in allowed]
+        at = text.eq(value).fillna(False).to_numpy()
+        if unknown:
+            reasons[at] = (f"'{clip_text(unknown[0])}' is not a substance of the list; use only: "
+                           + ", ".join(URINE_SUBSTANCES) + " (separated by ';'), or map it in the mapping")
+        else:
+            out[at] = ";".join(dict.fromkeys(items))
+    return out, reasons
 
 
 def _pandera_issues(typed: pd.DataFrame, raw: pd.DataFrame, kind: str, issues: _Issues,
@@ -396,6 +429,7 @@ _QUOTED_LATER = {
     "sessions": frozenset({"patient_id", "route", *PATIENT_COLUMNS_ON_SESSIONS}),
     "followups": frozenset({"patient_id", "assessment_date", "relapse_date", "days_abstinent", "heavy_days"}),
     "patients": frozenset({"patient_id"}),
+    "daily_use": frozenset({"patient_id"}),
 }
 
 
@@ -461,7 +495,8 @@ def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp,
         keys = [c for c in typed.columns if c != "line"]
         dup, first = _first_line_of(typed, keys, prefilter=["patient_id", "session_date"])
         dup &= typed["session_date"].notna().to_numpy()  # two rows whose dates could not be read are no duplicates
-        issues.add(frame, dup, "patient_id", _line_reason(first, "exact duplicate of line ", "; remove the repeated row"))
+        issues.add(frame, dup, "patient_id",
+                   _line_reason(first, "exact duplicate of line ", "; remove the repeated row"))
     if raw.kind == "followups":
         window = typed["window_days"].fillna(30) if "window_days" in typed else pd.Series(30.0, index=typed.index)
         if "days_abstinent" in typed:
@@ -496,6 +531,14 @@ def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp,
     error_col = {"sessions": "status", "followups": "observation_status"}.get(raw.kind)
     if error_col:
         issues.waive(_status_mask(typed, error_col, "entered_in_error"), except_columns=(error_col,))
+    if raw.kind == "daily_use":
+        dup, first = _first_line_of(typed, ["patient_id", "date", "substance"])
+        issues.add(frame, dup & typed["date"].notna().to_numpy(), "date",
+                   _line_reason(first, "second row for this patient, day and substance (first on line ",
+                                "); keep one row per patient, day and substance"))
+        no_use = typed["used"].eq(False).fillna(False).to_numpy() & (typed["amount"] > 0).fillna(False).to_numpy() \
+            if "amount" in typed else np.zeros(len(typed), dtype=bool)
+        issues.add(frame, no_use, "amount", "is above 0 on a day marked used = no; write used = yes, or amount 0")
     if raw.kind == "patients":
         dup, first = _first_line_of(typed, ["patient_id"])
         issues.add(frame, dup & typed["patient_id"].notna().to_numpy(), "patient_id",
@@ -557,8 +600,9 @@ def _attribute_conflicts(sessions: pd.DataFrame, raw_frame: pd.DataFrame, patien
 def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExport | None = None, *,
                      dates: DateOrder = "iso", upload_date: date | None = None, timezone: str | None = None,
                      prefixes: Prefixes = "suggest",
-                     pretreatment_days: int | None = PRETREATMENT_DAYS) -> ValidatedExports:
-    """Apply every rule of data-contract.md to the three read exports.
+                     pretreatment_days: int | None = PRETREATMENT_DAYS,
+                     daily_use: RawExport | None = None) -> ValidatedExports:
+    """Apply every rule of data-contract.md to the read exports (``daily_use``: the optional daily use log).
 
     Parameters
     ----------
@@ -581,10 +625,10 @@ def validate_exports(sessions: RawExport, followups: RawExport, patients: RawExp
     """
     timezone = check_timezone(timezone)
     today = pd.Timestamp(upload_date or date.today())
-    checked = [_check(r, dates, today, False, timezone) for r in (sessions, followups, patients)]
+    checked = [_check(r, dates, today, False, timezone) for r in (sessions, followups, patients, daily_use)]
     prefix_notes = match_prefixes(checked, prefixes)
     return _cross_file(checked[0], checked[1], checked[2], release=False,  # type: ignore[arg-type]
-                       pretreatment_days=pretreatment_days, notes=prefix_notes)
+                       pretreatment_days=pretreatment_days, notes=prefix_notes, d=checked[3])
 
 
 @dataclass
@@ -673,7 +717,8 @@ Prefixes = Literal["suggest", "apply", "off"]
 
 
 def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool,
-                pretreatment_days: int | None = PRETREATMENT_DAYS, notes: tuple[str, ...] = ()) -> ValidatedExports:
+                pretreatment_days: int | None = PRETREATMENT_DAYS, notes: tuple[str, ...] = (),
+                d: _Checked | None = None, followups_given: bool = True) -> ValidatedExports:
     """The rules between files, then accepted rows and the issue table. With ``release`` (the exports were read by
     :func:`load_exports` and handed over) the text columns of each ``RawExport.frame`` are dropped as soon as no rule
     quotes them, and typed rows become accepted rows column by column: peak memory stays a small multiple of the
@@ -702,6 +747,8 @@ def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool,
     first_ket[mins.index.to_numpy()] = mins.to_numpy()
     rejected_ket = (np.bincount(s_codes[ket], minlength=len(s_ids) + 1) > 0) & np.isnat(first_ket)
     del s_codes, ket, ok_ket, session_day, mins
+    d_ok = _daily_use_rows(d, first_ket, rejected_ket, pd.Series(s_ids), sessions.name, release) \
+        if d is not None else None
     s_status = s_typed["status"][s_keep & s_off].value_counts() if s_off.any() else pd.Series(dtype="int64")
     s_all = int(s_keep.sum())
     s_ok = _take_rows(s_typed, s_keep & ~s_off) if release else s_typed[s_keep & ~s_off]
@@ -788,16 +835,41 @@ def _cross_file(s: _Checked, f: _Checked, p: _Checked | None, *, release: bool,
     if patients is not None and p_issues is not None and p_ok is not None:
         files["patients"] = _report(patients, p_ok, p_issues)
         tables.append(patients.explain_issues(p_issues.table()))
-    raw_issue_frames = [pd.DataFrame(r.issues, columns=ISSUE_COLUMNS) for r in (sessions, followups, patients)
+    if d is not None and d_ok is not None:
+        files["daily_use"] = _report(d.raw, d_ok, d.issues)
+        tables.append(d.issues.table())
+    if not followups_given:
+        del files["followups"]
+    raw_issue_frames = [pd.DataFrame(r.issues, columns=ISSUE_COLUMNS)
+                        for r in (sessions, followups, patients, d.raw if d is not None else None)
                         if r is not None and r.issues]
     issues_table = pd.concat([t for t in tables + raw_issue_frames if len(t)], ignore_index=True) \
         if any(len(t) for t in tables + raw_issue_frames) else pd.DataFrame(columns=ISSUE_COLUMNS)
     issues_table = issues_table.sort_values(["file", "line"], kind="stable").reset_index(drop=True)
-    notes = tuple(n for r in (sessions, followups, patients) if r is not None for n in r.notes) + tuple(
-        n for i in (s_issues, f_issues, p_issues) if i is not None for n in i.notes) + tuple(notes)
+    d_raw, d_issues = (d.raw, d.issues) if d is not None else (None, None)
+    notes = tuple(n for r in (sessions, followups, patients, d_raw) if r is not None for n in r.notes) + tuple(
+        n for i in (s_issues, f_issues, p_issues, d_issues) if i is not None for n in i.notes) + tuple(notes)
     return ValidatedExports(
         sessions=_finish(s_ok, "sessions"), followups=_finish(f_ok, "followups"), patients=patients_table,
-        issues=issues_table, files=files, notes=notes)
+        issues=issues_table, files=files, notes=notes,
+        daily_use=_finish(d_ok, "daily_use") if d_ok is not None else None)
+
+
+def _daily_use_rows(d: _Checked, first_ket: np.ndarray, rejected_ket: np.ndarray, s_ids: pd.Series,
+                    sessions_name: str, release: bool) -> pd.DataFrame:
+    """Accepted rows of daily_use.csv: the patient needs an accepted ketamine session (as follow-ups do)."""
+    frame = _text_frame(d.raw, release)
+    codes = text_codes(d.typed["patient_id"], s_ids)
+    no_ket = d.typed["patient_id"].notna().to_numpy() & np.isnat(first_ket[codes])
+    set_aside = rejected_ket[codes]
+    d.issues.add(frame, no_ket, "patient_id", lambda mask: np.where(
+        set_aside[mask],
+        "this patient's ketamine session rows were set aside (see the " + sessions_name + " issues); fix those first",
+        "has no ketamine session in " + sessions_name + "; check the patient number or add their sessions"))
+    if release:
+        _release_text(d.raw.frame)
+    keep = _keep(d.issues, len(d.typed))
+    return _take_rows(d.typed, keep) if release else d.typed[keep]
 
 
 _MEASURE_COLUMNS_SKIP = ("line", "patient_id", "assessment_date", "observation_status")
@@ -848,19 +920,24 @@ def _report(raw: RawExport, accepted: pd.DataFrame, issues: _Issues) -> FileRepo
     return raw.report(accepted)  # counts source rows, also for a long file pivoted into follow-ups
 
 
-def load_exports(sessions: Source | Sequence[Source], followups: Source | Sequence[Source],
+def load_exports(sessions: Source | Sequence[Source], followups: Source | Sequence[Source] | None,
                  patients: Source | Sequence[Source] | None = None, *, preset: str | Preset | None = None,
                  dates: DateOrder = "iso", upload_date: date | None = None,
                  names: Mapping[str, str | Sequence[str]] | None = None, timezone: str | None = None,
                  prefixes: Prefixes = "suggest",
-                 pretreatment_days: int | None = PRETREATMENT_DAYS, max_bytes: int = MAX_BYTES) -> ValidatedExports:
+                 pretreatment_days: int | None = PRETREATMENT_DAYS, max_bytes: int = MAX_BYTES,
+                 daily_use: Source | Sequence[Source] | None = None) -> ValidatedExports:
     """Read and validate the exports in one call (CLI, dashboard and report share it).
 
     Each kind may be one file or several (a list: one sessions file per year or per site, CSV or Parquet), read as
     one export by :func:`schemas.reader.read_exports`; ``names`` gives each kind's file name(s) for messages.
     ``max_bytes``: the size limit of one file (an upload's; the command line reads files on disk without one).
-    ``timezone``, ``prefixes`` and ``pretreatment_days``: see :func:`validate_exports`.
+    ``timezone``, ``prefixes`` and ``pretreatment_days``: see :func:`validate_exports`. ``daily_use``: the optional
+    daily use log (contract v2); with it, ``followups`` may be None (no follow-up file: ``files`` has no
+    ``followups`` entry and the follow-up table is empty).
     """
+    if followups is None and daily_use is None:
+        raise UnusableExport("No follow-up export: give followups.csv (or a daily use log, daily_use.csv).")
     if dates not in ("iso", "dayfirst", "monthfirst"):
         raise UnusableExport(f"Unknown date format '{dates}'; use iso, dayfirst or monthfirst.")
     if prefixes not in ("suggest", "apply", "off"):
@@ -878,11 +955,15 @@ def load_exports(sessions: Source | Sequence[Source], followups: Source | Sequen
     also = _also_contacts(s_raw)
     s = _check(s_raw, dates, today, True, timezone)
     del s_raw
-    f = _check(read(followups, "followups"), dates, today, True, timezone)
+    given = followups is not None
+    f = _check(read(followups, "followups") if given else
+               read_exports(b"patient_id,assessment_date\n", kind="followups", names=names.get("followups"),
+                            dates=dates), dates, today, True, timezone)
     p = _check(read(patients, "patients"), dates, today, True, timezone) if patients is not None else None
-    prefix_notes = match_prefixes([s, f, p], prefixes)
+    d = _check(read(daily_use, "daily_use"), dates, today, True, timezone) if daily_use is not None else None
+    prefix_notes = match_prefixes([s, f, p, d], prefixes)
     data = _cross_file(s, f, p, release=True, pretreatment_days=pretreatment_days,  # type: ignore[arg-type]
-                       notes=prefix_notes)
+                       notes=prefix_notes, d=d, followups_given=given)
     written = names.get("sessions")  # one name, or one per file
     written = written if isinstance(written, str) else ", ".join(written) if written else "sessions.csv"
     return _add_also_contacts(data, also, written)

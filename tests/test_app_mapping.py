@@ -10,7 +10,7 @@ WIDE = (b"Client ID,Visit Date,Appointment Date,Appointment Type,Route of Admin,
         b"C1,2025-01-01,2025-01-02,ketamine,iv,20,M1,first\nC1,2025-01-03,2025-01-03,psychotherapy,,,M1,\n"
         b"C2,2025-01-04,2025-01-04,ketamine,im,31,M2,\n")
 LONG = (b"identifiers,subjectId,effectiveDate,code,valueInt,valueFloat,valueString\n"
-        b"o1,001,2025-02-01T10:00:00Z,44261-6,12,,\no2,001,2025-02-01,70274-6,8,,\no3,001,2025-02-01,AUDIT-C,4,,\n"
+        b"o1,001,2025-02-01T10:00:00Z,44261-6,12,,\no2,001,2025-02-01,70274-6,8,,\no3,001,2025-02-01,PCL-5,4,,\n"
         b"o4,002,2025-02-03,phq9,14,,\n")
 
 
@@ -73,14 +73,14 @@ def test_long_file_maps_codes_and_previews_followups_with_unknown_code_set_aside
     assert at.radio[0].value == "long"
     assert _select(at, "Column with the instrument code").value == "code"
     assert at.multiselect[0].value == ["valueInt", "valueFloat", "valueString"]
-    assert _select(at, "code 44261-6").value == "phq9" and _select(at, "code AUDIT-C").value.startswith("— not used")
+    assert _select(at, "code 44261-6").value == "phq9" and _select(at, "code PCL-5").value.startswith("— not used")
     saved = tomllib.loads(at.session_state["mapping_toml"])
     assert saved["followups"]["codes"] == {"44261-6": "phq9", "70274-6": "gad7", "phq9": "phq9"}
     assert saved["followups"]["long"] == {"code": "code", "value": ["valueInt", "valueFloat", "valueString"]}
     preview = at.dataframe[0].value
     assert preview[["patient_id", "phq9", "gad7"]].values.tolist()[0] == ["001", 12.0, 8.0]
     issues = at.dataframe[1].value
-    assert issues[["line", "value"]].values.tolist() == [[4, "AUDIT-C"]]
+    assert issues[["line", "value"]].values.tolist() == [[4, "PCL-5"]]
 
 
 def test_data_page_offers_the_mapping_step_after_an_upload_that_fits_no_preset():
@@ -89,7 +89,7 @@ def test_data_page_offers_the_mapping_step_after_an_upload_that_fits_no_preset()
     root = Path(__file__).resolve().parents[1]
     sessions = b"patient_id,session_date,session_type,route\n001,2025-01-01,ketamine,iv\n002,2025-01-02,ketamine,im\n"
     followups = (b"Client,When,Instrument,Result\n001,2025-02-01,PHQ-9,12\n001,2025-02-01,GAD-7,8\n"
-                 b"001,2025-02-01,PHQ-9,12\n002,2025-02-03,PHQ-9,14\n002,2025-02-03,AUDIT-C,3\n")
+                 b"001,2025-02-01,PHQ-9,12\n002,2025-02-03,PHQ-9,14\n002,2025-02-03,PCL-5,3\n")
     at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=60)
     at.run()
     at.switch_page("pages/data.py").run()
@@ -107,7 +107,7 @@ def test_data_page_offers_the_mapping_step_after_an_upload_that_fits_no_preset()
     report = data.files["followups"]
     assert (report.rows, report.accepted, report.quarantined, report.merged) == (5, 4, 1, 2)
     assert data.followups["phq9"].tolist() == [12.0, 14.0] and data.followups["gad7"].iloc[0] == 8.0
-    assert data.issues[["line", "value"]].values.tolist() == [[6, "AUDIT-C"]]
+    assert data.issues[["line", "value"]].values.tolist() == [[6, "PCL-5"]]
 
 
 def test_mapping_step_opens_before_any_load_stays_open_and_previews_the_effect_on_every_row():

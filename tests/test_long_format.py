@@ -63,9 +63,9 @@ def test_mixed_instruments_in_one_file_fill_their_own_columns_with_their_types()
 
 
 def test_unknown_code_is_quarantined_at_its_line_and_the_rest_of_the_day_is_kept():
-    data = _load(_mirah("a,001,2025-02-01,44261-6,12,,", "b,001,2025-02-01,AUDIT-C,4,,"))
+    data = _load(_mirah("a,001,2025-02-01,44261-6,12,,", "b,001,2025-02-01,PCL-5,4,,"))
     issue = _issues_by_line(data)[3]
-    assert issue.column == "code" and issue.value == "AUDIT-C"
+    assert issue.column == "code" and issue.value == "PCL-5"
     assert "not an instrument code" in issue.reason and "44261-6" in issue.reason
     assert data.followups["phq9"].tolist() == [12.0]
 

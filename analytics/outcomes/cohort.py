@@ -15,6 +15,20 @@ Definitions (data-contract.md, "Derived outcomes"; every one is a :class:`~analy
   day 0 only when that first day is on or after day 0.
 * **Return to use** (``relapsed``): see :meth:`Settings.describe`. Its day is ``relapse_date`` when given, else
   the assessment date. Follow-ups after the first event are ignored for survival.
+* **Urine results by substance** (contract v2 ``urine_substances``): a result counts as use (``urine_use``) when it
+  lists a substance that is neither among the patient's ``prescribed`` medicines nor ketamine within
+  ``Settings.ketamine_urine_days`` (7) days after a ketamine session (on or before the test); ``urine_excluded``
+  names the substances left out. Without ``urine_substances`` a row's ``urine_tox = positive`` counts.
+* **Daily use log** (contract v2 ``daily_use.csv``, :attr:`Cohort.daily_use`): a day is recorded when the log has a
+  row for it, a use day when any row says ``used``, a heavy day when alcohol reaches ``heavy_drinks_women`` /
+  ``heavy_drinks_men`` standard drinks (other or unknown sex: the women's threshold; an alcohol day without an
+  amount is a use day, not a heavy one) or another drug is used.
+  :attr:`Cohort.log_windows` holds days abstinent and heavy days per 30-day window (days 1–30, 31–60, …, as a
+  30-day follow-up on day 30, 60, … covers them). The log is never a follow-up assessment (no scores). For a
+  patient with a log, the log decides use: the first logged use (heavy) day after day 0 is the return to use, exact
+  (``event_dated_by = "daily_log"``); their follow-ups' use answers and urine results are not used for it; a
+  dropout status on a follow-up still counts under ``dropout_as_relapse``; without use they are censored at the
+  later of their last logged day and last assessment. ``has_followup`` is True for them (they have outcome data).
 * **Censoring**: a patient without return to use is censored at the last assessment (``days_to_event`` is that
   day, ``relapsed`` False). Patients without any follow-up have no ``days_to_event`` and are excluded from
   survival analyses (``has_followup`` False); the exclusion is counted in :attr:`Cohort.exclusions`.
@@ -41,6 +55,7 @@ import pyarrow.compute as pc
 
 from analytics.errors import InsufficientData
 from analytics.outcomes.settings import Settings
+from analytics.privacy.counts import note_n
 from schemas.arrow import text_codes, text_isin, text_series
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -110,6 +125,13 @@ class Cohort:
     pretreatment:
         Accepted assessments dated before the patient's index date (same columns as ``followups``; use flags
         all False, ``pda`` missing): their scores are in ``measures`` and can be the baseline.
+    daily_use:
+        The daily use log (contract v2) of cohort patients, one row per patient and day: ``patient_id``, ``date``,
+        ``days``, ``used``, ``heavy``, ``substances`` (those used that day, ``;``-joined). Empty without a log.
+    log_windows:
+        Per patient with a log and 30-day window after day 0: ``patient_id``, ``window`` (1 = days 1–30),
+        ``start_day``, ``end_day``, ``days_recorded``, ``days_abstinent``, ``heavy_days``, ``pda`` (abstinent /
+        recorded, 0–1).
     """
 
     patients: pd.DataFrame
@@ -120,6 +142,8 @@ class Cohort:
     exclusions: dict[str, int] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     pretreatment: pd.DataFrame = field(default_factory=pd.DataFrame)
+    daily_use: pd.DataFrame = field(default_factory=pd.DataFrame)
+    log_windows: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def survival_patients(self) -> pd.DataFrame:
@@ -128,12 +152,14 @@ class Cohort:
 
     @cached_property
     def data_end(self) -> pd.Timestamp | None:
-        """The latest session or assessment date in the cohort: "today" for the data; None without any date.
+        """The latest session, assessment or daily-log date in the cohort: "today" for the data; None without any date.
 
         Computed once per cohort (a filtered cohort is a new :class:`Cohort` and computes its own)."""
         dates = [self.sessions["session_date"].max()] if len(self.sessions) else []
         if len(self.followups):
             dates.append(self.followups["assessment_date"].max())
+        if len(self.daily_use):
+            dates.append(self.daily_use["date"].max())
         dates = [d for d in dates if pd.notna(d)]
         return pd.Timestamp(max(dates)) if dates else None
 
@@ -298,6 +324,8 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, co
     if n_fu_orphans:
         exclusions["follow-ups of patients without a ketamine session"] = n_fu_orphans
         fu, f_code = fu[f_code >= 0], f_code[f_code >= 0]
+    prescribed = attrs["prescribed"].reindex(patients.index) if "prescribed" in attrs.columns else None
+    fu["urine_use"], fu["urine_excluded"] = _urine_use(fu, f_code, sess, s_code, prescribed, settings)
     fu = _derive_followup_flags(fu, _at(index_date, f_code, fu.index))
     pre = (fu["days"] < 0).to_numpy(bool)
     if pre.any():  # pre-treatment assessments: scores only (baseline); use answers never count
@@ -312,9 +340,16 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, co
         patients[f"baseline_{m}"] = base[m]
     patients["baseline_band"] = phq9_band(patients["baseline_phq9"])
 
-    patients = patients.join(_events(fu, f_code, index_date, settings))
+    log = daily_log(data.daily_use, index_date, patients["sex"], settings)
+    log_ids = pd.Index(log["patient_id"].unique())
+    on_log = ids_in(patients.index.to_series(), log_ids).to_numpy(bool)
+    events = _events(fu, f_code, index_date, settings)
+    if on_log.any():
+        events = _log_events(events, log, fu, f_code, index_date, on_log, settings)
+    patients = patients.join(events)
     patients["n_followups"] = np.bincount(f_code, minlength=len(patients))
-    patients["has_followup"] = patients["n_followups"] > 0
+    patients["has_daily_log"] = on_log
+    patients["has_followup"] = (patients["n_followups"] > 0) | patients["has_daily_log"]
     patients["relapsed"] = patients["relapsed"].fillna(False).astype(bool)
     n_no_fu = int((~patients["has_followup"]).sum())
     if n_no_fu:
@@ -325,9 +360,17 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, co
         notes += ((f"{len(pre_fu):,} pre-treatment assessment(s) (before the first ketamine session): their scores "
                   f"can be the baseline (within {settings.baseline_window_days} days before day 0); their use answers "
                   "describe use before treatment and never count as a return to use."),)
+    if on_log.any():
+        notes += (f"{note_n(int(on_log.sum()))} patient(s) have a daily use log: for them the log decides use "
+                  "(exact days; it wins over follow-up use answers and urine results, which can only place a return "
+                  "to use between two visits).",)
+    n_log_orphans = 0 if data.daily_use is None else int(len(data.daily_use) - ids_in(
+        data.daily_use["patient_id"], patients["patient_id"]).sum())
+    if n_log_orphans:
+        exclusions["daily use log rows of patients without a ketamine session"] = n_log_orphans
     return Cohort(patients=patients, measures=measures, followups=fu.reset_index(drop=True),
                   sessions=sess.reset_index(drop=True), settings=settings, exclusions=exclusions, notes=notes,
-                  pretreatment=pre_fu)
+                  pretreatment=pre_fu, daily_use=log, log_windows=log_windows(log))
 
 
 def _rows_of(frame: pd.DataFrame, keep: np.ndarray, handed_over: pd.DataFrame | None) -> pd.DataFrame:
@@ -358,7 +401,8 @@ def _derive_followup_flags(fu: pd.DataFrame, idx: pd.Series) -> pd.DataFrame:
     fu["window_start_days"] = fu["days"] - window + 1
     fu["window_after_index"] = fu["window_start_days"] >= 0
     fu["pda"] = fu["days_abstinent"].astype(float) / window
-    positive_tox = fu["urine_tox"].eq("positive").fillna(False).astype(bool)
+    positive_tox = fu["urine_use"].astype(bool) if "urine_use" in fu else \
+        fu["urine_tox"].eq("positive").fillna(False).astype(bool)
     known_date = fu["relapse_date"].notna()
     any_use = fu["any_use"].eq(True).fillna(False).astype(bool)
     short_abst = (fu["days_abstinent"].astype(float) < window).fillna(False).astype(bool)
@@ -366,8 +410,132 @@ def _derive_followup_flags(fu: pd.DataFrame, idx: pd.Series) -> pd.DataFrame:
     ok = fu["window_after_index"].astype(bool)
     fu["use_any"] = any_use | (short_abst & ok) | positive_tox | known_date
     fu["use_heavy"] = (heavy & ok) | positive_tox | known_date  # data-contract v2 "Heavy-use return"
+    # (positive_tox: a positive urine result for a substance that is not prescribed, see _urine_use)
     fu["dropout"] = fu["status"].isin(DROPOUT_STATUSES).fillna(False).astype(bool)
     return fu
+
+
+def _urine_use(fu: pd.DataFrame, f_code: np.ndarray, sess: pd.DataFrame, s_code: np.ndarray,
+               prescribed: pd.Series | None, settings: Settings) -> tuple[pd.Series, pd.Series]:
+    """Per follow-up row: (urine result counts as use, substances left out as prescribed or in-treatment ketamine).
+
+    With ``urine_substances`` given, the row counts as use when a listed substance is neither prescribed to the
+    patient (``prescribed``, aligned with the patient codes) nor ketamine within ``settings.ketamine_urine_days`` days
+    after a ketamine session; without it, ``urine_tox = positive`` counts (contract v2)."""
+    tox = fu["urine_tox"].eq("positive").fillna(False).to_numpy(bool) if "urine_tox" in fu else \
+        np.zeros(len(fu), dtype=bool)
+    excluded = pd.Series(pd.NA, index=fu.index, dtype="string")
+    if "urine_substances" not in fu or not fu["urine_substances"].notna().any():
+        return pd.Series(tox, index=fu.index), excluded
+    listed = fu["urine_substances"].notna().to_numpy(bool)
+    rx = prescribed.to_numpy(object)[f_code] if prescribed is not None else np.full(len(fu), None, dtype=object)
+    ket_recent = np.zeros(len(fu), dtype=bool)
+    has_ket = fu["urine_substances"].str.contains("ketamine", regex=False).fillna(False).to_numpy(bool)
+    if has_ket.any():
+        ket = sess["session_type"].eq("ketamine").fillna(False).to_numpy(bool)
+        last = pd.merge_asof(
+            pd.DataFrame({"code": f_code[has_ket], "date": fu["assessment_date"].to_numpy()[has_ket],
+                          "row": np.flatnonzero(has_ket)}).sort_values("date"),
+            pd.DataFrame({"code": s_code[ket], "date": sess["session_date"].to_numpy()[ket],
+                          "session": sess["session_date"].to_numpy()[ket]}).sort_values("date"),
+            on="date", by="code", direction="backward")
+        near = ((last["date"] - last["session"]).dt.days <= settings.ketamine_urine_days).fillna(False)
+        ket_recent[last["row"].to_numpy()[near.to_numpy(bool)]] = True
+    use = tox.copy()
+    use[listed] = False
+    out_text = np.full(len(fu), None, dtype=object)
+    values = fu["urine_substances"].to_numpy(object)
+    for i in np.flatnonzero(listed):
+        items = str(values[i]).split(";")
+        own = set(str(rx[i]).split(";")) if isinstance(rx[i], str) else set()
+        left = [x for x in items if x in own or (x == "ketamine" and ket_recent[i])]
+        use[i] = len(left) < len(items)
+        out_text[i] = ";".join(left) if left else None
+    excluded[:] = out_text
+    return pd.Series(use, index=fu.index), excluded
+
+
+def daily_log(log: pd.DataFrame | None, index_date: pd.Series, sex: pd.Series, settings: Settings) -> pd.DataFrame:
+    """The daily use log of cohort patients, one row per patient and day (see :attr:`Cohort.daily_use`).
+
+    ``index_date`` and ``sex`` are indexed by patient id. Rows of patients outside the cohort are left out."""
+    cols = ["patient_id", "date", "days", "used", "heavy", "substances"]
+    if log is None or log.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(cols, (
+            "string", "datetime64[ns]", "int64", bool, bool, "string"))})
+    log = log[ids_in(log["patient_id"], index_date.index).to_numpy(bool)]
+    female_or_unknown = ~sex.reindex(log["patient_id"]).eq("male").fillna(False).to_numpy(bool)
+    limit = np.where(female_or_unknown, settings.heavy_drinks_women, settings.heavy_drinks_men)
+    used = log["used"].fillna(False).to_numpy(bool)
+    alcohol = log["substance"].eq("alcohol").fillna(False).to_numpy(bool)
+    heavy = used & np.where(alcohol, (log["amount"].to_numpy(float) >= limit), True)
+    day = pd.DataFrame({"patient_id": log["patient_id"].to_numpy(), "date": log["date"].to_numpy(),
+                        "used": used, "heavy": heavy,
+                        "substance": np.where(used, log["substance"].astype(object).to_numpy(), "")})
+    out = day.groupby(["patient_id", "date"], sort=True).agg(used=("used", "any"), heavy=("heavy", "any")).reset_index()
+    # substances used that day: one row per day is the rule, so only days with several substances are joined
+    taken = day[used].drop_duplicates(["patient_id", "date", "substance"]).sort_values(["patient_id", "date",
+                                                                                          "substance"])
+    several = taken.duplicated(["patient_id", "date"], keep=False).to_numpy(bool)
+    single = taken[~several].set_index(["patient_id", "date"])["substance"]
+    joined = taken[several].groupby(["patient_id", "date"])["substance"].agg(";".join) if several.any() else \
+        pd.Series(dtype=object)
+    names = pd.concat([single, joined])
+    key = pd.MultiIndex.from_frame(out[["patient_id", "date"]])
+    out["substances"] = pd.Series(names.reindex(key).to_numpy(), index=out.index).astype("string")
+    out["days"] = (out["date"] - out["patient_id"].map(index_date)).dt.days.astype("int64")
+    out["patient_id"] = out["patient_id"].astype("string")
+    return out[cols]
+
+
+def log_windows(log: pd.DataFrame, width: int = 30) -> pd.DataFrame:
+    """Days abstinent and heavy days per patient and ``width``-day window after day 0 (days 1–30, 31–60, …)."""
+    after = log[log["days"] >= 1]
+    w = (after["days"].to_numpy() - 1) // width + 1
+    g = after.assign(window=w).groupby(["patient_id", "window"], sort=True)
+    out = g.agg(days_recorded=("days", "size"), use_days=("used", "sum"), heavy_days=("heavy", "sum")).reset_index()
+    out["start_day"] = (out["window"] - 1) * width + 1
+    out["end_day"] = out["window"] * width
+    out["days_abstinent"] = out["days_recorded"] - out["use_days"]
+    out["pda"] = out["days_abstinent"] / out["days_recorded"]
+    return out[["patient_id", "window", "start_day", "end_day", "days_recorded", "days_abstinent", "heavy_days",
+                "pda"]]
+
+
+def _log_events(events: pd.DataFrame, log: pd.DataFrame, fu: pd.DataFrame, f_code: np.ndarray,
+                index_date: pd.Series, on_log: np.ndarray, settings: Settings) -> pd.DataFrame:
+    """Replace the use events of patients with a daily log by the log's exact first use (heavy) day after day 0;
+    a dropout event of their follow-ups still counts (``dropout_as_relapse``) when it comes first."""
+    ids = index_date.index
+    mine = on_log[f_code] if len(f_code) else np.zeros(0, dtype=bool)
+    sub = fu[mine].copy()
+    sub[["use_any", "use_heavy"]] = False  # the log decides use
+    status_only = _events(sub, f_code[mine], index_date, settings) if len(sub) else None
+    flag = log["used" if settings.relapse == "any" else "heavy"].to_numpy(bool) & (log["days"].to_numpy() >= 1)
+    mine_ids = ids[on_log]
+    use_day = log[flag].groupby("patient_id")["days"].min().reindex(mine_ids).to_numpy(float)
+    last_log = log.groupby("patient_id")["days"].max().reindex(mine_ids).to_numpy(float)
+    cols = ["relapsed", "days_to_event", "last_assessment_date", "last_status"]
+    base = status_only[cols].reindex(mine_ids) if status_only is not None else \
+        pd.DataFrame({c: pd.Series(np.nan, index=mine_ids, dtype=object) for c in cols})
+    day0 = pd.Series(index_date.reindex(mine_ids).to_numpy(), index=mine_ids)
+    last_fu = (pd.to_datetime(base["last_assessment_date"]) - day0).dt.days.to_numpy(float)
+    dropped = base["relapsed"].eq(True).fillna(False).to_numpy(bool)
+    drop_day = np.where(dropped, base["days_to_event"].to_numpy(float), np.inf)
+    by_log = ~np.isnan(use_day) & (use_day <= drop_day)
+    by_drop = ~by_log & dropped
+    days = np.where(by_log, use_day, np.where(by_drop, drop_day, np.fmax(last_log, np.nan_to_num(last_fu, nan=-1))))
+    dated = np.where(by_log, "daily_log", np.where(by_drop, "dropout", None)).astype(object)
+    out = events.reindex(events.index.union(mine_ids))
+    out["relapsed"] = out["relapsed"].astype("boolean")
+    out.loc[mine_ids, "relapsed"] = by_log | by_drop
+    out.loc[mine_ids, "days_to_event"] = days
+    out.loc[mine_ids, "event_date"] = (day0 + pd.to_timedelta(days, unit="D")).to_numpy()
+    out.loc[mine_ids, "last_assessment_date"] = pd.to_datetime(base["last_assessment_date"]).to_numpy()
+    out["event_dated_by"] = out["event_dated_by"].astype("string")
+    out.loc[mine_ids, "event_dated_by"] = pd.array(dated, dtype="string")
+    out.loc[mine_ids, "event_interval_start_days"] = np.nan
+    return out
 
 
 def _last_of_runs(codes: np.ndarray) -> np.ndarray:

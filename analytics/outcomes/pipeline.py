@@ -22,6 +22,16 @@ def _section(fn, *args, **kwargs) -> tuple[Any, str | None]:
         return None, str(err)
 
 
+def upload_problem(sessions: object, followups: object, daily_use: object = None) -> str | None:
+    """Why the chosen files cannot be loaded yet (None when they can): sessions.csv is required, and follow-ups or a
+    daily use log (contract v2: with daily_use.csv a follow-up file is optional)."""
+    if not sessions:
+        return "Choose sessions.csv (required), and followups.csv or a daily use log; patients.csv is optional."
+    if not followups and not daily_use:
+        return ("Choose followups.csv, or a daily use log (daily_use.csv) instead; patients.csv is optional.")
+    return None
+
+
 GROUP_COLUMNS = ("program", "primary_substance", "route", "site", "clinician", "sex", "age_band", "baseline_band")
 ALIASES = {"route": "index_route", "substance": "primary_substance", "depression_band": "baseline_band"}
 

@@ -39,6 +39,12 @@ class Settings:
     induction_protocols:
         Induction completion per program/route protocol (:mod:`analytics.outcomes.protocols`): the first entry
         whose programs and route match a patient applies; the last entry is the default for everyone else.
+    heavy_drinks_women / heavy_drinks_men:
+        A heavy drinking day in a daily use log (contract v2 ``daily_use.csv``): at least this many standard drinks
+        (NIAAA: 4 for women, 5 for men; patients of other or unknown sex use the women's threshold).
+    ketamine_urine_days:
+        A urine result positive for ketamine within this many days after a ketamine session is the treatment, not a
+        return to use (contract v2; default 7).
     """
 
     relapse: RelapseDefinition = "any"
@@ -49,6 +55,9 @@ class Settings:
     phq9_min_baseline: float = 10.0
     response_loss_rise: float = 5.0
     induction_protocols: tuple[InductionProtocol, ...] = DEFAULT_INDUCTION_PROTOCOLS
+    heavy_drinks_women: int = 4
+    heavy_drinks_men: int = 5
+    ketamine_urine_days: int = 7
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -56,12 +65,22 @@ class Settings:
     def describe(self) -> str:
         """One plain sentence for captions, the report and the JSON."""
         event = (
-            "first follow-up with any use, fewer abstinent days than the window covers, or a positive urine test"
+            "first follow-up with any use, fewer abstinent days than the window covers, or a positive urine test "
+            "for a substance that is not prescribed"
             if self.relapse == "any"
-            else "first follow-up with at least one heavy-use day (for alcohol a heavy drinking day: 4+ standard "
-                 "drinks for women, 5+ for men; for other drugs whatever the clinic records as heavy_days, which has "
-                 "no standard definition), a positive urine test or a recorded relapse date"
+            else f"first follow-up with at least one heavy-use day (for alcohol a heavy drinking day: "
+                 f"{self.heavy_drinks_women}+ standard drinks for women, {self.heavy_drinks_men}+ for men; for other "
+                 "drugs whatever the clinic records as heavy_days, which has no standard definition), a positive "
+                 "urine test for a substance that is not prescribed, or a recorded relapse date"
         )
+        urine = (f" A urine result positive only for the patient's prescribed medicines (patients.csv prescribed) or "
+                 f"for ketamine within {self.ketamine_urine_days} days after a ketamine session is not a return to "
+                 "use. For a patient with a daily use log, the log decides use (it is exact; their follow-ups' use "
+                 "answers and urine results are not used for return to use): the first logged day of "
+                 + ("use" if self.relapse == "any" else
+                    f"heavy use ({self.heavy_drinks_women}+/{self.heavy_drinks_men}+ drinks for women/men, or any use "
+                    "of another drug)") + " after day 0 is the return to use, else they are censored at their last "
+                 "logged day or assessment.")
         dropout = (
             "dropping out (lost to follow-up or withdrew) counts as return to use"
             if self.dropout_as_relapse
@@ -70,5 +89,5 @@ class Settings:
         return (
             f"Return to use = {event}; {dropout}; patients without return to use are censored at their last "
             f"assessment. Day 0 is the first ketamine session. Baseline scores: last on or before day 0, at most "
-            f"{self.baseline_window_days} days before."
+            f"{self.baseline_window_days} days before." + urine
         )

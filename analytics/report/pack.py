@@ -41,7 +41,7 @@ from schemas.frames import ValidatedExports
 
 PACKAGES = ("pandas", "numpy", "scipy", "statsmodels", "pandera", "plotly", "streamlit", "pyarrow")
 SECTIONS = ("Data quality", "Key indicators", "Patient flow", "Time to return to use", "Symptom trajectories",
-            "Versus published", "Session safety", "Who benefits", "Control charts and funnels", "Methods")
+            "Substance use", "Versus published", "Session safety", "Who benefits", "Control charts and funnels", "Methods")
 
 CSS = """
 body{font-family:'DejaVu Sans',Arial,sans-serif;max-width:1150px;margin:24px auto;padding:0 18px;color:#1a1a1a}
@@ -348,6 +348,43 @@ def _trajectories(pack: _Pack, cohort: Cohort, time: str = "auto") -> None:
     pack.notes(dur.notes)
 
 
+def _substance_use(pack: _Pack, cohort: Cohort) -> None:
+    """Days abstinent and heavy days over time, 30-day continuous abstinence at 6/12 months (both bounds), urine
+    results by substance, and the AUDIT-C / BAM / craving / GAD-7 courses (analytics/outcomes/substance_use.py)."""
+    from analytics.outcomes import substance_use as su
+    from analytics.report.plots import substance_use as suplots
+
+    mc, kw = pack.chart_min_cell, {"min_cell": pack.min_cell, "enabled": pack.suppress}
+    for measure in ("pda", "heavy"):
+        try:
+            course = su.use_course(cohort, measure=measure)
+        except OutcomesError as err:
+            pack.p(str(err), "warn")
+            continue
+        pack.figure(suplots.use_course_chart(course, min_cell=mc))
+        pack.notes((course.definition, *course.notes))
+    cab = su.continuous_abstinence(cohort)
+    if len(cab.table):
+        pack.figure(suplots.abstinence_chart(cab, min_cell=mc))
+        pack.table(su.abstinence_table(cab, **kw))
+    pack.notes((cab.definition, *cab.notes))
+    try:
+        ur = su.urine_results(cohort, by=None)
+        pack.figure(suplots.urine_chart(ur, group="All patients", min_cell=mc))
+        pack.table(su.urine_table(ur, group="All patients", **kw))
+        pack.notes((ur.definition, *ur.notes))
+    except OutcomesError as err:
+        pack.p(str(err), "warn")
+    cs = su.courses(cohort)
+    t = cs.table
+    pack.table(pd.DataFrame({"measure": t["label"], "group": t["group"], "time window": t["window"],
+                             "patients": [pack.count(n) for n in t["n"]],
+                             "mean (95% CI)": [fmt.ci(e, lo, hi, 2) if not (pack.suppress and 0 < n < pack.min_cell)
+                                               else "suppressed" for e, lo, hi, n in
+                                               zip(t["estimate"], t["ci_low"], t["ci_high"], t["n"])]}))
+    pack.notes((cs.definition, *cs.notes))
+
+
 def _benchmarks(pack: _Pack, cohort: Cohort) -> None:
     """Rows with a like-for-like clinic figure first (chart and table, both missing-data bounds and the eligible /
     analysed / missing counts); the others folded away with the reason for each."""
@@ -489,6 +526,7 @@ def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters
         ("Patient flow", lambda p: _flow(p, cohort, data), 0.3),
         ("Time to return to use", lambda p: _survival(p, cohort, column, reference), 0.5),
         ("Symptom trajectories", lambda p: _trajectories(p, cohort, time), 2.3),
+        ("Substance use", lambda p: _substance_use(p, cohort), 1.0),
         ("Versus published", lambda p: _benchmarks(p, cohort), 1.9),
         ("Session safety", lambda p: _safety(p, cohort), 1.2),
         ("Who benefits", lambda p: _subgroups(p, cohort), 1.4),
