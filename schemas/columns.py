@@ -17,6 +17,10 @@ SEXES = ("female", "male", "other", "unknown")
 # contract v2: sessions.csv ``status`` (only attended rows are sessions) and followups.csv ``observation_status``
 SESSION_STATUSES = ("attended", "no_show", "cancelled", "scheduled", "entered_in_error")
 OBSERVATION_STATUSES = ("final", "amended", "entered_in_error")
+# issue 22 (contract proposal, optional sessions columns): session monitoring and the ketamine misuse watch
+EVENT_SEVERITIES = ("none", "mild", "moderate", "severe", "serious")
+ACTIONS_TAKEN = ("none", "observation", "medication", "stopped_dosing", "transfer")
+TAKE_HOME_ISSUES = ("none", "early_refill", "lost")
 # other spellings read as the contract's status values (after lower-casing and turning spaces and '-' into '_'):
 # FHIR Appointment/Encounter/Observation status codes and common EHR words
 STATUS_ALIASES: dict[tuple[str, str], dict[str, str]] = {
@@ -42,6 +46,12 @@ SESSIONS: dict[str, str] = {
     "dose_mg": "number", "weight_kg": "number", "phq9": "integer", "gad7": "integer", "craving": "number",
     "bp_systolic_max": "integer", "bp_diastolic_max": "integer", "heart_rate_max": "integer",
     "adverse_events": "list", "site": "text", "clinician": "text", "status": "category",
+    # issue 22 (optional): session monitoring and the ketamine misuse watch
+    "bp_systolic_pre": "integer", "bp_diastolic_pre": "integer", "bp_systolic_40min": "integer",
+    "bp_diastolic_40min": "integer", "bp_systolic_discharge": "integer", "bp_diastolic_discharge": "integer",
+    "minutes_to_discharge": "integer", "sedation_score": "integer", "dissociation_score": "integer",
+    "event_severity": "category", "action_taken": "category", "take_home_issue": "category",
+    "urinary_symptoms": "boolean",
 }
 FOLLOWUPS: dict[str, str] = {
     "patient_id": "text", "assessment_date": "date", "window_days": "integer", "days_abstinent": "integer",
