@@ -41,7 +41,7 @@ from schemas.frames import ValidatedExports
 
 PACKAGES = ("pandas", "numpy", "scipy", "statsmodels", "pandera", "plotly", "streamlit", "pyarrow")
 SECTIONS = ("Data quality", "Key indicators", "Patient flow", "Time to return to use", "Symptom trajectories",
-            "Versus published", "Session safety", "Who benefits", "Control charts and funnels", "Methods")
+            "Versus published", "Session safety", "Session monitoring", "Who benefits", "Control charts and funnels", "Methods")
 
 CSS = """
 body{font-family:'DejaVu Sans',Arial,sans-serif;max-width:1150px;margin:24px auto;padding:0 18px;color:#1a1a1a}
@@ -400,6 +400,33 @@ def _safety(pack: _Pack, cohort: Cohort) -> None:
     pack.notes(pub.notes)
 
 
+def _monitoring(pack: _Pack, cohort: Cohort) -> None:
+    """Issue 22: BP before/at ~40 min/at discharge, minutes to discharge, sedation, dissociation, severity, action,
+    serious events per 1,000 sessions, and the ketamine misuse watch counts."""
+    from analytics.outcomes import monitoring
+    from analytics.report.plots import monitoring as mplots
+
+    mon = monitoring.session_monitoring(cohort)
+    pack.p(mplots.serious_sentence(mon))
+    for sentence in mplots.parts_sentence(mon):
+        pack.p(sentence, "note")
+    if len(mon.blood_pressure):
+        pack.figure(mplots.blood_pressure_chart(mon))
+        pack.table(mplots.blood_pressure_table(mon))
+    if mon.recorded["minutes"]:
+        pack.p("Minutes until ready to leave")
+        pack.table(mplots.quantile_table(mon.minutes, "minutes"))
+    if mon.recorded["dissociation"]:
+        pack.p("Dissociation (CADSS-6, 0–24)")
+        pack.table(mplots.quantile_table(mon.dissociation, "score"))
+    for rec, table, col, label in (("sedation", mon.sedation, "score", "MOAA/S sedation"),
+                                   ("severity", mon.severity, "level", "worst event"),
+                                   ("action", mon.action, "level", "action taken")):
+        if mon.recorded[rec]:
+            pack.table(mplots.distribution_table(table, col, label))
+    pack.notes(mon.notes)
+
+
 def _subgroups(pack: _Pack, cohort: Cohort) -> None:
     result = who_benefits(cohort)
     pack.figure(subgroup_forest(result, outcome="relapse_hr", min_cell=pack.chart_min_cell))
@@ -489,6 +516,7 @@ def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters
         ("Symptom trajectories", lambda p: _trajectories(p, cohort, time), 2.3),
         ("Versus published", lambda p: _benchmarks(p, cohort), 1.9),
         ("Session safety", lambda p: _safety(p, cohort), 1.2),
+        ("Session monitoring", lambda p: _monitoring(p, cohort), 0.3),
         ("Who benefits", lambda p: _subgroups(p, cohort), 1.4),
         ("Control charts and funnels", lambda p: _spc(p, cohort), 0.5),
     ]
