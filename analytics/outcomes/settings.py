@@ -39,6 +39,11 @@ class Settings:
     induction_protocols:
         Induction completion per program/route protocol (:mod:`analytics.outcomes.protocols`): the first entry
         whose programs and route match a patient applies; the last entry is the default for everyone else.
+    dropout_gap_days:
+        Retention (:mod:`analytics.outcomes.retention`): a patient drops out at the first contact followed by no
+        contact in this many days (default 90).
+    attention_active_days:
+        Needing attention lists only patients with a contact in this many days before the data end date (default 90).
     """
 
     relapse: RelapseDefinition = "any"
@@ -49,6 +54,8 @@ class Settings:
     phq9_min_baseline: float = 10.0
     response_loss_rise: float = 5.0
     induction_protocols: tuple[InductionProtocol, ...] = DEFAULT_INDUCTION_PROTOCOLS
+    dropout_gap_days: int = 90
+    attention_active_days: int = 90
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -40,7 +40,7 @@ from analytics.report.plots.subgroups import subgroup_forest
 from schemas.frames import ValidatedExports
 
 PACKAGES = ("pandas", "numpy", "scipy", "statsmodels", "pandera", "plotly", "streamlit", "pyarrow")
-SECTIONS = ("Data quality", "Key indicators", "Patient flow", "Time to return to use", "Symptom trajectories",
+SECTIONS = ("Data quality", "Key indicators", "Patient flow", "Retention", "Time to return to use", "Symptom trajectories",
             "Versus published", "Session safety", "Session monitoring", "Who benefits", "Control charts and funnels", "Methods")
 
 CSS = """
@@ -400,6 +400,43 @@ def _safety(pack: _Pack, cohort: Cohort) -> None:
     pack.notes(pub.notes)
 
 
+def _retention(pack: _Pack, cohort: Cohort, data: ValidatedExports) -> None:
+    """Issue 22: retention cascade per program and protocol, time to dropout, initiation/engagement, boosters."""
+    from analytics.outcomes import retention
+    from analytics.report.plots import retention as rplots
+
+    by = "program" if "program" in cohort.patients and cohort.patients["program"].notna().any() else None
+    summary = retention.retention_summary(cohort, by=by)
+    pack.figure(rplots.cascade_chart(summary.cascade))
+    pack.table(rplots.cascade_table(summary.cascade))
+    pack.p("Induction completed, per protocol")
+    prot = summary.protocols
+    pack.table(rplots.rate_table(prot.drop(columns="group").rename(columns={"protocol": "group"}),
+                                 label="completed (95% CI)").assign(rule=prot["rule"].to_numpy()))
+    pack.notes(summary.cascade.notes)
+    d = summary.dropout
+    pack.figure(rplots.dropout_figure(d))
+    pack.table(rplots.medians_table(d.curves))
+    pack.p(f"Left after the first session (no contact in the next {d.gap_days} days)")
+    pack.table(rplots.rate_table(d.first_session, label="left (95% CI)"))
+    report = data.files.get("sessions")
+    visits = retention.visit_status_rates(report.not_analysed if report else {}, report.output_rows if report else 0)
+    if visits.empty:
+        pack.p("No-shows and cancellations: not recorded in this export (no visit status column).", "note")
+    else:
+        pack.table(rplots.visit_table(visits, min_cell=pack.chart_min_cell))
+    pack.notes(d.notes)
+    pack.p("Initiation and engagement")
+    pack.table(rplots.rate_table(summary.initiation, label="reached (95% CI)", first="measure"))
+    pack.p(retention.INITIATION_NOTE, "note")
+    b = summary.boosters
+    if b.curves is not None:
+        pack.figure(rplots.booster_figure(b.curves))
+    pack.table(rplots.rate_table(b.share, label="boosted by day 180 (95% CI)"))
+    pack.table(rplots.phq9_booster_table(b))
+    pack.notes(b.notes)
+
+
 def _monitoring(pack: _Pack, cohort: Cohort) -> None:
     """Issue 22: BP before/at ~40 min/at discharge, minutes to discharge, sedation, dissociation, severity, action,
     serious events per 1,000 sessions, and the ketamine misuse watch counts."""
@@ -512,6 +549,7 @@ def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters
         ("Data quality", lambda p: _data_quality(p, data, cohort), 0.0),
         ("Key indicators", lambda p: _kpis(p, cohort), 0.4),
         ("Patient flow", lambda p: _flow(p, cohort, data), 0.3),
+        ("Retention", lambda p: _retention(p, cohort, data), 0.4),
         ("Time to return to use", lambda p: _survival(p, cohort, column, reference), 0.5),
         ("Symptom trajectories", lambda p: _trajectories(p, cohort, time), 2.3),
         ("Versus published", lambda p: _benchmarks(p, cohort), 1.9),
