@@ -462,6 +462,14 @@ def _monitoring(pack: _Pack, cohort: Cohort) -> None:
         if mon.recorded[rec]:
             pack.table(mplots.distribution_table(table, col, label))
     pack.notes(mon.notes)
+    from analytics.outcomes.attention import MISUSE_REASONS, misuse_counts
+
+    pack.p("Ketamine misuse watch: patients with each signal (a patient may have several; the list by patient number "
+           "is on the dashboard's Needing attention page, never in this pack)")
+    pack.table(misuse_counts(cohort))
+    pack.p("Signals: " + "; ".join(MISUSE_REASONS.values()) + ". Ketamine-positive urine reads followups.csv "
+           "urine_substances; take-home issues and urinary symptoms read the sessions columns take_home_issue and "
+           "urinary_symptoms.", "note")
 
 
 def _subgroups(pack: _Pack, cohort: Cohort) -> None:
