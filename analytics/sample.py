@@ -256,7 +256,8 @@ class TrueEffects:
     serious_event_rate: float = 0.002  # per ketamine session: event_severity 'serious', action 'transfer'
     severe_event_rate: float = 0.005  # 'severe', action 'medication'
     moderate_event_rate: float = 0.03  # 'moderate', action 'observation' or 'medication' (half each)
-    # otherwise 'mild' when adverse_events is not empty (action 'observation' for 30%, else 'none'), else 'none'
+    # otherwise 'mild' when adverse_events is not empty (action 'observation' for 30%, else 'no_action'), else
+    # 'no_event' (with 'no_action')
     take_home_issue_rate: Mapping[str, float] = field(default_factory=lambda: _ro(
         {"early_refill": 0.010, "lost": 0.005}))  # per sublingual session (take-home route); empty elsewhere
     urinary_asked: float = 0.50  # share of ketamine sessions where urinary symptoms are asked about
@@ -923,14 +924,14 @@ class _Simulation:
         severe = ~serious & (u < fx.serious_event_rate + fx.severe_event_rate)
         moderate = ~serious & ~severe & (u < fx.serious_event_rate + fx.severe_event_rate + fx.moderate_event_rate)
         mild = ~serious & ~severe & ~moderate & sessions["adverse_events"].notna().to_numpy(bool)
-        severity = np.select([serious, severe, moderate, mild], ["serious", "severe", "moderate", "mild"], "none")
+        severity = np.select([serious, severe, moderate, mild], ["serious", "severe", "moderate", "mild"], "no_event")
         v = rng.random(m)
         action = np.select([serious, severe, moderate & (v < 0.5), moderate, mild & (v < 0.3)],
-                           ["transfer", "medication", "observation", "medication", "observation"], "none")
+                           ["transfer", "medication", "observation", "medication", "observation"], "no_action")
         take_home = ket & (route_text == "sublingual")
         w = rng.random(m)
         early = fx.take_home_issue_rate["early_refill"]
-        issue = np.where(w < early, "early_refill", np.where(w < early + fx.take_home_issue_rate["lost"], "lost", "none"))
+        issue = np.where(w < early, "early_refill", np.where(w < early + fx.take_home_issue_rate["lost"], "lost", "no_issue"))
         asked = ket & (rng.random(m) < fx.urinary_asked)
         urinary = np.where(rng.random(m) < fx.urinary_symptoms_rate, "yes", "no")
         for name, values in (("bp_systolic_pre", s_pre), ("bp_diastolic_pre", d_pre), ("bp_systolic_40min", s40),

@@ -7,7 +7,7 @@ import streamlit as st
 
 from analytics import formatting as fmt
 from analytics.errors import OutcomesError
-from analytics.outcomes.attention import attention_counts, misuse_counts, needing_attention
+from analytics.outcomes.attention import REASON_WORDS, attention_counts, misuse_counts, needing_attention
 from analytics.privacy.safe_export import to_safe_csv
 from pages._auth import audit_export, require_role
 from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
@@ -41,9 +41,12 @@ m1.metric("Patients flagged", total)
 share_ok = not s.suppress or attention.n_flagged == 0 or attention.n_flagged >= s.min_cell
 m2.metric(f"Share of the {fmt.count(attention.n_active)} active patients",
           fmt.pct(attention.flagged_share, 1) if share_ok else "suppressed")
-show_table(counts.assign(reason=counts["reason"].str.replace("_", " ")), hide_index=True)
-table = attention.by_patient.assign(latest=attention.by_patient["latest"].dt.strftime("%Y-%m-%d"))
-show_table(table, hide_index=True, width="stretch", height=420)
+show_table(counts.assign(reason=counts["reason"].map(REASON_WORDS).fillna(counts["reason"])), hide_index=True)
+bp = attention.by_patient
+table = bp[["rank", "patient_id", "reasons", "priority"]].assign(latest=bp["latest"].dt.strftime("%Y-%m-%d"))
+show_table(table, hide_index=True, width="stretch", height=420,
+           column_config={"reasons": st.column_config.TextColumn(width="large"),
+                          "patient_id": st.column_config.TextColumn("patient")})
 st.download_button("Download the list (CSV) for the clinic's follow-up",
                    data=lambda: to_safe_csv(table),  # made on the click only (runs on another thread)
                    file_name="kap-outcomes-attention.csv", mime="text/csv",

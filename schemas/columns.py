@@ -18,9 +18,10 @@ SEXES = ("female", "male", "other", "unknown")
 SESSION_STATUSES = ("attended", "no_show", "cancelled", "scheduled", "entered_in_error")
 OBSERVATION_STATUSES = ("final", "amended", "entered_in_error")
 # issue 22 (contract proposal, optional sessions columns): session monitoring and the ketamine misuse watch
-EVENT_SEVERITIES = ("none", "mild", "moderate", "severe", "serious")
-ACTIONS_TAKEN = ("none", "observation", "medication", "stopped_dosing", "transfer")
-TAKE_HOME_ISSUES = ("none", "early_refill", "lost")
+# ("none" is a missing-value word of the reader, so the "nothing happened" values are no_event / no_action / no_issue)
+EVENT_SEVERITIES = ("no_event", "mild", "moderate", "severe", "serious")
+ACTIONS_TAKEN = ("no_action", "observation", "medication", "stopped_dosing", "transfer")
+TAKE_HOME_ISSUES = ("no_issue", "early_refill", "lost")
 # other spellings read as the contract's status values (after lower-casing and turning spaces and '-' into '_'):
 # FHIR Appointment/Encounter/Observation status codes and common EHR words
 STATUS_ALIASES: dict[tuple[str, str], dict[str, str]] = {

@@ -59,11 +59,11 @@ class SessionsSchema(pa.DataFrameModel):
     dissociation_score: Series[float] = pa.Field(nullable=True, ge=0, le=24,
                                                  description="Peak dissociation on the CADSS-6 (six items scored 0–4), whole number 0–24.")
     event_severity: Series[str] = pa.Field(nullable=True, isin=list(EVENT_SEVERITIES),
-                                           description="Worst adverse event in the session: none, mild, moderate, severe or serious (needed hospital care, was life-threatening or disabling).")
+                                           description="Worst adverse event in the session: no_event, mild, moderate, severe or serious (needed hospital care, was life-threatening or disabling).")
     action_taken: Series[str] = pa.Field(nullable=True, isin=list(ACTIONS_TAKEN),
-                                         description="What was done about it: none, observation, medication, stopped_dosing or transfer (to emergency care).")
+                                         description="What was done about it: no_action, observation, medication, stopped_dosing or transfer (to emergency care).")
     take_home_issue: Series[str] = pa.Field(nullable=True, isin=list(TAKE_HOME_ISSUES),
-                                            description="Take-home ketamine doses: none, early_refill (asked for a refill early) or lost (doses reported lost).")
+                                            description="Take-home ketamine doses: no_issue, early_refill (asked for a refill early) or lost (doses reported lost).")
     urinary_symptoms: Series[pa.BOOL] = pa.Field(nullable=True,
                                                          description="Urinary symptoms asked about at this visit (frequency, urgency, pain, blood): yes or no.")
 

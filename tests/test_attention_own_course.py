@@ -81,7 +81,7 @@ def _urine_cohort():
     s = pd.DataFrame({"patient_id": ["a", "a", "b", "c"], "session_date": ["2025-01-01", "2025-03-01", "2025-01-01",
                                                                            "2025-01-01"],
                       "session_type": "ketamine", "route": "sublingual",
-                      "take_home_issue": [None, "lost", "none", "early_refill"],
+                      "take_home_issue": [None, "lost", "no_issue", "early_refill"],
                       "urinary_symptoms": [None, "yes", "no", None]})
     f = pd.DataFrame({"patient_id": ["a", "a", "b"], "assessment_date": ["2025-03-04", "2025-04-01", "2025-02-01"],
                       "urine_substances": ["ketamine", "cocaine;ketamine", "cocaine"]})

@@ -95,7 +95,7 @@ def _tiny(n_sessions: int, **columns: object) -> ValidatedExports:
 
 
 def test_no_serious_event_gives_the_exact_bound_and_the_rule_of_three():
-    c = build_cohort(_tiny(300, event_severity="none"))
+    c = build_cohort(_tiny(300, event_severity="no_event"))
     m = monitoring.session_monitoring(c)
     assert m.serious is not None and m.serious.events == 0
     assert m.serious.upper_bound == pytest.approx(1000 * (1 - 0.05 ** (1 / 300)), rel=1e-12)
@@ -131,3 +131,17 @@ def test_a_sedation_score_out_of_range_is_set_aside_with_its_line_and_column(tmp
     issue = data.issues[data.issues["column"] == "sedation_score"]
     assert issue["line"].tolist() == [3] and issue["value"].tolist() == ["9"]
     assert data.files["sessions"].accepted == 1
+
+
+def test_written_sample_keeps_every_monitoring_value_through_the_reader(tmp_path):
+    """'none' is a missing-value word of the reader: the values meaning 'nothing happened' are no_event, no_action
+    and no_issue, so a written and re-read clinic keeps a severity on every ketamine session."""
+    from schemas.validate import load_exports
+
+    paths = write_clinic(tmp_path, 200)
+    data = load_exports(paths["sessions"], paths["followups"], paths["patients"])
+    k = data.sessions[data.sessions["session_type"] == "ketamine"]
+    assert k["event_severity"].notna().all() and k["action_taken"].notna().all()
+    assert set(k["event_severity"]) <= {"no_event", "mild", "moderate", "severe", "serious"}
+    sub = k[k["route"] == "sublingual"]
+    assert sub["take_home_issue"].notna().all() and (sub["take_home_issue"] == "no_issue").mean() > 0.9

@@ -267,6 +267,10 @@ def misuse_recorded(cohort: Cohort) -> dict[str, bool]:
             "urinary_symptoms": "urinary_symptoms" in s.columns and bool(s["urinary_symptoms"].notna().any())}
 
 
+REASON_WORDS = {"phq9_above_expected": "PHQ-9 above own expected course", "followup_missed": "follow-up missed",
+                "followup_overdue": "follow-up overdue", "safety_flag": "very high vital signs",
+                "serious_event": "severe or serious event", "ketamine_urine": "ketamine-positive urine",
+                "take_home_issue": "take-home ketamine issue", "urinary_symptoms": "urinary symptoms"}
 # weight of each reason in the ranking (a patient's priority is the sum over their reasons; PHQ-9 adds 1 per
 # 5 points above their own course beyond the margin)
 WEIGHTS = {"ketamine_urine": 3.0, "take_home_issue": 3.0, "serious_event": 3.0, "safety_flag": 2.0,

@@ -45,8 +45,8 @@ from analytics.privacy.counts import note_n
 
 NOT_RECORDED = "not recorded in this export"
 ALL = "all routes"
-SEVERITIES = ("none", "mild", "moderate", "severe", "serious")
-ACTIONS = ("none", "observation", "medication", "stopped_dosing", "transfer")
+SEVERITIES = ("no_event", "mild", "moderate", "severe", "serious")
+ACTIONS = ("no_action", "observation", "medication", "stopped_dosing", "transfer")
 BP_COLUMNS = ("bp_systolic_pre", "bp_diastolic_pre", "bp_systolic_40min", "bp_diastolic_40min")
 DISCHARGE_COLUMNS = ("bp_systolic_discharge", "bp_diastolic_discharge")
 

@@ -50,13 +50,23 @@ def cascade_chart(cascade: RetentionCascade) -> go.Figure:
 
 
 def cascade_table(cascade: RetentionCascade) -> pd.DataFrame:
+    """One row per step, one column per program: "59% (56–62%) of 851" (reached, Wilson CI, patients judged), with
+    the patients not yet judged in brackets when there are any."""
     t = cascade.table
-    return pd.DataFrame({
-        "step": t["label"], "group": [_group(g) for g in t["group"]],
-        "reached (95% CI)": [fmt.pct_ci(e, lo, hi) if ok else HIDDEN
-                             for e, lo, hi, ok in zip(t["estimate"], t["ci_low"], t["ci_high"], t["shown"])],
-        "patients judged": [fmt.count(int(n)) if ok else HIDDEN for n, ok in zip(t["judged"], t["shown"])],
-        "not yet judged": [fmt.count(int(n)) if ok else HIDDEN for n, ok in zip(t["not_yet"], t["shown"])]})
+    cells = []
+    for e, lo, hi, n, wait, ok in zip(t["estimate"], t["ci_low"], t["ci_high"], t["judged"], t["not_yet"],
+                                      t["shown"]):
+        if not ok:
+            cells.append(HIDDEN)
+            continue
+        text = f"{fmt.pct_ci(e, lo, hi)} of {fmt.count(int(n))}"
+        cells.append(text + (f" ({fmt.count(int(wait))} not yet)" if wait else ""))
+    wide = t.assign(cell=cells).pivot(index="step", columns="group", values="cell")
+    order = [g for g in dict.fromkeys(t["group"]) if g != ALL] + ([ALL] if ALL in set(t["group"]) else [])
+    wide = wide.reindex(index=list(dict.fromkeys(t["step"])), columns=order)
+    wide.columns = [_group(g) for g in wide.columns]
+    wide.insert(0, "step", [STEP_LABELS[s] for s in wide.index])
+    return wide.reset_index(drop=True)
 
 
 def rate_table(t: pd.DataFrame, *, label: str, numerator: str = "reached", first: str | None = None) -> pd.DataFrame:
@@ -104,8 +114,8 @@ def phq9_booster_table(b: Boosters) -> pd.DataFrame:
     t = b.phq9
     return pd.DataFrame({
         "group": [_group(g) for g in t["group"]],
-        "PHQ-9 before": [fmt.num(x, 1) if ok else HIDDEN for x, ok in zip(t["before"], t["shown"])],
-        "PHQ-9 after": [fmt.num(x, 1) if ok else HIDDEN for x, ok in zip(t["after"], t["shown"])],
+        "PHQ-9 before → after": [f"{fmt.num(x, 1)} → {fmt.num(y, 1)}" if ok else HIDDEN
+                                 for x, y, ok in zip(t["before"], t["after"], t["shown"])],
         "change (95% CI)": [fmt.ci(e, lo, hi, 1) if ok else HIDDEN
                             for e, lo, hi, ok in zip(t["estimate"], t["ci_low"], t["ci_high"], t["shown"])],
         "patients": [fmt.count(int(n)) if ok else HIDDEN for n, ok in zip(t["n"], t["shown"])]})
