@@ -17,6 +17,14 @@ from analytics.report.plots import PALETTE, base_layout, colour, note_under_axis
 HIDDEN = "suppressed (<11)"
 
 
+def _finding(m: SessionMonitoring, key: str) -> str:
+    th = m.thresholds
+    return {"rise": f"systolic rise ≥ {th.rise_mmhg:.0f} mmHg at ~40 min",
+            "very_high_40min": f"> {th.severe_systolic_mmhg:.0f}/{th.severe_diastolic_mmhg:.0f} mmHg at ~40 min",
+            "raised_discharge": f"≥ {th.discharge_systolic_mmhg:.0f}/{th.discharge_diastolic_mmhg:.0f} mmHg at "
+                                "discharge"}.get(key, MEASURE_WORDS.get(key, key))
+
+
 def _route(r: str) -> str:
     return "All routes" if r == ALL else r.upper() if len(r) <= 2 else r.capitalize()
 
@@ -32,7 +40,7 @@ def blood_pressure_chart(m: SessionMonitoring) -> go.Figure:
         est = (100 * sub["estimate"]).where(keep)
         c = PALETTE[7] if route == ALL else colour(i)
         fig.add_trace(go.Bar(
-            x=[MEASURE_WORDS[x] for x in sub["measure"]], y=est, name=escape_plotly(_route(str(route))),
+            x=[_finding(m, x) for x in sub["measure"]], y=est, name=escape_plotly(_route(str(route))),
             marker={"color": rgba(c, 0.85)},
             error_y={"type": "data", "symmetric": False, "array": (100 * sub["ci_high"] - est).tolist(),
                      "arrayminus": (est - 100 * sub["ci_low"]).tolist(), "color": "#333333", "thickness": 1},
@@ -56,7 +64,7 @@ def blood_pressure_table(m: SessionMonitoring) -> pd.DataFrame:
     order = [r for r in dict.fromkeys(t["route"]) if r != ALL] + [ALL]
     wide = wide.reindex(index=list(dict.fromkeys(t["measure"])), columns=order)
     wide.columns = [_route(r) for r in wide.columns]
-    wide.insert(0, "finding", [MEASURE_WORDS[x] for x in wide.index])
+    wide.insert(0, "finding", [_finding(m, x) for x in wide.index])
     return wide.reset_index(drop=True)
 
 
