@@ -162,3 +162,15 @@ def test_visit_status_rates_are_booked_shares_and_nothing_without_a_status_colum
     t = retention.visit_status_rates({"no_show": 50, "cancelled": 25, "scheduled": 7}, 925).set_index("status")
     assert t.loc["no_show", "share"] == pytest.approx(0.05) and t.loc["cancelled", "booked"] == 1000
     assert retention.visit_status_rates({}, 925).empty
+
+
+def test_a_step_whose_not_yet_judged_patients_are_few_is_hidden_with_them():
+    """Judged + not yet judged = the program's patients (shown in the first row): 1–10 not yet judged would follow
+    from two shown numbers, so such a cell is suppressed (the 1,500-patient sample has 10 and 6 at 30 days)."""
+    c = generate_clinic(1500)
+    cohort = build_cohort(ValidatedExports.from_frames(c["sessions"], c["followups"], c["patients"]))
+    t = retention.retention_cascade(cohort).table
+    small = (t["not_yet"] > 0) & (t["not_yet"] < 11)
+    assert small.any() and not t.loc[small, "shown"].any()
+    assert t.loc[~small & (t["judged"] >= 11) & (t["reached"] >= 11)
+                 & (t["judged"] - t["reached"] >= 11), "shown"].any()

@@ -141,17 +141,23 @@ def _small(n: float, min_cell: int) -> bool:
     return 0 < n < min_cell
 
 
-def _protected(nums: Mapping[str, int], dens: Mapping[str, int], *, min_cell: int, enabled: bool) -> dict[str, bool]:
-    """Per route (and :data:`ALL`, the sum): may numerator/denominator be shown? Routes are parts of the total."""
+def _protected(nums: Mapping[str, int], dens: Mapping[str, int], totals: Mapping[str, int], *, min_cell: int,
+               enabled: bool) -> dict[str, bool]:
+    """Per route (and :data:`ALL`, the sum): may numerator/denominator be shown? Routes are parts of the total, and
+    the sessions with readings are part of the route's ketamine sessions (known to a reader): the sessions without
+    readings are a derived count, protected when it is 1–10."""
     from analytics.privacy.suppression import suppress_cells
 
     routes = [r for r in nums if r != ALL]
     values: dict[object, float | None] = {}
     for r in nums:
         values[("num", r)], values[("den", r)] = float(nums[r]), float(dens[r])
+        values[("total", r)] = float(totals[r])
     sums = [([("num", r) for r in routes], ("num", ALL)), ([("den", r) for r in routes], ("den", ALL))]
-    cells = suppress_cells(values, sums=sums, rates=[(("num", r), ("den", r)) for r in nums], pooled=True,
-                           min_cell=min_cell, enabled=enabled)
+    sums += [([("den", r)], ("total", r)) for r in nums]
+    known = [("total", r) for r in nums if not (0 < totals[r] < min_cell)]
+    cells = suppress_cells(values, sums=sums, rates=[(("num", r), ("den", r)) for r in nums], known=known,
+                           pooled=True, min_cell=min_cell, enabled=enabled)
     return {r: cells.shown(("num", r)) and cells.shown(("den", r)) for r in nums}
 
 
@@ -159,11 +165,12 @@ def _share_rows(measure: str, flag: pd.Series, known: pd.Series, route: pd.Serie
                 min_cell: int, enabled: bool) -> list[dict[str, object]]:
     nums: dict[str, int] = {}
     dens: dict[str, int] = {}
+    totals: dict[str, int] = {}
     for r in sorted(route[known].unique()):
         sel = known & route.eq(r)
-        nums[r], dens[r] = int((flag & sel).sum()), int(sel.sum())
-    nums[ALL], dens[ALL] = int((flag & known).sum()), int(known.sum())
-    shown = _protected(nums, dens, min_cell=min_cell, enabled=enabled)
+        nums[r], dens[r], totals[r] = int((flag & sel).sum()), int(sel.sum()), int(route.eq(r).sum())
+    nums[ALL], dens[ALL], totals[ALL] = int((flag & known).sum()), int(known.sum()), len(route)
+    shown = _protected(nums, dens, totals, min_cell=min_cell, enabled=enabled)
     lo, hi = wilson_ci(np.array(list(nums.values())), np.array(list(dens.values())), conf_level)
     return [{"measure": measure, "route": r, "numerator": nums[r], "denominator": dens[r],
              "estimate": nums[r] / dens[r] if dens[r] else np.nan, "ci_low": float(lo[i]), "ci_high": float(hi[i]),
@@ -176,8 +183,9 @@ def _quantile_rows(values: pd.Series, route: pd.Series, *, min_cell: int, enable
     for r in [*sorted(route[known].unique()), ALL]:
         v = values[known & (route.eq(r) if r != ALL else True)].to_numpy(float)
         q1, med, q3 = np.quantile(v, [0.25, 0.5, 0.75]) if len(v) else (np.nan,) * 3
+        total = int(len(route) if r == ALL else route.eq(r).sum())  # sessions without a value: derived, protected
         rows.append({"route": r, "n": len(v), "median": float(med), "q1": float(q1), "q3": float(q3),
-                     "shown": not (enabled and _small(len(v), min_cell))})
+                     "shown": not (enabled and (_small(len(v), min_cell) or _small(total - len(v), min_cell)))})
     return pd.DataFrame(rows, columns=["route", "n", "median", "q1", "q3", "shown"])
 
 

@@ -140,26 +140,34 @@ def _small(n: float, min_cell: int) -> bool:
 
 def _rate_rows(frame: pd.DataFrame, flag: str, judged: str, group: pd.Series, conf_level: float, cohort: Cohort,
                extra: Mapping[str, object] | None = None) -> list[dict[str, object]]:
-    """Share of ``flag`` among ``judged`` rows per group and in all; ``shown`` by the small-cell rule (groups are
-    parts of the total: a group is hidden with a small one so that it cannot be worked out)."""
+    """Share of ``flag`` among ``judged`` rows per group and in all; ``shown`` by the small-cell rule.
+
+    Groups are parts of the total (a group is hidden with a small one so that it cannot be worked out), and the
+    judged patients are part of the group's patients, which a reader knows (the cascade's first row): the patients
+    not yet judged (group − judged) are a derived count, protected when it is 1–10."""
     from analytics.privacy.suppression import suppress_cells
 
     min_cell, enabled = cohort.settings.min_cell, cohort.settings.suppress
     labels = sorted(group.unique().tolist())
     nums: dict[str, int] = {}
     dens: dict[str, int] = {}
+    totals: dict[str, int] = {}
     for g in labels:
-        sel = frame[judged].to_numpy(bool) & group.eq(g).to_numpy(bool)
-        nums[g], dens[g] = int(frame.loc[sel, flag].astype(bool).sum()), int(sel.sum())
+        in_group = group.eq(g).to_numpy(bool)
+        sel = frame[judged].to_numpy(bool) & in_group
+        nums[g], dens[g], totals[g] = int(frame.loc[sel, flag].astype(bool).sum()), int(sel.sum()), int(in_group.sum())
     if len(labels) > 1:
-        nums[ALL], dens[ALL] = sum(nums.values()), sum(dens.values())
+        nums[ALL], dens[ALL], totals[ALL] = sum(nums.values()), sum(dens.values()), sum(totals.values())
     values: dict[object, float | None] = {}
     for g in nums:
         values[("num", g)], values[("den", g)] = float(nums[g]), float(dens[g])
+        values[("total", g)] = float(totals[g])
     sums = ([([("num", g) for g in labels], ("num", ALL)), ([("den", g) for g in labels], ("den", ALL))]
             if len(labels) > 1 else [])
-    cells = suppress_cells(values, sums=sums, rates=[(("num", g), ("den", g)) for g in nums], pooled=True,
-                           min_cell=min_cell, enabled=enabled)
+    sums += [([("den", g)], ("total", g)) for g in nums]
+    known = [("total", g) for g in nums if not (0 < totals[g] < min_cell)]
+    cells = suppress_cells(values, sums=sums, rates=[(("num", g), ("den", g)) for g in nums], known=known,
+                           pooled=True, min_cell=min_cell, enabled=enabled)
     lo, hi = wilson_ci(np.array(list(nums.values())), np.array(list(dens.values())), conf_level)
     return [{**(extra or {}), "group": g, "judged": dens[g], "reached": nums[g],
              "estimate": nums[g] / dens[g] if dens[g] else np.nan, "ci_low": float(lo[i]), "ci_high": float(hi[i]),
