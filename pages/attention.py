@@ -43,6 +43,8 @@ m2.metric(f"Share of the {fmt.count(attention.n_active)} active patients",
           fmt.pct(attention.flagged_share, 1) if share_ok else "suppressed")
 show_table(counts.assign(reason=counts["reason"].map(REASON_WORDS).fillna(counts["reason"])), hide_index=True)
 bp = attention.by_patient
+if bp.empty:
+    st.info(f"No active patient needs attention by these rules (of {fmt.count(attention.n_active)} active patients).")
 table = bp[["rank", "patient_id", "reasons", "priority"]].assign(latest=bp["latest"].dt.strftime("%Y-%m-%d"))
 show_table(table, hide_index=True, width="stretch", height=420,
            column_config={"reasons": st.column_config.TextColumn(width="large"),

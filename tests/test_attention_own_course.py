@@ -104,3 +104,12 @@ def test_misuse_counts_say_not_recorded_without_the_columns_and_hide_small_count
     f = pd.DataFrame({"patient_id": ["a"], "assessment_date": ["2025-02-01"]})
     bare = build_cohort(ValidatedExports.from_frames(s, f))
     assert (attention.misuse_counts(bare)["patients"] == "not recorded in this export").all()
+
+
+def test_nobody_active_gives_an_empty_typed_list_not_an_error():
+    s = pd.DataFrame({"patient_id": ["a", "b"], "session_date": ["2024-01-01", "2025-01-01"],
+                      "session_type": "ketamine", "route": "iv"})
+    f = pd.DataFrame({"patient_id": ["a"], "assessment_date": ["2024-02-01"]})
+    r = attention.needing_attention(build_cohort(ValidatedExports.from_frames(s, f)), active_days=30)
+    assert r.n_active == 1 and r.by_patient.empty
+    assert r.by_patient["latest"].dtype.kind == "M"

@@ -398,7 +398,9 @@ def _serious_recent(cohort: Cohort, end: pd.Timestamp, lookback_days: int = 30) 
 
 def _rank(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
-        return pd.DataFrame(columns=["rank", "patient_id", "priority", "reasons", "n_reasons", "latest"])
+        return pd.DataFrame({"rank": pd.Series(dtype="int64"), "patient_id": pd.Series(dtype="string"),
+                             "priority": pd.Series(dtype=float), "reasons": pd.Series(dtype="string"),
+                             "n_reasons": pd.Series(dtype="int64"), "latest": pd.Series(dtype="datetime64[ns]")})
     t = table.sort_values(["patient_id", "weight", "date"], ascending=[True, False, False], kind="stable")
     g = t.groupby("patient_id", sort=False)
     out = pd.DataFrame({"priority": g["weight"].sum().round(1), "reasons": g["detail"].agg("; ".join),
