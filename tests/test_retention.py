@@ -174,3 +174,12 @@ def test_a_step_whose_not_yet_judged_patients_are_few_is_hidden_with_them():
     assert small.any() and not t.loc[small, "shown"].any()
     assert t.loc[~small & (t["judged"] >= 11) & (t["reached"] >= 11)
                  & (t["judged"] - t["reached"] >= 11), "shown"].any()
+
+
+def test_a_protocol_group_of_fewer_than_11_patients_is_hidden_without_breaking_the_table():
+    """120 patients, 10 of them intranasal (Spravato label): the small group and whatever gives it away are hidden."""
+    c = generate_clinic(120, seed=3)
+    cohort = build_cohort(ValidatedExports.from_frames(c["sessions"], c["followups"], c["patients"]))
+    t = retention.induction_by_protocol(cohort).set_index("protocol")
+    assert t.loc["Spravato label", "judged"] == 10 and not t.loc["Spravato label", "shown"]
+    assert not (t.loc["default", "shown"] and t.loc["all", "shown"])  # 120 − 110 would give the 10 away

@@ -154,8 +154,11 @@ def _protected(nums: Mapping[str, int], dens: Mapping[str, int], totals: Mapping
         values[("num", r)], values[("den", r)] = float(nums[r]), float(dens[r])
         values[("total", r)] = float(totals[r])
     sums = [([("num", r) for r in routes], ("num", ALL)), ([("den", r) for r in routes], ("den", ALL))]
-    sums += [([("den", r)], ("total", r)) for r in nums]
+    # a small group is hidden whole (no relation to its total); with one, the total of all would give it away
     known = [("total", r) for r in nums if not (0 < totals[r] < min_cell)]
+    if len(known) < len(nums):
+        known = [k for k in known if k[1] != ALL]
+    sums += [([("den", k[1])], k) for k in known]
     cells = suppress_cells(values, sums=sums, rates=[(("num", r), ("den", r)) for r in nums], known=known,
                            pooled=True, min_cell=min_cell, enabled=enabled)
     return {r: cells.shown(("num", r)) and cells.shown(("den", r)) for r in nums}

@@ -164,8 +164,11 @@ def _rate_rows(frame: pd.DataFrame, flag: str, judged: str, group: pd.Series, co
         values[("total", g)] = float(totals[g])
     sums = ([([("num", g) for g in labels], ("num", ALL)), ([("den", g) for g in labels], ("den", ALL))]
             if len(labels) > 1 else [])
-    sums += [([("den", g)], ("total", g)) for g in nums]
+    # a small group is hidden whole (no relation to its total); with one, the total of all would give it away
     known = [("total", g) for g in nums if not (0 < totals[g] < min_cell)]
+    if len(known) < len(nums):
+        known = [k for k in known if k[1] != ALL]
+    sums += [([("den", k[1])], k) for k in known]
     cells = suppress_cells(values, sums=sums, rates=[(("num", g), ("den", g)) for g in nums], known=known,
                            pooled=True, min_cell=min_cell, enabled=enabled)
     lo, hi = wilson_ci(np.array(list(nums.values())), np.array(list(dens.values())), conf_level)
