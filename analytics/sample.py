@@ -512,7 +512,7 @@ def true_effects_table(effects: TrueEffects = TRUE_EFFECTS) -> pd.DataFrame:
 def _monitoring_rows(fx: TrueEffects, add: Callable[[str, str, object], None]) -> None:
     """Rows of :func:`true_effects_table` for the issue-22 session monitoring and misuse-watch columns."""
     g = "session monitoring"
-    by_route = lambda v, f: ", ".join(f"{r} {f(x)}" for r, x in zip(ROUTES, v))  # noqa: E731
+    by_route = lambda v, f: ", ".join(f"{r} {f(x)}" for r, x in zip(ROUTES, v))
     add(g, "BP recorded before dosing, at ~40 min and at discharge", f"{fx.monitoring_recorded:.0%} of ketamine sessions")
     add(g, "systolic rise ≥ 40 mmHg at ~40 min (per session)", by_route(fx.bp_rise_40min_rate, lambda x: f"{x:.0%}"))
     add(g, "median minutes to discharge", by_route(fx.minutes_to_discharge_median, lambda x: f"{x:.0f}"))

@@ -5,8 +5,14 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from schemas.columns import (ACTIONS_TAKEN, EVENT_SEVERITIES, ROUTES, SESSION_STATUSES, SESSION_TYPES,
-                             TAKE_HOME_ISSUES)
+from schemas.columns import (
+    ACTIONS_TAKEN,
+    EVENT_SEVERITIES,
+    ROUTES,
+    SESSION_STATUSES,
+    SESSION_TYPES,
+    TAKE_HOME_ISSUES,
+)
 
 
 class SessionsSchema(pa.DataFrameModel):

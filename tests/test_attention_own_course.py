@@ -24,7 +24,7 @@ def test_conditional_modes_and_variances_match_lme4_on_sleepstudy():
     ref = pd.read_csv(REF / "ranef_R.csv", dtype={"Subject": str}).set_index("Subject")
     codes, ids = pd.factorize(d["Subject"])
     resid = d["Reaction"].to_numpy() - p["intercept"] - p["slope"] * d["Days"].to_numpy()
-    kw = dict(sd_intercept=p["sd_intercept"], sd_slope=p["sd_slope"], corr=p["corr"], sd_residual=p["sd_residual"])
+    kw = {"sd_intercept": p["sd_intercept"], "sd_slope": p["sd_slope"], "corr": p["corr"], "sd_residual": p["sd_residual"]}
     b = attention.conditional_modes(resid, d["Days"].to_numpy(float), codes, len(ids), **kw)
     ref = ref.loc[list(ids)]
     np.testing.assert_allclose(b[:, 0], ref["intercept"], rtol=1e-6, atol=1e-8)

@@ -12,7 +12,14 @@ from scipy import stats
 
 from analytics.outcomes import monitoring
 from analytics.outcomes.cohort import build_cohort
-from analytics.sample import MONITORING_COLUMNS, ROUTES, SESSION_COLUMNS, TRUE_EFFECTS, generate_clinic, write_clinic
+from analytics.sample import (
+    MONITORING_COLUMNS,
+    ROUTES,
+    SESSION_COLUMNS,
+    TRUE_EFFECTS,
+    generate_clinic,
+    write_clinic,
+)
 from schemas.frames import ValidatedExports
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -363,16 +363,16 @@ def needing_attention(cohort: Cohort, *, phq9_margin: float = 5, phq9_floor: flo
         (excess.fillna(phq9_margin) - phq9_margin) / 5).clip(lower=0)
     table = table.drop(columns=[c for c in ("excess",) if c in table])
     by_patient = _rank(table)
-    notes = (f"As of {end:%Y-%m-%d}: only patients with a session or assessment in the last {days} days "
-             f"({note_n(len(active))} active patients) are listed.",
+    notes = ((f"As of {end:%Y-%m-%d}: only patients with a session or assessment in the last {days} days "
+             f"({note_n(len(active))} active patients) are listed."),
              own_note,
-             f"PHQ-9: latest score at least {phq9_margin:g} points above the patient's own expected course, above "
+             (f"PHQ-9: latest score at least {phq9_margin:g} points above the patient's own expected course, above "
              f"the upper limit of its 95% prediction interval (residual and random-effect uncertainty), and at "
-             f"least {phq9_floor:g} (moderate depression or worse).",
-             "Safety: a ketamine session in the last 30 days with very high vital signs "
+             f"least {phq9_floor:g} (moderate depression or worse)."),
+             ("Safety: a ketamine session in the last 30 days with very high vital signs "
              f"({ATTENTION_VITALS.describe()}) or an event recorded as severe or serious. Follow-ups: a 30/90/180-day "
              f"follow-up whose window closed without an assessment in the last {followup_lookback_days} days (one "
-             "still open is not listed: it can still be done).",
+             "still open is not listed: it can still be done)."),
              "Misuse watch: " + "; ".join(MISUSE_REASONS.values()) + " (each where the export records it).",
              "Ranked by priority: " + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in WEIGHTS.items())
              + "; +1 per 5 PHQ-9 points beyond the margin; ties by the latest date.")

@@ -198,7 +198,7 @@ def _distribution(values: pd.Series, levels: Sequence[object], *, min_cell: int,
 
     known = values.dropna()
     counts = {lv: int(known.eq(lv).sum()) for lv in levels}
-    total = int(len(known))
+    total = len(known)
     cells = suppress_cells({**{("n", lv): float(n) for lv, n in counts.items()}, "total": float(total)},
                            sums=[([("n", lv) for lv in levels], "total")],
                            rates=[(("n", lv), "total") for lv in levels], known=["total"] if total >= min_cell else [],
@@ -292,4 +292,4 @@ MEASURE_WORDS = {"rise": "systolic rise ≥ threshold at ~40 min", "very_high_40
                  "raised_discharge": "still raised at discharge"}
 
 
-__all__ = ["ALL", "MEASURE_WORDS", "MonitoringThresholds", "NOT_RECORDED", "SessionMonitoring", "session_monitoring"]
+__all__ = ["ALL", "MEASURE_WORDS", "NOT_RECORDED", "MonitoringThresholds", "SessionMonitoring", "session_monitoring"]

@@ -223,14 +223,14 @@ def retention_cascade(cohort: Cohort, *, by: str | None = "program", conf_level:
             rows.append(r)
     table = pd.DataFrame(rows, columns=["group", "step", "label", "judged", "reached", "not_yet", "estimate",
                                         "ci_low", "ci_high", "shown"])
-    notes = (f"Each step is the share of patients whose window for it has closed by {end:%Y-%m-%d} (the data end "
+    notes = ((f"Each step is the share of patients whose window for it has closed by {end:%Y-%m-%d} (the data end "
              "date); patients whose window is still open are 'not yet judged', never counted as missing. Day 0 = "
-             "first attended ketamine session.",
+             "first attended ketamine session."),
              describe_protocols(cohort.settings.induction_protocols),
-             "Follow-up windows: an assessment on days 30 ± 14, 90 ± 21, 180 ± 30 (the Overview KPI windows). "
-             "Integration or therapy: an attended integration or psychotherapy session on days 0–89.",
-             "Shares with Wilson 95% CIs; groups of 1–10 patients (and a group that would give one away) are "
-             "suppressed.")
+             ("Follow-up windows: an assessment on days 30 ± 14, 90 ± 21, 180 ± 30 (the Overview KPI windows). "
+             "Integration or therapy: an attended integration or psychotherapy session on days 0–89."),
+             ("Shares with Wilson 95% CIs; groups of 1–10 patients (and a group that would give one away) are "
+             "suppressed."))
     return RetentionCascade(table=table, per_patient=out, by=by, conf_level=conf_level, notes=notes)
 
 
@@ -312,14 +312,14 @@ def dropout(cohort: Cohort, *, by: str | None = "program", gap_days: int | None 
     first = pd.DataFrame(_rate_rows(per, "left_after_first", "first_gap_closed", group, conf_level, cohort))
     first = first.rename(columns={"reached": "left"})
     n_drop = int(per["dropped_out"].sum())
-    notes = (f"Dropout = the first contact (attended session of any type or follow-up assessment) followed by no "
+    notes = ((f"Dropout = the first contact (attended session of any type or follow-up assessment) followed by no "
              f"contact in the next {n_gap} days; time = that contact's day since the first ketamine session. "
              f"Censored at the last contact when fewer than {n_gap} days of data follow it, or when the patient is "
-             f"recorded as deceased. {note_n(n_drop)} dropouts among {note_n(len(per))} patients.",
-             f"Leaving after the first session = no contact in the {n_gap} days after the first ketamine session, "
-             f"among patients whose day {n_gap} has passed.",
-             "A planned gap longer than the dropout window (e.g. between 6- and 12-month follow-ups) counts as "
-             "dropout by this definition; raise the setting when the clinic's schedule has such gaps.")
+             f"recorded as deceased. {note_n(n_drop)} dropouts among {note_n(len(per))} patients."),
+             (f"Leaving after the first session = no contact in the {n_gap} days after the first ketamine session, "
+             f"among patients whose day {n_gap} has passed."),
+             ("A planned gap longer than the dropout window (e.g. between 6- and 12-month follow-ups) counts as "
+             "dropout by this definition; raise the setting when the clinic's schedule has such gaps."))
     return Dropout(curves=curves, per_patient=per, first_session=first, gap_days=n_gap,
                    notes=curves.notes + notes)
 
@@ -394,12 +394,12 @@ def boosters(cohort: Cohort, *, by: str | None = "program", conf_level: float = 
     share = pd.DataFrame(_rate_rows(frame, "boosted", "judged", group, conf_level, cohort))
     phq = _phq9_around(cohort, per, group, phq9_days, conf_level)
     notes = (describe_protocols(cohort.settings.induction_protocols),
-             "Booster = a ketamine session on or after the day the patient's induction window ends. Time to the "
+             ("Booster = a ketamine session on or after the day the patient's induction window ends. Time to the "
              "first booster from day 0 (Kaplan–Meier among patients whose induction window has closed; censored at "
-             f"the last contact). Share boosted by day {share_day}, among patients whose day {share_day} has passed.",
-             f"PHQ-9 around the first booster: the latest score in the {phq9_days} days before it (its day included: "
+             f"the last contact). Share boosted by day {share_day}, among patients whose day {share_day} has passed."),
+             (f"PHQ-9 around the first booster: the latest score in the {phq9_days} days before it (its day included: "
              f"scored before dosing) and the latest in days 1–{phq9_days} after it, paired by patient; mean "
-             "difference (after − before) with a t interval. Not a causal effect: no comparison group.")
+             "difference (after − before) with a t interval. Not a causal effect: no comparison group."))
     return Boosters(curves=curves, share=share, phq9=phq, per_patient=per, conf_level=conf_level,
                     notes=(curves.notes if curves else ()) + notes)
 
@@ -459,8 +459,23 @@ def visit_status_rates(not_analysed: Mapping[str, int], attended_rows: int) -> p
                          for s in ("no_show", "cancelled")])
 
 
-__all__ = ["ALL", "Boosters", "Dropout", "INITIATION_NOTE", "RetentionCascade", "RetentionSummary", "STEP_LABELS", "boosters",
-           "dropout", "dropout_times", "induction_by_protocol", "initiation_engagement", "retention_cascade", "retention_summary", "visit_status_rates"]
+__all__ = [
+    "ALL",
+    "INITIATION_NOTE",
+    "STEP_LABELS",
+    "Boosters",
+    "Dropout",
+    "RetentionCascade",
+    "RetentionSummary",
+    "boosters",
+    "dropout",
+    "dropout_times",
+    "induction_by_protocol",
+    "initiation_engagement",
+    "retention_cascade",
+    "retention_summary",
+    "visit_status_rates",
+]
 
 
 @dataclass(frozen=True)
