@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/substance_use.py", title="Substance use", icon=":material/local_bar:", url_path="substance-use"),
     st.Page("pages/benchmarks.py", title="Versus published", icon=":material/balance:", url_path="published"),
     st.Page("pages/safety.py", title="Session safety", icon=":material/health_and_safety:", url_path="safety"),
+    st.Page("pages/retention.py", title="Retention", icon=":material/group_remove:", url_path="retention"),
     st.Page("pages/subgroups.py", title="Who benefits", icon=":material/groups:", url_path="who-benefits"),
     st.Page("pages/attention.py", title="Needing attention", icon=":material/notifications:", url_path="attention"),
     st.Page("pages/history.py", title="Upload history", icon=":material/history:", url_path="history"),

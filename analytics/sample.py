@@ -38,7 +38,7 @@ Data-generating model, in order (all parameters in :class:`TrueEffects`):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -81,6 +81,13 @@ FOLLOWUP_COLUMNS = ("patient_id", "assessment_date", "window_days", "days_abstin
 PATIENT_COLUMNS = ("patient_id", "primary_substance", "program", "sex", "age", "site", "prior_treatments",
                    "prescribed")  # contract v2 (#22)
 DAILY_USE_COLUMNS = ("patient_id", "date", "substance", "used", "amount")
+# issue 22: session monitoring and misuse-watch columns, drawn from their own random stream (appended at the end;
+# every column above stays byte-identical)
+MONITORING_COLUMNS = ("bp_systolic_pre", "bp_diastolic_pre", "bp_systolic_40min", "bp_diastolic_40min",
+                      "bp_systolic_discharge", "bp_diastolic_discharge", "minutes_to_discharge", "sedation_score",
+                      "dissociation_score", "event_severity", "action_taken", "take_home_issue", "urinary_symptoms")
+SESSION_COLUMNS = SESSION_COLUMNS + MONITORING_COLUMNS
+MONITORING_STREAM = 2202  # np.random.default_rng([seed, MONITORING_STREAM])
 
 
 def _ro(mapping: dict) -> Mapping:  # type: ignore[type-arg]
@@ -284,6 +291,26 @@ class TrueEffects:
     # share of ketamine sessions (with vitals) where heart_rate_max ≥ 120
     tachycardia_rate: tuple[float, float, float, float] = (0.06, 0.05, 0.02, 0.03)
     tachycardia_recorded: float = 0.60
+
+    # --- session monitoring and misuse watch (issue 22; own random stream, ketamine sessions only) -----------
+    monitoring_recorded: float = 0.90  # share of ketamine sessions with BP before, at ~40 min and at discharge
+    bp_rise_40min_rate: tuple[float, float, float, float] = (0.06, 0.05, 0.02, 0.03)  # systolic rise ≥ 40 mmHg
+    # by route (iv, im, sublingual, intranasal): 40 + Exponential(8) mmHg; otherwise a rise of Normal(12, 8),
+    # kept below 40; pre-dose systolic Normal(126, 12) clipped to 95–175, diastolic Normal(79, 8) clipped to 55–105
+    minutes_to_discharge_median: tuple[float, float, float, float] = (70.0, 75.0, 90.0, 120.0)  # by route
+    # minutes = round(median · exp(Normal(0, 0.25))): the median is the true median, IQR ≈ median · (0.845–1.184)
+    sedation_share: Mapping[int, float] = field(default_factory=lambda: _ro(
+        {5: 0.60, 4: 0.25, 3: 0.10, 2: 0.04, 1: 0.01}))  # MOAA/S, every route
+    dissociation_mean: tuple[float, float, float, float] = (8.0, 7.0, 3.0, 5.0)  # CADSS-6 0–24, Binomial(24, m/24)
+    serious_event_rate: float = 0.002  # per ketamine session: event_severity 'serious', action 'transfer'
+    severe_event_rate: float = 0.005  # 'severe', action 'medication'
+    moderate_event_rate: float = 0.03  # 'moderate', action 'observation' or 'medication' (half each)
+    # otherwise 'mild' when adverse_events is not empty (action 'observation' for 30%, else 'no_action'), else
+    # 'no_event' (with 'no_action')
+    take_home_issue_rate: Mapping[str, float] = field(default_factory=lambda: _ro(
+        {"early_refill": 0.010, "lost": 0.005}))  # per sublingual session (take-home route); empty elsewhere
+    urinary_asked: float = 0.50  # share of ketamine sessions where urinary symptoms are asked about
+    urinary_symptoms_rate: float = 0.02  # 'yes' among those asked
 
     # --- repeated measures -------------------------------------------------------------------------------
     # piecewise: fast drop during induction (weeks 0–4), then a slow partial rebound; see Trajectory
@@ -529,6 +556,7 @@ def true_effects_table(effects: TrueEffects = TRUE_EFFECTS) -> pd.DataFrame:
         f"GAD-7 with {fx.gad7_given_phq9:.0%} of PHQ-9 scores; craving at "
         + ", ".join(f"{k} {v:.0%}" for k, v in fx.craving_recorded.items() if v))
     _substance_rows(fx.substance_use, add)
+    _monitoring_rows(fx, add)
     return pd.DataFrame(rows, columns=["group", "parameter", "value"])
 
 
@@ -553,6 +581,24 @@ def _substance_rows(su: SubstanceEffects, add) -> None:  # type: ignore[no-untyp
     add(g, "daily use log", f"{su.daily_log_share:.0%} of started alcohol patients, day 0 to the earlier of leaving, "
         f"the upload date and day {su.daily_log_last_day}; first use on the true relapse day; heavy day = "
         f"{su.heavy_drinks_women}+ drinks (women, other, unknown) / {su.heavy_drinks_men}+ (men)")
+
+
+def _monitoring_rows(fx: TrueEffects, add: Callable[[str, str, object], None]) -> None:
+    """Rows of :func:`true_effects_table` for the issue-22 session monitoring and misuse-watch columns."""
+    g = "session monitoring"
+    by_route = lambda v, f: ", ".join(f"{r} {f(x)}" for r, x in zip(ROUTES, v))
+    add(g, "BP recorded before dosing, at ~40 min and at discharge", f"{fx.monitoring_recorded:.0%} of ketamine sessions")
+    add(g, "systolic rise ≥ 40 mmHg at ~40 min (per session)", by_route(fx.bp_rise_40min_rate, lambda x: f"{x:.0%}"))
+    add(g, "median minutes to discharge", by_route(fx.minutes_to_discharge_median, lambda x: f"{x:.0f}"))
+    add(g, "sedation (MOAA/S) distribution", ", ".join(f"{k}: {v:.0%}" for k, v in fx.sedation_share.items()))
+    add(g, "mean dissociation (CADSS-6, 0–24)", by_route(fx.dissociation_mean, lambda x: f"{x:.0f}"))
+    add(g, "event severity per ketamine session",
+        f"serious {fx.serious_event_rate:.1%} (transfer), severe {fx.severe_event_rate:.1%}, "
+        f"moderate {fx.moderate_event_rate:.0%}; mild when an adverse event is listed")
+    add(g, "take-home issues per sublingual session",
+        ", ".join(f"{k} {v:.1%}" for k, v in fx.take_home_issue_rate.items()))
+    add(g, "urinary symptoms", f"asked at {fx.urinary_asked:.0%} of ketamine sessions; yes in "
+        f"{fx.urinary_symptoms_rate:.0%} of those")
 
 
 def true_effects_markdown(effects: TrueEffects = TRUE_EFFECTS) -> str:
@@ -923,6 +969,57 @@ class _Simulation:
             sessions[name] = _nullable_int(values[:ns])
             followups[name] = _nullable_int(values[ns:])
 
+    # -- session monitoring and misuse watch (issue 22): its own random stream
+    def monitoring(self, sessions: pd.DataFrame) -> None:
+        """Add :data:`MONITORING_COLUMNS` to ``sessions`` (ketamine rows only) from ``default_rng([seed, 2202])``."""
+        fx = self.fx
+        rng = np.random.default_rng([self.seed, MONITORING_STREAM])
+        m = len(sessions)
+        ket = sessions["session_type"].eq("ketamine").fillna(False).to_numpy(bool)
+        route = np.full(m, 0)
+        route_text = sessions["route"].astype(object).to_numpy()
+        for r, name in enumerate(ROUTES):
+            route[route_text == name] = r
+        on = ket & (rng.random(m) < fx.monitoring_recorded)
+        s_pre = np.clip(np.round(rng.normal(126, 12, m)), 95, 175)
+        d_pre = np.clip(np.round(rng.normal(79, 8, m)), 55, 105)
+        big = rng.random(m) < np.array(fx.bp_rise_40min_rate)[route]
+        rise = np.where(big, 40 + np.floor(rng.exponential(8.0, m)), np.clip(np.round(rng.normal(12, 8, m)), -10, 39))
+        s40 = np.minimum(s_pre + rise, 250)
+        d40 = np.clip(np.round(d_pre + rise * 0.5 + rng.normal(0, 4, m)), 45, 150)
+        s_dis = np.clip(np.round(s_pre + rng.normal(3, 6, m)), 90, 200)
+        d_dis = np.clip(np.round(d_pre + rng.normal(2, 4, m)), 50, 120)
+        minutes = np.round(np.array(fx.minutes_to_discharge_median)[route] * np.exp(rng.normal(0, 0.25, m)))
+        levels = np.array(list(fx.sedation_share))
+        sedation = levels[_choice(rng, fx.sedation_share, m)]
+        dissoc = rng.binomial(24, np.array(fx.dissociation_mean)[route] / 24.0)
+        u = rng.random(m)
+        serious = u < fx.serious_event_rate
+        severe = ~serious & (u < fx.serious_event_rate + fx.severe_event_rate)
+        moderate = ~serious & ~severe & (u < fx.serious_event_rate + fx.severe_event_rate + fx.moderate_event_rate)
+        mild = ~serious & ~severe & ~moderate & sessions["adverse_events"].notna().to_numpy(bool)
+        severity = np.select([serious, severe, moderate, mild], ["serious", "severe", "moderate", "mild"], "no_event")
+        v = rng.random(m)
+        action = np.select([serious, severe, moderate & (v < 0.5), moderate, mild & (v < 0.3)],
+                           ["transfer", "medication", "observation", "medication", "observation"], "no_action")
+        take_home = ket & (route_text == "sublingual")
+        w = rng.random(m)
+        early = fx.take_home_issue_rate["early_refill"]
+        issue = np.where(w < early, "early_refill", np.where(w < early + fx.take_home_issue_rate["lost"], "lost", "no_issue"))
+        asked = ket & (rng.random(m) < fx.urinary_asked)
+        urinary = np.where(rng.random(m) < fx.urinary_symptoms_rate, "yes", "no")
+        for name, values in (("bp_systolic_pre", s_pre), ("bp_diastolic_pre", d_pre), ("bp_systolic_40min", s40),
+                             ("bp_diastolic_40min", d40), ("bp_systolic_discharge", s_dis),
+                             ("bp_diastolic_discharge", d_dis)):
+            sessions[name] = _nullable_int(values, on)
+        sessions["minutes_to_discharge"] = _nullable_int(minutes, on)
+        sessions["sedation_score"] = _nullable_int(sedation.astype(float), ket)
+        sessions["dissociation_score"] = _nullable_int(dissoc.astype(float), ket)
+        sessions["event_severity"] = _text(severity.astype(object), ket)
+        sessions["action_taken"] = _text(action.astype(object), ket)
+        sessions["take_home_issue"] = _text(issue.astype(object), take_home)
+        sessions["urinary_symptoms"] = _text(urinary.astype(object), asked)
+
     # -- assembly
     def _dates(self, day: np.ndarray) -> np.ndarray:
         lo, hi = int(day.min()) if len(day) else 0, int(day.max()) if len(day) else 0
@@ -956,6 +1053,7 @@ class _Simulation:
         followups = self.followups()
         sessions = self.sessions()
         self.measures(sessions, followups)
+        self.monitoring(sessions)
         patients = self.patients_frame()
         daily_use = _SubstanceUse(self).add(followups, patients)  # own random stream: the rest is unchanged
         out = {"sessions": sessions[list(SESSION_COLUMNS)], "followups": followups[list(FOLLOWUP_COLUMNS)],

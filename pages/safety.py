@@ -7,7 +7,8 @@ import streamlit as st
 
 from analytics import formatting as fmt
 from analytics.errors import OutcomesError
-from analytics.outcomes import safety
+from analytics.outcomes import monitoring, safety
+from analytics.report.plots import monitoring as mplots
 from analytics.report.plots import safety as splots
 from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
 
@@ -102,3 +103,33 @@ show_table(pd.DataFrame({
     "source": pt["source"], "caution": pt["caution"]}), hide_index=True, width="stretch")
 show_notes(published.notes)
 show_notes(rates.notes)
+
+st.subheader("Session monitoring")
+st.write("Blood pressure before dosing, at about 40 minutes and at discharge; minutes until the patient was ready to "
+         "leave; sedation (MOAA/S 0–5, lower = deeper) and dissociation (CADSS-6, 0–24); the worst event's severity "
+         "and what was done. Each part is shown where the export records it.")
+try:
+    mon = monitoring.session_monitoring(cohort)
+except OutcomesError as err:
+    show_error(err)
+    st.stop()
+st.markdown("**" + mplots.serious_sentence(mon) + "**")
+for sentence in mplots.parts_sentence(mon):
+    st.caption(sentence)
+if len(mon.blood_pressure):
+    st.plotly_chart(mplots.blood_pressure_chart(mon), width="stretch")
+    show_table(mplots.blood_pressure_table(mon), hide_index=True, width="stretch")
+m1, m2 = st.columns(2)
+if mon.recorded["minutes"]:
+    m1.markdown("**Minutes until ready to leave**")
+    show_table(mplots.quantile_table(mon.minutes, "minutes"), where=m1, hide_index=True)
+if mon.recorded["dissociation"]:
+    m2.markdown("**Dissociation (CADSS-6, 0–24)**")
+    show_table(mplots.quantile_table(mon.dissociation, "score"), where=m2, hide_index=True)
+d1, d2, d3 = st.columns(3)
+for where, rec, table, col, label in ((d1, "sedation", mon.sedation, "score", "MOAA/S"),
+                                      (d2, "severity", mon.severity, "level", "worst event"),
+                                      (d3, "action", mon.action, "level", "action taken")):
+    if mon.recorded[rec]:
+        show_table(mplots.distribution_table(table, col, label), where=where, hide_index=True)
+show_notes(mon.notes)

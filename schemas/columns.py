@@ -21,6 +21,11 @@ URINE_SUBSTANCES = ("alcohol", "opioids", "fentanyl", "buprenorphine", "methadon
 # contract v2: sessions.csv ``status`` (only attended rows are sessions) and followups.csv ``observation_status``
 SESSION_STATUSES = ("attended", "no_show", "cancelled", "scheduled", "entered_in_error")
 OBSERVATION_STATUSES = ("final", "amended", "entered_in_error")
+# issue 22 (contract proposal, optional sessions columns): session monitoring and the ketamine misuse watch
+# ("none" is a missing-value word of the reader, so the "nothing happened" values are no_event / no_action / no_issue)
+EVENT_SEVERITIES = ("no_event", "mild", "moderate", "severe", "serious")
+ACTIONS_TAKEN = ("no_action", "observation", "medication", "stopped_dosing", "transfer")
+TAKE_HOME_ISSUES = ("no_issue", "early_refill", "lost")
 # other spellings read as the contract's status values (after lower-casing and turning spaces and '-' into '_'):
 # FHIR Appointment/Encounter/Observation status codes and common EHR words
 STATUS_ALIASES: dict[tuple[str, str], dict[str, str]] = {
@@ -47,6 +52,12 @@ SESSIONS: dict[str, str] = {
     "dose_mg": "number", "weight_kg": "number", "phq9": "integer", "gad7": "integer", "craving": "number",
     "bp_systolic_max": "integer", "bp_diastolic_max": "integer", "heart_rate_max": "integer",
     "adverse_events": "list", "site": "text", "clinician": "text", "status": "category",
+    # issue 22 (optional): session monitoring and the ketamine misuse watch
+    "bp_systolic_pre": "integer", "bp_diastolic_pre": "integer", "bp_systolic_40min": "integer",
+    "bp_diastolic_40min": "integer", "bp_systolic_discharge": "integer", "bp_diastolic_discharge": "integer",
+    "minutes_to_discharge": "integer", "sedation_score": "integer", "dissociation_score": "integer",
+    "event_severity": "category", "action_taken": "category", "take_home_issue": "category",
+    "urinary_symptoms": "boolean",
 }
 FOLLOWUPS: dict[str, str] = {
     "patient_id": "text", "assessment_date": "date", "window_days": "integer", "days_abstinent": "integer",

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pandera.pandas as pa
 from pandera.typing import Series
 
-from schemas.columns import ROUTES, SESSION_STATUSES, SESSION_TYPES
+from schemas.columns import (
+    ACTIONS_TAKEN,
+    EVENT_SEVERITIES,
+    ROUTES,
+    SESSION_STATUSES,
+    SESSION_TYPES,
+    TAKE_HOME_ISSUES,
+)
 
 
 class SessionsSchema(pa.DataFrameModel):
@@ -37,6 +44,34 @@ class SessionsSchema(pa.DataFrameModel):
 
     status: Series[str] = pa.Field(nullable=True, isin=list(SESSION_STATUSES),
                                    description="attended (when empty), no_show, cancelled, scheduled or entered_in_error. Only attended rows count as sessions; the others are counted and reported.")
+
+    # issue 22 (optional): session monitoring and the ketamine misuse watch
+    bp_systolic_pre: Series[float] = pa.Field(nullable=True, ge=60, le=260,
+                                              description="Systolic blood pressure before dosing, mmHg (60–260).")
+    bp_diastolic_pre: Series[float] = pa.Field(nullable=True, ge=30, le=160,
+                                               description="Diastolic blood pressure before dosing, mmHg (30–160).")
+    bp_systolic_40min: Series[float] = pa.Field(nullable=True, ge=60, le=260,
+                                                description="Systolic blood pressure about 40 minutes after dosing, mmHg (60–260).")
+    bp_diastolic_40min: Series[float] = pa.Field(nullable=True, ge=30, le=160,
+                                                 description="Diastolic blood pressure about 40 minutes after dosing, mmHg (30–160).")
+    bp_systolic_discharge: Series[float] = pa.Field(nullable=True, ge=60, le=260,
+                                                    description="Systolic blood pressure at discharge, mmHg (60–260).")
+    bp_diastolic_discharge: Series[float] = pa.Field(nullable=True, ge=30, le=160,
+                                                     description="Diastolic blood pressure at discharge, mmHg (30–160).")
+    minutes_to_discharge: Series[float] = pa.Field(nullable=True, ge=0, le=1440,
+                                                   description="Minutes from dosing until the patient was ready to leave (0–1440).")
+    sedation_score: Series[float] = pa.Field(nullable=True, ge=0, le=5,
+                                             description="Deepest sedation in the session on the MOAA/S scale, whole number 0–5 (5 = responds readily to name, 0 = no response).")
+    dissociation_score: Series[float] = pa.Field(nullable=True, ge=0, le=24,
+                                                 description="Peak dissociation on the CADSS-6 (six items scored 0–4), whole number 0–24.")
+    event_severity: Series[str] = pa.Field(nullable=True, isin=list(EVENT_SEVERITIES),
+                                           description="Worst adverse event in the session: no_event, mild, moderate, severe or serious (needed hospital care, was life-threatening or disabling).")
+    action_taken: Series[str] = pa.Field(nullable=True, isin=list(ACTIONS_TAKEN),
+                                         description="What was done about it: no_action, observation, medication, stopped_dosing or transfer (to emergency care).")
+    take_home_issue: Series[str] = pa.Field(nullable=True, isin=list(TAKE_HOME_ISSUES),
+                                            description="Take-home ketamine doses: no_issue, early_refill (asked for a refill early) or lost (doses reported lost).")
+    urinary_symptoms: Series[pa.BOOL] = pa.Field(nullable=True,
+                                                         description="Urinary symptoms asked about at this visit (frequency, urgency, pain, blood): yes or no.")
 
     class Config:
         strict = False

@@ -231,12 +231,14 @@ def _vital_codes(ks: _KetamineSessions, thresholds: VitalThresholds) -> np.ndarr
 
     sys_, dia, hr = num("bp_systolic_max"), num("bp_diastolic_max"), num("heart_rate_max")
     if thresholds.rule == "rise":
-        if not {"bp_systolic_pre", "bp_diastolic_pre"} <= set(ket.columns):
+        # the columns are in the contract now (issue 22), so an export without them has them all empty
+        if not all(c in ket.columns and bool(ket[c].notna().any()) for c in ("bp_systolic_pre", "bp_diastolic_pre")):
             raise InsufficientData(
                 f"The rise rule (≥ {thresholds.rise_systolic_mmhg:g} mmHg systolic or ≥ "
                 f"{thresholds.rise_diastolic_mmhg:g} mmHg diastolic over the pre-dose reading) needs a "
-                "pre-dose blood pressure for every session, but the sessions export holds only the highest "
-                "reading in the session (bp_systolic_max, bp_diastolic_max). Use the absolute thresholds "
+                "pre-dose blood pressure for every session, but this sessions export has no pre-dose reading "
+                "(bp_systolic_pre, bp_diastolic_pre), only the highest reading in the session (bp_systolic_max, "
+                "bp_diastolic_max). Use the absolute thresholds "
                 "(e.g. 165/100 mmHg), or add pre-dose readings to the export as bp_systolic_pre and "
                 "bp_diastolic_pre.")
         sys_v, dia_v = sys_ - num("bp_systolic_pre"), dia - num("bp_diastolic_pre")

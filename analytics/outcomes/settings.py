@@ -45,6 +45,11 @@ class Settings:
     ketamine_urine_days:
         A urine result positive for ketamine within this many days after a ketamine session is the treatment, not a
         return to use (contract v2; default 7).
+    dropout_gap_days:
+        Retention (:mod:`analytics.outcomes.retention`): a patient drops out at the first contact followed by no
+        contact in this many days (default 90).
+    attention_active_days:
+        Needing attention lists only patients with a contact in this many days before the data end date (default 90).
     """
 
     relapse: RelapseDefinition = "any"
@@ -58,6 +63,8 @@ class Settings:
     heavy_drinks_women: int = 4
     heavy_drinks_men: int = 5
     ketamine_urine_days: int = 7
+    dropout_gap_days: int = 90
+    attention_active_days: int = 90
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -40,8 +40,9 @@ from analytics.report.plots.subgroups import subgroup_forest
 from schemas.frames import ValidatedExports
 
 PACKAGES = ("pandas", "numpy", "scipy", "statsmodels", "pandera", "plotly", "streamlit", "pyarrow")
-SECTIONS = ("Data quality", "Key indicators", "Patient flow", "Time to return to use", "Symptom trajectories",
-            "Substance use", "Versus published", "Session safety", "Who benefits", "Control charts and funnels", "Methods")
+SECTIONS = ("Data quality", "Key indicators", "Patient flow", "Retention", "Time to return to use",
+            "Symptom trajectories", "Substance use", "Versus published", "Session safety", "Session monitoring",
+            "Who benefits", "Control charts and funnels", "Methods")
 
 CSS = """
 body{font-family:'DejaVu Sans',Arial,sans-serif;max-width:1150px;margin:24px auto;padding:0 18px;color:#1a1a1a}
@@ -439,6 +440,78 @@ def _safety(pack: _Pack, cohort: Cohort) -> None:
     pack.notes(pub.notes)
 
 
+def _retention(pack: _Pack, cohort: Cohort, data: ValidatedExports) -> None:
+    """Issue 22: retention cascade per program and protocol, time to dropout, initiation/engagement, boosters."""
+    from analytics.outcomes import retention
+    from analytics.report.plots import retention as rplots
+
+    by = "program" if "program" in cohort.patients and cohort.patients["program"].notna().any() else None
+    summary = retention.retention_summary(cohort, by=by)
+    pack.figure(rplots.cascade_chart(summary.cascade))
+    pack.table(rplots.cascade_table(summary.cascade))
+    pack.p("Induction completed, per protocol")
+    prot = summary.protocols
+    pack.table(rplots.rate_table(prot.drop(columns="group").rename(columns={"protocol": "group"}),
+                                 label="completed (95% CI)").assign(rule=prot["rule"].to_numpy()))
+    pack.notes(summary.cascade.notes)
+    d = summary.dropout
+    pack.figure(rplots.dropout_figure(d))
+    pack.table(rplots.medians_table(d.curves))
+    pack.p(f"Left after the first session (no contact in the next {d.gap_days} days)")
+    pack.table(rplots.rate_table(d.first_session, label="left (95% CI)"))
+    report = data.files.get("sessions")
+    visits = retention.visit_status_rates(report.not_analysed if report else {}, report.output_rows if report else 0)
+    if visits.empty:
+        pack.p("No-shows and cancellations: not recorded in this export (no visit status column).", "note")
+    else:
+        pack.table(rplots.visit_table(visits, min_cell=pack.chart_min_cell))
+    pack.notes(d.notes)
+    pack.p("Initiation and engagement")
+    pack.table(rplots.rate_table(summary.initiation, label="reached (95% CI)", first="measure"))
+    pack.p(retention.INITIATION_NOTE, "note")
+    b = summary.boosters
+    if b.curves is not None:
+        pack.figure(rplots.booster_figure(b.curves))
+    pack.table(rplots.rate_table(b.share, label="boosted by day 180 (95% CI)"))
+    pack.table(rplots.phq9_booster_table(b))
+    pack.notes(b.notes)
+
+
+def _monitoring(pack: _Pack, cohort: Cohort) -> None:
+    """Issue 22: BP before/at ~40 min/at discharge, minutes to discharge, sedation, dissociation, severity, action,
+    serious events per 1,000 sessions, and the ketamine misuse watch counts."""
+    from analytics.outcomes import monitoring
+    from analytics.report.plots import monitoring as mplots
+
+    mon = monitoring.session_monitoring(cohort)
+    pack.p(mplots.serious_sentence(mon))
+    for sentence in mplots.parts_sentence(mon):
+        pack.p(sentence, "note")
+    if len(mon.blood_pressure):
+        pack.figure(mplots.blood_pressure_chart(mon))
+        pack.table(mplots.blood_pressure_table(mon))
+    if mon.recorded["minutes"]:
+        pack.p("Minutes until ready to leave")
+        pack.table(mplots.quantile_table(mon.minutes, "minutes"))
+    if mon.recorded["dissociation"]:
+        pack.p("Dissociation (CADSS-6, 0–24)")
+        pack.table(mplots.quantile_table(mon.dissociation, "score"))
+    for rec, table, col, label in (("sedation", mon.sedation, "score", "MOAA/S sedation"),
+                                   ("severity", mon.severity, "level", "worst event"),
+                                   ("action", mon.action, "level", "action taken")):
+        if mon.recorded[rec]:
+            pack.table(mplots.distribution_table(table, col, label))
+    pack.notes(mon.notes)
+    from analytics.outcomes.attention import MISUSE_REASONS, misuse_counts
+
+    pack.p("Ketamine misuse watch: patients with each signal (a patient may have several; the list by patient number "
+           "is on the dashboard's Needing attention page, never in this pack)")
+    pack.table(misuse_counts(cohort))
+    pack.p("Signals: " + "; ".join(MISUSE_REASONS.values()) + ". Ketamine-positive urine reads followups.csv "
+           "urine_substances; take-home issues and urinary symptoms read the sessions columns take_home_issue and "
+           "urinary_symptoms.", "note")
+
+
 def _subgroups(pack: _Pack, cohort: Cohort) -> None:
     result = who_benefits(cohort)
     pack.figure(subgroup_forest(result, outcome="relapse_hr", min_cell=pack.chart_min_cell))
@@ -524,11 +597,13 @@ def build_report(data: ValidatedExports, settings: Settings, *, filters: Filters
         ("Data quality", lambda p: _data_quality(p, data, cohort), 0.0),
         ("Key indicators", lambda p: _kpis(p, cohort), 0.4),
         ("Patient flow", lambda p: _flow(p, cohort, data), 0.3),
+        ("Retention", lambda p: _retention(p, cohort, data), 0.4),
         ("Time to return to use", lambda p: _survival(p, cohort, column, reference), 0.5),
         ("Symptom trajectories", lambda p: _trajectories(p, cohort, time), 2.3),
         ("Substance use", lambda p: _substance_use(p, cohort), 1.0),
         ("Versus published", lambda p: _benchmarks(p, cohort), 1.9),
         ("Session safety", lambda p: _safety(p, cohort), 1.2),
+        ("Session monitoring", lambda p: _monitoring(p, cohort), 0.3),
         ("Who benefits", lambda p: _subgroups(p, cohort), 1.4),
         ("Control charts and funnels", lambda p: _spc(p, cohort), 0.5),
     ]
