@@ -160,12 +160,25 @@ class Covariate:
     reference: str | None = None
     levels: tuple[str, ...] = ()          # non-reference levels
     level_means: tuple[float, ...] = ()   # share of patients at each non-reference level
+    by_time: bool = False                 # also covariate × each time term (the covariate changes the slope)
 
     @property
     def names(self) -> tuple[str, ...]:
         if self.kind == "numeric":
             return (self.name,)
         return tuple(f"{self.name}[T.{lv}]" for lv in self.levels)
+
+    def all_names(self, time_names: tuple[str, ...]) -> tuple[str, ...]:
+        """Its main-effect names, then (``by_time``) ``time:name`` for each of them and each time term."""
+        if not self.by_time:
+            return self.names
+        return (*self.names, *(f"{t}:{n}" for n in self.names for t in time_names))
+
+    def with_time(self, cols: np.ndarray, tb: np.ndarray) -> np.ndarray:
+        """Its columns, then (``by_time``) each column times each time term (the order of :meth:`all_names`)."""
+        if not self.by_time:
+            return cols
+        return np.column_stack([cols, *(tb * cols[:, [j]] for j in range(cols.shape[1]))])
 
     def columns(self, values: pd.Series) -> np.ndarray:
         if self.kind == "numeric":
@@ -193,7 +206,7 @@ class Design:
         out += [f"{self.by}[T.{lv}]" for lv in self.levels]
         out += [f"{t}:{self.by}[T.{lv}]" for lv in self.levels for t in self.time.names]
         for cov in self.covariates:
-            out += cov.names
+            out += cov.all_names(self.time.names)
         return tuple(out)
 
     @property
@@ -207,7 +220,7 @@ class Design:
         if self.by:
             rhs = f"{t} * {self.by}" if self.time.shape != "piecewise" else f"({t}) * {self.by}"
         for cov in self.covariates:
-            rhs += f" + {cov.name}"
+            rhs += f" + {cov.name}" if not cov.by_time else f" + {cov.name} * ({t})"
         structure = random if isinstance(random, str) else ("correlated" if random else "intercept")
         return f"{self.measure} ~ {rhs} + {RANDOM_TERMS[structure]}"
 
@@ -220,7 +233,7 @@ class Design:
             parts.append(dummies)
             parts += [tb * dummies[:, [j]] for j in range(dummies.shape[1])]
         for cov in self.covariates:
-            parts.append(cov.columns(covs[cov.name]))  # type: ignore[index]
+            parts.append(cov.with_time(cov.columns(covs[cov.name]), tb))  # type: ignore[index]
         return np.column_stack(parts)
 
     def patient_features(self, n_patients: int, group: Labels | None,
@@ -249,6 +262,10 @@ class Design:
             parts.append(cols)
             feature += list(range(start, start + cols.shape[1]))
             column += [0] * cols.shape[1]
+            if cov.by_time:
+                for j in range(cols.shape[1]):
+                    feature += [start + j] * n_time
+                    column += list(range(1, 1 + n_time))
         w = np.column_stack(parts) if parts else np.empty((n_patients, 0))
         return w, feature, column
 
@@ -266,7 +283,7 @@ class Design:
             parts.append(dummies)
             parts += [tb * dummies[:, [j]] for j in range(dummies.shape[1])]
         for cov in self.covariates:
-            parts.append(np.tile(cov.mean_row(), (n, 1)))
+            parts.append(cov.with_time(np.tile(cov.mean_row(), (n, 1)), tb))
         return np.column_stack(parts)
 
 
@@ -536,12 +553,13 @@ def _check_enough(n_scores: np.ndarray, group: Labels | None, measure: str, by: 
                 f"(got {note_n(got)} in '{g}'). Widen the date range or merge groups.")
 
 
-def _covariate_specs(patients: pd.DataFrame, adjust: tuple[str, ...]) -> tuple[Covariate, ...]:
+def _covariate_specs(patients: pd.DataFrame, adjust: tuple[str, ...],
+                     by_time: bool = False) -> tuple[Covariate, ...]:
     specs = []
     for name in adjust:
         col = patients[name]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            specs.append(Covariate(name, "numeric", center=float(col.astype(float).mean())))
+            specs.append(Covariate(name, "numeric", center=float(col.astype(float).mean()), by_time=by_time))
         else:
             v = col.astype("string")
             counts = v.value_counts()
@@ -549,7 +567,7 @@ def _covariate_specs(patients: pd.DataFrame, adjust: tuple[str, ...]) -> tuple[C
             ref, rest = ordered[0], tuple(ordered[1:])
             means = tuple(float((v == lv).mean()) for lv in rest)
             specs.append(Covariate(name, "categorical", reference=str(ref), levels=tuple(map(str, rest)),
-                                   level_means=means))
+                                   level_means=means, by_time=by_time))
     return tuple(specs)
 
 
@@ -799,7 +817,8 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
                    time: TimeChoice = "linear", knot_weeks: float = 4.0, spline_df: int = 3,
                    reference: str | None = None, random_slope: bool = True, reml: bool = True,
                    engine: Engine = "fast", conf_level: float = 0.95, prepared: PreparedScores | None = None,
-                   start: np.ndarray | None = None, random_structure: RandomStructure | None = None) -> TrajectoryFit:
+                   start: np.ndarray | None = None, random_structure: RandomStructure | None = None,
+                   adjust_by_time: bool = False) -> TrajectoryFit:
     """Linear mixed model of one repeated measure over weeks since the first ketamine session.
 
     Parameters
@@ -813,6 +832,9 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     adjust:
         Baseline patient columns to adjust for; numeric ones are centred at their mean, others treatment-coded
         against their most common level.
+    adjust_by_time:
+        Also each ``adjust`` column × each time term (``measure ~ time * by + cov * (time)``): the covariates may
+        change the slope, so a group × time term is the slope difference adjusted for them.
     time:
         ``linear``; ``piecewise`` (extra slope after ``knot_weeks``: fast early change, then a plateau) or
         ``spline`` (natural cubic spline with ``spline_df`` degrees of freedom, knots at quantiles of weeks);
@@ -872,7 +894,8 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
         fit = fit_trajectory(cohort, measure=measure, by=by, adjust=adjust, time=comparison.best,  # type: ignore[arg-type]
                              knot_weeks=knot_weeks, spline_df=spline_df, reference=reference,
                              random_slope=random_slope, reml=reml, engine=engine, conf_level=conf_level,
-                             prepared=prepared, start=start, random_structure=random_structure)
+                             prepared=prepared, start=start, random_structure=random_structure,
+                             adjust_by_time=adjust_by_time)
         t = comparison.table.set_index("time")
         aics = ", ".join(f"{shape} {t.loc[shape, 'aic']:.1f}" for shape in t.index)
         note = (f"Time shape chosen on the data: {comparison.best} ({_shape_words(comparison.best, knot_weeks)}), the lowest "
@@ -907,7 +930,7 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     elif time not in ("linear", "piecewise"):
         raise ValueError(f"time must be 'auto', 'linear', 'piecewise' or 'spline' (got {time!r}).")
     design = Design(measure=measure, time=basis, by=by, reference=ref, levels=levels,
-                    covariates=_covariate_specs(pts, adjust))
+                    covariates=_covariate_specs(pts, adjust, adjust_by_time))
     names = design.names
     w, feature, column = design.patient_features(len(keep), group, pts if adjust else None)
     data = _ModelData(prepared, keep, design, w, feature, column)
