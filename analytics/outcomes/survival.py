@@ -703,9 +703,9 @@ def dropout_sensitivity(cohort: Cohort, *, rule: DropoutRule | None = None, conf
     and every early dropout is a return to use, early dropouts on the day of their expected first assessment (or of
     their last session, if later): a pessimistic bound when dropouts often return to use.
     """
-    from analytics.outcomes.cohort import DropoutRule, dropout_outcomes
+    from analytics.outcomes.cohort import dropout_outcomes
 
-    rule = rule or DropoutRule()
+    rule = rule or cohort.settings.dropout_rule
     rows, parts = [], []
     for label, as_event in ((DROPOUT_CENSORED, False), (DROPOUT_EVENT, True)):
         o = dropout_outcomes(cohort, as_event=as_event, rule=rule)
