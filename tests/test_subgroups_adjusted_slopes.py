@@ -129,3 +129,7 @@ def test_true_slope_difference_is_recovered_after_case_mix_adjustment(confounded
     assert ((rows["ci_low"] < TRUE_DIFF) & (TRUE_DIFF < rows["ci_high"])).all()
     assert (rows["adjusted"] == "age, primary_substance, baseline_phq9, site").all()
     assert any("covariate × weeks" in n for n in adjusted.notes)
+    from analytics.report.plots.subgroups import subgroup_forest
+
+    assert "adjusted for case mix" in subgroup_forest(adjusted, outcome="phq9_slope_difference").layout.title.text
+    assert "unadjusted" in subgroup_forest(crude, outcome="phq9_slope_difference").layout.title.text
