@@ -17,7 +17,7 @@ STARTED_DAYS_BEFORE_END = {"a": 10, "b": 29, "c": 30, "d": 43, "e": 44, "f": 59,
 
 
 def _cohort(rule: DropoutRule | None) -> object:
-    day = lambda k: (END - pd.Timedelta(days=k)).strftime("%Y-%m-%d")  # noqa: E731
+    day = lambda k: (END - pd.Timedelta(days=k)).strftime("%Y-%m-%d")
     sessions = [{"patient_id": pid, "session_date": day(k), "session_type": "ketamine", "route": "iv"}
                 for pid, k in STARTED_DAYS_BEFORE_END.items()]
     sessions.append({"patient_id": "z", "session_date": day(200), "session_type": "ketamine", "route": "iv"})

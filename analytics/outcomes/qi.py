@@ -50,9 +50,9 @@ from analytics.engines.intervals import poisson_exact_ci, wilson_ci
 from analytics.errors import InsufficientData, OutcomesError
 from analytics.outcomes import response as rsp
 from analytics.outcomes.cohort import Cohort, early_dropouts, ids_in
-from analytics.outcomes.settings import DropoutRule
 from analytics.outcomes.memo import once
 from analytics.outcomes.safety import VitalThresholds, session_safety_flags
+from analytics.outcomes.settings import DropoutRule
 from analytics.privacy.counts import note_n
 
 DateLike = date | pd.Timestamp | str
