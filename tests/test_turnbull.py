@@ -82,3 +82,31 @@ def test_bad_intervals_are_refused_with_a_sentence():
         turnbull([5.0, 3.0], [4.0, 6.0])
     with pytest.raises(InsufficientData, match="no observations"):
         turnbull([], [])
+
+
+def test_survival_page_rows_give_the_turnbull_estimate_of_visit_dated_returns_to_use():
+    from analytics.outcomes import survival
+    from analytics.outcomes.cohort import build_cohort
+    from analytics.outcomes.settings import Settings
+    from analytics.sample import SIMPLE_RELAPSE_HAZARD, informative_dropout_clinic
+    from schemas.frames import ValidatedExports
+
+    # every return to use dated by visit (assessments every 30 days): known only between two visits
+    sessions, followups, truth = informative_dropout_clinic(1500, 7, relapse_dates=False)
+    cohort = build_cohort(ValidatedExports.from_frames(sessions, followups), Settings(suppress=False))
+    dating = survival.event_dating(cohort)
+    fit = dating.turnbull
+    assert fit is not None and fit.converged and fit.n_interval == dating.counts["by_visit"] > 0
+    assert fit.n_exact == 0 and fit.n == int(cohort.patients["has_followup"].sum())
+    ms = dating.milestones.set_index(["rule", "day"])
+    for day in (90, 180):  # visit days: the hazard of the observed returns to use is SIMPLE_RELAPSE_HAZARD
+        tb = ms.loc[(survival.DATED_TURNBULL, day)]
+        km = ms.loc[(survival.DATED_AS_RECORDED, day)]
+        assert np.isnan(tb["ci_low"]) and tb["n_risk"] == km["n_risk"]
+        assert abs(tb["estimate"] - np.exp(-SIMPLE_RELAPSE_HAZARD * day)) < 3 * km["se"]
+    med = dating.medians.set_index("rule")
+    true_median = np.log(2) / SIMPLE_RELAPSE_HAZARD  # 173 days: in the visit interval (150, 180]
+    assert med.at[survival.DATED_TURNBULL, "estimate"] == 165.0  # its midpoint, as R's survfit draws it
+    assert med.at[survival.DATED_TURNBULL, "n_event"] == med.at[survival.DATED_AS_RECORDED, "n_event"]
+    assert 150 < true_median <= 180
+    assert any("Turnbull" in n and "interval-censored" in n for n in dating.notes)

@@ -195,7 +195,10 @@ def turnbull(left: np.ndarray | list[float], right: np.ndarray | list[float], *,
         alpha = -np.sqrt(float(r @ r) / vv) if vv > 0 else -1.0
         alpha = min(alpha, -1.0)
         q = np.clip(p - 2 * alpha * r + alpha * alpha * v, 0.0, None)
-        q = em(q / q.sum())
+        q = q / q.sum()
+        # the extrapolation is kept only when it leaves every observation some mass and does not lower the
+        # likelihood (then one EM step from it, for stability); else the plain EM steps
+        q = em(q) if np.isfinite(loglik(q)) else p2
         if not loglik(q) >= loglik(p2):
             q = p2
         change = float(np.max(np.abs(q - p)))
