@@ -61,3 +61,21 @@ def test_changing_the_dropout_window_changes_the_dropout_count_as_counted_by_han
 def test_a_dropout_window_that_cannot_be_used_is_refused_with_what_to_do():
     with pytest.raises(ValueError, match="at least 1"):
         DropoutRule(first_followup_day=0)
+
+
+def test_the_dropout_window_is_changed_in_the_sidebar_and_used_by_the_pages():
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard.py"), default_timeout=240)
+    at.run()
+    at.number_input(key="w_dropout_day").set_value(60).run()
+    at.number_input(key="w_dropout_grace").set_value(0).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["dropout_first_followup_day"] == 60 and at.session_state["dropout_grace_days"] == 0
+    shown = " ".join(c.value for c in at.caption)
+    assert "day 60 + 0 days' grace, i.e. day 60" in shown
+    at.switch_page("pages/survival.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="w_dropout_day").value == 60
