@@ -236,12 +236,18 @@ class Design:
             parts.append(cov.with_time(cov.columns(covs[cov.name]), tb))  # type: ignore[index]
         return np.column_stack(parts)
 
-    def patient_features(self, n_patients: int, group: Labels | None,
-                         covs: pd.DataFrame | None) -> tuple[np.ndarray, list[int], list[int]]:
+    def patient_features(self, n_patients: int, group: Labels | None, covs: pd.DataFrame | None,
+                         extra: list[tuple[np.ndarray, int]] | None = None) -> tuple[np.ndarray, list[int], list[int]]:
         """The design in factored form for :func:`analytics.engines.lmm.factored_blocks`: patient-level features ``W``
         (group indicators, then covariate columns; one row per patient) and, per column of :meth:`matrix`, the
         feature that multiplies it (``-1``: none) and its basis column (``0``: the constant, ``1 …``: time terms).
         ``matrix(weeks, group[codes], covs.iloc[codes])`` equals ``W[codes, feature] · [1, time(weeks)][:, column]``.
+
+        ``extra`` (a list, filled in): numeric covariates with a slope (``by_time``) then go into the basis instead of
+        ``W`` -- their patient values differ from patient to patient, so in ``W`` every patient would be a pattern
+        of its own and the engine's per-pattern evaluation (:class:`analytics.engines.lmm.Blocks` ``factored``) would
+        be lost. Each appended ``(values, tcol)`` is a basis column ``values[patient] · [1, time(weeks)][:, tcol]``
+        after ``[1, time(weeks)]`` (see :meth:`basis`).
         """
         n_time = len(self.time.names)
         parts: list[np.ndarray] = []
@@ -258,6 +264,13 @@ class Design:
                 column += list(range(1, 1 + n_time))
         for cov in self.covariates:
             cols = cov.columns(covs[cov.name])  # type: ignore[index]
+            if extra is not None and cov.kind == "numeric" and cov.by_time:
+                # into the basis: x and x · each time term, no patient factor
+                for tcol in range(1 + n_time):
+                    feature.append(-1)
+                    column.append(1 + n_time + len(extra))
+                    extra.append((cols[:, 0], tcol))
+                continue
             start = sum(x.shape[1] for x in parts)
             parts.append(cols)
             feature += list(range(start, start + cols.shape[1]))
@@ -269,9 +282,17 @@ class Design:
         w = np.column_stack(parts) if parts else np.empty((n_patients, 0))
         return w, feature, column
 
-    def basis(self, weeks: np.ndarray) -> np.ndarray:
-        """Observation-level basis ``[1, time(weeks)]`` of :meth:`patient_features`."""
-        return np.column_stack([np.ones(len(weeks)), self.time(weeks)])
+    def basis(self, weeks: np.ndarray, codes: np.ndarray | None = None,
+              extra: list[tuple[np.ndarray, int]] | None = None) -> np.ndarray:
+        """Observation-level basis ``[1, time(weeks)]`` of :meth:`patient_features`, then its ``extra`` columns for
+        observations of the patients ``codes`` (rows of the ``extra`` values; ``-1``: none, 0 there)."""
+        base = np.column_stack([np.ones(len(weeks)), self.time(weeks)])
+        if not extra:
+            return base
+        ok = codes >= 0  # type: ignore[operator]
+        at = np.where(ok, codes, 0)  # type: ignore[call-overload]
+        cols = [np.where(ok, values[at], 0.0) * base[:, tcol] for values, tcol in extra]
+        return np.column_stack([base, *cols])
 
     def mean_rows(self, weeks: np.ndarray, group: str) -> np.ndarray:
         """Design rows for the population mean at ``weeks`` in ``group`` (covariates at cohort means)."""
@@ -653,10 +674,13 @@ class _ModelData:
     engine, :func:`analytics.engines.lmm.factored_blocks`) and, on demand, the long arrays (statsmodels)."""
 
     def __init__(self, prepared: PreparedScores, keep: np.ndarray, design: Design, w: np.ndarray,
-                 feature: list[int], column: list[int]) -> None:
+                 feature: list[int], column: list[int], extra: list[tuple[np.ndarray, int]] | None = None) -> None:
         self.prepared, self.keep, self.design = prepared, keep, design
         self.w, self.feature, self.column = w, feature, column
+        self.extra = extra or []
         self.moments = prepared.moments(design.time)
+        if self.extra:  # numeric covariates with a slope in the basis: their sums from the shared ones
+            self.moments = _scaled_moments(self.moments, keep, self.extra)
         self._blocks: dict[bool, lmm.Blocks] = {}
 
     def blocks(self, random_slope: bool) -> lmm.Blocks:
@@ -674,8 +698,29 @@ class _ModelData:
         obs = codes >= 0
         codes, weeks = codes[obs], pr.weeks[obs]
         w_ext = np.column_stack([self.w, np.ones(len(self.w))])
-        X = w_ext[codes][:, self.feature] * self.design.basis(weeks)[:, self.column]
+        X = w_ext[codes][:, self.feature] * self.design.basis(weeks, codes, self.extra)[:, self.column]
         return pr.value[obs], X, codes, weeks
+
+
+def _scaled_moments(mom: lmm.Moments, keep: np.ndarray, extra: list[tuple[np.ndarray, int]]) -> lmm.Moments:
+    """The per-patient sums of the basis ``[1, time, extra …]`` (:meth:`Design.basis`) from those of ``[1, time]``.
+
+    An extra column is a patient's value ``x_i`` times a basis column, so its sums are ``x_i`` times that column's
+    (and ``x_i x'_i`` times for products of two): no pass over the scores (patients outside ``keep``: 0)."""
+    n, r0 = len(mom.s), mom.r
+    mult = [np.ones(n)] * r0
+    cols = list(range(r0))
+    for values, tcol in extra:
+        full = np.zeros(n)
+        full[keep] = values
+        mult.append(full)
+        cols.append(tcol)
+    mult.append(np.ones(n))  # the response
+    cols.append(r0)
+    m = np.column_stack(mult)
+    c = np.asarray(cols)
+    tu = m * mom.tu[:, c] if mom.tu.shape[1] else mom.tu
+    return lmm.Moments(s=mom.s, su=m * mom.su[:, c], tu=tu, uu=m[:, :, None] * mom.uu[:, c][:, :, c] * m[:, None, :])
 
 
 def _statsmodels_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, weeks: np.ndarray, random_slope: bool,
@@ -932,8 +977,9 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     design = Design(measure=measure, time=basis, by=by, reference=ref, levels=levels,
                     covariates=_covariate_specs(pts, adjust, adjust_by_time))
     names = design.names
-    w, feature, column = design.patient_features(len(keep), group, pts if adjust else None)
-    data = _ModelData(prepared, keep, design, w, feature, column)
+    extra: list[tuple[np.ndarray, int]] = []
+    w, feature, column = design.patient_features(len(keep), group, pts if adjust else None, extra)
+    data = _ModelData(prepared, keep, design, w, feature, column, extra)
     p = len(names)
     if not _full_rank_xtx(data.blocks(random_slope).c0[:p, :p]):
         raise InsufficientData(f"The {_label(measure)} model has more terms than the data can separate (e.g. a "
