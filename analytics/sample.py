@@ -191,6 +191,24 @@ class SubstanceEffects:
 
 
 @dataclass(frozen=True)
+class InformativeDropout:
+    """Early dropout that depends on the risk of return to use (an option of :class:`TrueEffects`, off by default).
+
+    Each started patient drops out (``lost_to_follow_up``) before the first follow-up, on a day drawn uniformly from
+    ``1 … first_day_max``, with probability ``logit⁻¹(logit(share_at_mean_risk) + log(odds_ratio_per_sd) · z)``, ``z``
+    the patient's standardised linear predictor of return to use (step 2 of the module notes: therapy, sex, age,
+    prior treatments; substance through its median). Patients at higher risk of return to use thus leave before any
+    follow-up more often: the "dropout censored" analysis, which cannot see them, is optimistic, and "dropout as
+    return to use" pessimistic. The patient's latent return-to-use day is unchanged (the truth to recover). Drawn from
+    a separate random stream, so every other value of the clinic is the same with the option on or off.
+    """
+
+    share_at_mean_risk: float = 0.20
+    odds_ratio_per_sd: float = 3.0
+    first_day_max: int = 20  # before the earliest first follow-up (day 30 − 7)
+
+
+@dataclass(frozen=True)
 class TrueEffects:
     """Every true parameter of the sample clinic (rates are probabilities per session or per follow-up)."""
 
@@ -330,6 +348,9 @@ class TrueEffects:
     craving_recorded: Mapping[str, float] = field(default_factory=lambda: _ro(
         {"assessment": 0.90, "ketamine": 0.60, "psychotherapy": 0.0, "integration": 0.0, "followup": 0.85}))
     substance_use: SubstanceEffects = SubstanceEffects()  # contract-v2 fields (#22), their own random stream
+
+    # --- informative early dropout (off in the bundled sample) ------------------------------------------------
+    informative_dropout: InformativeDropout | None = None
 
     @property
     def therapy_share(self) -> float:
@@ -557,6 +578,11 @@ def true_effects_table(effects: TrueEffects = TRUE_EFFECTS) -> pd.DataFrame:
         + ", ".join(f"{k} {v:.0%}" for k, v in fx.craving_recorded.items() if v))
     _substance_rows(fx.substance_use, add)
     _monitoring_rows(fx, add)
+    if fx.informative_dropout is not None:  # listed only when on (the bundled sample has it off)
+        d = fx.informative_dropout
+        add("follow-up", "informative early dropout (before any follow-up, day 1–"
+            f"{d.first_day_max})", f"{d.share_at_mean_risk:.0%} at average risk of return to use; odds ratio "
+            f"{d.odds_ratio_per_sd:g} per SD of the return-to-use linear predictor")
     return pd.DataFrame(rows, columns=["group", "parameter", "value"])
 
 
@@ -713,6 +739,8 @@ class _Simulation:
         times = rng.standard_exponential((n, 3)) / rates
         self.leave_reason = np.argmin(times, axis=1)
         self.leave_day = np.floor(times.min(axis=1)).astype(np.int64)
+        if fx.informative_dropout is not None:
+            self._informative_dropout(fx.informative_dropout, lp + np.log(medians[self.substance]) * -k)
         self.admin_day = self.upload_day - self.index_day  # last day (since day 0) that can be in the export
         # sessions after day 0 stop at the earlier of leaving and the upload date
         self.last_day = np.minimum(self.leave_day, self.admin_day)
@@ -721,6 +749,18 @@ class _Simulation:
         # last use before treatment: on or before the baseline assessment (so no use is reported after it)
         lo, hi = fx.last_use_days_before_assessment
         self.last_use = self.lead + rng.integers(lo, hi + 1, n)
+
+    def _informative_dropout(self, opt: InformativeDropout, risk: np.ndarray) -> None:
+        """Early dropout by risk of return to use (:class:`InformativeDropout`), from its own random stream."""
+        rng = np.random.default_rng([self.seed, 19])
+        z = (risk - risk.mean()) / (risk.std() or 1.0)
+        logit = math.log(opt.share_at_mean_risk / (1.0 - opt.share_at_mean_risk)) + math.log(opt.odds_ratio_per_sd) * z
+        drops = self.started & (rng.random(self.n) < 1.0 / (1.0 + np.exp(-logit)))
+        day = rng.integers(1, opt.first_day_max + 1, self.n)
+        self.leave_day = np.where(drops, np.minimum(self.leave_day, day), self.leave_day)
+        self.leave_reason = np.where(drops & (day <= self.leave_day), 0, self.leave_reason)
+        self.risk_z = z
+        self.early_dropout = drops
 
     # -- follow-ups
     def followups(self) -> pd.DataFrame:
@@ -1045,6 +1085,8 @@ class _Simulation:
             "relapse_day": self.relapse_day, "leave_day": self.leave_day, "leave_reason": _text(leave),
             "admin_day": self.admin_day, "followups_due": self.followups_due,
             "phq9_u0": self.phq9_u[0], "phq9_u1": self.phq9_u[1],
+            **({"risk_z": self.risk_z, "informative_dropout": self.early_dropout}
+               if self.fx.informative_dropout is not None else {}),
         })
 
     def run(self, with_truth: bool) -> dict[str, pd.DataFrame]:
@@ -1156,6 +1198,70 @@ class _SubstanceUse:
             "used": _text(np.where(used, "yes", "no").astype(object)),
             "amount": _nullable_int(drinks),
         })[list(DAILY_USE_COLUMNS)]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a simple clinic with informative dropout (hand-checkable; tests of the dropout rules)
+# ------------------------------------------------------------------------------------------------------------
+SIMPLE_CLINIC_START = pd.Timestamp("2024-01-01")
+SIMPLE_RELAPSE_HAZARD = 1 / 250  # per day
+SIMPLE_DROPOUT_HAZARD = 1 / 300  # per day
+
+
+def _simple_date(index: pd.Timestamp, d: float) -> str:
+    return (index + pd.Timedelta(days=int(d))).strftime("%Y-%m-%d")
+
+
+def informative_dropout_clinic(n: int = 1500, seed: int = 19, *,
+                               relapse_dates: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A hand-checkable clinic with informative dropout: sessions, follow-ups and the truth per patient.
+
+    Patients with one ketamine session (day 0) and an assessment every 30 days up to day 360.
+
+    Latent: return to use on day T0 ~ Exp(SIMPLE_RELAPSE_HAZARD) (rounded up), dropout on day
+    D ~ Exp(SIMPLE_DROPOUT_HAZARD). A patient who drops out
+    (D < 360) is last seen at L = 30·floor(D/30) with status lost_to_follow_up (no assessment at all when D < 30:
+    an early dropout) and, informatively, returns to use the day after dropping out: true time min(T0, D + 1).
+    Use is reported at the first assessment on or after T0 with ``relapse_date`` = T0 (or without it).
+
+    ``truth`` columns: ``patient_id``, ``t0``, ``d``, ``early`` (no assessment at all), what each dropout rule
+    should give (``censored_time``/``censored_event``, ``event_time``/``event_event``) and ``true_time`` (the
+    true day of return to use). Moved here from the tests (issue #19) so that analyses can be checked on it.
+    """
+    rng = np.random.default_rng(seed)
+    t0 = np.ceil(rng.exponential(1 / SIMPLE_RELAPSE_HAZARD, n))
+    d = rng.exponential(1 / SIMPLE_DROPOUT_HAZARD, n)
+    sessions, followups = [], []
+    for i in range(n):
+        pid = f"p{i:05d}"
+        index = SIMPLE_CLINIC_START + pd.Timedelta(days=int(i % 60))
+        sessions.append({"patient_id": pid, "session_date": _simple_date(index, 0), "session_type": "ketamine",
+                         "route": "iv"})
+        last = 360 if d[i] >= 360 else 30 * math.floor(d[i] / 30)
+        for day in range(30, last + 1, 30):
+            row = {"patient_id": pid, "assessment_date": _simple_date(index, day), "window_days": 30}
+            if t0[i] <= day:
+                row.update(any_use="yes", days_abstinent=0)
+                if relapse_dates:
+                    row["relapse_date"] = _simple_date(index, t0[i])
+                followups.append(row)
+                break
+            row.update(any_use="no", days_abstinent=30)
+            if day == last:
+                row["status"] = "lost_to_follow_up" if d[i] < 360 else "completed"
+            followups.append(row)
+    # what each rule should give, from the latent times
+    dropped = d < 360
+    last = np.where(dropped, 30 * np.floor(d / 30), 360.0)
+    early = last < 30
+    observed = t0 <= last
+    truth = pd.DataFrame({"patient_id": [f"p{i:05d}" for i in range(n)], "t0": t0, "d": d, "early": early,
+                          "censored_time": np.where(observed, t0, last), "censored_event": observed,
+                          "event_time": np.where(early, 30.0, np.where(observed, t0, last)),
+                          "event_event": early | observed | dropped,
+                          "true_time": np.where(dropped, np.minimum(t0, d + 1), t0)})
+    return pd.DataFrame(sessions), pd.DataFrame(followups), truth
+
 
 
 def _main() -> None:  # pragma: no cover - `python -m analytics.sample OUT [N] [SEED]`

@@ -18,7 +18,7 @@ from analytics.formatting import escape_markdown
 from analytics.outcomes import warmup
 from analytics.outcomes.cohort import Cohort, build_cohort
 from analytics.outcomes.filters import Filters, apply_filters, filter_options
-from analytics.outcomes.settings import Settings
+from analytics.outcomes.settings import DropoutRule, Settings
 from analytics.privacy.access import UNSUPPRESS_ROLES
 from analytics.privacy.safe_export import screen_table
 from analytics.privacy.suppression import render_note
@@ -37,6 +37,8 @@ class Key(StrEnum):
     COHORT_SETTINGS = "cohort_settings"
     RELAPSE = "relapse"
     DROPOUT = "dropout_as_relapse"
+    DROPOUT_DAY = "dropout_first_followup_day"
+    DROPOUT_GRACE = "dropout_grace_days"
     SUPPRESS = "suppress"
     FILTERS_READ = "view_filters"
     F_DATES = "f_dates"
@@ -90,9 +92,11 @@ def set_exports(data: ValidatedExports, source: str) -> None:
 
 
 def settings() -> Settings:
+    rule = DropoutRule(first_followup_day=int(st.session_state.get(Key.DROPOUT_DAY, DropoutRule.first_followup_day)),
+                       grace_days=int(st.session_state.get(Key.DROPOUT_GRACE, DropoutRule.grace_days)))
     return Settings(relapse=st.session_state.get(Key.RELAPSE, "any"),
                     dropout_as_relapse=bool(st.session_state.get(Key.DROPOUT, False)),
-                    suppress=bool(st.session_state.get(Key.SUPPRESS, True)))
+                    suppress=bool(st.session_state.get(Key.SUPPRESS, True)), dropout_rule=rule)
 
 
 def sidebar_settings() -> None:
@@ -107,7 +111,8 @@ def sidebar_settings() -> None:
             st.session_state[Key.SUPPRESS] = True
             st.session_state["w_suppress"] = True
         pairs = (("w_relapse", Key.RELAPSE, "any"), ("w_dropout", Key.DROPOUT, False),
-                 ("w_suppress", Key.SUPPRESS, True))
+                 ("w_suppress", Key.SUPPRESS, True), ("w_dropout_day", Key.DROPOUT_DAY, DropoutRule.first_followup_day),
+                 ("w_dropout_grace", Key.DROPOUT_GRACE, DropoutRule.grace_days))
         for widget, stored, default in pairs:
             st.session_state[widget] = st.session_state.get(stored, default)
 
@@ -123,6 +128,13 @@ def sidebar_settings() -> None:
                     args=("w_dropout", Key.DROPOUT),
                     help="Lost to follow-up or withdrew counts as an event (the Dakwar 2019 'use or dropout' event). "
                          "Default: such patients are censored at their last assessment.")
+        with st.expander("Early dropout window"):
+            st.number_input("First follow-up due (day)", min_value=1, max_value=365, step=1, key="w_dropout_day",
+                            on_change=_keep, args=("w_dropout_day", Key.DROPOUT_DAY))
+            st.number_input("Grace (days)", min_value=0, max_value=180, step=1, key="w_dropout_grace",
+                            on_change=_keep, args=("w_dropout_grace", Key.DROPOUT_GRACE),
+                            help="A patient with no follow-up at all once this window has closed is an early dropout "
+                                 "(flow, dropout sensitivity, key indicators), not 'no follow-up yet'.")
         st.toggle("Suppress counts 1–10", key="w_suppress", disabled=not can_unsuppress, on_change=_keep,
                   args=("w_suppress", Key.SUPPRESS),
                   help="Analyst setting. Turn off for internal use only: shared outputs must keep it on.")

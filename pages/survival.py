@@ -97,7 +97,7 @@ if sens is not None:
         st.plotly_chart(dropout_sensitivity_figure(sens), width="stretch")
         show_notes(sens.notes[1:])
 if dating is not None:
-    st.markdown("**How events are dated: at the visit vs at the interval midpoint**")
+    st.markdown("**How events are dated: at the visit, at the interval midpoint, or interval-censored (Turnbull)**")
     st.caption(fmt.escape_markdown(dating_counts_text(cells)))
     show_table(rules_table(dating.medians, dating.milestones, cells, min_cell=min_cell if shown else None,
                            keys=dating_keys(cells, dating)), hide_index=True, width="stretch")

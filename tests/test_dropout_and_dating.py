@@ -18,61 +18,26 @@ from analytics.outcomes import qi, survival
 from analytics.outcomes.cohort import DropoutRule, build_cohort, dropout_outcomes, early_dropouts
 from analytics.outcomes.settings import Settings
 from analytics.report.plots import qi as qplots
-from analytics.sample import generate_clinic
+from analytics.sample import (
+    SIMPLE_CLINIC_START,
+    SIMPLE_DROPOUT_HAZARD,
+    SIMPLE_RELAPSE_HAZARD,
+    generate_clinic,
+)
+from analytics.sample import informative_dropout_clinic as simple_dropout_clinic
 from schemas.frames import ValidatedExports
 
 ROOT = Path(__file__).resolve().parents[1]
-START = pd.Timestamp("2024-01-01")
-LAMBDA = 1 / 250  # hazard of return to use per day
-MU = 1 / 300  # hazard of dropping out per day
-
-
-def _date(index: pd.Timestamp, d: float) -> str:
-    return (index + pd.Timedelta(days=int(d))).strftime("%Y-%m-%d")
+START = SIMPLE_CLINIC_START
+LAMBDA = SIMPLE_RELAPSE_HAZARD  # hazard of return to use per day
+MU = SIMPLE_DROPOUT_HAZARD  # hazard of dropping out per day
 
 
 def informative_dropout_clinic(n: int = 1500, seed: int = 19, *, relapse_dates: bool = True):
-    """Patients with one ketamine session (day 0) and an assessment every 30 days up to day 360.
-
-    Latent: return to use on day T0 ~ Exp(LAMBDA) (rounded up), dropout on day D ~ Exp(MU). A patient who drops out
-    (D < 360) is last seen at L = 30·floor(D/30) with status lost_to_follow_up (no assessment at all when D < 30:
-    an early dropout) and, informatively, returns to use the day after dropping out: true time min(T0, D + 1).
-    Use is reported at the first assessment on or after T0 with ``relapse_date`` = T0 (or without it).
-    """
-    rng = np.random.default_rng(seed)
-    t0 = np.ceil(rng.exponential(1 / LAMBDA, n))
-    d = rng.exponential(1 / MU, n)
-    sessions, followups = [], []
-    for i in range(n):
-        pid = f"p{i:05d}"
-        index = START + pd.Timedelta(days=int(i % 60))
-        sessions.append({"patient_id": pid, "session_date": _date(index, 0), "session_type": "ketamine",
-                         "route": "iv"})
-        last = 360 if d[i] >= 360 else 30 * math.floor(d[i] / 30)
-        for day in range(30, last + 1, 30):
-            row = {"patient_id": pid, "assessment_date": _date(index, day), "window_days": 30}
-            if t0[i] <= day:
-                row.update(any_use="yes", days_abstinent=0)
-                if relapse_dates:
-                    row["relapse_date"] = _date(index, t0[i])
-                followups.append(row)
-                break
-            row.update(any_use="no", days_abstinent=30)
-            if day == last:
-                row["status"] = "lost_to_follow_up" if d[i] < 360 else "completed"
-            followups.append(row)
-    data = ValidatedExports.from_frames(pd.DataFrame(sessions), pd.DataFrame(followups))
-    # what each rule should give, from the latent times
-    dropped = d < 360
-    last = np.where(dropped, 30 * np.floor(d / 30), 360.0)
-    early = last < 30
-    observed = t0 <= last
-    truth = pd.DataFrame({"patient_id": [f"p{i:05d}" for i in range(n)], "t0": t0, "d": d, "early": early,
-                          "censored_time": np.where(observed, t0, last), "censored_event": observed,
-                          "event_time": np.where(early, 30.0, np.where(observed, t0, last)),
-                          "event_event": early | observed | dropped,
-                          "true_time": np.where(dropped, np.minimum(t0, d + 1), t0)})
-    return data, truth
+    """The generator's simple clinic with informative dropout (:func:`analytics.sample.informative_dropout_clinic`)
+    as validated exports, and its truth."""
+    sessions, followups, truth = simple_dropout_clinic(n, seed, relapse_dates=relapse_dates)
+    return ValidatedExports.from_frames(sessions, followups), truth
 
 
 @pytest.fixture(scope="module")

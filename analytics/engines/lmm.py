@@ -376,7 +376,7 @@ class _Factored:
         """``H_i = B_xi A⁻¹ B_xi'`` per patient: entries (0,0) (and (0,1), (1,1) with a slope)."""
         p = a_inv.shape[0]
         gx = self.w_pat[:, :p, None] * self.onehot[None, :p, :self.r]  # (P, p, r)
-        q = np.einsum("pkl,km,pmn->pln", gx, a_inv, gx)[:, self.xl, self.xm]  # (P, Rx)
+        q = np.matmul(gx.transpose(0, 2, 1), np.matmul(a_inv, gx))[:, self.xl, self.xm]  # (P, Rx): Gₚ'A⁻¹Gₚ
         out = []
         for outer, weight in zip(self.outer_x, self.weight_x):
             coef = q * weight

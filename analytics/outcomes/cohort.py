@@ -54,8 +54,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from analytics.errors import InsufficientData
-from analytics.outcomes.settings import Settings
+from analytics.outcomes.settings import DropoutRule, Settings
 from analytics.privacy.counts import note_n
+
+__all__ = ["Cohort", "DropoutRule", "Settings", "build_cohort", "dropout_outcomes", "early_dropouts"]
 from schemas.arrow import text_codes, text_isin, text_series
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -176,39 +178,13 @@ class Cohort:
         return self.patients["index_date"] + pd.to_timedelta(window_days - 1, unit="D") <= end
 
 
-@dataclass(frozen=True)
-class DropoutRule:
-    """When a patient without any follow-up is an early dropout rather than "no follow-up yet".
-
-    Attributes
-    ----------
-    first_followup_day:
-        Day of the first scheduled follow-up assessment (day 0 = first ketamine session).
-    grace_days:
-        Days after it during which a late assessment still counts as the first follow-up (default 14, the
-        ± 14-day window of the 30-day follow-up in :class:`analytics.outcomes.qi.KpiOptions`).
-    """
-
-    first_followup_day: int = 30
-    grace_days: int = 14
-
-    @property
-    def closes_day(self) -> int:
-        """The last day of the first follow-up window."""
-        return self.first_followup_day + self.grace_days
-
-    def describe(self) -> str:
-        return (f"Early dropout = started ketamine but no follow-up assessment at all although the first follow-up "
-                f"window (day {self.first_followup_day} + {self.grace_days} days' grace, i.e. day "
-                f"{self.closes_day}) has passed by the data end date.")
-
-
 def early_dropouts(cohort: Cohort, rule: DropoutRule | None = None, *,
                    as_of: pd.Timestamp | None = None) -> pd.Series:
-    """Per patient (aligned with ``cohort.patients``): an early dropout under ``rule`` (see :class:`DropoutRule`)?
+    """Per patient (aligned with ``cohort.patients``): an early dropout under ``rule`` (default: the cohort's
+    ``settings.dropout_rule``, see :class:`DropoutRule`)?
 
     Patients whose first follow-up window is still open, or who have a follow-up, are not."""
-    rule = rule or DropoutRule()
+    rule = rule or cohort.settings.dropout_rule
     if cohort.patients.empty:
         return pd.Series(False, index=cohort.patients.index)
     closed = cohort.window_closed(rule.closes_day + 1, as_of=as_of)
@@ -232,7 +208,7 @@ def dropout_outcomes(cohort: Cohort, *, as_event: bool, rule: DropoutRule | None
         under this rule), ``days_to_event``, ``relapsed``, ``early_dropout``, ``dropout_event`` (the event is a
         dropout, status or early).
     """
-    rule = rule or DropoutRule()
+    rule = rule or cohort.settings.dropout_rule
     p = cohort.patients
     ids = p["patient_id"]
     fu = cohort.followups

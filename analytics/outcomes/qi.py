@@ -49,9 +49,10 @@ import pyarrow.compute as pc
 from analytics.engines.intervals import poisson_exact_ci, wilson_ci
 from analytics.errors import InsufficientData, OutcomesError
 from analytics.outcomes import response as rsp
-from analytics.outcomes.cohort import Cohort, DropoutRule, early_dropouts, ids_in
+from analytics.outcomes.cohort import Cohort, early_dropouts, ids_in
 from analytics.outcomes.memo import once
 from analytics.outcomes.safety import VitalThresholds, session_safety_flags
+from analytics.outcomes.settings import DropoutRule
 from analytics.privacy.counts import note_n
 
 DateLike = date | pd.Timestamp | str
@@ -563,7 +564,7 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
     surv = int(p["has_followup"].sum())
     steps.append({"step": "analysed_survival", "label": "Analysed: time to return to use", "n": surv,
                   "unit": "patients", "parent": "started"})
-    rule = dropout or DropoutRule()
+    rule = dropout or cohort.settings.dropout_rule
     n_early = int(early_dropouts(cohort, rule, as_of=end).sum())
     if n_early:
         losses.append({"step": "analysed_survival", "n": n_early,

@@ -11,6 +11,42 @@ RelapseDefinition = Literal["any", "heavy"]
 
 
 @dataclass(frozen=True)
+class DropoutRule:
+    """When a patient without any follow-up is an early dropout rather than "no follow-up yet".
+
+    Attributes
+    ----------
+    first_followup_day:
+        Day of the first scheduled follow-up assessment (day 0 = first ketamine session).
+    grace_days:
+        Days after it during which a late assessment still counts as the first follow-up (default 14, the
+        ± 14-day window of the 30-day follow-up in :class:`analytics.outcomes.qi.KpiOptions`).
+
+    Part of :class:`Settings` (``dropout_rule``): the flow, the dropout sensitivity figure and the key indicators
+    read it from there.
+    """
+
+    first_followup_day: int = 30
+    grace_days: int = 14
+
+    @property
+    def closes_day(self) -> int:
+        """The last day of the first follow-up window."""
+        return self.first_followup_day + self.grace_days
+
+    def __post_init__(self) -> None:
+        if self.first_followup_day < 1 or self.grace_days < 0:
+            raise ValueError(f"The first follow-up day must be at least 1 and the grace period at least 0 days "
+                             f"(got day {self.first_followup_day}, {self.grace_days} days' grace).")
+
+    def describe(self) -> str:
+        return (f"Early dropout = started ketamine but no follow-up assessment at all although the first follow-up "
+                f"window (day {self.first_followup_day} + {self.grace_days} days' grace, i.e. day "
+                f"{self.closes_day}) has passed by the data end date.")
+
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every changeable default of data-contract.md "Derived outcomes".
 
@@ -50,6 +86,10 @@ class Settings:
         contact in this many days (default 90).
     attention_active_days:
         Needing attention lists only patients with a contact in this many days before the data end date (default 90).
+    dropout_rule:
+        When a patient without any follow-up is an early dropout rather than "no follow-up yet"
+        (:class:`DropoutRule`: first follow-up due on day 30, 14 days' grace); used by the patient flow, the
+        dropout sensitivity analysis and the key indicators.
     """
 
     relapse: RelapseDefinition = "any"
@@ -65,6 +105,7 @@ class Settings:
     ketamine_urine_days: int = 7
     dropout_gap_days: int = 90
     attention_active_days: int = 90
+    dropout_rule: DropoutRule = DropoutRule()
 
     def with_(self, **changes: object) -> "Settings":
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -96,5 +137,7 @@ class Settings:
         return (
             f"Return to use = {event}; {dropout}; patients without return to use are censored at their last "
             f"assessment. Day 0 is the first ketamine session. Baseline scores: last on or before day 0, at most "
-            f"{self.baseline_window_days} days before." + urine
+            f"{self.baseline_window_days} days before. Early dropout: no follow-up at all by day "
+            f"{self.dropout_rule.closes_day} (first follow-up due day {self.dropout_rule.first_followup_day}, "
+            f"{self.dropout_rule.grace_days} days' grace)." + urine
         )

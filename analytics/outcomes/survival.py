@@ -38,6 +38,7 @@ from analytics.engines.survival import (  # noqa: F401  (the estimators, also us
     logrank,
     rmst,
 )
+from analytics.engines.turnbull import TurnbullFit, turnbull
 from analytics.errors import InsufficientData, ModelDidNotConverge, OutcomesError, UnusableExport
 from analytics.formatting import p_value
 from analytics.privacy.counts import note_below, note_n
@@ -633,6 +634,7 @@ DROPOUT_CENSORED = "dropout censored"
 DROPOUT_EVENT = "dropout = return to use"
 DATED_AS_RECORDED = "as recorded"
 DATED_MIDPOINT = "midpoint of the interval"
+DATED_TURNBULL = "Turnbull (interval-censored)"
 SENSITIVITY_METHOD = ("Sensitivity analysis: the same Kaplan–Meier estimate under two rules, each with its own "
                       "patients (n); the 'groups' of this table are the rules, not groups of patients.")
 
@@ -703,9 +705,9 @@ def dropout_sensitivity(cohort: Cohort, *, rule: DropoutRule | None = None, conf
     and every early dropout is a return to use, early dropouts on the day of their expected first assessment (or of
     their last session, if later): a pessimistic bound when dropouts often return to use.
     """
-    from analytics.outcomes.cohort import DropoutRule, dropout_outcomes
+    from analytics.outcomes.cohort import dropout_outcomes
 
-    rule = rule or DropoutRule()
+    rule = rule or cohort.settings.dropout_rule
     rows, parts = [], []
     for label, as_event in ((DROPOUT_CENSORED, False), (DROPOUT_EVENT, True)):
         o = dropout_outcomes(cohort, as_event=as_event, rule=rule)
@@ -753,6 +755,10 @@ class EventDating:
         ``rule``, ``day``, ``estimate``, ``se``, ``ci_low``, ``ci_high``, ``n_risk``.
     mostly_by_visit:
         True when more than half of the events are dated by visit (the milestones then lean on visit days).
+    turnbull:
+        The Turnbull estimate (:func:`analytics.engines.turnbull.turnbull`) whose median and milestones are the
+        :data:`DATED_TURNBULL` rows of ``medians`` and ``milestones`` (no CI: it would need a bootstrap); None when
+        it could not be computed.
     """
 
     counts: dict[str, int]
@@ -761,6 +767,7 @@ class EventDating:
     curves: SurvivalCurves
     mostly_by_visit: bool
     notes: tuple[str, ...] = ()
+    turnbull: TurnbullFit | None = None
 
 
 def event_dating(cohort: Cohort, *, conf_level: float = 0.95,
@@ -779,7 +786,11 @@ def event_dating(cohort: Cohort, *, conf_level: float = 0.95,
     (day 0 for the first) and on or before this one: it is interval-censored. The main analysis dates it at the
     interval's right end (the visit), which makes the curve step down on visit days and leans late. The midpoint
     rule dates it halfway (single midpoint imputation; Law & Brookmeyer 1992): a sensitivity analysis, not a
-    correction -- its CIs are too narrow, and a proper interval-censored estimate (Turnbull) is not done here.
+    correction -- its CIs are too narrow. The Turnbull estimate (:data:`DATED_TURNBULL`; Turnbull 1976) uses the
+    intervals as they are: the nonparametric maximum-likelihood estimate for interval-censored times, with events
+    dated by ``relapse_date`` (or a dropout status) exact and patients without return to use right-censored; its
+    median and milestones are added to ``medians`` and ``milestones`` without CIs (the ``n_risk`` of its milestone
+    rows is that of the main analysis, used only to suppress estimates read where few patients remain).
     """
     pts = cohort.patients[cohort.patients["has_followup"].to_numpy(bool)]
     if pts.empty:
@@ -814,8 +825,47 @@ def event_dating(cohort: Cohort, *, conf_level: float = 0.95,
                           conf_level=conf_level, milestones=milestones,
                           min_cell=settings.min_cell if settings.suppress else None)
     med = curves.medians.rename(columns={"group": "rule"})[["rule", "n", "n_event", "estimate", "ci_low", "ci_high"]]
-    return EventDating(counts=counts, medians=med, milestones=curves.milestones.rename(columns={"group": "rule"}),
-                       curves=curves, mostly_by_visit=bool(mostly), notes=curves.notes)
+    ms = curves.milestones.rename(columns={"group": "rule"})
+    notes = list(curves.notes)
+    fit = None
+    try:
+        fit = _turnbull_of(t, e, visit, start)
+    except OutcomesError as err:
+        notes.append(f"The Turnbull estimate could not be computed: {err}")
+    if fit is not None:
+        med, ms = _with_turnbull_rows(fit, med, ms, n=len(t), n_event=int(e.sum()))
+        notes.append(f"'{DATED_TURNBULL}': Turnbull's nonparametric maximum-likelihood estimate for interval-censored "
+                     "times (the estimate R's survfit gives for Surv(left, right, type = 'interval2')): each return "
+                     "to use dated by visit is only known to lie between the previous assessment and that visit, and "
+                     "the estimate uses exactly that, without choosing a day; returns dated by a relapse date are "
+                     "exact, patients without return to use censored at their last assessment. Within an interval "
+                     "the estimate cannot say when the returns happened; its steps are drawn at the interval "
+                     "midpoints (as R does). No confidence interval is shown (it would need a bootstrap)."
+                     + ("" if fit.converged else " The estimate did not converge; treat it with caution."))
+    return EventDating(counts=counts, medians=med, milestones=ms, curves=curves, mostly_by_visit=bool(mostly),
+                       notes=tuple(notes), turnbull=fit)
+
+
+def _turnbull_of(t: np.ndarray, e: np.ndarray, visit: np.ndarray, start: np.ndarray) -> TurnbullFit:
+    """Turnbull NPMLE of the main analysis' times: ``(previous assessment, visit]`` for events dated by visit,
+    exact for other events, right-censored at ``t`` without an event."""
+    left = np.where(visit, np.nan_to_num(start, nan=0.0), t)
+    left = np.where(visit & (left >= t), t, left)  # a previous assessment on the same day: the day is known
+    right = np.where(e, t, np.inf)
+    return turnbull(left, right)
+
+
+def _with_turnbull_rows(fit: TurnbullFit, med: pd.DataFrame, ms: pd.DataFrame, *, n: int,
+                        n_event: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``medians`` and ``milestones`` with the Turnbull rows added (estimates without CIs)."""
+    median = fit.median()
+    row = pd.DataFrame([{"rule": DATED_TURNBULL, "n": n, "n_event": n_event,
+                         "estimate": np.nan if median is None else median, "ci_low": np.nan, "ci_high": np.nan}])
+    main = ms[ms["rule"] == DATED_AS_RECORDED]
+    days = main["day"].to_numpy(float)
+    extra = main.assign(rule=DATED_TURNBULL, estimate=fit.survival(days), se=np.nan, ci_low=np.nan, ci_high=np.nan)
+    return (pd.concat([med, row.astype(med.dtypes.to_dict())], ignore_index=True),
+            pd.concat([ms, extra], ignore_index=True))
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -161,12 +161,25 @@ class Covariate:
     reference: str | None = None
     levels: tuple[str, ...] = ()          # non-reference levels
     level_means: tuple[float, ...] = ()   # share of patients at each non-reference level
+    by_time: bool = False                 # also covariate × each time term (the covariate changes the slope)
 
     @property
     def names(self) -> tuple[str, ...]:
         if self.kind == "numeric":
             return (self.name,)
         return tuple(f"{self.name}[T.{lv}]" for lv in self.levels)
+
+    def all_names(self, time_names: tuple[str, ...]) -> tuple[str, ...]:
+        """Its main-effect names, then (``by_time``) ``time:name`` for each of them and each time term."""
+        if not self.by_time:
+            return self.names
+        return (*self.names, *(f"{t}:{n}" for n in self.names for t in time_names))
+
+    def with_time(self, cols: np.ndarray, tb: np.ndarray) -> np.ndarray:
+        """Its columns, then (``by_time``) each column times each time term (the order of :meth:`all_names`)."""
+        if not self.by_time:
+            return cols
+        return np.column_stack([cols, *(tb * cols[:, [j]] for j in range(cols.shape[1]))])
 
     def columns(self, values: pd.Series) -> np.ndarray:
         if self.kind == "numeric":
@@ -194,7 +207,7 @@ class Design:
         out += [f"{self.by}[T.{lv}]" for lv in self.levels]
         out += [f"{t}:{self.by}[T.{lv}]" for lv in self.levels for t in self.time.names]
         for cov in self.covariates:
-            out += cov.names
+            out += cov.all_names(self.time.names)
         return tuple(out)
 
     @property
@@ -208,7 +221,7 @@ class Design:
         if self.by:
             rhs = f"{t} * {self.by}" if self.time.shape != "piecewise" else f"({t}) * {self.by}"
         for cov in self.covariates:
-            rhs += f" + {cov.name}"
+            rhs += f" + {cov.name}" if not cov.by_time else f" + {cov.name} * ({t})"
         structure = random if isinstance(random, str) else ("correlated" if random else "intercept")
         return f"{self.measure} ~ {rhs} + {RANDOM_TERMS[structure]}"
 
@@ -221,15 +234,21 @@ class Design:
             parts.append(dummies)
             parts += [tb * dummies[:, [j]] for j in range(dummies.shape[1])]
         for cov in self.covariates:
-            parts.append(cov.columns(covs[cov.name]))  # type: ignore[index]
+            parts.append(cov.with_time(cov.columns(covs[cov.name]), tb))  # type: ignore[index]
         return np.column_stack(parts)
 
-    def patient_features(self, n_patients: int, group: Labels | None,
-                         covs: pd.DataFrame | None) -> tuple[np.ndarray, list[int], list[int]]:
+    def patient_features(self, n_patients: int, group: Labels | None, covs: pd.DataFrame | None,
+                         extra: list[tuple[np.ndarray, int]] | None = None) -> tuple[np.ndarray, list[int], list[int]]:
         """The design in factored form for :func:`analytics.engines.lmm.factored_blocks`: patient-level features ``W``
         (group indicators, then covariate columns; one row per patient) and, per column of :meth:`matrix`, the
         feature that multiplies it (``-1``: none) and its basis column (``0``: the constant, ``1 …``: time terms).
         ``matrix(weeks, group[codes], covs.iloc[codes])`` equals ``W[codes, feature] · [1, time(weeks)][:, column]``.
+
+        ``extra`` (a list, filled in): numeric covariates with a slope (``by_time``) then go into the basis instead of
+        ``W`` -- their patient values differ from patient to patient, so in ``W`` every patient would be a pattern
+        of its own and the engine's per-pattern evaluation (:class:`analytics.engines.lmm.Blocks` ``factored``) would
+        be lost. Each appended ``(values, tcol)`` is a basis column ``values[patient] · [1, time(weeks)][:, tcol]``
+        after ``[1, time(weeks)]`` (see :meth:`basis`).
         """
         n_time = len(self.time.names)
         parts: list[np.ndarray] = []
@@ -246,16 +265,35 @@ class Design:
                 column += list(range(1, 1 + n_time))
         for cov in self.covariates:
             cols = cov.columns(covs[cov.name])  # type: ignore[index]
+            if extra is not None and cov.kind == "numeric" and cov.by_time:
+                # into the basis: x and x · each time term, no patient factor
+                for tcol in range(1 + n_time):
+                    feature.append(-1)
+                    column.append(1 + n_time + len(extra))
+                    extra.append((cols[:, 0], tcol))
+                continue
             start = sum(x.shape[1] for x in parts)
             parts.append(cols)
             feature += list(range(start, start + cols.shape[1]))
             column += [0] * cols.shape[1]
+            if cov.by_time:
+                for j in range(cols.shape[1]):
+                    feature += [start + j] * n_time
+                    column += list(range(1, 1 + n_time))
         w = np.column_stack(parts) if parts else np.empty((n_patients, 0))
         return w, feature, column
 
-    def basis(self, weeks: np.ndarray) -> np.ndarray:
-        """Observation-level basis ``[1, time(weeks)]`` of :meth:`patient_features`."""
-        return np.column_stack([np.ones(len(weeks)), self.time(weeks)])
+    def basis(self, weeks: np.ndarray, codes: np.ndarray | None = None,
+              extra: list[tuple[np.ndarray, int]] | None = None) -> np.ndarray:
+        """Observation-level basis ``[1, time(weeks)]`` of :meth:`patient_features`, then its ``extra`` columns for
+        observations of the patients ``codes`` (rows of the ``extra`` values; ``-1``: none, 0 there)."""
+        base = np.column_stack([np.ones(len(weeks)), self.time(weeks)])
+        if not extra:
+            return base
+        ok = codes >= 0  # type: ignore[operator]
+        at = np.where(ok, codes, 0)  # type: ignore[call-overload]
+        cols = [np.where(ok, values[at], 0.0) * base[:, tcol] for values, tcol in extra]
+        return np.column_stack([base, *cols])
 
     def mean_rows(self, weeks: np.ndarray, group: str) -> np.ndarray:
         """Design rows for the population mean at ``weeks`` in ``group`` (covariates at cohort means)."""
@@ -267,7 +305,7 @@ class Design:
             parts.append(dummies)
             parts += [tb * dummies[:, [j]] for j in range(dummies.shape[1])]
         for cov in self.covariates:
-            parts.append(np.tile(cov.mean_row(), (n, 1)))
+            parts.append(cov.with_time(np.tile(cov.mean_row(), (n, 1)), tb))
         return np.column_stack(parts)
 
 
@@ -541,12 +579,13 @@ def _check_enough(n_scores: np.ndarray, group: Labels | None, measure: str, by: 
                 f"(got {note_n(got)} in '{g}'). Widen the date range or merge groups.")
 
 
-def _covariate_specs(patients: pd.DataFrame, adjust: tuple[str, ...]) -> tuple[Covariate, ...]:
+def _covariate_specs(patients: pd.DataFrame, adjust: tuple[str, ...],
+                     by_time: bool = False) -> tuple[Covariate, ...]:
     specs = []
     for name in adjust:
         col = patients[name]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            specs.append(Covariate(name, "numeric", center=float(col.astype(float).mean())))
+            specs.append(Covariate(name, "numeric", center=float(col.astype(float).mean()), by_time=by_time))
         else:
             v = col.astype("string")
             counts = v.value_counts()
@@ -554,7 +593,7 @@ def _covariate_specs(patients: pd.DataFrame, adjust: tuple[str, ...]) -> tuple[C
             ref, rest = ordered[0], tuple(ordered[1:])
             means = tuple(float((v == lv).mean()) for lv in rest)
             specs.append(Covariate(name, "categorical", reference=str(ref), levels=tuple(map(str, rest)),
-                                   level_means=means))
+                                   level_means=means, by_time=by_time))
     return tuple(specs)
 
 
@@ -640,10 +679,13 @@ class _ModelData:
     engine, :func:`analytics.engines.lmm.factored_blocks`) and, on demand, the long arrays (statsmodels)."""
 
     def __init__(self, prepared: PreparedScores, keep: np.ndarray, design: Design, w: np.ndarray,
-                 feature: list[int], column: list[int]) -> None:
+                 feature: list[int], column: list[int], extra: list[tuple[np.ndarray, int]] | None = None) -> None:
         self.prepared, self.keep, self.design = prepared, keep, design
         self.w, self.feature, self.column = w, feature, column
+        self.extra = extra or []
         self.moments = prepared.moments(design.time)
+        if self.extra:  # numeric covariates with a slope in the basis: their sums from the shared ones
+            self.moments = _scaled_moments(self.moments, keep, self.extra)
         self._blocks: dict[bool, lmm.Blocks] = {}
 
     def blocks(self, random_slope: bool) -> lmm.Blocks:
@@ -661,8 +703,29 @@ class _ModelData:
         obs = codes >= 0
         codes, weeks = codes[obs], pr.weeks[obs]
         w_ext = np.column_stack([self.w, np.ones(len(self.w))])
-        X = w_ext[codes][:, self.feature] * self.design.basis(weeks)[:, self.column]
+        X = w_ext[codes][:, self.feature] * self.design.basis(weeks, codes, self.extra)[:, self.column]
         return pr.value[obs], X, codes, weeks
+
+
+def _scaled_moments(mom: lmm.Moments, keep: np.ndarray, extra: list[tuple[np.ndarray, int]]) -> lmm.Moments:
+    """The per-patient sums of the basis ``[1, time, extra …]`` (:meth:`Design.basis`) from those of ``[1, time]``.
+
+    An extra column is a patient's value ``x_i`` times a basis column, so its sums are ``x_i`` times that column's
+    (and ``x_i x'_i`` times for products of two): no pass over the scores (patients outside ``keep``: 0)."""
+    n, r0 = len(mom.s), mom.r
+    mult = [np.ones(n)] * r0
+    cols = list(range(r0))
+    for values, tcol in extra:
+        full = np.zeros(n)
+        full[keep] = values
+        mult.append(full)
+        cols.append(tcol)
+    mult.append(np.ones(n))  # the response
+    cols.append(r0)
+    m = np.column_stack(mult)
+    c = np.asarray(cols)
+    tu = m * mom.tu[:, c] if mom.tu.shape[1] else mom.tu
+    return lmm.Moments(s=mom.s, su=m * mom.su[:, c], tu=tu, uu=m[:, :, None] * mom.uu[:, c][:, :, c] * m[:, None, :])
 
 
 def _statsmodels_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, weeks: np.ndarray, random_slope: bool,
@@ -804,7 +867,8 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
                    time: TimeChoice = "linear", knot_weeks: float = 4.0, spline_df: int = 3,
                    reference: str | None = None, random_slope: bool = True, reml: bool = True,
                    engine: Engine = "fast", conf_level: float = 0.95, prepared: PreparedScores | None = None,
-                   start: np.ndarray | None = None, random_structure: RandomStructure | None = None) -> TrajectoryFit:
+                   start: np.ndarray | None = None, random_structure: RandomStructure | None = None,
+                   adjust_by_time: bool = False) -> TrajectoryFit:
     """Linear mixed model of one repeated measure over weeks since the first ketamine session.
 
     Parameters
@@ -818,6 +882,9 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     adjust:
         Baseline patient columns to adjust for; numeric ones are centred at their mean, others treatment-coded
         against their most common level.
+    adjust_by_time:
+        Also each ``adjust`` column × each time term (``measure ~ time * by + cov * (time)``): the covariates may
+        change the slope, so a group × time term is the slope difference adjusted for them.
     time:
         ``linear``; ``piecewise`` (extra slope after ``knot_weeks``: fast early change, then a plateau) or
         ``spline`` (natural cubic spline with ``spline_df`` degrees of freedom, knots at quantiles of weeks);
@@ -877,7 +944,8 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
         fit = fit_trajectory(cohort, measure=measure, by=by, adjust=adjust, time=comparison.best,  # type: ignore[arg-type]
                              knot_weeks=knot_weeks, spline_df=spline_df, reference=reference,
                              random_slope=random_slope, reml=reml, engine=engine, conf_level=conf_level,
-                             prepared=prepared, start=start, random_structure=random_structure)
+                             prepared=prepared, start=start, random_structure=random_structure,
+                             adjust_by_time=adjust_by_time)
         t = comparison.table.set_index("time")
         aics = ", ".join(f"{shape} {t.loc[shape, 'aic']:.1f}" for shape in t.index)
         note = (f"Time shape chosen on the data: {comparison.best} ({_shape_words(comparison.best, knot_weeks)}), the lowest "
@@ -912,10 +980,11 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     elif time not in ("linear", "piecewise"):
         raise ValueError(f"time must be 'auto', 'linear', 'piecewise' or 'spline' (got {time!r}).")
     design = Design(measure=measure, time=basis, by=by, reference=ref, levels=levels,
-                    covariates=_covariate_specs(pts, adjust))
+                    covariates=_covariate_specs(pts, adjust, adjust_by_time))
     names = design.names
-    w, feature, column = design.patient_features(len(keep), group, pts if adjust else None)
-    data = _ModelData(prepared, keep, design, w, feature, column)
+    extra: list[tuple[np.ndarray, int]] = []
+    w, feature, column = design.patient_features(len(keep), group, pts if adjust else None, extra)
+    data = _ModelData(prepared, keep, design, w, feature, column, extra)
     p = len(names)
     if not _full_rank_xtx(data.blocks(random_slope).c0[:p, :p]):
         raise InsufficientData(f"The {_label(measure)} model has more terms than the data can separate (e.g. a "

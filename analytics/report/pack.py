@@ -313,7 +313,7 @@ def _sensitivity(pack: _Pack, cohort: Cohort, *, days: tuple[float, ...] = (30, 
         pack.notes(sens.notes[2:] if figure else sens.notes[2:3])
     if dating is not None:
         pack.p("How returns to use are dated: at the assessment visit (as recorded) vs the midpoint of the interval "
-               "since the previous assessment:")
+               "since the previous assessment, and the Turnbull estimate for interval-censored dates (no CI):")
         pack.p(svplots.dating_counts_text(cells), "note")
         pack.table(svplots.rules_table(dating.medians, dating.milestones, cells, min_cell=min_cell,
                                        keys=svplots.dating_keys(cells, dating), days=days))

@@ -19,7 +19,7 @@ from analytics.report.plots import PALETTE, base_layout
 
 TITLES = {"relapse_hr": ("Return to use: hazard ratio ({adj})",
                          "Hazard ratio, {t} vs {c} (log scale;<br>< 1: lower hazard of return to use with {t})"),
-          "phq9_slope_difference": ("PHQ-9: difference in weekly change",
+          "phq9_slope_difference": ("PHQ-9: difference in weekly change ({adj})",
                                     "PHQ-9 points per week, {t} minus {c}<br>(< 0: PHQ-9 falls faster with {t})")}
 ARMS = ("n_treated", "n_control")
 
@@ -91,7 +91,7 @@ def subgroup_forest(result: SubgroupForest, *, outcome: str = "relapse_hr", min_
         fig.add_vline(x=float(overall["estimate"].iloc[0]), line={"color": PALETTE[1], "dash": "dash"},
                       annotation_text="all patients", annotation_position="top")
     title, x_title = TITLES[outcome]
-    adj = "adjusted for case mix" if result.adjust and outcome == "relapse_hr" else "unadjusted"
+    adj = "adjusted for case mix" if result.adjust else "unadjusted"
     base_layout(fig, title=title.format(adj=adj),
                 x_title=x_title.format(t=escape_plotly(result.treated), c=escape_plotly(result.control)),
                 height=max(380, 26 * len(labels) + 140))
