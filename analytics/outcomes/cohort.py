@@ -216,7 +216,12 @@ def dropout_outcomes(cohort: Cohort, *, as_event: bool, rule: DropoutRule | None
     keep = f_code >= 0
     fu, f_code = (fu, f_code) if keep.all() else (fu[keep], f_code[keep])
     index_date = pd.Series(p["index_date"].to_numpy(), index=pd.Index(ids))
-    ev = _events(fu, f_code, index_date, cohort.settings.with_(dropout_as_relapse=as_event)).reindex(index_date.index)
+    under_rule = cohort.settings.with_(dropout_as_relapse=as_event)
+    ev = _events(fu, f_code, index_date, under_rule)
+    on_log = p["has_daily_log"].to_numpy(bool) if "has_daily_log" in p else np.zeros(len(p), dtype=bool)
+    if on_log.any():  # the daily log decides use for its patients, as in the cohort itself
+        ev = _log_events(ev, cohort.daily_use, fu, f_code, index_date, on_log, under_rule)
+    ev = ev.reindex(index_date.index)
     out = pd.DataFrame({"patient_id": ids.to_numpy(),
                         "included": p["has_followup"].to_numpy(bool),
                         "days_to_event": ev["days_to_event"].to_numpy(float),
