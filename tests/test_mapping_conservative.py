@@ -69,7 +69,7 @@ def test_in_a_long_file_the_code_column_is_never_the_patient_id_and_totals_are_p
     assert sugg.chosen["patient_id"][0] in ("Client Code", "subject", "subject.reference")
     assert {c: m for c, (m, _) in sugg.codes.items()} == {
         "44261-6": "phq9", "70274-6": "gad7", "PHQ-9": "phq9", "PHQ9 Total": "phq9", "GAD-7": "gad7",
-        "PHQ-9 Total Score": "phq9", "AUDIT-C": None}
+        "PHQ-9 Total Score": "phq9", "AUDIT-C": "audit_c"}  # AUDIT-C is a contract column (v2)
 
 
 def test_the_code_column_is_not_the_patient_id_even_read_as_a_wide_file():
