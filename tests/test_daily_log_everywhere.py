@@ -39,3 +39,26 @@ def test_dropout_rules_use_the_log_as_the_cohort_does(clinic, as_event):
 def test_dropout_sensitivity_runs_on_a_clinic_with_a_log(clinic):
     sens = dropout_sensitivity(build_cohort(clinic, Settings()))
     assert set(sens.table["n"]) and (sens.table["n"] > 0).all()
+
+
+def test_prescribed_and_in_treatment_ketamine_results_are_no_use_in_benchmarks_and_the_abstinence_gee():
+    # one patient, day-0 ketamine, a follow-up with a full 30-day abstinent window whose urine is positive only for
+    # the buprenorphine they are prescribed: abstinent in the abstinence frame and in the benchmarks' flags
+    import pandas as pd
+
+    from analytics.outcomes import benchmarks, trajectories
+
+    sessions = pd.DataFrame([{"patient_id": f"p{i}", "session_date": "2025-01-01", "session_type": "ketamine",
+                              "route": "iv"} for i in range(2)])
+    followups = pd.DataFrame([{"patient_id": f"p{i}", "assessment_date": "2025-02-15", "window_days": 30,
+                               "days_abstinent": 30, "any_use": False, "urine_tox": "positive",
+                               "urine_substances": "buprenorphine" if i == 0 else "buprenorphine;cocaine"}
+                              for i in range(2)])
+    patients = pd.DataFrame([{"patient_id": f"p{i}", "primary_substance": "opioids", "prescribed": "buprenorphine"}
+                             for i in range(2)])
+    cohort = build_cohort(ValidatedExports.from_frames(sessions, followups, patients))
+    frame = trajectories.abstinence_frame(cohort).set_index("patient_id")
+    assert frame.loc["p0", "abstinent"] == 1 and frame.loc["p1", "abstinent"] == 0
+    fu = cohort.followups.set_index("patient_id", drop=False)
+    used, free = benchmarks._flags(fu.assign(days=45), "any")
+    assert (used.tolist(), free.tolist()) == ([False, True], [True, False])

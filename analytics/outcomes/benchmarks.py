@@ -493,7 +493,8 @@ def _flags(fu: pd.DataFrame, use: Use) -> tuple[pd.Series, pd.Series]:
     window, abst = fu["window_days"].astype(float), fu["days_abstinent"].astype(float)
     any_yes = fu["any_use"].eq(True).fillna(False).astype(bool)
     any_no = fu["any_use"].eq(False).fillna(False).astype(bool)
-    positive = fu["urine_tox"].eq("positive").fillna(False).astype(bool)
+    # a positive urine result counts as use unless only for prescribed medicines or in-treatment ketamine (cohort)
+    positive = (fu["urine_use"] if "urine_use" in fu else fu["urine_tox"].eq("positive")).fillna(False).astype(bool)
     full = (abst == window).fillna(False).astype(bool)
     if use == "any":
         used = any_yes | (abst < window).fillna(False).astype(bool) | positive

@@ -1504,7 +1504,9 @@ def abstinence_frame(cohort: Cohort) -> pd.DataFrame:
     window = fu["window_days"].astype(float)
     da = fu["days_abstinent"].astype(float)
     use = fu["any_use"].astype("boolean")
-    tox = fu["urine_tox"].astype("string").eq("positive").fillna(False).astype(bool)
+    # a positive urine result counts as use unless only for prescribed medicines or in-treatment ketamine (cohort)
+    tox = (fu["urine_use"] if "urine_use" in fu else fu["urine_tox"].astype("string").eq("positive")) \
+        .fillna(False).astype(bool)
     full = da.eq(window).fillna(False).astype(bool)
     short = (da < window).fillna(False).astype(bool)
     used = use.eq(True).fillna(False).astype(bool) | tox
