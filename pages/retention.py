@@ -15,7 +15,7 @@ st.header("Retention")
 st.write("How many patients who start ketamine complete induction, take part in integration or therapy, come to "
          "their follow-ups and stay in contact, by program. Every share counts only patients whose window has "
          "closed by the latest date in the data; patients still inside a window are 'not yet judged', never missing.")
-by = "program" if "program" in cohort.patients and cohort.patients["program"].notna().any() else None
+by = retention.default_by(cohort)
 gap = st.number_input("Dropout: no contact for this many days", 30, 365, cohort.settings.dropout_gap_days, step=15,
                       key="ret_gap", help="A patient drops out at the first contact followed by no contact (session "
                                           "or follow-up) in this many days.")

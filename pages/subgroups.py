@@ -7,7 +7,7 @@ import streamlit as st
 
 from analytics import formatting as fmt
 from analytics.errors import OutcomesError
-from analytics.outcomes.subgroups import CAUTION, LABELS, who_benefits
+from analytics.outcomes.subgroups import CAUTION, LABELS, page_arms, who_benefits
 from analytics.report.plots.subgroups import level_estimable, subgroup_cells, subgroup_forest
 from pages._shared import Key, show_error, show_notes, show_table, sidebar_settings, view_cohort
 
@@ -19,14 +19,14 @@ st.write("Does adding therapy to ketamine go with better outcomes for some patie
          "difference between programs varies across that variable's subgroups.")
 st.warning(CAUTION, icon="⚠️")
 
-programs = sorted(cohort.patients["program"].dropna().astype(str).unique())
+programs, default_treated, _ = page_arms(cohort)
 if len(programs) < 2:
     st.info("This page needs two programs to compare; the data has "
             f"{len(programs)}. Add a 'program' column to patients.csv.")
     st.stop()
 c1, c2 = st.columns(2)
 treated = c1.selectbox("Program", options=programs,
-                       index=programs.index("ketamine + therapy") if "ketamine + therapy" in programs else 0,
+                       index=programs.index(default_treated),
                        key="sg_treated")
 control = c2.selectbox("compared with", options=[p for p in programs if p != treated], key="sg_control")
 # remembered per session (never in a shared cache) for the last few views: same upload (the very cohort object),

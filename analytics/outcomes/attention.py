@@ -10,7 +10,7 @@ import pandas as pd
 from analytics.errors import OutcomesError
 from analytics.outcomes import trajectories
 from analytics.outcomes.cohort import Cohort
-from analytics.outcomes.memo import once
+from analytics.outcomes.memo import once, per_cohort
 from analytics.outcomes.safety import VitalThresholds
 from analytics.privacy.counts import note_n
 
@@ -319,6 +319,7 @@ def _last_contact(cohort: Cohort) -> pd.Series:
     return s
 
 
+@per_cohort
 def needing_attention(cohort: Cohort, *, phq9_margin: float = 5, phq9_floor: float = 10, by: str | None = "program",
                       active_days: int | None = None, followup_lookback_days: int = 30) -> RankedAttention:
     """The ranked list for the clinical meeting (see :data:`WEIGHTS`, :func:`own_expected_phq9`,

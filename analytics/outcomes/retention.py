@@ -42,6 +42,7 @@ import pandas as pd
 from analytics.engines.intervals import t_crit, wilson_ci
 from analytics.errors import InsufficientData
 from analytics.outcomes.cohort import Cohort
+from analytics.outcomes.memo import per_cohort
 from analytics.outcomes.protocols import describe_protocols, induction_completed
 from analytics.outcomes.survival import SurvivalCurves, _curves, _Grouped
 from analytics.privacy.counts import note_n
@@ -489,6 +490,13 @@ class RetentionSummary:
     boosters: Boosters
 
 
+def default_by(cohort: Cohort) -> str | None:
+    """The Retention page's grouping: by program when the export has one, else the whole clinic."""
+    p = cohort.patients
+    return "program" if "program" in p and p["program"].notna().any() else None
+
+
+@per_cohort
 def retention_summary(cohort: Cohort, *, by: str | None = "program", gap_days: int | None = None) -> RetentionSummary:
     """:func:`retention_cascade`, :func:`induction_by_protocol`, :func:`dropout`, :func:`initiation_engagement` and
     :func:`boosters`, kept on the cohort (:func:`analytics.outcomes.memo.once`) for the page's reruns."""

@@ -48,6 +48,7 @@ from analytics.engines.survival import RiskSets
 from analytics.errors import InsufficientData, OutcomesError
 from analytics.outcomes import survival, trajectories
 from analytics.outcomes.cohort import Cohort, ids_in
+from analytics.outcomes.memo import per_cohort
 
 SUBGROUP_VARIABLES = ("primary_substance", "index_route", "baseline_band", "sex", "age_band", "site")
 LABELS = {"primary_substance": "Primary substance", "index_route": "Route", "baseline_band": "Baseline PHQ-9 band",
@@ -89,6 +90,16 @@ def subset(cohort: Cohort, keep: pd.Series) -> Cohort:
     parts = {k: getattr(cohort, k) for k in ("measures", "followups", "sessions")}
     parts = {k: v[ids_in(v["patient_id"], ids)].reset_index(drop=True) for k, v in parts.items()}
     return replace(cohort, patients=cohort.patients[keep.to_numpy()].reset_index(drop=True), **parts)
+
+
+def page_arms(cohort: Cohort) -> tuple[list[str], str | None, str | None]:
+    """The programs, and the comparison the Who benefits page opens with: 'ketamine + therapy' (else the first
+    program) against the first other program; None when fewer than two programs."""
+    programs = sorted(cohort.patients["program"].dropna().astype(str).unique())
+    if len(programs) < 2:
+        return programs, None, None
+    treated = "ketamine + therapy" if "ketamine + therapy" in programs else programs[0]
+    return programs, treated, next(p for p in programs if p != treated)
 
 
 def _arms(cohort: Cohort, treated: str | None, control: str | None) -> tuple[str, str]:
@@ -403,6 +414,7 @@ def _overall_slope(cohort: Cohort, treated: str, control: str, z: float,
     return rows[0], theta
 
 
+@per_cohort
 def who_benefits(cohort: Cohort, *, variables: Sequence[str] = SUBGROUP_VARIABLES, treated: str | None = None,
                  control: str | None = None, outcomes: Sequence[str] = ("relapse_hr", "phq9_slope_difference"),
                  adjust: Sequence[str] = CASE_MIX, conf_level: float = 0.95) -> SubgroupForest:

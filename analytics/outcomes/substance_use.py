@@ -38,7 +38,7 @@ from analytics.errors import InsufficientData
 from analytics.outcomes import trajectories as tr
 from analytics.outcomes.benchmarks import _covered_days
 from analytics.outcomes.cohort import Cohort, ids_in
-from analytics.outcomes.memo import once
+from analytics.outcomes.memo import once, per_cohort
 from analytics.privacy.counts import mask_text, note_n
 from analytics.privacy.suppression import suppress_counts
 from schemas.columns import URINE_SUBSTANCES
@@ -159,6 +159,7 @@ def _definition(measure: str) -> str:
             "lying wholly after day 0 or 30-day log window.")
 
 
+@per_cohort
 def use_course(cohort: Cohort, *, measure: str = "pda", by: str | None = "program",
                conf_level: float = 0.95) -> UseCourse:
     """Model and observed means of PDA or heavy days over weeks since day 0, by ``by`` (module docstring)."""

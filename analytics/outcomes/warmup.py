@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from analytics.outcomes import benchmarks, trajectories
+from analytics.outcomes import attention, benchmarks, retention, subgroups, substance_use, trajectories
 from analytics.outcomes.cohort import Cohort
 
 
@@ -26,8 +26,16 @@ def first_views(cohort: Cohort) -> list[Callable[[], object]]:
         lambda: trajectories.band_transitions(cohort),
         lambda: trajectories.response_durability(cohort),
         lambda: trajectories.abstinence_gee(cohort, by=None),
+        lambda: substance_use.use_course(cohort, measure="pda", by=next(iter(substance_use.GROUPINGS))),
+        lambda: substance_use.use_course(cohort, measure="heavy", by=next(iter(substance_use.GROUPINGS))),
         lambda: benchmarks.compare(cohort, substance=None, min_share=benchmarks.MIN_COVERAGE_SHARE),
+        lambda: retention.retention_summary(cohort, by=retention.default_by(cohort),
+                                            gap_days=cohort.settings.dropout_gap_days),
+        lambda: subgroups.who_benefits(cohort, treated=subgroups.page_arms(cohort)[1],
+                                       control=subgroups.page_arms(cohort)[2]),
+        lambda: attention.needing_attention(cohort, phq9_margin=5, active_days=cohort.settings.attention_active_days),
     ]
+
 
 
 def run(cohort: Cohort) -> None:
