@@ -41,8 +41,9 @@ def _inputs(p: argparse.ArgumentParser) -> None:
                         + several.replace("sessions_", "daily_use_"))
     p.add_argument("--preset", metavar="NAME", help="column preset of the export layout (default: canonical)")
     p.add_argument("--mapping", metavar="FILE", help="a saved column mapping (TOML), instead of a preset")
-    p.add_argument("--dates", choices=["iso", "dayfirst", "monthfirst"], default="iso",
-                   help="date order in the files (default iso: yyyy-mm-dd); ambiguous dates are never guessed")
+    p.add_argument("--dates", choices=["iso", "dayfirst", "monthfirst"], default=None,
+                   help="date order in the files (default: a --mapping file's own, else iso: yyyy-mm-dd); ambiguous "
+                        "dates are never guessed")
     p.add_argument("--timezone", metavar="ZONE",
                    help="the clinic's timezone (e.g. America/New_York): date-times written in UTC (ending Z) are "
                         "read as that zone's date; default: every date-time keeps the date written")

@@ -922,7 +922,7 @@ def _report(raw: RawExport, accepted: pd.DataFrame, issues: _Issues) -> FileRepo
 
 def load_exports(sessions: Source | Sequence[Source], followups: Source | Sequence[Source] | None,
                  patients: Source | Sequence[Source] | None = None, *, preset: str | Preset | None = None,
-                 dates: DateOrder = "iso", upload_date: date | None = None,
+                 dates: DateOrder | None = None, upload_date: date | None = None,
                  names: Mapping[str, str | Sequence[str]] | None = None, timezone: str | None = None,
                  prefixes: Prefixes = "suggest",
                  pretreatment_days: int | None = PRETREATMENT_DAYS, max_bytes: int = MAX_BYTES,
@@ -932,12 +932,15 @@ def load_exports(sessions: Source | Sequence[Source], followups: Source | Sequen
     Each kind may be one file or several (a list: one sessions file per year or per site, CSV or Parquet), read as
     one export by :func:`schemas.reader.read_exports`; ``names`` gives each kind's file name(s) for messages.
     ``max_bytes``: the size limit of one file (an upload's; the command line reads files on disk without one).
+    ``dates``: the date order; None (default) takes a saved mapping's own (``preset.dates``), else ISO.
     ``timezone``, ``prefixes`` and ``pretreatment_days``: see :func:`validate_exports`. ``daily_use``: the optional
     daily use log (contract v2); with it, ``followups`` may be None (no follow-up file: ``files`` has no
     ``followups`` entry and the follow-up table is empty).
     """
     if followups is None and daily_use is None:
         raise UnusableExport("No follow-up export: give followups.csv (or a daily use log, daily_use.csv).")
+    if dates is None:  # a saved mapping keeps its date format (mapping files: ``dates = "dayfirst"``)
+        dates = preset.dates if isinstance(preset, Preset) and preset.dates else "iso"
     if dates not in ("iso", "dayfirst", "monthfirst"):
         raise UnusableExport(f"Unknown date format '{dates}'; use iso, dayfirst or monthfirst.")
     if prefixes not in ("suggest", "apply", "off"):
