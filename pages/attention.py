@@ -10,7 +10,8 @@ from analytics.errors import OutcomesError
 from analytics.outcomes.attention import REASON_WORDS, attention_counts, misuse_counts, needing_attention
 from analytics.privacy.safe_export import to_safe_csv
 from pages._auth import audit_export, require_role
-from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
+from pages._shared import show_error, show_notes, show_table
+from pages._sidebar import sidebar_settings, view_cohort
 
 require_role("admin", "analyst", "clinician")
 sidebar_settings()

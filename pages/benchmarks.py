@@ -9,15 +9,8 @@ from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes import benchmarks
 from analytics.report.plots.benchmarks import clinic_cells, clinic_shown, forest, other_bound
-from pages._shared import (
-    show_error,
-    show_notes,
-    show_table,
-    shown_markdown,
-    shown_text,
-    sidebar_settings,
-    view_cohort,
-)
+from pages._shared import show_error, show_notes, show_table, shown_markdown, shown_text
+from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()

@@ -16,7 +16,8 @@ from analytics.store import StoreBusy, open_store
 from pages._auth import audit_export, current_user
 from pages._map_section import OPEN as MAP_OPEN
 from pages._map_section import mapping_section
-from pages._shared import Key, exports, set_exports, show_notes, show_table, shown_markdown, sidebar_settings
+from pages._shared import Key, exports, set_exports, show_notes, show_table, shown_markdown
+from pages._sidebar import sidebar_settings
 from schemas.presets import Preset, available_presets, loads_mapping
 from schemas.validate import load_exports
 

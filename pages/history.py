@@ -21,7 +21,8 @@ from analytics.privacy.suppression import (
 )
 from analytics.store import STORE_FILE, Store, UploadRecord, compare_uploads, data_dir, open_store
 from pages._auth import current_user
-from pages._shared import set_exports, settings, show_table, sidebar_settings
+from pages._shared import set_exports, settings, show_table
+from pages._sidebar import sidebar_settings
 from schemas.frames import FileReport
 
 sidebar_settings()

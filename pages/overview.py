@@ -14,7 +14,8 @@ from analytics.privacy.suppression import fraction_text
 from analytics.report.plots import qi as qplots
 from analytics.report.plots.survival import dropout_keys, rules_table, sensitivity_cells
 from pages._auth import audit_export
-from pages._shared import exports, show_error, show_notes, show_table, sidebar_settings, view_cohort
+from pages._shared import exports, show_error, show_notes, show_table
+from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()

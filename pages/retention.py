@@ -7,7 +7,8 @@ import streamlit as st
 from analytics.errors import OutcomesError
 from analytics.outcomes import retention
 from analytics.report.plots import retention as rplots
-from pages._shared import exports, show_error, show_notes, show_table, sidebar_settings, view_cohort
+from pages._shared import exports, show_error, show_notes, show_table
+from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()

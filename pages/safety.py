@@ -10,7 +10,8 @@ from analytics.errors import OutcomesError
 from analytics.outcomes import monitoring, safety
 from analytics.report.plots import monitoring as mplots
 from analytics.report.plots import safety as splots
-from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
+from pages._shared import show_error, show_notes, show_table
+from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()

@@ -9,7 +9,8 @@ from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes.subgroups import CAUTION, LABELS, page_arms, who_benefits
 from analytics.report.plots.subgroups import level_estimable, subgroup_cells, subgroup_forest
-from pages._shared import Key, show_error, show_notes, show_table, sidebar_settings, view_cohort
+from pages._shared import Key, show_error, show_notes, show_table
+from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()

@@ -9,7 +9,8 @@ import streamlit as st
 from analytics.errors import OutcomesError
 from analytics.outcomes import substance_use as su
 from analytics.report.plots import substance_use as splots
-from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
+from pages._shared import show_error, show_notes, show_table
+from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
 cohort, filters = view_cohort()

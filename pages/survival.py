@@ -18,7 +18,8 @@ from analytics.report.plots.survival import (
     rules_table,
     sensitivity_cells,
 )
-from pages._shared import show_error, show_notes, show_table, sidebar_settings, view_cohort
+from pages._shared import show_error, show_notes, show_table
+from pages._sidebar import sidebar_settings, view_cohort
 
 GROUP_LABELS = {None: "No grouping (all patients)", "program": "Program", "primary_substance": "Primary substance",
                 "index_route": "Route (first ketamine session)", "site": "Site",

@@ -12,7 +12,8 @@ from analytics.errors import OutcomesError
 from analytics.outcomes import trajectories as tr
 from analytics.privacy.counts import mask_text
 from analytics.report.plots import trajectories as tplots
-from pages._shared import Key, show_error, show_notes, show_table, sidebar_settings, view_cohort
+from pages._shared import Key, show_error, show_notes, show_table
+from pages._sidebar import sidebar_settings, view_cohort
 
 GROUPS = {None: "No grouping", "program": "Program", "primary_substance": "Primary substance",
           "index_route": "Route (first ketamine session)", "site": "Site", "baseline_band": "Baseline depression band"}

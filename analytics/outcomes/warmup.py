@@ -43,7 +43,7 @@ def run(cohort: Cohort) -> None:
     for compute in first_views(cohort):
         try:
             compute()
-        except Exception:  # noqa: BLE001 - not kept: the page that needs it computes it again and shows the error
+        except Exception:  # noqa: BLE001, S112 - not kept: the page that needs it computes it again and shows the error
             continue
 
 
