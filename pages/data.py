@@ -91,6 +91,8 @@ def _load(layout: str | Preset, prefixes: str = "suggest") -> None:
                "timezone": timezone, "prefixes": prefixes}
     try:  # the upload history (pages/history.py); the session keeps the data either way
         open_store().save_validated(stored, data, user=user, options=options)
+        if "daily_use" in chosen:
+            st.session_state[Key.STORE_NOTE] = pipeline.HISTORY_WITHOUT_LOG
     except StoreBusy:
         st.session_state[Key.STORE_NOTE] = ("Loaded, but not saved to the upload history: the store is busy with "
                                           "another upload. Load the same files again in a minute to save them.")

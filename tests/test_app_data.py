@@ -44,3 +44,16 @@ def test_unusable_upload_shows_a_sentence_not_a_traceback():
     at.button[0].click().run()
     assert not at.exception
     assert any("sessions.csv is empty" in e.value for e in at.error)
+
+
+def test_a_daily_use_log_loads_and_the_page_says_the_history_keeps_no_log():
+    sessions = b"patient_id,session_date,session_type,route\nd1,2025-01-01,ketamine,iv\n"
+    daily = (b"patient_id,date,substance,used,amount\nd1,2025-01-01,alcohol,no,0\nd1,2025-01-02,alcohol,no,0\n"
+             b"d1,2025-01-03,alcohol,yes,6\n")
+    at = _app()
+    at.file_uploader(key="up_sessions").set_value(("sessions.csv", sessions, "text/csv"))
+    at.file_uploader(key="up_daily").set_value(("daily_use.csv", daily, "text/csv"))
+    at.button[0].click().run()
+    assert not at.exception and at.session_state["source"] == "upload"
+    assert len(at.session_state["exports"].daily_use) == 3
+    assert any("without its daily use log" in w.value for w in at.warning)

@@ -22,6 +22,11 @@ def _section(fn, *args, **kwargs) -> tuple[Any, str | None]:
         return None, str(err)
 
 
+HISTORY_WITHOUT_LOG = ("Loaded and saved to the upload history without its daily use log: the history keeps sessions, "
+                       "follow-ups and patients only, so reopening this upload there gives follow-up-based use "
+                       "outcomes. Upload the log again with the files to use it.")
+
+
 def upload_problem(sessions: object, followups: object, daily_use: object = None) -> str | None:
     """Why the chosen files cannot be loaded yet (None when they can): sessions.csv is required, and follow-ups or a
     daily use log (contract v2: with daily_use.csv a follow-up file is optional)."""
