@@ -4,6 +4,7 @@ import streamlit as st
 
 from pages import _preload  # noqa: F401  (starts importing the analysis libraries in the background, once)
 from pages._auth import require_login, visible_pages
+from pages._shared import start_pending_warmup
 
 st.set_page_config(page_title="KAP Outcomes", page_icon="📈", layout="wide")
 
@@ -26,3 +27,4 @@ PAGES = [
 # downloads); without [auth], it serves this computer only (a loopback server.address) and refuses any other.
 require_login(PAGES)
 st.navigation(visible_pages(PAGES)).run()
+start_pending_warmup()  # after the page is drawn: the slow first views of a newly built cohort, in the background

@@ -47,6 +47,7 @@ class Key(StrEnum):
     JUST_LOADED = "just_loaded"
     STORE_NOTE = "store_note"
     LOAD_LAYOUT = "load_layout"  # the preset or mapping of the session's last upload (for a re-load)
+    WARMUP = "warmup_pending"    # a new cohort whose first views are not computed yet (start_pending_warmup)
 
 
 
@@ -73,7 +74,7 @@ def exports() -> ValidatedExports | None:
 
 def set_exports(data: ValidatedExports, source: str) -> None:
     """The session's data from now on; its cohort is built now (every page needs it) and the slow analyses of the
-    first views start in the background (analytics.outcomes.warmup)."""
+    first views start in the background once this run's page is drawn (analytics.outcomes.warmup)."""
     st.session_state[Key.EXPORTS] = data
     st.session_state[Key.SOURCE] = source
     st.session_state.pop(Key.COHORT, None)
@@ -113,7 +114,14 @@ def cohort_or_stop() -> Cohort:
 def _build(data: ValidatedExports, current: Settings) -> None:
     cohort = build_cohort(data, current)
     st.session_state[Key.COHORT], st.session_state[Key.COHORT_SETTINGS] = cohort, current
-    warmup.start(cohort)
+    st.session_state[Key.WARMUP] = True
+
+
+def start_pending_warmup() -> None:
+    """After a page has been drawn (dashboard.py calls it last): start computing the first views of a cohort built
+    during this run, so that the work never competes with drawing the page that built it (the load report)."""
+    if st.session_state.pop(Key.WARMUP, False) and (cohort := st.session_state.get(Key.COHORT)) is not None:
+        warmup.start(cohort)
 
 
 def shown_text(text: str) -> str:
