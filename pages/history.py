@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 import streamlit as st
 
 from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
 from analytics.privacy.access import ADMIN_ROLES, ROW_LEVEL_ROLES, STORE_ROLES
-from analytics.privacy.counts import is_small, mask_text
+from analytics.privacy.counts import mask_text
 from analytics.privacy.safe_export import to_safe_csv
 from analytics.privacy.suppression import (
     COMPLEMENT_MARK,
-    SuppressedTable,
     issue_counts,
     suppress_cells,
-    suppress_counts,
+    suppress_upload_comparison,
+    upload_patient_texts,
 )
 from analytics.store import STORE_FILE, Store, UploadRecord, compare_uploads, data_dir, open_store
 from pages._auth import current_user
@@ -44,42 +42,6 @@ def _store() -> Store | None:
     except OutcomesError as err:
         st.warning(escape_markdown(str(err)))
         st.stop()
-
-
-def _suppressed_comparison(table: pd.DataFrame, *, enabled: bool) -> SuppressedTable:
-    """Suppress the comparison: each column's patient partition and sessions are additive; "in both" is shared."""
-    blocks = {"patients": "patients", "patients in both": "patients", "patients only in this upload": "patients",
-              "sessions": "sessions", "ketamine sessions": "sessions", "follow-ups": "follow-ups"}
-    t = table[["metric", "a", "b"]].assign(block=table["metric"].map(blocks),
-                                           total=table["metric"].isin(["patients", "sessions", "follow-ups"]))
-    out = suppress_counts(t, count_columns=["a", "b"], margin=("total", True), by=["block"], enabled=enabled)
-    both = out.table["metric"] == "patients in both"
-    if enabled and out.mask.loc[both, "a"].any() != out.mask.loc[both, "b"].any():
-        # the shared count is hidden on one side only: the other side would give it away; hide the block
-        block = (t["block"] == "patients").to_numpy()
-        mask = out.mask.copy()
-        mask.loc[block, ["a", "b"]] = True
-        shown = out.table.copy()
-        shown.loc[block, ["a", "b"]] = pd.NA
-        out = dataclasses.replace(out, table=shown, mask=mask)
-    return out
-
-
-def _patient_texts(counts: list[tuple[object, int]], *, min_cell: int, enabled: bool) -> dict[object, str]:
-    """Patient counts (key, count) of the uploads, oldest first, as shown: a count of 1 to ``min_cell - 1`` is
-    ``"<11"``, and one that differs from a count already shown by 1 to ``min_cell - 1`` is ``"*"`` (52 beside 55
-    gives away 3)."""
-    shown: list[int] = []
-    out: dict[object, str] = {}
-    for key, n in counts:
-        if enabled and is_small(n, min_cell=min_cell):
-            out[key] = mask_text(n, min_cell=min_cell)
-        elif enabled and any(is_small(abs(n - m), min_cell=min_cell) for m in shown):
-            out[key] = COMPLEMENT_MARK
-        else:
-            out[key] = mask_text(n, enabled=False)
-            shown.append(n)
-    return out
 
 
 def _row_texts(store: Store, record: UploadRecord, *, min_cell: int) -> dict[str, str]:
@@ -128,7 +90,7 @@ listing = pd.DataFrame([r.summary() for r in reversed(records)])
 listing["created_at"] = listing["created_at"].map(lambda t: f"{t:%Y-%m-%d %H:%M} UTC")
 min_cell = settings().min_cell
 # the patients table has one row per patient: its row count is a patient count too, under the same rule
-people = _patient_texts([((r.upload_id, c), n) for r in records for c, n in (
+people = upload_patient_texts([((r.upload_id, c), n) for r in records for c, n in (
     ("patients", r.n_patients), ("patients_rows", r.row_counts.get("patients"))) if n is not None],
     min_cell=min_cell, enabled=suppress)
 if role not in ROW_LEVEL_ROLES:  # row and issue counts are exact only for roles that see the rows themselves
@@ -174,7 +136,7 @@ else:
     except OutcomesError as err:
         st.warning(escape_markdown(str(err)))
     else:
-        shown = _suppressed_comparison(comparison.table, enabled=suppress)
+        shown = suppress_upload_comparison(comparison.table, enabled=suppress)
         text = shown.text()[["metric", "a", "b"]]
         both_shown = ~shown.mask["a"] & ~shown.mask["b"]
         text["change (b − a)"] = [mask_text(d, enabled=False) if ok else "—"

@@ -47,6 +47,7 @@ is visible), for internal review only. With ``enabled=False`` nothing is hidden 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -71,8 +72,22 @@ from analytics.privacy.counts import (
 _P = (1 << 61) - 1  # prime modulus of the exact elimination in the audit
 COMPLEMENT_MARK = "*"  # shown in place of a cell hidden only so that a small one cannot be worked out
 
-__all__ = ["SuppressedCells", "SuppressedTable", "file_count_cells", "fraction_text", "hidden_rate_points",
-           "issue_counts", "render_note", "render_notes", "suppress_cells", "suppress_counts", "suppress_flow", "suppress_km"]
+__all__ = [
+    "SuppressedCells",
+    "SuppressedTable",
+    "file_count_cells",
+    "fraction_text",
+    "hidden_rate_points",
+    "issue_counts",
+    "render_note",
+    "render_notes",
+    "suppress_cells",
+    "suppress_counts",
+    "suppress_flow",
+    "suppress_km",
+    "suppress_upload_comparison",
+    "upload_patient_texts",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1109,3 +1124,39 @@ def issue_counts(issues: pd.DataFrame, *, min_cell: int = 11, enabled: bool = Tr
         rows.append((f, ALL_LABEL, "", cells.text(("file", f))))
     rows.append((ALL_LABEL, ALL_LABEL, "", cells.text(("all",))))
     return pd.DataFrame(rows, columns=["file", "column", "reason", "problems"])
+
+
+def suppress_upload_comparison(table: pd.DataFrame, *, enabled: bool) -> SuppressedTable:
+    """Suppress the Upload history's comparison of two uploads (``metric``, ``a``, ``b``): each column's patient partition and sessions are additive; "in both" is shared."""
+    blocks = {"patients": "patients", "patients in both": "patients", "patients only in this upload": "patients",
+              "sessions": "sessions", "ketamine sessions": "sessions", "follow-ups": "follow-ups"}
+    t = table[["metric", "a", "b"]].assign(block=table["metric"].map(blocks),
+                                           total=table["metric"].isin(["patients", "sessions", "follow-ups"]))
+    out = suppress_counts(t, count_columns=["a", "b"], margin=("total", True), by=["block"], enabled=enabled)
+    both = out.table["metric"] == "patients in both"
+    if enabled and out.mask.loc[both, "a"].any() != out.mask.loc[both, "b"].any():
+        # the shared count is hidden on one side only: the other side would give it away; hide the block
+        block = (t["block"] == "patients").to_numpy()
+        mask = out.mask.copy()
+        mask.loc[block, ["a", "b"]] = True
+        shown = out.table.copy()
+        shown.loc[block, ["a", "b"]] = pd.NA
+        out = dataclasses.replace(out, table=shown, mask=mask)
+    return out
+
+
+def upload_patient_texts(counts: list[tuple[object, int]], *, min_cell: int, enabled: bool) -> dict[object, str]:
+    """Patient counts (key, count) of the uploads, oldest first, as shown: a count of 1 to ``min_cell - 1`` is
+    ``"<11"``, and one that differs from a count already shown by 1 to ``min_cell - 1`` is ``"*"`` (52 beside 55
+    gives away 3)."""
+    shown: list[int] = []
+    out: dict[object, str] = {}
+    for key, n in counts:
+        if enabled and is_small(n, min_cell=min_cell):
+            out[key] = mask_text(n, min_cell=min_cell)
+        elif enabled and any(is_small(abs(n - m), min_cell=min_cell) for m in shown):
+            out[key] = COMPLEMENT_MARK
+        else:
+            out[key] = mask_text(n, enabled=False)
+            shown.append(n)
+    return out
