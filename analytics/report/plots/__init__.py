@@ -11,7 +11,9 @@ draws); a builder escapes the value first, then adds its own ``<br>``/``<b>`` ar
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Iterable
 
+import numpy as np
 import plotly.graph_objects as go
 
 from analytics.formatting import escape_plotly
@@ -58,3 +60,11 @@ def base_layout(fig: go.Figure, *, title: str, x_title: str | None = None, y_tit
     if y_title is not None:
         fig.update_yaxes(title_text=y_title)
     return fig
+
+
+def ci_error_y(estimate: Iterable[float], low: Iterable[float], high: Iterable[float]) -> dict[str, object]:
+    """Plotly ``error_y`` of bars whose confidence interval is ``low``–``high`` (thin, dark grey; plain lists, so a
+    hidden bar's NaN stays NaN): the interval bars of the safety, monitoring and retention charts."""
+    est = np.asarray(estimate, dtype=float)
+    return {"type": "data", "symmetric": False, "array": (np.asarray(high, dtype=float) - est).tolist(),
+            "arrayminus": (est - np.asarray(low, dtype=float)).tolist(), "color": "#333333", "thickness": 1}

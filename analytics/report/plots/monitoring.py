@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from analytics import formatting as fmt
 from analytics.formatting import escape_plotly
 from analytics.outcomes.monitoring import ALL, MEASURE_WORDS, NOT_RECORDED, SessionMonitoring
-from analytics.report.plots import PALETTE, base_layout, colour, note_under_axis, rgba
+from analytics.report.plots import PALETTE, base_layout, ci_error_y, colour, note_under_axis, rgba
 
 HIDDEN = "suppressed (<11)"
 
@@ -42,8 +42,7 @@ def blood_pressure_chart(m: SessionMonitoring) -> go.Figure:
         fig.add_trace(go.Bar(
             x=[_finding(m, x) for x in sub["measure"]], y=est, name=escape_plotly(_route(str(route))),
             marker={"color": rgba(c, 0.85)},
-            error_y={"type": "data", "symmetric": False, "array": (100 * sub["ci_high"] - est).tolist(),
-                     "arrayminus": (est - 100 * sub["ci_low"]).tolist(), "color": "#333333", "thickness": 1},
+            error_y=ci_error_y(est, 100 * sub["ci_low"], 100 * sub["ci_high"]),
             hovertemplate="%{x}: %{y:.1f}%<extra>%{fullData.name}</extra>"))
     base_layout(fig, title="Blood pressure in ketamine sessions, by route (share of sessions with the readings)",
                 x_title="Finding", y_title="Sessions (%)", height=420)

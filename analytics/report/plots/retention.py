@@ -12,7 +12,7 @@ from analytics import formatting as fmt
 from analytics.formatting import escape_plotly
 from analytics.outcomes.retention import ALL, STEP_LABELS, Boosters, Dropout, RetentionCascade
 from analytics.outcomes.survival import SurvivalCurves
-from analytics.report.plots import PALETTE, base_layout, colour, note_under_axis, rgba
+from analytics.report.plots import PALETTE, base_layout, ci_error_y, colour, note_under_axis, rgba
 from analytics.report.plots.survival import km_figure
 
 HIDDEN = "suppressed (<11)"
@@ -37,8 +37,7 @@ def cascade_chart(cascade: RetentionCascade) -> go.Figure:
         fig.add_trace(go.Bar(
             x=[STEP_LABELS[s] for s in sub["step"]], y=est, name=escape_plotly(_group(g)),
             marker={"color": rgba(c, 0.85)},
-            error_y={"type": "data", "symmetric": False, "array": (100 * sub["ci_high"] - est).tolist(),
-                     "arrayminus": (est - 100 * sub["ci_low"]).tolist(), "color": "#333333", "thickness": 1},
+            error_y=ci_error_y(est, 100 * sub["ci_low"], 100 * sub["ci_high"]),
             hovertemplate="%{x}: %{y:.0f}%<extra>%{fullData.name}</extra>"))
     base_layout(fig, title="Retention cascade: share of patients whose window has closed who reached each step",
                 x_title="Step (window in days since the first ketamine session)", y_title="Patients (%)", height=470)

@@ -27,7 +27,7 @@ from analytics.outcomes.safety import (
     VitalSignShares,
 )
 from analytics.privacy.suppression import SuppressedCells, hidden_rate_points, suppress_cells
-from analytics.report.plots import PALETTE, base_layout, colour, note_under_axis, rgba
+from analytics.report.plots import PALETTE, base_layout, ci_error_y, colour, note_under_axis, rgba
 
 METRIC_LABELS = {"ae_sessions": "Sessions with an adverse event", "ae_per_session": "Adverse events per 100 sessions",
                  "bp_raised": "Sessions with raised blood pressure", "hr_raised": "Sessions with raised heart rate"}
@@ -113,8 +113,7 @@ def adverse_events_chart(rates: AdverseEventRates, *, unit_of_analysis: Literal[
         name = "All routes" if route == ALL else route.upper() if len(route) <= 2 else route.capitalize()
         fig.add_trace(go.Bar(
             x=[escape_plotly(e) for e in sub.index], y=est, name=escape_plotly(name), marker={"color": rgba(c, 0.85)},
-            error_y={"type": "data", "symmetric": False, "array": (100 * sub["ci_high"] - est).tolist(),
-                     "arrayminus": (est - 100 * sub["ci_low"]).tolist(), "color": "#333333", "thickness": 1},
+            error_y=ci_error_y(est, 100 * sub["ci_low"], 100 * sub["ci_high"]),
             customdata=[None if h else (int(a), int(b)) for a, b, h in zip(sub["numerator"], sub["denominator"], hide)],
             hovertemplate="%{x}: %{y:.1f}% (%{customdata[0]} of %{customdata[1]})<extra>%{fullData.name}</extra>"))
     if unit_of_analysis == "session":
@@ -182,8 +181,7 @@ def safety_categories_chart(cats: SafetyCategories, *, unit_of_analysis: Literal
         fig.add_trace(go.Bar(
             x=[escape_plotly(CATEGORY_LABELS[k]) for k in sub["category"]], y=est, name=escape_plotly(name),
             marker={"color": rgba(c, 0.85)},
-            error_y={"type": "data", "symmetric": False, "array": (scale * sub["ci_high"] - est).tolist(),
-                     "arrayminus": (est - scale * sub["ci_low"]).tolist(), "color": "#333333", "thickness": 1},
+            error_y=ci_error_y(est, scale * sub["ci_low"], scale * sub["ci_high"]),
             customdata=[None if h else (int(a), int(b)) for a, b, h in
                         zip(sub["numerator"], sub["denominator"], hide)],
             hovertemplate="%{x}: %{y:.1f} (%{customdata[0]} of %{customdata[1]})<extra>%{fullData.name}</extra>"))
