@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from analytics.outcomes import warmup
 from pages import _preload  # noqa: F401  (starts importing the analysis libraries in the background, once)
 from pages._auth import require_login, visible_pages
 from pages._shared import start_pending_warmup
@@ -26,5 +27,6 @@ PAGES = [
 # Under [auth], a signed-out visitor gets only the sign-in page, at any of these addresses (and keeps no uploads or
 # downloads); without [auth], it serves this computer only (a loopback server.address) and refuses any other.
 require_login(PAGES)
-st.navigation(visible_pages(PAGES)).run()
+with warmup.foreground():  # the background warm-up starts no new analysis while a page is being drawn
+    st.navigation(visible_pages(PAGES)).run()
 start_pending_warmup()  # after the page is drawn: the slow first views of a newly built cohort, in the background

@@ -6,6 +6,8 @@ across users.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
 from analytics.outcomes import warmup
 from analytics.outcomes.cohort import Cohort, build_cohort
+from analytics.outcomes.memo import once
 from analytics.outcomes.settings import DropoutRule, Settings
 from analytics.privacy.safe_export import screen_table
 from analytics.privacy.suppression import render_note
@@ -48,6 +51,8 @@ class Key(StrEnum):
     STORE_NOTE = "store_note"
     LOAD_LAYOUT = "load_layout"  # the preset or mapping of the session's last upload (for a re-load)
     WARMUP = "warmup_pending"    # a new cohort whose first views are not computed yet (start_pending_warmup)
+    WARMUP_STOP = "warmup_stop"  # stops the session's running warm-up when a newer cohort replaces its cohort
+    VIEWS = "filtered_views"     # the last few filtered cohorts of the session's cohort (pages._sidebar.view_cohort)
 
 
 
@@ -114,14 +119,18 @@ def cohort_or_stop() -> Cohort:
 def _build(data: ValidatedExports, current: Settings) -> None:
     cohort = build_cohort(data, current)
     st.session_state[Key.COHORT], st.session_state[Key.COHORT_SETTINGS] = cohort, current
-    st.session_state[Key.WARMUP] = True
+    st.session_state[Key.WARMUP] = cohort
 
 
 def start_pending_warmup() -> None:
     """After a page has been drawn (dashboard.py calls it last): start computing the first views of a cohort built
-    during this run, so that the work never competes with drawing the page that built it (the load report)."""
-    if st.session_state.pop(Key.WARMUP, False) and (cohort := st.session_state.get(Key.COHORT)) is not None:
-        warmup.start(cohort)
+    or filtered during this run, so that the work never competes with drawing the page that made it (the load
+    report, a filter change); the session's older warm-up stops at its next analysis."""
+    cohort = st.session_state.pop(Key.WARMUP, None)
+    if isinstance(cohort, Cohort):
+        if (older := st.session_state.get(Key.WARMUP_STOP)) is not None:
+            older.set()
+        st.session_state[Key.WARMUP_STOP] = warmup.start(cohort)[1]
 
 
 def shown_text(text: str) -> str:
@@ -151,6 +160,24 @@ def show_notes(notes: tuple[str, ...] | list[str]) -> None:
 def show_error(err: BaseException | str) -> None:
     """A domain error (``OutcomesError``) as the warning the page shows in place of its result."""
     st.warning(shown_markdown(str(err)))
+
+
+def chart(draw: Callable[..., Any], result: Any, /, *, where: Any = None, **options: Any) -> None:
+    """``st.plotly_chart(draw(result, **options))`` in ``where`` (a column or tab; default the page).
+
+    An analysis result is kept per cohort (:mod:`analytics.outcomes.memo`), so its figure is built once and kept with
+    it: a rerun that changes nothing the chart shows (a widget elsewhere, a view filter widened back) redraws the
+    kept figure. Streamlit only reads a figure. Results that are not dataclasses, and options that cannot be a key
+    (frames), build the figure every run.
+    """
+    key = ("figure", draw.__module__, draw.__qualname__, tuple(sorted(options.items())))
+    try:
+        hash(key)
+        kept = dataclasses.is_dataclass(result) and not isinstance(result, type)
+    except TypeError:
+        kept = False
+    fig = once(result, key, lambda: draw(result, **options)) if kept else draw(result, **options)
+    (where if where is not None else st).plotly_chart(fig, width="stretch")
 
 
 def show_table(data: pd.DataFrame, *, where: Any = None, **kwargs: Any) -> Any:

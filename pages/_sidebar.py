@@ -11,6 +11,7 @@ from analytics.privacy.access import UNSUPPRESS_ROLES
 from pages._auth import has_role
 from pages._shared import Key, cohort_or_stop, exports
 
+_KEPT_VIEWS = 4  # filtered cohorts kept per session (each holds its own results; the unfiltered one is always kept)
 _FILTER_KEYS = {"site": Key.F_SITE, "program": Key.F_PROGRAM, "substance": Key.F_SUBSTANCE,
                 "route": Key.F_ROUTE, "clinician": Key.F_CLINICIAN}
 
@@ -96,11 +97,31 @@ def view_filters(cohort: Cohort) -> Filters:
     return filters
 
 
+def _filtered(cohort: Cohort, filters: Filters) -> Cohort:
+    """:func:`apply_filters`, kept for the session's last few views of this cohort: a rerun under the same filters
+    (any other widget) reuses the filtered cohort, and with it every result and chart computed on it; a new view
+    gets its first views computed in the background (as a newly built cohort does)."""
+    kept = st.session_state.get(Key.VIEWS)
+    if not isinstance(kept, tuple) or kept[0] is not cohort:
+        kept = (cohort, {})
+    views: dict[Filters, Cohort] = kept[1]
+    filtered = views.pop(filters, None)
+    if filtered is None:
+        filtered = apply_filters(cohort, filters)
+        if filtered is not cohort:
+            st.session_state[Key.WARMUP] = filtered
+    views[filters] = filtered  # the most recent last
+    while len(views) > _KEPT_VIEWS:
+        views.pop(next(iter(views)))
+    st.session_state[Key.VIEWS] = kept
+    return filtered
+
+
 def view_cohort() -> tuple[Cohort, Filters]:
     """The cohort under the current settings and view filters (for every analysis page)."""
     cohort = cohort_or_stop()
     filters = view_filters(cohort)
-    filtered = apply_filters(cohort, filters)
+    filtered = _filtered(cohort, filters)
     if filtered.patients.empty:
         st.warning("No patients match the view filters. Widen the date range or clear a filter in the sidebar.")
         st.stop()

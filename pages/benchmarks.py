@@ -9,7 +9,7 @@ from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes import benchmarks
 from analytics.report.plots.benchmarks import clinic_cells, clinic_shown, forest, other_bound
-from pages._shared import show_error, show_notes, show_table, shown_markdown, shown_text
+from pages._shared import chart, show_error, show_notes, show_table, shown_markdown, shown_text
 from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
@@ -58,7 +58,7 @@ def _bound_text(row: pd.Series) -> str:
 
 
 if view == "chart":
-    st.plotly_chart(forest(comp, domain="efficacy", min_cell=min_cell, only_with_clinic=True), width="stretch")
+    chart(forest, comp, domain="efficacy", min_cell=min_cell, only_with_clinic=True)
     st.caption("Diamonds are published figures, filled circles the clinic's figure computed the same way, each with "
                "its 95% confidence interval; an open circle is the clinic's figure under the other missing-data rule "
                "(both bounds). Under each row: patients analysed of those eligible, and those without the data. "

@@ -9,12 +9,13 @@ import streamlit as st
 from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes import qi, survival
+from analytics.outcomes.memo import once
 from analytics.privacy.counts import mask_text, rate_is_safe
 from analytics.privacy.suppression import fraction_text
 from analytics.report.plots import qi as qplots
 from analytics.report.plots.survival import dropout_keys, rules_table, sensitivity_cells
 from pages._auth import audit_export
-from pages._shared import exports, show_error, show_notes, show_table
+from pages._shared import chart, exports, show_error, show_notes, show_table
 from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
@@ -51,7 +52,7 @@ with st.expander(f"Periods compared: {a_start:%d %b %Y}–{a_end:%d %b %Y} vs {b
     pa = c1.date_input("Earlier period", value=(a_start, a_end), key="ov_period_a")
     pb = c2.date_input("Later period", value=(b_start, b_end), key="ov_period_b")
     if len(pa) == 2 and len(pb) == 2:
-        (a_start, a_end), (b_start, b_end) = pa, pb
+        (a_start, a_end), (b_start, b_end) = tuple(pa), tuple(pb)
 
 try:
     table = qi.kpis(cohort, period_a=(a_start, a_end), period_b=(b_start, b_end))
@@ -99,7 +100,7 @@ show_notes(table.notes)
 st.markdown("**Return to use, two dropout rules side by side** (Kaplan–Meier, all patients in the view)")
 try:
     sens = survival.dropout_sensitivity(cohort)
-    cells = sensitivity_cells(cohort, sens, None, min_cell=min_cell)
+    cells = once(sens, ("cells", min_cell), lambda: sensitivity_cells(cohort, sens, None, min_cell=min_cell))
     show_table(rules_table(sens.table, sens.milestones, cells, min_cell=min_cell, keys=dropout_keys(sens),
                            days=(90,), early=True), hide_index=True, width="stretch")
     st.caption(fmt.escape_markdown(sens.rule.describe()) + " Dropout censored: what the observed returns to use "
@@ -112,9 +113,10 @@ except OutcomesError as err:
 st.subheader("Patient flow")
 data = exports()
 try:
-    flow = qi.patient_flow(cohort, uploaded_rows=sum(r.rows for r in data.files.values()) if data else None,
-                           quarantined=data.issues if data is not None else None)
-    st.plotly_chart(qplots.flow_diagram(flow, min_cell=min_cell), width="stretch")
+    rows = sum(r.rows for r in data.files.values()) if data else None  # a cohort comes from one load: kept with it
+    flow = once(cohort, ("patient flow of the load", rows), lambda: qi.patient_flow(
+        cohort, uploaded_rows=rows, quarantined=data.issues if data is not None else None))
+    chart(qplots.flow_diagram, flow, min_cell=min_cell)
     cells = qplots.flow_cells(flow, min_cell=min_cell)
     losses = flow.losses.assign(n=[cells.text(("loss", s, r)) for s, r in zip(flow.losses["step"],
                                                                              flow.losses["reason"])])
@@ -127,16 +129,16 @@ st.subheader("Signal or noise? Control chart")
 labels = {k: qi.kpi_label(k) for k in qi.SPC_KPIS}
 kpi = st.selectbox("Rate", options=list(labels), format_func=labels.get, key="ov_spc_kpi")
 try:
-    chart = qi.control_chart(cohort, kpi=kpi)
-    st.plotly_chart(qplots.control_chart(chart, min_cell=min_cell), width="stretch")
-    point = chart.interval  # "month", or "quarter" when most months are too small to show
+    spc = qi.control_chart(cohort, kpi=kpi)
+    chart(qplots.control_chart, spc, min_cell=min_cell)
+    point = spc.interval  # "month", or "quarter" when most months are too small to show
     st.caption(("By quarter: most months have too few patients to show under the small-cell rule. "
                 if point == "quarter" else "") + "3-sigma limits around the centre line. Flagged points break a run "
                "rule (outside the limits, 8 in a row on one side, 6 rising or falling): look for a cause. Points "
                "inside the limits are ordinary variation: do not react to them."
                + (f" {point.capitalize()}s with a count from 1 to 10 behind the rate (or hidden to protect one) are "
                   "left out (small-cell rule)." if shown else ""))
-    show_notes(chart.notes)
+    show_notes(spc.notes)
 except OutcomesError as err:
     show_error(err)
 
@@ -146,7 +148,7 @@ unit = f1.radio("Compare", options=["clinician", "site"], horizontal=True, key="
 fkpi = f2.selectbox("Rate", options=list(qi.PATIENT_KPIS), format_func=labels.get, key="ov_funnel_kpi")
 try:
     result = qi.funnel(cohort, unit=unit, kpi=fkpi)
-    st.plotly_chart(qplots.funnel_plot(result, min_cell=min_cell), width="stretch")
+    chart(qplots.funnel_plot, result, min_cell=min_cell)
     st.caption("Each point is one unit; the funnel is where units would fall by chance alone (95% dashed, 99.8% "
                "solid), wider for smaller units. Use it instead of a ranking table: only points outside the "
                "funnel deserve a closer look."

@@ -7,7 +7,7 @@ import streamlit as st
 from analytics.errors import OutcomesError
 from analytics.outcomes import retention
 from analytics.report.plots import retention as rplots
-from pages._shared import exports, show_error, show_notes, show_table
+from pages._shared import chart, exports, show_error, show_notes, show_table
 from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
@@ -28,7 +28,7 @@ except OutcomesError as err:
     st.stop()
 
 st.subheader("Retention cascade")
-st.plotly_chart(rplots.cascade_chart(summary.cascade), width="stretch")
+chart(rplots.cascade_chart, summary.cascade)
 show_table(rplots.cascade_table(summary.cascade), hide_index=True, width="stretch")
 st.markdown("**Induction completed, per protocol**")
 show_table(rplots.rate_table(summary.protocols.drop(columns="group").rename(columns={"protocol": "group"}),
@@ -39,7 +39,7 @@ show_notes(summary.cascade.notes)
 st.subheader("Time to dropout")
 d = summary.dropout
 c1, c2 = st.columns([3, 2])
-c1.plotly_chart(rplots.dropout_figure(d), width="stretch")
+chart(rplots.dropout_figure, d, where=c1)
 c2.markdown("**Median time to dropout**")
 show_table(rplots.medians_table(d.curves), where=c2, hide_index=True)
 c2.markdown(f"**Left after the first session** (no contact in the next {d.gap_days} days)")
@@ -65,7 +65,7 @@ st.subheader("Boosters after induction")
 b = summary.boosters
 if b.curves is not None:
     c3, c4 = st.columns([3, 2])
-    c3.plotly_chart(rplots.booster_figure(b.curves), width="stretch")
+    chart(rplots.booster_figure, b.curves, where=c3)
     c4.markdown("**Boosted by day 180**")
     show_table(rplots.rate_table(b.share, label="boosted (95% CI)"), where=c4, hide_index=True)
     c4.markdown("**PHQ-9 in the 4 weeks before and after the first booster**")

@@ -10,7 +10,7 @@ from analytics.errors import OutcomesError
 from analytics.outcomes import monitoring, safety
 from analytics.report.plots import monitoring as mplots
 from analytics.report.plots import safety as splots
-from pages._shared import show_error, show_notes, show_table
+from pages._shared import chart, show_error, show_notes, show_table
 from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
@@ -47,7 +47,7 @@ def _pct_cell(ok: bool, e, lo, hi) -> str:
 
 
 st.subheader("Expected effects, events needing action, serious events")
-st.plotly_chart(splots.safety_categories_chart(cats, unit_of_analysis=unit, min_cell=min_cell), width="stretch")
+chart(splots.safety_categories_chart, cats, unit_of_analysis=unit, min_cell=min_cell)
 c = cats.table[cats.table["unit_of_analysis"] == unit]
 cc = splots.category_cells(cats, unit_of_analysis=unit, min_cell=min_cell)
 shown_c = [r and cc.shown(("num", k, ro)) and cc.shown(("den", ro, float(d)))
@@ -66,7 +66,7 @@ if not shown or ser["n_sessions"] >= min_cell:
 show_notes(cats.notes)
 
 st.subheader("Side effects by type")
-st.plotly_chart(splots.adverse_events_chart(rates, unit_of_analysis=unit, min_cell=min_cell), width="stretch")
+chart(splots.adverse_events_chart, rates, unit_of_analysis=unit, min_cell=min_cell)
 st.caption("Bars: share with each side effect, by route of the ketamine session; lines: Wilson 95% CIs.")
 
 
@@ -89,11 +89,11 @@ show_table(vt, hide_index=True, width="stretch")
 show_notes(vitals.notes + (vc.notes if shown else ()))
 
 st.subheader("Trend over time")
-st.plotly_chart(splots.vital_signs_trend(trend, min_cell=min_cell), width="stretch")
+chart(splots.vital_signs_trend, trend, min_cell=min_cell)
 show_notes(trend.notes)
 
 st.subheader("Beside published safety figures")
-st.plotly_chart(splots.published_comparison_chart(published, min_cell=min_cell), width="stretch")
+chart(splots.published_comparison_chart, published, min_cell=min_cell)
 pt = published.table
 ok = splots.published_row_shown(splots.published_cells(published, min_cell=min_cell), published)
 show_table(pd.DataFrame({
@@ -118,7 +118,7 @@ st.markdown("**" + mplots.serious_sentence(mon) + "**")
 for sentence in mplots.parts_sentence(mon):
     st.caption(sentence)
 if len(mon.blood_pressure):
-    st.plotly_chart(mplots.blood_pressure_chart(mon), width="stretch")
+    chart(mplots.blood_pressure_chart, mon)
     show_table(mplots.blood_pressure_table(mon), hide_index=True, width="stretch")
 m1, m2 = st.columns(2)
 if mon.recorded["minutes"]:

@@ -9,7 +9,7 @@ from analytics import formatting as fmt
 from analytics.errors import OutcomesError
 from analytics.outcomes.subgroups import CAUTION, LABELS, page_arms, who_benefits
 from analytics.report.plots.subgroups import level_estimable, subgroup_cells, subgroup_forest
-from pages._shared import Key, show_error, show_notes, show_table
+from pages._shared import Key, chart, show_error, show_notes, show_table
 from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
@@ -47,8 +47,8 @@ if result is None:
 min_cell = cohort.settings.min_cell if cohort.settings.suppress else None
 
 tab1, tab2, tab3 = st.tabs(["Return to use", "PHQ-9 change", "Table"])
-tab1.plotly_chart(subgroup_forest(result, outcome="relapse_hr", min_cell=min_cell), width="stretch")
-tab2.plotly_chart(subgroup_forest(result, outcome="phq9_slope_difference", min_cell=min_cell), width="stretch")
+chart(subgroup_forest, result, outcome="relapse_hr", min_cell=min_cell, where=tab1)
+chart(subgroup_forest, result, outcome="phq9_slope_difference", min_cell=min_cell, where=tab2)
 t = result.table
 cells = subgroup_cells(result, min_cell=min_cell)
 keys = list(zip(t["outcome"], t["variable"], t["level"]))

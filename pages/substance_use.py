@@ -9,7 +9,7 @@ import streamlit as st
 from analytics.errors import OutcomesError
 from analytics.outcomes import substance_use as su
 from analytics.report.plots import substance_use as splots
-from pages._shared import show_error, show_notes, show_table
+from pages._shared import chart, show_error, show_notes, show_table
 from pages._sidebar import sidebar_settings, view_cohort
 
 sidebar_settings()
@@ -28,7 +28,7 @@ st.subheader("Days abstinent over time")
 try:
     with st.spinner("Fitting the mixed model…"):
         pda = su.use_course(cohort, measure="pda", by=by)
-    st.plotly_chart(splots.use_course_chart(pda, min_cell=min_cell), width="stretch")
+    chart(splots.use_course_chart, pda, min_cell=min_cell)
     st.caption(pda.definition + " Lines: model-based mean with 95% band; circles: observed means per time window.")
     show_notes(pda.notes)
 except OutcomesError as err:
@@ -38,7 +38,7 @@ st.subheader("Heavy-drinking days (alcohol patients)")
 try:
     with st.spinner("Fitting the mixed model…"):
         heavy = su.use_course(cohort, measure="heavy", by=by)
-    st.plotly_chart(splots.use_course_chart(heavy, min_cell=min_cell), width="stretch")
+    chart(splots.use_course_chart, heavy, min_cell=min_cell)
     st.caption(heavy.definition)
     show_notes(heavy.notes)
 except OutcomesError as err:
@@ -50,7 +50,7 @@ try:
     if cab.table.empty:
         st.info("No patient has been followed to day 180 yet.")
     else:
-        st.plotly_chart(splots.abstinence_chart(cab, min_cell=min_cell), width="stretch")
+        chart(splots.abstinence_chart, cab, min_cell=min_cell)
         show_table(su.abstinence_table(cab, **kw), hide_index=True, width="stretch")
     st.caption(cab.definition + " 'Missing' = neither abstinence nor use can be confirmed for all 30 days: the two "
                "bounds differ most when many are missing, and the truth lies between them.")
@@ -63,7 +63,7 @@ try:
     ur = su.urine_results(cohort, by=by)
     groups = list(dict.fromkeys(ur.table["group"]))
     group = st.selectbox("Group", options=groups, key="su_urine_group")
-    st.plotly_chart(splots.urine_chart(ur, group=group, min_cell=min_cell), width="stretch")
+    chart(splots.urine_chart, ur, group=group, min_cell=min_cell)
     show_table(su.urine_table(ur, group=group, **kw), hide_index=True, width="stretch")
     st.caption(ur.definition + " The chart leaves out substances never found in this group (100% negative); the table "
                "lists every substance. 'Hidden' cells: the small-cell rule (a count of 1–10, or the positives "
@@ -78,7 +78,7 @@ try:
     recorded = [m for m in su.COURSES if m in set(cs.table["measure"])]
     if recorded:
         measure = st.selectbox("Measure", options=recorded, format_func=su.COURSES.get, key="su_course")
-        st.plotly_chart(splots.course_chart(cs, measure, min_cell=min_cell), width="stretch")
+        chart(splots.course_chart, cs, measure=measure, min_cell=min_cell)
     st.caption(cs.definition)
     show_notes(cs.notes)
 except OutcomesError as err:

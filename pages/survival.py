@@ -18,7 +18,7 @@ from analytics.report.plots.survival import (
     rules_table,
     sensitivity_cells,
 )
-from pages._shared import show_error, show_notes, show_table
+from pages._shared import chart, show_error, show_notes, show_table
 from pages._sidebar import sidebar_settings, view_cohort
 
 GROUP_LABELS = {None: "No grouping (all patients)", "program": "Program", "primary_substance": "Primary substance",
@@ -45,7 +45,7 @@ except OutcomesError as err:
     show_error(err)
     st.stop()
 
-st.plotly_chart(km_figure(curves), width="stretch")
+chart(km_figure, curves)
 st.caption("Each step down is a return to use; ticks are patients censored (still without return to use at their "
            "last assessment). Shaded bands are 95% confidence intervals; the numbers under the chart are the "
            "patients still at risk.")
@@ -95,7 +95,7 @@ if sens is not None:
     show_table(rules_table(sens.table, sens.milestones, cells, min_cell=min_cell if shown else None,
                            keys=dropout_keys(sens), early=True), hide_index=True, width="stretch")
     with st.expander("Sensitivity figure and how the rules differ"):
-        st.plotly_chart(dropout_sensitivity_figure(sens), width="stretch")
+        chart(dropout_sensitivity_figure, sens)
         show_notes(sens.notes[1:])
 if dating is not None:
     st.markdown("**How events are dated: at the visit, at the interval midpoint, or interval-censored (Turnbull)**")
@@ -107,9 +107,8 @@ if dating is not None:
 if by is not None:
     st.subheader("Comparing groups")
     levels = curves.groups
-    sizes = dict(zip(curves.medians["group"], curves.medians["n"]))
-    largest = max(levels, key=lambda g: sizes.get(g, 0))
-    reference = c2.selectbox("Reference group", options=levels, index=levels.index(largest), key="surv_ref",
+    reference = c2.selectbox("Reference group", options=levels, index=levels.index(survival.largest_group(curves)),
+                             key="surv_ref",
                              help="Hazard ratios compare each group with this one.")
     adjust = c3.multiselect("Adjust for", options=[a for a in ADJUST_LABELS if a != by],
                             format_func=ADJUST_LABELS.get, key="surv_adjust")
@@ -123,7 +122,7 @@ if by is not None:
                     f"**Proportional hazards:** {fmt.escape_markdown(comp.ph_verdict)}")
         if comp.hazard_ratios is not None:
             f1, f2 = st.columns([3, 2])
-            f1.plotly_chart(forest_figure(comp), width="stretch")
+            chart(forest_figure, comp, where=f1)
             hr = comp.hazard_ratios.assign(
                 hazard_ratio=[fmt.ci(e, lo, hi) for e, lo, hi in zip(comp.hazard_ratios["estimate"],
                                                                      comp.hazard_ratios["ci_low"],

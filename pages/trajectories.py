@@ -12,7 +12,7 @@ from analytics.errors import OutcomesError
 from analytics.outcomes import trajectories as tr
 from analytics.privacy.counts import mask_text
 from analytics.report.plots import trajectories as tplots
-from pages._shared import Key, show_error, show_notes, show_table
+from pages._shared import Key, chart, show_error, show_notes, show_table
 from pages._sidebar import sidebar_settings, view_cohort
 
 GROUPS = {None: "No grouping", "program": "Program", "primary_substance": "Primary substance",
@@ -61,7 +61,7 @@ except OutcomesError as err:
 
 shown = cohort.settings.suppress
 min_cell = cohort.settings.min_cell if shown else None
-st.plotly_chart(tplots.mean_trajectory(pred, lines=lines, observed=observed, min_cell=min_cell), width="stretch")
+chart(tplots.mean_trajectory, pred, lines=lines, observed=observed, min_cell=min_cell)
 r = fit.random
 st.markdown(
     f"**Model:** `{fit.formula}` by {fit.method}; {mask_text(fit.n_patients, enabled=shown)} "
@@ -89,7 +89,7 @@ if measure == "phq9":
     st.subheader("Response and remission")
     try:
         rr = remembered("response", (by,), lambda: tr.response_remission(cohort, by=by))
-        st.plotly_chart(tplots.response_remission_bars(rr, min_cell=min_cell), width="stretch")
+        chart(tplots.response_remission_bars, rr, min_cell=min_cell)
         st.caption(f"Response: PHQ-9 at least 50% below baseline; remission: PHQ-9 below 5; patients with a "
                    f"baseline PHQ-9 of at least {cohort.settings.phq9_min_baseline:g}. Score nearest each week within "
                    f"±{rr.window_days} days; the denominator is patients with such a baseline and a score in that "
@@ -97,14 +97,14 @@ if measure == "phq9":
         show_notes(rr.notes)
         bands = remembered("bands", (), lambda: tr.band_transitions(cohort))
         st.markdown("**Baseline severity band → latest band (patients)**")
-        st.plotly_chart(tplots.band_transition_heatmap(bands, min_cell=min_cell), width="stretch")
+        chart(tplots.band_transition_heatmap, bands, min_cell=min_cell)
     except OutcomesError as err:
         show_error(err)
 
     st.subheader("How long does a response last?")
     try:
         dur = remembered("durability", (), lambda: tr.response_durability(cohort))
-        st.plotly_chart(tplots.durability_curves(dur, min_cell=min_cell), width="stretch")
+        chart(tplots.durability_curves, dur, min_cell=min_cell)
         # read where fewer than min_cell are still in response: a step of a handful of patients, not shown
         ms = dur.milestones.assign(sustained=[
             "suppressed (<11)" if min_cell is not None and 0 <= n < min_cell else fmt.pct_ci(e, lo, hi)
@@ -124,7 +124,7 @@ if measure == "phq9":
 st.subheader("Abstinence over time (population average)")
 try:
     gee = remembered("gee", (by,), lambda: tr.abstinence_gee(cohort, by=by))
-    st.plotly_chart(tplots.abstinence_over_time(gee), width="stretch")
+    chart(tplots.abstinence_over_time, gee)
     st.caption(f"Share of assessment windows fully abstinent, GEE (binomial, exchangeable working correlation "
                f"{fmt.num(gee.working_correlation)}), {mask_text(gee.n_obs, enabled=shown)} windows; robust 95% CIs.")
     show_notes(gee.notes)

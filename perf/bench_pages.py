@@ -113,7 +113,11 @@ def _narrow(page: Any, widget: Any) -> tuple[str, float]:
     """Choose the filter's first option (not "Select all"); (option, seconds to the rerun's full render)."""
     widget.locator('input[role="combobox"]').first.click()
     options = page.locator('[role="listbox"] [role="option"]')
-    options.first.wait_for(state="visible", timeout=5_000)
+    try:
+        options.first.wait_for(state="visible", timeout=1_000)
+    except PlaywrightTimeout:  # a field below the fold is scrolled to and focused, but its list stays shut
+        page.keyboard.press("ArrowDown")
+        options.first.wait_for(state="visible", timeout=5_000)
     option = next(o for o in options.all() if o.inner_text().strip().lower() != "select all")
     name = option.inner_text().strip()
     before = h.runs_finished(page)

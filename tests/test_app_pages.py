@@ -68,3 +68,38 @@ def test_preparing_the_meeting_report_offers_the_download_and_is_audited():
     exports = log[log["action"] == "export"]
     assert len(exports) == 1 and exports["detail"].iloc[0].startswith("meeting report (All patients")
     assert exports["user"].iloc[0] == "local"
+
+
+def test_a_rerun_under_the_same_filter_reuses_the_filtered_cohort_and_its_results():
+    from analytics.outcomes import memo
+
+    at = _at()
+    at.multiselect(key="f_site").set_value(["Harbor"]).run()
+    base, views = at.session_state["filtered_views"]
+    assert base is at.session_state["cohort"]
+    (filters, view), = [(f, c) for f, c in views.items() if f.site == ("Harbor",)]
+    assert set(view.patients["site"].astype(str)) == {"Harbor"}
+    kept = len(view.__dict__[memo._SLOT])  # the Overview's results (and figures) on the filtered cohort
+    from analytics.outcomes import qi
+
+    at.session_state["ov_spc_kpi"] = list(qi.SPC_KPIS)[1]
+    at.run()  # another widget's choice: the same view
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["filtered_views"][1][filters] is view
+    assert len(view.__dict__[memo._SLOT]) > kept  # the second control chart joined the same cohort's
+    at.multiselect(key="f_site").set_value([]).run()  # widened again: the unfiltered cohort's kept results
+    assert at.session_state["filtered_views"][1][filters] is view
+
+
+def test_the_overview_reads_the_results_the_warmup_computed():
+    from analytics.outcomes import memo, warmup
+
+    at = _at()
+    cohort = at.session_state["cohort"]
+    warmup.run(cohort)
+    keys = set(cohort.__dict__[memo._SLOT])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    new = [k for k in set(cohort.__dict__[memo._SLOT]) - keys if k[0] != "figure" and k[0] in (
+        "analytics.outcomes.qi", "analytics.outcomes.survival")]
+    assert new == [], new  # every analysis the Overview draws was already there (same options as the warm-up's)

@@ -24,7 +24,7 @@ def cohort():
 
 def test_a_page_reads_what_the_warmup_computed(cohort):
     memo.forget(cohort)
-    warmup.start(cohort).join(timeout=120)
+    warmup.start(cohort)[0].join(timeout=120)
     calls = []
     original = trajectories.fit_trajectory
     try:
@@ -83,3 +83,42 @@ def test_the_warmup_survives_an_analysis_that_cannot_run(cohort, monkeypatch):
     memo.forget(cohort)
     warmup.run(cohort)
     assert any("band_transitions" in str(k) for k in cohort.__dict__[memo._SLOT])
+
+
+def test_the_warmup_starts_nothing_while_a_page_is_drawn(cohort, monkeypatch):
+    ran = []
+    monkeypatch.setattr(warmup, "first_views", lambda c: [lambda: ran.append("a"), lambda: ran.append("b")])
+    with warmup.foreground():
+        thread, _ = warmup.start(cohort)
+        time.sleep(0.4)
+        assert ran == []  # waiting for the page
+    thread.join(timeout=10)
+    assert ran == ["a", "b"]
+
+
+def test_a_newer_cohort_stops_the_older_warmup(cohort, monkeypatch):
+    ran = []
+    monkeypatch.setattr(warmup, "first_views", lambda c: [lambda: ran.append("a"), lambda: ran.append("b")])
+    with warmup.foreground():
+        thread, stop = warmup.start(cohort)
+        stop.set()
+    thread.join(timeout=10)
+    assert ran == [] and not thread.is_alive()
+
+
+def test_the_warmup_computes_the_overview_and_survival_defaults(cohort):
+    from analytics.outcomes import qi, survival
+
+    memo.forget(cohort)
+    warmup.run(cohort)
+    keys = {(k[0].rsplit(".", 1)[-1], k[1]) for k in cohort.__dict__[memo._SLOT]
+            if isinstance(k, tuple) and len(k) == 3}
+    for name in (("qi", "kpis"), ("survival", "dropout_sensitivity"), ("qi", "control_chart"), ("qi", "funnel"),
+                 ("survival", "relapse_curves"), ("survival", "event_dating")):
+        assert name in keys, name
+    # the pages' own calls find them (same options, defaults spelled out or not)
+    a, b = qi.default_periods(cohort)
+    before = len(cohort.__dict__[memo._SLOT])
+    qi.kpis(cohort, period_a=a, period_b=b)
+    survival.relapse_curves(cohort, by=survival.default_grouping(cohort))
+    assert len(cohort.__dict__[memo._SLOT]) == before

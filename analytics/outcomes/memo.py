@@ -61,8 +61,9 @@ def once(cohort: Any, key: Hashable, compute: Callable[[], _T]) -> _T:
 def per_cohort(function: Callable[..., _T]) -> Callable[..., _T]:
     """Decorator: ``function(cohort, **options)`` computed once per cohort object and options (:func:`once`).
 
-    For analyses whose result callers only read (frozen dataclasses of tables nobody changes in place); the options
-    must be hashable. The pages, the background warm-up and the report then share one computation per cohort.
+    For analyses whose result callers only read (frozen dataclasses of tables nobody changes in place). A call with
+    an option that is not hashable (a list of milestones, a frame) is computed every time, not kept. The pages, the
+    background warm-up and the report then share one computation per cohort.
     """
 
     signature = inspect.signature(function)
@@ -72,6 +73,10 @@ def per_cohort(function: Callable[..., _T]) -> Callable[..., _T]:
         bound = signature.bind(cohort, *args, **options)
         bound.apply_defaults()  # f(c) and f(c, by=None) are one computation
         key = (function.__module__, function.__qualname__, tuple(bound.arguments.items())[1:])
+        try:
+            hash(key)
+        except TypeError:  # an option that cannot be a key (a list, a frame): computed, not kept
+            return function(cohort, *args, **options)
         return once(cohort, key, lambda: function(cohort, *args, **options))
 
     return wrapper

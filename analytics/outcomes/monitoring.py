@@ -40,6 +40,7 @@ import pandas as pd
 from analytics.engines.intervals import wilson_ci
 from analytics.errors import InsufficientData
 from analytics.outcomes.cohort import Cohort
+from analytics.outcomes.memo import per_cohort
 from analytics.outcomes.safety import EventBound, event_bound
 from analytics.privacy.counts import note_n
 
@@ -208,6 +209,7 @@ def _distribution(values: pd.Series, levels: Sequence[object], *, min_cell: int,
                          "shown": [cells.shown(("n", lv)) and cells.shown("total") for lv in levels]})
 
 
+@per_cohort
 def session_monitoring(cohort: Cohort, *, thresholds: MonitoringThresholds | None = None,
                        conf_level: float = 0.95) -> SessionMonitoring:
     """Session monitoring figures of the cohort's ketamine sessions (see the module docstring for definitions).

@@ -50,7 +50,7 @@ from analytics.engines.intervals import poisson_exact_ci, wilson_ci
 from analytics.errors import InsufficientData, OutcomesError
 from analytics.outcomes import response as rsp
 from analytics.outcomes.cohort import Cohort, early_dropouts, ids_in
-from analytics.outcomes.memo import once
+from analytics.outcomes.memo import once, per_cohort
 from analytics.outcomes.safety import VitalThresholds, session_safety_flags
 from analytics.outcomes.settings import DropoutRule
 from analytics.privacy.counts import note_n
@@ -320,6 +320,7 @@ def newcombe_ci(xa: float, na: float, xb: float, nb: float, *, conf_level: float
     return d - math.sqrt((pb - lb) ** 2 + (ua - pa) ** 2), d + math.sqrt((ub - pb) ** 2 + (pa - la) ** 2)
 
 
+@per_cohort
 def kpis(cohort: Cohort, *, period_a: Period, period_b: Period, induction_sessions: int | None = None,
          induction_window_days: int | None = None, options: KpiOptions | None = None,
          as_of: DateLike | None = None, conf_level: float = 0.95) -> KpiTable:
@@ -478,6 +479,7 @@ def _rows_lost(quarantined: pd.DataFrame | int | None) -> tuple[int, list[tuple[
     return len(rows), [(str(r), int(n)) for r, n in reasons.items()], note
 
 
+@per_cohort
 def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
                  quarantined: pd.DataFrame | int | None = None, options: KpiOptions | None = None,
                  as_of: DateLike | None = None, dropout: DropoutRule | None = None) -> FlowTable:
@@ -875,6 +877,7 @@ def _per_period(units: pd.DataFrame, freq: Literal["M", "Q"]) -> pd.DataFrame:
                          "numerator": g["num"].to_numpy().astype(int), "denominator": g["den"].to_numpy().astype(int)})
 
 
+@per_cohort
 def control_chart(cohort: Cohort, *, kpi: str, options: KpiOptions | None = None,
                   chart: Literal["auto", "p", "p_prime"] = "auto", as_of: DateLike | None = None,
                   period: Period | None = None, interval: Interval = "auto") -> ControlChart:
@@ -1072,6 +1075,7 @@ def funnel_from_counts(numerators: Sequence[float], denominators: Sequence[float
                         notes=tuple(notes))
 
 
+@per_cohort
 def funnel(cohort: Cohort, *, unit: Literal["clinician", "site"] = "clinician", kpi: str = "induction_completion",
            adjustment: Literal["multiplicative", "additive", "none"] = "multiplicative",
            conf_levels: tuple[float, ...] = (0.95, 0.998), options: KpiOptions | None = None,

@@ -52,7 +52,7 @@ import pandas as pd
 from analytics.engines.intervals import poisson_exact_ci, wilson_ci
 from analytics.errors import InsufficientData
 from analytics.outcomes.cohort import Cohort
-from analytics.outcomes.memo import once
+from analytics.outcomes.memo import once, per_cohort
 from analytics.privacy.counts import note_n
 from schemas.arrow import text_codes
 from schemas.columns import ADVERSE_EVENTS
@@ -408,6 +408,7 @@ def _patient_sessions(ks: _KetamineSessions, cohort: Cohort, patient_window_days
     return mask, notes
 
 
+@per_cohort
 def adverse_event_rates(cohort: Cohort, *, patient_window_days: int | None = None, period: Period | None = None,
                         conf_level: float = 0.95, as_of: date | pd.Timestamp | None = None) -> AdverseEventRates:
     """Adverse events per ketamine session and per patient, by event type and route.
@@ -598,6 +599,7 @@ def _category_rows(counts: np.ndarray, dens: np.ndarray, labels: Sequence[str], 
     return parts
 
 
+@per_cohort
 def safety_categories(cohort: Cohort, *, expected: Sequence[str] = EXPECTED_ACUTE_EFFECTS,
                       patient_window_days: int | None = None, period: Period | None = None,
                       conf_level: float = 0.95, as_of: date | pd.Timestamp | None = None) -> SafetyCategories:
@@ -744,6 +746,7 @@ def _vital_rows(raised: np.ndarray, known: np.ndarray, units: np.ndarray, labels
     return table
 
 
+@per_cohort
 def vital_sign_elevations(cohort: Cohort, *, thresholds: VitalThresholds | None = None,
                           patient_window_days: int | None = None, period: Period | None = None,
                           conf_level: float = 0.95, as_of: date | pd.Timestamp | None = None) -> VitalSignShares:
@@ -819,6 +822,7 @@ class SafetyTrend:
     notes: tuple[str, ...] = ()
 
 
+@per_cohort
 def safety_trend(cohort: Cohort, *, thresholds: VitalThresholds | None = None, period: Period | None = None,
                  conf_level: float = 0.95) -> SafetyTrend:
     """Monthly share of sessions with an adverse event, events per session, raised BP and raised heart rate.
@@ -1091,6 +1095,7 @@ def _clinic_scope(b: SafetyBenchmark, present: Sequence[str]) -> tuple[str, str]
     return route, " ".join(reasons)
 
 
+@per_cohort
 def published_comparison(cohort: Cohort, *, thresholds: VitalThresholds | None = None,
                          registry_path: Path | str | None = None, conf_level: float = 0.95,
                          as_of: date | pd.Timestamp | None = None,

@@ -41,6 +41,7 @@ from analytics.engines.survival import (  # noqa: F401  (the estimators, also us
 from analytics.engines.turnbull import TurnbullFit, turnbull
 from analytics.errors import InsufficientData, ModelDidNotConverge, OutcomesError, UnusableExport
 from analytics.formatting import p_value
+from analytics.outcomes.memo import per_cohort
 from analytics.privacy.counts import note_below, note_n
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -282,6 +283,7 @@ def default_grouping(cohort: Cohort) -> str | None:
     return None
 
 
+@per_cohort
 def relapse_curves(cohort: Cohort, *, by: str | None = None, conf_level: float = 0.95,
                    milestones: Sequence[float] = DEFAULT_MILESTONES) -> SurvivalCurves:
     """Kaplan–Meier curves of time to first return to use, overall or per group.
@@ -454,6 +456,13 @@ def _ph_verdict(ph: pd.DataFrame | None, *, by: str, horizon: float | None) -> t
                    f"{instead} instead.")
 
 
+
+def largest_group(curves: SurvivalCurves) -> str:
+    """The group with the most patients: the default reference of the hazard ratios (the page's and the warm-up's)."""
+    sizes = dict(zip(curves.medians["group"], curves.medians["n"]))
+    return max(curves.groups, key=lambda g: sizes.get(g, 0))
+
+@per_cohort
 def compare_groups(cohort: Cohort, *, by: str, reference: str | None = None, adjust: Sequence[str] = (),
                    conf_level: float = 0.95, horizon_days: float | None = None,
                    milestones: Sequence[float] = DEFAULT_MILESTONES,
@@ -680,6 +689,7 @@ def _rule_curves(parts: list[tuple[str, np.ndarray, np.ndarray]], *, col: str, n
     return _curves(data, conf_level=conf_level, milestones=milestones, min_cell=min_cell)
 
 
+@per_cohort
 def dropout_sensitivity(cohort: Cohort, *, rule: DropoutRule | None = None, conf_level: float = 0.95,
                         milestones: Sequence[float] = DEFAULT_MILESTONES) -> DropoutSensitivity:
     """Return to use with dropout censored and with dropout counted as return to use, each with its n.
@@ -770,6 +780,7 @@ class EventDating:
     turnbull: TurnbullFit | None = None
 
 
+@per_cohort
 def event_dating(cohort: Cohort, *, conf_level: float = 0.95,
                  milestones: Sequence[float] = DEFAULT_MILESTONES) -> EventDating:
     """Count events dated by ``relapse_date`` and by visit; KM median and milestones as recorded and under the

@@ -7,20 +7,38 @@ reads the load report or the Overview. Every result is kept on that cohort objec
 via the analyses' ``@per_cohort``): the same values a page would compute, shared with nothing else, gone with the
 cohort. A page that asks for a result being computed waits for it (never computes it twice); a result that fails
 is not kept, so the page meets the error itself and says why.
+
+The warm-up gives way to the pages: while any page of the server is being drawn (:func:`foreground`, around every
+script run in dashboard.py), it starts no new analysis, so a page competes at most with the one analysis already
+under way (the work shares one interpreter lock). A newer cohort of the same session (other settings, another view
+filter) stops the older warm-up at its next analysis (:func:`start` returns the event that stops it).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from analytics.outcomes import attention, benchmarks, retention, subgroups, substance_use, trajectories
+from analytics.outcomes import (
+    attention,
+    benchmarks,
+    qi,
+    retention,
+    safety,
+    subgroups,
+    substance_use,
+    survival,
+    trajectories,
+)
 from analytics.outcomes.cohort import Cohort
 
 
 def first_views(cohort: Cohort) -> list[Callable[[], object]]:
     """The analyses of each page's default view, in navigation order (the same calls the pages make)."""
     return [
+        *_overview(cohort),
+        *_survival(cohort),
         lambda: trajectories.phq9_model(cohort, time="auto", by=None),
         lambda: trajectories.response_remission(cohort, by=None),
         lambda: trajectories.band_transitions(cohort),
@@ -32,6 +50,8 @@ def first_views(cohort: Cohort) -> list[Callable[[], object]]:
         lambda: substance_use.urine_results(cohort, by=next(iter(substance_use.GROUPINGS))),
         lambda: substance_use.courses(cohort, by=next(iter(substance_use.GROUPINGS))),
         lambda: benchmarks.compare(cohort, substance=None, min_share=benchmarks.MIN_COVERAGE_SHARE),
+        lambda: safety.safety_categories(cohort),
+        lambda: safety.adverse_event_rates(cohort),
         lambda: retention.retention_summary(cohort, by=retention.default_by(cohort),
                                             gap_days=cohort.settings.dropout_gap_days),
         lambda: subgroups.who_benefits(cohort, treated=subgroups.page_arms(cohort)[1],
@@ -40,21 +60,76 @@ def first_views(cohort: Cohort) -> list[Callable[[], object]]:
     ]
 
 
+def _overview(cohort: Cohort) -> list[Callable[[], object]]:
+    (a, b) = qi.default_periods(cohort)
+    return [
+        lambda: qi.kpis(cohort, period_a=a, period_b=b),
+        lambda: survival.dropout_sensitivity(cohort),
+        lambda: qi.control_chart(cohort, kpi=next(iter(qi.SPC_KPIS))),
+        lambda: qi.funnel(cohort, unit="clinician", kpi=next(iter(qi.PATIENT_KPIS))),
+    ]
 
-def run(cohort: Cohort) -> None:
-    """Compute :func:`first_views` one after another; an analysis that fails is skipped (its page says why)."""
-    for compute in first_views(cohort):
+
+def _survival(cohort: Cohort) -> list[Callable[[], object]]:
+    by = survival.default_grouping(cohort)
+
+    def comparison() -> object:
+        if by is None:
+            return None
+        curves = survival.relapse_curves(cohort, by=by)
+        return survival.compare_groups(cohort, by=by, reference=survival.largest_group(curves), adjust=())
+
+    return [lambda: survival.relapse_curves(cohort, by=by), lambda: survival.event_dating(cohort), comparison]
+
+
+_QUIET = threading.Condition()
+_drawing = 0  # script runs (pages being drawn) under way in this server
+
+
+@contextmanager
+def foreground() -> Iterator[None]:
+    """Around a page's script run: while any is under way, no warm-up starts a new analysis."""
+    global _drawing
+    with _QUIET:
+        _drawing += 1
+    try:
+        yield
+    finally:
+        with _QUIET:
+            _drawing -= 1
+            _QUIET.notify_all()
+
+
+def _wait_for_quiet(stop: threading.Event) -> None:
+    with _QUIET:
+        while _drawing and not stop.is_set():
+            _QUIET.wait(timeout=0.5)
+
+
+def run(cohort: Cohort, stop: threading.Event | None = None) -> None:
+    """Compute :func:`first_views` one after another, each once no page is being drawn, until ``stop`` is set; an
+    analysis that fails is skipped (its page says why)."""
+    stop = stop or threading.Event()
+    try:
+        views = first_views(cohort)
+    except Exception:  # noqa: BLE001 - a cohort whose defaults cannot be worked out: its pages say why
+        return
+    for compute in views:
+        _wait_for_quiet(stop)
+        if stop.is_set():
+            return
         try:
             compute()
         except Exception:  # noqa: BLE001, S112 - not kept: the page that needs it computes it again and shows the error
             continue
 
 
-def start(cohort: Cohort) -> threading.Thread:
-    """:func:`run` in a daemon thread; returns it (tests join it)."""
-    thread = threading.Thread(target=run, args=(cohort,), name="kap-warmup", daemon=True)
+def start(cohort: Cohort) -> tuple[threading.Thread, threading.Event]:
+    """:func:`run` in a daemon thread; returns it (tests join it) and the event that stops it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run, args=(cohort, stop), name="kap-warmup", daemon=True)
     thread.start()
-    return thread
+    return thread, stop
 
 
-__all__ = ["first_views", "run", "start"]
+__all__ = ["first_views", "foreground", "run", "start"]
