@@ -51,8 +51,9 @@ class Key(StrEnum):
     STORE_NOTE = "store_note"
     LOAD_LAYOUT = "load_layout"  # the preset or mapping of the session's last upload (for a re-load)
     WARMUP = "warmup_pending"    # a new cohort whose first views are not computed yet (start_pending_warmup)
-    WARMUP_STOP = "warmup_stop"  # stops the session's running warm-up when a newer cohort replaces its cohort
+    WARMUP_STOP = "warmup_stop"  # (cohort, thread, stop event) of the session's warm-up: a newer view stops it
     VIEWS = "filtered_views"     # the last few filtered cohorts of the session's cohort (pages._sidebar.view_cohort)
+    VIEW_SHOWN = "view_shown"    # the (filtered) cohort the last analysis page showed
 
 
 
@@ -127,10 +128,14 @@ def start_pending_warmup() -> None:
     or filtered during this run, so that the work never competes with drawing the page that made it (the load
     report, a filter change); the session's older warm-up stops at its next analysis."""
     cohort = st.session_state.pop(Key.WARMUP, None)
-    if isinstance(cohort, Cohort):
-        if (older := st.session_state.get(Key.WARMUP_STOP)) is not None:
-            older.set()
-        st.session_state[Key.WARMUP_STOP] = warmup.start(cohort)[1]
+    if not isinstance(cohort, Cohort):
+        return
+    running = st.session_state.get(Key.WARMUP_STOP)
+    if running is not None:
+        if running[0] is cohort and running[1].is_alive():
+            return  # already warming this cohort
+        running[2].set()
+    st.session_state[Key.WARMUP_STOP] = (cohort, *warmup.start(cohort))
 
 
 def shown_text(text: str) -> str:

@@ -99,8 +99,9 @@ def view_filters(cohort: Cohort) -> Filters:
 
 def _filtered(cohort: Cohort, filters: Filters) -> Cohort:
     """:func:`apply_filters`, kept for the session's last few views of this cohort: a rerun under the same filters
-    (any other widget) reuses the filtered cohort, and with it every result and chart computed on it; a new view
-    gets its first views computed in the background (as a newly built cohort does)."""
+    (any other widget) reuses the filtered cohort, and with it every result and chart computed on it. A view shown
+    now that was not shown on the last run gets its first views computed in the background (as a newly built cohort
+    does); returning to a view resumes its warm-up where the newer view stopped it."""
     kept = st.session_state.get(Key.VIEWS)
     if not isinstance(kept, tuple) or kept[0] is not cohort:
         kept = (cohort, {})
@@ -108,8 +109,8 @@ def _filtered(cohort: Cohort, filters: Filters) -> Cohort:
     filtered = views.pop(filters, None)
     if filtered is None:
         filtered = apply_filters(cohort, filters)
-        if filtered is not cohort:
-            st.session_state[Key.WARMUP] = filtered
+    if st.session_state.get(Key.VIEW_SHOWN) is not filtered:  # another view: its warm-up (finished parts are kept)
+        st.session_state[Key.WARMUP] = st.session_state[Key.VIEW_SHOWN] = filtered
     views[filters] = filtered  # the most recent last
     while len(views) > _KEPT_VIEWS:
         views.pop(next(iter(views)))
