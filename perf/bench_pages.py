@@ -118,7 +118,15 @@ def _narrow(page: Any, widget: Any) -> tuple[str, float]:
     except PlaywrightTimeout:  # a field below the fold is scrolled to and focused, but its list stays shut
         page.keyboard.press("ArrowDown")
         options.first.wait_for(state="visible", timeout=5_000)
-    name = next(t for t in (o.inner_text().strip() for o in options.all()) if t.lower() != "select all")
+    name = None
+    for _ in range(60):  # the list draws its options a moment after it opens
+        name = next((t for t in (o.inner_text().strip() for o in options.all()) if t and t.lower() != "select all"),
+                    None)
+        if name:
+            break
+        page.wait_for_timeout(POLL_MS)
+    if not name:
+        raise StopIteration("no option in the list but 'Select all'")
     field = widget.locator('input[role="combobox"]').first
     field.type(name)  # typed, then Enter: a click on the option raced the list's redraw on some pages
     page.locator('[role="listbox"] [role="option"]', has_text=name).first.wait_for(state="visible", timeout=5_000)

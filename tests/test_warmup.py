@@ -122,3 +122,50 @@ def test_the_warmup_computes_the_overview_and_survival_defaults(cohort):
     qi.kpis(cohort, period_a=a, period_b=b)
     survival.relapse_curves(cohort, by=survival.default_grouping(cohort))
     assert len(cohort.__dict__[memo._SLOT]) == before
+
+
+def _step(progress: list[int]) -> None:
+    progress.append(1)
+    time.sleep(0.002)
+
+
+def test_an_analysis_under_way_holds_still_while_a_page_is_drawn(cohort, monkeypatch):
+    progress: list[int] = []
+
+    def analysis():
+        for _ in range(400):
+            _step(progress)  # a Python call: where the warm-up gives way
+
+    monkeypatch.setattr(warmup, "first_views", lambda c: [analysis])
+    thread, _ = warmup.start(cohort)
+    while not progress:
+        time.sleep(0.005)
+    with warmup.foreground():
+        time.sleep(0.05)
+        held = len(progress)
+        time.sleep(0.3)
+        assert len(progress) - held <= 1  # no progress while the page is drawn (was ~150 steps in 0.3 s)
+    thread.join(timeout=10)
+    assert len(progress) == 400
+
+
+def test_a_page_waiting_for_the_result_under_way_gets_it(cohort, monkeypatch):
+    class Box:
+        pass
+
+    box, progress = Box(), []
+
+    def slow():
+        for _ in range(100):
+            _step(progress)
+        return 7
+
+    monkeypatch.setattr(warmup, "first_views", lambda c: [lambda: memo.once(box, "k", slow)])
+    thread, _ = warmup.start(cohort)
+    while not progress:
+        time.sleep(0.005)
+    with warmup.foreground():  # the warm-up holds still, but the page needs its result: it goes on
+        t0 = time.perf_counter()
+        assert memo.once(box, "k", lambda: 0) == 7
+        assert time.perf_counter() - t0 < warmup.PAUSE_LIMIT_S
+    thread.join(timeout=10)

@@ -51,11 +51,35 @@ def once(cohort: Any, key: Hashable, compute: Callable[[], _T]) -> _T:
     locks: dict[Hashable, threading.Lock] = cohort.__dict__.setdefault(_LOCKS, {})
     with _GUARD:
         lock = locks.setdefault(key, threading.Lock())
-    with lock:
+    if not lock.acquire(blocking=False):
+        _wait_for(lock)
+    try:
         try:
             return store[key]
         except KeyError:
             return store.setdefault(key, compute())
+    finally:
+        lock.release()
+
+
+_waiting = 0  # threads waiting for a key another thread computes
+
+
+def _wait_for(lock: threading.Lock) -> None:
+    global _waiting
+    with _GUARD:
+        _waiting += 1
+    try:
+        lock.acquire()
+    finally:
+        with _GUARD:
+            _waiting -= 1
+
+
+def someone_waits() -> bool:
+    """True while a thread waits for a key another thread is computing: the background warm-up, which otherwise
+    gives way to a page being drawn, must then go on (the page waits for its result)."""
+    return _waiting > 0
 
 
 def per_cohort(function: Callable[..., _T]) -> Callable[..., _T]:
@@ -88,4 +112,4 @@ def forget(cohort: Any) -> None:
     cohort.__dict__.pop(_LOCKS, None)
 
 
-__all__ = ["forget", "once", "per_cohort"]
+__all__ = ["forget", "once", "per_cohort", "someone_waits"]

@@ -9,20 +9,26 @@ cohort. A page that asks for a result being computed waits for it (never compute
 is not kept, so the page meets the error itself and says why.
 
 The warm-up gives way to the pages: while any page of the server is being drawn (:func:`foreground`, around every
-script run in dashboard.py), it starts no new analysis, so a page competes at most with the one analysis already
-under way (the work shares one interpreter lock). A newer cohort of the same session (other settings, another view
-filter) stops the older warm-up at its next analysis (:func:`start` returns the event that stops it).
+script run in dashboard.py) it starts no new analysis, and the analysis under way holds still at its next Python
+function call (a profile hook in the warm-up thread only), so the page does not share the interpreter lock with it.
+It goes on regardless when a page waits for the very result it is computing (:func:`memo.someone_waits`), while it
+is inside an import (a page may need that module's lock), and after ``PAUSE_LIMIT_S`` per pause (any other lock a
+page might need from it). A newer cohort of the same session (other settings, another view filter) stops the older
+warm-up at its next analysis (:func:`start` returns the event that stops it).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from analytics.outcomes import (
     attention,
     benchmarks,
+    memo,
     qi,
     retention,
     safety,
@@ -100,10 +106,31 @@ def foreground() -> Iterator[None]:
             _QUIET.notify_all()
 
 
+PAUSE_LIMIT_S = 3.0  # longest hold of an analysis under way, per pause
+
+
 def _wait_for_quiet(stop: threading.Event) -> None:
     with _QUIET:
         while _drawing and not stop.is_set():
             _QUIET.wait(timeout=0.5)
+
+
+def _in_import(frame: object) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):  # type: ignore[attr-defined]
+            return True
+        frame = frame.f_back  # type: ignore[attr-defined]
+    return False
+
+
+def _give_way(frame: object, event: str, _arg: object) -> None:
+    """Profile hook of the warm-up thread: at a Python call while a page is drawn, hold still (see the module)."""
+    if not _drawing or event != "call" or memo.someone_waits() or _in_import(frame):
+        return
+    deadline = time.monotonic() + PAUSE_LIMIT_S
+    with _QUIET:
+        while _drawing and not memo.someone_waits() and time.monotonic() < deadline:
+            _QUIET.wait(timeout=0.02)
 
 
 def run(cohort: Cohort, stop: threading.Event | None = None) -> None:
@@ -114,14 +141,21 @@ def run(cohort: Cohort, stop: threading.Event | None = None) -> None:
         views = first_views(cohort)
     except Exception:  # noqa: BLE001 - a cohort whose defaults cannot be worked out: its pages say why
         return
-    for compute in views:
-        _wait_for_quiet(stop)
-        if stop.is_set():
-            return
-        try:
-            compute()
-        except Exception:  # noqa: BLE001, S112 - not kept: the page that needs it computes it again and shows the error
-            continue
+    background = threading.current_thread() is not threading.main_thread()
+    if background:
+        sys.setprofile(_give_way)  # this thread only
+    try:
+        for compute in views:
+            _wait_for_quiet(stop)
+            if stop.is_set():
+                return
+            try:
+                compute()
+            except Exception:  # noqa: BLE001, S112 - not kept: the page that needs it computes it again, shows the error
+                continue
+    finally:
+        if background:
+            sys.setprofile(None)
 
 
 def start(cohort: Cohort) -> tuple[threading.Thread, threading.Event]:
