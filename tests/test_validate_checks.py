@@ -116,3 +116,30 @@ def test_random_corruptions_give_pandera_s_issues(monkeypatch, s_edits, f_edits)
     except UnusableExport:
         return
     _same(fast, reference)
+
+
+EVENT_LISTS = [None, "", "nausea", "Nausea; Dizziness", "itchy", "itchy;itchy", "drowsy, headache", " ; ",
+               "nausea|other", "weird;nausea;weird", "HEADACHE", "sedation;itchy", "x", "dizziness; itchy ; x"]
+
+
+def test_event_lists_read_once_per_distinct_list_equal_the_row_by_row_reading():
+    import numpy as np
+
+    rng = np.random.default_rng(21)
+    kinds = set()
+    for trial in range(150):
+        pool = (EVENT_LISTS, [None, "nausea", "sedation;dizziness"], [None, "", "nausea", "itchy"])[trial % 3]
+        values = pd.Series([pool[i] for i in rng.integers(0, len(pool), int(rng.integers(0, 120)))], dtype="str")
+        fast, reference = validate._parse_events(values), validate._parse_event_lists(values)
+        pd.testing.assert_series_equal(fast[0], reference[0])
+        assert (fast[0] is values) == (reference[0] is values)  # a column already as written stays the file's own
+        assert np.array_equal(fast[1], reference[1])
+        assert list(fast[2]) == list(reference[2])  # the unknown items in the order the file first names them
+        assert all(np.array_equal(fast[2][k], reference[2][k]) for k in fast[2])  # one position per occurrence
+        kinds.add("as written" if fast[0] is values else "rewritten")
+        kinds.update("repeated item" for k in fast[2] if len(np.unique(fast[2][k])) < len(fast[2][k]))
+    assert kinds == {"as written", "rewritten", "repeated item"}
+    out, _, dropped = validate._parse_events(pd.Series(["Nausea; itchy", None, "itchy;itchy", "nausea"] * 3,
+                                                       dtype="str"))
+    assert out.tolist()[:4] == ["nausea;other", out.tolist()[1], "other;other", "nausea"] and pd.isna(out[1])
+    assert dropped["itchy"].tolist() == [0, 2, 2, 4, 6, 6, 8, 10, 10]
