@@ -269,7 +269,28 @@ def _parse_events(values: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, n
     """``Dizziness, drowsy`` → ``dizziness;sedation``: items split on ``;`` ``,`` ``|``, each read through
     :data:`~schemas.columns.ADVERSE_EVENT_ALIASES`. An item not on the list is read as ``other`` (an event was
     recorded; the session is never set aside for it). Returns the events, the rows to set aside (none), and the
-    unknown items (item → row positions), which the caller names in a note."""
+    unknown items (item → row positions, one per occurrence, in row order), which the caller names in a note.
+
+    An export writes few distinct event lists (hundreds in millions of sessions): each is read once
+    (:func:`_parse_event_lists`) and the rows take theirs by code; the result is the row-by-row reading's."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)  # a missing entry: code -1
+    if len(uniques) * 4 > len(values):  # hardly a value repeats: read row by row
+        return _parse_event_lists(values)
+    distinct = pd.Series(uniques, dtype=values.dtype)
+    parsed, _, dropped_at = _parse_event_lists(distinct)
+    mask = np.zeros(len(values), dtype=bool)
+    dropped: dict[str, np.ndarray] = {}
+    for item, at in dropped_at.items():  # the first row naming an item is its distinct list's first row: same order
+        per_row = np.append(np.bincount(at, minlength=len(distinct)), 0)[codes]  # code -1 → the appended 0
+        rows = np.flatnonzero(per_row)
+        dropped[item] = np.repeat(rows, per_row[rows])
+    if parsed is distinct:
+        return values, mask, dropped  # already as the contract writes it: the file's own column
+    return pd.Series(parsed.array.take(codes, allow_fill=True), index=values.index), mask, dropped
+
+
+def _parse_event_lists(values: pd.Series) -> tuple[pd.Series, np.ndarray, dict[str, np.ndarray]]:
+    """:func:`_parse_events` on every row."""
     text = pc.utf8_lower(text_array(values))
     text = pc.utf8_trim(pc.replace_substring_regex(text, r"\s*[;,|]\s*", ";"), ";")
     text = pc.utf8_trim_whitespace(text)
@@ -336,32 +357,115 @@ def _parse_substances(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out, reasons
 
 
-def _pandera_issues(typed: pd.DataFrame, raw: pd.DataFrame, kind: str, issues: _Issues,
-                    skip: dict[str, np.ndarray]) -> None:
-    columns = _schema_columns(kind)
-    cols = [c for c in columns if c in typed.columns]
-    sub = typed[cols]  # copy-on-write: setting columns below leaves typed as it is
-    for col in cols:  # dtypes the model declares, even for all-missing columns
-        if str(columns[col].dtype) == "str":
-            sub[col] = sub[col].astype("str")
+# pandera's built-in checks the models use, vectorised on the column's present values (pandera's own definitions)
+_BUILTIN_CHECKS: dict[str, Callable[[pd.Series, dict], pd.Series]] = {
+    "greater_than": lambda s, st: s > st["min_value"],
+    "greater_than_or_equal_to": lambda s, st: s >= st["min_value"],
+    "less_than_or_equal_to": lambda s, st: s <= st["max_value"],
+    "isin": lambda s, st: s.isin(st["allowed_values"]),
+    "str_length": lambda s, st: _str_length(s.str.len(), **st),
+}
+
+
+def _str_length(length: pd.Series, min_value: int | None = None, max_value: int | None = None,
+                exact_value: int | None = None) -> pd.Series:
+    if exact_value is not None:
+        return length == exact_value
+    ok = pd.Series(True, index=length.index)
+    if min_value is not None:
+        ok &= length >= min_value
+    if max_value is not None:
+        ok &= length <= max_value
+    return ok
+
+
+def _column_failures(values: pd.Series, field: pa.Column) -> tuple[np.ndarray, set[str]] | None:
+    """The rows that fail ``field``'s checks, and which checks failed (``not_nullable`` and the check names), as
+    pandera finds them (failure cases with a row), computed on NumPy/Arrow without pandera's per-check copies.
+
+    None when the column holds anything this does not cover (a dtype other than the declared one, a check that is not
+    one of :data:`_BUILTIN_CHECKS`, a check that raises): the caller then asks pandera itself."""
+    from pandera.engines.pandas_engine import Engine
+
+    try:
+        if field.unique or field.regex or not field.dtype.check(Engine.dtype(values.dtype)):
+            return None
+    except TypeError:
+        return None
+    present = values.notna().to_numpy(dtype=bool)
+    failed = np.zeros(len(values), dtype=bool)
+    kinds: set[str] = set()
+    if not field.nullable and not present.all():
+        failed |= ~present
+        kinds.add("not_nullable")
+    if not field.checks:
+        return failed, kinds
+    for check in field.checks:  # each built-in check is a function of each value alone: evaluated on the whole
+        rule = _BUILTIN_CHECKS.get(check.name)  # column, then kept on the present values (pandera drops the rest)
+        if rule is None or not check.ignore_na or check.element_wise or check.groupby is not None:
+            return None
+        try:
+            ok = rule(values, check.statistics)
+            ok = ok.fillna(False).to_numpy(dtype=bool) if isinstance(ok, pd.Series) else np.asarray(ok, dtype=bool)
+        except Exception:  # pandera reports a check that raises without rows; let it say so itself
+            return None
+        bad = present & ~ok
+        if bad.any():
+            failed |= bad
+            kinds.add(check.name)
+    return failed, kinds
+
+
+def _pandera_failures(sub: pd.DataFrame, columns: dict[str, pa.Column],
+                      cols: list[str]) -> list[tuple[str, np.ndarray, set[str]]]:
+    """(column, failing rows, failed checks) in column order, from pandera's lazy validation of ``sub``."""
     partial = pa.DataFrameSchema({c: columns[c] for c in cols}, strict=False, coerce=False)
     try:
         partial.validate(sub, lazy=True, inplace=True)  # sub is a frame of our own: spare pandera a copy
     except pa.errors.SchemaErrors as err:
         fc = err.failure_cases
         fc = fc[fc["index"].notna() & fc["column"].isin(cols)]
+        out = []
         for col, group in fc.groupby("column", sort=False):
-            positions = typed.index.get_indexer(group["index"].astype(int).unique())
-            mask = np.zeros(len(typed), dtype=bool)
+            positions = sub.index.get_indexer(group["index"].astype(int).unique())
+            mask = np.zeros(len(sub), dtype=bool)
             mask[positions[positions >= 0]] = True
-            if col in skip:
-                mask &= ~skip[str(col)]  # already reported as unparseable
-            checks = set(group["check"].astype(str))
-            if any("not_nullable" in c or "str_length" in c for c in checks):
-                reason = f"is empty; this column is required. {_description(kind, col)}"
-            else:
-                reason = f"not allowed: {_description(kind, str(col))}"
-            issues.add(raw, mask, str(col), reason)
+            out.append((str(col), mask, set(group["check"].astype(str))))
+        return out
+    return []
+
+
+def _pandera_issues(typed: pd.DataFrame, raw: pd.DataFrame, kind: str, issues: _Issues,
+                    skip: dict[str, np.ndarray], *, engine: Literal["auto", "pandera"] = "auto") -> None:
+    """Issues of the pandera models' column checks (required, allowed values, ranges).
+
+    ``engine="auto"``: the models' built-in checks are evaluated column by column on the values
+    (:func:`_column_failures`; the same rows and sentences as pandera's, a test compares them); pandera validates
+    only when a column has something else. ``"pandera"``: pandera validates every column (the reference)."""
+    columns = _schema_columns(kind)
+    cols = [c for c in columns if c in typed.columns]
+    sub = typed[cols]  # copy-on-write: setting columns below leaves typed as it is
+    for col in cols:  # dtypes the model declares, even for all-missing columns
+        if str(columns[col].dtype) == "str":
+            sub[col] = sub[col].astype("str")
+    found: list[tuple[str, np.ndarray, set[str]]] | None = [] if engine == "auto" else None
+    for col in cols if found is not None else ():
+        result = _column_failures(sub[col], columns[col])
+        if result is None:
+            found = None
+            break
+        if result[0].any():
+            found.append((col, *result))
+    if found is None:
+        found = _pandera_failures(sub, columns, cols)
+    for col, mask, checks in found:
+        if col in skip:
+            mask &= ~skip[col]  # already reported as unparseable
+        if any("not_nullable" in c or "str_length" in c for c in checks):
+            reason = f"is empty; this column is required. {_description(kind, col)}"
+        else:
+            reason = f"not allowed: {_description(kind, col)}"
+        issues.add(raw, mask, col, reason)
 
 
 def _row_codes(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:

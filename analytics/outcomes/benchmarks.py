@@ -419,9 +419,10 @@ def _km_at(time: np.ndarray, event: np.ndarray, day: float,
     """Kaplan–Meier S(day) with a log-log interval; None when no one is followed to ``day`` and S > 0."""
     time, event = np.asarray(time, float), np.asarray(event, bool)
     surv, greenwood = 1.0, 0.0
-    for t in np.unique(time[event & (time <= day)]):
-        at_risk = int((time >= t).sum())
-        deaths = int(((time == t) & event).sum())
+    ordered = np.sort(time[~np.isnan(time)])  # at risk at t: the times ≥ t; deaths at t: the event times at t
+    times, deaths_at = np.unique(time[event & (time <= day)], return_counts=True)
+    at_risk_at = len(ordered) - np.searchsorted(ordered, times, side="left")
+    for at_risk, deaths in zip(at_risk_at.tolist(), deaths_at.tolist()):
         surv *= 1 - deaths / at_risk
         if at_risk > deaths:
             greenwood += deaths / (at_risk * (at_risk - deaths))
@@ -952,8 +953,12 @@ def _ketamine_table(s: pd.DataFrame) -> pd.DataFrame:
     """The ketamine sessions with their adverse events as ``_events`` (";nausea;dizziness;") and one flag column
     per named event (``_ev_<event>``, ``_ev_any``)."""
     ket = s[s["session_type"] == "ketamine"].sort_values(["patient_id", "days"])
-    events = ket["adverse_events"].fillna("").astype(str).str.replace(" ", "", regex=False)
-    ket = ket.assign(_events=(";" + events + ";").where(events.ne(""), ""))  # ";nausea;dizziness;" or ""
+    # an export writes few distinct event lists (hundreds in a million sessions): each is worked out once, and the
+    # sessions take theirs by code
+    codes, uniques = pd.factorize(ket["adverse_events"], use_na_sentinel=False)  # a missing entry is one of them
+    events = pd.Series(uniques, dtype=ket["adverse_events"].dtype).fillna("").astype(str) \
+        .str.replace(" ", "", regex=False)
+    written = (";" + events + ";").where(events.ne(""), "")  # ";nausea;dizziness;" or ""
     # one pass over the named events (Arrow split and look-up), not one text scan per event and metric
     tokens = pc.split_pattern(text_array(events), ";")
     named = pc.index_in(pc.list_flatten(tokens), value_set=pa.array(list(ADVERSE_EVENTS), type=pa.string()))
@@ -961,10 +966,11 @@ def _ketamine_table(s: pd.DataFrame) -> pd.DataFrame:
     which = pc.fill_null(named, -1).to_numpy()
     found = {}
     for k, e in enumerate(ADVERSE_EVENTS):
-        flag = np.zeros(len(ket), dtype=bool)
+        flag = np.zeros(len(events), dtype=bool)
         flag[row[which == k]] = True
-        found[f"_ev_{e}"] = flag
-    return ket.assign(_ev_any=ket["_events"].ne("").to_numpy(bool), **found)
+        found[f"_ev_{e}"] = flag[codes]
+    return ket.assign(_events=pd.Series(written.array.take(codes), index=ket.index),
+                      _ev_any=written.ne("").to_numpy(bool)[codes], **found)
 
 
 def _ketamine_sessions(cohort: Cohort, ids: pd.Index) -> pd.DataFrame:
