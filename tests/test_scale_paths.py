@@ -41,3 +41,29 @@ def test_a_cohort_built_from_handed_over_rows_equals_the_plain_one(tmp_path):
     assert "x1" not in set(handed.sessions["patient_id"]) and len(data.sessions.columns) == 0  # freed
     for part in ("patients", "measures", "sessions", "followups"):
         pd.testing.assert_frame_equal(getattr(handed, part), getattr(plain, part))
+
+
+def test_sessions_in_any_row_order_give_the_cohort_of_sorted_sessions(tmp_path):
+    frames = generate_clinic(300, seed=12)
+    paths = {}
+    for order in ("sorted", "shuffled"):
+        d = tmp_path / order
+        d.mkdir()
+        for kind, frame in frames.items():
+            if kind == "sessions" and order == "shuffled":
+                frame = frame.sample(frac=1, random_state=5)
+            frame.to_csv(d / f"{kind}.csv", index=False)
+        paths[order] = [d / f"{k}.csv" for k in ("sessions", "followups", "patients")]
+    reference = build_cohort(load_exports(*paths["sorted"]), Settings())
+    for consume in (False, True):
+        data = load_exports(*paths["shuffled"])
+        got = build_cohort(data, Settings(), consume=consume)
+        if consume:
+            assert len(data.sessions.columns) == 0  # sorted column by column, each freed from the accepted rows
+        for part in ("patients", "measures", "followups"):
+            pd.testing.assert_frame_equal(getattr(got, part), getattr(reference, part))
+        cols = [c for c in reference.sessions.columns if c != "line"]  # lines are the file's own
+        # same-day sessions of a patient keep the file's order (a stable sort): compared as sets within a day
+        by = ["patient_id", "session_date", "session_type", "dose_mg", "phq9"]
+        pd.testing.assert_frame_equal(got.sessions[cols].sort_values(by, kind="stable").reset_index(drop=True),
+                                      reference.sessions[cols].sort_values(by, kind="stable").reset_index(drop=True))

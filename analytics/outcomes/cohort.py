@@ -264,7 +264,7 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, co
     if "status" in sessions.columns:  # only attended rows are sessions (validation already keeps only those)
         attended = (sessions["status"].isna() | sessions["status"].eq("attended")).fillna(True).to_numpy(bool)
         sessions = sessions if attended.all() else sessions[attended]
-    sessions = sessions.sort_values(["patient_id", "session_date"], kind="stable")
+    sessions = _sorted_sessions(sessions, data.sessions if consume else None)
     ket_cols = ["patient_id", "session_date", *[c for c in ("route", "clinician", "site") if c in sessions.columns]]
     ket = sessions.loc[(sessions["session_type"] == "ketamine").to_numpy(bool), ket_cols]  # the columns used below
     index = ket.groupby("patient_id", sort=True)["session_date"].min().rename("index_date")
@@ -352,6 +352,27 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, co
     return Cohort(patients=patients, measures=measures, followups=fu.reset_index(drop=True),
                   sessions=sess.reset_index(drop=True), settings=settings, exclusions=exclusions, notes=notes,
                   pretreatment=pre_fu, daily_use=log, log_windows=log_windows(log))
+
+
+def _sorted_sessions(frame: pd.DataFrame, handed_over: pd.DataFrame | None) -> pd.DataFrame:
+    """``frame.sort_values(["patient_id", "session_date"], kind="stable")``, without a copy when the rows are already
+    in that order (exports usually are), else, with ``handed_over`` (see :func:`_rows_of`), built column by column so
+    that the accepted rows and their sorted copy are never both held (GBs at a million patients)."""
+    keys = pd.DataFrame({"p": frame["patient_id"].array, "d": frame["session_date"].array})
+    order = keys.sort_values(["p", "d"], kind="stable").index.to_numpy()
+    del keys
+    if (order == np.arange(len(order))).all():
+        return frame
+    if handed_over is None:
+        return frame.take(order)
+    out = pd.DataFrame(index=frame.index[order])
+    for col in list(frame.columns):
+        values = frame.pop(col) if frame is not handed_over else handed_over.pop(col)
+        if frame is not handed_over and col in handed_over.columns:
+            del handed_over[col]
+        out[col] = values.array.take(order)  # positional: no alignment on the index
+        del values
+    return out
 
 
 def _rows_of(frame: pd.DataFrame, keep: np.ndarray, handed_over: pd.DataFrame | None) -> pd.DataFrame:
