@@ -231,6 +231,7 @@ class Moments:
 
 # rows summed at once by patient_moments (one chunk below it: the same sums, bit for bit, as before chunking)
 MOMENT_CHUNK_ROWS = 2_000_000
+MOMENT_BATCH = 16  # vectors summed at once (the memory of one chunk: at most as before sharing)
 
 
 def patient_moments(y: np.ndarray, basis: np.ndarray, groups: np.ndarray, time: np.ndarray | None) -> Moments:
@@ -250,55 +251,135 @@ def patient_moments(y: np.ndarray, basis: np.ndarray, groups: np.ndarray, time: 
     """
     y = np.asarray(y, dtype=float)
     basis = np.asarray(basis, dtype=float).reshape(len(y), -1)
-    groups = np.asarray(groups, dtype=np.int64)
-    n, r = basis.shape
-    r1 = r + 1
-    n_groups = int(groups.max()) + 1 if n else 0
-    counts = np.bincount(groups, minlength=n_groups)
-    if np.any(counts == 0):
-        raise ValueError("group codes must be 0 … N−1 without gaps")
-    il, im = np.triu_indices(r1)
-    n_pairs = len(il)
-    slope = time is not None
-    t_all = np.asarray(time, dtype=float) if slope else None
-    # one row per observation: u, packed u u', 1 (and t, t², t·u); summed per patient by one sparse product, over
-    # chunks of rows when there are many (a million patients' scores × the row width would be GBs at once)
-    width = r1 + n_pairs + 1 + (2 + r1 if slope else 0)
-    k = r1 + n_pairs
-    sums = None
-    for lo in range(0, max(n, 1), MOMENT_CHUNK_ROWS):
-        hi = min(n, lo + MOMENT_CHUNK_ROWS)
-        m = hi - lo
-        vals = np.empty((m, width))
-        vals[:, :r] = basis[lo:hi]
-        vals[:, r] = y[lo:hi]
-        u = vals[:, :r1]
-        for j, (a, b) in enumerate(zip(il, im)):
-            np.multiply(u[:, a], u[:, b], out=vals[:, r1 + j])
-        vals[:, k] = 1.0
-        if t_all is not None:
-            t = t_all[lo:hi]
-            vals[:, k + 1] = t
-            np.multiply(t, t, out=vals[:, k + 2])
-            np.multiply(u, t[:, None], out=vals[:, k + 3:])
-        if blocksum.use_sparse(m, width):
-            from scipy import sparse
+    columns = {("b", j): basis[:, j] for j in range(basis.shape[1])}
+    columns["y"] = y
+    if time is not None:
+        columns["t"] = np.asarray(time, dtype=float)
+    sums = PatientSums(groups)
+    return sums.moments(columns, [("b", j) for j in range(basis.shape[1])], "y", None if time is None else "t")
 
-            g = sparse.csc_matrix((np.ones(m), groups[lo:hi], np.arange(m + 1)), shape=(n_groups, m))
-            part = np.asarray(g @ vals)
+
+ONE = "1"  # the key of the constant column in PatientSums
+
+
+class PatientSums:
+    """Per-patient sums of observation-level columns and of their pairwise products, each summed once and kept:
+    the moments of several designs sharing columns (e.g. the linear, piecewise and spline time shapes, which all
+    hold the constant, the weeks and the response) reuse each other's sums.
+
+    Columns are named by hashable keys; a column equal to 1 everywhere and a column equal (bit for bit) to an
+    earlier one take that one's key, so products with the constant are the column's own sums, and the random
+    slope's time equal to a basis column shares its products. Every sum adds the same products in the same order
+    (observations in order, as :func:`blocksum.sum_by_block` and the sparse product both do) as summing them one
+    design at a time: the moments are bit for bit those of :func:`patient_moments` on each design alone.
+    """
+
+    def __init__(self, groups: np.ndarray) -> None:
+        self.groups = np.asarray(groups, dtype=np.int64)
+        n = len(self.groups)
+        self.n_groups = int(self.groups.max()) + 1 if n else 0
+        counts = np.bincount(self.groups, minlength=self.n_groups)
+        if np.any(counts == 0):
+            raise ValueError("group codes must be 0 … N−1 without gaps")
+        self._sums: dict = {}
+        self._alias: dict = {}       # key → canonical key (the constant, or an equal earlier column)
+        self._columns: dict = {}     # canonical key → observation-level values
+
+    def _canonical(self, key, values: np.ndarray):
+        if key in self._alias:
+            return self._alias[key]
+        values = np.asarray(values, dtype=float)
+        if len(values) != len(self.groups):
+            raise ValueError("every column needs one value per observation")
+        canon = key
+        if len(values) and np.all(values == 1.0):
+            canon = ONE
         else:
-            part = blocksum.sum_by_block(vals, groups[lo:hi], n_groups)
-        del vals
-        sums = part if sums is None else sums + part
-    assert sums is not None
-    packed = sums[:, r1:k]
-    uu = np.empty((n_groups, r1, r1))
-    uu[:, il, im] = packed
-    uu[:, im, il] = packed
-    su = sums[:, :r1].copy()
-    if not slope:
-        return Moments(s=sums[:, k:k + 1].copy(), su=su, tu=np.empty((n_groups, 0)), uu=uu)
-    return Moments(s=sums[:, k:k + 3].copy(), su=su, tu=sums[:, k + 3:].copy(), uu=uu)
+            for other, v in self._columns.items():
+                if np.array_equal(v, values) and np.array_equal(np.signbit(v), np.signbit(values)):
+                    canon = other
+                    break
+        if canon == key:
+            self._columns[key] = values
+        self._alias[key] = canon
+        return canon
+
+    @staticmethod
+    def _pair(a, b):
+        """Key of the sum of the product of columns ``a`` and ``b`` (canonical keys)."""
+        if a == ONE:
+            return (b,)
+        if b == ONE:
+            return (a,)
+        return (a, b) if repr(a) <= repr(b) else (b, a)
+
+    def _vector(self, key: tuple, lo: int, hi: int, out: np.ndarray) -> None:
+        if key == (ONE,):
+            out[:] = 1.0
+        elif len(key) == 1:
+            out[:] = self._columns[key[0]][lo:hi]
+        else:
+            np.multiply(self._columns[key[0]][lo:hi], self._columns[key[1]][lo:hi], out=out)
+
+    def _compute(self, keys: list[tuple]) -> None:
+        """Sum the vectors ``keys`` by patient (in row chunks, as before; vectors in batches of few columns)."""
+        n, n_groups = len(self.groups), self.n_groups
+        total = {k: None for k in keys}
+        for lo in range(0, max(n, 1), MOMENT_CHUNK_ROWS):
+            hi = min(n, lo + MOMENT_CHUNK_ROWS)
+            m = hi - lo
+            g = None
+            for b0 in range(0, len(keys), MOMENT_BATCH):
+                batch = keys[b0:b0 + MOMENT_BATCH]
+                vals = np.empty((len(batch), m))                        # one contiguous row per vector
+                for j, key in enumerate(batch):
+                    self._vector(key, lo, hi, vals[j])
+                if blocksum.use_sparse(m, len(batch)):
+                    from scipy import sparse
+
+                    if g is None:
+                        g = sparse.csc_matrix((np.ones(m), self.groups[lo:hi], np.arange(m + 1)),
+                                              shape=(n_groups, m))
+                    part = np.asarray(g @ vals.T)
+                else:
+                    part = blocksum.sum_by_block(vals.T, self.groups[lo:hi], n_groups)
+                del vals
+                for j, key in enumerate(batch):
+                    total[key] = part[:, j] if total[key] is None else total[key] + part[:, j]
+        for key, v in total.items():
+            self._sums[key] = np.ascontiguousarray(v)
+
+    def moments(self, columns: dict, basis: list, y, time=None) -> Moments:
+        """:class:`Moments` of the basis columns ``basis`` (keys of ``columns``, in order), the response ``y`` and
+        the random slope's covariate ``time`` (None: a random intercept only); ``columns`` maps keys to values
+        (a key already seen is not read again)."""
+        canon = [self._canonical(k, columns.get(k)) for k in (*basis, y)]
+        t = self._canonical(time, columns.get(time)) if time is not None else None
+        r1 = len(canon)
+        il, im = np.triu_indices(r1)
+        need = [(c,) if c != ONE else (ONE,) for c in canon]
+        need += [self._pair(canon[a], canon[b]) for a, b in zip(il, im)]
+        need.append((ONE,))
+        if t is not None:
+            need += [(t,) if t != ONE else (ONE,), self._pair(t, t)]
+            need += [self._pair(t, c) for c in canon]
+        need = [(ONE,) if k == (ONE, ONE) else k for k in need]
+        todo = list(dict.fromkeys(k for k in need if k not in self._sums))
+        if todo:
+            self._compute(todo)
+        col = [self._sums[(c,)] for c in canon]
+        su = np.column_stack(col)
+        uu = np.empty((self.n_groups, r1, r1))
+        for a, b in zip(il, im):
+            v = self._sums[self._pair(canon[a], canon[b])]
+            uu[:, a, b] = v
+            uu[:, b, a] = v
+        count = self._sums[(ONE,)]
+        if t is None:
+            return Moments(s=count[:, None].copy(), su=su, tu=np.empty((self.n_groups, 0)), uu=uu)
+        s = np.column_stack([count, self._sums[(t,)], self._sums[self._pair(t, t)]])
+        tu = np.column_stack([self._sums[self._pair(t, c)] for c in canon])
+        return Moments(s=s, su=su, tu=tu, uu=uu)
 
 
 class _Factored:

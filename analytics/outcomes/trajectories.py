@@ -543,10 +543,19 @@ class PreparedScores:
     _moments: dict = field(default_factory=dict, repr=False, compare=False)
 
     def moments(self, time: TimeBasis) -> lmm.Moments:
-        """Per-patient sums of ``[1, time(weeks), value]`` with a random slope on weeks (computed once per basis)."""
+        """Per-patient sums of ``[1, time(weeks), value]`` with a random slope on weeks (computed once per basis;
+        the sums of columns and products that time bases share, e.g. the weeks in the linear and piecewise ones,
+        are computed once for all: :class:`analytics.engines.lmm.PatientSums`)."""
         if time not in self._moments:
-            basis = np.column_stack([np.ones(len(self.weeks)), time(self.weeks)])
-            self._moments[time] = lmm.patient_moments(self.value, basis, self.codes, self.weeks)
+            if "sums" not in self._moments:
+                self._moments["sums"] = lmm.PatientSums(self.codes)
+            sums: lmm.PatientSums = self._moments["sums"]
+            h = time(self.weeks)
+            keys = ["weeks" if time.shape != "spline" and j == 0 else (time.shape, time.knot_weeks, time.knots, j)
+                    for j in range(h.shape[1])]
+            columns = {"1": np.ones(len(self.weeks)), "weeks": self.weeks, "value": self.value,
+                       **{k: h[:, j] for j, k in enumerate(keys)}}
+            self._moments[time] = sums.moments(columns, ["1", *keys], "value", "weeks")
         return self._moments[time]
 
 
