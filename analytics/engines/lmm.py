@@ -529,7 +529,9 @@ def factored_blocks(mom: Moments, w: np.ndarray, feature: np.ndarray | list[int]
     # patients sorted by pattern (their order is immaterial to the likelihood): per-pattern sums become slices
     order = np.argsort(pattern, kind="stable")
     pattern = pattern[order]
-    mom = mom.take(rows[order])
+    index = rows[order]
+    if not (len(index) == len(mom.s) and np.array_equal(index, np.arange(len(index)))):
+        mom = mom.take(index)  # (every patient in order, e.g. no by/adjust: the sums as they are, no copy)
     counts = np.bincount(pattern, minlength=len(w_used))
     w_ext = np.ones((len(w_used), w.shape[1] + 1))
     w_ext[:, used] = w_used
