@@ -368,6 +368,8 @@ class TrajectoryFit:
     random_structure: str = "correlated"
     structures: pd.DataFrame | None = field(default=None, repr=False)
     time_comparison: ModelComparison | None = field(default=None, repr=False)
+    # lme4's theta of the fast engine's fit (None for statsmodels): a warm start for a closely related model
+    theta: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def time(self) -> str:
@@ -411,6 +413,8 @@ class ModelComparison:
     table: pd.DataFrame
     best: str
     notes: tuple[str, ...] = ()
+    # each shape's ML fit (the REML refit of the best one starts from its estimates)
+    fits: dict[str, TrajectoryFit] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -950,6 +954,12 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
         comparison = compare_time_shapes(cohort, measure=measure, by=by, adjust=adjust, knot_weeks=knot_weeks,
                                          spline_df=spline_df, engine=engine, reference=reference,
                                          prepared=prepared)
+        chosen_ml = comparison.fits.get(comparison.best)
+        if (start is None and random_slope and random_structure is None and chosen_ml is not None
+                and chosen_ml.random_structure == "correlated" and chosen_ml.theta is not None):
+            # the REML estimates are close to the ML ones of the same model: Newton steps from there first
+            # (the optimum is the same to ~1e-10 relative; about half the evaluations)
+            start = chosen_ml.theta
         fit = fit_trajectory(cohort, measure=measure, by=by, adjust=adjust, time=comparison.best,  # type: ignore[arg-type]
                              knot_weeks=knot_weeks, spline_df=spline_df, reference=reference,
                              random_slope=random_slope, reml=reml, engine=engine, conf_level=conf_level,
@@ -1025,7 +1035,7 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
         deviance=res.deviance, cov_params=pd.DataFrame(res.cov_beta, index=list(names), columns=list(names)),
         design=design, engine=engine, conf_level=conf_level, n_per_group=n_per_group,
         weeks_range=(float(weeks.min()), float(weeks.max())), notes=tuple(notes), random_structure=structure,
-        structures=structures)
+        structures=structures, theta=np.asarray(res.theta, dtype=float) if engine == "fast" else None)
 
 
 def predicted_means(fit: TrajectoryFit, *, weeks: np.ndarray | list[float] | None = None,
@@ -1175,7 +1185,7 @@ def compare_time_shapes(cohort: Cohort, *, measure: str = "phq9", by: str | None
         notes.append("Shapes whose model did not converge were not chosen.")
     notes.insert(0, f"Fitted by maximum likelihood on {note_n(base.n_patients)} patients and {note_n(base.n_obs)} "
                     f"scores; likelihood-ratio tests against the straight line. Lowest AIC: {best}.")
-    return ModelComparison(table=table, best=best, notes=tuple(notes))
+    return ModelComparison(table=table, best=best, notes=tuple(notes), fits=fits)
 
 
 def n_parameters(fit: TrajectoryFit) -> int:
