@@ -363,29 +363,24 @@ def _sorted_sessions(frame: pd.DataFrame, handed_over: pd.DataFrame | None) -> p
     del keys
     if (order == np.arange(len(order))).all():
         return frame
-    if handed_over is None:
-        return frame.take(order)
-    out = pd.DataFrame(index=frame.index[order])
-    for col in list(frame.columns):
-        values = frame.pop(col) if frame is not handed_over else handed_over.pop(col)
-        if frame is not handed_over and col in handed_over.columns:
-            del handed_over[col]
-        out[col] = values.array.take(order)  # positional: no alignment on the index
-        del values
-    return out
+    return frame.take(order) if handed_over is None else _taken(frame, order, handed_over)
 
 
 def _rows_of(frame: pd.DataFrame, keep: np.ndarray, handed_over: pd.DataFrame | None) -> pd.DataFrame:
-    """``frame[keep]``; with ``handed_over`` (the accepted rows the caller gave up, which ``frame`` may share
-    columns with), built column by column, each column removed from both as soon as it is copied."""
-    if handed_over is None:
-        return frame[keep]
-    out = pd.DataFrame(index=frame.index[keep])
+    """``frame[keep]``; with ``handed_over`` (the accepted rows the caller gave up), built by :func:`_taken`."""
+    return frame[keep] if handed_over is None else _taken(frame, np.flatnonzero(keep), handed_over)
+
+
+def _taken(frame: pd.DataFrame, rows: np.ndarray, handed_over: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` at positions ``rows``, built column by column, each column removed from ``frame`` and
+    from ``handed_over`` (the accepted rows the caller gave up, which ``frame`` may be or share columns with) as soon
+    as it is copied: the two are never both held in full."""
+    out = pd.DataFrame(index=frame.index[rows])
     for col in list(frame.columns):
         values = frame.pop(col)
         if col in handed_over.columns:
             del handed_over[col]
-        out[col] = values[keep]
+        out[col] = values.array.take(rows)  # positional: no alignment on the index
         del values
     return out
 
