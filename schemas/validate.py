@@ -338,22 +338,22 @@ def _parse_substances(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     normalised lists (missing when empty) and, per row, the reason it is set aside (missing when it is fine): an item
     that is not on the list is named."""
     allowed = frozenset(URINE_SUBSTANCES)
-    text = values.astype("string").str.lower().str.replace(r"\s*[;,|]\s*", ";", regex=True).str.strip(" ;")
-    text = text.mask(text.eq("").fillna(False))
-    out = pd.Series(pd.NA, index=values.index, dtype="string")
-    reasons = pd.Series(pd.NA, index=values.index, dtype="string")
-    present = text.notna().to_numpy()
-    if not present.any():
-        return out, reasons
-    for value in pd.unique(text[present]):
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)  # each distinct list is read once; missing: -1
+    text = pd.Series(uniques, dtype="string").str.lower().str.replace(r"\s*[;,|]\s*", ";", regex=True).str.strip(" ;")
+    parsed: list[object] = []
+    why: list[object] = []
+    for value in text.mask(text.eq("").fillna(False)):
+        if value is pd.NA:
+            parsed.append(pd.NA)
+            why.append(pd.NA)
+            continue
         items = [i.strip() for i in str(value).split(";") if i.strip()]
         unknown = [i for i in items if i not in allowed]
-        at = text.eq(value).fillna(False).to_numpy()
-        if unknown:
-            reasons[at] = (f"'{clip_text(unknown[0])}' is not a substance of the list; use only: "
-                           + ", ".join(URINE_SUBSTANCES) + " (separated by ';'), or map it in the mapping")
-        else:
-            out[at] = ";".join(dict.fromkeys(items))
+        parsed.append(pd.NA if unknown else ";".join(dict.fromkeys(items)))
+        why.append(f"'{clip_text(unknown[0])}' is not a substance of the list; use only: "
+                   + ", ".join(URINE_SUBSTANCES) + " (separated by ';'), or map it in the mapping" if unknown else pd.NA)
+    out = pd.Series(pd.array(parsed + [pd.NA], dtype="string").take(codes), index=values.index)  # code -1 → the NA
+    reasons = pd.Series(pd.array(why + [pd.NA], dtype="string").take(codes), index=values.index)
     return out, reasons
 
 
