@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from analytics.formatting import escape_plotly
 
@@ -22,6 +23,10 @@ from analytics.formatting import escape_plotly
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 FONT = "DejaVu Sans, Arial, sans-serif"
 NOTE_GREY = "#6E6E6E"
+TEMPLATE = "plotly_white"
+# Figures start from our template as plotly's default (set once, here): naming it on each figure made plotly copy and
+# re-validate the whole template every time (~20 ms a figure, a tenth of a second per page of charts).
+pio.templates.default = TEMPLATE
 
 
 def note_under_axis(fig: go.Figure, text: str) -> None:
@@ -50,11 +55,12 @@ def base_layout(fig: go.Figure, *, title: str, x_title: str | None = None, y_tit
     fig.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left"},
         font={"family": FONT, "size": 13},
-        template="plotly_white",
         height=height,
         margin={"l": 70, "r": 30, "t": 70, "b": 60},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
     )
+    if pio.templates.default != TEMPLATE:  # someone changed plotly's default since
+        fig.update_layout(template=TEMPLATE)
     if x_title is not None:
         fig.update_xaxes(title_text=x_title)
     if y_title is not None:
