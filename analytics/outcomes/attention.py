@@ -13,6 +13,7 @@ from analytics.outcomes.cohort import Cohort
 from analytics.outcomes.memo import once, per_cohort
 from analytics.outcomes.safety import VitalThresholds
 from analytics.privacy.counts import note_n
+from schemas.arrow import text_map
 
 
 def expected_phq9(cohort: Cohort, *, by: str | None = "program") -> tuple[pd.DataFrame | None, str]:
@@ -48,7 +49,7 @@ def _expected_phq9(cohort: Cohort, by: str | None) -> tuple[pd.DataFrame | None,
     pred = pred.assign(weeks=pred["weeks"].round(1))
     groups = cohort.patients.set_index("patient_id")[by].astype("string") if by else None
     latest = latest.assign(weeks=latest["weeks"].round(1),
-                           group=latest["patient_id"].map(groups) if groups is not None else "all")
+                           group=text_map(latest["patient_id"], groups) if groups is not None else "all")
     key = pred.set_index(["group", "weeks"])["estimate"]
     idx = pd.MultiIndex.from_arrays([latest["group"].astype(object), latest["weeks"]])
     latest["expected_phq9"] = key.reindex(idx).to_numpy(dtype=float)
@@ -169,7 +170,8 @@ def _own_expected(cohort: Cohort, by: str | None) -> tuple[pd.DataFrame | None, 
         return None, f"No expected course (PHQ-9 model not available: {err})"
     design = fit.design
     groups = (cohort.patients.set_index("patient_id")[by].astype("string") if by else None)
-    d = d.assign(group=d["patient_id"].map(groups).astype(object) if groups is not None else trajectories.ALL)
+    d = d.assign(group=text_map(d["patient_id"], groups).astype(object) if groups is not None
+                 else trajectories.ALL)
     d = d[d["group"].isin(design.groups)].sort_values(["patient_id", "days"], kind="stable").reset_index(drop=True)
     beta = fit.fixed.set_index("term").loc[list(design.names), "estimate"].to_numpy(float)
     mean = design.matrix(d["weeks"].to_numpy(float), d["group"].to_numpy(object) if by else None, None) @ beta
@@ -341,11 +343,11 @@ def needing_attention(cohort: Cohort, *, phq9_margin: float = 5, phq9_floor: flo
                                                                               "date"]]]
     phq = t[(t["reason"] == "phq9_above_expected") & (t["value"] >= phq9_floor)]
     if len(phq) and own is not None:  # and above the own course's 95% prediction interval
-        psd = phq["patient_id"].map(own.set_index("patient_id")["prediction_sd"]).to_numpy(float)
+        psd = text_map(phq["patient_id"], own.set_index("patient_id")["prediction_sd"]).to_numpy(float)
         phq = phq[(phq["value"] - phq["expected"]).to_numpy(float) >= 1.96 * psd]
     if len(phq) and own is not None:
         o = own.set_index("patient_id")
-        gm = phq["patient_id"].map(o["group_mean"])
+        gm = text_map(phq["patient_id"], o["group_mean"])
         rows.append(pd.DataFrame({
             "patient_id": phq["patient_id"], "reason": "phq9_above_expected", "date": phq["date"],
             "detail": [f"PHQ-9 {v:.0f} on {d:%Y-%m-%d}: {v - x:.0f} points above their own expected course "

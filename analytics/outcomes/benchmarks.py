@@ -57,7 +57,7 @@ from analytics.outcomes.cohort import DROPOUT_STATUSES, Cohort, ids_in
 from analytics.outcomes.memo import once, per_cohort
 from analytics.outcomes.safety import EXPECTED_ACUTE_EFFECTS, NEEDED_ACTION_NOT_RECORDED, SERIOUS_NOT_RECORDED
 from analytics.privacy.counts import note_n, note_of
-from schemas.arrow import text_array, text_codes
+from schemas.arrow import text_array, text_codes, text_map
 from schemas.columns import ADVERSE_EVENTS
 
 REGISTRY_PATH = Path(__file__).parent / "data" / "benchmarks.toml"
@@ -527,7 +527,7 @@ def _window_status(cohort: Cohort, ids: pd.Index, start: int, end: int, use: Use
     inside = (fu["window_start_days"] >= start) & (fu["days"] <= end)
     use_known = (used & inside).groupby(fu["patient_id"]).any()
     if use == "any" and len(fu):
-        index = fu["patient_id"].map(cohort.patients.set_index("patient_id")["index_date"])
+        index = text_map(fu["patient_id"], cohort.patients.set_index("patient_id")["index_date"])
         rel = (fu["relapse_date"] - index).dt.days
         use_known = use_known | rel.between(start, end).groupby(fu["patient_id"]).any()
     covered = _covered_days(fu[free], start, end)
@@ -808,7 +808,7 @@ def _first_use(cohort: Cohort, ids: pd.Index, use: Use, dropout_as_use: bool) ->
     first = fu[flag].groupby("patient_id").head(1).set_index("patient_id")
     out = pd.DataFrame({"time": last.astype(float), "event": False})
     if len(first):
-        index = first.index.to_series().map(cohort.patients.set_index("patient_id")["index_date"])
+        index = text_map(first.index.to_series(), cohort.patients.set_index("patient_id")["index_date"])
         rel_days = (first["relapse_date"] - index).dt.days
         used = first["use_any" if use == "any" else "use_heavy"].fillna(False).astype(bool)
         by_date = first["relapse_date"].notna() & used  # flagged by use (not only by dropout): dated by relapse_date
@@ -1085,7 +1085,7 @@ def phq9_after_induction(cohort: Cohort, *, outcome: Outcome = "response", min_s
                             f"PHQ-9 ≥ {min_baseline:g} and reached {window[1]} days after it.", conf_level=conf_level,
                             notes=notes)
     rows = _phq9_rows(cohort, closed)
-    rows = rows.assign(since=rows["days"] - rows["patient_id"].map(end))
+    rows = rows.assign(since=rows["days"] - text_map(rows["patient_id"], end))
     rows = rows[rows["since"].between(*window)].sort_values(["patient_id", "days"])
     scores = rows.groupby("patient_id")["value"].first()
     return _score_outcome(metric, definition, pats[_member(pats["patient_id"], closed)], scores, outcome, len(closed),
@@ -1112,7 +1112,7 @@ def phq9_within_days(cohort: Cohort, *, outcome: Outcome = "response", end_day: 
     rows = _phq9_rows(cohort, ids)
     rows = rows[rows["days"].between(1, end_day)]
     base = pats.set_index("patient_id")["baseline_phq9"]
-    hit = _meets(rows["value"], rows["patient_id"].map(base), outcome).groupby(rows["patient_id"]).any()
+    hit = _meets(rows["value"], text_map(rows["patient_id"], base), outcome).groupby(rows["patient_id"]).any()
     return _with_score_bounds(metric, definition, hit, len(ids), conf_level, notes, f"on days 1–{end_day}", min_share)
 
 
@@ -1147,7 +1147,7 @@ def phq9_after_infusions(cohort: Cohort, *, outcome: Outcome = "response", infus
                             f"have had {infusions} ketamine sessions and {within_days} days after them.",
                             conf_level=conf_level, notes=notes)
     rows = _phq9_rows(cohort, closed)
-    rows = rows.assign(since=rows["days"] - rows["patient_id"].map(nth))
+    rows = rows.assign(since=rows["days"] - text_map(rows["patient_id"], nth))
     rows = rows[rows["since"].between(1, within_days)].sort_values(["patient_id", "days"])
     scores = rows.groupby("patient_id")["value"].first()
     return _score_outcome(metric, definition, pats[_member(pats["patient_id"], closed)], scores, outcome, len(closed),

@@ -54,6 +54,7 @@ from analytics.outcomes.memo import once, per_cohort
 from analytics.outcomes.safety import VitalThresholds, session_safety_flags
 from analytics.outcomes.settings import DropoutRule
 from analytics.privacy.counts import note_n
+from schemas.arrow import text_map
 
 DateLike = date | pd.Timestamp | str
 Period = tuple[DateLike, DateLike]
@@ -223,7 +224,7 @@ def _patient_kpi_frame(cohort: Cohort, kpi: str, o: KpiOptions, end: pd.Timestam
         w = o.tolerance(due_day)
         close_day = due_day + w
         event_by = p["relapsed"].astype(bool) & (p["days_to_event"] <= due_day)
-        last_day = ids.map(cohort.followups.groupby("patient_id")["days"].max())
+        last_day = text_map(ids, cohort.followups.groupby("patient_id")["days"].max())
         followed = last_day >= due_day - w
         known = event_by | followed.fillna(False)
         success = known & ~event_by
@@ -236,7 +237,7 @@ def _patient_kpi_frame(cohort: Cohort, kpi: str, o: KpiOptions, end: pd.Timestam
         m = m[(m["measure"] == "phq9") & (m["days"] >= due_day - w) & (m["days"] <= due_day + w)].copy()
         m["dist"] = (m["days"] - due_day).abs()
         m = m.sort_values(["patient_id", "dist", "days"], ascending=[True, True, False])
-        score = ids.map(m.drop_duplicates("patient_id").set_index("patient_id")["value"])
+        score = text_map(ids, m.drop_duplicates("patient_id").set_index("patient_id")["value"])
         base = p["baseline_phq9"].astype(float)
         base_ok = pd.Series(rsp.assessable(base, o.phq9_min_baseline), index=base.index)
         known = base_ok & score.notna()
@@ -553,7 +554,8 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
         reached = ids_in(base_ids, hit)
         sub = p[has_base]
         open_ = (sub["index_date"] + pd.to_timedelta(t + w, unit="D") > end).to_numpy() & ~reached.to_numpy()
-        dropped = (sub["patient_id"].map(dropout_day) <= t + w).fillna(False).to_numpy() & ~reached.to_numpy() & ~open_
+        dropped = (text_map(sub["patient_id"], dropout_day) <= t + w).fillna(False).to_numpy() \
+            & ~reached.to_numpy() & ~open_
         missed = ~reached.to_numpy() & ~open_ & ~dropped
         step = f"followup_{t}"
         steps.append({"step": step, "label": f"Follow-up at day {t} (days {t - w}–{t + w})",
@@ -1172,7 +1174,7 @@ class AttentionList:
 def _expected_phq9(latest: pd.DataFrame, expected: pd.DataFrame | None, base: pd.Series) -> tuple[pd.Series, str]:
     """Expected PHQ-9 per latest score: the prediction table when given, else the baseline (no worsening)."""
     if expected is None:
-        return latest["patient_id"].map(base).astype(float), "baseline PHQ-9 (no worsening expected)"
+        return text_map(latest["patient_id"], base).astype(float), "baseline PHQ-9 (no worsening expected)"
     if "expected_phq9" not in expected.columns or "patient_id" not in expected.columns:
         raise ValueError("expected needs columns patient_id and expected_phq9 (optionally days).")
     if "days" in expected.columns:
@@ -1180,7 +1182,7 @@ def _expected_phq9(latest: pd.DataFrame, expected: pd.DataFrame | None, base: pd
         idx = pd.MultiIndex.from_arrays([latest["patient_id"], latest["days"]])
         return (pd.Series(key.reindex(idx).to_numpy(dtype=float), index=latest.index),
                 "model-predicted PHQ-9 on that day")
-    return (latest["patient_id"].map(expected.set_index("patient_id")["expected_phq9"]).astype(float),
+    return (text_map(latest["patient_id"], expected.set_index("patient_id")["expected_phq9"]).astype(float),
             "model-predicted PHQ-9")
 
 

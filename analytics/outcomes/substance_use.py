@@ -41,6 +41,7 @@ from analytics.outcomes.cohort import Cohort, ids_in
 from analytics.outcomes.memo import once, per_cohort
 from analytics.privacy.counts import mask_text, note_n
 from analytics.privacy.suppression import suppress_counts
+from schemas.arrow import text_map
 from schemas.columns import URINE_SUBSTANCES
 
 MIN_LOG_DAYS = 15  # a log window counts when at least half of its 30 days are logged
@@ -88,7 +89,7 @@ def observed_course(frame: pd.DataFrame, groups: pd.Series, conf_level: float = 
     """Observed means per group and time window: ``group``, ``window``, ``window_order``, ``n``, ``estimate``,
     ``ci_low``, ``ci_high``. ``frame``: ``patient_id``, ``days``, ``value``; each patient counts once per window."""
     d = _windowed(frame.dropna(subset=["value"]))
-    d = d.assign(group=d["patient_id"].map(groups))
+    d = d.assign(group=text_map(d["patient_id"], groups))
     per = d.groupby(["group", "window_order", "window", "patient_id"], sort=True, observed=True)["value"].mean()
     out = _mean_ci(per.reset_index(), ["group", "window_order", "window"], conf_level)
     return out.sort_values(["group", "window_order"]).reset_index(drop=True)
@@ -247,13 +248,14 @@ def _urine_results(cohort: Cohort, by: str | None, conf_level: float) -> UrineRe
                                "urine_substances).")
     groups = _group(cohort, by)
     by_substance = "urine_substances" in tests and tests["urine_substances"].notna().any()
-    t = _windowed(tests.assign(group=tests["patient_id"].map(groups)))
+    t = _windowed(tests.assign(group=text_map(tests["patient_id"], groups)))
     rows = []
     if by_substance:
         found = t["urine_substances"].fillna("").str.split(";")
         excluded = t["urine_excluded"].fillna("").str.split(";") if "urine_excluded" in t else found.map(lambda _: [])
         rx = cohort.patients.set_index("patient_id")["prescribed"] if "prescribed" in cohort.patients else None
-        mine_rx = t["patient_id"].map(rx).fillna("").str.split(";") if rx is not None else found.map(lambda _: [])
+        mine_rx = text_map(t["patient_id"], rx).fillna("").str.split(";") if rx is not None \
+            else found.map(lambda _: [])
         present = [s for s in URINE_SUBSTANCES if found.map(lambda x, s=s: s in x).any()]
         for s in present:
             pos = found.map(lambda x, s=s: s in x).to_numpy(bool)

@@ -43,6 +43,7 @@ from analytics.outcomes import response as rsp
 from analytics.outcomes.cohort import PHQ9_BANDS, Cohort, ids_in
 from analytics.outcomes.memo import once, per_cohort
 from analytics.privacy.counts import note_n, note_of
+from schemas.arrow import text_map
 
 TimeShape = Literal["linear", "piecewise", "spline"]
 TimeChoice = Literal["auto", "linear", "piecewise", "spline"]
@@ -1305,7 +1306,7 @@ def response_remission(cohort: Cohort, *, weeks: tuple[float, ...] = (4, 8, 12, 
         near = d[(d["days"] - target).abs() <= window_days].copy()
         near["dist"] = (near["days"] - target).abs()
         pick = near.sort_values(["patient_id", "dist", "days"]).drop_duplicates("patient_id")
-        pick["group"] = pick["patient_id"].map(groups)
+        pick["group"] = text_map(pick["patient_id"], groups)
         pick["response"] = rsp.is_response(pick["value"], pick["baseline_phq9"])
         pick["remission"] = rsp.is_remission(pick["value"])
         levels = [ALL] if by is None else sorted(groups.unique())
@@ -1339,7 +1340,7 @@ def band_transitions(cohort: Cohort, *, by: str | None = None) -> BandTransition
     latest = d.sort_values(["patient_id", "days"]).drop_duplicates("patient_id", keep="last")
     latest = latest.assign(baseline_band=phq9_band(latest["baseline_phq9"]), latest_band=phq9_band(latest["value"]))
     groups = _groups_of(cohort, by)
-    latest["group"] = latest["patient_id"].map(groups)
+    latest["group"] = text_map(latest["patient_id"], groups)
     order = [b[2] for b in PHQ9_BANDS]
     levels = [ALL] if by is None else sorted(groups.unique())
     full = pd.MultiIndex.from_product([levels, order, order], names=["group", "baseline_band", "latest_band"])
@@ -1558,7 +1559,7 @@ def abstinence_gee(cohort: Cohort, *, by: str | None = None, reference: str | No
     z = z_crit(conf_level)
     d = abstinence_frame(cohort)
     groups = _groups_of(cohort, by)
-    d["_group"] = d["patient_id"].map(groups)
+    d["_group"] = text_map(d["patient_id"], groups)
     if by is not None:
         d = d[d["_group"] != "(missing)"]
     n_pat = d.groupby("patient_id").size()
@@ -1618,7 +1619,7 @@ def patient_lines(cohort: Cohort, *, measure: str = "phq9", by: str | None = Non
     codes, uniques = pd.factorize(d["patient_id"])  # patients in order of their first score
     d = d[(np.bincount(codes[codes >= 0], minlength=len(uniques)) >= 2)[codes] & (codes >= 0)]
     groups = _groups_of(cohort, by)
-    d["group"] = d["patient_id"].map(groups)
+    d["group"] = text_map(d["patient_id"], groups)
     rng = np.random.default_rng(seed)
     parts = []
     line = 0
