@@ -139,3 +139,14 @@ def test_pack_section_shows_every_part_on_the_sample_clinic(cohort):
                  "missing = use, % (95% CI)", "Urine tests negative", "AUDIT-C (0–12)", "excluded as prescribed"):
         assert text in html, text
     assert 'class="warn"' not in html
+
+
+def test_list_membership_is_item_membership():
+    """An item is found in a ';' list exactly when it is one of the list's items (not a part of one)."""
+    from analytics.outcomes.substance_use import _lists_have, _padded
+    lists = pd.Series(["cocaine;opioids", "opioid", None, "", "benzodiazepines;cannabis", "ketamine", "x;;cocaine"],
+                      dtype="string")
+    padded = _padded(lists)
+    for item in ("cocaine", "opioids", "opioid", "cannabis", "ketamine", "benzo"):
+        expected = [item in (v.split(";") if isinstance(v, str) else []) for v in lists.astype(object)]
+        assert _lists_have(padded, item).tolist() == expected, item
