@@ -249,9 +249,6 @@ COMMANDS = {"validate": cmd_validate, "analyze": cmd_analyze, "report": cmd_repo
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # pandera imports its hypothesis data generators whenever hypothesis is installed (a development
-    # environment); the command line never generates data, and a user's install has no hypothesis: skip them
-    sys.modules.setdefault("hypothesis", None)  # type: ignore[assignment]
     try:
         return COMMANDS[args.command](args)
     except OutcomesError as err:
@@ -276,6 +273,10 @@ def run() -> NoReturn:
     so the interpreter's own teardown — freeing every table of a large clinic one object at a time, 0.2 s at 20,000
     patients — is skipped: standard output and error are flushed and the process exits with the command's code.
     """
+    # pandera imports its hypothesis data generators whenever hypothesis is installed (a development
+    # environment); the command never generates data, and a user's install has no hypothesis: skip them. Only in
+    # the command's own process (``main`` called from Python leaves the interpreter's modules alone)
+    sys.modules.setdefault("hypothesis", None)  # type: ignore[assignment]
     code = main()
     for stream in (sys.stdout, sys.stderr):
         try:
