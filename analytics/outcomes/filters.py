@@ -110,7 +110,7 @@ def apply_filters(cohort: Cohort, filters: Filters) -> Cohort:
         values = getattr(filters, name)
         if values:
             keep &= p[col].astype("string").isin(values).fillna(False)
-    ids = set(p.loc[keep, "patient_id"])
+    ids = p.loc[keep, "patient_id"]
     sub = {name: getattr(cohort, name) for name in ("measures", "followups", "sessions", "pretreatment", "daily_use",
                                                     "log_windows")}
     sub = {k: v[ids_in(v["patient_id"], ids)].reset_index(drop=True) for k, v in sub.items() if "patient_id" in v}

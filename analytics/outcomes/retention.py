@@ -207,12 +207,12 @@ def retention_cascade(cohort: Cohort, *, by: str | None = "program", conf_level:
     ther = s[s["session_type"].isin(["integration", "psychotherapy"]).to_numpy(bool)
              & (s["days"] >= 0).to_numpy(bool) & (s["days"] < THERAPY_DAYS).to_numpy(bool)]
     judged["therapy"] = cohort.window_closed(THERAPY_DAYS, as_of=end).to_numpy(bool)
-    reached["therapy"] = ids_in(p["patient_id"], set(ther["patient_id"])).to_numpy(bool)
+    reached["therapy"] = ids_in(p["patient_id"], ther["patient_id"]).to_numpy(bool)
     fu = cohort.followups
     for t, w in FOLLOWUP_WINDOWS:
         hit = fu.loc[(fu["days"] >= t - w) & (fu["days"] <= t + w), "patient_id"] if len(fu) else []
         judged[f"followup_{t}"] = cohort.window_closed(t + w + 1, as_of=end).to_numpy(bool)
-        reached[f"followup_{t}"] = ids_in(p["patient_id"], set(hit)).to_numpy(bool)
+        reached[f"followup_{t}"] = ids_in(p["patient_id"], hit).to_numpy(bool)
     rows: list[dict[str, object]] = []
     for step in STEP_LABELS:
         out[step] = pd.array(np.where(judged[step], reached[step], False), dtype="boolean")

@@ -86,7 +86,7 @@ class SubgroupForest:
 def subset(cohort: Cohort, keep: pd.Series) -> Cohort:
     """The cohort restricted to patients where ``keep`` (aligned with ``cohort.patients``) is True."""
     keep = keep.fillna(False).astype(bool)
-    ids = set(cohort.patients.loc[keep.to_numpy(), "patient_id"])
+    ids = cohort.patients.loc[keep.to_numpy(), "patient_id"]
     parts = {k: getattr(cohort, k) for k in ("measures", "followups", "sessions")}
     parts = {k: v[ids_in(v["patient_id"], ids)].reset_index(drop=True) for k, v in parts.items()}
     return replace(cohort, patients=cohort.patients[keep.to_numpy()].reset_index(drop=True), **parts)

@@ -104,7 +104,7 @@ def use_frame(cohort: Cohort, measure: str = "pda") -> pd.DataFrame:
     if measure not in ("pda", "heavy"):
         raise ValueError(f"measure must be 'pda' or 'heavy' (got {measure!r})")
     p = cohort.patients
-    logged = set(p.loc[p.get("has_daily_log", pd.Series(False, index=p.index)).astype(bool), "patient_id"])
+    logged = p.loc[p.get("has_daily_log", pd.Series(False, index=p.index)).astype(bool), "patient_id"]
     fu = cohort.followups
     fu = fu[(fu["days"] > 0) & fu["window_after_index"].astype(bool) & ~ids_in(fu["patient_id"], logged)]
     col = "days_abstinent" if measure == "pda" else "heavy_days"
@@ -120,7 +120,7 @@ def use_frame(cohort: Cohort, measure: str = "pda") -> pd.DataFrame:
     d = pd.concat(parts, ignore_index=True).dropna(subset=["value"])
     if measure == "heavy":
         alcohol = p.loc[p["primary_substance"].eq("alcohol").fillna(False).astype(bool), "patient_id"]
-        d = d[ids_in(d["patient_id"], set(alcohol)).to_numpy(bool)]
+        d = d[ids_in(d["patient_id"], alcohol).to_numpy(bool)]
     d["patient_id"] = d["patient_id"].astype(p["patient_id"].dtype)
     d["weeks"] = d["days"] / 7.0
     return d.sort_values(["patient_id", "days"], kind="stable").reset_index(drop=True)
