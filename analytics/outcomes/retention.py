@@ -42,7 +42,7 @@ import pandas as pd
 from analytics.engines.intervals import t_crit, wilson_ci
 from analytics.errors import InsufficientData
 from analytics.outcomes.cohort import Cohort, ids_in
-from analytics.outcomes.memo import per_cohort
+from analytics.outcomes.memo import once, per_cohort
 from analytics.outcomes.protocols import describe_protocols, induction_completed
 from analytics.outcomes.survival import SurvivalCurves, _curves, _Grouped
 from analytics.privacy.counts import note_n
@@ -258,8 +258,13 @@ def induction_by_protocol(cohort: Cohort, *, conf_level: float = 0.95) -> pd.Dat
 def dropout_times(cohort: Cohort, *, gap_days: int | None = None) -> pd.DataFrame:
     """Per patient (order of ``cohort.patients``): ``patient_id``, ``days`` (to dropout or censoring),
     ``dropped_out`` (bool), ``first_gap_closed`` (day ``gap_days`` after day 0 has passed), ``left_after_first``
-    (dropout at day 0). See the module docstring for the definition."""
+    (dropout at day 0). See the module docstring for the definition. Worked out once per cohort and gap (the
+    dropout curves and the boosters' censoring both use it); each caller gets its own copy."""
     n_gap = int(gap_days if gap_days is not None else cohort.settings.dropout_gap_days)
+    return once(cohort, ("retention.dropout_times", n_gap), lambda: _dropout_times(cohort, n_gap)).copy()
+
+
+def _dropout_times(cohort: Cohort, n_gap: int) -> pd.DataFrame:
     p = cohort.patients
     end_day = ((cohort.data_end_date() - p["index_date"]).dt.days).to_numpy(float)
     c = _contacts(cohort)
@@ -500,8 +505,6 @@ def default_by(cohort: Cohort) -> str | None:
 def retention_summary(cohort: Cohort, *, by: str | None = "program", gap_days: int | None = None) -> RetentionSummary:
     """:func:`retention_cascade`, :func:`induction_by_protocol`, :func:`dropout`, :func:`initiation_engagement` and
     :func:`boosters`, kept on the cohort (:func:`analytics.outcomes.memo.once`) for the page's reruns."""
-    from analytics.outcomes.memo import once
-
     gap = int(gap_days if gap_days is not None else cohort.settings.dropout_gap_days)
     return once(cohort, ("retention", by, gap), lambda: RetentionSummary(
         cascade=retention_cascade(cohort, by=by), protocols=induction_by_protocol(cohort),
