@@ -597,7 +597,10 @@ def _validate_file(raw: RawExport, order: DateOrder, today: pd.Timestamp,
         issues.add(frame, no_route, "route", "is empty on a ketamine session; write the route "
                    "(iv, im, sublingual, intranasal or oral)")
         keys = [c for c in typed.columns if c != "line"]
-        dup, first = _first_line_of(typed, keys, prefilter=["patient_id", "session_date"])
+        # rows repeating on patient, date and type (few: a session of another type on the same day is not one)
+        # are then compared on every column
+        dup, first = _first_line_of(typed, keys, prefilter=[c for c in ("patient_id", "session_date", "session_type")
+                                                              if c in typed.columns])
         dup &= typed["session_date"].notna().to_numpy()  # two rows whose dates could not be read are no duplicates
         issues.add(frame, dup, "patient_id",
                    _line_reason(first, "exact duplicate of line ", "; remove the repeated row"))

@@ -282,3 +282,16 @@ def test_columns_converted_in_threads_give_the_same_rows_and_issues(monkeypatch)
     pd.testing.assert_frame_equal(serial.issues, threaded.issues)
     pd.testing.assert_frame_equal(serial.sessions, threaded.sessions)
     pd.testing.assert_frame_equal(serial.followups, threaded.followups)
+
+
+def test_only_an_exact_repeat_of_a_session_is_a_duplicate():
+    """Same patient and day: another session type, or the same type with another value, is kept; only the row
+    equal on every column is set aside, naming the first copy's line."""
+    data = _load(["00124,2025-01-04,integration,,,,,ketamine only",       # line 5: other type, same day
+                  "00124,2025-01-04,ketamine,im,70,18,,ketamine only",     # line 6: same type, another dose
+                  "00124,2025-01-04,ketamine,im,60,18,,ketamine only"])    # line 7: repeat of line 4
+    issue = _only_issue(data, "sessions.csv")
+    assert (issue["line"], issue["column"]) == (7, "patient_id")
+    assert issue["reason"] == "exact duplicate of line 4; remove the repeated row"
+    assert data.files["sessions"].accepted == 5
+    _balanced(data)
