@@ -197,11 +197,11 @@ def _shown(sentence: str, args: argparse.Namespace) -> str:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from analytics.outcomes.cohort import build_cohort
-    from analytics.outcomes.pipeline import analysis_json_from_cohort
+    from analytics.outcomes.pipeline import ANALYZE_SESSION_COLUMNS, analysis_json_from_cohort
 
     data = _load(args)
     code = _exit_code(data)
-    cohort = build_cohort(data, _settings(args), consume=True)
+    cohort = build_cohort(data, _settings(args), consume=True, session_columns=ANALYZE_SESSION_COLUMNS)
     del data  # the cohort holds what the analyses use: the accepted frames are freed (GBs at a million patients)
     result, problems = analysis_json_from_cohort(cohort, by=args.by, reference=args.reference, time=args.time)
     for sentence in problems:

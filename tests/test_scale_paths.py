@@ -67,3 +67,24 @@ def test_sessions_in_any_row_order_give_the_cohort_of_sorted_sessions(tmp_path):
         by = ["patient_id", "session_date", "session_type", "dose_mg", "phq9"]
         pd.testing.assert_frame_equal(got.sessions[cols].sort_values(by, kind="stable").reset_index(drop=True),
                                       reference.sessions[cols].sort_values(by, kind="stable").reset_index(drop=True))
+
+
+def test_analyze_on_a_cohort_of_its_session_columns_equals_analyze_on_all_columns(tmp_path):
+    """The command line's analyze keeps only ANALYZE_SESSION_COLUMNS of the sessions (the monitoring columns are
+    freed at a million patients): every number of its JSON is the same as with every column kept."""
+    from analytics.outcomes.pipeline import ANALYZE_SESSION_COLUMNS, analysis_json_from_cohort
+
+    frames = generate_clinic(1500, seed=13)
+    for kind, frame in frames.items():
+        frame.to_csv(tmp_path / f"{kind}.csv", index=False)
+    paths = [tmp_path / f"{k}.csv" for k in ("sessions", "followups", "patients")]
+    full = build_cohort(load_exports(*paths), Settings())
+    data = load_exports(*paths)
+    n_columns = len(data.sessions.columns)
+    kept = build_cohort(data, Settings(), consume=True, session_columns=ANALYZE_SESSION_COLUMNS)
+    assert set(kept.sessions.columns) == {*ANALYZE_SESSION_COLUMNS, "days"} and n_columns > 20
+    assert len(data.sessions.columns) < n_columns  # the other columns were given up
+    pd.testing.assert_frame_equal(kept.sessions, full.sessions[kept.sessions.columns])
+    for part in ("patients", "measures", "followups"):
+        pd.testing.assert_frame_equal(getattr(kept, part), getattr(full, part))
+    assert analysis_json_from_cohort(kept) == analysis_json_from_cohort(full)

@@ -44,6 +44,7 @@ Definitions (data-contract.md, "Derived outcomes"; every one is a :class:`~analy
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -65,6 +66,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PATIENT_ATTRIBUTES = ("program", "primary_substance", "sex", "age", "site", "prior_treatments")
 MEASURES = ("phq9", "gad7", "craving")
+# the session columns build_cohort reads (the index date, patient attributes, attended rows, scores)
+SESSION_COLUMNS_READ = ("patient_id", "session_date", "session_type", "status", "route", "clinician", "site", *MEASURES)
 DROPOUT_STATUSES = ("lost_to_follow_up", "withdrew")
 PHQ9_BANDS = ((0, 4, "0–4 minimal"), (5, 9, "5–9 mild"), (10, 14, "10–14 moderate"),
               (15, 19, "15–19 moderately severe"), (20, 27, "20–27 severe"))
@@ -245,7 +248,8 @@ def _first_per_patient(frame: pd.DataFrame, column: str) -> pd.Series:
     return sub.drop_duplicates("patient_id").set_index("patient_id")[column]
 
 
-def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, consume: bool = False) -> Cohort:
+def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, consume: bool = False,
+                 session_columns: Collection[str] | None = None) -> Cohort:
     """Derive the cohort from accepted rows.
 
     Parameters
@@ -256,11 +260,24 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, co
         The caller hands ``data`` over (the command line): the columns of ``data.sessions`` are removed as the
         cohort's sessions are made from them, so that the accepted rows and the cohort's copy are never both held
         (at a million patients each is GBs).
+    session_columns:
+        Keep only these columns of the sessions in :attr:`Cohort.sessions` (and ``days``); None: all. A caller that
+        reads a few (the command line's ``analyze``, :data:`analytics.outcomes.pipeline.ANALYZE_SESSION_COLUMNS`)
+        spares the others, e.g. the session monitoring columns: with ``consume`` they are removed from
+        ``data.sessions`` before the cohort is made (GBs at a million patients).
     settings:
         Outcome definitions; defaults are the contract's.
     """
     settings = settings or Settings()
     sessions = data.sessions
+    if session_columns is not None:  # the columns read here, and those the caller keeps
+        wanted = {*SESSION_COLUMNS_READ, *session_columns}
+        unused = [c for c in sessions.columns if c not in wanted]
+        if consume:
+            for col in unused:
+                del sessions[col]
+        elif unused:
+            sessions = sessions[[c for c in sessions.columns if c in wanted]]
     if "status" in sessions.columns:  # only attended rows are sessions (validation already keeps only those)
         attended = (sessions["status"].isna() | sessions["status"].eq("attended")).fillna(True).to_numpy(bool)
         sessions = sessions if attended.all() else sessions[attended]
@@ -314,6 +331,8 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, co
         fu.loc[pre, "pda"] = np.nan
 
     measures, base = _measures(sess, s_code, fu, f_code, index_date, settings)
+    if session_columns is not None:
+        sess = sess[[c for c in sess.columns if c in session_columns or c == "days"]]
     pre_fu = fu[pre].reset_index(drop=True)
     if pre.any():
         fu, f_code = fu[~pre], f_code[~pre]

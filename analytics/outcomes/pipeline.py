@@ -37,6 +37,12 @@ def upload_problem(sessions: object, followups: object, daily_use: object = None
     return None
 
 
+# the session columns the analyses of analysis_json_from_cohort read (the trajectories' durability: patient_id,
+# session_type, days; the benchmarks: benchmarks._USED_COLUMNS; data_end: session_date): the command line's analyze
+# keeps only these in its cohort (build_cohort's session_columns), so a million patients' monitoring columns are freed
+ANALYZE_SESSION_COLUMNS = ("patient_id", "session_date", "session_type", "route", "bp_systolic_max",
+                           "bp_diastolic_max", "adverse_events")
+
 GROUP_COLUMNS = ("program", "primary_substance", "route", "site", "clinician", "sex", "age_band", "baseline_band")
 ALIASES = {"route": "index_route", "substance": "primary_substance", "depression_band": "baseline_band"}
 
