@@ -114,6 +114,7 @@ def _first_filter(page: Any) -> tuple[str, Any] | None:
 
 def _narrow(page: Any, widget: Any) -> tuple[str, float]:
     """Choose the filter's first option (not "Select all"); (option, seconds to the rerun's full render)."""
+    widget.scroll_into_view_if_needed()  # a field below the fold (a long sidebar) is brought into view first
     widget.locator('input[role="combobox"]').first.click()
     options = page.locator('[role="listbox"] [role="option"]')
     try:
