@@ -461,12 +461,23 @@ def _urine_use(fu: pd.DataFrame, f_code: np.ndarray, sess: pd.DataFrame, s_code:
     use[listed] = False
     out_text = np.full(len(fu), None, dtype=object)
     values = fu["urine_substances"].to_numpy(object)
-    for i in np.flatnonzero(listed):
+    rows = np.flatnonzero(listed)
+    # the answer depends only on (result list, prescribed list, recent ketamine): worked out once per distinct
+    # combination (an export repeats a few dozen of them), then given to its rows
+    s_code, _ = pd.factorize(values[rows])
+    r_code, r_uniq = pd.factorize(rx[rows])  # a missing prescription: code -1 (no own substances)
+    key = (s_code.astype(np.int64) * (len(r_uniq) + 1) + (r_code + 1)) * 2 + ket_recent[rows]
+    combo, first, at = np.unique(key, return_index=True, return_inverse=True)
+    combo_use = np.zeros(len(combo), dtype=bool)
+    combo_text = np.full(len(combo), None, dtype=object)
+    for j, i in enumerate(rows[first]):
         items = str(values[i]).split(";")
         own = set(str(rx[i]).split(";")) if isinstance(rx[i], str) else set()
         left = [x for x in items if x in own or (x == "ketamine" and ket_recent[i])]
-        use[i] = len(left) < len(items)
-        out_text[i] = ";".join(left) if left else None
+        combo_use[j] = len(left) < len(items)
+        combo_text[j] = ";".join(left) if left else None
+    use[rows] = combo_use[at]
+    out_text[rows] = combo_text[at]
     excluded[:] = out_text
     return pd.Series(use, index=fu.index), excluded
 
