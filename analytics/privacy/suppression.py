@@ -583,9 +583,7 @@ def suppress_counts(
 
     t = table.reset_index(drop=True)
     prob = _Problem(min_cell)
-    for r in range(len(t)):
-        for c in all_counts:
-            prob.add_real(r, c, t.at[r, c])
+    _add_counts(prob, t, all_counts)
     # rows: parts (+ the rest, categories not shown) = total
     row_rest: dict[tuple[int, str], int | None] = {}
     if count_columns:
@@ -776,14 +774,22 @@ def _km_curve_hidden(t: pd.DataFrame, ordered: list[list[int]], risk: str, event
     return hidden
 
 
+def _add_counts(prob: _Problem, t: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Every cell of ``columns`` as a real count of ``prob``, row by row (``t`` has a RangeIndex); the values are the
+    columns' own elements (what ``t.at`` gives), read from each column once."""
+    values = [(c, t[c].array) for c in columns]
+    for r in range(len(t)):
+        for c, column in values:
+            prob.add_real(r, c, column[r])
+
+
 def _km_count_problem(t: pd.DataFrame, ordered: list[list[int]], count_columns: Sequence[str], day_column: str,
                       group_column: str | None, cumulative: bool, min_cell: int) -> _Problem:
     """The risk-table counts as a suppression problem (primary, derived, complementary), solved."""
     risk, event, censor = count_columns
     prob = _Problem(min_cell)
-    for r in range(len(t)):
-        for c in count_columns:
-            prob.add_real(r, c, t.at[r, c])
+    _add_counts(prob, t, count_columns)
+    day_of = t[day_column].array  # each row's day, as t.at gives it (for the sentences below)
     for rows in ordered:
         v = {c: [prob.value[prob.where[(r, c)]] for r in rows] for c in count_columns}
         w: dict[str, list[int | None]] = {c: [prob.where[(r, c)] for r in rows] for c in count_columns}
@@ -800,7 +806,7 @@ def _km_count_problem(t: pd.DataFrame, ordered: list[list[int]], count_columns: 
         for k in range(len(rows) - 1):
             # patients leaving between two rows (events + censorings): a derived count, protected too
             exits = prob.parts_total([w[risk][k + 1]], w[risk][k],  # type: ignore[list-item]
-                                     what=f"n_risk of group {gname!r} after day {t.at[rows[k], day_column]}"
+                                     what=f"n_risk of group {gname!r} after day {day_of[rows[k]]}"
                                           " (numbers at risk must not rise)")
             gone = v[risk][k] - v[risk][k + 1]
             for kk in (k, k + 1):  # events labelled at the interval start or at its end
