@@ -13,7 +13,7 @@ AUTH = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret":
         "client_id": "kap", "client_secret": "kap", "server_metadata_url": "https://id.example.org/.well-known"}
 
 
-def dashboard_as(email: str | None, roles: Mapping[str, Any], *, timeout: float = 60) -> AppTest:
+def dashboard_as(email: str | None, roles: Mapping[str, Any], *, timeout: float = 240) -> AppTest:
     """dashboard.py (not yet run) with ``[auth]`` and ``[roles]`` set and ``email`` signed in; local mode when None."""
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=timeout)
     if email is not None:

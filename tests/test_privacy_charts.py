@@ -431,7 +431,7 @@ ROLES = {"dana@clinic.org": "director", "cleo@clinic.org": "clinician"}
 
 
 def _data_page(email: str | None) -> AppTest:
-    at = dashboard_as(email, ROLES, timeout=90)
+    at = dashboard_as(email, ROLES)
     at.run()
     upload_on_data_page(at, S, F)
     return at
