@@ -88,3 +88,17 @@ def test_analyze_on_a_cohort_of_its_session_columns_equals_analyze_on_all_column
     for part in ("patients", "measures", "followups"):
         pd.testing.assert_frame_equal(getattr(kept, part), getattr(full, part))
     assert analysis_json_from_cohort(kept) == analysis_json_from_cohort(full)
+
+
+def test_exports_without_any_score_give_an_empty_measures_table():
+    from schemas.frames import ValidatedExports
+
+    frames = generate_clinic(60, seed=3)
+    for kind in ("sessions", "followups"):
+        for col in ("phq9", "gad7", "craving", "days_abstinent"):
+            if col in frames[kind]:
+                frames[kind][col] = np.nan
+    cohort = build_cohort(ValidatedExports.from_frames(frames["sessions"], frames["followups"], frames["patients"]))
+    assert len(cohort.measures) == 0 and len(cohort.patients) > 40
+    assert list(cohort.measures.columns) == ["patient_id", "date", "days", "weeks", "measure", "value", "source"]
+    assert cohort.patients["baseline_phq9"].isna().all()

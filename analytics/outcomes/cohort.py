@@ -671,24 +671,29 @@ def _measures(sess: pd.DataFrame, s_code: np.ndarray, fu: pd.DataFrame, f_code: 
     new = np.ones(len(pcode), dtype=bool)
     new[1:] = (pcode[1:] != pcode[:-1]) | (mcode[1:] != mcode[:-1]) | (date[1:] != date[:-1])
     start = np.flatnonzero(new)
-    end = np.r_[start[1:], len(pcode)]
+    del new
+    end = np.r_[start[1:], len(pcode)][:len(start)]  # none without scores
     mean = np.add.reduceat(value, start) / (end - start)
+    source = src[end - 1]
+    del src, end, value
+    # one row per patient, measure and day from here on: the per-score arrays are freed at once
+    patient, measure, date = pcode[start], mcode[start], date[start]
+    del pcode, mcode, start
     first_day = index_date.to_numpy("datetime64[ns]")
-    days = ((date[start] - first_day[pcode[start]]) // np.timedelta64(1, "D")).astype(np.int64)  # floor, as .dt.days
+    days = ((date - first_day[patient]) // np.timedelta64(1, "D")).astype(np.int64)  # floor, as .dt.days
     keep = days >= -settings.baseline_window_days
-    start, end, days, mean = start[keep], end[keep], days[keep], mean[keep]
-    patient, measure = pcode[start], mcode[start]
+    if not keep.all():
+        patient, measure, date, days, mean, source = (a[keep] for a in (patient, measure, date, days, mean, source))
+    del keep
     pre = np.flatnonzero(days <= 0)  # the baseline window; within a patient and measure the rows go by date
     last = pre[_last_of_runs(patient[pre] * len(names) + measure[pre])]
     for m in MEASURES:
         mine = last[measure[last] == names.index(m)]
         base[m][patient[mine]] = mean[mine]
-    rows = pd.RangeIndex(len(start))
-    source = src[end - 1]
-    del src, end, value
+    rows = pd.RangeIndex(len(patient))
     ids = pids.take(patient).to_series(index=rows)
     columns = {"patient_id": ids if ids.dtype == sess["patient_id"].dtype else ids.astype(sess["patient_id"].dtype),
-               "date": date[start], "days": days, "weeks": days / 7.0,
+               "date": date, "days": days, "weeks": days / 7.0,
                "measure": _labels(names, measure), "value": mean, "source": _labels(["session", "followup"], source)}
     out = pd.DataFrame(index=rows)
     for k, v in columns.items():  # one block per column: no consolidation copy of the float columns into one block
