@@ -1023,6 +1023,15 @@ def _parquet_text(column: pa.ChunkedArray) -> pa.ChunkedArray:
         raise UnusableExport(f"a column of type {t} cannot be read as text") from None
 
 
+def _textual(t: pa.DataType) -> bool:
+    """False for a Parquet column of numbers, dates, times or booleans (written as text, they hold no NUL byte);
+    True for text, bytes and any other type (a dictionary is judged by its values)."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+                or pa.types.is_temporal(t) or pa.types.is_boolean(t) or pa.types.is_null(t))
+
+
 def _parquet_records(source: Source, *, label: str, name: str | None
                      ) -> tuple[str, list[str], pd.DataFrame, int, list[str], bool]:
     """A Parquet file as (name, header, body, rows, notes, has_nul), like :func:`_records` gives a CSV file: every
@@ -1072,7 +1081,8 @@ def _parquet_records(source: Source, *, label: str, name: str | None
                                  "export the file again (or as CSV).") from None
         t = typed.type
         del typed
-        has_nul = has_nul or bool(pc.any(pc.match_substring(text, "\x00")).as_py() or False)
+        if _textual(t):  # numbers, dates and booleans written as text hold no NUL: only the others are searched
+            has_nul = has_nul or bool(pc.any(pc.match_substring(text, "\x00")).as_py() or False)
         column = text_series(text, rows)
         del text
         # integers, dates and booleans written as text hold no white space or missing token: nothing to clean

@@ -82,6 +82,21 @@ def test_a_bad_value_in_parquet_is_set_aside_with_the_line_of_its_csv(clinic, tm
     assert csv.issues[["line", "column", "reason"]].equals(pq.issues[["line", "column", "reason"]])
 
 
+@pytest.mark.parametrize("dictionary", [False, True])  # plain text, and text stored as a dictionary (categories)
+def test_a_nul_byte_in_a_parquet_text_column_is_set_aside_as_in_a_csv(clinic, tmp_path, dictionary):
+    """Only text columns are searched for NUL (numbers and dates written as text hold none): text still is."""
+    s = pd.read_parquet(clinic["sessions_parquet"])
+    s["patient_id"] = s["patient_id"].astype(str)
+    s.loc[5, "patient_id"] = "00\x0012"
+    if dictionary:
+        s["patient_id"] = s["patient_id"].astype("category")
+    s.to_parquet(tmp_path / "s.parquet", index=False)
+    got = load_exports(tmp_path / "s.parquet", clinic["followups"])
+    nul = got.issues[got.issues["reason"].str.contains("NUL character")]
+    assert nul[["file", "line", "column", "value"]].values.tolist() == [["s.parquet", 7, "patient_id", "00\u240012"]]
+    assert not got.sessions["patient_id"].str.contains("\x00", regex=False).any()
+
+
 def test_each_issue_names_its_own_file_and_line_and_a_duplicate_names_the_other_file(clinic, tmp_path):
     early = pd.read_csv(clinic["s_early"], dtype=str, keep_default_na=False)
     late = pd.read_csv(clinic["s_late"], dtype=str, keep_default_na=False)
