@@ -94,9 +94,12 @@ if sens is not None:
     st.markdown("**Dropout censored vs dropout counted as return to use (all patients in the view)**")
     show_table(rules_table(sens.table, sens.milestones, cells, min_cell=min_cell if shown else None,
                            keys=dropout_keys(sens), early=True), hide_index=True, width="stretch")
-    with st.expander("Sensitivity figure and how the rules differ"):
-        chart(dropout_sensitivity_figure, sens)
-        show_notes(sens.notes[1:])
+    # drawn only while open (a rerun when it opens or closes): a closed expander's chart would be built and sent on
+    # every rerun, a filter change included, for nobody to see
+    with st.expander("Sensitivity figure and how the rules differ", key="surv_sens_open", on_change="rerun") as box:
+        if box.open:
+            chart(dropout_sensitivity_figure, sens)
+            show_notes(sens.notes[1:])
 if dating is not None:
     st.markdown("**How events are dated: at the visit, at the interval midpoint, or interval-censored (Turnbull)**")
     st.caption(fmt.escape_markdown(dating_counts_text(cells)))

@@ -48,6 +48,20 @@ def test_filters_survive_a_visit_to_the_data_page():
     assert at.multiselect(key="f_site").value == ["Harbor"]
 
 
+def test_the_survival_sensitivity_figure_is_built_only_while_its_expander_is_open():
+    at = _at()
+    at.switch_page("pages/survival.py").run()
+    box = next(e for e in at.expander if e.label.startswith("Sensitivity figure"))
+    assert at.session_state["surv_sens_open"] is False and not box.get("plotly_chart") and not box.caption
+    shown = len(at.get("plotly_chart"))
+    at.session_state["surv_sens_open"] = True  # what opening it in the browser sets
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    box = next(e for e in at.expander if e.label.startswith("Sensitivity figure"))
+    assert len(box.get("plotly_chart")) == 1 and len(at.get("plotly_chart")) == shown + 1
+    assert any("early dropout" in c.value for c in box.caption)
+
+
 def test_outcome_settings_survive_a_page_change():
     at = _at()
     at.radio(key="w_relapse").set_value("heavy").run()
