@@ -327,6 +327,7 @@ def test_km_figure_has_curves_ci_bands_censor_marks_and_an_aligned_risk_table():
     assert any(t.mode == "markers" and t.marker.symbol == "line-ns-open" for t in fig.data)
     table = [t for t in fig.data if t.mode == "text"]
     assert len(table) == 2 and all(t.yaxis == "y2" and t.xaxis == "x2" for t in table)
+    assert all(t.cliponaxis is False for t in table)  # a count at day 0 ("1,411") is drawn whole, not cut at the axis
     assert fig.layout.xaxis.matches == "x2" or fig.layout.xaxis2.matches == "x"  # shared x-axis
     assert fig.layout.xaxis2.title.text == X_TITLE and fig.layout.yaxis.title.text == Y_TITLE
 

@@ -130,7 +130,7 @@ def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", s
         fig.add_trace(go.Scatter(x=risk["day"], y=[label] * len(risk), mode="text",
                                  text=risk_text[in_group].tolist(),
                                  textfont={"color": c, "size": 12}, showlegend=False, hoverinfo="skip",
-                                 legendgroup=label),
+                                 legendgroup=label, cliponaxis=False),  # "1,411" at day 0: not cut at the axis
                       row=2, col=1)
     labels = [escape_plotly(g) if curves.by is not None else "All patients" for g in groups]
     base_layout(fig, title=title, height=height)
