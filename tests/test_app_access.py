@@ -129,7 +129,7 @@ def test_without_sign_in_a_network_address_gets_only_a_refusal_saying_how_to_con
 
 def test_a_page_run_on_its_own_on_a_network_address_without_sign_in_is_refused(server_address):
     server_address("0.0.0.0")
-    at = _run(AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=60))
+    at = _run(AppTest.from_file(str(ROOT / "pages" / "data.py"), default_timeout=240))
     assert any("refuses to serve" in e.value for e in at.error)
     assert not at.file_uploader and "Data" not in [h.value for h in at.header]
 

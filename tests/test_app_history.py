@@ -162,7 +162,7 @@ def test_local_mode_says_so_in_the_sidebar_and_gives_the_admin_tools(store_dir):
 
 
 def test_signed_out_visitor_sees_only_the_login_button(store_dir):
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=240)
     at.secrets["auth"] = AUTH
     at.user = {"is_logged_in": False}
     at.run()

@@ -20,7 +20,7 @@ F = b"patient_id,assessment_date,days_abstinent\n00123,2025-02-03,30\n00124,2025
 
 
 def _data_page() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=240)
     at.run()
     at.switch_page("pages/data.py").run()
     assert not at.exception, [e.value for e in at.exception]

@@ -24,7 +24,7 @@ def _script(kind: str, data: bytes, name: str) -> None:
 
 
 def _app(kind: str, data: bytes) -> AppTest:
-    at = AppTest.from_function(_script, args=(kind, data, f"{kind}.csv"), default_timeout=60)
+    at = AppTest.from_function(_script, args=(kind, data, f"{kind}.csv"), default_timeout=240)
     at.run()
     assert not at.exception
     return at
@@ -90,7 +90,7 @@ def test_data_page_offers_the_mapping_step_after_an_upload_that_fits_no_preset()
     sessions = b"patient_id,session_date,session_type,route\n001,2025-01-01,ketamine,iv\n002,2025-01-02,ketamine,im\n"
     followups = (b"Client,When,Instrument,Result\n001,2025-02-01,PHQ-9,12\n001,2025-02-01,GAD-7,8\n"
                  b"001,2025-02-01,PHQ-9,12\n002,2025-02-03,PHQ-9,14\n002,2025-02-03,PCL-5,3\n")
-    at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=60)
+    at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=240)
     at.run()
     at.switch_page("pages/data.py").run()
     at.file_uploader(key="up_sessions").set_value(("sessions.csv", sessions, "text/csv"))
@@ -117,7 +117,7 @@ def test_mapping_step_opens_before_any_load_stays_open_and_previews_the_effect_o
     sessions = (b"Client,Seen,Visit Type,Route\n001,2025-01-01,Ketamine Infusion,\n002,2025-01-02,Spravato 56mg,\n"
                 b"002,2025-01-09,Massage,\n")
     followups = b"Client,Seen,PHQ-9\n001,2025-02-01,12\n002,2025-02-03,14\n"
-    at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=60)
+    at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=240)
     at.run()
     at.switch_page("pages/data.py").run()
     at.file_uploader(key="up_sessions").set_value(("sessions.csv", sessions, "text/csv"))
@@ -155,7 +155,7 @@ def test_a_saved_mapping_loads_with_its_own_date_format():
              b'"Spravato 84mg" = { session_type = "ketamine", route = "intranasal", dose_mg = "84" }\n'
              b'"Ketamine Infusion" = { session_type = "ketamine", route = "iv" }\n[followups.columns]\n'
              b'"Client" = "patient_id"\n"Seen" = "assessment_date"\n"PHQ-9" = "phq9"\n')
-    at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=60)
+    at = AppTest.from_file(str(root / "dashboard.py"), default_timeout=240)
     at.run()
     at.switch_page("pages/data.py").run()
     at.file_uploader(key="up_sessions").set_value(("sessions.csv", sessions, "text/csv"))

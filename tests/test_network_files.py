@@ -195,7 +195,7 @@ def test_the_data_page_loads_two_sessions_files_and_a_parquet_followups_file(cli
     s2 = b"patient_id,session_date,session_type,route,phq9\n00124,2025-01-04,ketamine,im,18\n00124,2025-01-05,bath,,\n"
     f = pd.DataFrame({"patient_id": ["00123", "00124"], "assessment_date": ["2025-02-03", "2025-02-04"],
                       "days_abstinent": [30, 30]}).to_parquet(index=False)
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=240)
     at.run()
     at.switch_page("pages/data.py").run()
     at.file_uploader(key="up_sessions").set_value([("s_2025a.csv", s, "text/csv"), ("s_2025b.csv", s2, "text/csv")])

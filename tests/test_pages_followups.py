@@ -30,7 +30,7 @@ ROLES = {"dana@clinic.org": "director", "admin": ["ada@clinic.org"]}
 
 
 def _data_page() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=240)
     at.run()
     at.switch_page("pages/data.py").run()
     assert not at.exception

@@ -90,7 +90,7 @@ def test_page_sentences_of_a_small_clinic_show_no_marker_and_no_count_from_1_to_
     from signed_in import ROOT
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=240)
     at.session_state["exports"], at.session_state["source"] = small_clinic, "upload"
     at.session_state["surv_sens_open"] = True  # the survival page's sensitivity expander: its notes are read too
     at.run()

@@ -95,7 +95,7 @@ def _step(data: bytes) -> None:
 
 
 def test_mapping_step_offers_to_sum_the_items_and_saves_the_choice():
-    at = AppTest.from_function(_step, args=(FOLLOWUPS,), default_timeout=60)
+    at = AppTest.from_function(_step, args=(FOLLOWUPS,), default_timeout=240)
     at.run()
     assert not at.exception
     boxes = [c for c in at.checkbox if c.label.startswith("Sum the")]

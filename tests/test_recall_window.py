@@ -53,7 +53,7 @@ def _step(data: bytes) -> None:
 
 
 def test_the_recall_window_is_set_on_the_data_page_mapping_step():
-    at = AppTest.from_function(_step, args=(FOLLOWUPS,), default_timeout=60)
+    at = AppTest.from_function(_step, args=(FOLLOWUPS,), default_timeout=240)
     at.run()
     assert "window_days" not in tomllib.loads(at.session_state["toml"])["followups"]  # 30: the contract default
     at.number_input(key=next(n.key for n in at.number_input if "recall window" in n.label)).set_value(28).run()

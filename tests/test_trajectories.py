@@ -157,7 +157,7 @@ def test_trajectories_page_refits_nothing_when_the_view_comes_back(monkeypatch):
         monkeypatch.setattr(trajectories, name,
                             lambda *a, _real=real, _name=name, **k: calls.append(
                                 _name if k.get("measure", "phq9") == "phq9" else "other measure") or _real(*a, **k))
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard.py"), default_timeout=120)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "dashboard.py"), default_timeout=240)
     at.switch_page("pages/trajectories.py").run()
     at.checkbox(key="traj_compare").check().run()
     at.run()

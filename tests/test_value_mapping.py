@@ -143,7 +143,7 @@ def _select(at: AppTest, label: str):
 
 
 def test_mapping_step_lists_values_and_a_reopened_mapping_keeps_the_users_changes():
-    at = AppTest.from_function(_step, args=(SESSIONS, None), default_timeout=60)
+    at = AppTest.from_function(_step, args=(SESSIONS, None), default_timeout=240)
     at.run()
     assert not at.exception
     spravato = _select(at, "Spravato 84mg · 2 (suggested)")
@@ -161,7 +161,7 @@ def test_mapping_step_lists_values_and_a_reopened_mapping_keeps_the_users_change
     assert saved["sessions"]["scale"] == {"weight_kg": 0.45359237}
     assert saved["sessions"]["columns"]["Weight (lb)"] == "weight_kg"
 
-    again = AppTest.from_function(_step, args=(SESSIONS, at.session_state["toml"]), default_timeout=60)
+    again = AppTest.from_function(_step, args=(SESSIONS, at.session_state["toml"]), default_timeout=240)
     again.run()
     assert not again.exception
     assert _select(again, "KAP Session · 1 (kept as written)").value == "kept as written"
