@@ -464,9 +464,9 @@ def _urine_use(fu: pd.DataFrame, f_code: np.ndarray, sess: pd.DataFrame, s_code:
     rows = np.flatnonzero(listed)
     # the answer depends only on (result list, prescribed list, recent ketamine): worked out once per distinct
     # combination (an export repeats a few dozen of them), then given to its rows
-    s_code, _ = pd.factorize(values[rows])
-    r_code, r_uniq = pd.factorize(rx[rows])  # a missing prescription: code -1 (no own substances)
-    key = (s_code.astype(np.int64) * (len(r_uniq) + 1) + (r_code + 1)) * 2 + ket_recent[rows]
+    list_code, _ = pd.factorize(values[rows])  # (not s_code: that name is the sessions' patient codes here)
+    rx_code, rx_uniq = pd.factorize(rx[rows])  # a missing prescription: code -1 (no own substances)
+    key = (list_code.astype(np.int64) * (len(rx_uniq) + 1) + (rx_code + 1)) * 2 + ket_recent[rows]
     combo, first, at = np.unique(key, return_index=True, return_inverse=True)
     combo_use = np.zeros(len(combo), dtype=bool)
     combo_text = np.full(len(combo), None, dtype=object)
