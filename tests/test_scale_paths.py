@@ -90,6 +90,33 @@ def test_analyze_on_a_cohort_of_its_session_columns_equals_analyze_on_all_column
     assert analysis_json_from_cohort(kept) == analysis_json_from_cohort(full)
 
 
+def test_analyze_sections_computed_side_by_side_equal_those_computed_one_by_one(tmp_path):
+    """analyze fits the PHQ-9 model on a second thread while survival and the benchmarks run (issue 21): its JSON is
+    that of the sections computed one after the other on a fresh cohort, and the benchmarks' integer-keyed copy of
+    the cohort is freed once they are done (GBs at a million patients)."""
+    from analytics.outcomes import benchmarks, survival, trajectories
+    from analytics.outcomes.memo import release
+    from analytics.outcomes.pipeline import analysis_json_from_cohort, suppress_analysis
+
+    frames = generate_clinic(1200, seed=17)
+    for kind, frame in frames.items():
+        frame.to_csv(tmp_path / f"{kind}.csv", index=False)
+    paths = [tmp_path / f"{k}.csv" for k in ("sessions", "followups", "patients")]
+    one = build_cohort(load_exports(*paths), Settings())
+    surv, _ = survival.survival_section(one, by="program", reference=None)
+    traj = trajectories.trajectories_json(one)
+    bench = benchmarks.benchmarks_json(one)
+    assert ("benchmarks", "keyed copy") in one.__dict__["_derived_once"]
+    cohort_section, surv, traj = suppress_analysis(survival.cohort_json(one), surv, traj, one, by="program")
+    side = build_cohort(load_exports(*paths), Settings())
+    got, problems = analysis_json_from_cohort(side, by="program")
+    assert got == {"cohort": cohort_section, "survival": surv, "trajectories": traj, "benchmarks": bench}
+    assert problems == [] and len(bench) > 10 and traj["phq9"]["n_patients"] > 1000
+    assert ("benchmarks", "keyed copy") not in side.__dict__["_derived_once"]
+    assert any(k[0] == "analytics.outcomes.benchmarks" for k in side.__dict__["_derived_once"])  # results are kept
+    release(side, ("no", "such key"))  # releasing what was never kept is a no-op
+
+
 def test_exports_without_any_score_give_an_empty_measures_table():
     from schemas.frames import ValidatedExports
 

@@ -54,7 +54,7 @@ from analytics.engines.intervals import t_crit, wilson_ci, z_crit
 from analytics.errors import OutcomesError
 from analytics.outcomes import response as rsp
 from analytics.outcomes.cohort import DROPOUT_STATUSES, Cohort, ids_in
-from analytics.outcomes.memo import once, per_cohort
+from analytics.outcomes.memo import once, per_cohort, release
 from analytics.outcomes.safety import EXPECTED_ACUTE_EFFECTS, NEEDED_ACTION_NOT_RECORDED, SERIOUS_NOT_RECORDED
 from analytics.privacy.counts import note_n, note_of
 from schemas.arrow import text_array, text_codes, text_map
@@ -930,6 +930,12 @@ def _keyed(cohort: Cohort) -> Cohort:
     if pd.api.types.is_integer_dtype(keys.dtype):
         return cohort
     return _once(cohort, "keyed copy", lambda: _keyed_copy(cohort))
+
+
+def release_keyed_copy(cohort: Cohort) -> None:
+    """Free the integer-keyed copy of ``cohort`` and what was derived from it (about 3 GB at a million patients):
+    for a caller that asks for no further comparison of this cohort (the command line's ``analyze``)."""
+    release(cohort, ("benchmarks", "keyed copy"))
 
 
 def _keyed_copy(cohort: Cohort) -> Cohort:

@@ -106,10 +106,18 @@ def per_cohort(function: Callable[..., _T]) -> Callable[..., _T]:
     return wrapper
 
 
+def release(cohort: Any, key: Hashable) -> None:
+    """Drop the value kept for ``key`` (if any): for a caller that knows nothing will ask for it again (the command
+    line's ``analyze``, which computes each section once). A later request computes it afresh."""
+    store = cohort.__dict__.get(_SLOT)
+    if store is not None:
+        store.pop(key, None)
+
+
 def forget(cohort: Any) -> None:
     """Drop every value kept for ``cohort`` (tests; a caller that changed the cohort's tables in place)."""
     cohort.__dict__.pop(_SLOT, None)
     cohort.__dict__.pop(_LOCKS, None)
 
 
-__all__ = ["forget", "once", "per_cohort", "someone_waits"]
+__all__ = ["forget", "once", "per_cohort", "release", "someone_waits"]
