@@ -206,3 +206,42 @@ def test_the_data_page_loads_two_sessions_files_and_a_parquet_followups_file(cli
     assert {m.label: m.value for m in at.metric}["sessions.csv rows read"] == "4"
     issues = at.dataframe[1].value
     assert issues[["file", "line", "column"]].values.tolist() == [["s_2025b.csv", 3, "session_type"]]
+
+
+def test_line_feeds_counted_in_slices_equal_bytes_count(monkeypatch):
+    """The common case counts a file's line feeds with NumPy in slices (issue 21): equal to ``bytes.count`` for any
+    start and end, also where a slice boundary falls next to a line feed."""
+    import numpy as np
+
+    from schemas import reader
+
+    rng = np.random.default_rng(4)
+    data = bytes(rng.choice(np.frombuffer(b"ab,\n\r", dtype=np.uint8), size=(1 << 24) + 4099))
+    for start, end in [(0, len(data)), (3, len(data) - 2), ((1 << 24) - 1, (1 << 24) + 1), (10, 10), (0, 1 << 24)]:
+        assert reader._line_feeds(data, start, end) == data.count(b"\n", start, end)
+
+
+def test_footer_rows_found_through_the_first_byte_prefilter_equal_the_plain_expression():
+    """A report's total rows are matched only on values whose first byte can start a match (issue 21: 15 M ids are
+    not run through the expression). On tricky values the result equals the expression run on every value."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from schemas import reader
+
+    values = ["Total", "  total: 42", "Grand total", "SUB-TOTAL", "subtotals", "End of report", "record count 9",
+              "Row Count", "\u017fubtotal", "\tTOTAL", "0001", "P-17", "totally", "", None, "ſ", "Ünit total",
+              "R2", "grand", "x total", "12 Total", "end of file", "Élan"] * 3
+    chunked = pa.chunked_array([pa.array(values[:10], pa.large_string()), pa.array([], pa.large_string()),
+                                pa.array(values[10:], pa.large_string())])
+    plain = np.asarray(pc.fill_null(pc.match_substring_regex(chunked, reader._FOOTER_ARROW), False)
+                       .to_numpy(zero_copy_only=False), dtype=bool)
+    maybe = reader._may_be_footer(chunked)
+    assert len(maybe) == len(values) and plain.sum() == 3 * 11
+    assert not (plain & ~maybe).any()  # every footer is a candidate
+    assert not maybe[[i for i, v in enumerate(values) if v in ("0001", "P-17", "12 Total")]].any()
+    body = pd.DataFrame({0: pd.array(values, dtype="str"), 1: pd.array(["1"] * len(values), dtype="str"),
+                         "__line": range(2, len(values) + 2)})
+    _, _, footers = reader._drop_non_records(body, 2)
+    assert [line for line, _ in footers] == [i + 2 for i in np.flatnonzero(plain)]
