@@ -624,7 +624,8 @@ def _may_be_footer(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     out = []
     for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
         buffers = chunk.buffers()
-        if len(chunk) == 0 or buffers[2] is None or buffers[2].size == 0:
+        plain = pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)  # offsets + bytes
+        if not plain or len(chunk) == 0 or buffers[2] is None or buffers[2].size == 0:
             out.append(np.ones(len(chunk), dtype=bool))
             continue
         large = pa.types.is_large_string(chunk.type)

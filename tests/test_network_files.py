@@ -241,6 +241,9 @@ def test_footer_rows_found_through_the_first_byte_prefilter_equal_the_plain_expr
     assert len(maybe) == len(values) and plain.sum() == 3 * 11
     assert not (plain & ~maybe).any()  # every footer is a candidate
     assert not maybe[[i for i, v in enumerate(values) if v in ("0001", "P-17", "12 Total")]].any()
+    assert (reader._may_be_footer(pa.array(values, pa.string())) == maybe).all()  # 32-bit offsets: the same
+    if hasattr(pa, "string_view"):  # a layout without one offsets buffer: every value goes to the expression
+        assert reader._may_be_footer(pa.array(values, pa.string_view())).all()
     body = pd.DataFrame({0: pd.array(values, dtype="str"), 1: pd.array(["1"] * len(values), dtype="str"),
                          "__line": range(2, len(values) + 2)})
     _, _, footers = reader._drop_non_records(body, 2)
