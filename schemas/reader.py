@@ -284,17 +284,34 @@ def _last_line_opens_a_quote(data: bytes | memoryview, delimiter: str) -> bool:
     return _runaway_quote(last.decode("utf-8", errors="replace"), delimiter) is not None
 
 
+def _offsets_and_bytes(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
+    """A string or large_string array's value offsets (one more than its values; value i is
+    ``chars[offsets[i]:offsets[i + 1]]``) and character bytes, read from Arrow's own buffers without a copy; None for
+    another layout."""
+    if not (pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)):
+        return None
+    buffers = chunk.buffers()
+    if buffers[1] is None:  # an empty array may have no offsets buffer
+        return np.zeros(len(chunk) + 1, dtype=np.int64), np.zeros(0, dtype=np.uint8)
+    width = 8 if pa.types.is_large_string(chunk.type) else 4
+    offsets = np.frombuffer(buffers[1], dtype=np.int64 if width == 8 else np.int32, count=len(chunk) + 1,
+                            offset=chunk.offset * width)
+    chars = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, dtype=np.uint8)
+    return offsets, chars
+
+
 def _edge_space(column: pa.ChunkedArray) -> bool:
     """True when some value of the text column may start or end with white space (conservative: any byte
     below ``!`` or a non-ASCII byte at either end of a value counts), read from Arrow's own buffers."""
     for chunk in column.chunks:
-        buffers = chunk.buffers()
-        if chunk.null_count == len(chunk) or buffers[2] is None or buffers[2].size == 0:
+        if chunk.null_count == len(chunk):
             continue
-        width = 8 if pa.types.is_large_string(chunk.type) else 4
-        offsets = np.frombuffer(buffers[1], dtype=np.int64 if width == 8 else np.int32, count=len(chunk) + 1,
-                                offset=chunk.offset * width)
-        chars = np.frombuffer(buffers[2], dtype=np.uint8)
+        layout = _offsets_and_bytes(chunk)
+        if layout is None:
+            return True  # another layout: cleaned, to be safe
+        offsets, chars = layout
+        if chars.size == 0:
+            continue
         last = chars.size - 1  # a missing value has no characters: its neighbours' are looked at instead
         ends = np.concatenate((chars[np.minimum(offsets[:-1], last)], chars[np.maximum(offsets[1:] - 1, 0)]))
         if np.any((ends - np.uint8(33)) >= 95):  # uint8 wraps below 33: true for < 33 and for ≥ 128
@@ -623,16 +640,12 @@ def _may_be_footer(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     missing or empty value is looked at through its neighbour's byte and may be kept, which only costs time)."""
     out = []
     for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
-        buffers = chunk.buffers()
-        plain = pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type)  # offsets + bytes
-        if not plain or len(chunk) == 0 or buffers[2] is None or buffers[2].size == 0:
+        layout = _offsets_and_bytes(chunk)
+        if layout is None or layout[1].size == 0:  # another layout, or no characters: every value is kept
             out.append(np.ones(len(chunk), dtype=bool))
             continue
-        large = pa.types.is_large_string(chunk.type)
-        offsets = np.frombuffer(buffers[1], dtype=np.int64 if large else np.int32, count=len(chunk),
-                                offset=chunk.offset * (8 if large else 4))
-        chars = np.frombuffer(buffers[2], dtype=np.uint8)
-        out.append(_FOOTER_FIRST[chars[np.minimum(offsets, chars.size - 1)]])
+        offsets, chars = layout
+        out.append(_FOOTER_FIRST[chars[np.minimum(offsets[:-1], chars.size - 1)]])
     return np.concatenate(out) if out else np.zeros(0, dtype=bool)
 
 

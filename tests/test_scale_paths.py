@@ -69,6 +69,33 @@ def test_sessions_in_any_row_order_give_the_cohort_of_sorted_sessions(tmp_path):
                                       reference.sessions[cols].sort_values(by, kind="stable").reset_index(drop=True))
 
 
+def test_sessions_already_in_patient_date_order_are_recognised_as_the_stable_sort_would():
+    """build_cohort skips sorting sessions already in (patient, date) order (issue 21: 1.8 s at a million patients).
+    The check agrees with the stable sort leaving every row in place, on ids whose byte order differs from a
+    human's (upper case, accents, digits, a space), ties, missing values and other id types."""
+    from analytics.outcomes.cohort import _in_patient_date_order
+
+    rng = np.random.default_rng(1)
+    ids = ["a", "b", "B", "é", "e", "ab", "a b", "10", "9", "Z"]
+    days = pd.date_range("2024-01-01", periods=4).to_numpy()
+    seen = {True: 0, False: 0}
+    for _ in range(1500):
+        n = int(rng.integers(0, 8))
+        frame = pd.DataFrame({"patient_id": pd.array(rng.choice(ids, n).tolist(), dtype="str"),
+                              "session_date": pd.to_datetime(rng.choice(days, n))})
+        if rng.random() < 0.5:
+            frame = frame.sort_values(["patient_id", "session_date"], kind="stable").reset_index(drop=True)
+        order = frame.sort_values(["patient_id", "session_date"], kind="stable").index.to_numpy()
+        expected = bool((order == np.arange(n)).all())
+        assert _in_patient_date_order(frame) == expected
+        seen[expected] += 1
+    assert min(seen.values()) > 300  # both answers were put to the test
+    sorted_with_gap = pd.DataFrame({"patient_id": pd.array(["a", "a"], dtype="str"),
+                                    "session_date": pd.to_datetime(["2024-01-01", None])})
+    assert not _in_patient_date_order(sorted_with_gap)  # a missing date: the sort decides
+    assert not _in_patient_date_order(sorted_with_gap.assign(patient_id=[1, 1]))
+
+
 def test_analyze_on_a_cohort_of_its_session_columns_equals_analyze_on_all_columns(tmp_path):
     """The command line's analyze keeps only ANALYZE_SESSION_COLUMNS of the sessions (the monitoring columns are
     freed at a million patients): every number of its JSON is the same as with every column kept."""
