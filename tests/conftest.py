@@ -21,3 +21,42 @@ def _streamlit_globals_restored():
     secrets, runtime = st.secrets, Runtime._instance
     yield
     st.secrets, Runtime._instance = secrets, runtime
+
+
+@pytest.fixture(autouse=True)
+def _no_background_warmup(request, monkeypatch):
+    """App tests run without the background warm-up, unless marked ``warmup``.
+
+    After each script run the app computes every page's first view in a background thread for a newly built cohort
+    (analytics.outcomes.warmup; about 4 s of CPU on the sample clinic). An app test opens one or two pages of a new
+    session, so the warm-up only competed with the other test worker. The pages compute what they show themselves,
+    as they do for a page opened before the warm-up reaches it. The warm-up itself is tested in test_warmup.py (and
+    runs in the real-browser tests, whose server is a separate process).
+    """
+    if request.node.get_closest_marker("warmup") is not None:
+        return
+    import pages._shared as shared
+
+    monkeypatch.setattr(shared, "start_pending_warmup", lambda: shared.st.session_state.pop(shared.Key.WARMUP, None))
+
+
+def _scan_manifests_once() -> None:
+    """Streamlit's AppTest looks for custom components in every installed package's metadata for each new app
+    (0.6 s each, over a hundred apps in the suite); the installed packages do not change during a test run."""
+    import functools
+
+    from streamlit.components.v2 import manifest_scanner
+
+    scan = manifest_scanner.scan_component_manifests
+    if getattr(scan, "kap_once", False):
+        return
+    cached = functools.cache(scan)
+
+    def once(*args, **kwargs):  # a new list each time, as the original returns
+        return list(cached(*args, **kwargs))
+
+    once.kap_once = True
+    manifest_scanner.scan_component_manifests = once
+
+
+_scan_manifests_once()

@@ -412,6 +412,31 @@ def screenshot_full(page: Any, path: Path, *, width: int | None = None) -> Path:
 
 # ----------------------------------------------------------------------------------------------- the data
 
+def visit_every_page(page: Any, server: Any, shots: Path, *, errors_before: int) -> None:
+    """Open every page of the navigation (discovered at run time, so a new page in dashboard.py is covered at once)
+    and check each: no exception, a heading, drawn charts, its own URL; a screenshot of each is kept in ``shots``.
+    ``server`` is the running StreamlitServer (its log names an uncaught exception)."""
+    pages = discover_pages(page)
+    assert any(p.title == "Data" for p in pages), [p.title for p in pages]
+    problems: dict[str, list[str]] = {}
+    timings: dict[str, float] = {}
+    for nav in pages:
+        start = time.perf_counter()
+        go_to(page, nav)
+        timings[nav.title] = time.perf_counter() - start
+        found = page_problems(page)
+        if page.url.split("?")[0].rstrip("/") != nav.href.split("?")[0].rstrip("/"):
+            found.append(f"the URL is {page.url}, not the page's {nav.href}")
+        if found:
+            problems[nav.title] = found
+        screenshot_full(page, shots / f"{nav.slug}.png")
+    print("page render seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    assert not problems, f"pages that broke (screenshots in {shots.relative_to(ARTIFACTS.parent.parent)}):\n" + (
+        "\n".join(f"- {title}: " + " | ".join(found) for title, found in problems.items())
+        + "\nserver log:\n" + "\n".join(server.uncaught_errors(since=errors_before))[-6000:])
+    assert server.uncaught_errors(since=errors_before) == [], "the server logged an uncaught exception"
+
+
 def sample_exports(tmp_dir: Path | None = None, *, n_patients: int = 1500) -> dict[str, Path]:
     """The sample exports to upload: ``sample_data/`` when present, else generated into ``tmp_dir``.
 

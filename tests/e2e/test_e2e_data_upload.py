@@ -1,4 +1,6 @@
-"""The Data page as a clinic user drives it in a real browser: choose the files, check and load, read the report."""
+"""The Data page as a clinic user drives it in a real browser: choose the files, check and load, read the report;
+then every page of the navigation renders on the uploaded data (the state a clinic user is in; a screenshot of each
+in tests/artifacts/pages)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from e2e_harness import (
+    ARTIFACTS,
     ROOT,
     discover_pages,
     find_data_page,
@@ -15,6 +18,7 @@ from e2e_harness import (
     open_app,
     page_problems,
     upload_exports,
+    visit_every_page,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -36,8 +40,8 @@ def _rows(path: Path) -> int:
         return sum(1 for line in handle if line.strip()) - 1  # minus the header
 
 
-def test_uploaded_sample_exports_give_the_pipelines_data_quality_report(errors_before, blank_page, app,
-                                                                       upload_files):
+def test_uploaded_exports_give_the_pipelines_data_quality_report_and_every_page_renders(errors_before, blank_page,
+                                                                                      app, upload_files):
     from schemas.validate import load_exports
 
     expected = load_exports(upload_files["sessions"], upload_files["followups"], upload_files.get("patients"))
@@ -77,3 +81,4 @@ def test_uploaded_sample_exports_give_the_pipelines_data_quality_report(errors_b
         assert not [a for a in alerts if re.search(r"sample clinic", a, re.IGNORECASE)], (
             f"the sample clinic came back after navigating: {alerts}")
     assert app.server.uncaught_errors(since=errors_before) == [], "the server logged an uncaught exception"
+    visit_every_page(page, app.server, ARTIFACTS / "pages", errors_before=errors_before)

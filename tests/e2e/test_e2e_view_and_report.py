@@ -178,7 +178,7 @@ def test_a_view_choice_kept_in_the_url_changes_the_charts_and_reopens_from_the_l
                 shared.context.close()
             checked.append(where)
             break
-        if checked:  # one page proves the mechanism; every page's rendering is test_e2e_pages' job
+        if checked:  # one page proves the mechanism; the first-run and upload tests open every page
             break
     if not checked:
         pytest.skip("No page keeps a view choice in the URL yet (no multiselect, radio, selectbox or segmented "
