@@ -263,17 +263,14 @@ def _urine_results(cohort: Cohort, by: str | None, conf_level: float) -> UrineRe
     rows = []
     if by_substance:
         found = _padded(t["urine_substances"])
+        # the cohort lists each result's substances left out: the patient's prescribed medicines (patients.csv
+        # prescribed) and ketamine within the days after a session (analytics.outcomes.cohort._urine_use)
         excluded = _padded(t["urine_excluded"]) if "urine_excluded" in t else None
-        rx = cohort.patients.set_index("patient_id")["prescribed"] if "prescribed" in cohort.patients else None
-        mine_rx = _padded(text_map(t["patient_id"], rx)) if rx is not None else None
         for s in URINE_SUBSTANCES:
             pos = _lists_have(found, s)
             if not pos.any():
                 continue
-            out = np.zeros(len(t), dtype=bool)
-            for lists in (excluded, mine_rx):
-                if lists is not None:
-                    out |= _lists_have(lists, s)
+            out = _lists_have(excluded, s) if excluded is not None else np.zeros(len(t), dtype=bool)
             rows.append(t.assign(substance=s, negative=~pos, excluded=out))
         left = t["urine_use"].astype(bool).to_numpy() if "urine_use" in t else np.zeros(len(t), dtype=bool)
         rows.append(t.assign(substance="any non-prescribed substance", negative=~left, excluded=False))
