@@ -22,7 +22,7 @@ setup: $(VENV)/.synced
 # This computer only by default; another address (`make run ADDRESS=0.0.0.0`) needs sign-in ([auth] in secrets.toml).
 run: ADDRESS ?= 127.0.0.1
 run: setup
-	@$(UV) run --frozen python -c 'import sys; from pages._auth import check_serving_address as check; check(sys.argv[1])' \
+	@$(UV) run --frozen python -c 'import sys; from pages._gate import check_serving_address as check; check(sys.argv[1])' \
 		'$(ADDRESS)'
 	@echo "Opening KAP Outcomes on the bundled sample data, served on $(ADDRESS) port $(PORT): http://$(ADDRESS):$(PORT)"
 	$(UV) run --frozen streamlit run dashboard.py --server.address '$(ADDRESS)' --server.port $(PORT) \

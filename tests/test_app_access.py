@@ -152,7 +152,7 @@ def test_with_sign_in_a_network_address_is_served_to_signed_in_users(server_addr
 def test_make_run_binds_this_computer_only_and_refuses_a_network_address_without_sign_in(tmp_path):
     shown = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "--server.address '127.0.0.1'" in shown
-    check = [sys.executable, "-c", "import sys; from pages._auth import check_serving_address as c; c(sys.argv[1])"]
+    check = [sys.executable, "-c", "import sys; from pages._gate import check_serving_address as c; c(sys.argv[1])"]
     refused = subprocess.run([*check, "0.0.0.0"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "refuses to serve on 0.0.0.0 without sign-in" in refused.stderr
     assert subprocess.run([*check, "127.0.0.1"], check=False, cwd=ROOT, capture_output=True, timeout=60).returncode == 0

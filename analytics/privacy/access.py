@@ -19,7 +19,7 @@ Roles (anyone not listed is a ``director``):
 
 Without ``[auth]`` the app runs locally for one user, ``local``, with the ``admin`` role, and only on an address
 of this computer (:func:`serves_this_computer_only`): serving a network needs sign-in.
-pages/_auth.py applies these rules in the app.
+pages/_auth.py applies these rules in the app (and pages/_gate.py the sign-in gate).
 """
 
 from __future__ import annotations

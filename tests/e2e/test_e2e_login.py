@@ -97,7 +97,7 @@ def signin_app(browser: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """Provider + app under [auth] on free ports of 127.0.0.1; the first visit is a signed-out deep link to /data.
 
     That first visit is made here, before anything else reaches the new server, because Streamlit routes
-    differently until some session has called ``st.navigation`` (see pages/_auth.py).
+    differently until some session has called ``st.navigation`` (see pages/_gate.py).
     """
     tmp = tmp_path_factory.mktemp("e2e-login")
     (tmp / "data").mkdir()
