@@ -42,7 +42,7 @@ def _no_background_warmup(request, monkeypatch):
 
 def _scan_manifests_once() -> None:
     """Streamlit's AppTest looks for custom components in every installed package's metadata for each new app
-    (0.6 s each, over a hundred apps in the suite); the installed packages do not change during a test run."""
+    (0.6 s each time); the installed packages do not change during a test run."""
     import functools
 
     from streamlit.components.v2 import manifest_scanner

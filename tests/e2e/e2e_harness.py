@@ -410,8 +410,6 @@ def screenshot_full(page: Any, path: Path, *, width: int | None = None) -> Path:
     return path
 
 
-# ----------------------------------------------------------------------------------------------- the data
-
 def visit_every_page(page: Any, server: Any, shots: Path, *, errors_before: int) -> None:
     """Open every page of the navigation (discovered at run time, so a new page in dashboard.py is covered at once)
     and check each: no exception, a heading, drawn charts, its own URL; a screenshot of each is kept in ``shots``.
@@ -436,6 +434,8 @@ def visit_every_page(page: Any, server: Any, shots: Path, *, errors_before: int)
         + "\nserver log:\n" + "\n".join(server.uncaught_errors(since=errors_before))[-6000:])
     assert server.uncaught_errors(since=errors_before) == [], "the server logged an uncaught exception"
 
+
+# ----------------------------------------------------------------------------------------------- the data
 
 def sample_exports(tmp_dir: Path | None = None, *, n_patients: int = 1500) -> dict[str, Path]:
     """The sample exports to upload: ``sample_data/`` when present, else generated into ``tmp_dir``.
