@@ -24,17 +24,15 @@ def _streamlit_globals_restored():
 
 
 @pytest.fixture(autouse=True)
-def _no_background_warmup(request, monkeypatch):
-    """App tests run without the background warm-up, unless marked ``warmup``.
+def _no_background_warmup(monkeypatch):
+    """App tests run without the background warm-up.
 
     After each script run the app computes every page's first view in a background thread for a newly built cohort
     (analytics.outcomes.warmup; about 4 s of CPU on the sample clinic). An app test opens one or two pages of a new
     session, so the warm-up only competed with the other test worker. The pages compute what they show themselves,
-    as they do for a page opened before the warm-up reaches it. The warm-up itself is tested in test_warmup.py (and
-    runs in the real-browser tests, whose server is a separate process).
+    as they do for a page opened before the warm-up reaches it. The warm-up itself is tested in test_warmup.py
+    (which calls it directly) and runs in the real-browser tests, whose server is a separate process.
     """
-    if request.node.get_closest_marker("warmup") is not None:
-        return
     import pages._shared as shared
 
     monkeypatch.setattr(shared, "start_pending_warmup", lambda: shared.st.session_state.pop(shared.Key.WARMUP, None))
@@ -47,15 +45,11 @@ def _scan_manifests_once() -> None:
 
     from streamlit.components.v2 import manifest_scanner
 
-    scan = manifest_scanner.scan_component_manifests
-    if getattr(scan, "kap_once", False):
-        return
-    cached = functools.cache(scan)
+    cached = functools.cache(manifest_scanner.scan_component_manifests)
 
     def once(*args, **kwargs):  # a new list each time, as the original returns
         return list(cached(*args, **kwargs))
 
-    once.kap_once = True
     manifest_scanner.scan_component_manifests = once
 
 

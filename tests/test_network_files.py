@@ -208,7 +208,7 @@ def test_the_data_page_loads_two_sessions_files_and_a_parquet_followups_file(cli
     assert issues[["file", "line", "column"]].values.tolist() == [["s_2025b.csv", 3, "session_type"]]
 
 
-def test_line_feeds_counted_in_slices_equal_bytes_count(monkeypatch):
+def test_line_feeds_counted_in_slices_equal_bytes_count():
     """The common case counts a file's line feeds with NumPy in slices (issue 21): equal to ``bytes.count`` for any
     start and end, also where a slice boundary falls next to a line feed."""
     import numpy as np
