@@ -131,6 +131,17 @@ def test_patients_file_rules_duplicate_and_patient_without_sessions():
     _balanced(data)
 
 
+def test_without_patients_csv_or_patient_columns_the_patients_are_those_of_the_sessions_in_sorted_order():
+    """One row per patient of the sessions, in the order of Python's sorted() (code points), also for ids with
+    accents and capitals (the table is sorted by Arrow, byte by byte: the same order for UTF-8 text)."""
+    ids = ["b7", "Zoë", "00123", "Émile", "Zoe", "a10", "a9", "zoe"]
+    rows = [f"{pid},2025-01-{n + 1:02d},ketamine,iv,50" for n, pid in enumerate(ids + ["a9"])]
+    data = load_exports(_csv("patient_id,session_date,session_type,route,dose_mg", rows), _csv(F_HEADER, []),
+                        upload_date=UPLOAD)
+    assert data.patients["patient_id"].tolist() == sorted(set(ids))
+    assert data.patients.drop(columns="patient_id").isna().all().all()
+
+
 def test_dayfirst_and_monthfirst_dates_are_read_only_when_asked():
     s = _csv("patient_id,session_date,session_type,route", ["1,05/01/2025,ketamine,iv", "1,2025-01-20,ketamine,iv"])
     f = _csv("patient_id,assessment_date", ["1,04/02/2025"])
@@ -170,6 +181,28 @@ def test_missing_tokens_are_missing_values():
                                                                  "1,2025-01-07,ketamine,iv,-"])
     data = load_exports(s, b"patient_id,assessment_date\n1,2025-02-01\n", upload_date=UPLOAD)
     assert data.issues.empty and data.sessions["phq9"].isna().all()
+
+
+@pytest.mark.parametrize("values, edged", [
+    (["North side", "a b", None, "x"], False),  # white space inside values only
+    (["ok", None, " lead"], True), (["trail ", "ok"], True), (["ok", "tab\t"], True),
+    (["Zoë", "ok"], True),  # a non-ASCII byte at an end counts (conservative)
+    (["Émile"], True), (["naïve", "ok"], False),  # inside a value only: no end is touched
+    ([None, None], False), (["", "x"], False),
+])
+def test_edge_space_finds_a_value_that_starts_or_ends_with_white_space_in_any_chunk(values, edged):
+    """The reader cleans a text column only when some value may start or end with white space (or a non-ASCII
+    byte); a column whose text holds no such byte at all is passed over in one contiguous pass."""
+    import pyarrow as pa
+
+    from schemas.reader import _edge_space
+
+    arr = pa.array(values, type=pa.large_string())
+    assert _edge_space(pa.chunked_array([arr])) is edged
+    assert _edge_space(pa.chunked_array([pa.array(["clean"], type=pa.large_string()), arr])) is edged
+    # a sliced chunk: its values start past the buffer's start, and the bytes before them are not looked at
+    padded = pa.array([" before ", *values], type=pa.large_string()).slice(1)
+    assert _edge_space(pa.chunked_array([padded])) is edged
 
 
 def test_missing_tokens_in_any_spelling_quoted_or_padded_are_missing_on_both_read_paths():
