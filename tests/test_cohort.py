@@ -26,6 +26,28 @@ def test_index_date_is_first_ketamine_session_and_baseline_is_last_score_before_
     assert row["index_route"] == "iv"
 
 
+def test_route_clinician_and_site_are_each_patients_first_ketamine_value_that_is_given():
+    """Each is the first non-missing value among the patient's ketamine sessions by date (not the first session's
+    value when that one is empty), whatever the order of the rows; missing when no ketamine session gives one."""
+    k = {"session_type": "ketamine"}
+    sessions = [
+        {"patient_id": "p2", "session_date": "2025-01-09", **k, "route": "im", "clinician": "C9", "site": "South"},
+        {"patient_id": "p1", "session_date": "2025-01-05", **k, "route": "iv", "clinician": "C2", "site": "North"},
+        {"patient_id": "p1", "session_date": "2025-01-03", **k, "route": "im"},
+        {"patient_id": "p1", "session_date": "2025-01-01", "session_type": "psychotherapy", "clinician": "T1",
+         "site": "East"},
+        {"patient_id": "p2", "session_date": "2025-01-02", **k, "route": "iv"},
+        {"patient_id": "p3", "session_date": "2025-01-04", **k, "route": "oral"},
+        {"patient_id": "p1", "session_date": "2025-01-07", **k, "route": "iv", "clinician": "C3", "site": "West"},
+    ]
+    fus = [{"patient_id": p, "assessment_date": "2025-02-02", "days_abstinent": 30} for p in ("p1", "p2", "p3")]
+    patients = build_cohort(_exports(fus, sessions)).patients.set_index("patient_id")
+    assert patients["index_route"].to_dict() == {"p1": "im", "p2": "iv", "p3": "oral"}
+    assert patients.loc[["p1", "p2"], "clinician"].tolist() == ["C2", "C9"]
+    assert patients.loc[["p1", "p2"], "site"].tolist() == ["North", "South"]
+    assert patients.loc["p3", ["clinician", "site"]].isna().all()
+
+
 def test_patient_without_use_is_censored_at_last_assessment():
     fus = [{"patient_id": "p1", "assessment_date": d, "days_abstinent": 30, "window_days": 30}
            for d in ("2025-02-02", "2025-03-04")]
