@@ -1012,8 +1012,8 @@ def _finish(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
 
 
 def _patients_table(sessions: pd.DataFrame, patients: pd.DataFrame | None) -> pd.DataFrame:
-    """patients.csv's rows, completed by the patient columns the sessions carry (their first value per patient); without
-    patients.csv, one row per patient of the sessions."""
+    """patients.csv's rows, completed by the patient columns the sessions carry (their first value per patient);
+    without patients.csv, one row per patient of the sessions."""
     on_sessions = [c for c in PATIENT_COLUMNS_ON_SESSIONS if c in sessions.columns]
     from_sessions = sessions.groupby("patient_id", sort=True)[on_sessions].first() if on_sessions else None
     if patients is not None and len(patients):
@@ -1021,7 +1021,7 @@ def _patients_table(sessions: pd.DataFrame, patients: pd.DataFrame | None) -> pd
         table = table if from_sessions is None else table.combine_first(from_sessions)
     elif from_sessions is not None:
         table = from_sessions
-    else:  # Arrow's sort of the distinct ids (the order of sorted(); a Python string per id took 2 s at a million)
+    else:  # Arrow's sort of the distinct ids: sorted()'s order (its Python string per id took 0.47 s at 200,000)
         table = pd.DataFrame(index=pd.Index(sessions["patient_id"].unique(), name="patient_id").sort_values())
     return coerce_canonical(table.reset_index(), "patients")
 

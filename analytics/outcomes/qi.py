@@ -549,7 +549,8 @@ def patient_flow(cohort: Cohort, *, uploaded_rows: int | None = None,
     base_index_date = p.loc[has_base, "index_date"]
     fu = cohort.followups
     # each follow-up row's patient as a position among those with a baseline (-1: none), looked up once; a window's
-    # patients are then counted per position (a hash look-up of the ids per window took 4 times as long)
+    # patients are then counted per position (hashing each window's ids again took 0.22 s at 200,000 patients, the
+    # one look-up 0.06 s)
     at = id_positions(fu["patient_id"], base_ids)
     mine = at >= 0
     at, days = at[mine], fu["days"].to_numpy(dtype=float)[mine]
