@@ -157,3 +157,18 @@ def test_follow_ups_and_sessions_of_patients_without_a_ketamine_session_are_coun
     row = cohort.patients.iloc[0]
     assert (row["patient_id"], row["n_sessions"], row["n_ketamine_sessions"], row["n_followups"]) == ("p1", 3, 2, 2)
     assert cohort.followups["days"].tolist() == [30, 60] and set(cohort.sessions["patient_id"]) == {"p1"}
+
+
+def test_bands_equal_pandas_cut_on_every_edge_and_missing_value():
+    """PHQ-9 and age bands are taken by code from the thresholds; they equal pd.cut (right-closed intervals, missing
+    outside them) cast to text, value for value."""
+    from analytics.outcomes.cohort import AGE_BANDS, PHQ9_BANDS, age_band, phq9_band
+
+    values = [-1, -0.5, -0.49, 0, 4, 4.5, 4.51, 5, 9.5, 10, 14.5, 15, 19.5, 20, 27, 27.5, 27.51, 30, np.nan, np.inf,
+              17.5, 17.6, 29.5, 44.5, 59.5, 60, 199, 200, 201]
+    for s in (pd.Series(values, name="score"), pd.Series(values, dtype="Float64", index=range(3, 3 + len(values)))):
+        cut = pd.cut(s.astype(float), bins=[-0.5, 4.5, 9.5, 14.5, 19.5, 27.5], labels=[b[2] for b in PHQ9_BANDS])
+        pd.testing.assert_series_equal(phq9_band(s), cut.astype("string"), check_exact=True)
+        cut = pd.cut(s.astype(float), bins=[17.5, 29.5, 44.5, 59.5, 200], labels=[b[2] for b in AGE_BANDS])
+        pd.testing.assert_series_equal(age_band(s), cut.astype("string"), check_exact=True)
+    assert phq9_band(pd.Series([4.5, 5.0, 27.0]))[[0, 1, 2]].tolist() == ["0–4 minimal", "5–9 mild", "20–27 severe"]

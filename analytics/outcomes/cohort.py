@@ -97,16 +97,24 @@ def id_positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
     return pd.Index(keys).get_indexer(values)
 
 
+def _bands(values: pd.Series, bins: list[float], labels: list[str]) -> pd.Series:
+    """``pd.cut(values, bins, labels=labels).astype("string")``: intervals (bins[i], bins[i + 1]], missing outside
+    them and where the value is missing; the labels taken by code (the categorical's cast to text built a Python
+    string per row: 0.1 s per 200,000)."""
+    x = values.astype(float).to_numpy()
+    code = np.searchsorted(np.asarray(bins, dtype=float), x, side="left") - 1  # bins[code] < x <= bins[code + 1]
+    code[np.isnan(x) | (code < 0) | (code >= len(labels))] = -1
+    return pd.Series(pd.array(labels, dtype="string").take(code, allow_fill=True), index=values.index,
+                     name=values.name)
+
+
 def phq9_band(score: pd.Series) -> pd.Series:
     """PHQ-9 severity band labels (Kroenke 2001 thresholds 5, 10, 15, 20); missing stays missing."""
-    bins = [-0.5, 4.5, 9.5, 14.5, 19.5, 27.5]
-    labels = [b[2] for b in PHQ9_BANDS]
-    return pd.cut(score.astype(float), bins=bins, labels=labels).astype("string")
+    return _bands(score, [-0.5, 4.5, 9.5, 14.5, 19.5, 27.5], [b[2] for b in PHQ9_BANDS])
 
 
 def age_band(age: pd.Series) -> pd.Series:
-    bins = [17.5, 29.5, 44.5, 59.5, 200]
-    return pd.cut(age.astype(float), bins=bins, labels=[b[2] for b in AGE_BANDS]).astype("string")
+    return _bands(age, [17.5, 29.5, 44.5, 59.5, 200], [b[2] for b in AGE_BANDS])
 
 
 @dataclass(frozen=True)
@@ -733,10 +741,9 @@ def _measures(sess: pd.DataFrame, s_code: np.ndarray, fu: pd.DataFrame, f_code: 
     columns = {"patient_id": ids if ids.dtype == sess["patient_id"].dtype else ids.astype(sess["patient_id"].dtype),
                "date": date, "days": days, "weeks": days / 7.0,
                "measure": _labels(names, measure), "value": mean, "source": _labels(["session", "followup"], source)}
-    out = pd.DataFrame(index=rows)
-    for k, v in columns.items():  # one block per column: no consolidation copy of the float columns into one block
-        out[k] = v
-    return out, base
+    # the arrays as they are (copy=False): one block per column, neither consolidated nor copied (setting the columns
+    # one by one copied each: 0.2 s at 200,000 patients)
+    return pd.DataFrame(columns, index=rows, copy=False), base
 
 
 def _order(pcode: np.ndarray, mcode: np.ndarray, date: np.ndarray, n_measures: int) -> np.ndarray:
