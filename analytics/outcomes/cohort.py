@@ -304,7 +304,8 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, co
         sessions = sessions if attended.all() else sessions[attended]
     sessions = _sorted_sessions(sessions, data.sessions if consume else None)
     ket_cols = ["patient_id", "session_date", *[c for c in ("route", "clinician", "site") if c in sessions.columns]]
-    ket = sessions.loc[(sessions["session_type"] == "ketamine").to_numpy(bool), ket_cols]  # the columns used below
+    is_ket = (sessions["session_type"] == "ketamine").to_numpy(bool)
+    ket = sessions.loc[is_ket, ket_cols]  # the columns used below
     index = ket.groupby("patient_id", sort=True)["session_date"].min().rename("index_date")
     all_ids = pd.Index(sessions["patient_id"].unique())
     exclusions: dict[str, int] = {}
@@ -313,7 +314,9 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, co
         exclusions["patients with sessions but no ketamine session"] = n_no_ket
 
     patients = index.to_frame()
-    k_code = id_positions(ket["patient_id"], index.index.to_series())  # every ketamine row's patient is in index
+    # from here on patients are integer codes: their position in the (sorted) patients index (-1: no ketamine session)
+    s_code = text_codes(sessions["patient_id"], index.index.to_series())
+    k_code = s_code[is_ket]
     patients["index_route"] = _first_per_patient(ket, "route", k_code, index.index)
     patients["clinician"] = _first_per_patient(ket, "clinician", k_code, index.index)
     attrs = data.patients.set_index("patient_id") if len(data.patients) else pd.DataFrame()
@@ -331,12 +334,9 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, co
         patients["site"] = patients["site"].fillna(_first_per_patient(ket, "site", k_code, index.index))
     patients["age_band"] = age_band(patients["age"])
 
-    # from here on patients are integer codes: their position in the (sorted) patients index
     ids = patients.index.to_series()
     index_date = patients["index_date"]
-    s_code = text_codes(sessions["patient_id"], ids)
     in_cohort = s_code >= 0
-    is_ket = (sessions["session_type"] == "ketamine").to_numpy(bool)
     patients["n_ketamine_sessions"] = np.bincount(s_code[in_cohort & is_ket], minlength=len(patients))
     patients["n_sessions"] = np.bincount(s_code[in_cohort], minlength=len(patients))
     sess = sessions if in_cohort.all() else _rows_of(sessions, in_cohort, data.sessions if consume else None)
