@@ -307,16 +307,15 @@ def build_cohort(data: ValidatedExports, settings: Settings | None = None, *, co
     is_ket = (sessions["session_type"] == "ketamine").to_numpy(bool)
     ket = sessions.loc[is_ket, ket_cols]  # the columns used below
     index = ket.groupby("patient_id", sort=True)["session_date"].min().rename("index_date")
-    all_ids = pd.Index(sessions["patient_id"].unique())
+    # from here on patients are integer codes: their position in the (sorted) patients index (-1: no ketamine session)
+    s_code = text_codes(sessions["patient_id"], index.index.to_series())
+    k_code = s_code[is_ket]
     exclusions: dict[str, int] = {}
-    n_no_ket = int((~ids_in(all_ids.to_series(), index.index)).sum())
+    n_no_ket = int(sessions.loc[s_code < 0, "patient_id"].nunique(dropna=False))
     if n_no_ket:
         exclusions["patients with sessions but no ketamine session"] = n_no_ket
 
     patients = index.to_frame()
-    # from here on patients are integer codes: their position in the (sorted) patients index (-1: no ketamine session)
-    s_code = text_codes(sessions["patient_id"], index.index.to_series())
-    k_code = s_code[is_ket]
     patients["index_route"] = _first_per_patient(ket, "route", k_code, index.index)
     patients["clinician"] = _first_per_patient(ket, "clinician", k_code, index.index)
     attrs = data.patients.set_index("patient_id") if len(data.patients) else pd.DataFrame()
