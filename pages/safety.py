@@ -21,9 +21,10 @@ st.write("Side effects and raised blood pressure or heart rate in ketamine sessi
          "least once): published figures use one or the other, and they are only compared like with like.")
 
 c1, c2, c3 = st.columns(3)
-systolic = c1.number_input("Raised BP: systolic ≥ (mmHg)", 120, 220, 165, step=5, key="sf_sys")
-diastolic = c2.number_input("or diastolic ≥ (mmHg)", 70, 140, 100, step=5, key="sf_dia")
-heart = c3.number_input("Raised heart rate ≥ (bpm)", 80, 180, 100, step=5, key="sf_hr")
+default = safety.VitalThresholds()  # the background warm-up computes the first view with these
+systolic = c1.number_input("Raised BP: systolic ≥ (mmHg)", 120, 220, int(default.systolic_mmhg), step=5, key="sf_sys")
+diastolic = c2.number_input("or diastolic ≥ (mmHg)", 70, 140, int(default.diastolic_mmhg), step=5, key="sf_dia")
+heart = c3.number_input("Raised heart rate ≥ (bpm)", 80, 180, int(default.heart_rate_bpm), step=5, key="sf_hr")
 thresholds = safety.VitalThresholds(systolic_mmhg=systolic, diastolic_mmhg=diastolic, heart_rate_bpm=heart)
 shown = cohort.settings.suppress
 min_cell = cohort.settings.min_cell if shown else None

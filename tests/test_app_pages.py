@@ -117,3 +117,17 @@ def test_the_overview_reads_the_results_the_warmup_computed():
     new = [k for k in set(cohort.__dict__[memo._SLOT]) - keys if k[0] != "figure" and k[0] in (
         "analytics.outcomes.qi", "analytics.outcomes.survival")]
     assert new == [], new  # every analysis the Overview draws was already there (same options as the warm-up's)
+
+
+def test_the_safety_page_reads_the_results_the_warmup_computed():
+    from analytics.outcomes import memo, warmup
+
+    at = _at()
+    cohort = at.session_state["cohort"]
+    warmup.run(cohort)
+    keys = set(cohort.__dict__[memo._SLOT])
+    at.switch_page("pages/safety.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    new = [k for k in set(cohort.__dict__[memo._SLOT]) - keys if k[0] != "figure"]
+    assert new == [], new  # vital signs, trend, published comparison and monitoring at the inputs' defaults

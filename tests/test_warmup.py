@@ -106,6 +106,38 @@ def test_a_newer_cohort_stops_the_older_warmup(cohort, monkeypatch):
     assert ran == [] and not thread.is_alive()
 
 
+def test_a_stopped_warmup_holds_still_while_a_newer_one_works_then_finishes_its_analysis(cohort, monkeypatch):
+    class Box:
+        pass
+
+    box, old, new, after = Box(), [], [], []
+
+    def older():
+        for _ in range(300):
+            _step(old)
+        return "old"
+
+    def newer():
+        for _ in range(150):
+            _step(new)
+
+    monkeypatch.setattr(warmup, "first_views", lambda c: [lambda: memo.once(box, "k", older), lambda: after.append(1)])
+    thread, stop = warmup.start(cohort)
+    while not old:
+        time.sleep(0.005)
+    stop.set()  # a newer view: this warm-up starts nothing more ...
+    monkeypatch.setattr(warmup, "first_views", lambda c: [newer])
+    fresh, _ = warmup.start(cohort)
+    while not new:
+        time.sleep(0.005)
+    held = len(old)
+    fresh.join(timeout=10)
+    assert len(old) - held <= 2  # ... and its analysis under way waited while the newer warm-up worked
+    thread.join(timeout=10)
+    assert not thread.is_alive() and len(old) == 300 and after == []  # then finished it, and started nothing else
+    assert memo.once(box, "k", lambda: "again") == "old"  # its result is kept for a return to that view
+
+
 def test_the_warmup_computes_the_overview_and_survival_defaults(cohort):
     from analytics.outcomes import qi, survival
 
