@@ -6,7 +6,6 @@ across users.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -17,9 +16,8 @@ import streamlit as st
 
 from analytics.errors import OutcomesError
 from analytics.formatting import escape_markdown
-from analytics.outcomes import warmup
+from analytics.outcomes import memo, warmup
 from analytics.outcomes.cohort import Cohort, build_cohort
-from analytics.outcomes.memo import once
 from analytics.outcomes.settings import DropoutRule, Settings
 from analytics.privacy.safe_export import screen_table
 from analytics.privacy.suppression import render_note
@@ -170,19 +168,11 @@ def show_error(err: BaseException | str) -> None:
 def chart(draw: Callable[..., Any], result: Any, /, *, where: Any = None, **options: Any) -> None:
     """``st.plotly_chart(draw(result, **options))`` in ``where`` (a column or tab; default the page).
 
-    An analysis result is kept per cohort (:mod:`analytics.outcomes.memo`), so its figure is built once and kept with
-    it: a rerun that changes nothing the chart shows (a widget elsewhere, a view filter widened back) redraws the
-    kept figure. Streamlit only reads a figure. Results that are not dataclasses, and options that cannot be a key
-    (frames), build the figure every run.
+    The figure is built once per result and options and kept with the result (:func:`memo.kept_figure`), so a rerun
+    that changes nothing the chart shows (a widget elsewhere, a view filter widened back) redraws the kept figure, and
+    a default figure the background warm-up built is only drawn. Streamlit only reads a figure.
     """
-    key = ("figure", draw.__module__, draw.__qualname__, tuple(sorted(options.items())))
-    try:
-        hash(key)
-        kept = dataclasses.is_dataclass(result) and not isinstance(result, type)
-    except TypeError:
-        kept = False
-    fig = once(result, key, lambda: draw(result, **options)) if kept else draw(result, **options)
-    (where if where is not None else st).plotly_chart(fig, width="stretch")
+    (where if where is not None else st).plotly_chart(memo.kept_figure(draw, result, **options), width="stretch")
 
 
 def show_table(data: pd.DataFrame, *, where: Any = None, **kwargs: Any) -> Any:

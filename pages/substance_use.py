@@ -61,8 +61,7 @@ except OutcomesError as err:
 st.subheader("Urine results by substance")
 try:
     ur = su.urine_results(cohort, by=by)
-    groups = list(dict.fromkeys(ur.table["group"]))
-    group = st.selectbox("Group", options=groups, key="su_urine_group")
+    group = st.selectbox("Group", options=ur.groups, key="su_urine_group")
     chart(splots.urine_chart, ur, group=group, min_cell=min_cell)
     show_table(su.urine_table(ur, group=group, **kw), hide_index=True, width="stretch")
     st.caption(ur.definition + " The chart leaves out substances never found in this group (100% negative); the table "
@@ -75,9 +74,8 @@ except OutcomesError as err:
 st.subheader("AUDIT-C, Brief Addiction Monitor, craving and anxiety")
 try:
     cs = su.courses(cohort, by=by)
-    recorded = [m for m in su.COURSES if m in set(cs.table["measure"])]
-    if recorded:
-        measure = st.selectbox("Measure", options=recorded, format_func=su.COURSES.get, key="su_course")
+    if cs.recorded:
+        measure = st.selectbox("Measure", options=cs.recorded, format_func=su.COURSES.get, key="su_course")
         chart(splots.course_chart, cs, measure=measure, min_cell=min_cell)
     st.caption(cs.definition)
     show_notes(cs.notes)

@@ -119,15 +119,25 @@ def test_the_overview_reads_the_results_the_warmup_computed():
     assert new == [], new  # every analysis the Overview draws was already there (same options as the warm-up's)
 
 
-def test_the_safety_page_reads_the_results_the_warmup_computed():
+@pytest.mark.parametrize("page", ["survival", "trajectories", "substance_use", "benchmarks", "safety", "retention",
+                                  "subgroups"])
+def test_after_the_warmup_a_page_first_view_computes_and_builds_nothing(page, monkeypatch):
+    """Every analysis and every default figure of the page was made by the warm-up: the page only draws them."""
     from analytics.outcomes import memo, warmup
 
     at = _at()
     cohort = at.session_state["cohort"]
     warmup.run(cohort)
     keys = set(cohort.__dict__[memo._SLOT])
-    at.switch_page("pages/safety.py")
+    built = []
+    original = memo.once
+
+    def watch(owner, key, compute):
+        return original(owner, key, lambda: built.append(key[:3]) or compute())
+
+    monkeypatch.setattr(memo, "once", watch)
+    at.switch_page(f"pages/{page}.py")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    new = [k for k in set(cohort.__dict__[memo._SLOT]) - keys if k[0] != "figure"]
-    assert new == [], new  # vital signs, trend, published comparison and monitoring at the inputs' defaults
+    assert [k for k in built if k[0] == "figure"] == []
+    assert [k for k in set(cohort.__dict__[memo._SLOT]) - keys] == []

@@ -13,6 +13,7 @@ never change it in place (return copies of tables a caller may modify); and comp
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import threading
@@ -106,6 +107,23 @@ def per_cohort(function: Callable[..., _T]) -> Callable[..., _T]:
     return wrapper
 
 
+def kept_figure(draw: Callable[..., _T], result: Any, /, **options: Any) -> _T:
+    """``draw(result, **options)``, built once per result object and options and kept with the result (:func:`once`).
+
+    A result is an analysis's frozen dataclass, itself kept per cohort (:func:`per_cohort`), so its figure goes with
+    it. The pages draw through here (``pages/_shared.py``, ``chart``), and so does the background warm-up
+    (:mod:`analytics.outcomes.warmup`), which builds a page's default figures before the page is opened. Results that
+    are not dataclasses, and options that cannot be a key (frames), build the figure every time.
+    """
+    key = ("figure", draw.__module__, draw.__qualname__, tuple(sorted(options.items())))
+    try:
+        hash(key)
+        kept = dataclasses.is_dataclass(result) and not isinstance(result, type)
+    except TypeError:
+        kept = False
+    return once(result, key, lambda: draw(result, **options)) if kept else draw(result, **options)
+
+
 def release(cohort: Any, key: Hashable) -> None:
     """Drop the value kept for ``key`` (if any): for a caller that knows nothing will ask for it again (the command
     line's ``analyze``, which computes each section once). A later request computes it afresh."""
@@ -120,4 +138,4 @@ def forget(cohort: Any) -> None:
     cohort.__dict__.pop(_LOCKS, None)
 
 
-__all__ = ["forget", "once", "per_cohort", "release", "someone_waits"]
+__all__ = ["forget", "kept_figure", "once", "per_cohort", "release", "someone_waits"]

@@ -228,6 +228,11 @@ class UrineResults:
     conf_level: float
     notes: tuple[str, ...] = ()
 
+    @property
+    def groups(self) -> list[str]:
+        """The groups in table order (the page's choice of group; the first is its default)."""
+        return list(dict.fromkeys(self.table["group"]))
+
 
 def urine_results(cohort: Cohort, *, by: str | None = "program", conf_level: float = 0.95) -> UrineResults:
     """Urine-negative share by substance over time windows (module docstring)."""
@@ -404,6 +409,13 @@ class Courses:
     definition: str
     conf_level: float
     notes: tuple[str, ...] = ()
+
+    @property
+    def recorded(self) -> list[str]:
+        """The measures of :data:`COURSES` this export records, in that order (the page's choice; the first is its
+        default)."""
+        present = set(self.table["measure"])
+        return [m for m in COURSES if m in present]
 
 
 def courses(cohort: Cohort, *, by: str | None = "program", conf_level: float = 0.95) -> Courses:
