@@ -88,22 +88,24 @@ def _text(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
 
 
+def _source_text(row: pd.Series) -> str:
+    """One benchmark's source, population and cautions as one markdown text: one element per expander (the page
+    has about 80 of them; an element each for every line made ~550 elements for the browser to draw)."""
+    parts = [f"**Published:** {row['published_text']} · **status:** {row['status_label']}",
+             f"**Definition:** {row['definition']}  \n**Timepoint:** {row['timepoint']}  \n"
+             f"**Population:** {row['population']}",
+             f"**Source:** [{row['citation']}]({row['link']})" if _text(row["link"]) else
+             f"**Source:** {row['citation']}"]
+    if _text(row["clinic_definition"]):
+        parts.append(f"**Clinic figure:** {shown_markdown(row['clinic_definition'])}")
+    if _text(row["clinic_reason"]):
+        parts.append(f"**Comparison with the clinic:** {shown_markdown(row['clinic_reason'])}")
+    parts += [f"**Caution:** {caution}" for caution in _text(row["cautions"]).split("\n") if caution.strip()]
+    return "\n\n".join(parts)
+
+
 st.subheader("Sources, populations and cautions")
 for _, row in everything.iterrows():
-    label = f"{row['id']}: {row['metric']} ({row['short_citation']})"
-    with st.expander(label):
-        st.markdown(f"**Published:** {row['published_text']} · **status:** {row['status_label']}")
-        st.markdown(f"**Definition:** {row['definition']}  \n**Timepoint:** {row['timepoint']}  \n"
-                    f"**Population:** {row['population']}")
-        if _text(row["link"]):
-            st.markdown(f"**Source:** [{row['citation']}]({row['link']})")
-        else:
-            st.markdown(f"**Source:** {row['citation']}")
-        if _text(row["clinic_definition"]):
-            st.markdown(f"**Clinic figure:** {shown_markdown(row['clinic_definition'])}")
-        if _text(row["clinic_reason"]):
-            st.info(shown_markdown(row["clinic_reason"]))
-        for caution in _text(row["cautions"]).split("\n"):
-            if caution.strip():
-                st.caption(f"Caution: {caution}")
+    with st.expander(f"{row['id']}: {row['metric']} ({row['short_citation']})"):
+        st.markdown(_source_text(row))
 show_notes(comp.notes)
