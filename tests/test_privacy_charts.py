@@ -42,6 +42,8 @@ from analytics.report.plots import trajectories as tplots
 from analytics.sample import generate_clinic
 from schemas.frames import ValidatedExports
 
+pytestmark = pytest.mark.xdist_group("privacy_charts")  # one worker builds the module's fixtures (seconds each), not both
+
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = range(1, 11)
 

@@ -19,6 +19,8 @@ from analytics.report.pack import build_report
 from analytics.sample import generate_clinic
 from schemas.frames import ValidatedExports
 
+pytestmark = pytest.mark.xdist_group("privacy_notes")  # one worker builds the module's fixtures (seconds each), not both
+
 # a count as a reader recognises one: "7 patient(s)", "3 of 40 patients", "(got 4)", "4 event(s)", "n = 6"
 NOUNS = (r"(?:patients?(?:\(s\))?|responders|events?(?:\(s\))?|follow-ups?(?:\(s\))?|follow-up rows|scores|"
          r"lost|abstinent|more recent|not reached|eligible|windows)")

@@ -27,6 +27,8 @@ from analytics.report.pack import build_report
 from analytics.sample import generate_clinic
 from schemas.validate import load_exports
 
+pytestmark = pytest.mark.xdist_group("privacy_outputs")  # one worker builds the module's fixtures (seconds each), not both
+
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_PROGRAMS = {"peer support": 4, "residential": 3}
 # table headers that hold counts (of patients, rows, events or problems)

@@ -11,6 +11,8 @@ from analytics.outcomes.settings import Settings
 from analytics.report.pack import SECTIONS, build_report
 from schemas.validate import load_exports
 
+pytestmark = pytest.mark.xdist_group("report")  # one worker builds the module's fixtures (seconds each), not both
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

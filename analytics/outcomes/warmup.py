@@ -65,6 +65,7 @@ def _overview(cohort: Cohort) -> Steps:
     return [
         lambda: qi.kpis(cohort, period_a=a, period_b=b),
         lambda: survival.dropout_sensitivity(cohort),
+        lambda: qi.patient_flow(cohort),  # the small-cell rule's flow under the sensitivity table's counts
         lambda: qi.control_chart(cohort, kpi=next(iter(qi.SPC_KPIS))),
         lambda: qi.funnel(cohort, unit="clinician", kpi=next(iter(qi.PATIENT_KPIS))),
     ], []
