@@ -114,13 +114,35 @@ SENTENCES = {("trajectories.py", "baseline phq9"): "No PHQ-9 scores to analyse",
              ("subgroups.py", "program"): "needs two programs to compare"}
 
 
+@pytest.fixture(scope="module")
+def session_without(tmp_path_factory):
+    """One app session per kind of clinic, shared by the pages' tests on a worker (a user moves between the pages of
+    one session too): the load and the Overview once per clinic, not once per page. Private data folder and no
+    background warm-up, as conftest gives each test."""
+    import pages._shared as shared
+
+    made: dict[str, AppTest] = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KAP_OUTCOMES_DATA_DIR", str(tmp_path_factory.mktemp("kap-data")))
+        mp.setattr(shared, "start_pending_warmup", lambda: shared.st.session_state.pop(shared.Key.WARMUP, None))
+
+        def get(missing: str) -> AppTest:
+            if missing not in made:
+                at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=240)
+                at.session_state["exports"] = _without(missing)
+                at.session_state["source"] = "upload"
+                at.run()
+                assert not at.exception, [e.value for e in at.exception]
+                made[missing] = at
+            return made[missing]
+
+        yield get
+
+
 @pytest.mark.parametrize("page", ANALYSIS_PAGES)
 @pytest.mark.parametrize("missing", ["baseline phq9", "program", "adverse_events"])
-def test_analysis_page_says_a_sentence_not_a_traceback_for_a_clinic_without(page, missing):
-    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=240)
-    at.session_state["exports"] = _without(missing)
-    at.session_state["source"] = "upload"
-    at.run()
+def test_analysis_page_says_a_sentence_not_a_traceback_for_a_clinic_without(page, missing, session_without):
+    at = session_without(missing)
     at.switch_page(f"pages/{page}").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.header, f"{page} has no header"

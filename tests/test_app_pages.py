@@ -18,9 +18,21 @@ def _at() -> AppTest:
     return at
 
 
+@pytest.fixture(scope="module")
+def sample_session(tmp_path_factory):
+    """One app session on the sample clinic shared by the pages' render tests on a worker (a user moves between the
+    pages of one session too). Private data folder and no background warm-up, as conftest gives each test."""
+    import pages._shared as shared
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KAP_OUTCOMES_DATA_DIR", str(tmp_path_factory.mktemp("kap-data")))
+        mp.setattr(shared, "start_pending_warmup", lambda: shared.st.session_state.pop(shared.Key.WARMUP, None))
+        yield _at()
+
+
 @pytest.mark.parametrize("page", PAGES)
-def test_page_renders_on_sample_data_with_a_header_and_no_exception(page):
-    at = _at()
+def test_page_renders_on_sample_data_with_a_header_and_no_exception(page, sample_session):
+    at = sample_session
     at.switch_page(f"pages/{page}").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.header, f"{page} has no header"
