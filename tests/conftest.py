@@ -35,7 +35,26 @@ def _no_background_warmup(monkeypatch):
     """
     import pages._shared as shared
 
-    monkeypatch.setattr(shared, "start_pending_warmup", lambda: shared.st.session_state.pop(shared.Key.WARMUP, None))
+    monkeypatch.setattr(shared, "start_pending_warmup", _drop_pending_warmup)
+
+
+def _drop_pending_warmup() -> None:
+    """``start_pending_warmup`` in app tests: the pending cohort is forgotten, no warm-up starts."""
+    import pages._shared as shared
+
+    shared.st.session_state.pop(shared.Key.WARMUP, None)
+
+
+@pytest.fixture(scope="module")
+def module_app_env(tmp_path_factory):
+    """For an app session that a module's tests share (made before each test's own fixtures): a private data folder
+    and no background warm-up, as every test gets from the fixtures above."""
+    import pages._shared as shared
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KAP_OUTCOMES_DATA_DIR", str(tmp_path_factory.mktemp("kap-data")))
+        mp.setattr(shared, "start_pending_warmup", _drop_pending_warmup)
+        yield
 
 
 def _scan_manifests_once() -> None:

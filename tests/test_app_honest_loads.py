@@ -115,28 +115,22 @@ SENTENCES = {("trajectories.py", "baseline phq9"): "No PHQ-9 scores to analyse",
 
 
 @pytest.fixture(scope="module")
-def session_without(tmp_path_factory):
+def session_without(module_app_env):
     """One app session per kind of clinic, shared by the pages' tests on a worker (a user moves between the pages of
-    one session too): the load and the Overview once per clinic, not once per page. Private data folder and no
-    background warm-up, as conftest gives each test."""
-    import pages._shared as shared
-
+    one session too): the load and the Overview once per clinic, not once per page."""
     made: dict[str, AppTest] = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KAP_OUTCOMES_DATA_DIR", str(tmp_path_factory.mktemp("kap-data")))
-        mp.setattr(shared, "start_pending_warmup", lambda: shared.st.session_state.pop(shared.Key.WARMUP, None))
 
-        def get(missing: str) -> AppTest:
-            if missing not in made:
-                at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=240)
-                at.session_state["exports"] = _without(missing)
-                at.session_state["source"] = "upload"
-                at.run()
-                assert not at.exception, [e.value for e in at.exception]
-                made[missing] = at
-            return made[missing]
+    def get(missing: str) -> AppTest:
+        if missing not in made:
+            at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=240)
+            at.session_state["exports"] = _without(missing)
+            at.session_state["source"] = "upload"
+            at.run()
+            assert not at.exception, [e.value for e in at.exception]
+            made[missing] = at
+        return made[missing]
 
-        yield get
+    return get
 
 
 @pytest.mark.parametrize("page", ANALYSIS_PAGES)

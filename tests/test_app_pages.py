@@ -19,15 +19,10 @@ def _at() -> AppTest:
 
 
 @pytest.fixture(scope="module")
-def sample_session(tmp_path_factory):
+def sample_session(module_app_env):
     """One app session on the sample clinic shared by the pages' render tests on a worker (a user moves between the
-    pages of one session too). Private data folder and no background warm-up, as conftest gives each test."""
-    import pages._shared as shared
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("KAP_OUTCOMES_DATA_DIR", str(tmp_path_factory.mktemp("kap-data")))
-        mp.setattr(shared, "start_pending_warmup", lambda: shared.st.session_state.pop(shared.Key.WARMUP, None))
-        yield _at()
+    pages of one session too)."""
+    return _at()
 
 
 @pytest.mark.parametrize("page", PAGES)
