@@ -48,9 +48,10 @@ is visible), for internal review only. With ``enabled=False`` nothing is hidden 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -192,6 +193,8 @@ class _Problem:
         self.hidden: list[bool] = []     # unknown to a reader of the output
         self.where: dict[tuple[int, str], int] = {}
         self.equations: list[tuple[np.ndarray, np.ndarray]] = []
+        self._terms: list[list[tuple[int, int]]] = []  # each equation as (cell, coefficient modulo the prime)
+        self._audits: dict[frozenset[int], list[tuple[int, int]]] = {}  # last audit of each block (_determined)
         self._eq_keys: set[tuple[tuple[int, int], ...]] = set()
         self._pt_keys: dict[tuple[frozenset[int], int], int | None] = {}
 
@@ -229,6 +232,8 @@ class _Problem:
             return
         self._eq_keys.add(key)
         self.equations.append((np.asarray(idx, dtype=int), np.asarray(coef)))
+        self._terms.append([(int(i), int(c) % _P) for i, c in zip(idx, coef)])
+        self._audits = {}
 
     def parts_total(self, parts: Sequence[int], total: int, *, what: str) -> int | None:
         """Add ``sum(parts) + remainder == total``; return the derived remainder's cell (None when zero).
@@ -265,7 +270,7 @@ class _Problem:
         is shown and its hidden parts, one of them protected, add up to a count of 1 to ``min_cell - 1``
         (``total - shown parts``: "the two small programs have 7 patients between them")."""
         idx, coef = self.equations[k]
-        unknown = [int(i) for i in idx if self.hidden[i]]
+        unknown = [i for i, _c in self._terms[k] if self.hidden[i]]
         if len(unknown) == 1 and self._protected(unknown[0]):
             return True
         if not self.pooled or len(unknown) < 2 or self.hidden[int(idx[-1])] or coef[-1] >= 0:
@@ -307,9 +312,9 @@ class _Problem:
     def line_rule(self) -> None:
         """Until no equation has exactly one protected unknown: hide the next smallest shown cell."""
         self._eqs_of: dict[int, list[int]] = {}
-        for k, (idx, _coef) in enumerate(self.equations):
-            for i in idx:
-                self._eqs_of.setdefault(int(i), []).append(k)
+        for k, terms in enumerate(self._terms):
+            for i, _c in terms:
+                self._eqs_of.setdefault(i, []).append(k)
         pending = self._open_equations()
         while pending:
             k = pending.pop()
@@ -319,63 +324,105 @@ class _Problem:
             if new is not None:
                 pending.extend(self._eqs_of.get(new, ()))
 
-    def _determined(self, only: int | None = None) -> list[int]:
+    def _hidden_row(self, k: int, payload: Mapping[int, int] | None = None) -> dict[int, int]:
+        """Equation ``k`` restricted to the hidden cells, coefficients modulo the prime, zeros dropped; the cells of
+        ``payload`` (shown cells) are kept too, under the column key it gives them."""
+        r: dict[int, int] = {}
+        for i, c in self._terms[k]:
+            if self.hidden[i]:
+                r[i] = (r.get(i, 0) + c) % _P
+            elif payload and i in payload:
+                j = payload[i]
+                r[j] = (r.get(j, 0) + c) % _P
+        return {i: v for i, v in r.items() if v}
+
+    def _reach(self, start: Sequence[int], through: Container[int] = ()) -> tuple[set[int], set[int]]:
+        """Cells and equations connected to the cells ``start`` through hidden cells (and the cells ``through``)."""
+        cells, eqs, todo = set(start), set(), list(start)
+        hidden, terms, eqs_of = self.hidden, self._terms, self._eqs_of
+        while todo:
+            for k in eqs_of.get(todo.pop(), ()):
+                if k not in eqs:
+                    eqs.add(k)
+                    for i, _c in terms[k]:
+                        if i not in cells and (hidden[i] or i in through):
+                            cells.add(i)
+                            todo.append(i)
+        return cells, eqs
+
+    def _audit(self, eqs: Sequence[int]) -> list[tuple[int, int]]:
+        """``(equation, cell)`` for each sensitive cell fixed by the equations ``eqs`` (one connected block), with
+        the equation whose row made the cell a pivot.
+
+        Rows are eliminated in the order of ``eqs``, each pivot the smallest cell left in its row; that order and
+        that rule alone decide which row makes which pivot (the reduced row is the only vector of ``row + span of
+        the rows before`` that is zero in the pivots before), so the pivots, and the equation that made each, are
+        those of an elimination of all the equations at once. A cell is fixed when its row of the fully reduced
+        basis is the cell alone (the unit vector is then in the row space, and only then)."""
+        basis: dict[int, dict[int, int]] = {}
+        rank: dict[int, int] = {}
+        made_by: dict[int, int] = {}
+        for k in eqs:
+            r = self._hidden_row(k)
+            _reduce(r, basis, rank)
+            if r:
+                piv = min(r)
+                rank[piv], basis[piv], made_by[piv] = len(rank), _scaled(r, piv), k
+        if not any(self.sensitive[p] for p in basis):
+            return []
+        for p in reversed(basis):  # back substitution, newest pivot first: each row keeps its own pivot only
+            r = basis[p]
+            for q in [c for c in r if c != p and c in basis]:
+                _axpy(r, r[q], basis[q])
+        return [(made_by[p], p) for p, r in basis.items() if self.sensitive[p] and len(r) == 1]
+
+    def _determined(self) -> list[int]:
         """Sensitive hidden cells fixed by the equations: e is fixed when the unit vector e lies in the row space
         of the equations restricted to unknown cells. Exact elimination modulo the prime 2**61 - 1 (the
-        equations have coefficients ±1, so its rank is the rational rank barring a minor divisible by it)."""
-        rows: list[dict[int, int]] = []
-        eqs: object = self.equations
-        if only is not None:  # just the equations connected to ``only`` through unknown cells
-            reach, todo, cells = set(), [only], {only}
-            while todo:
-                for k in self._eqs_of.get(todo.pop(), ()):
-                    if k not in reach:
-                        reach.add(k)
-                        for i in map(int, self.equations[k][0]):
-                            if self.hidden[i] and i not in cells:
-                                cells.add(i)
-                                todo.append(i)
-            eqs = [self.equations[k] for k in sorted(reach)]
-        for idx, coef in eqs:  # type: ignore[attr-defined]
-            r: dict[int, int] = {}
-            for i, c in zip(idx, coef):
-                if self.hidden[i]:
-                    r[int(i)] = (r.get(int(i), 0) + int(c)) % _P
-            r = {k: v for k, v in r.items() if v}
-            if r:
-                rows.append(r)
-        basis: dict[int, dict[int, int]] = {}  # pivot column -> row (pivot coefficient 1), fully reduced
-        holders: dict[int, set[int]] = {}  # column -> pivots of the basis rows with a non-zero there
+        equations have coefficients ±1, so its rank is the rational rank barring a minor divisible by it).
 
-        def axpy(target: dict[int, int], f: int, src: dict[int, int], owner: int | None) -> None:
-            """target -= f * src (mod P), keeping ``holders`` up to date when target is basis row ``owner``."""
-            for c, v in src.items():
-                nv = (target.get(c, 0) - f * v) % _P
-                if nv:
-                    if owner is not None and c not in target:
-                        holders.setdefault(c, set()).add(owner)
-                    target[c] = nv
-                elif c in target:
-                    del target[c]
-                    if owner is not None:
-                        holders[c].discard(owner)
-
-        for r in rows:
-            for col in [c for c in r if c in basis]:
-                f = r.get(col, 0)
-                if f:
-                    axpy(r, f, basis[col], None)
-            if not r:
+        In the order of an elimination of all the equations at once (by the equation that made each pivot), which
+        :meth:`solve` depends on. Each block of hidden cells connected through equations is eliminated on its own,
+        and a block with the same hidden cells as in the previous call keeps its result."""
+        audits: dict[frozenset[int], list[tuple[int, int]]] = {}
+        found: list[tuple[int, int]] = []
+        seen: set[int] = set()
+        for i in self._eqs_of:
+            if not self.hidden[i] or i in seen:
                 continue
-            piv = min(r)
-            inv = pow(r[piv], _P - 2, _P)
-            r = {c: (v * inv) % _P for c, v in r.items()}
-            for other in list(holders.get(piv, ())):
-                axpy(basis[other], basis[other][piv], r, other)
-            basis[piv] = r
-            for c in r:
-                holders.setdefault(c, set()).add(piv)
-        return [e for e, row in basis.items() if self.sensitive[e] and len(row) == 1]
+            cells, eqs = self._reach([i])
+            seen |= cells
+            block = frozenset(cells)
+            audits[block] = self._audits[block] if block in self._audits else self._audit(sorted(eqs))
+            found += audits[block]
+        self._audits = audits
+        return [e for _k, e in sorted(found)]
+
+    def _frees(self, e: int, cells: Sequence[int]) -> list[bool]:
+        """For each shown cell of ``cells``: would hiding it (and no other) leave the fixed cell ``e`` not fixed?
+
+        The same test as :meth:`_determined` would give with c hidden, for all candidates c in one elimination
+        (modulo the same prime) instead of one each. Each candidate's coefficients ride along as an extra column
+        (key ``-1 - j``) that is never a pivot, and ``e`` is the last choice of pivot, so ``e`` is fixed iff it
+        becomes a pivot, its row then being ``e`` alone plus candidate columns. With c hidden, e stays fixed iff
+        that row has no entry in c's column, or a row left with no hidden cell has one (a multiple of that row
+        clears the entry).
+        """
+        payload = {c: -1 - j for j, c in enumerate(cells)}
+        basis: dict[int, dict[int, int]] = {}
+        rank: dict[int, int] = {}
+        cancellable: set[int] = set()
+        for k in sorted(self._reach([e, *cells], payload)[1]):
+            r = self._hidden_row(k, payload)
+            _reduce(r, basis, rank)
+            unknown = [c for c in r if c >= 0]
+            if not unknown:
+                cancellable.update(r)
+                continue
+            piv = min((c for c in unknown if c != e), default=e)
+            rank[piv], basis[piv] = len(rank), _scaled(r, piv)
+        row = basis.get(e)
+        return [row is None or (j in row and j not in cancellable) for j in payload.values()]
 
     def _candidates(self, e: int) -> list[list[int]]:
         """Shown cells near ``e``, by distance: cells of equations that contain ``e`` first, then cells of
@@ -416,17 +463,46 @@ class _Problem:
             rings = self._candidates(e)
             if not rings:
                 raise RuntimeError("small-cell suppression could not protect a derived count")
-            fixed = False
-            for c in [c for ring in rings for c in ring][:12]:  # the nearest small cell that frees e
-                self.hidden[c] = True
-                if e not in self._determined(only=e):
-                    fixed = True
-                    break
-                self.hidden[c] = False
-            if not fixed:
-                self.hidden[rings[0][0]] = True
+            near = [c for ring in rings for c in ring][:12]  # the nearest small cell that frees e, else the nearest
+            frees = self._frees(e, near)
+            self.hidden[next((c for c, free in zip(near, frees) if free), near[0])] = True
             self.line_rule()
         raise RuntimeError("small-cell suppression did not converge")  # pragma: no cover
+
+
+def _axpy(target: dict[int, int], f: int, src: Mapping[int, int]) -> None:
+    """``target -= f * src`` modulo the prime, dropping the entries that become zero."""
+    for c, v in src.items():
+        nv = (target.get(c, 0) - f * v) % _P
+        if nv:
+            target[c] = nv
+        else:
+            del target[c]
+
+
+def _reduce(row: dict[int, int], basis: Mapping[int, Mapping[int, int]], rank: Mapping[int, int]) -> None:
+    """Subtract rows of ``basis`` (pivot -> row with 1 there) from ``row`` until it is zero in every pivot.
+
+    A basis row is zero in the pivots older than its own (``rank``: order of arrival), so the pivots are cleared
+    oldest first and each once, and the basis rows need no back substitution as they arrive."""
+    todo = [(rank[c], c) for c in row if c in basis]
+    heapq.heapify(todo)
+    while todo:
+        p = heapq.heappop(todo)[1]
+        f = row.get(p)
+        if f:
+            for c in basis[p]:
+                if c not in row and c in basis:
+                    heapq.heappush(todo, (rank[c], c))
+            _axpy(row, f, basis[p])
+
+
+def _scaled(row: dict[int, int], piv: int) -> dict[int, int]:
+    """``row`` divided by its entry in ``piv`` (modulo the prime)."""
+    if row[piv] == 1:
+        return row
+    inv = _P - 1 if row[piv] == _P - 1 else pow(row[piv], _P - 2, _P)
+    return {c: v * inv % _P for c, v in row.items()}
 
 
 # --------------------------------------------------------------------------------------------------
