@@ -14,9 +14,9 @@ validated, and turned into a cohort (none of that is timed). Then, data in memor
 
 Each run starts from the cohort with nothing derived from it kept (``memo.forget``: the results, and the inputs
 they share such as the prepared PHQ-9 scores, are kept per cohort, so a second call would only look them up), as a
-new view's cohort. Each timing is the best of ``--repeat`` runs, wall clock, with the process CPU time of that run beside it; the
-1-minute load average at start and end is recorded, since other work on the machine (2 cores) slows every run
-(with threaded BLAS a busy machine can double wall times). Prints a table and writes
+new view's cohort. Each timing is the best of ``--repeat`` runs, wall clock, with the process CPU time of that run
+beside it; the 1-minute load average at start and end is recorded, since other work on the machine (2 cores) slows
+every run. Prints a table and writes
 ``perf/results/subgroups.json``.
 
     uv run --frozen python perf/bench_subgroups.py [--sizes 5000 20000 50000] [--repeat 3]
@@ -91,8 +91,7 @@ def main() -> None:
         entry: dict = {"patients": len(cohort.patients), "phq9_scores": len(phq)}
         for label, outcomes in (("who_benefits", ("relapse_hr", "phq9_slope_difference")),
                                 ("relapse_part", ("relapse_hr",)), ("phq9_slope_part", ("phq9_slope_difference",))):
-            wall, cpu, out = best_of(lambda o=outcomes, c=cohort: who_benefits(c, outcomes=o), args.repeat,
-                                   cohort)
+            wall, cpu, out = best_of(lambda o=outcomes, c=cohort: who_benefits(c, outcomes=o), args.repeat, cohort)
             entry[label] = {"seconds": round(wall, 3), "cpu_seconds": round(cpu, 3)}
             if label == "who_benefits":
                 entry[label]["rows"] = len(out.table)  # type: ignore[attr-defined]
@@ -107,8 +106,8 @@ def main() -> None:
                                   ("trajectory_group_covariates", {"by": "program", "adjust": ("age", "sex")}),
                                   ("trajectory_group_covariates_piecewise",
                                    {"by": "program", "adjust": ("age", "sex"), "time": "piecewise"})):
-                wall, cpu, fit = best_of(lambda kw=kwargs, c=cohort: trajectories.fit_trajectory(c, **kw), args.repeat,
-                                         cohort)
+                wall, cpu, fit = best_of(lambda kw=kwargs, c=cohort: trajectories.fit_trajectory(c, **kw),
+                                         args.repeat, cohort)
                 entry[label] = {"seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
                                 "converged": bool(fit.converged),  # type: ignore[attr-defined]
                                 "random_slope": bool(fit.random_slope),  # type: ignore[attr-defined]
