@@ -192,8 +192,7 @@ class _Problem:
         self.sensitive: list[bool] = []  # 1..min_cell-1: must not be determinable
         self.hidden: list[bool] = []     # unknown to a reader of the output
         self.where: dict[tuple[int, str], int] = {}
-        self.equations: list[tuple[np.ndarray, np.ndarray]] = []
-        self._terms: list[list[tuple[int, int]]] = []  # each equation as (cell, coefficient modulo the prime)
+        self.equations: list[list[tuple[int, int]]] = []  # (cell, coefficient modulo the prime); the total last
         self._audits: dict[frozenset[int], list[tuple[int, int]]] = {}  # last audit of each block (_determined)
         self._eq_keys: set[tuple[tuple[int, int], ...]] = set()
         self._pt_keys: dict[tuple[frozenset[int], int], int | None] = {}
@@ -231,8 +230,7 @@ class _Problem:
         if key in self._eq_keys or len(idx) < 2:
             return
         self._eq_keys.add(key)
-        self.equations.append((np.asarray(idx, dtype=int), np.asarray(coef)))
-        self._terms.append([(int(i), int(c) % _P) for i, c in zip(idx, coef)])
+        self.equations.append([(int(i), int(c) % _P) for i, c in zip(idx, coef)])
         self._audits = {}
 
     def parts_total(self, parts: Sequence[int], total: int, *, what: str) -> int | None:
@@ -269,11 +267,11 @@ class _Problem:
         """Equation ``k`` gives a protected count away: its only unknown is protected, or (``pooled``) its total
         is shown and its hidden parts, one of them protected, add up to a count of 1 to ``min_cell - 1``
         (``total - shown parts``: "the two small programs have 7 patients between them")."""
-        idx, coef = self.equations[k]
-        unknown = [i for i, _c in self._terms[k] if self.hidden[i]]
+        unknown = [i for i, _c in self.equations[k] if self.hidden[i]]
         if len(unknown) == 1 and self._protected(unknown[0]):
             return True
-        if not self.pooled or len(unknown) < 2 or self.hidden[int(idx[-1])] or coef[-1] >= 0:
+        total, sign = self.equations[k][-1]
+        if not self.pooled or len(unknown) < 2 or self.hidden[total] or sign != _P - 1:
             return False
         if any(self.missing[i] for i in unknown) or not any(self._protected(i) for i in unknown):
             return False
@@ -286,8 +284,8 @@ class _Problem:
     def _hide_next_smallest(self, k: int) -> int | None:
         """Hide the next smallest non-zero shown cell of equation ``k``, preferring one that closes another open
         equation and opens none (ties: smaller value, then a part before the total)."""
-        idx = self.equations[k][0]
-        cands = [int(i) for i in idx if self.real[i] and not self.hidden[i]]
+        cells = [i for i, _c in self.equations[k]]
+        cands = [i for i in cells if self.real[i] and not self.hidden[i]]
         if not cands:
             return None
         nonzero = [i for i in cands if self.value[i] > 0]
@@ -298,12 +296,12 @@ class _Problem:
             for kk in self._eqs_of[i]:
                 if kk == k:
                     continue
-                unknown = [j for j in self.equations[kk][0] if self.hidden[j]]
+                unknown = [j for j, _c in self.equations[kk] if self.hidden[j]]
                 if not unknown:
                     opens += 1
                 elif len(unknown) == 1 and self._protected(unknown[0]):
                     closes += 1
-            return (opens - closes, self.value[i], i == int(idx[-1]), i)
+            return (opens - closes, self.value[i], i == cells[-1], i)
 
         pick = min(pool, key=score)
         self.hidden[pick] = True
@@ -312,7 +310,7 @@ class _Problem:
     def line_rule(self) -> None:
         """Until no equation has exactly one protected unknown: hide the next smallest shown cell."""
         self._eqs_of: dict[int, list[int]] = {}
-        for k, terms in enumerate(self._terms):
+        for k, terms in enumerate(self.equations):
             for i, _c in terms:
                 self._eqs_of.setdefault(i, []).append(k)
         pending = self._open_equations()
@@ -328,7 +326,7 @@ class _Problem:
         """Equation ``k`` restricted to the hidden cells, coefficients modulo the prime, zeros dropped; the cells of
         ``payload`` (shown cells) are kept too, under the column key it gives them."""
         r: dict[int, int] = {}
-        for i, c in self._terms[k]:
+        for i, c in self.equations[k]:
             if self.hidden[i]:
                 r[i] = (r.get(i, 0) + c) % _P
             elif payload and i in payload:
@@ -339,7 +337,7 @@ class _Problem:
     def _reach(self, start: Sequence[int], through: Container[int] = ()) -> tuple[set[int], set[int]]:
         """Cells and equations connected to the cells ``start`` through hidden cells (and the cells ``through``)."""
         cells, eqs, todo = set(start), set(), list(start)
-        hidden, terms, eqs_of = self.hidden, self._terms, self._eqs_of
+        hidden, terms, eqs_of = self.hidden, self.equations, self._eqs_of
         while todo:
             for k in eqs_of.get(todo.pop(), ()):
                 if k not in eqs:
@@ -439,7 +437,7 @@ class _Problem:
                     if k in seen_eq:
                         continue
                     seen_eq.add(k)
-                    for i in map(int, self.equations[k][0]):
+                    for i, _c in self.equations[k]:
                         if i in seen_cell:
                             continue
                         seen_cell.add(i)
