@@ -6,10 +6,18 @@ does, at the first run of the first visitor) starts one daemon thread that impor
 the first page or chooses files to upload; a page that needs a module before the thread has reached it simply
 imports it itself (Python's import lock makes the two wait for one import, never run it twice). No data is read or
 kept: only code is loaded, so nothing is shared between sessions.
+
+Once the modules are in, their objects are moved out of the cycle collector's way (``gc.freeze``). Streamlit runs a
+full collection after every script run (its ``runner.postScriptGC``), and with these libraries loaded that
+collection walked ~250,000 objects that never become garbage: 0.15–0.21 s of every click at 50,000 patients,
+measured in the server; 0.04–0.05 s once they are frozen. What is garbage at that moment is collected first; a
+frozen object is still freed when nothing refers to it (only a cycle of frozen objects would stay), and the sessions'
+data (uploads, cohorts, results, figures), created later, is collected as before.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib
 import pkgutil
 import threading
@@ -29,11 +37,17 @@ def modules() -> list[str]:
 
 
 def _import_all() -> None:
-    for name in modules():
+    try:
+        names = modules()  # imports the packages while listing them
+    except Exception:  # noqa: BLE001 - as below: the page that needs the module imports it and says what failed
+        names = list(LIBRARIES)
+    for name in names:
         try:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001, S112 - a module that cannot load fails again, with its message, where it is used
             continue
+    gc.collect()  # what is garbage now goes first: frozen objects are never collected
+    gc.freeze()
 
 
 THREAD = threading.Thread(target=_import_all, name="kap-preload", daemon=True)

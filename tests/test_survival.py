@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -319,12 +320,31 @@ def test_cohort_json_counts_patients_followup_events_and_censored():
 
 def test_km_figure_has_curves_ci_bands_censor_marks_and_an_aligned_risk_table():
     days, rel, prog = two_programs(30)
-    fig = km_figure(sv.relapse_curves(make_cohort(days, rel, program=prog), by="program"))
+    fig_curves = sv.relapse_curves(make_cohort(days, rel, program=prog), by="program")
+    fig = km_figure(fig_curves)
     lines = [t for t in fig.data if t.mode == "lines" and t.showlegend is not False]
     assert [t.name for t in lines] == ["ketamine + therapy", "ketamine only"]
     assert all(t.line.shape == "hv" and t.x[0] == 0 and t.y[0] == 1 for t in lines)
     assert sum(t.fill == "tonexty" for t in fig.data) == 2
-    assert any(t.mode == "markers" and t.marker.symbol == "line-ns-open" for t in fig.data)
+    # without the small-cell rule (which stops the ticks where the curve stops): a tick at every censoring, drawn
+    # as one path per curve (in the curve's legend group: hidden with it)
+    whole = km_figure(dataclasses.replace(fig_curves, min_cell=None))
+    ticks = [s for s in whole.layout.shapes if s.name and s.name.endswith(": censored")]
+    assert len(ticks) == 2 and all(t.type == "path" and t.xref == "x" and t.yref == "y" for t in ticks)
+    for tick in ticks:
+        group = tick.name.removesuffix(": censored")
+        assert tick.legendgroup == group and tick.showlegend is False
+        # one vertical stroke per day with a censoring, centred on the curve's height that day
+        strokes = np.array([[float(v) for p in seg.split("L") for v in p.split(",")]
+                            for seg in tick.path.split("M")[1:]])  # x0, y0, x1, y1
+        table = fig_curves.table[(fig_curves.table["group"] == group) & (fig_curves.table["n_censor"] > 0)]
+        assert strokes[:, 0].tolist() == table["day"].tolist() == strokes[:, 2].tolist()
+        assert (strokes[:, 1] + strokes[:, 3]) / 2 == pytest.approx(table["estimate"].to_numpy(float))
+        assert np.all((strokes[:, 3] - strokes[:, 1] > 0) & (strokes[:, 3] - strokes[:, 1] < 0.05))
+    for tick in (s for s in fig.layout.shapes if s.name and s.name.endswith(": censored")):  # small-cell rule on
+        curve = next(t for t in lines if t.name == tick.name.removesuffix(": censored"))
+        days = [float(seg.split(",")[0]) for seg in tick.path.split("M")[1:]]
+        assert days and max(days) <= max(curve.x)  # the ticks stop where the drawn curve stops
     table = [t for t in fig.data if t.mode == "text"]
     assert len(table) == 2 and all(t.yaxis == "y2" and t.xaxis == "x2" for t in table)
     assert all(t.cliponaxis is False for t in table)  # a count at day 0 ("1,411") is drawn whole, not cut at the axis
