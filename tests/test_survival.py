@@ -348,6 +348,8 @@ def test_km_figure_has_curves_ci_bands_censor_marks_and_an_aligned_risk_table():
     table = [t for t in fig.data if t.mode == "text"]
     assert len(table) == 2 and all(t.yaxis == "y2" and t.xaxis == "x2" for t in table)
     assert all(t.cliponaxis is False for t in table)  # a count at day 0 ("1,411") is drawn whole, not cut at the axis
+    day0 = [str(s) for t in table for s, x in zip(t.text, t.x, strict=True) if x == 0]
+    assert fig.layout.yaxis2.ticklabelstandoff >= 4 * max(map(len, day0))  # ... and clear of the group names
     assert fig.layout.xaxis.matches == "x2" or fig.layout.xaxis2.matches == "x"  # shared x-axis
     assert fig.layout.xaxis2.title.text == X_TITLE and fig.layout.yaxis.title.text == Y_TITLE
 

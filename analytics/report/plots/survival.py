@@ -144,8 +144,12 @@ def km_figure(curves: SurvivalCurves, *, title: str = "Time to return to use", s
     base_layout(fig, title=title, height=height)
     ticks = curves.risk_table["day"].drop_duplicates().sort_values().tolist()
     fig.update_yaxes(title_text=Y_TITLE, range=[0, 1.03], tickformat=".0%", row=1, col=1)
+    # the counts at day 0 are centred on the axis line: the group names stand off by half the widest of them, so
+    # that "alcohol" and "18,623" do not run together
+    first = [str(t) for t, d in zip(risk_text, curves.risk_table["day"], strict=True) if d == 0]
     fig.update_yaxes(title_text="At risk", type="category", categoryorder="array",
-                     categoryarray=list(reversed(labels)), showgrid=False, zeroline=False, row=2, col=1)
+                     categoryarray=list(reversed(labels)), showgrid=False, zeroline=False,
+                     ticklabelstandoff=4 + 4 * max(map(len, first), default=0), row=2, col=1)
     fig.update_xaxes(tickvals=ticks, row=1, col=1)
     fig.update_xaxes(title_text=X_TITLE, tickvals=ticks, showgrid=False, zeroline=False, row=2, col=1)
     xmax = max(ticks + [float(curves.table["day"].max()) if len(curves.table) else 0.0])
