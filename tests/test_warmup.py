@@ -154,6 +154,18 @@ def test_the_warmup_computes_the_overview_and_survival_defaults(cohort):
     qi.kpis(cohort, period_a=a, period_b=b)
     survival.relapse_curves(cohort, by=survival.default_grouping(cohort))
     assert len(cohort.__dict__[memo._SLOT]) == before
+    # and the Overview's default control chart and funnel plot are drawn already (the page's chart() finds them)
+    from analytics.report.plots import qi as qplots
+
+    min_cell = cohort.settings.min_cell
+    spc = qi.control_chart(cohort, kpi=next(iter(qi.SPC_KPIS)))
+    funnel = qi.funnel(cohort, unit="clinician", kpi=next(iter(qi.PATIENT_KPIS)))
+    for draw, result in ((qplots.control_chart, spc), (qplots.funnel_plot, funnel)):
+        figures = [k for k in result.__dict__.get(memo._SLOT, {}) if k[0] == "figure" and k[2] == draw.__qualname__]
+        assert figures == [("figure", draw.__module__, draw.__qualname__, (("min_cell", min_cell),))]
+        kept = result.__dict__[memo._SLOT][figures[0]]
+        assert memo.kept_figure(draw, result, min_cell=min_cell) is kept
+        assert kept.to_json() == draw(result, min_cell=min_cell).to_json()
 
 
 def _step(progress: list[int]) -> None:

@@ -62,13 +62,22 @@ Steps = tuple[list[Callable[[], object]], list[Callable[[], object]]]  # a page'
 
 def _overview(cohort: Cohort) -> Steps:
     (a, b) = qi.default_periods(cohort)
+
+    def control() -> object:
+        return qi.control_chart(cohort, kpi=next(iter(qi.SPC_KPIS)))
+
+    def funnel() -> object:
+        return qi.funnel(cohort, unit="clinician", kpi=next(iter(qi.PATIENT_KPIS)))
+
+    # the page's patient flow counts the upload's rows, which a cohort does not know: the page draws that figure
+    figures = _figures(cohort, "qi", [("control_chart", control, True, {}), ("funnel_plot", funnel, True, {})])
     return [
         lambda: qi.kpis(cohort, period_a=a, period_b=b),
         lambda: survival.dropout_sensitivity(cohort),
         lambda: qi.patient_flow(cohort),  # the small-cell rule's flow under the sensitivity table's counts
-        lambda: qi.control_chart(cohort, kpi=next(iter(qi.SPC_KPIS))),
-        lambda: qi.funnel(cohort, unit="clinician", kpi=next(iter(qi.PATIENT_KPIS))),
-    ], []
+        control,
+        funnel,
+    ], [figures]
 
 
 def _survival(cohort: Cohort) -> Steps:
