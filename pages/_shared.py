@@ -133,7 +133,7 @@ def start_pending_warmup() -> None:
         if running[0] is cohort and running[1].is_alive():
             return  # already warming this cohort
         running[2].set()
-    st.session_state[Key.WARMUP_STOP] = (cohort, *warmup.start(cohort))
+    st.session_state[Key.WARMUP_STOP] = (cohort, *warmup.start(cohort, st.session_state.get(Key.EXPORTS)))
 
 
 def shown_text(text: str) -> str:

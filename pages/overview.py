@@ -111,11 +111,8 @@ except OutcomesError as err:
     show_error(err)
 
 st.subheader("Patient flow")
-data = exports()
 try:
-    rows = sum(r.rows for r in data.files.values()) if data else None  # a cohort comes from one load: kept with it
-    flow = once(cohort, ("patient flow of the load", rows), lambda: qi.patient_flow(
-        cohort, uploaded_rows=rows, quarantined=data.issues if data is not None else None))
+    flow = qi.load_flow(cohort, exports())  # kept with the cohort (the warm-up may have drawn it already)
     chart(qplots.flow_diagram, flow, min_cell=min_cell)
     cells = qplots.flow_cells(flow, min_cell=min_cell)
     losses = flow.losses.assign(n=[cells.text(("loss", s, r)) for s, r in zip(flow.losses["step"],

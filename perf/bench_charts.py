@@ -3,7 +3,7 @@
 A rerun of a page redraws its charts in the browser, on the same two cores as the server; without its three charts
 the Overview's rerun after a filter change took 0.5–0.7 s in chromium instead of 1.0–1.3 s. This benchmark builds
 every figure the background warm-up builds for the pages' default views (``analytics/outcomes/warmup.py``) on the
-generated clinic (:func:`analytics.sample.write_clinic`, seed 7), plus the Overview's patient flow, and times
+generated clinic (:func:`analytics.sample.write_clinic`, seed 7), given the load as the dashboard gives it, and times
 ``Plotly.newPlot`` of each in headless chromium (the plotly.js that the plotly package ships, which is what the
 HTML report uses; Streamlit bundles its own copy), until the next animation frame: the median of three draws after
 a first one. A figure's size (its JSON) is given too. Writes perf/results/charts.json.
@@ -36,10 +36,9 @@ _DRAW_JS = """async (spec) => {
 
 def _figures(n_patients: int) -> tuple[list[tuple[str, str]], dict[str, float]]:
     """(name, figure JSON) of every default figure, and the seconds of each preparation step."""
-    from analytics.outcomes import memo, qi, warmup
+    from analytics.outcomes import memo, warmup
     from analytics.outcomes.cohort import build_cohort
     from analytics.outcomes.settings import Settings
-    from analytics.report.plots import qi as qplots
     from analytics.sample import write_clinic
     from schemas.validate import load_exports
 
@@ -53,11 +52,9 @@ def _figures(n_patients: int) -> tuple[list[tuple[str, str]], dict[str, float]]:
     cohort = build_cohort(data, Settings())
     steps["cohort_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    warmup.run(cohort)  # every page's default analyses, then its default figures (kept with the results)
+    warmup.run(cohort, exports=data)  # every page's default analyses, then its default figures (kept with the results)
     steps["warmup_seconds"] = time.perf_counter() - t0
-    min_cell = cohort.settings.min_cell
-    # the Overview draws its patient flow itself (it counts the upload's rows, which the warm-up does not know)
-    figures = [("qi.flow_diagram", qplots.flow_diagram(qi.patient_flow(cohort), min_cell=min_cell))]
+    figures: list[tuple[str, Any]] = []
     seen: set[int] = set()
 
     def collect(owner: Any) -> None:  # the figures kept with each result (memo.kept_figure), result by result
@@ -109,7 +106,7 @@ def main() -> None:
         "preparation_seconds": {k: round(v, 2) for k, v in steps.items()},
         "notes": [("Plotly.newPlot of each figure in headless chromium until the next animation frame; median of "
                    f"{DRAWS} draws after a first one."),
-                  "Figures: every default figure the warm-up builds, plus the Overview's patient flow."]})
+                  "Figures: every default figure the warm-up builds (given the load, as in the dashboard)."]})
 
 
 if __name__ == "__main__":

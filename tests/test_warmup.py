@@ -79,7 +79,7 @@ def test_a_failure_is_not_kept():
 
 
 def test_the_warmup_survives_an_analysis_that_cannot_run(cohort, monkeypatch):
-    monkeypatch.setattr(warmup, "first_views", lambda c: [lambda: 1 / 0, lambda: trajectories.band_transitions(c)])
+    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [lambda: 1 / 0, lambda: trajectories.band_transitions(c)])
     memo.forget(cohort)
     warmup.run(cohort)
     assert any("band_transitions" in str(k) for k in cohort.__dict__[memo._SLOT])
@@ -87,7 +87,7 @@ def test_the_warmup_survives_an_analysis_that_cannot_run(cohort, monkeypatch):
 
 def test_the_warmup_starts_nothing_while_a_page_is_drawn(cohort, monkeypatch):
     ran = []
-    monkeypatch.setattr(warmup, "first_views", lambda c: [lambda: ran.append("a"), lambda: ran.append("b")])
+    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [lambda: ran.append("a"), lambda: ran.append("b")])
     with warmup.foreground():
         thread, _ = warmup.start(cohort)
         time.sleep(0.4)
@@ -98,7 +98,7 @@ def test_the_warmup_starts_nothing_while_a_page_is_drawn(cohort, monkeypatch):
 
 def test_a_newer_cohort_stops_the_older_warmup(cohort, monkeypatch):
     ran = []
-    monkeypatch.setattr(warmup, "first_views", lambda c: [lambda: ran.append("a"), lambda: ran.append("b")])
+    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [lambda: ran.append("a"), lambda: ran.append("b")])
     with warmup.foreground():
         thread, stop = warmup.start(cohort)
         stop.set()
@@ -121,12 +121,12 @@ def test_a_stopped_warmup_holds_still_while_a_newer_one_works_then_finishes_its_
         for _ in range(150):
             _step(new)
 
-    monkeypatch.setattr(warmup, "first_views", lambda c: [lambda: memo.once(box, "k", older), lambda: after.append(1)])
+    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [lambda: memo.once(box, "k", older), lambda: after.append(1)])
     thread, stop = warmup.start(cohort)
     while not old:
         time.sleep(0.005)
     stop.set()  # a newer view: this warm-up starts nothing more ...
-    monkeypatch.setattr(warmup, "first_views", lambda c: [newer])
+    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [newer])
     fresh, _ = warmup.start(cohort)
     while not new:
         time.sleep(0.005)
@@ -168,6 +168,26 @@ def test_the_warmup_computes_the_overview_and_survival_defaults(cohort):
         assert kept.to_json() == draw(result, min_cell=min_cell).to_json()
 
 
+def test_given_the_load_the_warmup_draws_the_overviews_patient_flow_too():
+    from analytics.outcomes import qi
+    from analytics.report.plots import qi as qplots
+
+    frames = generate_clinic(300, seed=5)
+    data = ValidatedExports.from_frames(frames["sessions"], frames["followups"], frames["patients"])
+    cohort = build_cohort(data, Settings())
+    warmup.run(cohort, exports=data)
+    rows = sum(r.rows for r in data.files.values())
+    flow = cohort.__dict__[memo._SLOT][("patient flow of the load", rows)]
+    assert flow.steps["n"].iloc[0] == rows  # the flow starts from the rows read, as the page's does
+    assert qi.load_flow(cohort, data) is flow  # the page's call finds it
+    kept = flow.__dict__[memo._SLOT][("figure", qplots.__name__, "flow_diagram", (("min_cell", 11),))]
+    assert memo.kept_figure(qplots.flow_diagram, flow, min_cell=11) is kept
+    assert kept.to_json() == qplots.flow_diagram(flow, min_cell=11).to_json()
+    without = build_cohort(data, Settings())
+    warmup.run(without)  # no load given: the flow of the load is left to the page
+    assert not any(isinstance(k, tuple) and k[0] == "patient flow of the load" for k in without.__dict__[memo._SLOT])
+
+
 def _step(progress: list[int]) -> None:
     progress.append(1)
     time.sleep(0.002)
@@ -180,7 +200,7 @@ def test_an_analysis_under_way_holds_still_while_a_page_is_drawn(cohort, monkeyp
         for _ in range(400):
             _step(progress)  # a Python call: where the warm-up gives way
 
-    monkeypatch.setattr(warmup, "first_views", lambda c: [analysis])
+    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [analysis])
     thread, _ = warmup.start(cohort)
     while not progress:
         time.sleep(0.005)
@@ -204,7 +224,7 @@ def test_a_page_waiting_for_the_result_under_way_gets_it(cohort, monkeypatch):
             _step(progress)
         return 7
 
-    monkeypatch.setattr(warmup, "first_views", lambda c: [lambda: memo.once(box, "k", slow)])
+    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [lambda: memo.once(box, "k", slow)])
     thread, _ = warmup.start(cohort)
     while not progress:
         time.sleep(0.005)

@@ -39,7 +39,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -55,6 +55,9 @@ from analytics.outcomes.safety import VitalThresholds, session_safety_flags
 from analytics.outcomes.settings import DropoutRule
 from analytics.privacy.counts import note_n
 from schemas.arrow import text_map
+
+if TYPE_CHECKING:
+    from schemas.frames import ValidatedExports
 
 DateLike = date | pd.Timestamp | str
 Period = tuple[DateLike, DateLike]
@@ -478,6 +481,15 @@ def _rows_lost(quarantined: pd.DataFrame | int | None) -> tuple[int, list[tuple[
     if reasons.sum() > len(rows):
         note = "Some quarantined rows had several problems; each problem is listed, so reasons add up to more rows."
     return len(rows), [(str(r), int(n)) for r, n in reasons.items()], note
+
+
+def load_flow(cohort: Cohort, exports: ValidatedExports | None) -> FlowTable:
+    """The Overview's patient flow of the load ``cohort`` came from (``exports``: that load's accepted data, for its
+    rows read and set aside; None: from the cohort's patients on), computed once and kept with the cohort: the
+    page and the background warm-up (:mod:`analytics.outcomes.warmup`) share it."""
+    rows = sum(r.rows for r in exports.files.values()) if exports is not None else None
+    return once(cohort, ("patient flow of the load", rows), lambda: patient_flow(
+        cohort, uploaded_rows=rows, quarantined=exports.issues if exports is not None else None))
 
 
 @per_cohort
@@ -1316,6 +1328,6 @@ __all__ = [
     "AttentionList", "ControlChart", "FlowTable", "FunnelResult", "KpiOptions", "KpiTable", "MonthlySeries",
     "binomial_funnel_limits", "control_chart", "default_periods", "funnel", "funnel_from_counts",
     "kpi_definition", "kpi_label", "kpis",
-    "monthly_rate", "newcombe_ci", "overdispersion", "p_chart", "patient_flow", "patient_kpi_frame",
+    "load_flow", "monthly_rate", "newcombe_ci", "overdispersion", "p_chart", "patient_flow", "patient_kpi_frame",
     "patients_needing_attention", "run_rules",
 ]

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from analytics.outcomes import (
     attention,
@@ -45,14 +45,18 @@ from analytics.outcomes import (
 )
 from analytics.outcomes.cohort import Cohort
 
+if TYPE_CHECKING:
+    from schemas.frames import ValidatedExports
 
-def first_views(cohort: Cohort) -> list[Callable[[], object]]:
+
+def first_views(cohort: Cohort, exports: ValidatedExports | None = None) -> list[Callable[[], object]]:
     """The analyses of each page's default view, in navigation order (the same calls the pages make), then each
-    page's default figures in the same order (the same figures, :func:`memo.kept_figure`).
+    page's default figures in the same order (the same figures, :func:`memo.kept_figure`). ``exports``: the load the
+    cohort came from (the Overview's patient flow counts its rows; without it that flow is left to the page).
 
     Figures come second: an analysis a page has to compute itself keeps it waiting for seconds at 50,000 patients, a
     figure for 0.1–0.4 s, so a visitor who moves on quickly should find the analyses done first."""
-    pages = [_overview(cohort), _survival(cohort), _trajectories(cohort), _substance_use(cohort), _benchmarks(cohort),
+    pages = [_overview(cohort, exports), _survival(cohort), _trajectories(cohort), _substance_use(cohort), _benchmarks(cohort),
              _safety(cohort), _retention(cohort), _subgroups(cohort), _attention(cohort)]
     return [step for analyses, _ in pages for step in analyses] + [step for _, figures in pages for step in figures]
 
@@ -60,7 +64,7 @@ def first_views(cohort: Cohort) -> list[Callable[[], object]]:
 Steps = tuple[list[Callable[[], object]], list[Callable[[], object]]]  # a page's analyses, its figures
 
 
-def _overview(cohort: Cohort) -> Steps:
+def _overview(cohort: Cohort, exports: ValidatedExports | None) -> Steps:
     (a, b) = qi.default_periods(cohort)
 
     def control() -> object:
@@ -69,15 +73,19 @@ def _overview(cohort: Cohort) -> Steps:
     def funnel() -> object:
         return qi.funnel(cohort, unit="clinician", kpi=next(iter(qi.PATIENT_KPIS)))
 
-    # the page's patient flow counts the upload's rows, which a cohort does not know: the page draws that figure
-    figures = _figures(cohort, "qi", [("control_chart", control, True, {}), ("funnel_plot", funnel, True, {})])
-    return [
-        lambda: qi.kpis(cohort, period_a=a, period_b=b),
-        lambda: survival.dropout_sensitivity(cohort),
-        lambda: qi.patient_flow(cohort),  # the small-cell rule's flow under the sensitivity table's counts
-        control,
-        funnel,
-    ], [figures]
+    def flow() -> object:
+        return qi.load_flow(cohort, exports)
+
+    charts: list[tuple[str, Callable[[], Any], bool, Options]] = [
+        ("control_chart", control, True, {}), ("funnel_plot", funnel, True, {})]
+    steps = [lambda: qi.kpis(cohort, period_a=a, period_b=b),
+             lambda: survival.dropout_sensitivity(cohort),
+             lambda: qi.patient_flow(cohort),  # the small-cell rule's flow under the sensitivity table's counts
+             control, funnel]
+    if exports is not None:  # the page's flow counts the load's rows
+        steps.append(flow)
+        charts.insert(0, ("flow_diagram", flow, True, {}))
+    return steps, [_figures(cohort, "qi", charts)]
 
 
 def _survival(cohort: Cohort) -> Steps:
@@ -261,12 +269,12 @@ def _give_way_hook(stop: threading.Event) -> Callable[[object, str, object], Non
     return give_way
 
 
-def run(cohort: Cohort, stop: threading.Event | None = None) -> None:
+def run(cohort: Cohort, stop: threading.Event | None = None, exports: ValidatedExports | None = None) -> None:
     """Compute :func:`first_views` one after another, each once no page is being drawn, until ``stop`` is set; an
     analysis that fails is skipped (its page says why)."""
     stop = stop or threading.Event()
     try:
-        views = first_views(cohort)
+        views = first_views(cohort, exports)
     except Exception:  # noqa: BLE001 - a cohort whose defaults cannot be worked out: its pages say why
         return
     background = threading.current_thread() is not threading.main_thread()
@@ -288,10 +296,10 @@ def run(cohort: Cohort, stop: threading.Event | None = None) -> None:
             _current.discard(stop)
 
 
-def start(cohort: Cohort) -> tuple[threading.Thread, threading.Event]:
+def start(cohort: Cohort, exports: ValidatedExports | None = None) -> tuple[threading.Thread, threading.Event]:
     """:func:`run` in a daemon thread; returns it (tests join it) and the event that stops it."""
     stop = threading.Event()
-    thread = threading.Thread(target=run, args=(cohort, stop), name="kap-warmup", daemon=True)
+    thread = threading.Thread(target=run, args=(cohort, stop, exports), name="kap-warmup", daemon=True)
     thread.start()
     return thread, stop
 
