@@ -79,7 +79,8 @@ def test_a_failure_is_not_kept():
 
 
 def test_the_warmup_survives_an_analysis_that_cannot_run(cohort, monkeypatch):
-    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [lambda: 1 / 0, lambda: trajectories.band_transitions(c)])
+    monkeypatch.setattr(warmup, "first_views",
+                        lambda c, _load=None: [lambda: 1 / 0, lambda: trajectories.band_transitions(c)])
     memo.forget(cohort)
     warmup.run(cohort)
     assert any("band_transitions" in str(k) for k in cohort.__dict__[memo._SLOT])
@@ -87,7 +88,7 @@ def test_the_warmup_survives_an_analysis_that_cannot_run(cohort, monkeypatch):
 
 def test_the_warmup_starts_nothing_while_a_page_is_drawn(cohort, monkeypatch):
     ran = []
-    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [lambda: ran.append("a"), lambda: ran.append("b")])
+    monkeypatch.setattr(warmup, "first_views", lambda c, _load=None: [lambda: ran.append("a"), lambda: ran.append("b")])
     with warmup.foreground():
         thread, _ = warmup.start(cohort)
         time.sleep(0.4)
@@ -98,7 +99,7 @@ def test_the_warmup_starts_nothing_while_a_page_is_drawn(cohort, monkeypatch):
 
 def test_a_newer_cohort_stops_the_older_warmup(cohort, monkeypatch):
     ran = []
-    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [lambda: ran.append("a"), lambda: ran.append("b")])
+    monkeypatch.setattr(warmup, "first_views", lambda c, _load=None: [lambda: ran.append("a"), lambda: ran.append("b")])
     with warmup.foreground():
         thread, stop = warmup.start(cohort)
         stop.set()
@@ -121,12 +122,13 @@ def test_a_stopped_warmup_holds_still_while_a_newer_one_works_then_finishes_its_
         for _ in range(150):
             _step(new)
 
-    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [lambda: memo.once(box, "k", older), lambda: after.append(1)])
+    monkeypatch.setattr(warmup, "first_views",
+                        lambda c, _load=None: [lambda: memo.once(box, "k", older), lambda: after.append(1)])
     thread, stop = warmup.start(cohort)
     while not old:
         time.sleep(0.005)
     stop.set()  # a newer view: this warm-up starts nothing more ...
-    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [newer])
+    monkeypatch.setattr(warmup, "first_views", lambda c, _load=None: [newer])
     fresh, _ = warmup.start(cohort)
     while not new:
         time.sleep(0.005)
@@ -200,7 +202,7 @@ def test_an_analysis_under_way_holds_still_while_a_page_is_drawn(cohort, monkeyp
         for _ in range(400):
             _step(progress)  # a Python call: where the warm-up gives way
 
-    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [analysis])
+    monkeypatch.setattr(warmup, "first_views", lambda c, _load=None: [analysis])
     thread, _ = warmup.start(cohort)
     while not progress:
         time.sleep(0.005)
@@ -224,7 +226,7 @@ def test_a_page_waiting_for_the_result_under_way_gets_it(cohort, monkeypatch):
             _step(progress)
         return 7
 
-    monkeypatch.setattr(warmup, "first_views", lambda c, exports=None: [lambda: memo.once(box, "k", slow)])
+    monkeypatch.setattr(warmup, "first_views", lambda c, _load=None: [lambda: memo.once(box, "k", slow)])
     thread, _ = warmup.start(cohort)
     while not progress:
         time.sleep(0.005)

@@ -56,8 +56,8 @@ def first_views(cohort: Cohort, exports: ValidatedExports | None = None) -> list
 
     Figures come second: an analysis a page has to compute itself keeps it waiting for seconds at 50,000 patients, a
     figure for 0.1–0.4 s, so a visitor who moves on quickly should find the analyses done first."""
-    pages = [_overview(cohort, exports), _survival(cohort), _trajectories(cohort), _substance_use(cohort), _benchmarks(cohort),
-             _safety(cohort), _retention(cohort), _subgroups(cohort), _attention(cohort)]
+    pages = [_overview(cohort, exports), _survival(cohort), _trajectories(cohort), _substance_use(cohort),
+             _benchmarks(cohort), _safety(cohort), _retention(cohort), _subgroups(cohort), _attention(cohort)]
     return [step for analyses, _ in pages for step in analyses] + [step for _, figures in pages for step in figures]
 
 
