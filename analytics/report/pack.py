@@ -127,10 +127,6 @@ def _versions() -> str:
     return f"Python {platform.python_version()}; " + ", ".join(found)
 
 
-def _flow_of(cohort: Cohort, data: ValidatedExports) -> qi.FlowTable:
-    return qi.patient_flow(cohort, uploaded_rows=sum(r.rows for r in data.files.values()), quarantined=data.issues)
-
-
 def _flow_totals(pack: _Pack, cohort: Cohort, data: ValidatedExports, keys: dict[object, object]
                  ) -> tuple[dict[object, float | None], list[object], list[object]]:
     """Totals that the patient-flow section prints (``keys``: cell here → flow key), as the flow shows them.
@@ -140,7 +136,7 @@ def _flow_totals(pack: _Pack, cohort: Cohort, data: ValidatedExports, keys: dict
     flow step gives nothing away that the flow hides, nor the flow what the table hides.
     """
     try:
-        flow_cells = qplots.flow_cells(_flow_of(cohort, data), min_cell=pack.chart_min_cell)
+        flow_cells = qplots.flow_cells(qi.load_flow(cohort, data), min_cell=pack.chart_min_cell)
     except OutcomesError:
         return {}, [], []
     values = {k: flow_cells.values.get(f) for k, f in keys.items() if f in flow_cells.values}
@@ -227,7 +223,7 @@ def _kpis(pack: _Pack, cohort: Cohort) -> None:
 
 
 def _flow(pack: _Pack, cohort: Cohort, data: ValidatedExports) -> None:
-    flow = _flow_of(cohort, data)
+    flow = qi.load_flow(cohort, data)
     cells = qplots.flow_cells(flow, min_cell=pack.chart_min_cell)  # one suppression: the diagram and both tables
     pack.figure(qplots.flow_diagram(flow, min_cell=pack.chart_min_cell))
     st = flow.steps
