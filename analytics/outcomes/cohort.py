@@ -432,19 +432,20 @@ def _in_patient_date_order(frame: pd.DataFrame) -> bool:
 
 def _rows_of(frame: pd.DataFrame, keep: np.ndarray, handed_over: pd.DataFrame | None) -> pd.DataFrame:
     """``frame[keep]``; with ``handed_over`` (the accepted rows the caller gave up), built by :func:`_taken`."""
-    return frame[keep] if handed_over is None else _taken(frame, np.flatnonzero(keep), handed_over)
+    return frame[keep] if handed_over is None else _taken(frame, keep, handed_over)
 
 
 def _taken(frame: pd.DataFrame, rows: np.ndarray, handed_over: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``frame`` at positions ``rows``, built column by column, each column removed from ``frame`` and
-    from ``handed_over`` (the accepted rows the caller gave up, which ``frame`` may be or share columns with) as soon
-    as it is copied: the two are never both held in full."""
+    """The rows of ``frame`` at positions ``rows`` (or where the mask ``rows`` is True: Arrow's filter, faster than
+    its take of the same rows), built column by column, each column removed from ``frame`` and from ``handed_over``
+    (the accepted rows the caller gave up, which ``frame`` may be or share columns with) as soon as it is copied: the
+    two are never both held in full."""
     out = pd.DataFrame(index=frame.index[rows])
     for col in list(frame.columns):
         values = frame.pop(col)
         if col in handed_over.columns:
             del handed_over[col]
-        out[col] = values.array.take(rows)  # positional: no alignment on the index
+        out[col] = values.array[rows]  # positional: no alignment on the index
         del values
     return out
 
