@@ -436,10 +436,9 @@ def _rows_of(frame: pd.DataFrame, keep: np.ndarray, handed_over: pd.DataFrame | 
 
 
 def _taken(frame: pd.DataFrame, rows: np.ndarray, handed_over: pd.DataFrame) -> pd.DataFrame:
-    """The rows of ``frame`` at positions ``rows`` (or where the mask ``rows`` is True: Arrow's filter, faster than
-    its take of the same rows), built column by column, each column removed from ``frame`` and from ``handed_over``
-    (the accepted rows the caller gave up, which ``frame`` may be or share columns with) as soon as it is copied: the
-    two are never both held in full."""
+    """The rows of ``frame`` at positions ``rows`` (or where the boolean mask ``rows`` is True), built column by
+    column, each column removed from ``frame`` and from ``handed_over`` (the accepted rows the caller gave up, which
+    ``frame`` may be or share columns with) as soon as it is copied: the two are never both held in full."""
     out = pd.DataFrame(index=frame.index[rows])
     for col in list(frame.columns):
         values = frame.pop(col)
