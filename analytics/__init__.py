@@ -9,10 +9,10 @@ machine the default gained no wall time and used twice the CPU (README, Scaling)
 An ``OPENBLAS_NUM_THREADS`` set by whoever runs us is kept.
 
 Freed memory kept for reuse (Linux; :func:`reuse_freed_memory`, called by the command line and by the dashboard
-server, not on import). An analysis works through many short-lived arrays of millions of values. On the benchmark machine what it paid for
-was less the arithmetic than the first touch of memory just handed back to the system and asked for again (page
-faults): about 8 of 16.5 s of an ``analyze`` at 200,000 patients were system time, and 3.6-4.2 s of the dashboard's
-warm-up at 50,000 patients. Two settings keep freed memory for reuse:
+server, not on import). An analysis works through many short-lived arrays of millions of values. On the benchmark
+machine what it paid for was less the arithmetic than the first touch of memory just handed back to the system and
+asked for again (page faults): about 8 of 16.5 s of an ``analyze`` at 200,000 patients were system time, and
+3.6-4.2 s of the dashboard's warm-up at 50,000 patients. Two settings keep freed memory for reuse:
 
 - glibc's malloc serves blocks up to 32 MiB from its heap (its largest setting; larger blocks stay fresh mappings)
   and keeps up to 1 GiB of freed heap, instead of mapping each large block afresh and unmapping it when freed;

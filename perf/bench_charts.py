@@ -52,7 +52,7 @@ def _figures(n_patients: int) -> tuple[list[tuple[str, str]], dict[str, float]]:
     cohort = build_cohort(data, Settings())
     steps["cohort_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    warmup.run(cohort, exports=data)  # every page's default analyses, then its default figures (kept with the results)
+    warmup.run(cohort, exports=data)  # every page's default analyses, then its default figures (kept with results)
     steps["warmup_seconds"] = time.perf_counter() - t0
     figures: list[tuple[str, Any]] = []
     seen: set[int] = set()

@@ -1,6 +1,6 @@
-"""Memory settings (analytics/__init__.py, reuse_freed_memory; the command's analytics/cli.py batch_memory, the server's pages/_preload.py):
-freed memory is kept for reuse, not faulted in again; the command makes them only in its own process, and a setting
-of whoever runs us is kept."""
+"""Memory settings (analytics/__init__.py, reuse_freed_memory; the command's analytics/cli.py batch_memory, the
+server's pages/_preload.py): freed memory is kept for reuse, not faulted in again; the command makes them only in
+its own process, and a setting of whoever runs us is kept."""
 
 from __future__ import annotations
 
