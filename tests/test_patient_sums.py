@@ -64,3 +64,30 @@ def test_patient_sums_reject_gaps_in_codes():
         assert "without gaps" in str(err)
     else:
         raise AssertionError("codes with a gap were accepted")
+
+
+def test_no_observation_level_column_is_held_between_calls():
+    """Only per-patient sums are kept: a design's basis (8 million values a column at a million patients) is not
+    held after its moments are made. A key aliased in an earlier call to an equal column is summed right when that
+    column is not given again."""
+    y, weeks, groups = _random_scores(seed=11)
+    shared = lmm.PatientSums(groups)
+    twice = weeks.copy()
+    first = shared.moments({"1": np.ones(len(y)), "weeks": weeks, "again": twice, "y": y},
+                           ["1", "weeks", "again"], "y", "weeks")
+    assert shared._columns == {} and shared._alias["again"] == "weeks"
+    want = lmm.patient_moments(y, np.column_stack([np.ones(len(y)), weeks, weeks]), groups, weeks)
+    np.testing.assert_array_equal(first.uu, want.uu)
+    bend = np.maximum(weeks - 4, 0)  # a new column whose products with "again" (an alias of weeks) are new sums
+    got = shared.moments({"1": np.ones(len(y)), "again": twice, "bend": bend, "y": y}, ["1", "again", "bend"], "y",
+                         "again")
+    alone = lmm.patient_moments(y, np.column_stack([np.ones(len(y)), weeks, bend]), groups, weeks)
+    for name in ("s", "su", "tu", "uu"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(alone, name))
+    assert shared._columns == {}
+    try:
+        shared.moments({"1": np.ones(len(y)), "y": y}, ["1", "weeks"], "y")
+    except ValueError as err:
+        assert "no values given" in str(err)
+    else:
+        raise AssertionError("a column without values was accepted")

@@ -514,7 +514,8 @@ def measure_frame(cohort: Cohort, measure: str) -> pd.DataFrame:
         d["weeks"] = d["weeks"].astype(float)
         return d.reset_index(drop=True)
 
-    return once(cohort, ("measure frame", measure), compute).copy()  # a copy: callers add columns to it
+    # a new frame on the same data (copy-on-write): callers add columns to theirs, never to the kept one
+    return once(cohort, ("measure frame", measure), compute).copy(deep=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -563,11 +564,19 @@ class PreparedScores:
             self._moments[time] = sums.moments(columns, ["1", *keys], "value", "weeks")
         return self._moments[time]
 
+    def keep_moments_of(self, shape: str) -> None:
+        """Forget the per-patient sums and the moments of every time shape but ``shape``; asked for again, they are
+        computed again, the same bit for bit. After the time shapes are compared only the chosen one is refitted:
+        at a million patients this frees about 0.4 GB (the sums and two shapes' moments) before that refit."""
+        for key in [k for k in self._moments if not (isinstance(k, TimeBasis) and k.shape == shape)]:
+            del self._moments[key]
+
 
 def prepare_scores(cohort: Cohort, measure: str = "phq9") -> PreparedScores:
     """The scores of ``measure`` in ``cohort``, ready for repeated :func:`fit_trajectory` calls (``prepared=``)."""
     d = measure_frame(cohort, measure)
-    d = d[d["patient_id"].notna()]
+    if d["patient_id"].hasnans:
+        d = d[d["patient_id"].notna()]
     codes, uniques = pd.factorize(d["patient_id"])
     codes = codes.astype(np.int64)
     return PreparedScores(measure=measure, patient_id=pd.Index(uniques, name="patient_id"), codes=codes,
@@ -947,6 +956,7 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
     """
     z = z_crit(conf_level)
     adjust = tuple(adjust)
+    own_scores = prepared is None  # no caller reuses them: what only the comparison needed can go after it
     if prepared is None:
         prepared = prepare_scores(cohort, measure)
     elif prepared.measure != measure:
@@ -955,6 +965,8 @@ def fit_trajectory(cohort: Cohort, *, measure: str = "phq9", by: str | None = No
         comparison = compare_time_shapes(cohort, measure=measure, by=by, adjust=adjust, knot_weeks=knot_weeks,
                                          spline_df=spline_df, engine=engine, reference=reference,
                                          prepared=prepared)
+        if own_scores:
+            prepared.keep_moments_of(comparison.best)
         chosen_ml = comparison.fits.get(comparison.best)
         if (start is None and random_slope and random_structure is None and chosen_ml is not None
                 and chosen_ml.random_structure == "correlated" and chosen_ml.theta is not None):
