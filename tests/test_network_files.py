@@ -248,3 +248,30 @@ def test_footer_rows_found_through_the_first_byte_prefilter_equal_the_plain_expr
                          "__line": range(2, len(values) + 2)})
     _, _, footers = reader._drop_non_records(body, 2)
     assert [line for line, _ in footers] == [i + 2 for i in np.flatnonzero(plain)]
+
+
+def test_parquet_columns_converted_in_threads_equal_one_after_another(clinic, tmp_path, monkeypatch):
+    """A large Parquet file's columns are turned into text in threads (each through its own reader, the bytes of an
+    upload too): the same rows, issues and NUL finding as one column after another."""
+    import schemas.arrow
+
+    s = pd.read_parquet(clinic["sessions_parquet"])
+    s["patient_id"] = s["patient_id"].astype(str)
+    s.loc[5, "patient_id"] = "00\x0012"
+    s["route"] = s["route"].astype(object)
+    s.loc[8, "route"] = "  NA "  # a missing token, padded
+    s.loc[9, "phq9"] = 31.0
+    s.to_parquet(tmp_path / "s.parquet", index=False)
+    data = (tmp_path / "s.parquet").read_bytes()
+    got = {}
+    for mode, rows in (("sequential", 10**12), ("threads", 0)):
+        monkeypatch.setattr(schemas.arrow, "THREADS_FROM_ROWS", rows)
+        got[mode] = [load_exports(tmp_path / "s.parquet", clinic["followups"]),
+                     load_exports(data, clinic["followups"], names={"sessions": "s.parquet"})]
+    for one, other in zip(got["sequential"], got["threads"]):
+        pd.testing.assert_frame_equal(one.sessions, other.sessions)
+        pd.testing.assert_frame_equal(one.issues, other.issues)
+    issues = got["threads"][1].issues
+    mine = issues[issues["file"] == "s.parquet"].sort_values("line")
+    # the NUL, the padded NA read as missing (a ketamine session then lacks its route), the PHQ-9 of 31
+    assert mine[["line", "column"]].values.tolist() == [[7, "patient_id"], [10, "route"], [11, "phq9"]]
