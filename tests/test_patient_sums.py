@@ -91,3 +91,20 @@ def test_no_observation_level_column_is_held_between_calls():
         assert "no values given" in str(err)
     else:
         raise AssertionError("a column without values was accepted")
+
+
+def test_keeping_one_shapes_moments_frees_the_rest_and_recomputes_them_bit_for_bit():
+    import pandas as pd
+
+    y, weeks, groups = _random_scores(seed=13)
+    prepared = tr.PreparedScores(measure="phq9", patient_id=pd.Index([f"p{i}" for i in range(groups.max() + 1)]),
+                                 codes=groups.astype(np.int64), weeks=weeks, value=y,
+                                 n_scores=np.bincount(groups))
+    linear, piecewise = tr.TimeBasis("linear"), tr.TimeBasis("piecewise", knot_weeks=4.0)
+    before = {b: prepared.moments(b) for b in (linear, piecewise)}
+    prepared.keep_moments_of("piecewise")
+    assert list(prepared._moments) == [piecewise]  # the shared sums and the linear shape's moments are gone
+    assert prepared.moments(piecewise) is before[piecewise]
+    again = prepared.moments(linear)  # summed afresh, from new per-patient sums
+    for name in ("s", "su", "tu", "uu"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(before[linear], name))
