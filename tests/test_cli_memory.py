@@ -71,7 +71,7 @@ def test_main_called_from_python_leaves_the_allocators_alone(monkeypatch):
     from analytics import cli
 
     called = []
-    monkeypatch.setattr(cli, "batch_memory", lambda: called.append(True))
+    monkeypatch.setattr(cli, "batch_memory", lambda *args, **kwargs: called.append(True))
     assert cli.main(["sample", "--patients", "0", "--out", "/nonexistent/x"]) == 2
     assert not called
 
